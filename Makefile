@@ -1,0 +1,124 @@
+# claude-zephyr build.
+#
+#   make            build/claude-zephyr (warnings are errors)
+#   make test       build, then run unit + integration tests against build/
+#   make asan       the same binaries with AddressSanitizer + UBSan in build/asan/
+#   make test-asan  the whole suite against build/asan/
+#   make check      test + test-asan (what CI runs)
+#   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# B is the output directory; SAN=1 selects the sanitizer flags.
+
+B       ?= build
+SAN     ?= 0
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+CC  ?= cc
+CXX ?= c++
+PKGS := libuv libcurl libcjson ncursesw
+
+WARN := -Wall -Wextra -Wshadow -Wformat=2 -Werror
+CWARN := $(WARN) -Wstrict-prototypes -Wmissing-prototypes
+OPT := -O2 -g
+ifeq ($(SAN),1)
+OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CPPFLAGS += -D_GNU_SOURCE -Isrc -I$(LLHTTP_DIR) $(PKG_CFLAGS)
+CFLAGS   += -std=c11 $(OPT) $(CWARN) -MMD -MP
+CXXFLAGS += -std=c++17 $(OPT) $(WARN) -MMD -MP
+LDFLAGS  += $(OPT)
+LDLIBS   += $(PKG_LIBS) -lm -lpthread
+
+# llhttp's generated C sources come from Debian's node-llhttp package.
+LLHTTP_DIR := build/llhttp
+LLHTTP_SRC := $(LLHTTP_DIR)/llhttp.c $(LLHTTP_DIR)/api.c $(LLHTTP_DIR)/http.c
+
+SRC_C   := $(filter-out src/main.c,$(wildcard src/*.c))
+SRC_CXX := $(wildcard src/*.cpp)
+OBJ     := $(SRC_C:src/%.c=$(B)/obj/%.o) $(SRC_CXX:src/%.cpp=$(B)/obj/%.o) \
+           $(B)/obj/llhttp/llhttp.o $(B)/obj/llhttp/api.o $(B)/obj/llhttp/http.o
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all test asan test-asan check fuzz install clean lint format bench
+all: $(B)/claude-zephyr $(B)/fake-upstream $(UNIT_BIN)
+
+$(LLHTTP_DIR)/llhttp.h $(LLHTTP_SRC):
+	scripts/fetch-llhttp.sh $(LLHTTP_DIR)
+
+$(B)/obj/%.o: src/%.c | $(LLHTTP_DIR)/llhttp.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/obj/%.o: src/%.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+# Third-party code is compiled as shipped, without our warning set.
+$(B)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c $(LLHTTP_DIR)/llhttp.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) -I$(LLHTTP_DIR) -c $< -o $@
+
+$(B)/libzephyr.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/claude-zephyr: $(B)/obj/main.o $(B)/libzephyr.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/obj/tests/%.o: tests/%.c | $(LLHTTP_DIR)/llhttp.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/fake-upstream: $(B)/obj/tests/fake_upstream_main.o $(B)/libzephyr.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(B)/libzephyr.a
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+test: all
+	tests/run.sh $(B)
+
+asan:
+	$(MAKE) B=build/asan SAN=1 all
+
+test-asan: asan
+	tests/run.sh build/asan
+
+check: test test-asan
+
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))
+fuzz: $(LLHTTP_DIR)/llhttp.h
+	$(MAKE) B=build/fuzz-lib CC=clang CXX=clang++ OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" build/fuzz-lib/libzephyr.a
+	@mkdir -p build/fuzz
+	for t in $(FUZZ_TARGETS); do n=$${t#build/fuzz/}; \
+	  clang++ -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -x c tests/fuzz/$$n.c -x none build/fuzz-lib/libzephyr.a $(LDLIBS) -o $$t || exit 1; done
+
+bench: all
+	bench/run.sh
+
+install: $(B)/claude-zephyr
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(B)/claude-zephyr $(DESTDIR)$(PREFIX)/bin/claude-zephyr
+	install -m 755 monitor.sh $(DESTDIR)$(PREFIX)/bin/claude-zephyr-monitor
+	if [ -f docs/claude-zephyr.1 ]; then install -m 644 docs/claude-zephyr.1 $(DESTDIR)$(PREFIX)/share/man/man1/; fi
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr -Isrc src
+	clang-tidy src/*.c -- $(CPPFLAGS) -std=c11
+
+format:
+	clang-format -i src/*.c src/*.h tests/*.c tests/unit/*.c
+
+clean:
+	rm -rf build
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,120 @@
+/*
+ * config: the proxy's configuration, loaded from TOML and validated.
+ *
+ * config_load() reads a TOML file (through the C interface of toml.cpp),
+ * fills a struct config with every documented default applied, resolves each
+ * group's token from the environment, and checks everything it can before
+ * anything starts.  It never prints: every problem becomes one line of the
+ * returned error text, in the form
+ *
+ *     path:line: key: what is wrong; what would be right
+ *
+ * and all problems found are reported at once, not only the first.
+ *
+ * The module does no network or event-loop I/O; it reads the config file
+ * and the environment only.  Tokens are secrets: they are stored in
+ * cfg_group.token and never copied into error text.
+ */
+#ifndef ZEPHYR_CONFIG_H
+#define ZEPHYR_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum auth_style {
+    AUTH_X_API_KEY = 0,   /* x-api-key: TOKEN (default) */
+    AUTH_BEARER = 1,      /* Authorization: Bearer TOKEN */
+};
+
+enum check_method {
+    CHECK_MESSAGES = 0,     /* POST /v1/messages, max_tokens 1 (default) */
+    CHECK_COUNT_TOKENS = 1, /* POST /v1/messages/count_tokens */
+    CHECK_CLI = 2,          /* run `claude -p` against the endpoint */
+};
+
+struct cfg_endpoint {
+    char *name;           /* owns */
+    char *url;            /* owns; http:// or https://, no trailing slash */
+    int line;             /* line in the config file, 0 if unknown */
+};
+
+struct cfg_group {
+    char *name;           /* owns */
+    char *auth_token_env; /* owns; NULL: pass the client's credentials through */
+    char *token;          /* owns; secret, NULL when auth_token_env is NULL */
+    enum auth_style auth; /* key "auth_header": "x-api-key" | "bearer" */
+    bool is_default;
+    struct cfg_endpoint *endpoints; /* owns, n_endpoints entries */
+    size_t n_endpoints;
+};
+
+struct config {
+    char *path;           /* owns; the file it was loaded from */
+
+    /* [server] */
+    char *bind;           /* owns; default "127.0.0.1" */
+    int port;             /* default 8080 */
+    int switch_threshold_ms;        /* default 50 */
+    int graceful_switch_timeout_ms; /* default 30000 */
+    long long max_body_bytes;       /* "max_body_mb", default 32 MiB */
+    int connect_timeout_ms;         /* default 10000 */
+    int header_timeout_ms;          /* upstream response headers, default 300000 */
+    int idle_timeout_ms;            /* stream idle (every byte resets), default 300000 */
+    int client_header_timeout_ms;   /* client must send headers, default 30000 */
+    int keepalive_timeout_ms;       /* idle client keep-alive, default 120000 */
+    int max_connections;            /* default 1024 */
+    int shutdown_grace_ms;          /* default 30000 */
+    char *access_key_env;           /* owns; NULL unless set */
+    char *access_key;               /* owns; secret */
+    char *admin_key_env;            /* owns; NULL unless set */
+    char *admin_key;                /* owns; secret */
+    char *log_level;                /* owns; "error|warn|info|debug", default "info" */
+    char *log_file;                 /* owns; NULL: stderr only */
+    bool sticky_sessions;           /* default true */
+    int session_ttl_s;              /* default 3600 */
+
+    /* [[groups]] */
+    struct cfg_group *groups;       /* owns, n_groups entries */
+    size_t n_groups;
+
+    /* [health_check] */
+    int interval_s;                 /* default 120 */
+    int min_interval_s;             /* default 30 */
+    int max_interval_s;             /* default 3600 */
+    int timeout_s;                  /* default 15 */
+    bool dynamic_scaling;           /* default false */
+    char *claude_binary_path;       /* owns; default "claude" */
+    enum check_method method;       /* default CHECK_MESSAGES */
+    char *check_model;              /* owns; "model", default "claude-3-5-haiku-latest" */
+    char *check_prompt;             /* owns; "prompt", default "hi" */
+    char **cli_args;                /* owns; "cli_args", extra CLI arguments */
+    size_t n_cli_args;
+    int max_concurrent_checks;      /* "max_concurrent", default 4 */
+    int failed_interval_s;          /* re-check cadence of failed endpoints, default 15 */
+
+    /* [ui] */
+    char *language;                 /* owns; "en" (default) or "zh" */
+};
+
+/*
+ * Loads and validates the file at path.  On success returns 0 and sets *out
+ * (free it with config_free).  On failure returns -1, sets *out to NULL and
+ * *errors to a malloc'd, newline-separated list of problems (caller frees).
+ * Tokens are looked up with getenv(); load .env files first (dotenv.h).
+ */
+int config_load(const char *path, struct config **out, char **errors);
+
+/* Same, from text already in memory; path is used only in messages. */
+int config_load_string(const char *path, const char *text, size_t len,
+                       struct config **out, char **errors);
+
+/* Frees everything the config owns; NULL is a no-op. */
+void config_free(struct config *cfg);
+
+/* Index of the group that is current at start: default = true, else 0. */
+size_t config_default_group(const struct config *cfg);
+
+/* Prints a human summary (no secrets) for --check-config. */
+char *config_summary(const struct config *cfg);
+
+#endif

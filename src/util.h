@@ -1,0 +1,48 @@
+/*
+ * util: allocation wrappers that abort on failure, a growable byte buffer
+ * with a hard cap, and clocks.  Allocation failure is not an error path in
+ * this program: xmalloc() and friends print one line and abort, so every
+ * real error path is about input, never about memory.
+ */
+#ifndef ZEPHYR_UTIL_H
+#define ZEPHYR_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic milliseconds, for every timeout and age. */
+uint64_t now_mono_ms(void);
+/* Wall-clock milliseconds since the epoch, for what is shown to people. */
+uint64_t now_wall_ms(void);
+
+/*
+ * A byte buffer that grows up to cap bytes.  buf_append() returns -1 and
+ * appends nothing when the result would exceed cap: the caller answers that
+ * on the wire (413, 431, 502).
+ */
+struct buf {
+    char *data;   /* owns; NUL-terminated after every append */
+    size_t len;
+    size_t size;
+    size_t cap;
+};
+void buf_init(struct buf *b, size_t cap);
+void buf_release(struct buf *b);
+int buf_append(struct buf *b, const void *p, size_t n);
+int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_reset(struct buf *b);
+/* Removes the first n bytes. */
+void buf_consume(struct buf *b, size_t n);
+
+/* ASCII case-insensitive comparison of a view against a C string. */
+int strn_ieq(const char *a, size_t alen, const char *b);
+
+#endif
