@@ -1,0 +1,939 @@
+/*
+ * conn: see conn.h for the contract.
+ *
+ * States of a connection:
+ *   CONN_IDLE     keep-alive, waiting for the first byte of a request
+ *                 (keepalive_timeout_ms)
+ *   CONN_HEAD     reading the request line and headers
+ *                 (client_header_timeout_ms for the whole head)
+ *   CONN_BODY     reading the body (client_header_timeout_ms between bytes)
+ *   CONN_BUSY     the request is dispatched; bytes that arrive are held
+ *                 in `pending` (bounded) and read only to notice a hang-up
+ *   CONN_CLOSING  closing once queued output is written (or at once)
+ *
+ * Limits, each answered on the wire before the connection is closed:
+ * request target over CONN_MAX_TARGET (414), header block over
+ * CONN_MAX_HEADER_BYTES or more than CONN_MAX_HEADERS headers (431), body
+ * over max_body_bytes (413, from Content-Length before reading it when it is
+ * announced), a malformed request or header (400), more than
+ * max_connections connections (503 with retry-after).
+ *
+ * llhttp 8.1 accepts a space before the colon and folded header lines, so
+ * every header name and value is validated here (hdr.c) before anything
+ * else sees it.
+ *
+ * Every way a connection ends goes through conn_close(): a read error or
+ * EOF, a write error, a timeout, a protocol error, the end of a response
+ * that may not be kept alive, conn_close_all().  It detaches the handler
+ * (telling it the client is gone) and closes the handles; the memory is
+ * freed in the close callbacks.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "hdr.h"
+#include "log.h"
+
+#define CONN_MAX_TARGET 8192
+#define CONN_MAX_HEADER_BYTES (64 * 1024)
+#define CONN_MAX_HEADERS 200
+#define CONN_MAX_PENDING (1024 * 1024)
+#define CONN_READ_SIZE (64 * 1024)
+
+enum conn_state {
+    CONN_IDLE = 0,
+    CONN_HEAD = 1,
+    CONN_BODY = 2,
+    CONN_BUSY = 3,
+    CONN_CLOSING = 4,
+};
+
+struct hdr_off {
+    size_t name_off, name_len, value_off, value_len;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    struct conn_server *srv;  /* borrows */
+    struct conn *prev, *next; /* the server's list */
+    llhttp_t parser;
+    enum conn_state state;
+    struct http_req req;
+    struct hdr_off *offs;     /* owns; header positions while parsing */
+    size_t n_offs, cap_offs;
+    bool in_value;
+    struct buf target;        /* the request target being read */
+    struct buf pending;       /* received, not yet parsed */
+    bool processing;          /* inside conn_process(): no recursion */
+    int reject_status;        /* set by a parser callback to answer it */
+    const char *reject_type;
+    const char *reject_msg;
+    bool expect_continue;
+    /* response */
+    bool resp_started;
+    bool resp_chunked;
+    bool close_after;         /* close once the response is written */
+    size_t queued;
+    int closed_handles;       /* 2 when tcp and timer are closed */
+    bool closing;
+    void *handler;            /* borrows */
+    const struct conn_handler_ops *hops;
+    char peer[64];
+    bool loopback;
+};
+
+struct conn_server {
+    uv_loop_t *loop;          /* borrows */
+    uv_tcp_t listener;
+    bool listening;
+    bool stopping;
+    bool free_requested;
+    const struct config *cfg; /* borrows */
+    conn_dispatch_cb dispatch;
+    void *ud;
+    struct conn *conns;       /* owns the list */
+    size_t n_conns;
+    int port;
+    llhttp_settings_t settings;
+};
+
+struct wreq {
+    uv_write_t w;
+    struct conn *c;
+    size_t len;
+    char data[];
+};
+
+static void conn_close(struct conn *c);
+static void conn_process(struct conn *c);
+static void conn_arm_timer(struct conn *c);
+static void conn_reject(struct conn *c, int status, const char *type, const char *msg);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+const struct http_hdr *http_req_header(const struct http_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_hdrs; i++)
+        if (strn_ieq(r->hdrs[i].name, r->hdrs[i].name_len, name))
+            return &r->hdrs[i];
+    return NULL;
+}
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 529: return "Site Overloaded";
+    default: return "Status";
+    }
+}
+
+static void req_release(struct http_req *r)
+{
+    free(r->target);
+    free(r->hdrs);
+    buf_release(&r->hbuf);
+    buf_release(&r->body);
+    memset(r, 0, sizeof *r);
+}
+
+static void conn_reset_request(struct conn *c)
+{
+    struct sockaddr_storage peer = c->req.peer;
+    req_release(&c->req);
+    c->req.peer = peer;
+    buf_init(&c->req.hbuf, CONN_MAX_HEADER_BYTES);
+    buf_init(&c->req.body, (size_t)c->srv->cfg->max_body_bytes);
+    buf_reset(&c->target);
+    c->n_offs = 0;
+    c->in_value = false;
+    c->reject_status = 0;
+    c->expect_continue = false;
+    c->resp_started = false;
+    c->resp_chunked = false;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct wreq *wr = (struct wreq *)w;
+    struct conn *c = wr->c;
+    c->queued -= wr->len;
+    free(wr);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->closing)
+        return;
+    if (c->state == CONN_CLOSING && c->queued == 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->queued < CONN_LOW_WATER && c->hops && c->hops->drained)
+        c->hops->drained(c->handler);
+}
+
+/* Queues n bytes from up to three pieces; tries a direct write first when
+ * nothing is queued, so the common case copies nothing. */
+static void conn_send3(struct conn *c, const char *a, size_t al, const char *b, size_t bl,
+                       const char *d, size_t dl)
+{
+    if (c->closing)
+        return;
+    uv_buf_t bufs[3] = {
+        uv_buf_init((char *)a, (unsigned)al),
+        uv_buf_init((char *)b, (unsigned)bl),
+        uv_buf_init((char *)d, (unsigned)dl),
+    };
+    size_t total = al + bl + dl;
+    size_t skip = 0;
+    if (c->queued == 0) {
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 3);
+        if (n > 0)
+            skip = (size_t)n;
+        else if (n < 0 && n != UV_EAGAIN) {
+            /* The close callback tells the handler; never from here. */
+            conn_close(c);
+            return;
+        }
+        if (skip == total)
+            return;
+    }
+    struct wreq *wr = xmalloc(sizeof *wr + total - skip);
+    size_t off = 0;
+    const uv_buf_t *src = bufs;
+    for (int i = 0; i < 3; i++) {
+        size_t len = src[i].len;
+        const char *p = src[i].base;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        p += skip;
+        len -= skip;
+        skip = 0;
+        memcpy(wr->data + off, p, len);
+        off += len;
+    }
+    wr->c = c;
+    wr->len = off;
+    uv_buf_t one = uv_buf_init(wr->data, (unsigned)off);
+    c->queued += off;
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &one, 1, on_write) != 0) {
+        c->queued -= off;
+        free(wr);
+        conn_close(c);
+    }
+}
+
+static void conn_send(struct conn *c, const char *p, size_t n)
+{
+    conn_send3(c, p, n, NULL, 0, NULL, 0);
+}
+
+size_t conn_queued(const struct conn *c)
+{
+    return c->queued;
+}
+
+bool conn_response_started(const struct conn *c)
+{
+    return c->resp_started;
+}
+
+const char *conn_peer(const struct conn *c)
+{
+    return c->peer;
+}
+
+bool conn_peer_is_loopback(const struct conn *c)
+{
+    return c->loopback;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+void conn_start_response(struct conn *c, int status, const char *headers, size_t headers_len,
+                         long long content_length)
+{
+    struct buf h;
+    buf_init(&h, SIZE_MAX);
+    bool no_body = c->req.is_head || status == 204 || status == 304 || status < 200;
+    buf_appendf(&h, "HTTP/1.%d %d %s\r\n", c->req.http_minor, status, status_text(status));
+    if (headers_len)
+        buf_append(&h, headers, headers_len);
+    if (content_length >= 0) {
+        if (status != 204 && status != 304)
+            buf_appendf(&h, "Content-Length: %lld\r\n", content_length);
+    } else if (!no_body) {
+        if (c->req.http_minor >= 1)
+            c->resp_chunked = true;
+        else
+            c->close_after = true;
+    }
+    if (c->resp_chunked)
+        buf_append(&h, "Transfer-Encoding: chunked\r\n", 28);
+    if (!c->req.keep_alive || c->close_after || c->srv->stopping) {
+        c->close_after = true;
+        buf_append(&h, "Connection: close\r\n", 19);
+    } else if (c->req.http_minor == 0) {
+        buf_append(&h, "Connection: keep-alive\r\n", 24);
+    }
+    buf_append(&h, "\r\n", 2);
+    c->resp_started = true;
+    conn_send(c, h.data, h.len);
+    buf_release(&h);
+}
+
+void conn_write_body(struct conn *c, const char *p, size_t n)
+{
+    if (n == 0 || c->req.is_head)
+        return;
+    if (c->resp_chunked) {
+        char head[24];
+        int hl = snprintf(head, sizeof head, "%zx\r\n", n);
+        conn_send3(c, head, (size_t)hl, p, n, "\r\n", 2);
+    } else {
+        conn_send(c, p, n);
+    }
+}
+
+void conn_end_response(struct conn *c)
+{
+    if (c->resp_chunked && !c->req.is_head)
+        conn_send(c, "0\r\n\r\n", 5);
+    c->hops = NULL;
+    c->handler = NULL;
+    if (c->closing)
+        return;
+    if (c->close_after) {
+        c->state = CONN_CLOSING;
+        if (c->queued == 0)
+            conn_close(c);
+        return;
+    }
+    conn_reset_request(c);
+    c->state = CONN_IDLE;
+    llhttp_resume(&c->parser);
+    conn_process(c);
+}
+
+void conn_abort_response(struct conn *c)
+{
+    c->hops = NULL;
+    c->handler = NULL;
+    c->close_after = true;
+    c->state = CONN_CLOSING;
+    if (c->queued == 0)
+        conn_close(c);
+}
+
+void conn_respond(struct conn *c, int status, const char *content_type, const char *body,
+                  size_t len, const char *extra)
+{
+    struct buf h;
+    buf_init(&h, SIZE_MAX);
+    if (content_type)
+        buf_appendf(&h, "Content-Type: %s\r\n", content_type);
+    if (extra)
+        buf_append(&h, extra, strlen(extra));
+    conn_start_response(c, status, h.data ? h.data : "", h.len, (long long)len);
+    buf_release(&h);
+    if (!c->req.is_head && len)
+        conn_send(c, body, len);
+    conn_end_response(c);
+}
+
+static void json_escape(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            buf_appendf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            buf_appendf(b, "\\u%04x", ch);
+        else
+            buf_append(b, s, 1);
+    }
+}
+
+void conn_respond_error(struct conn *c, int status, const char *type, const char *message,
+                        const char *extra)
+{
+    struct buf b;
+    buf_init(&b, SIZE_MAX);
+    buf_append(&b, "{\"type\":\"error\",\"error\":{\"type\":\"", 33);
+    json_escape(&b, type);
+    buf_append(&b, "\",\"message\":\"", 13);
+    json_escape(&b, message);
+    buf_append(&b, "\"}}", 3);
+    conn_respond(c, status, "application/json", b.data, b.len, extra);
+    buf_release(&b);
+}
+
+/* Answers a request the parser rejected, then closes: after a protocol
+ * error the rest of the byte stream cannot be trusted. */
+static void conn_reject(struct conn *c, int status, const char *type, const char *msg)
+{
+    if (c->closing || c->state == CONN_CLOSING)
+        return;
+    log_info("client %s: %d %s", c->peer, status, msg);
+    c->close_after = true;
+    c->req.keep_alive = false;
+    if (c->req.http_minor == 0 && c->parser.http_major == 1)
+        c->req.http_minor = c->parser.http_minor;
+    c->req.is_head = false;
+    conn_respond_error(c, status, type, msg, NULL);
+}
+
+/* ---- parsing ------------------------------------------------------------ */
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->state == CONN_HEAD || c->state == CONN_BODY) {
+        conn_reject(c, 408, "invalid_request_error",
+                    "the client took too long to send the request");
+        return;
+    }
+    conn_close(c);
+}
+
+/* IDLE waits keepalive_timeout_ms for a request; HEAD keeps the deadline
+ * set when the request began; BODY allows client_header_timeout_ms between
+ * reads; BUSY and CLOSING leave time limits to the handler. */
+static void conn_arm_timer(struct conn *c)
+{
+    const struct config *cfg = c->srv->cfg;
+    switch (c->state) {
+    case CONN_IDLE:
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)cfg->keepalive_timeout_ms, 0);
+        break;
+    case CONN_BODY:
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)cfg->client_header_timeout_ms, 0);
+        break;
+    case CONN_HEAD:
+        break;
+    case CONN_BUSY:
+    case CONN_CLOSING:
+        uv_timer_stop(&c->timer);
+        break;
+    }
+}
+
+static struct conn *parser_conn(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct conn *c = parser_conn(p);
+    c->state = CONN_HEAD;
+    c->req.start_ms = now_mono_ms();
+    uv_timer_start(&c->timer, on_timeout, (uint64_t)c->srv->cfg->client_header_timeout_ms, 0);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = parser_conn(p);
+    if (buf_append(&c->target, at, len) != 0) {
+        c->reject_status = 414;
+        c->reject_type = "invalid_request_error";
+        c->reject_msg = "request target longer than 8192 bytes";
+        return -1;
+    }
+    return 0;
+}
+
+static int header_too_big(struct conn *c)
+{
+    c->reject_status = 431;
+    c->reject_type = "invalid_request_error";
+    c->reject_msg = "request header block larger than 64 KiB or more than 200 headers";
+    return -1;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = parser_conn(p);
+    if (c->in_value || c->n_offs == 0) {
+        if (c->n_offs == CONN_MAX_HEADERS)
+            return header_too_big(c);
+        if (c->n_offs == c->cap_offs) {
+            c->cap_offs = c->cap_offs ? c->cap_offs * 2 : 16;
+            c->offs = xrealloc(c->offs, c->cap_offs * sizeof *c->offs);
+        }
+        struct hdr_off *o = &c->offs[c->n_offs++];
+        o->name_off = c->req.hbuf.len;
+        o->name_len = 0;
+        o->value_off = 0;
+        o->value_len = 0;
+        c->in_value = false;
+    }
+    if (buf_append(&c->req.hbuf, at, len) != 0)
+        return header_too_big(c);
+    c->offs[c->n_offs - 1].name_len += len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = parser_conn(p);
+    struct hdr_off *o = &c->offs[c->n_offs - 1];
+    if (!c->in_value) {
+        c->in_value = true;
+        o->value_off = c->req.hbuf.len;
+    }
+    if (buf_append(&c->req.hbuf, at, len) != 0)
+        return header_too_big(c);
+    o->value_len += len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct conn *c = parser_conn(p);
+    /* A header with an empty value never calls on_header_value. */
+    if (!c->in_value) {
+        c->in_value = true;
+        c->offs[c->n_offs - 1].value_off = c->req.hbuf.len;
+    }
+    return 0;
+}
+
+static int bad_request(struct conn *c, const char *msg)
+{
+    c->reject_status = 400;
+    c->reject_type = "invalid_request_error";
+    c->reject_msg = msg;
+    return -1;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = parser_conn(p);
+    struct http_req *r = &c->req;
+    const struct config *cfg = c->srv->cfg;
+
+    r->method = llhttp_method_name((llhttp_method_t)p->method);
+    r->http_minor = p->http_major == 1 ? p->http_minor : 1;
+    r->is_head = p->method == HTTP_HEAD;
+    if (p->http_major != 1)
+        return bad_request(c, "only HTTP/1.0 and HTTP/1.1 are supported");
+    if (!hdr_target_valid(c->target.data ? c->target.data : "", c->target.len))
+        return bad_request(c, "request target must be an origin-form path starting with '/'");
+    r->target = xstrndup(c->target.data, c->target.len);
+
+    r->hdrs = xcalloc(c->n_offs ? c->n_offs : 1, sizeof *r->hdrs);
+    r->n_hdrs = c->n_offs;
+    for (size_t i = 0; i < c->n_offs; i++) {
+        struct http_hdr *h = &r->hdrs[i];
+        h->name = r->hbuf.data + c->offs[i].name_off;
+        h->name_len = c->offs[i].name_len;
+        h->value = r->hbuf.data + c->offs[i].value_off;
+        h->value_len = c->offs[i].value_len;
+        if (!hdr_name_valid(h->name, h->name_len))
+            return bad_request(c, "malformed header name");
+        /* Trim the whitespace llhttp may leave around a value. */
+        while (h->value_len && (h->value[h->value_len - 1] == ' ' ||
+                                h->value[h->value_len - 1] == '\t'))
+            h->value_len--;
+        while (h->value_len && (h->value[0] == ' ' || h->value[0] == '\t')) {
+            h->value++;
+            h->value_len--;
+        }
+        if (!hdr_value_valid(h->value, h->value_len))
+            return bad_request(c, "malformed header value (control character)");
+    }
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)cfg->max_body_bytes) {
+        c->reject_status = 413;
+        c->reject_type = "request_too_large";
+        c->reject_msg = "request body larger than server.max_body_mb";
+        return -1;
+    }
+    const struct http_hdr *ex = http_req_header(r, "expect");
+    if (ex) {
+        if (strn_ieq(ex->value, ex->value_len, "100-continue")) {
+            if (r->http_minor >= 1)
+                c->expect_continue = true;
+        } else {
+            c->reject_status = 417;
+            c->reject_type = "invalid_request_error";
+            c->reject_msg = "unsupported Expect header";
+            return -1;
+        }
+    }
+    if (c->expect_continue && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) &&
+        !((p->flags & F_CONTENT_LENGTH) && p->content_length == 0))
+        conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    c->state = CONN_BODY;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = parser_conn(p);
+    if (buf_append(&c->req.body, at, len) != 0) {
+        c->reject_status = 413;
+        c->reject_type = "request_too_large";
+        c->reject_msg = "request body larger than server.max_body_mb";
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct conn *c = parser_conn(p);
+    c->req.keep_alive = llhttp_should_keep_alive(p);
+    c->state = CONN_BUSY;
+    return HPE_PAUSED;
+}
+
+/* Parses what is pending; dispatches at most one request at a time. */
+static void conn_process(struct conn *c)
+{
+    if (c->processing)
+        return;
+    c->processing = true;
+    while (!c->closing && c->state != CONN_BUSY && c->state != CONN_CLOSING &&
+           c->pending.len > 0) {
+        llhttp_errno_t err = llhttp_execute(&c->parser, c->pending.data, c->pending.len);
+        size_t used = c->pending.len;
+        if (err != HPE_OK) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            if (pos && pos >= c->pending.data && pos <= c->pending.data + c->pending.len)
+                used = (size_t)(pos - c->pending.data);
+        }
+        buf_consume(&c->pending, used);
+        if (err == HPE_PAUSED_UPGRADE) {
+            /* We never upgrade: the Upgrade header is dropped and the
+             * request is served as a plain one. */
+            llhttp_resume_after_upgrade(&c->parser);
+            err = HPE_PAUSED;
+        }
+        if (err == HPE_PAUSED) {
+            c->n_offs = 0;
+            uv_timer_stop(&c->timer);
+            c->srv->dispatch(c->srv->ud, c, &c->req);
+            continue;
+        }
+        if (err != HPE_OK) {
+            if (c->reject_status)
+                conn_reject(c, c->reject_status, c->reject_type, c->reject_msg);
+            else
+                conn_reject(c, 400, "invalid_request_error", "malformed HTTP request");
+            break;
+        }
+    }
+    c->processing = false;
+    if (!c->closing)
+        conn_arm_timer(c);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct conn *c = h->data;
+    (void)suggested;
+    /* Read straight into the pending buffer: no second copy. */
+    if (c->pending.size - c->pending.len < CONN_READ_SIZE + 1) {
+        size_t want = c->pending.len + CONN_READ_SIZE + 1;
+        c->pending.data = xrealloc(c->pending.data, want);
+        c->pending.size = want;
+    }
+    *b = uv_buf_init(c->pending.data + c->pending.len, CONN_READ_SIZE);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+    (void)b;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    if (n == 0)
+        return;
+    c->pending.len += (size_t)n;
+    c->pending.data[c->pending.len] = '\0';
+    if (c->state == CONN_BUSY || c->state == CONN_CLOSING) {
+        /* A pipelined request waits; a flood does not grow memory. */
+        if (c->pending.len > CONN_MAX_PENDING)
+            uv_read_stop(s);
+        return;
+    }
+    if (c->state == CONN_IDLE)
+        uv_timer_stop(&c->timer);
+    conn_process(c);
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void conn_free(struct conn *c)
+{
+    struct conn_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    req_release(&c->req);
+    buf_release(&c->target);
+    buf_release(&c->pending);
+    free(c->offs);
+    free(c);
+    if (s->free_requested && s->n_conns == 0 && !s->listening)
+        free(s);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (++c->closed_handles == 2)
+        conn_free(c);
+}
+
+/* The one way a connection ends; see the top of this file for the paths
+ * that lead here.  Idempotent. */
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->state = CONN_CLOSING;
+    uv_timer_stop(&c->timer);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    /* Tell the handler after the handles are on their way out, so that it
+     * cannot write to this connection again. */
+    const struct conn_handler_ops *ops = c->hops;
+    void *h = c->handler;
+    c->hops = NULL;
+    c->handler = NULL;
+    if (ops && ops->client_gone)
+        ops->client_gone(h);
+}
+
+void conn_attach(struct conn *c, void *handler, const struct conn_handler_ops *ops)
+{
+    c->handler = handler;
+    c->hops = ops;
+}
+
+void conn_detach(struct conn *c)
+{
+    c->handler = NULL;
+    c->hops = NULL;
+}
+
+/* ---- the server --------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    struct conn_server *s = l->data;
+    if (status < 0) {
+        log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    buf_init(&c->target, CONN_MAX_TARGET);
+    buf_init(&c->pending, SIZE_MAX);
+    buf_init(&c->req.hbuf, CONN_MAX_HEADER_BYTES);
+    buf_init(&c->req.body, (size_t)s->cfg->max_body_bytes);
+    llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
+    c->parser.data = c;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    int len = sizeof c->req.peer;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->req.peer, &len) == 0) {
+        char ip[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (c->req.peer.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&c->req.peer;
+            uv_ip4_name(a, ip, sizeof ip);
+            port = ntohs(a->sin_port);
+            c->loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+        } else if (c->req.peer.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->req.peer;
+            uv_ip6_name(a, ip, sizeof ip);
+            port = ntohs(a->sin6_port);
+            c->loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+                          (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
+        }
+        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    }
+    if (s->n_conns > (size_t)s->cfg->max_connections) {
+        c->req.http_minor = 1;
+        c->close_after = true;
+        conn_respond_error(c, 503, "overloaded_error",
+                           "too many client connections (server.max_connections)",
+                           "Retry-After: 1\r\n");
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_arm_timer(c);
+}
+
+struct conn_server *conn_server_new(uv_loop_t *loop, const struct config *cfg,
+                                    conn_dispatch_cb dispatch, void *ud)
+{
+    struct conn_server *s = xcalloc(1, sizeof *s);
+    s->loop = loop;
+    s->cfg = cfg;
+    s->dispatch = dispatch;
+    s->ud = ud;
+    llhttp_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_header_value_complete = on_header_value_complete;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+    return s;
+}
+
+void conn_server_set_config(struct conn_server *s, const struct config *cfg)
+{
+    s->cfg = cfg;
+}
+
+int conn_listen(struct conn_server *s, const char *bind, int port, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    int rc;
+    if (strchr(bind, ':'))
+        rc = uv_ip6_addr(bind, port, (struct sockaddr_in6 *)&addr);
+    else if (strcmp(bind, "localhost") == 0)
+        rc = uv_ip4_addr("127.0.0.1", port, (struct sockaddr_in *)&addr);
+    else
+        rc = uv_ip4_addr(bind, port, (struct sockaddr_in *)&addr);
+    if (rc != 0) {
+        snprintf(err, errlen, "server.bind: \"%s\" is not an IP address", bind);
+        return rc;
+    }
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    s->listening = true;
+    rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", bind, port, uv_strerror(rc));
+        return rc;
+    }
+    struct sockaddr_storage got;
+    int len = sizeof got;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
+    s->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                              : ((struct sockaddr_in *)&got)->sin_port);
+    return 0;
+}
+
+int conn_port(const struct conn_server *s)
+{
+    return s->port;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct conn_server *s = h->data;
+    s->listening = false;
+    if (s->free_requested && s->n_conns == 0)
+        free(s);
+}
+
+void conn_stop_accepting(struct conn_server *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    if (s->listening && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_IDLE && c->pending.len == 0)
+            conn_close(c);
+        else
+            c->close_after = true; /* finish the request under way, then close */
+    }
+}
+
+size_t conn_count(const struct conn_server *s)
+{
+    return s->n_conns;
+}
+
+void conn_close_all(struct conn_server *s)
+{
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+}
+
+void conn_server_free(struct conn_server *s)
+{
+    if (!s)
+        return;
+    conn_stop_accepting(s);
+    conn_close_all(s);
+    s->free_requested = true;
+    if (s->n_conns == 0 && !s->listening)
+        free(s);
+}

@@ -1,0 +1,49 @@
+/*
+ * proxy: forwards a client request to an upstream endpoint with libcurl
+ * and streams the response back as it arrives.
+ *
+ * Each request becomes a struct preq that owns a copy of what is needed to
+ * replay it (method, target, filtered headers, the whole body), so that an
+ * attempt that fails before the client has seen a byte can be retried on
+ * the next best endpoint of the group.  Once response headers have gone to
+ * the client the request is committed to its endpoint; a stream that
+ * breaks after that is ended with an SSE error event and a proper end of
+ * the chunked body, never a silent clean close.
+ *
+ * The proxy owns one 100 ms tick that enforces the time limits of every
+ * request in flight: time to response headers (header_timeout_ms) and the
+ * stream idle time (idle_timeout_ms, reset by every byte received and not
+ * counted while the client is the one holding the stream back).
+ */
+#ifndef ZEPHYR_PROXY_H
+#define ZEPHYR_PROXY_H
+
+#include <uv.h>
+
+#include "conn.h"
+
+struct proxy;
+struct state;
+struct fetch;
+struct config;
+
+struct proxy *proxy_new(uv_loop_t *loop, struct fetch *f, struct state *st,
+                        const struct config *cfg);
+/* Aborts every request in flight (their clients see the failure) and frees
+ * the proxy once its timer is closed. */
+void proxy_free(struct proxy *px);
+void proxy_set_config(struct proxy *px, const struct config *cfg);
+
+/* Takes over the request on c: routes it and answers it. */
+void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req);
+
+/* Requests in flight. */
+size_t proxy_active(const struct proxy *px);
+
+/* Called (once) whenever the number of requests in flight drops to 0. */
+void proxy_on_idle(struct proxy *px, void (*cb)(void *ud), void *ud);
+
+/* Called after every request ends, for checks that react to traffic. */
+void proxy_on_request_end(struct proxy *px, void (*cb)(void *ud), void *ud);
+
+#endif

@@ -1,0 +1,528 @@
+/*
+ * state: see state.h.
+ *
+ * Health rules kept here, in one place:
+ *   - a passing check makes an endpoint HEALTHY, resets its failure count
+ *     and closes its circuit; a failing one makes it FAILED (AUTH_FAILED
+ *     when the token was refused);
+ *   - a live failure (connect error, timeout, 5xx, 529) marks the endpoint
+ *     FAILED at once and asks for a quick re-check; it takes a passing
+ *     check to make it usable again;
+ *   - STATE_CIRCUIT_FAILURES failures in a row open the circuit for a
+ *     back-off that doubles with each successive opening (5 s up to 5 min);
+ *     when it runs out the circuit is half-open: one trial (check or
+ *     request) may pass, and its success closes the circuit;
+ *   - a 429 makes the endpoint rest until its retry-after time.
+ * Latency: the smoothed figure is an EWMA (alpha 0.3) of check latencies
+ * and live time-to-first-byte.
+ */
+#include "state.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+#define STATE_CIRCUIT_FAILURES 3
+#define STATE_CIRCUIT_BASE_MS 5000u
+#define STATE_CIRCUIT_MAX_MS 300000u
+#define STATE_EWMA_ALPHA 0.3
+
+const char *ep_status_name(enum ep_status s)
+{
+    switch (s) {
+    case EP_UNKNOWN: return "unknown";
+    case EP_CHECKING: return "checking";
+    case EP_HEALTHY: return "healthy";
+    case EP_FAILED: return "failed";
+    case EP_AUTH_FAILED: return "auth_failed";
+    }
+    return "unknown";
+}
+
+const char *ep_circuit_name(enum ep_circuit c)
+{
+    switch (c) {
+    case CIRCUIT_CLOSED: return "closed";
+    case CIRCUIT_OPEN: return "open";
+    case CIRCUIT_HALF_OPEN: return "half_open";
+    }
+    return "closed";
+}
+
+const char *track_state_name(enum track_state s)
+{
+    switch (s) {
+    case TRACK_READING: return "reading_body";
+    case TRACK_WAITING: return "waiting_headers";
+    case TRACK_STREAMING: return "streaming";
+    case TRACK_DONE: return "done";
+    }
+    return "done";
+}
+
+struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall)
+{
+    struct state *st = xcalloc(1, sizeof *st);
+    st->cfg = cfg;
+    st->start_mono_ms = now_mono;
+    st->start_wall_ms = now_wall;
+    st->n_groups = cfg->n_groups;
+    st->groups = xcalloc(cfg->n_groups, sizeof *st->groups);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        st->n_eps += cfg->groups[g].n_endpoints;
+    st->eps = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *st->eps);
+    size_t k = 0;
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        struct group *gr = &st->groups[g];
+        gr->name = xstrdup(cfg->groups[g].name);
+        gr->cfg = &cfg->groups[g];
+        gr->first = k;
+        gr->n = cfg->groups[g].n_endpoints;
+        policy_init(&gr->policy, cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms);
+        for (size_t i = 0; i < gr->n; i++, k++) {
+            struct ep *e = &st->eps[k];
+            e->name = xstrdup(cfg->groups[g].endpoints[i].name);
+            e->url = xstrdup(cfg->groups[g].endpoints[i].url);
+            e->group = g;
+            e->index = i;
+            e->latency_ms = e->smoothed_ms = e->ttfb_ms = -1;
+        }
+    }
+    st->current_group = config_default_group(cfg);
+    st->check_interval_s = cfg->interval_s;
+    st->load_level = "idle";
+    if (cfg->sticky_sessions)
+        st->sessions = sessions_new((uint64_t)cfg->session_ttl_s * 1000u, 0);
+    state_evaluate(st, now_mono);
+    return st;
+}
+
+void state_free(struct state *st)
+{
+    if (!st)
+        return;
+    for (size_t i = 0; i < st->n_eps; i++) {
+        free(st->eps[i].name);
+        free(st->eps[i].url);
+    }
+    for (size_t g = 0; g < st->n_groups; g++)
+        free(st->groups[g].name);
+    free(st->eps);
+    free(st->groups);
+    sessions_free(st->sessions);
+    free(st);
+}
+
+int state_find_ep(const struct state *st, const char *name)
+{
+    for (size_t i = 0; i < st->n_eps; i++)
+        if (strcmp(st->eps[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int state_find_group(const struct state *st, const char *name)
+{
+    for (size_t g = 0; g < st->n_groups; g++)
+        if (strcmp(st->groups[g].name, name) == 0)
+            return (int)g;
+    return -1;
+}
+
+int state_current_ep(const struct state *st)
+{
+    const struct group *g = &st->groups[st->current_group];
+    return g->policy.current < 0 ? -1 : (int)g->first + g->policy.current;
+}
+
+bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms)
+{
+    (void)st;
+    if (e->status == EP_FAILED || e->status == EP_AUTH_FAILED)
+        return false;
+    if (e->circuit == CIRCUIT_OPEN && now_ms < e->circuit_retry_ms)
+        return false;
+    if (e->rest_until_ms && now_ms < e->rest_until_ms)
+        return false;
+    return true;
+}
+
+/* The policy's view of one group, in a caller-provided array. */
+static void state_policy_view(const struct state *st, const struct group *g,
+                              struct policy_ep *out, uint64_t now_ms)
+{
+    for (size_t i = 0; i < g->n; i++) {
+        const struct ep *e = &st->eps[g->first + i];
+        struct policy_ep *p = &out[i];
+        switch (e->status) {
+        case EP_UNKNOWN: p->health = POLICY_UNKNOWN; break;
+        case EP_CHECKING: p->health = POLICY_CHECKING; break;
+        case EP_HEALTHY: p->health = POLICY_HEALTHY; break;
+        case EP_FAILED:
+        case EP_AUTH_FAILED: p->health = POLICY_FAILED; break;
+        }
+        p->blocked = (e->circuit == CIRCUIT_OPEN && now_ms < e->circuit_retry_ms) ||
+                     (e->rest_until_ms && now_ms < e->rest_until_ms);
+        p->latency_ms = e->smoothed_ms;
+        p->active = e->active;
+    }
+}
+
+static void state_log_switch(struct state *st, const struct group *g,
+                             const struct policy_switch *sw)
+{
+    const char *from = sw->from >= 0 ? st->eps[g->first + (size_t)sw->from].name : "none";
+    const char *to = sw->to >= 0 ? st->eps[g->first + (size_t)sw->to].name : "none";
+    const char *reason = policy_reason_name(sw->reason);
+    char fl[32] = "?", tl[32] = "?";
+    if (sw->from_latency_ms >= 0)
+        snprintf(fl, sizeof fl, "%.0f ms", sw->from_latency_ms);
+    if (sw->to_latency_ms >= 0)
+        snprintf(tl, sizeof tl, "%.0f ms", sw->to_latency_ms);
+    log_info("switch [%s] %s (%s) -> %s (%s): %s", g->name, from, fl, to, tl, reason);
+    state_event(st, "switch", from, to, reason, "[%s] %s (%s) -> %s (%s): %s", g->name, from, fl,
+                to, tl, reason);
+}
+
+void state_evaluate(struct state *st, uint64_t now_ms)
+{
+    struct policy_ep view[256];
+    for (size_t gi = 0; gi < st->n_groups; gi++) {
+        struct group *g = &st->groups[gi];
+        if (g->n == 0 || g->n > 256)
+            continue;
+        state_policy_view(st, g, view, now_ms);
+        struct policy_switch sw;
+        if (policy_evaluate(&g->policy, view, g->n, now_ms, &sw))
+            state_log_switch(st, g, &sw);
+    }
+}
+
+int state_route(struct state *st, const char *session_key, uint64_t now_ms)
+{
+    struct group *g = &st->groups[st->current_group];
+    struct policy_ep view[256];
+    if (g->n == 0 || g->n > 256)
+        return -1;
+    state_policy_view(st, g, view, now_ms);
+    int sess = -1;
+    if (session_key && st->sessions) {
+        char key[SESSIONS_KEY_MAX + 1];
+        snprintf(key, sizeof key, "%s" SESSIONS_KEY_SEP "%s", g->name, session_key);
+        sess = sessions_lookup(st->sessions, key, now_ms);
+        if (sess >= (int)g->n)
+            sess = -1;
+    }
+    int i = policy_route(&g->policy, view, g->n, sess);
+    return i < 0 ? -1 : (int)g->first + i;
+}
+
+void state_bind_session(struct state *st, const char *session_key, int ep, uint64_t now_ms)
+{
+    if (!session_key || !st->sessions || ep < 0)
+        return;
+    const struct ep *e = &st->eps[ep];
+    const struct group *g = &st->groups[e->group];
+    char key[SESSIONS_KEY_MAX + 1];
+    snprintf(key, sizeof key, "%s" SESSIONS_KEY_SEP "%s", g->name, session_key);
+    sessions_bind(st->sessions, key, (int)e->index, now_ms);
+}
+
+int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms)
+{
+    const struct group *g = &st->groups[st->eps[ep].group];
+    struct policy_ep view[256];
+    if (g->n > 256)
+        return -1;
+    state_policy_view(st, g, view, now_ms);
+    int i = policy_best(view, g->n, tried);
+    return i < 0 ? -1 : (int)g->first + i;
+}
+
+static void ep_history_add(struct ep *e, bool ok, double latency_ms, const char *error,
+                           uint64_t now_wall)
+{
+    struct ep_check *h = &e->history[e->hist_next];
+    h->t_wall_ms = now_wall;
+    h->ok = ok;
+    h->latency_ms = ok ? latency_ms : -1;
+    snprintf(h->error, sizeof h->error, "%s", ok || !error ? "" : error);
+    e->hist_next = (e->hist_next + 1) % EP_HISTORY;
+    if (e->hist_len < EP_HISTORY)
+        e->hist_len++;
+}
+
+static void ep_smooth(struct ep *e, double sample)
+{
+    if (sample < 0)
+        return;
+    if (e->smoothed_ms < 0)
+        e->smoothed_ms = sample;
+    else
+        e->smoothed_ms = STATE_EWMA_ALPHA * sample + (1 - STATE_EWMA_ALPHA) * e->smoothed_ms;
+}
+
+static void ep_open_circuit_maybe(struct ep *e, uint64_t now_ms)
+{
+    if (e->circuit == CIRCUIT_HALF_OPEN ||
+        (e->circuit == CIRCUIT_CLOSED && e->consecutive_failures >= STATE_CIRCUIT_FAILURES)) {
+        unsigned shift = e->circuit_opens < 6 ? e->circuit_opens : 6;
+        uint64_t backoff = (uint64_t)STATE_CIRCUIT_BASE_MS << shift;
+        if (backoff > STATE_CIRCUIT_MAX_MS)
+            backoff = STATE_CIRCUIT_MAX_MS;
+        e->circuit = CIRCUIT_OPEN;
+        e->circuit_opens++;
+        e->circuit_retry_ms = now_ms + backoff;
+    }
+}
+
+/* Called before routing or checking: an open circuit whose back-off ran out
+ * becomes half-open. */
+static void ep_circuit_tick(struct ep *e, uint64_t now_ms)
+{
+    if (e->circuit == CIRCUIT_OPEN && now_ms >= e->circuit_retry_ms)
+        e->circuit = CIRCUIT_HALF_OPEN;
+}
+
+void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, double latency_ms,
+                        double ttfb_ms, const char *error, const struct usage *tokens,
+                        uint64_t now_ms, uint64_t now_wall)
+{
+    struct ep *e = &st->eps[ep];
+    enum ep_status before = e->status;
+    e->checks++;
+    e->recheck_soon = false;
+    if (tokens) {
+        e->check_tokens.input += tokens->input;
+        e->check_tokens.output += tokens->output;
+        e->check_tokens.cache_read += tokens->cache_read;
+        e->check_tokens.cache_creation += tokens->cache_creation;
+    }
+    ep_history_add(e, ok, latency_ms, error, now_wall);
+    ep_circuit_tick(e, now_ms);
+    if (ok) {
+        e->checks_ok++;
+        e->status = EP_HEALTHY;
+        e->error[0] = '\0';
+        e->latency_ms = latency_ms;
+        if (ttfb_ms >= 0)
+            e->ttfb_ms = ttfb_ms;
+        ep_smooth(e, latency_ms);
+        e->consecutive_failures = 0;
+        e->circuit = CIRCUIT_CLOSED;
+        e->circuit_opens = 0;
+        e->rest_until_ms = 0;
+        if (before == EP_FAILED || before == EP_AUTH_FAILED) {
+            log_info("endpoint %s recovered (%.0f ms)", e->name, latency_ms);
+            state_event(st, "recovery", e->name, "", "", "%s recovered (%.0f ms)", e->name,
+                        latency_ms);
+        }
+    } else {
+        e->status = auth_failed ? EP_AUTH_FAILED : EP_FAILED;
+        snprintf(e->error, sizeof e->error, "%s", error ? error : "check failed");
+        e->consecutive_failures++;
+        ep_open_circuit_maybe(e, now_ms);
+        if (before != e->status) {
+            log_warn("endpoint %s failed its check: %s", e->name, e->error);
+            state_event(st, "failure", e->name, "", "", "%s failed: %s", e->name, e->error);
+        }
+    }
+    state_evaluate(st, now_ms);
+}
+
+static void state_mark_failed(struct state *st, int ep, enum ep_status status, const char *error,
+                              uint64_t now_ms)
+{
+    struct ep *e = &st->eps[ep];
+    enum ep_status before = e->status;
+    e->failures++;
+    e->consecutive_failures++;
+    e->status = status;
+    e->recheck_soon = true;
+    snprintf(e->error, sizeof e->error, "%s", error);
+    ep_circuit_tick(e, now_ms);
+    ep_open_circuit_maybe(e, now_ms);
+    if (before != status) {
+        log_warn("endpoint %s marked %s by live traffic: %s", e->name, ep_status_name(status),
+                 error);
+        state_event(st, "failure", e->name, "", "", "%s: %s", e->name, error);
+    }
+    state_evaluate(st, now_ms);
+}
+
+void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms)
+{
+    state_mark_failed(st, ep, EP_FAILED, error, now_ms);
+}
+
+void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms)
+{
+    state_mark_failed(st, ep, EP_AUTH_FAILED, error, now_ms);
+}
+
+void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms)
+{
+    struct ep *e = &st->eps[ep];
+    e->consecutive_failures = 0;
+    if (e->circuit == CIRCUIT_HALF_OPEN) {
+        e->circuit = CIRCUIT_CLOSED;
+        e->circuit_opens = 0;
+    }
+    if (ttfb_ms >= 0) {
+        e->ttfb_ms = ttfb_ms;
+        ep_smooth(e, ttfb_ms);
+    }
+    (void)now_ms;
+}
+
+void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms)
+{
+    struct ep *e = &st->eps[ep];
+    e->rest_until_ms = until_ms;
+    log_warn("endpoint %s rate-limited for %.1f s", e->name,
+             (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0);
+    state_event(st, "failure", e->name, "", "", "%s rate-limited for %.0f s", e->name,
+                (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0);
+    state_evaluate(st, now_ms);
+}
+
+int state_set_mode(struct state *st, bool manual, uint64_t now_ms, char *err, size_t errlen)
+{
+    struct group *g = &st->groups[st->current_group];
+    if (!manual) {
+        policy_set_auto(&g->policy);
+        state_event(st, "info", "", "", "manual", "mode: auto");
+        log_info("mode: auto");
+        state_evaluate(st, now_ms);
+        return 0;
+    }
+    int cur = g->policy.current;
+    if (cur < 0) {
+        snprintf(err, errlen, "no current endpoint to pin");
+        return -1;
+    }
+    return state_pin(st, (int)g->first + cur, now_ms, err, errlen);
+}
+
+int state_pin(struct state *st, int ep, uint64_t now_ms, char *err, size_t errlen)
+{
+    if (ep < 0 || (size_t)ep >= st->n_eps) {
+        snprintf(err, errlen, "no such endpoint");
+        return -1;
+    }
+    struct ep *e = &st->eps[ep];
+    if (e->group != st->current_group &&
+        state_set_group(st, (int)e->group, now_ms, err, errlen) != 0)
+        return -1;
+    struct group *g = &st->groups[e->group];
+    struct policy_ep view[256];
+    state_policy_view(st, g, view, now_ms);
+    struct policy_switch sw;
+    if (policy_set_manual(&g->policy, (int)e->index, view, g->n, &sw))
+        state_log_switch(st, g, &sw);
+    log_info("mode: manual, pinned to %s", e->name);
+    state_event(st, "info", "", e->name, "manual", "mode: manual, pinned to %s", e->name);
+    state_evaluate(st, now_ms);
+    return 0;
+}
+
+int state_set_group(struct state *st, int group, uint64_t now_ms, char *err, size_t errlen)
+{
+    if (group < 0 || (size_t)group >= st->n_groups) {
+        snprintf(err, errlen, "no such group");
+        return -1;
+    }
+    if ((size_t)group == st->current_group)
+        return 0;
+    struct group *from = &st->groups[st->current_group];
+    struct group *to = &st->groups[group];
+    const char *fname = from->policy.current >= 0
+                            ? st->eps[from->first + (size_t)from->policy.current].name
+                            : "none";
+    st->current_group = (size_t)group;
+    struct policy_ep view[256];
+    state_policy_view(st, to, view, now_ms);
+    policy_activate(&to->policy, view, to->n, now_ms);
+    const char *tname = to->policy.current >= 0
+                            ? st->eps[to->first + (size_t)to->policy.current].name
+                            : "none";
+    log_info("group %s -> %s (endpoint %s -> %s)", from->name, to->name, fname, tname);
+    state_event(st, "switch", fname, tname, "group", "group %s -> %s (%s -> %s)", from->name,
+                to->name, fname, tname);
+    return 0;
+}
+
+void state_track_add(struct state *st, struct track *t, const char *method, const char *path,
+                     uint64_t now_ms)
+{
+    memset(t, 0, sizeof *t);
+    t->id = ++st->next_track_id;
+    /* A short id people can tell apart: a counter mixed so that
+     * neighbouring requests do not look alike. */
+    uint32_t h = (uint32_t)(t->id * 2654435761u);
+    snprintf(t->idstr, sizeof t->idstr, "r%05x", h >> 12);
+    t->method = method;
+    t->path = xstrdup(path);
+    t->ep = -1;
+    t->state = TRACK_READING;
+    t->start_ms = now_ms;
+    t->next = st->tracks;
+    if (st->tracks)
+        st->tracks->prev = t;
+    st->tracks = t;
+    st->n_tracks++;
+    st->requests_total++;
+}
+
+void state_track_route(struct state *st, struct track *t, int ep)
+{
+    if (t->ep >= 0)
+        st->eps[t->ep].active--;
+    t->ep = ep;
+    if (ep >= 0) {
+        st->eps[ep].active++;
+        st->eps[ep].requests++;
+    }
+}
+
+void state_track_remove(struct state *st, struct track *t)
+{
+    if (t->state == TRACK_DONE)
+        return;
+    t->state = TRACK_DONE;
+    if (t->ep >= 0)
+        st->eps[t->ep].active--;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        st->tracks = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    st->n_tracks--;
+    free(t->path);
+    t->path = NULL;
+}
+
+void state_event(struct state *st, const char *kind, const char *from, const char *to,
+                 const char *reason, const char *fmt, ...)
+{
+    struct event *ev = &st->events[st->next_event];
+    memset(ev, 0, sizeof *ev);
+    ev->t_wall_ms = now_wall_ms();
+    snprintf(ev->kind, sizeof ev->kind, "%s", kind);
+    snprintf(ev->from, sizeof ev->from, "%s", from);
+    snprintf(ev->to, sizeof ev->to, "%s", to);
+    snprintf(ev->reason, sizeof ev->reason, "%s", reason);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev->message, sizeof ev->message, fmt, ap);
+    va_end(ap);
+    st->next_event = (st->next_event + 1) % STATE_EVENTS;
+    if (st->n_events < STATE_EVENTS)
+        st->n_events++;
+}

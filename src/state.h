@@ -1,0 +1,200 @@
+/*
+ * state: what the proxy knows at run time, apart from the configuration.
+ *
+ * Every endpoint of every group has a struct ep with its health, latency
+ * figures, check history, counters and circuit; every group has its
+ * selection policy (policy.c).  Requests in flight are tracked in a list of
+ * struct track records embedded in the proxy's request objects: a record is
+ * linked when the request is dispatched and unlinked exactly when it ends,
+ * whatever the reason — nothing is ever swept by age.  Recent events
+ * (switches, failures, recoveries) are kept in a ring for /status.
+ *
+ * This module does no I/O and never touches the loop: callers pass the
+ * monotonic and wall clocks in.  It logs switches, because a switch must be
+ * logged wherever it is decided.
+ */
+#ifndef ZEPHYR_STATE_H
+#define ZEPHYR_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "policy.h"
+#include "usage.h"
+
+enum ep_status {
+    EP_UNKNOWN = 0,     /* never checked */
+    EP_CHECKING = 1,    /* first check running */
+    EP_HEALTHY = 2,
+    EP_FAILED = 3,
+    EP_AUTH_FAILED = 4, /* the group's token was refused */
+};
+
+enum ep_circuit {
+    CIRCUIT_CLOSED = 0,
+    CIRCUIT_OPEN = 1,
+    CIRCUIT_HALF_OPEN = 2,
+};
+
+#define EP_HISTORY 32
+#define STATE_EVENTS 64
+
+struct ep_check {
+    uint64_t t_wall_ms;
+    bool ok;
+    double latency_ms;    /* < 0 on failure */
+    char error[96];
+};
+
+struct ep {
+    char *name;           /* owns */
+    char *url;            /* owns */
+    size_t group;         /* index into state.groups */
+    size_t index;         /* index within the group */
+    enum ep_status status;
+    char error[160];      /* last failure reason, "" when none */
+    double latency_ms;    /* last check latency, < 0 unknown */
+    double smoothed_ms;   /* EWMA of check latency and live TTFB, < 0 unknown */
+    double ttfb_ms;       /* last time to first byte (check or live), < 0 unknown */
+    unsigned active;      /* requests in flight */
+    uint64_t requests;    /* requests routed here */
+    uint64_t failures;    /* failed attempts (live) */
+    unsigned checks;      /* checks run */
+    unsigned checks_ok;
+    struct ep_check history[EP_HISTORY];
+    size_t hist_len;      /* entries used */
+    size_t hist_next;     /* ring position of the next entry */
+    struct usage check_tokens;  /* tokens spent by checks */
+    struct usage live_tokens;   /* tokens of proxied traffic */
+    enum ep_circuit circuit;
+    unsigned consecutive_failures;
+    unsigned circuit_opens;     /* successive openings, for back-off */
+    uint64_t circuit_retry_ms;  /* monotonic time of the next trial */
+    uint64_t rest_until_ms;     /* 429: not routable before this (monotonic) */
+    bool check_running;
+    bool recheck_soon;          /* a live failure asked for a quick check */
+    uint64_t next_check_ms;     /* monotonic time of this endpoint's next check */
+};
+
+struct group {
+    char *name;                 /* owns */
+    const struct cfg_group *cfg;/* borrows from state.cfg */
+    size_t first;               /* index of the first endpoint in state.eps */
+    size_t n;                   /* number of endpoints */
+    struct policy policy;
+};
+
+enum track_state {
+    TRACK_READING = 0,
+    TRACK_WAITING = 1,    /* request sent, waiting for response headers */
+    TRACK_STREAMING = 2,  /* response headers sent to the client */
+    TRACK_DONE = 3,
+};
+
+struct track {
+    uint64_t id;
+    char idstr[12];       /* short distinct id shown to people */
+    const char *method;   /* borrows (static) */
+    char *path;           /* owns */
+    int ep;               /* index into state.eps, -1 before routing */
+    enum track_state state;
+    uint64_t start_ms;    /* monotonic */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    unsigned attempts;
+    struct track *prev, *next;
+};
+
+struct event {
+    uint64_t t_wall_ms;
+    char kind[12];        /* switch | failure | recovery | info */
+    char message[200];
+    char from[64];
+    char to[64];
+    char reason[16];
+};
+
+struct state {
+    const struct config *cfg;   /* borrows; main owns it */
+    struct ep *eps;             /* owns, n_eps entries, grouped by group */
+    size_t n_eps;
+    struct group *groups;       /* owns */
+    size_t n_groups;
+    size_t current_group;
+    struct track *tracks;       /* borrows the records, owns the list */
+    size_t n_tracks;
+    uint64_t next_track_id;
+    struct event events[STATE_EVENTS];
+    size_t n_events, next_event;
+    uint64_t start_mono_ms;
+    uint64_t start_wall_ms;
+    /* totals for /status and metrics */
+    uint64_t requests_total;
+    uint64_t retries_total;
+    struct usage live_tokens;
+    /* check scheduling, kept here so /status can show it */
+    bool checks_paused;
+    unsigned checks_running;
+    double check_interval_s;
+    uint64_t next_cycle_ms;     /* monotonic, 0 when unscheduled */
+    const char *load_level;     /* borrows a static string */
+    struct sessions *sessions;  /* owns */
+};
+
+struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
+void state_free(struct state *st);
+
+/* Endpoint by name (first match), or -1. */
+int state_find_ep(const struct state *st, const char *name);
+int state_find_group(const struct state *st, const char *name);
+
+/* The current endpoint of the current group, or -1. */
+int state_current_ep(const struct state *st);
+
+/* Re-runs the current group's policy (and every other group's, so their
+ * current endpoints stay meaningful); logs and records any switch. */
+void state_evaluate(struct state *st, uint64_t now_ms);
+
+/* Picks the endpoint for a new request of the current group: the
+ * session's endpoint while usable, else the current one, else the best
+ * usable one.  session_key may be NULL.  Returns -1 when none is usable. */
+int state_route(struct state *st, const char *session_key, uint64_t now_ms);
+/* Records that session_key was served by ep. */
+void state_bind_session(struct state *st, const char *session_key, int ep, uint64_t now_ms);
+/* The next endpoint of ep's group to try after the ones in tried[] (one
+ * bool per endpoint of the group), or -1. */
+int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms);
+
+/* Whether an endpoint may receive traffic now. */
+bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms);
+
+/* Outcome of a check or of live traffic. */
+void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, double latency_ms,
+                        double ttfb_ms, const char *error, const struct usage *tokens,
+                        uint64_t now_ms, uint64_t now_wall);
+void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
+void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
+void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms);
+void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms);
+
+/* Operator actions; return 0 or -1 with a message in err. */
+int state_set_mode(struct state *st, bool manual, uint64_t now_ms, char *err, size_t errlen);
+int state_pin(struct state *st, int ep, uint64_t now_ms, char *err, size_t errlen);
+int state_set_group(struct state *st, int group, uint64_t now_ms, char *err, size_t errlen);
+
+/* Request tracking. */
+void state_track_add(struct state *st, struct track *t, const char *method, const char *path,
+                     uint64_t now_ms);
+void state_track_remove(struct state *st, struct track *t);
+void state_track_route(struct state *st, struct track *t, int ep);
+
+void state_event(struct state *st, const char *kind, const char *from, const char *to,
+                 const char *reason, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+const char *ep_status_name(enum ep_status s);
+const char *ep_circuit_name(enum ep_circuit c);
+const char *track_state_name(enum track_state s);
+
+#endif

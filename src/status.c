@@ -1,0 +1,222 @@
+/*
+ * status: see status.h.  Field names and meanings are documented in the
+ * README ("/status"); a change here is a change of a public interface.
+ */
+#include "status.h"
+
+#include "config.h"
+#include "state.h"
+#include "util.h"
+
+static void add_ms_or_null(cJSON *o, const char *key, double v)
+{
+    if (v < 0)
+        cJSON_AddNullToObject(o, key);
+    else
+        cJSON_AddNumberToObject(o, key, (double)(long long)(v * 10 + 0.5) / 10.0);
+}
+
+static cJSON *usage_json(const struct usage *u)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "input", (double)u->input);
+    cJSON_AddNumberToObject(o, "output", (double)u->output);
+    cJSON_AddNumberToObject(o, "cache_read", (double)u->cache_read);
+    cJSON_AddNumberToObject(o, "cache_creation", (double)u->cache_creation);
+    return o;
+}
+
+static cJSON *endpoint_ref(const struct state *st, int ep)
+{
+    if (ep < 0)
+        return cJSON_CreateNull();
+    const struct ep *e = &st->eps[ep];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", e->name);
+    cJSON_AddStringToObject(o, "url", e->url);
+    cJSON_AddStringToObject(o, "group", st->groups[e->group].name);
+    return o;
+}
+
+static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint64_t now)
+{
+    const struct ep *e = &st->eps[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", e->name);
+    cJSON_AddStringToObject(o, "url", e->url);
+    cJSON_AddStringToObject(o, "group", st->groups[e->group].name);
+    cJSON_AddBoolToObject(o, "current", (int)i == current);
+    cJSON_AddBoolToObject(o, "available", state_ep_usable(st, e, now));
+    cJSON_AddStringToObject(o, "status", ep_status_name(e->status));
+    add_ms_or_null(o, "latency_ms", e->latency_ms);
+    add_ms_or_null(o, "smoothed_latency_ms", e->smoothed_ms);
+    add_ms_or_null(o, "ttfb_ms", e->ttfb_ms);
+    if (e->checks)
+        cJSON_AddNumberToObject(o, "success_rate", (double)e->checks_ok / e->checks);
+    else
+        cJSON_AddNullToObject(o, "success_rate");
+    cJSON_AddNumberToObject(o, "checks", e->checks);
+    if (e->error[0])
+        cJSON_AddStringToObject(o, "error", e->error);
+    else
+        cJSON_AddNullToObject(o, "error");
+    cJSON_AddNumberToObject(o, "active_connections", e->active);
+    cJSON_AddNumberToObject(o, "requests", (double)e->requests);
+    cJSON_AddNumberToObject(o, "failures", (double)e->failures);
+    cJSON_AddStringToObject(o, "circuit", ep_circuit_name(e->circuit));
+    if (e->circuit == CIRCUIT_OPEN && e->circuit_retry_ms > now)
+        cJSON_AddNumberToObject(o, "circuit_retry_in_s",
+                                (double)(e->circuit_retry_ms - now) / 1000.0);
+    else
+        cJSON_AddNullToObject(o, "circuit_retry_in_s");
+    if (e->rest_until_ms > now)
+        cJSON_AddNumberToObject(o, "rate_limited_for_s", (double)(e->rest_until_ms - now) / 1000.0);
+    cJSON_AddItemToObject(o, "tokens_used", usage_json(&e->check_tokens));
+    cJSON_AddItemToObject(o, "traffic_tokens", usage_json(&e->live_tokens));
+    cJSON *hist = cJSON_AddArrayToObject(o, "history");
+    /* Oldest first, so a sparkline reads left to right. */
+    for (size_t k = 0; k < e->hist_len; k++) {
+        size_t idx = (e->hist_next + EP_HISTORY - e->hist_len + k) % EP_HISTORY;
+        const struct ep_check *h = &e->history[idx];
+        cJSON *ho = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ho, "t", (double)h->t_wall_ms);
+        cJSON_AddBoolToObject(ho, "ok", h->ok);
+        add_ms_or_null(ho, "latency_ms", h->latency_ms);
+        if (h->error[0])
+            cJSON_AddStringToObject(ho, "error", h->error);
+        else
+            cJSON_AddNullToObject(ho, "error");
+        cJSON_AddItemToArray(hist, ho);
+    }
+    return o;
+}
+
+cJSON *status_render(const struct state *st, const struct status_info *info)
+{
+    const struct config *cfg = st->cfg;
+    uint64_t now = info->now_mono_ms;
+    const struct group *cg = &st->groups[st->current_group];
+    int current = state_current_ep(st);
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "version", info->version);
+    cJSON_AddStringToObject(o, "listen", info->listen);
+    cJSON_AddNumberToObject(o, "uptime_s", (double)((now - st->start_mono_ms) / 1000));
+    cJSON_AddStringToObject(o, "mode", cg->policy.manual ? "manual" : "auto");
+    cJSON_AddStringToObject(o, "current_group", cg->name);
+    cJSON_AddItemToObject(o, "current_endpoint", endpoint_ref(st, current));
+    if (cg->policy.manual && cg->policy.pinned >= 0)
+        cJSON_AddStringToObject(o, "pinned_endpoint",
+                                st->eps[cg->first + (size_t)cg->policy.pinned].name);
+    else
+        cJSON_AddNullToObject(o, "pinned_endpoint");
+    cJSON_AddBoolToObject(o, "pin_overridden", policy_pin_overridden(&cg->policy));
+    if (cg->policy.pending >= 0) {
+        cJSON *ps = cJSON_AddObjectToObject(o, "pending_switch");
+        cJSON_AddStringToObject(ps, "to", st->eps[cg->first + (size_t)cg->policy.pending].name);
+        cJSON_AddStringToObject(ps, "reason", "faster");
+        cJSON_AddNumberToObject(ps, "waiting_ms", (double)(now - cg->policy.pending_since_ms));
+    } else {
+        cJSON_AddNullToObject(o, "pending_switch");
+    }
+    cJSON_AddNumberToObject(o, "active_connections", (double)st->n_tracks);
+    cJSON_AddNumberToObject(o, "requests_total", (double)st->requests_total);
+    cJSON_AddNumberToObject(o, "retries_total", (double)st->retries_total);
+    cJSON_AddItemToObject(o, "traffic_tokens", usage_json(&st->live_tokens));
+
+    cJSON *ch = cJSON_AddObjectToObject(o, "checks");
+    static const char *methods[] = {"messages", "count_tokens", "cli"};
+    cJSON_AddStringToObject(ch, "method", methods[cfg->method]);
+    cJSON_AddBoolToObject(ch, "paused", st->checks_paused);
+    cJSON_AddBoolToObject(ch, "running", st->checks_running > 0);
+    cJSON_AddNumberToObject(ch, "interval_s", st->check_interval_s);
+    if (st->next_cycle_ms && !st->checks_paused)
+        cJSON_AddNumberToObject(ch, "next_check_in_s",
+                                st->next_cycle_ms > now ? (double)(st->next_cycle_ms - now) / 1000.0
+                                                        : 0.0);
+    else
+        cJSON_AddNullToObject(ch, "next_check_in_s");
+    cJSON_AddStringToObject(ch, "load_level", st->load_level ? st->load_level : "idle");
+    cJSON_AddBoolToObject(ch, "dynamic_scaling", cfg->dynamic_scaling);
+    struct usage spent = {0};
+    for (size_t i = 0; i < st->n_eps; i++) {
+        spent.input += st->eps[i].check_tokens.input;
+        spent.output += st->eps[i].check_tokens.output;
+        spent.cache_read += st->eps[i].check_tokens.cache_read;
+        spent.cache_creation += st->eps[i].check_tokens.cache_creation;
+    }
+    cJSON_AddItemToObject(ch, "tokens_used", usage_json(&spent));
+
+    cJSON *groups = cJSON_AddArrayToObject(o, "groups");
+    for (size_t g = 0; g < st->n_groups; g++) {
+        const struct group *gr = &st->groups[g];
+        cJSON *go = cJSON_CreateObject();
+        cJSON_AddStringToObject(go, "name", gr->name);
+        cJSON_AddBoolToObject(go, "current", g == st->current_group);
+        cJSON_AddStringToObject(go, "auth", !gr->cfg->token ? "passthrough"
+                                            : gr->cfg->auth == AUTH_BEARER ? "bearer"
+                                                                           : "x-api-key");
+        cJSON_AddStringToObject(go, "mode", gr->policy.manual ? "manual" : "auto");
+        cJSON_AddItemToObject(go, "current_endpoint",
+                              endpoint_ref(st, gr->policy.current < 0
+                                               ? -1
+                                               : (int)(gr->first + (size_t)gr->policy.current)));
+        cJSON_AddNumberToObject(go, "endpoints", (double)gr->n);
+        cJSON_AddItemToArray(groups, go);
+    }
+
+    cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
+    for (size_t i = 0; i < st->n_eps; i++)
+        cJSON_AddItemToArray(eps, endpoint_json(st, i, current, now));
+
+    cJSON *reqs = cJSON_AddArrayToObject(o, "requests");
+    for (const struct track *t = st->tracks; t; t = t->next) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "id", t->idstr);
+        cJSON_AddStringToObject(r, "method", t->method);
+        cJSON_AddStringToObject(r, "path", t->path);
+        if (t->ep >= 0) {
+            cJSON_AddStringToObject(r, "endpoint", st->eps[t->ep].name);
+            cJSON_AddStringToObject(r, "group", st->groups[st->eps[t->ep].group].name);
+        } else {
+            cJSON_AddNullToObject(r, "endpoint");
+            cJSON_AddNullToObject(r, "group");
+        }
+        cJSON_AddStringToObject(r, "state", track_state_name(t->state));
+        cJSON_AddNumberToObject(r, "age_ms", (double)(now - t->start_ms));
+        cJSON_AddNumberToObject(r, "bytes_in", (double)t->bytes_in);
+        cJSON_AddNumberToObject(r, "bytes_out", (double)t->bytes_out);
+        cJSON_AddNumberToObject(r, "attempts", t->attempts);
+        cJSON_AddItemToArray(reqs, r);
+    }
+
+    cJSON *evs = cJSON_AddArrayToObject(o, "events");
+    /* Newest first. */
+    for (size_t k = 0; k < st->n_events; k++) {
+        size_t idx = (st->next_event + STATE_EVENTS - 1 - k) % STATE_EVENTS;
+        const struct event *ev = &st->events[idx];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "t", (double)ev->t_wall_ms);
+        cJSON_AddStringToObject(e, "kind", ev->kind);
+        cJSON_AddStringToObject(e, "message", ev->message);
+        cJSON_AddStringToObject(e, "from", ev->from);
+        cJSON_AddStringToObject(e, "to", ev->to);
+        cJSON_AddStringToObject(e, "reason", ev->reason);
+        cJSON_AddItemToArray(evs, e);
+    }
+
+    cJSON *c = cJSON_AddObjectToObject(o, "config");
+    cJSON_AddNumberToObject(c, "port", cfg->port);
+    cJSON_AddStringToObject(c, "bind", cfg->bind);
+    cJSON_AddNumberToObject(c, "switch_threshold_ms", cfg->switch_threshold_ms);
+    cJSON_AddNumberToObject(c, "graceful_switch_timeout_ms", cfg->graceful_switch_timeout_ms);
+    cJSON_AddNumberToObject(c, "max_body_bytes", (double)cfg->max_body_bytes);
+    cJSON *hc = cJSON_AddObjectToObject(c, "health_check");
+    cJSON_AddNumberToObject(hc, "interval_seconds", cfg->interval_s);
+    cJSON_AddNumberToObject(hc, "min_interval_seconds", cfg->min_interval_s);
+    cJSON_AddNumberToObject(hc, "max_interval_seconds", cfg->max_interval_s);
+    cJSON_AddNumberToObject(hc, "timeout_seconds", cfg->timeout_s);
+    cJSON_AddBoolToObject(hc, "dynamic_scaling", cfg->dynamic_scaling);
+    cJSON_AddStringToObject(hc, "method", methods[cfg->method]);
+    return o;
+}
