@@ -1,0 +1,1298 @@
+/*
+ * config: loads the TOML configuration (through tomlc.h), applies every
+ * documented default, resolves secrets from the environment and validates
+ * the result.  See config.h for the contract.
+ *
+ * Loading is one pass over the parsed tree, section by section.  Each
+ * section first reports keys it does not know (with a did-you-mean found by
+ * edit distance, or the section the key belongs to), then reads the keys it
+ * knows with small typed getters that report wrong types and out-of-range
+ * values.  Checks that involve several keys (timeout below interval, unique
+ * names, a single default group, bind address versus access key) run after
+ * the keys they involve were read, and only when those keys were valid, so
+ * one mistake yields one message.  Nothing stops at the first problem: every
+ * message is appended to one error buffer and the load fails at the end if
+ * the buffer is not empty.
+ *
+ * Secrets (group tokens, access and admin keys) come only from environment
+ * variables named in the file.  Their values are never copied into error
+ * text, and neither is any config string long or token-like enough to be a
+ * pasted secret.  The module does no I/O besides reading the file.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tomlc.h"
+#include "util.h"
+
+/* A configuration file is a few kilobytes; anything bigger is a wrong path. */
+#define CONFIG_MAX_FILE (4 * 1024 * 1024)
+/* Bound on the error text, whatever the input. */
+#define CONFIG_MAX_ERRORS_TEXT (1024 * 1024)
+/* Longest dotted key or echoed value put into a message. */
+#define CONFIG_SHOW_MAX 64
+
+#define MS_DAY 86400000LL
+
+/* One reported problem; problems are sorted by line before they are returned. */
+struct config_problem {
+    int line;
+    size_t seq;  /* report order, to keep the sort stable */
+    char *text;  /* owns; one line with its newline */
+};
+
+struct config_ctx {
+    const char *path;                /* borrows; for messages */
+    struct config_problem *problems; /* owns, n_errors entries */
+    size_t n_errors;
+    size_t size;
+    size_t text_bytes;               /* sum of the kept texts */
+    size_t n_dropped;                /* beyond CONFIG_MAX_ERRORS_TEXT */
+    struct config *cfg;              /* borrows; being filled */
+};
+
+/* Getter outcome: the key was absent, present and valid, or wrong. */
+enum config_got {
+    CONFIG_ABSENT = 0,
+    CONFIG_OK = 1,
+    CONFIG_BAD = 2,
+};
+
+static const char *const config_top_keys[] = { "server", "groups", "health_check", "ui", NULL };
+static const char *const config_server_keys[] = {
+    "port", "bind", "switch_threshold_ms", "graceful_switch_timeout_ms", "max_body_mb",
+    "connect_timeout_ms", "header_timeout_ms", "idle_timeout_ms", "client_header_timeout_ms",
+    "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
+    "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s", NULL,
+};
+static const char *const config_group_keys[] = {
+    "name", "auth_token_env", "auth_header", "default", "endpoints", NULL,
+};
+static const char *const config_endpoint_keys[] = { "url", "name", NULL };
+static const char *const config_health_keys[] = {
+    "interval_seconds", "min_interval_seconds", "max_interval_seconds", "timeout_seconds",
+    "dynamic_scaling", "claude_binary_path", "method", "model", "prompt", "cli_args",
+    "max_concurrent", "failed_interval_seconds", NULL,
+};
+static const char *const config_ui_keys[] = { "language", NULL };
+
+/* Where each known key lives, to say so when it is written elsewhere. */
+static const struct config_section {
+    const char *label;
+    const char *const *keys;
+} config_sections[] = {
+    { "the top level", config_top_keys },
+    { "[server]", config_server_keys },
+    { "[[groups]]", config_group_keys },
+    { "each endpoint { url, name }", config_endpoint_keys },
+    { "[health_check]", config_health_keys },
+    { "[ui]", config_ui_keys },
+};
+
+static const char *const config_auth_names[] = { "x-api-key", "bearer", NULL };
+static const char *const config_method_names[] = { "messages", "count_tokens", "cli", NULL };
+static const char *const config_level_names[] = { "error", "warn", "info", "debug", NULL };
+static const char *const config_language_names[] = { "en", "zh", NULL };
+
+static void config_error(struct config_ctx *c, int line, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void config_add_problem(struct config_ctx *c, int line, char *text)
+{
+    size_t len = strlen(text);
+    if (c->text_bytes + len > CONFIG_MAX_ERRORS_TEXT) {
+        c->n_dropped++;
+        free(text);
+        return;
+    }
+    if (c->n_errors == c->size) {
+        c->size = c->size ? c->size * 2 : 16;
+        c->problems = xrealloc(c->problems, c->size * sizeof *c->problems);
+    }
+    c->problems[c->n_errors].line = line;
+    c->problems[c->n_errors].seq = c->n_errors;
+    c->problems[c->n_errors].text = text;
+    c->n_errors++;
+    c->text_bytes += len;
+}
+
+/*
+ * Records one problem.  line 0 means the problem is about the file as a
+ * whole (e.g. no groups at all); the line number is then left out.
+ */
+static void config_error(struct config_ctx *c, int line, const char *key, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        config_add_problem(c, line, xasprintf("%s:%d: %s: %s\n", c->path, line, key, msg));
+    else
+        config_add_problem(c, 0, xasprintf("%s: %s: %s\n", c->path, key, msg));
+}
+
+static int config_problem_cmp(const void *a, const void *b)
+{
+    const struct config_problem *x = a, *y = b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* All problems in file order, one per line; frees them. */
+static char *config_problems_text(struct config_ctx *c)
+{
+    struct buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    if (c->n_errors)
+        qsort(c->problems, c->n_errors, sizeof *c->problems, config_problem_cmp);
+    for (size_t k = 0; k < c->n_errors; k++) {
+        buf_append(&b, c->problems[k].text, strlen(c->problems[k].text));
+        free(c->problems[k].text);
+    }
+    if (c->n_dropped)
+        buf_appendf(&b, "%s: %zu more problems not shown; fix the ones above first\n", c->path,
+                    c->n_dropped);
+    free(c->problems);
+    c->problems = NULL;
+    c->n_errors = 0;
+    return b.data ? b.data : xstrdup("");
+}
+
+/*
+ * Copies s into out for display: control characters become '?', double
+ * quotes become single ones, and text that does not fit is cut with "...".
+ * Keys and values from the file may hold anything, and one problem must
+ * stay one line.
+ */
+static const char *config_show(const char *s, char *out, size_t size)
+{
+    size_t n = 0;
+    for (; *s && n + 4 < size; s++) {
+        unsigned char ch = (unsigned char)*s;
+        out[n++] = (ch < 0x20 || ch == 0x7f) ? '?' : ch == '"' ? '\'' : (char)ch;
+    }
+    if (*s) {
+        memcpy(out + n, "...", 3);
+        n += 3;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/*
+ * Whether a string from the file may be echoed in a message.  Short values
+ * (a mistyped "abc", "yes", "0.0.0.0") help the reader; long or token-like
+ * ones might be a secret pasted into the wrong place and are not repeated.
+ */
+static bool config_showable(const char *s)
+{
+    return strlen(s) <= 24 && strncasecmp(s, "sk-", 3) != 0;
+}
+
+/* "integer 5", "string \"abc\"", "a string", "a table"... for type errors. */
+static const char *config_describe(const struct tomlc_node *n, char *out, size_t size)
+{
+    char shown[CONFIG_SHOW_MAX + 8];
+    switch (n->type) {
+    case TOMLC_STRING:
+        if (config_showable(n->str))
+            snprintf(out, size, "string \"%s\"", config_show(n->str, shown, sizeof shown));
+        else
+            snprintf(out, size, "a string");
+        break;
+    case TOMLC_INT: snprintf(out, size, "integer %lld", n->i); break;
+    case TOMLC_FLOAT: snprintf(out, size, "float %g", n->f); break;
+    case TOMLC_BOOL: snprintf(out, size, "boolean %s", n->b ? "true" : "false"); break;
+    case TOMLC_DATETIME:
+        snprintf(out, size, "date-time %s", config_show(n->str, shown, sizeof shown));
+        break;
+    case TOMLC_ARRAY: snprintf(out, size, "an array"); break;
+    case TOMLC_TABLE: snprintf(out, size, "a table"); break;
+    }
+    return out;
+}
+
+static void config_type_error(struct config_ctx *c, const struct tomlc_node *n, const char *key,
+                              const char *expected)
+{
+    char got[CONFIG_SHOW_MAX + 32];
+    config_error(c, n->line, key, "expected %s, got %s", expected,
+                 config_describe(n, got, sizeof got));
+}
+
+/* "prefix.key", or "key" at the top level, cut to fit. */
+static const char *config_key(char *out, size_t size, const char *prefix, const char *key)
+{
+    char shown[CONFIG_SHOW_MAX + 8];
+    config_show(key, shown, sizeof shown);
+    if (prefix && *prefix)
+        snprintf(out, size, "%s.%s", prefix, shown);
+    else
+        snprintf(out, size, "%s", shown);
+    return out;
+}
+
+/* Optimal string alignment distance: Levenshtein plus transpositions. */
+static size_t config_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t d[CONFIG_SHOW_MAX + 1][CONFIG_SHOW_MAX + 1];
+    if (la > CONFIG_SHOW_MAX || lb > CONFIG_SHOW_MAX)
+        return SIZE_MAX;
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            size_t best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < best)
+                best = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    }
+    return d[la][lb];
+}
+
+/*
+ * The valid key closest to an unknown one, or NULL if none is close:
+ * within an edit distance that grows with the length of the key, or a
+ * valid key that starts with the unknown one ("timeout" for
+ * "timeout_seconds").
+ */
+static const char *config_suggest(const char *key, const char *const *valid)
+{
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX;
+    size_t klen = strlen(key);
+    for (size_t k = 0; valid[k]; k++) {
+        size_t d = config_distance(key, valid[k]);
+        size_t len = strlen(valid[k]);
+        size_t limit = len <= 4 ? 1 : len <= 10 ? 2 : 3;
+        if (d <= limit && d < best_d) {
+            best = valid[k];
+            best_d = d;
+        }
+    }
+    if (best || klen < 4)
+        return best;
+    for (size_t k = 0; valid[k]; k++)
+        if (strncasecmp(valid[k], key, klen) == 0)
+            return valid[k];
+    return NULL;
+}
+
+/* The label of another section that knows key, or NULL. */
+static const char *config_home_of(const char *key, const char *const *here)
+{
+    for (size_t s = 0; s < sizeof config_sections / sizeof config_sections[0]; s++) {
+        if (config_sections[s].keys == here)
+            continue;
+        for (size_t k = 0; config_sections[s].keys[k]; k++)
+            if (strcasecmp(config_sections[s].keys[k], key) == 0)
+                return config_sections[s].label;
+    }
+    return NULL;
+}
+
+/*
+ * Reports every key of table t that is not in valid.  The legacy
+ * auth_token key gets its own message: tokens are read from the
+ * environment so that no secret sits in the config file.
+ */
+static void config_unknown_keys(struct config_ctx *c, const struct tomlc_node *t,
+                                const char *prefix, const char *const *valid)
+{
+    char key[256];
+    for (size_t k = 0; k < t->n; k++) {
+        const char *name = t->keys[k];
+        bool known = false;
+        for (size_t v = 0; valid[v] && !known; v++)
+            known = strcmp(valid[v], name) == 0;
+        if (known)
+            continue;
+        config_key(key, sizeof key, prefix, name);
+        int line = t->key_lines[k];
+        if (strcmp(name, "auth_token") == 0) {
+            config_error(c, line, key,
+                         "tokens are not read from the config file; put the token in the "
+                         "environment or in .env beside the config file and name that "
+                         "variable with auth_token_env in each [[groups]]");
+            continue;
+        }
+        const char *hint = config_suggest(name, valid);
+        if (hint) {
+            config_error(c, line, key, "unknown key; did you mean \"%s\"?", hint);
+            continue;
+        }
+        const char *home = config_home_of(name, valid);
+        if (home) {
+            config_error(c, line, key, "unknown key here; \"%s\" belongs in %s", name, home);
+            continue;
+        }
+        char list[1024];
+        size_t used = 0;
+        list[0] = '\0';
+        for (size_t v = 0; valid[v]; v++) {
+            int w = snprintf(list + used, sizeof list - used, "%s%s", v ? ", " : "", valid[v]);
+            if (w < 0 || (size_t)w >= sizeof list - used)
+                break;
+            used += (size_t)w;
+        }
+        config_error(c, line, key, "unknown key; valid keys here are: %s", list);
+    }
+}
+
+/* Reads an integer key within [min, max]; hint (may be "") follows the range. */
+static enum config_got config_int(struct config_ctx *c, const struct tomlc_node *t,
+                                  const char *prefix, const char *name, long long min,
+                                  long long max, const char *hint, long long *out,
+                                  const struct tomlc_node **node)
+{
+    char key[256];
+    const struct tomlc_node *n = tomlc_get(t, name);
+    if (node)
+        *node = n;
+    if (!n)
+        return CONFIG_ABSENT;
+    config_key(key, sizeof key, prefix, name);
+    if (n->type != TOMLC_INT) {
+        config_type_error(c, n, key, "an integer");
+        return CONFIG_BAD;
+    }
+    if (n->i < min || n->i > max) {
+        config_error(c, n->line, key, "%lld is out of range; use a whole number from %lld to %lld%s",
+                     n->i, min, max, hint);
+        return CONFIG_BAD;
+    }
+    *out = n->i;
+    return CONFIG_OK;
+}
+
+/* config_int() into an int field, leaving the default when absent or bad. */
+static enum config_got config_int_field(struct config_ctx *c, const struct tomlc_node *t,
+                                        const char *prefix, const char *name, long long min,
+                                        long long max, const char *hint, int *field,
+                                        const struct tomlc_node **node)
+{
+    long long v = 0;
+    enum config_got got = config_int(c, t, prefix, name, min, max, hint, &v, node);
+    if (got == CONFIG_OK)
+        *field = (int)v;
+    return got;
+}
+
+static enum config_got config_bool(struct config_ctx *c, const struct tomlc_node *t,
+                                   const char *prefix, const char *name, bool *field,
+                                   const struct tomlc_node **node)
+{
+    char key[256];
+    const struct tomlc_node *n = tomlc_get(t, name);
+    if (node)
+        *node = n;
+    if (!n)
+        return CONFIG_ABSENT;
+    if (n->type != TOMLC_BOOL) {
+        config_type_error(c, n, config_key(key, sizeof key, prefix, name), "true or false");
+        return CONFIG_BAD;
+    }
+    *field = n->b;
+    return CONFIG_OK;
+}
+
+static bool config_has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/*
+ * Reads a string key into *field (replacing the default).  Empty strings
+ * and control characters are rejected: no key of this schema wants them.
+ */
+static enum config_got config_str(struct config_ctx *c, const struct tomlc_node *t,
+                                  const char *prefix, const char *name, char **field,
+                                  const struct tomlc_node **node)
+{
+    char key[256];
+    const struct tomlc_node *n = tomlc_get(t, name);
+    if (node)
+        *node = n;
+    if (!n)
+        return CONFIG_ABSENT;
+    config_key(key, sizeof key, prefix, name);
+    if (n->type != TOMLC_STRING) {
+        config_type_error(c, n, key, "a string");
+        return CONFIG_BAD;
+    }
+    if (n->str[strspn(n->str, " \t")] == '\0') {
+        config_error(c, n->line, key, "is empty; give a value or remove the key to use the default");
+        return CONFIG_BAD;
+    }
+    if (config_has_control(n->str)) {
+        config_error(c, n->line, key, "contains control characters; remove them");
+        return CONFIG_BAD;
+    }
+    free(*field);
+    *field = xstrdup(n->str);
+    return CONFIG_OK;
+}
+
+/* Reads a string that must be one of names (any case); *index gets its position. */
+static enum config_got config_enum(struct config_ctx *c, const struct tomlc_node *t,
+                                   const char *prefix, const char *name,
+                                   const char *const *names, int *index)
+{
+    char key[256], shown[CONFIG_SHOW_MAX + 8], list[256];
+    const struct tomlc_node *n = tomlc_get(t, name);
+    if (!n)
+        return CONFIG_ABSENT;
+    config_key(key, sizeof key, prefix, name);
+    if (n->type != TOMLC_STRING) {
+        config_type_error(c, n, key, "a string");
+        return CONFIG_BAD;
+    }
+    size_t used = 0;
+    list[0] = '\0';
+    for (int k = 0; names[k]; k++) {
+        if (strcasecmp(n->str, names[k]) == 0) {
+            *index = k;
+            return CONFIG_OK;
+        }
+        int w = snprintf(list + used, sizeof list - used, "%s\"%s\"", k ? ", " : "", names[k]);
+        if (w > 0 && (size_t)w < sizeof list - used)
+            used += (size_t)w;
+    }
+    if (config_showable(n->str))
+        config_error(c, n->line, key, "\"%s\" is not valid; use one of %s",
+                     config_show(n->str, shown, sizeof shown), list);
+    else
+        config_error(c, n->line, key, "not a valid value; use one of %s", list);
+    return CONFIG_BAD;
+}
+
+/* Fetches a sub-table; reports anything else that sits under that key. */
+static const struct tomlc_node *config_table(struct config_ctx *c, const struct tomlc_node *t,
+                                             const char *name, const char *how)
+{
+    const struct tomlc_node *n = tomlc_get(t, name);
+    if (!n)
+        return NULL;
+    if (n->type != TOMLC_TABLE) {
+        config_type_error(c, n, name, how);
+        return NULL;
+    }
+    return n;
+}
+
+static bool config_env_name_ok(const char *s)
+{
+    if (!(isalpha((unsigned char)*s) || *s == '_'))
+        return false;
+    size_t n = 0;
+    for (; *s; s++, n++)
+        if (!(isalnum((unsigned char)*s) || *s == '_'))
+            return false;
+    return n <= 128;
+}
+
+static bool config_starts_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool config_ends_ci(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcasecmp(s + a - b, suffix) == 0;
+}
+
+static bool config_contains_ci(const char *s, const char *needle)
+{
+    return strcasestr(s, needle) != NULL;
+}
+
+/*
+ * Whether an environment value is a stand-in left from an example file
+ * rather than a real secret: "your-token-here", "changeme", "xxxx",
+ * "sk-ant-xxxx", "<token>", "TODO", "placeholder", "...".  The patterns are
+ * ones a random token practically never contains.
+ */
+static bool config_is_placeholder(const char *v)
+{
+    static const char *const words[] = { "placeholder", "changeme", "change-me", "change_me",
+                                         "replace-me", "replace_me", "replaceme", "...",
+                                         "\xe2\x80\xa6", "xxxxxxxx", NULL };
+    static const char *const exact[] = { "token", "secret", "key", "api-key", "apikey",
+                                         "none", "null", "todo", "tbd", "fixme", "-", NULL };
+    for (size_t k = 0; words[k]; k++)
+        if (config_contains_ci(v, words[k]))
+            return true;
+    for (size_t k = 0; exact[k]; k++)
+        if (strcasecmp(v, exact[k]) == 0)
+            return true;
+    if (config_starts_ci(v, "your-") || config_starts_ci(v, "your_") ||
+        config_starts_ci(v, "your ") || config_ends_ci(v, "-here") ||
+        config_ends_ci(v, "_here"))
+        return true;
+    if (config_starts_ci(v, "todo") && !isalnum((unsigned char)v[4]))
+        return true;
+    if (v[0] == '<' || v[strlen(v) - 1] == '>' || config_starts_ci(v, "${"))
+        return true;
+    /* What is left after a known key prefix is only filler: "sk-ant-xxxx", "xxx", "****". */
+    const char *rest = v;
+    static const char *const prefixes[] = { "sk-ant-api03-", "sk-ant-", "sk-", NULL };
+    for (size_t k = 0; prefixes[k]; k++) {
+        if (config_starts_ci(v, prefixes[k])) {
+            rest = v + strlen(prefixes[k]);
+            break;
+        }
+    }
+    if (*rest && rest[strspn(rest, "xX*.-_")] == '\0')
+        return true;
+    return false;
+}
+
+/*
+ * Resolves a secret named by an *_env key.  Returns a copy of its value, or
+ * NULL after reporting why not.  The value is never put in a message.
+ */
+static char *config_secret(struct config_ctx *c, const struct tomlc_node *n, const char *key,
+                           const char *var, const char *what)
+{
+    const char *v = getenv(var);
+    if (!v || !*v) {
+        config_error(c, n->line, key,
+                     "environment variable %s is not set or is empty; set it to the %s in "
+                     "the environment or in .env beside the config file",
+                     var, what);
+        return NULL;
+    }
+    if (config_is_placeholder(v)) {
+        config_error(c, n->line, key,
+                     "environment variable %s holds a placeholder, not a real %s; put the "
+                     "real %s in the environment or in .env beside the config file",
+                     var, what, what);
+        return NULL;
+    }
+    return xstrdup(v);
+}
+
+/*
+ * Reads an *_env key naming the variable that holds a secret, and the
+ * secret itself.  The name is not echoed when invalid: a common mistake is
+ * to paste the secret itself where its variable's name belongs.
+ */
+static void config_env_secret(struct config_ctx *c, const struct tomlc_node *t,
+                              const char *prefix, const char *name, const char *what,
+                              const char *example, char **var_field, char **secret_field)
+{
+    char key[256];
+    const struct tomlc_node *n = tomlc_get(t, name);
+    if (!n)
+        return;
+    config_key(key, sizeof key, prefix, name);
+    if (n->type != TOMLC_STRING) {
+        config_type_error(c, n, key, "a string (the name of an environment variable)");
+        return;
+    }
+    if (!config_env_name_ok(n->str)) {
+        config_error(c, n->line, key,
+                     "not a valid environment variable name; give the name of the variable "
+                     "that holds the %s (letters, digits and _), e.g. %s = \"%s\", and put "
+                     "the %s itself in .env",
+                     what, name, example, what);
+        return;
+    }
+    free(*var_field);
+    *var_field = xstrdup(n->str);
+    *secret_field = config_secret(c, n, key, n->str, what);
+}
+
+static bool config_is_loopback(const char *bind)
+{
+    unsigned char a[16];
+    if (strcasecmp(bind, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, bind, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, bind, a) == 1) {
+        static const unsigned char one[16] = { [15] = 1 };
+        static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+        return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
+    }
+    return false;
+}
+
+static bool config_bind_ok(const char *bind)
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET, bind, a) == 1 || inet_pton(AF_INET6, bind, a) == 1)
+        return true;
+    for (const char *p = bind; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '-'))
+            return false;
+    return strlen(bind) <= 253;
+}
+
+static void config_server(struct config_ctx *c, const struct tomlc_node *root)
+{
+    struct config *cfg = c->cfg;
+    const struct tomlc_node *t = config_table(c, root, "server", "a table ([server])");
+    const struct tomlc_node *bind_node = NULL;
+    const char *p = "server";
+    long long mb = 0;
+    int level = 2;
+
+    if (!t)
+        return;
+    config_unknown_keys(c, t, p, config_server_keys);
+    config_int_field(c, t, p, "port", 0, 65535, " (0 picks a free port)", &cfg->port, NULL);
+    enum config_got bind_got = config_str(c, t, p, "bind", &cfg->bind, &bind_node);
+    config_int_field(c, t, p, "switch_threshold_ms", 0, 3600000, "", &cfg->switch_threshold_ms,
+                     NULL);
+    config_int_field(c, t, p, "graceful_switch_timeout_ms", 0, MS_DAY, "",
+                     &cfg->graceful_switch_timeout_ms, NULL);
+    if (config_int(c, t, p, "max_body_mb", 1, 4096, "", &mb, NULL) == CONFIG_OK)
+        cfg->max_body_bytes = mb * 1024 * 1024;
+    config_int_field(c, t, p, "connect_timeout_ms", 1, MS_DAY, "", &cfg->connect_timeout_ms, NULL);
+    config_int_field(c, t, p, "header_timeout_ms", 1, MS_DAY, "", &cfg->header_timeout_ms, NULL);
+    config_int_field(c, t, p, "idle_timeout_ms", 1, MS_DAY, "", &cfg->idle_timeout_ms, NULL);
+    config_int_field(c, t, p, "client_header_timeout_ms", 1, MS_DAY, "",
+                     &cfg->client_header_timeout_ms, NULL);
+    config_int_field(c, t, p, "keepalive_timeout_ms", 1, MS_DAY, "", &cfg->keepalive_timeout_ms,
+                     NULL);
+    config_int_field(c, t, p, "max_connections", 1, 1000000, "", &cfg->max_connections, NULL);
+    config_int_field(c, t, p, "shutdown_grace_ms", 0, MS_DAY, "", &cfg->shutdown_grace_ms, NULL);
+    config_env_secret(c, t, p, "access_key_env", "access key", "ZEPHYR_ACCESS_KEY",
+                      &cfg->access_key_env, &cfg->access_key);
+    config_env_secret(c, t, p, "admin_key_env", "admin key", "ZEPHYR_ADMIN_KEY",
+                      &cfg->admin_key_env, &cfg->admin_key);
+    if (config_enum(c, t, p, "log_level", config_level_names, &level) == CONFIG_OK) {
+        free(cfg->log_level);
+        cfg->log_level = xstrdup(config_level_names[level]);
+    }
+    config_str(c, t, p, "log_file", &cfg->log_file, NULL);
+    config_bool(c, t, p, "sticky_sessions", &cfg->sticky_sessions, NULL);
+    config_int_field(c, t, p, "session_ttl_s", 1, 30 * 86400, "", &cfg->session_ttl_s, NULL);
+
+    if (bind_got != CONFIG_OK)
+        return;
+    char shown[CONFIG_SHOW_MAX + 8];
+    config_show(cfg->bind, shown, sizeof shown);
+    if (!config_bind_ok(cfg->bind)) {
+        config_error(c, bind_node->line, "server.bind",
+                     "\"%s\" is not an IP address or host name; use e.g. \"127.0.0.1\" or \"::1\"",
+                     shown);
+        return;
+    }
+    if (!config_is_loopback(cfg->bind) && !tomlc_get(t, "access_key_env"))
+        config_error(c, bind_node->line, "server.bind",
+                     "binding to \"%s\" reaches beyond loopback, which requires "
+                     "server.access_key_env; set access_key_env = \"ZEPHYR_ACCESS_KEY\" "
+                     "(and the variable in .env) or bind to \"127.0.0.1\"",
+                     shown);
+}
+
+/*
+ * Checks an endpoint URL.  Returns NULL if it is usable, else the "what is
+ * wrong; what would be right" text.  *echo says whether the URL may be
+ * repeated in the message (not when it carries credentials).
+ */
+static const char *config_url_problem(const char *url, bool *echo)
+{
+    *echo = true;
+    const char *rest;
+    if (config_starts_ci(url, "http://"))
+        rest = url + 7;
+    else if (config_starts_ci(url, "https://"))
+        rest = url + 8;
+    else
+        return "is not an http:// or https:// URL; write e.g. \"https://api.anthropic.com\"";
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return "contains spaces or control characters; remove them";
+    size_t alen = strcspn(rest, "/?#");
+    if (memchr(rest, '@', alen)) {
+        *echo = false;
+        return "must not carry credentials (user:password@); put the token in the environment "
+               "and name its variable with auth_token_env";
+    }
+    if (strpbrk(rest, "?#"))
+        return "must not have a query or fragment; give the base URL only, e.g. "
+               "\"https://relay.example.com/api\"";
+    if (alen == 0)
+        return "has no host; write e.g. \"https://api.anthropic.com\"";
+    const char *host_end = rest + alen;
+    const char *port = NULL;
+    if (rest[0] == '[') {
+        const char *close = memchr(rest, ']', alen);
+        if (!close || close == rest + 1)
+            return "has a malformed [IPv6] host; write e.g. \"http://[::1]:8080\"";
+        if (close + 1 < host_end) {
+            if (close[1] != ':')
+                return "has text after the [IPv6] host; write e.g. \"http://[::1]:8080\"";
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(rest, ':', alen);
+        if (colon == rest)
+            return "has no host; write e.g. \"https://api.anthropic.com\"";
+        if (colon)
+            port = colon + 1;
+    }
+    if (port) {
+        long v = 0;
+        if (port == host_end)
+            return "has an empty port; write e.g. \"http://127.0.0.1:8080\"";
+        for (const char *q = port; q < host_end; q++) {
+            if (!isdigit((unsigned char)*q))
+                return "has a port that is not a number; write e.g. \"http://127.0.0.1:8080\"";
+            v = v * 10 + (*q - '0');
+            if (v > 65535)
+                break;
+        }
+        if (v < 1 || v > 65535)
+            return "has a port outside 1..65535; write e.g. \"http://127.0.0.1:8080\"";
+    }
+    return NULL;
+}
+
+/* Endpoint names seen so far, to keep them unique across all groups. */
+struct config_seen {
+    const char *name; /* borrows; from struct cfg_endpoint */
+    int line;
+};
+
+static void config_endpoint(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                            struct cfg_endpoint *ep, struct config_seen *seen, size_t *n_seen)
+{
+    char key[256], shown[CONFIG_SHOW_MAX + 8];
+    const struct tomlc_node *url_node = NULL, *name_node = NULL;
+
+    ep->line = t->line;
+    config_unknown_keys(c, t, prefix, config_endpoint_keys);
+    if (config_str(c, t, prefix, "url", &ep->url, &url_node) == CONFIG_OK) {
+        bool echo;
+        const char *problem = config_url_problem(ep->url, &echo);
+        config_key(key, sizeof key, prefix, "url");
+        if (problem && echo)
+            config_error(c, url_node->line, key, "\"%s\" %s",
+                         config_show(ep->url, shown, sizeof shown), problem);
+        else if (problem)
+            config_error(c, url_node->line, key, "the URL %s", problem);
+        size_t len = strlen(ep->url);
+        while (!problem && len > 0 && ep->url[len - 1] == '/')
+            ep->url[--len] = '\0';
+    } else if (!url_node) {
+        config_error(c, t->line, config_key(key, sizeof key, prefix, "url"),
+                     "missing; every endpoint needs url = \"https://...\"");
+    }
+    if (config_str(c, t, prefix, "name", &ep->name, &name_node) == CONFIG_OK) {
+        for (size_t k = 0; k < *n_seen; k++) {
+            if (strcmp(seen[k].name, ep->name) == 0) {
+                config_error(c, name_node->line, config_key(key, sizeof key, prefix, "name"),
+                             "duplicate endpoint name \"%s\" (first used at line %d); endpoint "
+                             "names must be unique across all groups",
+                             config_show(ep->name, shown, sizeof shown), seen[k].line);
+                return;
+            }
+        }
+        seen[*n_seen].name = ep->name;
+        seen[*n_seen].line = name_node->line;
+        (*n_seen)++;
+    } else if (!name_node) {
+        config_error(c, t->line, config_key(key, sizeof key, prefix, "name"),
+                     "missing; every endpoint needs a unique name = \"...\" (shown in "
+                     "/status and used by the admin API)");
+    }
+}
+
+static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_t index,
+                         struct config_seen *seen, size_t *n_seen,
+                         const struct tomlc_node **default_node, size_t *default_index)
+{
+    struct cfg_group *g = &c->cfg->groups[index];
+    char p[64], key[256], shown[CONFIG_SHOW_MAX + 8];
+    const struct tomlc_node *n = NULL;
+    int auth = AUTH_X_API_KEY;
+
+    snprintf(p, sizeof p, "groups[%zu]", index);
+    config_unknown_keys(c, t, p, config_group_keys);
+
+    if (config_str(c, t, p, "name", &g->name, &n) == CONFIG_OK) {
+        for (size_t k = 0; k < index; k++) {
+            if (c->cfg->groups[k].name && strcmp(c->cfg->groups[k].name, g->name) == 0) {
+                config_error(c, n->line, config_key(key, sizeof key, p, "name"),
+                             "duplicate group name \"%s\" (also groups[%zu]); give each group "
+                             "a unique name",
+                             config_show(g->name, shown, sizeof shown), k);
+                break;
+            }
+        }
+    } else if (!n) {
+        config_error(c, t->line, config_key(key, sizeof key, p, "name"),
+                     "missing; give the group a name, e.g. name = \"main\"");
+    }
+
+    config_env_secret(c, t, p, "auth_token_env", "token", "ANTHROPIC_TOKEN_MAIN",
+                      &g->auth_token_env, &g->token);
+    if (config_enum(c, t, p, "auth_header", config_auth_names, &auth) == CONFIG_OK)
+        g->auth = auth == 1 ? AUTH_BEARER : AUTH_X_API_KEY;
+
+    if (config_bool(c, t, p, "default", &g->is_default, &n) == CONFIG_OK && g->is_default) {
+        if (*default_node)
+            config_error(c, n->line, config_key(key, sizeof key, p, "default"),
+                         "groups[%zu] is already the default (line %d); set default = true on "
+                         "one group only",
+                         *default_index, (*default_node)->line);
+        else {
+            *default_node = n;
+            *default_index = index;
+        }
+    }
+
+    const char *label = g->name ? config_show(g->name, shown, sizeof shown) : p;
+    const struct tomlc_node *eps = tomlc_get(t, "endpoints");
+    config_key(key, sizeof key, p, "endpoints");
+    if (!eps || (eps->type == TOMLC_ARRAY && eps->n == 0)) {
+        config_error(c, eps ? eps->line : t->line, key,
+                     "group \"%s\" has no endpoints; add endpoints = [{ url = "
+                     "\"https://api.anthropic.com\", name = \"anthropic\" }]",
+                     label);
+        return;
+    }
+    if (eps->type != TOMLC_ARRAY) {
+        config_type_error(c, eps, key,
+                          "an array of tables, e.g. endpoints = [{ url = \"https://...\", "
+                          "name = \"...\" }]");
+        return;
+    }
+    g->endpoints = xcalloc(eps->n, sizeof *g->endpoints);
+    g->n_endpoints = eps->n;
+    for (size_t k = 0; k < eps->n; k++) {
+        char ep_prefix[96];
+        snprintf(ep_prefix, sizeof ep_prefix, "%s.endpoints[%zu]", p, k);
+        if (eps->items[k].type != TOMLC_TABLE) {
+            config_type_error(c, &eps->items[k], ep_prefix,
+                              "a table like { url = \"https://...\", name = \"...\" }");
+            continue;
+        }
+        config_endpoint(c, &eps->items[k], ep_prefix, &g->endpoints[k], seen, n_seen);
+    }
+}
+
+static size_t config_count_endpoints(const struct tomlc_node *groups)
+{
+    size_t total = 0;
+    for (size_t k = 0; k < groups->n; k++) {
+        const struct tomlc_node *eps = tomlc_get(&groups->items[k], "endpoints");
+        if (eps && eps->type == TOMLC_ARRAY)
+            total += eps->n;
+    }
+    return total;
+}
+
+static void config_groups(struct config_ctx *c, const struct tomlc_node *root)
+{
+    const struct tomlc_node *t = tomlc_get(root, "groups");
+    const struct tomlc_node *default_node = NULL;
+    size_t default_index = 0, n_seen = 0;
+    static const char no_groups[] =
+        "no [[groups]] defined; add at least one [[groups]] with a name and endpoints";
+
+    if (!t) {
+        config_error(c, 0, "groups", no_groups);
+        return;
+    }
+    if (t->type != TOMLC_ARRAY) {
+        config_type_error(c, t, "groups",
+                          "an array of tables; write [[groups]] (double brackets) before each "
+                          "group");
+        return;
+    }
+    if (t->n == 0) {
+        config_error(c, t->line, "groups", no_groups);
+        return;
+    }
+    struct config_seen *seen = xcalloc(config_count_endpoints(t), sizeof *seen);
+    c->cfg->groups = xcalloc(t->n, sizeof *c->cfg->groups);
+    c->cfg->n_groups = t->n;
+    for (size_t k = 0; k < t->n; k++) {
+        if (t->items[k].type != TOMLC_TABLE) {
+            char key[64];
+            snprintf(key, sizeof key, "groups[%zu]", k);
+            config_type_error(c, &t->items[k], key, "a table ([[groups]])");
+            continue;
+        }
+        config_group(c, &t->items[k], k, seen, &n_seen, &default_node, &default_index);
+    }
+    free(seen);
+}
+
+static void config_health(struct config_ctx *c, const struct tomlc_node *root)
+{
+    struct config *cfg = c->cfg;
+    const struct tomlc_node *t = config_table(c, root, "health_check", "a table ([health_check])");
+    const struct tomlc_node *interval_n, *min_n, *max_n, *timeout_n, *args;
+    const char *p = "health_check";
+    int method = CHECK_MESSAGES;
+
+    if (!t)
+        return;
+    config_unknown_keys(c, t, p, config_health_keys);
+    enum config_got interval = config_int_field(c, t, p, "interval_seconds", 1, 86400, "",
+                                                &cfg->interval_s, &interval_n);
+    enum config_got min = config_int_field(c, t, p, "min_interval_seconds", 1, 86400, "",
+                                           &cfg->min_interval_s, &min_n);
+    enum config_got max = config_int_field(c, t, p, "max_interval_seconds", 1, 86400, "",
+                                           &cfg->max_interval_s, &max_n);
+    enum config_got timeout = config_int_field(c, t, p, "timeout_seconds", 1, 3600, "",
+                                               &cfg->timeout_s, &timeout_n);
+    config_bool(c, t, p, "dynamic_scaling", &cfg->dynamic_scaling, NULL);
+    config_str(c, t, p, "claude_binary_path", &cfg->claude_binary_path, NULL);
+    if (config_enum(c, t, p, "method", config_method_names, &method) == CONFIG_OK)
+        cfg->method = method == 2 ? CHECK_CLI : method == 1 ? CHECK_COUNT_TOKENS : CHECK_MESSAGES;
+    config_str(c, t, p, "model", &cfg->check_model, NULL);
+    config_str(c, t, p, "prompt", &cfg->check_prompt, NULL);
+    config_int_field(c, t, p, "max_concurrent", 1, 256, "", &cfg->max_concurrent_checks, NULL);
+    config_int_field(c, t, p, "failed_interval_seconds", 1, 86400, "", &cfg->failed_interval_s,
+                     NULL);
+
+    args = tomlc_get(t, "cli_args");
+    if (args && args->type != TOMLC_ARRAY) {
+        config_type_error(c, args, "health_check.cli_args", "an array of strings");
+    } else if (args) {
+        bool ok = true;
+        for (size_t k = 0; k < args->n; k++) {
+            if (args->items[k].type != TOMLC_STRING) {
+                char key[64];
+                snprintf(key, sizeof key, "health_check.cli_args[%zu]", k);
+                config_type_error(c, &args->items[k], key, "a string");
+                ok = false;
+            }
+        }
+        if (ok && args->n) {
+            cfg->cli_args = xcalloc(args->n, sizeof *cfg->cli_args);
+            cfg->n_cli_args = args->n;
+            for (size_t k = 0; k < args->n; k++)
+                cfg->cli_args[k] = xstrdup(args->items[k].str);
+        }
+    }
+
+    /* Cross-checks use the lines of the keys actually written, if any. */
+    if (interval != CONFIG_BAD && timeout != CONFIG_BAD && cfg->timeout_s >= cfg->interval_s) {
+        const struct tomlc_node *at = timeout_n ? timeout_n : interval_n;
+        config_error(c, at ? at->line : t->line, "health_check.timeout_seconds",
+                     "%d is not below interval_seconds (%d); a check must end before the next "
+                     "one starts, so lower timeout_seconds or raise interval_seconds",
+                     cfg->timeout_s, cfg->interval_s);
+    }
+    if (min != CONFIG_BAD && max != CONFIG_BAD && cfg->min_interval_s > cfg->max_interval_s) {
+        const struct tomlc_node *at = min_n ? min_n : max_n;
+        config_error(c, at ? at->line : t->line, "health_check.min_interval_seconds",
+                     "%d is above max_interval_seconds (%d); make min_interval_seconds <= "
+                     "max_interval_seconds",
+                     cfg->min_interval_s, cfg->max_interval_s);
+    } else if (cfg->dynamic_scaling && min != CONFIG_BAD && timeout != CONFIG_BAD &&
+               cfg->timeout_s >= cfg->min_interval_s) {
+        const struct tomlc_node *at = timeout_n ? timeout_n : min_n;
+        config_error(c, at ? at->line : t->line, "health_check.timeout_seconds",
+                     "%d is not below min_interval_seconds (%d), the shortest interval "
+                     "dynamic_scaling uses; lower timeout_seconds or raise min_interval_seconds",
+                     cfg->timeout_s, cfg->min_interval_s);
+    }
+}
+
+static void config_ui(struct config_ctx *c, const struct tomlc_node *root)
+{
+    const struct tomlc_node *t = config_table(c, root, "ui", "a table ([ui])");
+    int lang = 0;
+    if (!t)
+        return;
+    config_unknown_keys(c, t, "ui", config_ui_keys);
+    if (config_enum(c, t, "ui", "language", config_language_names, &lang) == CONFIG_OK) {
+        free(c->cfg->language);
+        c->cfg->language = xstrdup(config_language_names[lang]);
+    }
+}
+
+/* A config with every default of config.h applied and no groups. */
+static struct config *config_defaults(const char *path)
+{
+    struct config *cfg = xcalloc(1, sizeof *cfg);
+    cfg->path = xstrdup(path);
+    cfg->bind = xstrdup("127.0.0.1");
+    cfg->port = 8080;
+    cfg->switch_threshold_ms = 50;
+    cfg->graceful_switch_timeout_ms = 30000;
+    cfg->max_body_bytes = 32LL * 1024 * 1024;
+    cfg->connect_timeout_ms = 10000;
+    cfg->header_timeout_ms = 300000;
+    cfg->idle_timeout_ms = 300000;
+    cfg->client_header_timeout_ms = 30000;
+    cfg->keepalive_timeout_ms = 120000;
+    cfg->max_connections = 1024;
+    cfg->shutdown_grace_ms = 30000;
+    cfg->log_level = xstrdup("info");
+    cfg->sticky_sessions = true;
+    cfg->session_ttl_s = 3600;
+    cfg->interval_s = 120;
+    cfg->min_interval_s = 30;
+    cfg->max_interval_s = 3600;
+    cfg->timeout_s = 15;
+    cfg->dynamic_scaling = false;
+    cfg->claude_binary_path = xstrdup("claude");
+    cfg->method = CHECK_MESSAGES;
+    cfg->check_model = xstrdup("claude-3-5-haiku-latest");
+    cfg->check_prompt = xstrdup("hi");
+    cfg->max_concurrent_checks = 4;
+    cfg->failed_interval_s = 15;
+    cfg->language = xstrdup("en");
+    return cfg;
+}
+
+int config_load_string(const char *path, const char *text, size_t len, struct config **out,
+                       char **errors)
+{
+    struct config_ctx c;
+    struct tomlc_node *root = NULL;
+    struct tomlc_error terr = { NULL, 0, 0 };
+    int rc = -1;
+
+    memset(&c, 0, sizeof c);
+    c.path = path ? path : "<config>";
+    c.cfg = config_defaults(c.path);
+    *out = NULL;
+    if (errors)
+        *errors = NULL;
+
+    if (tomlc_parse(text, len, &root, &terr) < 0) {
+        /* Syntax errors carry a column too: "path:line:column: toml: ...". */
+        char shown[512], where[64] = "";
+        if (terr.line > 0 && terr.column > 0)
+            snprintf(where, sizeof where, ":%d:%d", terr.line, terr.column);
+        else if (terr.line > 0)
+            snprintf(where, sizeof where, ":%d", terr.line);
+        config_add_problem(&c, terr.line,
+                           xasprintf("%s%s: toml: %s; the file must be valid TOML (see "
+                                     "config.example.toml)\n",
+                                     c.path, where,
+                                     config_show(terr.message ? terr.message : "syntax error",
+                                                 shown, sizeof shown)));
+        goto out;
+    }
+    config_unknown_keys(&c, root, "", config_top_keys);
+    config_server(&c, root);
+    config_groups(&c, root);
+    config_health(&c, root);
+    config_ui(&c, root);
+out:
+    if (c.n_errors == 0 && c.n_dropped == 0) {
+        *out = c.cfg;
+        rc = 0;
+    } else {
+        char *msgs = config_problems_text(&c);
+        config_free(c.cfg);
+        if (errors)
+            *errors = msgs;
+        else
+            free(msgs);
+    }
+    free(terr.message);
+    tomlc_free(root);
+    return rc;
+}
+
+int config_load(const char *path, struct config **out, char **errors)
+{
+    struct buf b;
+    char chunk[8192];
+    int rc = -1;
+    FILE *f = fopen(path, "rb");
+
+    *out = NULL;
+    if (errors)
+        *errors = NULL;
+    buf_init(&b, CONFIG_MAX_FILE);
+    if (!f) {
+        if (errors)
+            *errors = xasprintf("%s: cannot read: %s; check the path given with --config\n",
+                                path, strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        size_t n = fread(chunk, 1, sizeof chunk, f);
+        if (n == 0)
+            break;
+        if (buf_append(&b, chunk, n) < 0) {
+            if (errors)
+                *errors = xasprintf("%s: file is larger than %d bytes; is this the right "
+                                    "config file?\n",
+                                    path, CONFIG_MAX_FILE);
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        if (errors)
+            *errors = xasprintf("%s: cannot read: %s; check the path given with --config\n",
+                                path, strerror(errno));
+        goto out;
+    }
+    rc = config_load_string(path, b.data ? b.data : "", b.len, out, errors);
+out:
+    if (f)
+        fclose(f);
+    buf_release(&b);
+    return rc;
+}
+
+static void config_free_secret(char *s)
+{
+    if (!s)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}
+
+void config_free(struct config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t k = 0; k < cfg->n_groups; k++) {
+        struct cfg_group *g = &cfg->groups[k];
+        for (size_t e = 0; e < g->n_endpoints; e++) {
+            free(g->endpoints[e].name);
+            free(g->endpoints[e].url);
+        }
+        free(g->endpoints);
+        free(g->name);
+        free(g->auth_token_env);
+        config_free_secret(g->token);
+    }
+    free(cfg->groups);
+    for (size_t k = 0; k < cfg->n_cli_args; k++)
+        free(cfg->cli_args[k]);
+    free(cfg->cli_args);
+    free(cfg->path);
+    free(cfg->bind);
+    free(cfg->access_key_env);
+    config_free_secret(cfg->access_key);
+    free(cfg->admin_key_env);
+    config_free_secret(cfg->admin_key);
+    free(cfg->log_level);
+    free(cfg->log_file);
+    free(cfg->claude_binary_path);
+    free(cfg->check_model);
+    free(cfg->check_prompt);
+    free(cfg->language);
+    free(cfg);
+}
+
+size_t config_default_group(const struct config *cfg)
+{
+    if (!cfg)
+        return 0;
+    for (size_t k = 0; k < cfg->n_groups; k++)
+        if (cfg->groups[k].is_default)
+            return k;
+    return 0;
+}
+
+static const char *config_method_name(enum check_method m)
+{
+    switch (m) {
+    case CHECK_MESSAGES: return "messages";
+    case CHECK_COUNT_TOKENS: return "count_tokens";
+    case CHECK_CLI: return "cli";
+    }
+    return "?";
+}
+
+/* "NAME (set)" or "NAME (not set)": says whether, never what. */
+static void config_summary_var(struct buf *b, const char *var, const char *secret)
+{
+    buf_appendf(b, "$%s (%s)", var, secret && *secret ? "set" : "not set");
+}
+
+char *config_summary(const struct config *cfg)
+{
+    struct buf b;
+    size_t def = config_default_group(cfg);
+
+    buf_init(&b, SIZE_MAX / 2);
+    buf_appendf(&b, "config: %s\n", cfg->path ? cfg->path : "-");
+    buf_appendf(&b, "listen: http://%s%s%s:%d%s\n", strchr(cfg->bind, ':') ? "[" : "", cfg->bind,
+                strchr(cfg->bind, ':') ? "]" : "", cfg->port,
+                cfg->port == 0 ? " (a free port is picked at start)" : "");
+    buf_appendf(&b, "access key: ");
+    if (cfg->access_key_env)
+        config_summary_var(&b, cfg->access_key_env, cfg->access_key);
+    else
+        buf_appendf(&b, "none (clients are not checked)");
+    buf_appendf(&b, "\nadmin key: ");
+    if (cfg->admin_key_env)
+        config_summary_var(&b, cfg->admin_key_env, cfg->admin_key);
+    else
+        buf_appendf(&b, "none");
+    buf_appendf(&b, "\ngroups: %zu\n", cfg->n_groups);
+    for (size_t k = 0; k < cfg->n_groups; k++) {
+        const struct cfg_group *g = &cfg->groups[k];
+        buf_appendf(&b, "  %s %s%s: ", k == def ? "*" : "-", g->name,
+                    k == def ? " (default)" : "");
+        if (g->auth_token_env) {
+            buf_appendf(&b, "token from ");
+            config_summary_var(&b, g->auth_token_env, g->token);
+            buf_appendf(&b, ", sent as %s\n",
+                        g->auth == AUTH_BEARER ? "Authorization: Bearer" : "x-api-key");
+        } else {
+            buf_appendf(&b, "no token, client credentials passed through\n");
+        }
+        for (size_t e = 0; e < g->n_endpoints; e++)
+            buf_appendf(&b, "      %-20s %s\n", g->endpoints[e].name, g->endpoints[e].url);
+    }
+    buf_appendf(&b, "health check: method %s", config_method_name(cfg->method));
+    if (cfg->method == CHECK_CLI)
+        buf_appendf(&b, " (%s, %zu extra argument%s)", cfg->claude_binary_path, cfg->n_cli_args,
+                    cfg->n_cli_args == 1 ? "" : "s");
+    buf_appendf(&b, ", model %s, every %d s, timeout %d s, failed endpoints every %d s, "
+                "at most %d at once\n",
+                cfg->check_model, cfg->interval_s, cfg->timeout_s, cfg->failed_interval_s,
+                cfg->max_concurrent_checks);
+    buf_appendf(&b, "dynamic scaling: %s (%d..%d s)\n", cfg->dynamic_scaling ? "on" : "off",
+                cfg->min_interval_s, cfg->max_interval_s);
+    buf_appendf(&b, "switching: threshold %d ms, graceful switch timeout %d ms, sticky sessions "
+                "%s (ttl %d s)\n",
+                cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms,
+                cfg->sticky_sessions ? "on" : "off", cfg->session_ttl_s);
+    buf_appendf(&b, "limits: body %lld MiB, %d connections; timeouts (ms): connect %d, "
+                "headers %d, idle %d, client headers %d, keep-alive %d, shutdown grace %d\n",
+                cfg->max_body_bytes / (1024 * 1024), cfg->max_connections,
+                cfg->connect_timeout_ms, cfg->header_timeout_ms, cfg->idle_timeout_ms,
+                cfg->client_header_timeout_ms, cfg->keepalive_timeout_ms, cfg->shutdown_grace_ms);
+    buf_appendf(&b, "log: level %s, %s%s\n", cfg->log_level, cfg->log_file ? "file " : "stderr only",
+                cfg->log_file ? cfg->log_file : "");
+    buf_appendf(&b, "ui language: %s\n", cfg->language);
+    return b.data ? b.data : xstrdup("");
+}
