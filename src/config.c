@@ -128,7 +128,8 @@ static void config_add_problem(struct config_ctx *c, int line, char *text)
 
 /*
  * Records one problem.  line 0 means the problem is about the file as a
- * whole (e.g. no groups at all); the line number is then left out.
+ * whole (e.g. no groups at all); it is reported at line 1, so that every
+ * message has the same file:line: shape for editors and scripts.
  */
 static void config_error(struct config_ctx *c, int line, const char *key, const char *fmt, ...)
 {
@@ -137,10 +138,8 @@ static void config_error(struct config_ctx *c, int line, const char *key, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (line > 0)
-        config_add_problem(c, line, xasprintf("%s:%d: %s: %s\n", c->path, line, key, msg));
-    else
-        config_add_problem(c, 0, xasprintf("%s: %s: %s\n", c->path, key, msg));
+    config_add_problem(c, line, xasprintf("%s:%d: %s: %s\n", c->path, line > 0 ? line : 1, key,
+                                          msg));
 }
 
 static int config_problem_cmp(const void *a, const void *b)
@@ -229,8 +228,8 @@ static void config_type_error(struct config_ctx *c, const struct tomlc_node *n, 
                               const char *expected)
 {
     char got[CONFIG_SHOW_MAX + 32];
-    config_error(c, n->line, key, "expected %s, got %s", expected,
-                 config_describe(n, got, sizeof got));
+    config_error(c, n->line, key, "expected %s, got %s; change the value to %s", expected,
+                 config_describe(n, got, sizeof got), expected);
 }
 
 /* "prefix.key", or "key" at the top level, cut to fit. */

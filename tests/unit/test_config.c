@@ -392,11 +392,11 @@ static void test_no_groups(void **state)
 {
     (void)state;
     char *e = load_err("");
-    assert_has(e, "cfg.toml: groups: no [[groups]] defined; add at least one [[groups]]");
+    assert_has(e, "cfg.toml:1: groups: no [[groups]] defined; add at least one [[groups]]");
     free(e);
 
     e = load_err("[server]\nport = 1\n");
-    assert_has(e, "cfg.toml: groups: no [[groups]] defined");
+    assert_has(e, "cfg.toml:1: groups: no [[groups]] defined");
     free(e);
 
     e = load_err("groups = []\n");
