@@ -1,0 +1,40 @@
+#!/bin/sh
+# claude-zephyr's two commands on a fresh Debian 12 machine (run as root, or
+# with sudo available):
+#
+#   ./run.sh [proxy options]   install what is missing, build, run the proxy
+#                              (./config.toml if present, else the built-in demo)
+#   ./run.sh test              install what is missing, build, run the whole
+#                              test suite, plain and under ASan+UBSan
+set -eu
+cd "$(dirname "$0")"
+
+# Build and run-time packages, plus what the tests drive (python3 for the
+# integration suite, tmux for the dashboard tests, clang for the fuzzers).
+PKGS="gcc g++ make pkg-config ca-certificates curl libuv1-dev libcurl4-openssl-dev \
+libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev"
+TEST_PKGS="python3 tmux clang libclang-rt-14-dev"
+
+want=$PKGS
+[ "${1:-}" = "test" ] && want="$PKGS $TEST_PKGS"
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "run.sh: installing:$missing" >&2
+    $sudo sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$missing"
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+if [ "${1:-}" = "test" ]; then
+    shift
+    make -j"$jobs" all
+    make -j"$jobs" asan
+    exec make check
+fi
+make -j"$jobs" all
+exec build/claude-zephyr "$@"

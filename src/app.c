@@ -1,0 +1,459 @@
+/*
+ * app: see app.h.
+ *
+ * Routing: /health, /status and /admin/... are answered here; every other
+ * path goes to the proxy.  /admin/ answers loopback clients only, unless
+ * server.admin_key_env is set, in which case any client that presents the
+ * key in x-zephyr-admin-key may use it.  When server.access_key_env is set
+ * (required for a bind beyond loopback), every proxied request must carry
+ * the key in x-zephyr-key, or as its x-api-key / Authorization: Bearer
+ * when the group injects its own token; the key never goes upstream.
+ *
+ * Shutdown: the first SIGINT/SIGTERM stops accepting and waits for the
+ * requests in flight (streams too) up to server.shutdown_grace_ms; a second
+ * signal, or the end of the grace period, aborts what is left.  Then every
+ * handle is closed and the loop runs dry, so that nothing leaks.
+ */
+#include "app.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "conn.h"
+#include "dashboard.h"
+#include "demo.h"
+#include "fetch.h"
+#include "health.h"
+#include "log.h"
+#include "proxy.h"
+#include "state.h"
+#include "status.h"
+#include "util.h"
+
+struct app {
+    uv_loop_t loop;
+    struct config *cfg;         /* owns */
+    struct state *st;           /* owns */
+    struct fetch *fetch;        /* owns */
+    struct conn_server *srv;    /* owns */
+    struct proxy *px;           /* owns */
+    struct health *health;      /* owns */
+    struct demo *demo;          /* owns; NULL unless --demo */
+    struct dashboard *dash;     /* owns; NULL unless --dashboard */
+    uv_signal_t sigint, sigterm, sighup;
+    uv_timer_t grace;
+    uv_timer_t policy_timer;    /* fires pending graceful switches */
+    char listen[80];
+    int shutting_down;          /* 0, 1 graceful, 2 closing */
+    int exit_code;
+    struct app_opts opts;
+};
+
+/* ---- own paths ------------------------------------------------------------ */
+
+static void respond_json(struct conn *c, int status, cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    conn_respond(c, status, "application/json", s, strlen(s), "Cache-Control: no-store\r\n");
+    free(s);
+    cJSON_Delete(o);
+}
+
+static cJSON *app_status(struct app *a)
+{
+    struct status_info info = {
+        .version = ZEPHYR_VERSION,
+        .listen = a->listen,
+        .now_mono_ms = now_mono_ms(),
+        .now_wall_ms = now_wall_ms(),
+    };
+    return status_render(a->st, &info);
+}
+
+static bool secret_eq(const char *given, size_t len, const char *secret)
+{
+    size_t sl = strlen(secret);
+    unsigned char diff = (unsigned char)(len != sl);
+    for (size_t i = 0; i < len && i < sl; i++)
+        diff |= (unsigned char)(given[i] ^ secret[i]);
+    return diff == 0;
+}
+
+static bool admin_allowed(struct app *a, struct conn *c, const struct http_req *req)
+{
+    if (a->cfg->admin_key) {
+        const struct http_hdr *h = http_req_header(req, "x-zephyr-admin-key");
+        return h && secret_eq(h->value, h->value_len, a->cfg->admin_key);
+    }
+    return conn_peer_is_loopback(c);
+}
+
+static const char *json_string(const cJSON *body, const char *key)
+{
+    const cJSON *v = body ? cJSON_GetObjectItemCaseSensitive(body, key) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void admin_ok(struct app *a, struct conn *c, const char *what)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "ok", 1);
+    cJSON_AddStringToObject(o, "done", what);
+    cJSON_AddItemToObject(o, "status", app_status(a));
+    respond_json(c, 200, o);
+}
+
+/* Runs one admin operation for the HTTP API and the dashboard alike.
+ * Returns 0, -1 for a bad body (message in err) or -2 for an unknown op. */
+static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *err,
+                        size_t errlen)
+{
+    uint64_t now = now_mono_ms();
+    int rc = 0;
+    if (strcmp(op, "check") == 0) {
+        health_run_now(a->health);
+    } else if (strcmp(op, "pause") == 0) {
+        health_set_paused(a->health, true);
+    } else if (strcmp(op, "resume") == 0) {
+        health_set_paused(a->health, false);
+    } else if (strcmp(op, "mode") == 0) {
+        const char *m = json_string(body, "mode");
+        if (!m || (strcmp(m, "auto") != 0 && strcmp(m, "manual") != 0)) {
+            snprintf(err, errlen, "admin mode: body must be {\"mode\": \"auto\"} or "
+                                  "{\"mode\": \"manual\"}");
+            return -1;
+        }
+        rc = state_set_mode(a->st, strcmp(m, "manual") == 0, now, err, errlen);
+    } else if (strcmp(op, "pin") == 0) {
+        const char *name = json_string(body, "endpoint");
+        int ep = name ? state_find_ep(a->st, name) : -1;
+        if (ep < 0) {
+            snprintf(err, errlen, "admin pin: body must be {\"endpoint\": NAME} naming a "
+                                  "configured endpoint");
+            return -1;
+        }
+        rc = state_pin(a->st, ep, now, err, errlen);
+    } else if (strcmp(op, "group") == 0) {
+        const char *name = json_string(body, "group");
+        int g = name ? state_find_group(a->st, name) : -1;
+        if (g < 0) {
+            snprintf(err, errlen, "admin group: body must be {\"group\": NAME} naming a "
+                                  "configured group");
+            return -1;
+        }
+        rc = state_set_group(a->st, g, now, err, errlen);
+    } else {
+        snprintf(err, errlen, "unknown admin operation (check, pause, resume, mode, pin, group)");
+        return -2;
+    }
+    if (rc != 0)
+        return -1;
+    health_poke(a->health);
+    if (a->dash)
+        dashboard_notify(a->dash);
+    return 0;
+}
+
+static void app_admin(struct app *a, struct conn *c, struct http_req *req, const char *op)
+{
+    char err[200] = "";
+    if (!admin_allowed(a, c, req)) {
+        conn_respond_error(c, 403, "permission_error",
+                           a->cfg->admin_key ? "admin API: wrong or missing x-zephyr-admin-key"
+                                             : "admin API answers loopback clients only",
+                           NULL);
+        return;
+    }
+    if (strcmp(req->method, "POST") != 0) {
+        conn_respond_error(c, 405, "invalid_request_error", "admin API: use POST", "Allow: POST\r\n");
+        return;
+    }
+    cJSON *body = NULL;
+    if (req->body.len) {
+        body = cJSON_ParseWithLength(req->body.data, req->body.len);
+        if (!body || !cJSON_IsObject(body)) {
+            cJSON_Delete(body);
+            conn_respond_error(c, 400, "invalid_request_error",
+                               "admin API: the body must be a JSON object", NULL);
+            return;
+        }
+    }
+    int rc = app_admin_op(a, op, body, err, sizeof err);
+    cJSON_Delete(body);
+    if (rc == -2)
+        conn_respond_error(c, 404, "not_found_error", err, NULL);
+    else if (rc != 0)
+        conn_respond_error(c, 400, "invalid_request_error", err, NULL);
+    else
+        admin_ok(a, c, op);
+}
+
+/* Whether the client presented the access key; see the top of the file. */
+static bool access_allowed(struct app *a, const struct http_req *req)
+{
+    const char *key = a->cfg->access_key;
+    if (!key)
+        return true;
+    const struct http_hdr *h = http_req_header(req, "x-zephyr-key");
+    if (h)
+        return secret_eq(h->value, h->value_len, key);
+    const struct group *g = &a->st->groups[a->st->current_group];
+    if (!g->cfg->token)
+        return false; /* the client's credentials belong to the upstream */
+    h = http_req_header(req, "x-api-key");
+    if (h && secret_eq(h->value, h->value_len, key))
+        return true;
+    h = http_req_header(req, "authorization");
+    return h && h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0 &&
+           secret_eq(h->value + 7, h->value_len - 7, key);
+}
+
+static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
+{
+    struct app *a = ud;
+    const char *t = req->target;
+    size_t plen = strcspn(t, "?");
+    bool get = strcmp(req->method, "GET") == 0 || req->is_head;
+
+    if (plen == 7 && strncmp(t, "/health", 7) == 0 && get) {
+        conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+        return;
+    }
+    if (plen == 7 && strncmp(t, "/status", 7) == 0 && get) {
+        respond_json(c, 200, app_status(a));
+        return;
+    }
+    if (plen > 7 && strncmp(t, "/admin/", 7) == 0) {
+        char op[32];
+        snprintf(op, sizeof op, "%.*s", (int)(plen - 7 < 31 ? plen - 7 : 31), t + 7);
+        app_admin(a, c, req, op);
+        return;
+    }
+    if (!access_allowed(a, req)) {
+        conn_respond_error(c, 401, "authentication_error",
+                           "this proxy requires its access key (header x-zephyr-key)", NULL);
+        return;
+    }
+    health_note_request(a->health);
+    proxy_handle(a->px, c, req);
+}
+
+/* ---- the terminal dashboard ---------------------------------------------- */
+
+static cJSON *dash_status(void *ud)
+{
+    return app_status(ud);
+}
+
+static int dash_admin(void *ud, const char *op, const cJSON *body, char *err, size_t errlen)
+{
+    return app_admin_op(ud, op, body, err, errlen) == 0 ? 0 : -1;
+}
+
+static void app_begin_shutdown(struct app *a, const char *why);
+
+static void dash_quit(void *ud)
+{
+    app_begin_shutdown(ud, "dashboard quit");
+}
+
+/* ---- timers and signals -------------------------------------------------- */
+
+static void on_policy_timer(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    state_evaluate(a->st, now_mono_ms());
+}
+
+static void app_close_all(struct app *a);
+
+static void on_request_end(void *ud)
+{
+    struct app *a = ud;
+    health_poke(a->health);
+}
+
+static void on_proxy_idle(void *ud)
+{
+    struct app *a = ud;
+    if (a->shutting_down == 1) {
+        log_info("all requests finished; exiting");
+        app_close_all(a);
+    }
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    log_warn("grace period over; aborting %zu request(s)", proxy_active(a->px));
+    app_close_all(a);
+}
+
+static void app_begin_shutdown(struct app *a, const char *why)
+{
+    if (a->shutting_down) {
+        log_warn("%s again: exiting now", why);
+        a->exit_code = 1;
+        app_close_all(a);
+        return;
+    }
+    a->shutting_down = 1;
+    log_info("%s: no new connections; waiting up to %d ms for %zu request(s)", why,
+             a->cfg->shutdown_grace_ms, proxy_active(a->px));
+    conn_stop_accepting(a->srv);
+    health_set_paused(a->health, true);
+    if (proxy_active(a->px) == 0) {
+        app_close_all(a);
+        return;
+    }
+    uv_timer_start(&a->grace, on_grace, (uint64_t)a->cfg->shutdown_grace_ms, 0);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct app *a = s->data;
+    if (signum == SIGHUP) {
+        log_info("SIGHUP: live reload is not available in this version; restart to apply "
+                 "configuration changes");
+        return;
+    }
+    app_begin_shutdown(a, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* Closes everything so that the loop runs dry. */
+static void app_close_all(struct app *a)
+{
+    if (a->shutting_down == 2)
+        return;
+    a->shutting_down = 2;
+    proxy_on_idle(a->px, NULL, NULL);
+    proxy_on_request_end(a->px, NULL, NULL);
+    proxy_free(a->px);          /* aborts what is left: clients see the failure */
+    health_free(a->health);
+    conn_server_free(a->srv);
+    fetch_free(a->fetch);
+    if (a->demo)
+        demo_free(a->demo);
+    if (a->dash) {
+        dashboard_free(a->dash);
+        a->dash = NULL;
+        log_set_quiet_stderr(0);
+    }
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sighup, NULL);
+    uv_close((uv_handle_t *)&a->grace, NULL);
+    uv_close((uv_handle_t *)&a->policy_timer, NULL);
+}
+
+/* ---- run ------------------------------------------------------------------- */
+
+int app_run(struct config *cfg, const struct app_opts *opts)
+{
+    struct app *a = xcalloc(1, sizeof *a);
+    a->opts = *opts;
+    uv_loop_init(&a->loop);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (opts->demo) {
+        config_free(cfg);
+        cfg = NULL;
+        a->demo = demo_start(&a->loop, &cfg);
+        if (!a->demo) {
+            fprintf(stderr, "claude-zephyr: could not start the demo upstreams\n");
+            uv_loop_close(&a->loop);
+            free(a);
+            return 1;
+        }
+    }
+    if (opts->port >= 0)
+        cfg->port = opts->port;
+    if (opts->bind) {
+        free(cfg->bind);
+        cfg->bind = xstrdup(opts->bind);
+    }
+    a->cfg = cfg;
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        log_add_secret(cfg->groups[g].token);
+    log_add_secret(cfg->access_key);
+    log_add_secret(cfg->admin_key);
+
+    a->st = state_new(cfg, now_mono_ms(), now_wall_ms());
+    a->fetch = fetch_new(&a->loop);
+    a->srv = conn_server_new(&a->loop, cfg, app_dispatch, a);
+    char err[256];
+    if (conn_listen(a->srv, cfg->bind, cfg->port, err, sizeof err) != 0) {
+        fprintf(stderr, "claude-zephyr: %s\n", err);
+        a->exit_code = 1;
+        a->px = proxy_new(&a->loop, a->fetch, a->st, cfg);
+        a->health = health_new(&a->loop, a->fetch, a->st, cfg);
+        uv_signal_init(&a->loop, &a->sigint);
+        uv_signal_init(&a->loop, &a->sigterm);
+        uv_signal_init(&a->loop, &a->sighup);
+        uv_timer_init(&a->loop, &a->grace);
+        uv_timer_init(&a->loop, &a->policy_timer);
+        app_close_all(a);
+        goto out;
+    }
+    const char *host = cfg->bind;
+    snprintf(a->listen, sizeof a->listen, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+             conn_port(a->srv));
+    a->px = proxy_new(&a->loop, a->fetch, a->st, cfg);
+    proxy_on_idle(a->px, on_proxy_idle, a);
+    proxy_on_request_end(a->px, on_request_end, a);
+    a->health = health_new(&a->loop, a->fetch, a->st, cfg);
+
+    uv_signal_init(&a->loop, &a->sigint);
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sighup);
+    a->sigint.data = a->sigterm.data = a->sighup.data = a;
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sighup, on_signal, SIGHUP);
+    uv_timer_init(&a->loop, &a->grace);
+    a->grace.data = a;
+    uv_timer_init(&a->loop, &a->policy_timer);
+    a->policy_timer.data = a;
+    /* Pending graceful switches have deadlines; a coarse timer is enough. */
+    uv_timer_start(&a->policy_timer, on_policy_timer, 250, 250);
+
+    log_info("claude-zephyr %s listening on http://%s", ZEPHYR_VERSION, a->listen);
+    int cur = state_current_ep(a->st);
+    log_info("group %s, endpoint %s", a->st->groups[a->st->current_group].name,
+             cur >= 0 ? a->st->eps[cur].name : "none");
+    if (a->demo)
+        demo_announce(a->demo, a->listen);
+    if (opts->dashboard) {
+        static const struct dash_source src_ops = {0};
+        struct dash_source src = src_ops;
+        src.ud = a;
+        src.status = dash_status;
+        src.admin = dash_admin;
+        src.quit = dash_quit;
+        log_set_quiet_stderr(1);
+        a->dash = dashboard_new(&a->loop, &src, cfg->language);
+        if (!a->dash) {
+            log_set_quiet_stderr(0);
+            log_warn("--dashboard needs a terminal on stdin and stdout; running without it");
+        }
+    }
+    health_start(a->health);
+
+out:
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&a->loop);
+    if (rc != 0)
+        log_debug("loop closed with handles left: %s", uv_strerror(rc));
+    int code = a->exit_code;
+    state_free(a->st);
+    config_free(a->cfg);
+    log_clear_secrets();
+    free(a);
+    curl_global_cleanup();
+    return code;
+}
