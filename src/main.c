@@ -1,0 +1,300 @@
+/*
+ * main: the command line.  Finds the configuration file, loads the .env
+ * files, validates, and hands over to app_run() (the proxy), to the timing
+ * test, or to the dashboard client.  Exit codes: 0 success, 1 a
+ * configuration or start-up error, 2 a usage error.
+ */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "config.h"
+#include "dashboard.h"
+#include "dotenv.h"
+#include "health.h"
+#include "log.h"
+#include "util.h"
+
+static const char usage_text[] =
+    "usage: claude-zephyr [options]\n"
+    "\n"
+    "A local proxy for the Anthropic (Claude) API that routes every request to the\n"
+    "fastest healthy endpoint. Point clients at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8080\n"
+    "\n"
+    "options:\n"
+    "  --config PATH      configuration file (default ./config.toml, then\n"
+    "                     $XDG_CONFIG_HOME/claude-zephyr/config.toml; without one the\n"
+    "                     built-in demo runs)\n"
+    "  --port N           listen on port N (overrides server.port; 0 picks a free port)\n"
+    "  --bind ADDR        listen address (overrides server.bind)\n"
+    "  --log-level LEVEL  error, warn, info or debug (overrides server.log_level)\n"
+    "  --check-config     validate the configuration, print a summary, exit 0 or 1\n"
+    "  --dashboard        full-screen terminal dashboard while the proxy runs\n"
+    "  --connect URL      with --dashboard: watch a proxy already running at URL\n"
+    "  --test-timing      run health-check cycles without serving and report their timing\n"
+    "  --cycles N         with --test-timing: number of cycles (default 3)\n"
+    "  --interval S       with --test-timing: seconds between cycles (default\n"
+    "                     health_check.min_interval_seconds)\n"
+    "  --demo             run the built-in demo even when a config file exists\n"
+    "  --version          print the version and exit\n"
+    "  --help             print this help and exit\n"
+    "\n"
+    "Tokens come from the environment variables the groups name (auth_token_env),\n"
+    "or from a .env file beside the config file or in the current directory.\n"
+    "Signals: SIGINT/SIGTERM finish in-flight requests (server.shutdown_grace_ms),\n"
+    "a second one exits at once.\n";
+
+static bool file_exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* The config file to use: the given one, ./config.toml, or the XDG one;
+ * NULL when none exists (demo). */
+static char *find_config(const char *given)
+{
+    if (given)
+        return xstrdup(given);
+    if (file_exists("config.toml"))
+        return xstrdup("config.toml");
+    const char *xdg = getenv("XDG_CONFIG_HOME");
+    const char *home = getenv("HOME");
+    char *p = NULL;
+    if (xdg && *xdg)
+        p = xasprintf("%s/claude-zephyr/config.toml", xdg);
+    else if (home && *home)
+        p = xasprintf("%s/.config/claude-zephyr/config.toml", home);
+    if (p && file_exists(p))
+        return p;
+    free(p);
+    return NULL;
+}
+
+/* Loads .env beside the config file, then ./.env; neither overrides a
+ * variable already set. */
+static int load_env_files(const char *config_path)
+{
+    char *copy = xstrdup(config_path);
+    char *dir = dirname(copy);
+    char *beside = xasprintf("%s/.env", dir);
+    char *errors = NULL;
+    int rc = dotenv_load(beside, &errors);
+    if (rc == 0 && strcmp(dir, ".") != 0) {
+        char cwd_env[] = ".env";
+        char real1[4096], real2[4096];
+        bool same = realpath(beside, real1) && realpath(cwd_env, real2) && strcmp(real1, real2) == 0;
+        if (!same)
+            rc = dotenv_load(cwd_env, &errors);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", errors ? errors : ".env: cannot be read");
+    }
+    free(errors);
+    free(beside);
+    free(copy);
+    return rc;
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < lo || n > hi) {
+        fprintf(stderr, "claude-zephyr: %s: \"%s\" is not a number from %d to %d\n", flag, v, lo,
+                hi);
+        return -1;
+    }
+    *out = (int)n;
+    return 0;
+}
+
+static bool bind_is_loopback(const char *b)
+{
+    return strcmp(b, "localhost") == 0 || strcmp(b, "::1") == 0 || strncmp(b, "127.", 4) == 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum {
+        OPT_CONFIG = 256, OPT_PORT, OPT_BIND, OPT_LOG_LEVEL, OPT_CHECK, OPT_DASH, OPT_CONNECT,
+        OPT_TIMING, OPT_CYCLES, OPT_INTERVAL, OPT_DEMO, OPT_VERSION, OPT_HELP,
+    };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"port", required_argument, NULL, OPT_PORT},
+        {"bind", required_argument, NULL, OPT_BIND},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"dashboard", no_argument, NULL, OPT_DASH},
+        {"connect", required_argument, NULL, OPT_CONNECT},
+        {"test-timing", no_argument, NULL, OPT_TIMING},
+        {"cycles", required_argument, NULL, OPT_CYCLES},
+        {"interval", required_argument, NULL, OPT_INTERVAL},
+        {"demo", no_argument, NULL, OPT_DEMO},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_arg = NULL, *port_arg = NULL, *bind_arg = NULL, *level_arg = NULL;
+    const char *connect_arg = NULL;
+    bool check = false, dash = false, timing = false, demo = false;
+    int cycles = 3, interval = 0, port = -1;
+
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case OPT_CONFIG: config_arg = optarg; break;
+        case OPT_PORT: port_arg = optarg; break;
+        case OPT_BIND: bind_arg = optarg; break;
+        case OPT_LOG_LEVEL: level_arg = optarg; break;
+        case OPT_CHECK: check = true; break;
+        case OPT_DASH: dash = true; break;
+        case OPT_CONNECT: connect_arg = optarg; break;
+        case OPT_TIMING: timing = true; break;
+        case OPT_CYCLES:
+            if (parse_int("--cycles", optarg, 1, 1000, &cycles) != 0)
+                return 2;
+            break;
+        case OPT_INTERVAL:
+            if (parse_int("--interval", optarg, 1, 86400, &interval) != 0)
+                return 2;
+            break;
+        case OPT_DEMO: demo = true; break;
+        case OPT_VERSION:
+            printf("claude-zephyr %s (%s)\n", ZEPHYR_VERSION, curl_version());
+            return 0;
+        case OPT_HELP:
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            if (optopt)
+                fprintf(stderr, "claude-zephyr: option needs a value or is unknown: %s\n\n",
+                        argv[optind - 1]);
+            else
+                fprintf(stderr, "claude-zephyr: unknown option: %s\n\n", argv[optind - 1]);
+            fputs(usage_text, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "claude-zephyr: unexpected argument: %s\n\n", argv[optind]);
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    if (port_arg && parse_int("--port", port_arg, 0, 65535, &port) != 0)
+        return 2;
+    if (level_arg && log_level_parse(level_arg) < 0) {
+        fprintf(stderr, "claude-zephyr: --log-level: \"%s\" is not one of error, warn, info, "
+                        "debug\n", level_arg);
+        return 2;
+    }
+    if (connect_arg && !dash) {
+        fprintf(stderr, "claude-zephyr: --connect goes with --dashboard\n");
+        return 2;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    if (dash && connect_arg) {
+        int rc = dashboard_run_remote(connect_arg, getenv("ZEPHYR_ADMIN_KEY"));
+        curl_global_cleanup();
+        return rc;
+    }
+
+    char *path = demo ? NULL : find_config(config_arg);
+    if (!path && (check || timing)) {
+        fprintf(stderr, "claude-zephyr: no configuration file: looked for ./config.toml and "
+                        "$XDG_CONFIG_HOME/claude-zephyr/config.toml; pass --config PATH "
+                        "(config.example.toml is a start)\n");
+        curl_global_cleanup();
+        return 1;
+    }
+    struct config *cfg = NULL;
+    if (path) {
+        if (config_arg && !file_exists(path)) {
+            fprintf(stderr, "%s: cannot read the configuration file (no such file)\n", path);
+            free(path);
+            curl_global_cleanup();
+            return 1;
+        }
+        if (load_env_files(path) != 0) {
+            free(path);
+            curl_global_cleanup();
+            return 1;
+        }
+        char *errors = NULL;
+        if (config_load(path, &cfg, &errors) != 0) {
+            fprintf(stderr, "%s", errors ? errors : "configuration error\n");
+            if (errors && errors[0] && errors[strlen(errors) - 1] != '\n')
+                fputc('\n', stderr);
+            fprintf(stderr, "claude-zephyr: %s has errors; nothing started\n", path);
+            free(errors);
+            free(path);
+            curl_global_cleanup();
+            return 1;
+        }
+        if (port >= 0)
+            cfg->port = port;
+        if (bind_arg) {
+            free(cfg->bind);
+            cfg->bind = xstrdup(bind_arg);
+            if (!bind_is_loopback(bind_arg) && !cfg->access_key) {
+                fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an "
+                                "access key; set server.access_key_env in %s\n", bind_arg, path);
+                config_free(cfg);
+                free(path);
+                curl_global_cleanup();
+                return 1;
+            }
+        }
+    }
+
+    if (check) {
+        char *sum = config_summary(cfg);
+        printf("%s: OK\n%s", path, sum);
+        free(sum);
+        config_free(cfg);
+        free(path);
+        curl_global_cleanup();
+        return 0;
+    }
+    if (timing) {
+        int rc = health_test_timing(cfg, cycles, interval > 0 ? interval : cfg->min_interval_s);
+        config_free(cfg);
+        free(path);
+        curl_global_cleanup();
+        return rc;
+    }
+
+    if (cfg) {
+        log_set_level((enum log_level)log_level_parse(level_arg ? level_arg : cfg->log_level));
+        if (cfg->log_file && log_set_file(cfg->log_file) != 0) {
+            fprintf(stderr, "claude-zephyr: server.log_file: cannot open %s for appending\n",
+                    cfg->log_file);
+            config_free(cfg);
+            free(path);
+            curl_global_cleanup();
+            return 1;
+        }
+    } else if (level_arg) {
+        log_set_level((enum log_level)log_level_parse(level_arg));
+    }
+    struct app_opts opts = {
+        .port = port,
+        .bind = bind_arg,
+        .dashboard = dash,
+        .demo = cfg == NULL,
+        .config_path = path,
+    };
+    int rc = app_run(cfg, &opts);
+    log_set_file(NULL);
+    free(path);
+    return rc;
+}

@@ -1,0 +1,142 @@
+"""The official clients through the proxy: Claude Code (@anthropic-ai/claude-code
+2.1.197, a native binary) and the TypeScript SDK (@anthropic-ai/sdk 1.x), against
+the fake upstream, with every client-side retry turned off so that a proxy failure
+cannot hide behind a retry.
+
+The npm packages are installed once into build/node (the npm registry must be
+reachable); without npm or the registry these tests are skipped, loudly.
+"""
+
+import json
+import os
+import subprocess
+import time
+import unittest
+
+from harness import REPO_ROOT, ZephyrTestCase, stats_header
+
+NODE_DIR = os.path.join(REPO_ROOT, "build", "node")
+CLAUDE_PKG = "@anthropic-ai/claude-code@2.1.197"
+SDK_PKG = "@anthropic-ai/sdk@1"
+TOKEN = "sk-zt-group-token-0123456789"
+
+_install_error = None
+
+
+def _ensure_packages():
+    """Installs the clients once; returns None or the reason they are missing."""
+    global _install_error
+    claude = os.path.join(NODE_DIR, "node_modules", ".bin", "claude")
+    sdk = os.path.join(NODE_DIR, "node_modules", "@anthropic-ai", "sdk", "package.json")
+    if os.path.exists(claude) and os.path.exists(sdk):
+        return None
+    if _install_error is not None:
+        return _install_error
+    os.makedirs(NODE_DIR, exist_ok=True)
+    if not os.path.exists(os.path.join(NODE_DIR, "package.json")):
+        with open(os.path.join(NODE_DIR, "package.json"), "w") as f:
+            f.write('{"name": "zephyr-test-clients", "private": true}\n')
+    try:
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", NODE_DIR,
+                            CLAUDE_PKG, SDK_PKG],
+                           capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _install_error = "npm install %s %s failed: %s" % (CLAUDE_PKG, SDK_PKG, e)
+        return _install_error
+    if r.returncode != 0 or not (os.path.exists(claude) and os.path.exists(sdk)):
+        _install_error = "npm install %s %s failed (exit %d): %s" % (
+            CLAUDE_PKG, SDK_PKG, r.returncode, (r.stderr or r.stdout)[-600:])
+        return _install_error
+    return None
+
+
+def _skip_loudly(reason):
+    print("\n!!! SKIPPED real-client test: %s\n" % reason, flush=True)
+    raise unittest.SkipTest(reason)
+
+
+SDK_SCRIPT = r"""
+const Anthropic = require(process.env.SDK_PATH);
+const client = new Anthropic({ baseURL: process.env.BASE_URL, apiKey: 'client-side-key',
+                               maxRetries: 0, timeout: 20000 });
+(async () => {
+  const out = {};
+  const msg = await client.messages.create({ model: 'claude-zt', max_tokens: 16,
+                                             messages: [{ role: 'user', content: 'hi' }] });
+  out.text = msg.content[0].text;
+  out.usage = msg.usage;
+  const t0 = Date.now();
+  const times = [];
+  let streamed = '';
+  const stream = client.messages.stream({ model: 'claude-zt', max_tokens: 16,
+                                          messages: [{ role: 'user', content: 'hi' }] });
+  stream.on('text', (t) => { times.push(Date.now() - t0); streamed += t; });
+  const final = await stream.finalMessage();
+  out.streamed = streamed;
+  out.times = times;
+  out.final_output_tokens = final.usage.output_tokens;
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error('SDK ERROR', e && e.message); process.exit(3); });
+"""
+
+
+class RealClients(ZephyrTestCase):
+
+    def setUp(self):
+        super().setUp()
+        reason = _ensure_packages()
+        if reason:
+            _skip_loudly(reason)
+
+    def test_claude_code_print_mode(self):
+        fake = self.start_fake()
+        p = self.proxy_for(fake, token=TOKEN)
+        home = os.path.join(self.tmp, "home")
+        os.makedirs(home, exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
+               "ANTHROPIC_BASE_URL": "http://127.0.0.1:%d" % p.port,
+               "ANTHROPIC_API_KEY": "client-side-key",
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+               "CLAUDE_CODE_MAX_RETRIES": "0",
+               "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1"}
+        fake.reset()
+        r = subprocess.run([os.path.join(NODE_DIR, "node_modules", ".bin", "claude"), "-p", "hi"],
+                           env=env, capture_output=True, text=True, timeout=90)
+        self.assertEqual(r.returncode, 0, "claude -p failed: %s %s" % (r.stdout, r.stderr[-2000:]))
+        self.assertIn("w0 w1 w2", r.stdout)
+        st = fake.stats()
+        # The streaming POST carried the big system prompt and the group's
+        # token, never the client's key.
+        self.assertIn("/v1/messages", st["last_path"])
+        self.assertGreater(st["last_body_bytes"], 20000)
+        self.assertEqual(stats_header(st, "x-api-key"), [TOKEN])
+        self.assertNotIn("client-side-key", json.dumps(st["last_headers"]))
+        self.assertGreaterEqual(st["streams_completed"], 1)
+        self.assertIn("HEAD /", p.stderr_text())
+
+    def test_sdk_create_and_stream(self):
+        fake = self.start_fake(events=5, gap_ms=150)
+        p = self.proxy_for(fake, token=TOKEN)
+        script = os.path.join(self.tmp, "sdk.js")
+        with open(script, "w") as f:
+            f.write(SDK_SCRIPT)
+        env = dict(os.environ, SDK_PATH=os.path.join(NODE_DIR, "node_modules", "@anthropic-ai", "sdk"),
+                   BASE_URL="http://127.0.0.1:%d" % p.port)
+        r = subprocess.run(["node", script], env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, "SDK script failed: %s %s" % (r.stdout, r.stderr[-2000:]))
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertEqual(out["text"], "w0 w1 w2 w3 w4 ")
+        self.assertEqual(out["streamed"], "w0 w1 w2 w3 w4 ")
+        self.assertEqual(out["final_output_tokens"], 5)
+        # Streamed text arrives at the upstream's cadence, not all at the end.
+        times = out["times"]
+        self.assertEqual(len(times), 5)
+        self.assertGreater(times[-1] - times[0], 400, "deltas arrived together: %r" % times)
+        st = fake.stats()
+        self.assertEqual(stats_header(st, "x-api-key"), [TOKEN])
+        self.assertEqual(stats_header(st, "authorization"), [],
+                         "the SDK's Authorization: Bearer must not reach the upstream")
+
+
+if __name__ == "__main__":
+    unittest.main()
