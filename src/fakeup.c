@@ -1,0 +1,2013 @@
+/*
+ * fakeup: the fake Messages API server (contract in docs/INTERFACES.md,
+ * "The fake upstream").
+ *
+ * One struct fakeup is a listening socket plus its connections, all on the
+ * caller's libuv loop; several can share a loop (the demo runs a few).  There
+ * is no global state apart from the constant CRC table.
+ *
+ * A connection parses requests with llhttp straight from the read buffer (one
+ * 64 KiB buffer shared by the whole server, as reads are handled one at a
+ * time).  on_message_complete pauses the parser, and the request is then
+ * dispatched.  Responses that can be written at once are queued right there
+ * and parsing goes on with the next pipelined request, so answers leave in
+ * request order.  Responses that take time (latency_ms, a stream with gap_ms,
+ * hang) put the connection in a busy state: input that arrives meanwhile is
+ * kept in `pending` and parsed once the response is fully queued.  Reading
+ * continues while busy, so that a client hanging up is noticed at once (this
+ * is what streams_aborted counts), until pending holds PENDING_STOP bytes.
+ *
+ * Connection states (enum conn_state):
+ *   READING   parsing; every earlier response is fully queued
+ *   LATENCY   request read, the latency timer runs
+ *   STREAMING an SSE response is being produced (gap timer or backpressure)
+ *   HANGING   hang: the request is never answered
+ *   DRAINING  response queued but more than OUT_HIGH bytes wait in the
+ *             socket's write queue; parsing resumes below OUT_LOW
+ *   ENDING    last response queued (connection: close, close_after, bad
+ *             request); uv_shutdown flushes it, then the handle is closed
+ *   CLOSED    uv_close called; freed in the last close callback
+ *
+ * Request bodies are never buffered (except the small POST /_fake/config
+ * body): their length and CRC-32 are computed as they arrive, and a small
+ * incremental JSON scanner (struct jscan) finds the top-level "stream" and
+ * "model" members, whatever the body size.
+ *
+ * Writes use a free list of write requests with an inline buffer and a
+ * separate header area, written as at most two iovecs.  Each SSE event is
+ * its own uv_write and its own chunk.
+ *
+ * Limits: URL 8 KiB (414), headers 64 KiB (431), /_fake/config body 64 KiB
+ * (413), pipelined input kept while busy 256 KiB (then reading stops),
+ * model echoed up to 255 bytes.
+ */
+#include "fakeup.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <llhttp.h>
+
+#include "util.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+#define URL_MAX (8 * 1024)
+#define HDRS_MAX (64 * 1024)
+#define CFG_BODY_MAX (64 * 1024)
+#define PENDING_STOP (256 * 1024)
+#define PENDING_MAX (PENDING_STOP + READ_BUF_SIZE)
+#define OUT_HIGH (1024 * 1024)
+#define OUT_LOW (256 * 1024)
+#define WREQ_HEAD 512
+#define WREQ_INLINE 1024
+#define WREQ_FREE_MAX 1024
+#define MODEL_MAX 256
+#define LISTEN_BACKLOG 4096
+#define DEFAULT_MODEL "claude-fake"
+
+enum conn_state {
+    CONN_READING = 0,
+    CONN_LATENCY = 1,
+    CONN_STREAMING = 2,
+    CONN_HANGING = 3,
+    CONN_DRAINING = 4,
+    CONN_ENDING = 5,
+    CONN_CLOSED = 6,
+};
+
+enum route {
+    ROUTE_NONE = 0,      /* not known yet, or a request that failed to parse */
+    ROUTE_MESSAGES = 1,  /* POST /v1/messages */
+    ROUTE_COUNT = 2,     /* POST /v1/messages/count_tokens */
+    ROUTE_ROOT = 3,      /* GET or HEAD / */
+    ROUTE_NOT_FOUND = 4, /* anything else outside /_fake/ */
+    ROUTE_STATS = 5,     /* GET /_fake/stats */
+    ROUTE_CONFIG_GET = 6,
+    ROUTE_CONFIG_SET = 7,
+    ROUTE_RESET = 8,
+    ROUTE_FAKE_404 = 9,  /* anything else under /_fake/ */
+};
+
+enum reply {
+    REPLY_ERROR = 0,
+    REPLY_JSON = 1,   /* non-stream message */
+    REPLY_STREAM = 2,
+    REPLY_COUNT = 3,
+    REPLY_ROOT = 4,
+    REPLY_CUT = 5,    /* non-stream with close_after: close, no answer */
+};
+
+enum stream_phase {
+    PHASE_PRELUDE = 0, /* message_start sent */
+    PHASE_DELTAS = 1,  /* content_block_start and ping sent */
+};
+
+enum hdr_state {
+    HDR_NONE = 0,
+    HDR_FIELD = 1,
+    HDR_VALUE = 2,
+};
+
+/* What the JSON scanner expects next inside the top-level object. */
+enum js_expect {
+    JS_KEY = 0,
+    JS_COLON = 1,
+    JS_VALUE = 2,
+    JS_AFTER = 3, /* ',' or '}' */
+};
+
+enum js_token {
+    JT_NONE = 0,
+    JT_KEY = 1,
+    JT_STRING = 2,
+    JT_LITERAL = 3,
+};
+
+enum js_member {
+    JM_OTHER = 0,
+    JM_STREAM = 1,
+    JM_MODEL = 2,
+};
+
+/*
+ * Incremental scanner of a JSON object, fed the body as it arrives.  It
+ * checks the structure (balanced brackets, strings, escapes, one top-level
+ * object) but not number syntax, and remembers the first top-level "stream"
+ * and "model" members.
+ */
+struct jscan {
+    int depth;
+    bool started, bad, in_str, esc;
+    bool comma; /* the last token at depth 1 was ',' */
+    int hex_left;
+    enum js_expect expect;
+    enum js_token tok;
+    enum js_member member;
+    char key[8];
+    size_t key_len;
+    char lit[8];
+    size_t lit_len;
+    bool seen_stream, stream, stream_capture;
+    bool seen_model, model_capture, model_ok;
+    char model[MODEL_MAX];
+    size_t model_len, model_safe; /* model_safe: length ending outside an escape */
+};
+
+struct conn;
+
+struct wreq {
+    uv_write_t req;
+    struct conn *c;    /* borrows */
+    struct wreq *next; /* free list link */
+    size_t head_len;
+    char head[WREQ_HEAD];
+    char *heap;        /* owns; NULL while the body fits inl */
+    size_t len, cap;
+    char inl[WREQ_INLINE];
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* latency and gap delays */
+    uv_shutdown_t shutdown;
+    llhttp_t parser;
+    struct fakeup *f;         /* borrows */
+    struct conn *prev, *next; /* f->conns */
+    enum conn_state state;
+    int open_handles;
+    bool reading, eof, in_parse;
+    struct buf pending; /* owns; input that arrived while busy */
+    struct buf url;     /* owns */
+    struct buf hdrs;    /* owns; "name\0value\0" for each header */
+    struct buf cfg;     /* owns; body of POST /_fake/config */
+    enum hdr_state hdr_state;
+    size_t field_off, value_off;
+    int parse_status; /* 414 or 431 when a callback gave up */
+
+    /* The request being read or answered. */
+    struct fakeup_opts k; /* knobs, with the x-fake-* overrides */
+    enum route route;
+    bool keep_alive, http10, expect_continue, bad_knob, cfg_too_big;
+    bool have_api_key, have_bearer;
+    size_t api_key_off, api_key_len, bearer_off, bearer_len; /* into hdrs */
+    uint64_t body_bytes;
+    uint32_t crc;
+    struct jscan js;
+    uint64_t id;
+    enum reply reply;
+    int status;
+    const char *err_type; /* static */
+    char err_msg[160];
+    bool active;      /* counted in st.active */
+    bool stream_open; /* counted in streams_started, not yet ended */
+    bool stream_blocked, gap_done;
+    enum stream_phase phase;
+    int sent; /* deltas sent */
+};
+
+struct fakeup {
+    uv_loop_t *loop; /* borrows */
+    uv_tcp_t listener;
+    struct fakeup_opts opts;
+    struct fakeup_stats st;
+    int port;
+    uint64_t next_id;
+    struct conn *conns;       /* owns every connection not yet freed */
+    struct wreq *free_wreqs;  /* owns */
+    size_t n_free;
+    int open_handles;         /* listener + connections not yet freed */
+    bool closing;
+    void (*done)(void *);
+    void *done_ud;            /* borrows */
+    /* The last request outside /_fake/. */
+    bool have_last;
+    char last_method[24];
+    struct buf last_url;  /* owns */
+    struct buf last_hdrs; /* owns; same layout as conn.hdrs */
+    uint64_t last_body_bytes;
+    uint32_t last_crc;
+    char rbuf[READ_BUF_SIZE]; /* shared read buffer */
+};
+
+static void conn_close(struct conn *c);
+static void conn_end(struct conn *c);
+static void conn_resume(struct conn *c);
+static void stream_step(struct conn *c);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* ---- CRC-32 (IEEE, as zlib), slice-by-8 ---- */
+
+static uint32_t crc_tab[8][256];
+static bool crc_ready;
+
+static void crc_init(void)
+{
+    if (crc_ready)
+        return;
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        crc_tab[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+    crc_ready = true;
+}
+
+static uint32_t crc_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+    crc = ~crc;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (n >= 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + 4, 4);
+        a ^= crc;
+        crc = crc_tab[7][a & 0xff] ^ crc_tab[6][(a >> 8) & 0xff] ^ crc_tab[5][(a >> 16) & 0xff] ^
+              crc_tab[4][a >> 24] ^ crc_tab[3][b & 0xff] ^ crc_tab[2][(b >> 8) & 0xff] ^
+              crc_tab[1][(b >> 16) & 0xff] ^ crc_tab[0][b >> 24];
+        p += 8;
+        n -= 8;
+    }
+#endif
+    while (n--)
+        crc = crc_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ---- knobs ---- */
+
+enum knob_kind {
+    KNOB_INT = 0,
+    KNOB_BOOL = 1,
+    KNOB_STR = 2,
+};
+
+enum {
+    KF_RUNTIME = 1, /* may change with /_fake/config and fakeup_configure */
+    KF_REQUEST = 2, /* may be overridden by an x-fake-* header */
+};
+
+struct knob {
+    const char *name;
+    enum knob_kind kind;
+    size_t off;
+    long min, max; /* value range, or string length range */
+    unsigned flags;
+};
+
+#define KOFF(field) offsetof(struct fakeup_opts, field)
+static const struct knob knobs[] = {
+    {"latency_ms", KNOB_INT, KOFF(latency_ms), 0, INT_MAX, KF_RUNTIME | KF_REQUEST},
+    {"status", KNOB_INT, KOFF(status), 100, 999, KF_RUNTIME | KF_REQUEST},
+    {"retry_after", KNOB_INT, KOFF(retry_after), -1, INT_MAX, KF_RUNTIME | KF_REQUEST},
+    {"token", KNOB_STR, KOFF(token), 0, FAKEUP_TOKEN_MAX - 1, KF_RUNTIME | KF_REQUEST},
+    {"events", KNOB_INT, KOFF(events), 0, 1000000, KF_RUNTIME | KF_REQUEST},
+    {"gap_ms", KNOB_INT, KOFF(gap_ms), 0, INT_MAX, KF_RUNTIME | KF_REQUEST},
+    {"close_after", KNOB_INT, KOFF(close_after), -1, INT_MAX, KF_RUNTIME | KF_REQUEST},
+    {"error_after", KNOB_INT, KOFF(error_after), -1, INT_MAX, KF_RUNTIME | KF_REQUEST},
+    {"hang", KNOB_BOOL, KOFF(hang), 0, 1, KF_RUNTIME | KF_REQUEST},
+    {"body_bytes", KNOB_INT, KOFF(body_bytes), 0, 1L << 30, KF_RUNTIME | KF_REQUEST},
+    {"name", KNOB_STR, KOFF(name), 1, FAKEUP_NAME_MAX - 1, KF_RUNTIME},
+    {"bind", KNOB_STR, KOFF(bind), 1, FAKEUP_NAME_MAX - 1, 0},
+    {"port", KNOB_INT, KOFF(port), 0, 65535, 0},
+};
+#undef KOFF
+
+/* Finds a knob by name, with '-' and '_' equivalent and case ignored. */
+static const struct knob *knob_find(const char *name, size_t len)
+{
+    char norm[32];
+    if (len >= sizeof norm)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        norm[i] = name[i] == '-' ? '_' : (char)tolower((unsigned char)name[i]);
+    norm[len] = '\0';
+    for (size_t i = 0; i < sizeof knobs / sizeof knobs[0]; i++)
+        if (strcmp(knobs[i].name, norm) == 0)
+            return &knobs[i];
+    return NULL;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Names go into headers and JSON unescaped: keep them to a safe alphabet. */
+static bool name_char_ok(unsigned char ch)
+{
+    return isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == ':';
+}
+
+static int knob_set(struct fakeup_opts *o, const struct knob *kn, const char *value)
+{
+    char *field = (char *)o + kn->off;
+    switch (kn->kind) {
+    case KNOB_INT: {
+        if (!*value || isspace((unsigned char)*value))
+            return -1;
+        errno = 0;
+        char *end;
+        long v = strtol(value, &end, 10);
+        if (errno || *end || v < kn->min || v > kn->max)
+            return -1;
+        int iv = (int)v;
+        memcpy(field, &iv, sizeof iv);
+        return 0;
+    }
+    case KNOB_BOOL: {
+        bool b;
+        if (parse_bool(value, &b) < 0)
+            return -1;
+        memcpy(field, &b, sizeof b);
+        return 0;
+    }
+    case KNOB_STR: {
+        size_t n = strlen(value);
+        if ((long)n < kn->min || (long)n > kn->max)
+            return -1;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)value[i];
+            if (strcmp(kn->name, "name") == 0 ? !name_char_ok(ch) : (ch < 0x21 || ch > 0x7e))
+                return -1;
+        }
+        memcpy(field, value, n + 1);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+void fakeup_opts_init(struct fakeup_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->latency_ms = 0;
+    o->status = 200;
+    o->retry_after = -1;
+    o->events = 3;
+    o->gap_ms = 0;
+    o->close_after = -1;
+    o->error_after = -1;
+    o->body_bytes = 0;
+    o->hang = false;
+    o->token[0] = '\0';
+    snprintf(o->name, sizeof o->name, "%s", "fake");
+    snprintf(o->bind, sizeof o->bind, "%s", "127.0.0.1");
+    o->port = 0;
+}
+
+int fakeup_opts_set(struct fakeup_opts *o, const char *knob, const char *value)
+{
+    const struct knob *kn = knob_find(knob, strlen(knob));
+    if (!kn || !value)
+        return -1;
+    return knob_set(o, kn, value);
+}
+
+/* ---- incremental JSON scanner ---- */
+
+static void js_init(struct jscan *js)
+{
+    memset(js, 0, sizeof *js);
+}
+
+/* A top-level member's value starts; only the first "stream"/"model" counts. */
+static void js_begin_value(struct jscan *js, enum js_token tok)
+{
+    js->tok = tok;
+    if (js->member == JM_STREAM && !js->seen_stream) {
+        js->seen_stream = true;
+        js->stream = false;
+        js->stream_capture = tok == JT_LITERAL;
+    }
+    if (js->member == JM_MODEL && !js->seen_model) {
+        js->seen_model = true;
+        js->model_capture = tok == JT_STRING;
+        js->model_len = js->model_safe = 0;
+    }
+}
+
+static void js_end_string(struct jscan *js)
+{
+    if (js->depth != 1)
+        return;
+    if (js->tok == JT_KEY) {
+        if (js->key_len == 6 && memcmp(js->key, "stream", 6) == 0)
+            js->member = JM_STREAM;
+        else if (js->key_len == 5 && memcmp(js->key, "model", 5) == 0)
+            js->member = JM_MODEL;
+        else
+            js->member = JM_OTHER;
+        js->expect = JS_COLON;
+    } else {
+        if (js->model_capture) {
+            js->model_capture = false;
+            js->model_ok = true;
+            js->model_len = js->model_safe;
+        }
+        js->expect = JS_AFTER;
+    }
+    js->tok = JT_NONE;
+}
+
+static void js_end_literal(struct jscan *js)
+{
+    size_t n = js->lit_len;
+    if (isalpha((unsigned char)js->lit[0]) &&
+        !(n == 4 && (memcmp(js->lit, "true", 4) == 0 || memcmp(js->lit, "null", 4) == 0)) &&
+        !(n == 5 && memcmp(js->lit, "false", 5) == 0))
+        js->bad = true;
+    if (js->stream_capture) {
+        js->stream = js->lit_len == 4 && memcmp(js->lit, "true", 4) == 0;
+        js->stream_capture = false;
+    }
+    js->expect = JS_AFTER;
+    js->tok = JT_NONE;
+}
+
+/* Appends a byte of a string being read at depth 1. */
+static void js_string_byte(struct jscan *js, char ch)
+{
+    if (js->tok == JT_KEY) {
+        if (js->key_len < sizeof js->key)
+            js->key[js->key_len] = ch;
+        js->key_len++;
+    } else if (js->model_capture) {
+        if (js->model_len < MODEL_MAX - 1) {
+            js->model[js->model_len++] = ch;
+            if (!js->esc && js->hex_left == 0 && ch != '\\')
+                js->model_safe = js->model_len;
+        }
+    }
+}
+
+static bool is_hex(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+static void js_feed(struct jscan *js, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && !js->bad; i++) {
+        char ch = p[i];
+        if (js->in_str) {
+            bool capture = js->depth == 1;
+            if (js->esc) {
+                js->esc = false;
+                if (!strchr("\"\\/bfnrtu", ch) || ch == '\0') {
+                    js->bad = true;
+                    break;
+                }
+                if (ch == 'u')
+                    js->hex_left = 4;
+            } else if (js->hex_left > 0) {
+                if (!is_hex(ch)) {
+                    js->bad = true;
+                    break;
+                }
+                js->hex_left--;
+            } else if (ch == '\\') {
+                js->esc = true;
+            } else if (ch == '"') {
+                js->in_str = false;
+                js_end_string(js);
+                continue;
+            } else if ((unsigned char)ch < 0x20) {
+                js->bad = true;
+                break;
+            }
+            if (capture)
+                js_string_byte(js, ch);
+            continue;
+        }
+        if (js->tok == JT_LITERAL) {
+            if (isalnum((unsigned char)ch) || ch == '.' || ch == '+' || ch == '-') {
+                if (js->lit_len < sizeof js->lit)
+                    js->lit[js->lit_len] = ch;
+                js->lit_len++;
+                continue;
+            }
+            js_end_literal(js);
+        }
+        switch (ch) {
+        case ' ':
+        case '\t':
+        case '\r':
+        case '\n':
+            break;
+        case '{':
+        case '[':
+            if (js->depth == 0) {
+                if (js->started || ch != '{') {
+                    js->bad = true;
+                    break;
+                }
+                js->started = true;
+                js->depth = 1;
+                js->expect = JS_KEY;
+                break;
+            }
+            if (js->depth == 1) {
+                if (js->expect != JS_VALUE) {
+                    js->bad = true;
+                    break;
+                }
+                js_begin_value(js, JT_NONE);
+                js->expect = JS_AFTER;
+            }
+            js->depth++;
+            break;
+        case '}':
+        case ']':
+            if (js->depth == 0 || (js->depth == 1 && (ch != '}' || js->expect == JS_COLON ||
+                                                      js->expect == JS_VALUE || js->comma))) {
+                js->bad = true;
+                break;
+            }
+            js->depth--;
+            break;
+        case '"':
+            if (js->depth == 0) {
+                js->bad = true;
+                break;
+            }
+            js->in_str = true;
+            js->esc = false;
+            js->hex_left = 0;
+            if (js->depth == 1) {
+                if (js->expect == JS_KEY) {
+                    js->tok = JT_KEY;
+                    js->key_len = 0;
+                    js->comma = false;
+                } else if (js->expect == JS_VALUE) {
+                    js_begin_value(js, JT_STRING);
+                } else {
+                    js->bad = true;
+                }
+            }
+            break;
+        case ':':
+            if (js->depth == 0 || (js->depth == 1 && js->expect != JS_COLON))
+                js->bad = true;
+            else if (js->depth == 1)
+                js->expect = JS_VALUE;
+            break;
+        case ',':
+            if (js->depth == 0 || (js->depth == 1 && js->expect != JS_AFTER))
+                js->bad = true;
+            else if (js->depth == 1) {
+                js->expect = JS_KEY;
+                js->comma = true;
+            }
+            break;
+        default:
+            if (js->depth == 0 || (js->depth == 1 && js->expect != JS_VALUE)) {
+                js->bad = true;
+                break;
+            }
+            if (js->depth == 1) {
+                js_begin_value(js, JT_LITERAL);
+                js->lit_len = 0;
+                js->lit[js->lit_len++] = ch;
+            }
+            break;
+        }
+    }
+}
+
+/* True when the whole body was one well-formed JSON object. */
+static bool js_ok(const struct jscan *js)
+{
+    return js->started && !js->bad && js->depth == 0 && !js->in_str;
+}
+
+/* ---- write requests ---- */
+
+static struct wreq *wreq_get(struct conn *c)
+{
+    struct fakeup *f = c->f;
+    struct wreq *w = f->free_wreqs;
+    if (w) {
+        f->free_wreqs = w->next;
+        f->n_free--;
+    } else {
+        w = xmalloc(sizeof *w);
+    }
+    w->c = c;
+    w->next = NULL;
+    w->head_len = 0;
+    w->heap = NULL;
+    w->len = 0;
+    w->cap = sizeof w->inl;
+    return w;
+}
+
+static void wreq_put(struct fakeup *f, struct wreq *w)
+{
+    free(w->heap);
+    w->heap = NULL;
+    if (f->n_free >= WREQ_FREE_MAX) {
+        free(w);
+        return;
+    }
+    w->next = f->free_wreqs;
+    f->free_wreqs = w;
+    f->n_free++;
+}
+
+static char *wreq_data(struct wreq *w)
+{
+    return w->heap ? w->heap : w->inl;
+}
+
+static void wreq_reserve(struct wreq *w, size_t extra)
+{
+    size_t need = w->len + extra;
+    if (need <= w->cap)
+        return;
+    size_t cap = w->cap * 2 > need ? w->cap * 2 : need;
+    if (w->heap) {
+        w->heap = xrealloc(w->heap, cap);
+    } else {
+        w->heap = xmalloc(cap);
+        memcpy(w->heap, w->inl, w->len);
+    }
+    w->cap = cap;
+}
+
+static void wreq_append(struct wreq *w, const void *p, size_t n)
+{
+    wreq_reserve(w, n);
+    memcpy(wreq_data(w) + w->len, p, n);
+    w->len += n;
+}
+
+static void wreq_vprintf(struct wreq *w, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void wreq_vprintf(struct wreq *w, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    size_t room = w->cap - w->len;
+    int n = vsnprintf(wreq_data(w) + w->len, room, fmt, ap);
+    if (n >= 0 && (size_t)n >= room) {
+        wreq_reserve(w, (size_t)n + 1);
+        n = vsnprintf(wreq_data(w) + w->len, w->cap - w->len, fmt, ap2);
+    }
+    va_end(ap2);
+    if (n > 0)
+        w->len += (size_t)n;
+}
+
+static void wreq_printf(struct wreq *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void wreq_printf(struct wreq *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    wreq_vprintf(w, fmt, ap);
+    va_end(ap);
+}
+
+static size_t write_queue(struct conn *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct conn *c = w->c;
+    wreq_put(c->f, w);
+    if (c->state == CONN_CLOSED)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (write_queue(c) > OUT_LOW)
+        return;
+    if (c->state == CONN_DRAINING) {
+        c->state = CONN_READING;
+        conn_resume(c);
+    } else if (c->state == CONN_STREAMING && c->stream_blocked) {
+        stream_step(c);
+    }
+}
+
+/* Queues w (head, then body) on the connection; w is consumed. */
+static void wreq_send(struct conn *c, struct wreq *w)
+{
+    uv_buf_t bufs[2];
+    unsigned n = 0;
+    if (c->state == CONN_CLOSED) {
+        wreq_put(c->f, w);
+        return;
+    }
+    if (w->head_len)
+        bufs[n++] = uv_buf_init(w->head, (unsigned)w->head_len);
+    if (w->len)
+        bufs[n++] = uv_buf_init(wreq_data(w), (unsigned)w->len);
+    if (n == 0) {
+        wreq_put(c->f, w);
+        return;
+    }
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write) < 0) {
+        wreq_put(c->f, w);
+        conn_close(c);
+    }
+}
+
+/* ---- response pieces ---- */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 529: return "Overloaded";
+    default: return "Status";
+    }
+}
+
+static const char *error_type(int status)
+{
+    switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 500: return "api_error";
+    case 503:
+    case 529: return "overloaded_error";
+    default: return status < 500 ? "invalid_request_error" : "api_error";
+    }
+}
+
+static bool route_is_api(enum route r)
+{
+    return r >= ROUTE_MESSAGES && r <= ROUTE_NOT_FOUND;
+}
+
+static bool route_is_v1(enum route r)
+{
+    return r == ROUTE_MESSAGES || r == ROUTE_COUNT;
+}
+
+static void head_add(struct wreq *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void head_add(struct wreq *w, const char *fmt, ...)
+{
+    size_t room = sizeof w->head - w->head_len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(w->head + w->head_len, room, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        w->head_len += (size_t)n < room ? (size_t)n : room - 1;
+}
+
+/* Formats the response head into w->head; clen < 0 means a chunked body. */
+static void put_head(struct conn *c, struct wreq *w, int status, const char *ctype, long long clen)
+{
+    bool api = route_is_api(c->route);
+    w->head_len = 0;
+    head_add(w, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n", status, reason(status), ctype);
+    if (clen >= 0) {
+        head_add(w, "content-length: %lld\r\n", clen);
+    } else {
+        if (!c->http10)
+            head_add(w, "transfer-encoding: chunked\r\n");
+        head_add(w, "cache-control: no-cache\r\n");
+    }
+    if (api)
+        head_add(w, "request-id: req_fake_%llu\r\n", (unsigned long long)c->id);
+    head_add(w, "x-fake-name: %s\r\n", c->f->opts.name);
+    if (api && c->k.retry_after >= 0)
+        head_add(w, "retry-after: %d\r\n", c->k.retry_after);
+    if (!c->keep_alive)
+        head_add(w, "connection: close\r\n");
+    else if (c->http10)
+        head_add(w, "connection: keep-alive\r\n");
+    head_add(w, "\r\n");
+}
+
+static void send_error(struct conn *c, int status, const char *type, const char *msg)
+{
+    struct wreq *w = wreq_get(c);
+    wreq_printf(w, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type, msg);
+    put_head(c, w, status, "application/json", (long long)w->len);
+    c->f->st.errors++;
+    wreq_send(c, w);
+}
+
+/* Sends a complete response whose body is a cJSON document (freed here). */
+static void send_json_doc(struct conn *c, int status, cJSON *doc)
+{
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    if (!text) {
+        fprintf(stderr, "fake-upstream: out of memory rendering JSON\n");
+        abort();
+    }
+    struct wreq *w = wreq_get(c);
+    size_t n = strlen(text);
+    wreq_append(w, text, n);
+    free(text);
+    put_head(c, w, status, "application/json", (long long)w->len);
+    wreq_send(c, w);
+}
+
+static const char *req_model(const struct conn *c)
+{
+    return c->js.model_ok ? "" : DEFAULT_MODEL;
+}
+
+static void send_message(struct conn *c)
+{
+    struct wreq *w = wreq_get(c);
+    const struct jscan *js = &c->js;
+    int events = c->k.events;
+    wreq_reserve(w, (size_t)events * 10 + (size_t)c->k.body_bytes + 512 + MODEL_MAX);
+    wreq_printf(w,
+                "{\"id\":\"msg_fake_%llu\",\"type\":\"message\",\"role\":\"assistant\","
+                "\"model\":\"%s",
+                (unsigned long long)c->id, req_model(c));
+    if (js->model_ok)
+        wreq_append(w, js->model, js->model_len);
+    wreq_printf(w, "\",\"content\":[{\"type\":\"text\",\"text\":\"");
+    size_t text_start = w->len;
+    for (int i = 0; i < events; i++)
+        wreq_printf(w, "w%d ", i);
+    size_t text_len = w->len - text_start;
+    if ((size_t)c->k.body_bytes > text_len) {
+        size_t pad = (size_t)c->k.body_bytes - text_len;
+        wreq_reserve(w, pad);
+        memset(wreq_data(w) + w->len, 'x', pad);
+        w->len += pad;
+    }
+    wreq_printf(w,
+                "\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
+                "\"usage\":{\"input_tokens\":%llu,\"output_tokens\":%d}}",
+                (unsigned long long)(c->body_bytes / 4 ? c->body_bytes / 4 : 1), events);
+    put_head(c, w, c->status, "application/json", (long long)w->len);
+    wreq_send(c, w);
+}
+
+/*
+ * Sends one SSE event as one chunk; with head, the response head goes in the
+ * same write.  last appends the terminating chunk.
+ */
+static void send_event(struct conn *c, bool head, bool last, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void send_event(struct conn *c, bool head, bool last, const char *fmt, ...)
+{
+    struct wreq *w = wreq_get(c);
+    if (head)
+        put_head(c, w, c->status, "text/event-stream", -1);
+    /* Leave room for the chunk size line, fill it in afterwards. */
+    const size_t size_room = 10;
+    wreq_reserve(w, size_room);
+    w->len = size_room;
+    va_list ap;
+    va_start(ap, fmt);
+    wreq_vprintf(w, fmt, ap);
+    va_end(ap);
+    size_t n = w->len - size_room;
+    char *d = wreq_data(w);
+    if (c->http10) {
+        memmove(d, d + size_room, n);
+        w->len = n;
+    } else {
+        char line[16];
+        int ln = snprintf(line, sizeof line, "%zx\r\n", n);
+        size_t start = size_room - (size_t)ln;
+        memcpy(d + start, line, (size_t)ln);
+        memmove(d, d + start, n + (size_t)ln);
+        w->len = n + (size_t)ln;
+        wreq_append(w, last ? "\r\n0\r\n\r\n" : "\r\n", last ? 7 : 2);
+    }
+    wreq_send(c, w);
+}
+
+/* ---- requests ---- */
+
+/* Counts the end of a request that got (or will never get) its answer. */
+static void request_finished(struct conn *c)
+{
+    if (c->active) {
+        c->active = false;
+        c->f->st.active--;
+    }
+}
+
+/*
+ * The current response is fully queued: go back to parsing, unless the
+ * connection must end or the client is slow to read.
+ */
+static void response_done(struct conn *c)
+{
+    request_finished(c);
+    if (c->state == CONN_CLOSED || c->state == CONN_ENDING)
+        return;
+    if (!c->keep_alive) {
+        conn_end(c);
+        return;
+    }
+    if (write_queue(c) > OUT_HIGH) {
+        c->state = CONN_DRAINING;
+        return;
+    }
+    c->state = CONN_READING;
+    if (!c->in_parse)
+        conn_resume(c);
+}
+
+static void stream_cut(struct conn *c)
+{
+    if (c->stream_open) {
+        c->stream_open = false;
+        c->f->st.streams_cut++;
+    }
+    request_finished(c);
+    conn_end(c);
+}
+
+static void stream_error_end(struct conn *c)
+{
+    send_event(c, false, true,
+               "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+               "\"message\":\"Overloaded\"}}\n\n");
+    c->stream_open = false;
+    c->f->st.streams_errored++;
+    response_done(c);
+}
+
+static void on_timer(uv_timer_t *t);
+
+/*
+ * Produces stream events until the stream ends, a gap must pass, or the
+ * client's output queue is too full (on_write calls back here).
+ */
+static void stream_step(struct conn *c)
+{
+    const struct fakeup_opts *k = &c->k;
+    for (;;) {
+        if (c->state != CONN_STREAMING)
+            return;
+        if (write_queue(c) > OUT_HIGH) {
+            c->stream_blocked = true;
+            return;
+        }
+        c->stream_blocked = false;
+        if (c->phase == PHASE_PRELUDE) {
+            if (k->close_after == 0) {
+                stream_cut(c);
+                return;
+            }
+            if (k->error_after == 0) {
+                stream_error_end(c);
+                return;
+            }
+            send_event(c, false, false,
+                       "event: content_block_start\ndata: {\"type\":\"content_block_start\","
+                       "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+            send_event(c, false, false, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
+            c->phase = PHASE_DELTAS;
+            continue;
+        }
+        if (c->sent < k->events) {
+            if (k->gap_ms > 0 && !c->gap_done) {
+                uv_timer_start(&c->timer, on_timer, (uint64_t)k->gap_ms, 0);
+                return;
+            }
+            c->gap_done = false;
+            send_event(c, false, false,
+                       "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+                       "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"w%d \"}}\n\n",
+                       c->sent);
+            c->sent++;
+            if (k->close_after == c->sent) {
+                stream_cut(c);
+                return;
+            }
+            if (k->error_after == c->sent) {
+                stream_error_end(c);
+                return;
+            }
+            continue;
+        }
+        send_event(c, false, false,
+                   "event: content_block_stop\ndata: {\"type\":\"content_block_stop\","
+                   "\"index\":0}\n\n");
+        send_event(c, false, false,
+                   "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
+                   "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},"
+                   "\"usage\":{\"output_tokens\":%d}}\n\n",
+                   k->events);
+        send_event(c, false, true, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        if (c->stream_open) {
+            c->stream_open = false;
+            c->f->st.streams_completed++;
+        }
+        response_done(c);
+        return;
+    }
+}
+
+static void stream_begin(struct conn *c)
+{
+    c->state = CONN_STREAMING;
+    if (c->http10)
+        c->keep_alive = false; /* no chunked encoding: the close ends the body */
+    c->phase = PHASE_PRELUDE;
+    c->sent = 0;
+    c->gap_done = false;
+    c->stream_blocked = false;
+    const struct jscan *js = &c->js;
+    send_event(c, true, false,
+               "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
+               "{\"id\":\"msg_fake_%llu\",\"type\":\"message\",\"role\":\"assistant\","
+               "\"model\":\"%s%.*s\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
+               "\"usage\":{\"input_tokens\":%llu,\"output_tokens\":1}}}\n\n",
+               (unsigned long long)c->id, req_model(c), js->model_ok ? (int)js->model_len : 0,
+               js->model, (unsigned long long)(c->body_bytes / 4 ? c->body_bytes / 4 : 1));
+    stream_step(c);
+}
+
+/* Sends the answer decided by decide(), after latency_ms. */
+static void respond(struct conn *c)
+{
+    struct fakeup *f = c->f;
+    c->state = CONN_READING;
+    switch (c->reply) {
+    case REPLY_ERROR:
+        send_error(c, c->status, c->err_type, c->err_msg);
+        break;
+    case REPLY_JSON:
+        send_message(c);
+        break;
+    case REPLY_COUNT: {
+        struct wreq *w = wreq_get(c);
+        wreq_printf(w, "{\"input_tokens\":%llu}",
+                    (unsigned long long)(c->body_bytes / 4 ? c->body_bytes / 4 : 1));
+        put_head(c, w, c->status, "application/json", (long long)w->len);
+        wreq_send(c, w);
+        break;
+    }
+    case REPLY_ROOT: {
+        struct wreq *w = wreq_get(c);
+        wreq_printf(w, "fake-upstream %s ok\n", f->opts.name);
+        put_head(c, w, 200, "text/plain", (long long)w->len);
+        if (llhttp_get_method(&c->parser) == HTTP_HEAD)
+            w->len = 0;
+        wreq_send(c, w);
+        break;
+    }
+    case REPLY_CUT:
+        request_finished(c);
+        conn_end(c);
+        return;
+    case REPLY_STREAM:
+        stream_begin(c);
+        return;
+    }
+    response_done(c);
+}
+
+static bool view_eq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+static bool auth_ok(const struct conn *c)
+{
+    const char *tok = c->k.token;
+    if (!tok[0])
+        return true;
+    if (c->have_api_key && view_eq(c->hdrs.data + c->api_key_off, c->api_key_len, tok))
+        return true;
+    if (c->have_bearer && view_eq(c->hdrs.data + c->bearer_off, c->bearer_len, tok))
+        return true;
+    return false;
+}
+
+static void set_error(struct conn *c, int status, const char *msg)
+{
+    c->reply = REPLY_ERROR;
+    c->status = status;
+    c->err_type = error_type(status);
+    snprintf(c->err_msg, sizeof c->err_msg, "%s", msg);
+}
+
+/* Decides the answer to a request outside /_fake/ (sent now or later). */
+static void decide(struct conn *c)
+{
+    struct fakeup *f = c->f;
+    c->status = 200;
+    if (c->route == ROUTE_MESSAGES)
+        f->st.messages++;
+    if (c->bad_knob) {
+        set_error(c, 400, "fake-upstream: bad x-fake-* header value");
+        return;
+    }
+    if (c->route == ROUTE_NOT_FOUND) {
+        set_error(c, 404, "fake-upstream: no such path");
+        return;
+    }
+    if (c->route == ROUTE_ROOT) {
+        c->reply = REPLY_ROOT;
+        return;
+    }
+    bool stream = c->route == ROUTE_MESSAGES && js_ok(&c->js) && c->js.stream;
+    if (stream && c->k.status < 400 && auth_ok(c)) {
+        /* Counted from now on, so that a hung or delayed stream the client
+           abandons shows up in streams_aborted. */
+        f->st.streams_started++;
+        c->stream_open = true;
+    }
+    if (!auth_ok(c)) {
+        set_error(c, 401, "invalid x-api-key");
+        return;
+    }
+    if (!js_ok(&c->js)) {
+        set_error(c, 400, "request body is not a JSON object");
+        return;
+    }
+    if (c->k.status >= 400) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "fake-upstream %s: status %d", f->opts.name, c->k.status);
+        set_error(c, c->k.status, msg);
+        return;
+    }
+    c->status = c->k.status;
+    if (c->route == ROUTE_COUNT)
+        c->reply = REPLY_COUNT;
+    else if (stream)
+        c->reply = REPLY_STREAM;
+    else if (c->k.close_after >= 0)
+        c->reply = REPLY_CUT;
+    else
+        c->reply = REPLY_JSON;
+}
+
+/* Makes the request just read the "last request" of /_fake/stats. */
+static void record_last(struct conn *c)
+{
+    struct fakeup *f = c->f;
+    struct buf tmp = f->last_hdrs;
+    f->last_hdrs = c->hdrs;
+    c->hdrs = tmp;
+    tmp = f->last_url;
+    f->last_url = c->url;
+    c->url = tmp;
+    snprintf(f->last_method, sizeof f->last_method, "%s",
+             llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)));
+    f->last_body_bytes = c->body_bytes;
+    f->last_crc = c->crc;
+    f->have_last = true;
+    f->st.bytes_in += c->body_bytes;
+}
+
+/* ---- /_fake/ ---- */
+
+static cJSON *knobs_json(const struct fakeup_opts *o)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "latency_ms", o->latency_ms);
+    cJSON_AddNumberToObject(j, "status", o->status);
+    cJSON_AddNumberToObject(j, "retry_after", o->retry_after);
+    cJSON_AddStringToObject(j, "token", o->token);
+    cJSON_AddNumberToObject(j, "events", o->events);
+    cJSON_AddNumberToObject(j, "gap_ms", o->gap_ms);
+    cJSON_AddNumberToObject(j, "close_after", o->close_after);
+    cJSON_AddNumberToObject(j, "error_after", o->error_after);
+    cJSON_AddBoolToObject(j, "hang", o->hang);
+    cJSON_AddNumberToObject(j, "body_bytes", o->body_bytes);
+    cJSON_AddStringToObject(j, "name", o->name);
+    return j;
+}
+
+static cJSON *stats_json(struct fakeup *f)
+{
+    const struct fakeup_stats *s = &f->st;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "name", f->opts.name);
+    cJSON_AddNumberToObject(j, "port", f->port);
+    cJSON_AddNumberToObject(j, "requests", (double)s->requests);
+    cJSON_AddNumberToObject(j, "messages", (double)s->messages);
+    cJSON_AddNumberToObject(j, "streams_started", (double)s->streams_started);
+    cJSON_AddNumberToObject(j, "streams_completed", (double)s->streams_completed);
+    cJSON_AddNumberToObject(j, "streams_aborted", (double)s->streams_aborted);
+    cJSON_AddNumberToObject(j, "streams_cut", (double)s->streams_cut);
+    cJSON_AddNumberToObject(j, "streams_errored", (double)s->streams_errored);
+    cJSON_AddNumberToObject(j, "aborted", (double)s->aborted);
+    cJSON_AddNumberToObject(j, "errors", (double)s->errors);
+    cJSON_AddNumberToObject(j, "active", (double)s->active);
+    cJSON_AddNumberToObject(j, "connections", (double)s->connections);
+    cJSON_AddNumberToObject(j, "connections_open", (double)s->connections_open);
+    cJSON_AddNumberToObject(j, "bytes_in", (double)s->bytes_in);
+    cJSON_AddStringToObject(j, "last_method", f->have_last ? f->last_method : "");
+    cJSON_AddStringToObject(j, "last_path", f->have_last && f->last_url.data ? f->last_url.data : "");
+    cJSON *hs = cJSON_AddArrayToObject(j, "last_headers");
+    if (f->have_last && f->last_hdrs.data) {
+        const char *p = f->last_hdrs.data, *end = p + f->last_hdrs.len;
+        while (p < end) {
+            const char *name = p;
+            p += strlen(p) + 1;
+            if (p >= end)
+                break;
+            const char *value = p;
+            p += strlen(p) + 1;
+            cJSON *pair = cJSON_CreateArray();
+            cJSON_AddItemToArray(pair, cJSON_CreateString(name));
+            cJSON_AddItemToArray(pair, cJSON_CreateString(value));
+            cJSON_AddItemToArray(hs, pair);
+        }
+    }
+    cJSON_AddNumberToObject(j, "last_body_bytes", (double)(f->have_last ? f->last_body_bytes : 0));
+    cJSON_AddNumberToObject(j, "last_body_crc32", (double)(f->have_last ? f->last_crc : 0));
+    cJSON_AddItemToObject(j, "knobs", knobs_json(&f->opts));
+    return j;
+}
+
+static void reset_stats(struct fakeup *f)
+{
+    uint64_t active = f->st.active, open = f->st.connections_open;
+    memset(&f->st, 0, sizeof f->st);
+    f->st.active = active;
+    f->st.connections_open = open;
+    f->have_last = false;
+    buf_reset(&f->last_hdrs);
+    buf_reset(&f->last_url);
+}
+
+static void fake_error(struct conn *c, int status, const char *msg)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "type", "error");
+    cJSON *e = cJSON_AddObjectToObject(j, "error");
+    cJSON_AddStringToObject(e, "type", error_type(status));
+    cJSON_AddStringToObject(e, "message", msg);
+    c->f->st.errors++;
+    send_json_doc(c, status, j);
+}
+
+/* Applies a POST /_fake/config body: all knobs or none. */
+static void fake_config(struct conn *c)
+{
+    struct fakeup *f = c->f;
+    if (c->cfg_too_big) {
+        fake_error(c, 413, "config body too large");
+        return;
+    }
+    cJSON *doc = cJSON_ParseWithLength(c->cfg.data ? c->cfg.data : "", c->cfg.len);
+    if (!cJSON_IsObject(doc)) {
+        cJSON_Delete(doc);
+        fake_error(c, 400, "config body must be a JSON object");
+        return;
+    }
+    struct fakeup_opts o = f->opts;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, doc)
+    {
+        char val[64];
+        const char *v = NULL;
+        const struct knob *kn = it->string ? knob_find(it->string, strlen(it->string)) : NULL;
+        if (kn && (kn->flags & KF_RUNTIME)) {
+            if (cJSON_IsBool(it)) {
+                v = cJSON_IsTrue(it) ? "true" : "false";
+            } else if (cJSON_IsNumber(it)) {
+                double d = it->valuedouble;
+                if (d >= -2147483648.0 && d <= 2147483647.0 && d == (double)(long long)d) {
+                    snprintf(val, sizeof val, "%lld", (long long)d);
+                    v = val;
+                }
+            } else if (cJSON_IsString(it)) {
+                v = it->valuestring;
+            } else if (cJSON_IsNull(it) && kn->kind == KNOB_STR) {
+                v = "";
+            }
+        }
+        if (!v || knob_set(&o, kn, v) < 0) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "bad or unknown knob: %.40s", it->string ? it->string : "");
+            cJSON_Delete(doc);
+            fake_error(c, 400, msg);
+            return;
+        }
+    }
+    cJSON_Delete(doc);
+    f->opts = o;
+    send_json_doc(c, 200, knobs_json(&f->opts));
+}
+
+static void fake_route(struct conn *c)
+{
+    switch (c->route) {
+    case ROUTE_STATS:
+        send_json_doc(c, 200, stats_json(c->f));
+        break;
+    case ROUTE_CONFIG_GET:
+        send_json_doc(c, 200, knobs_json(&c->f->opts));
+        break;
+    case ROUTE_CONFIG_SET:
+        fake_config(c);
+        break;
+    case ROUTE_RESET:
+        reset_stats(c->f);
+        send_json_doc(c, 200, stats_json(c->f));
+        break;
+    default:
+        fake_error(c, 404, "no such /_fake/ path");
+        break;
+    }
+    response_done(c);
+}
+
+/* A complete request was parsed (the parser is paused on it). */
+static void dispatch(struct conn *c)
+{
+    struct fakeup *f = c->f;
+    if (!route_is_api(c->route)) {
+        fake_route(c);
+        return;
+    }
+    f->st.requests++;
+    c->id = ++f->next_id;
+    c->active = true;
+    f->st.active++;
+    decide(c);
+    record_last(c);
+    if (route_is_v1(c->route) && c->k.hang) {
+        c->state = CONN_HANGING;
+        return;
+    }
+    if (route_is_v1(c->route) && c->k.latency_ms > 0) {
+        c->state = CONN_LATENCY;
+        uv_timer_start(&c->timer, on_timer, (uint64_t)c->k.latency_ms, 0);
+        return;
+    }
+    respond(c);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->state == CONN_LATENCY) {
+        respond(c);
+    } else if (c->state == CONN_STREAMING) {
+        c->gap_done = true;
+        stream_step(c);
+    }
+}
+
+/* ---- llhttp callbacks ---- */
+
+static struct conn *pconn(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct conn *c = pconn(p);
+    buf_reset(&c->url);
+    buf_reset(&c->hdrs);
+    buf_reset(&c->cfg);
+    c->hdr_state = HDR_NONE;
+    c->k = c->f->opts;
+    c->route = ROUTE_NONE;
+    c->expect_continue = c->bad_knob = c->cfg_too_big = false;
+    c->have_api_key = c->have_bearer = false;
+    c->body_bytes = 0;
+    c->crc = 0;
+    js_init(&c->js);
+    c->stream_open = false;
+    c->reply = REPLY_ERROR;
+    c->parse_status = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = pconn(p);
+    if (buf_append(&c->url, at, len) < 0) {
+        c->parse_status = 414;
+        return -1;
+    }
+    return 0;
+}
+
+static bool prefix_ieq(const char *s, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && strncasecmp(s, prefix, n) == 0;
+}
+
+/* One complete header: hdrs holds name\0value\0 at field_off. */
+static void header_done(struct conn *c)
+{
+    const char *name = c->hdrs.data + c->field_off;
+    size_t nlen = c->value_off - 1 - c->field_off;
+    char *value = c->hdrs.data + c->value_off;
+    size_t vlen = c->hdrs.len - 1 - c->value_off;
+    if (strn_ieq(name, nlen, "x-api-key")) {
+        c->have_api_key = true;
+        c->api_key_off = c->value_off;
+        c->api_key_len = vlen;
+    } else if (strn_ieq(name, nlen, "authorization")) {
+        if (prefix_ieq(value, vlen, "bearer ")) {
+            size_t skip = 7;
+            while (skip < vlen && value[skip] == ' ')
+                skip++;
+            c->have_bearer = true;
+            c->bearer_off = c->value_off + skip;
+            c->bearer_len = vlen - skip;
+        }
+    } else if (strn_ieq(name, nlen, "expect")) {
+        c->expect_continue = strn_ieq(value, vlen, "100-continue");
+    } else if (prefix_ieq(name, nlen, "x-fake-")) {
+        const struct knob *kn = knob_find(name + 7, nlen - 7);
+        if (kn && (kn->flags & KF_REQUEST)) {
+            /* The value is NUL-terminated in hdrs; trim trailing blanks for it. */
+            size_t n = vlen;
+            while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+                n--;
+            char save = value[n];
+            value[n] = '\0';
+            if (knob_set(&c->k, kn, value) < 0)
+                c->bad_knob = true;
+            value[n] = save;
+        }
+    }
+}
+
+static int finish_value(struct conn *c)
+{
+    if (buf_append(&c->hdrs, "", 1) < 0) {
+        c->parse_status = 431;
+        return -1;
+    }
+    header_done(c);
+    c->hdr_state = HDR_NONE;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = pconn(p);
+    if (c->hdr_state == HDR_VALUE && finish_value(c) < 0)
+        return -1;
+    if (c->hdr_state != HDR_FIELD) {
+        c->field_off = c->hdrs.len;
+        c->hdr_state = HDR_FIELD;
+    }
+    if (buf_append(&c->hdrs, at, len) < 0) {
+        c->parse_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct conn *c = pconn(p);
+    if (c->hdr_state != HDR_FIELD) { /* empty name: llhttp rejects it, but be safe */
+        c->field_off = c->hdrs.len;
+    }
+    if (buf_append(&c->hdrs, "", 1) < 0) {
+        c->parse_status = 431;
+        return -1;
+    }
+    c->value_off = c->hdrs.len;
+    c->hdr_state = HDR_VALUE;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = pconn(p);
+    if (c->hdr_state != HDR_VALUE)
+        return 0;
+    if (buf_append(&c->hdrs, at, len) < 0) {
+        c->parse_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct conn *c = pconn(p);
+    if (c->hdr_state == HDR_VALUE)
+        return finish_value(c);
+    return 0;
+}
+
+static bool suffix_eq(const char *v, size_t len, const char *suffix)
+{
+    size_t sl = strlen(suffix);
+    return len >= sl && memcmp(v + len - sl, suffix, sl) == 0;
+}
+
+static enum route route_of(int method, const char *url, size_t len)
+{
+    size_t plen = 0;
+    while (plen < len && url[plen] != '?' && url[plen] != '#')
+        plen++;
+    if (prefix_ieq(url, plen, "/_fake/")) {
+        const char *rest = url + 7;
+        size_t rlen = plen - 7;
+        if (view_eq(rest, rlen, "stats") && method == HTTP_GET)
+            return ROUTE_STATS;
+        if (view_eq(rest, rlen, "config") && method == HTTP_GET)
+            return ROUTE_CONFIG_GET;
+        if (view_eq(rest, rlen, "config") && method == HTTP_POST)
+            return ROUTE_CONFIG_SET;
+        if (view_eq(rest, rlen, "reset") && method == HTTP_POST)
+            return ROUTE_RESET;
+        return ROUTE_FAKE_404;
+    }
+    /* An endpoint may sit under a path prefix (a relay's /api/...): the
+     * API routes match by suffix. */
+    if (method == HTTP_POST && suffix_eq(url, plen, "/v1/messages"))
+        return ROUTE_MESSAGES;
+    if (method == HTTP_POST && suffix_eq(url, plen, "/v1/messages/count_tokens"))
+        return ROUTE_COUNT;
+    if ((method == HTTP_GET || method == HTTP_HEAD) && view_eq(url, plen, "/"))
+        return ROUTE_ROOT;
+    return ROUTE_NOT_FOUND;
+}
+
+static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = pconn(p);
+    if (c->hdr_state == HDR_VALUE && finish_value(c) < 0)
+        return -1;
+    c->route = route_of(llhttp_get_method(p), c->url.data ? c->url.data : "", c->url.len);
+    c->keep_alive = llhttp_should_keep_alive(p);
+    c->http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
+    if (c->expect_continue && !c->http10) {
+        struct wreq *w = wreq_get(c);
+        wreq_append(w, continue_100, sizeof continue_100 - 1);
+        wreq_send(c, w);
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = pconn(p);
+    if (c->route == ROUTE_CONFIG_SET) {
+        if (!c->cfg_too_big && buf_append(&c->cfg, at, len) < 0)
+            c->cfg_too_big = true;
+        return 0;
+    }
+    if (!route_is_api(c->route))
+        return 0;
+    c->body_bytes += len;
+    c->crc = crc_update(c->crc, (const unsigned char *)at, len);
+    if (route_is_v1(c->route))
+        js_feed(&c->js, at, len);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    (void)p;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value_complete = on_header_value_complete,
+};
+
+/* ---- connections ---- */
+
+static void bad_request(struct conn *c, llhttp_errno_t err)
+{
+    int status = c->parse_status ? c->parse_status : 400;
+    char msg[96];
+    snprintf(msg, sizeof msg, "fake-upstream: cannot parse request (%s)", llhttp_errno_name(err));
+    c->route = ROUTE_NONE;
+    c->keep_alive = false;
+    c->http10 = false;
+    send_error(c, status, error_type(status), msg);
+    conn_end(c);
+}
+
+static bool conn_busy(const struct conn *c)
+{
+    return c->state == CONN_LATENCY || c->state == CONN_STREAMING || c->state == CONN_HANGING ||
+           c->state == CONN_DRAINING;
+}
+
+/*
+ * Parses input, dispatching each complete request.  from_pending says data
+ * is c->pending's content: what is left unparsed stays there.  Otherwise
+ * what is left when the connection gets busy is copied to pending.
+ */
+static void parse_data(struct conn *c, const char *data, size_t len, bool from_pending)
+{
+    c->in_parse = true;
+    while (len > 0) {
+        llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+        if (err == HPE_OK) {
+            len = 0;
+            break;
+        }
+        if (err != HPE_PAUSED) {
+            bad_request(c, err);
+            len = 0;
+            break;
+        }
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        llhttp_resume(&c->parser);
+        len -= (size_t)(pos - data);
+        data = pos;
+        dispatch(c);
+        if (c->state != CONN_READING)
+            break;
+    }
+    if (from_pending) {
+        if (len == 0 || !conn_busy(c))
+            buf_reset(&c->pending);
+        else
+            buf_consume(&c->pending, (size_t)(data - c->pending.data));
+    } else if (len > 0 && conn_busy(c)) {
+        buf_append(&c->pending, data, len); /* pending is empty here: it fits */
+    }
+    c->in_parse = false;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    (void)suggested;
+    *buf = uv_buf_init(c->f->rbuf, sizeof c->f->rbuf);
+}
+
+static void conn_read_start(struct conn *c)
+{
+    if (c->reading || c->eof || c->state == CONN_CLOSED)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
+}
+
+static void conn_read_stop(struct conn *c)
+{
+    if (!c->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+}
+
+/* After a response: parse what was pipelined meanwhile, read again. */
+static void conn_resume(struct conn *c)
+{
+    if (c->pending.len)
+        parse_data(c, c->pending.data, c->pending.len, true);
+    if ((c->state == CONN_READING || conn_busy(c)) && c->pending.len < PENDING_STOP)
+        conn_read_start(c);
+    if (c->eof && c->state == CONN_READING)
+        conn_end(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    if (nread == 0 || c->state == CONN_CLOSED)
+        return;
+    if (nread < 0) {
+        conn_read_stop(c);
+        c->eof = true;
+        if (nread != UV_EOF) {
+            conn_close(c);
+            return;
+        }
+        /* The client is gone (or half-closed: treated the same).  A response
+           still being produced is aborted; queued ones are flushed. */
+        if (c->state == CONN_READING || c->state == CONN_DRAINING)
+            conn_end(c);
+        else if (c->state != CONN_ENDING)
+            conn_close(c);
+        return;
+    }
+    if (c->state == CONN_ENDING)
+        return;
+    if (c->state == CONN_READING && c->pending.len == 0) {
+        parse_data(c, buf->base, (size_t)nread, false);
+    } else {
+        buf_append(&c->pending, buf->base, (size_t)nread);
+        if (c->state == CONN_READING)
+            parse_data(c, c->pending.data, c->pending.len, true);
+    }
+    if (conn_busy(c) && c->pending.len >= PENDING_STOP)
+        conn_read_stop(c);
+}
+
+static void on_handle_closed(uv_handle_t *h);
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    (void)status;
+    conn_close(c);
+}
+
+/*
+ * Ends the connection after what is queued: shutdown (flush, FIN), then
+ * close.  Input is read and discarded meanwhile, so that closing does not
+ * turn into a reset that could destroy unread response bytes.
+ */
+static void conn_end(struct conn *c)
+{
+    if (c->state == CONN_ENDING || c->state == CONN_CLOSED)
+        return;
+    c->state = CONN_ENDING;
+    uv_timer_stop(&c->timer);
+    conn_read_start(c);
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+        conn_close(c);
+}
+
+/*
+ * The one way a connection ends.  Reached from: read error or EOF during a
+ * response (client gone), write error, shutdown done (connection: close,
+ * close_after, bad request, EOF when idle) and fakeup_close().  Counts
+ * aborted requests and streams.  Idempotent.
+ */
+static void conn_close(struct conn *c)
+{
+    struct fakeup *f = c->f;
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->stream_open) {
+        c->stream_open = false;
+        f->st.streams_aborted++;
+    }
+    if (c->active) {
+        c->active = false;
+        f->st.active--;
+        f->st.aborted++;
+    }
+    f->st.connections_open--;
+    c->state = CONN_CLOSED;
+    c->reading = false;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        f->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void fakeup_handle_gone(struct fakeup *f)
+{
+    if (--f->open_handles > 0 || !f->closing)
+        return;
+    if (f->done)
+        f->done(f->done_ud);
+    while (f->free_wreqs) {
+        struct wreq *w = f->free_wreqs;
+        f->free_wreqs = w->next;
+        free(w);
+    }
+    buf_release(&f->last_url);
+    buf_release(&f->last_hdrs);
+    free(f);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    struct fakeup *f = c->f;
+    buf_release(&c->pending);
+    buf_release(&c->url);
+    buf_release(&c->hdrs);
+    buf_release(&c->cfg);
+    free(c);
+    fakeup_handle_gone(f);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct fakeup *f = server->data;
+    if (status < 0 || f->closing)
+        return;
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->f = f;
+    buf_init(&c->pending, PENDING_MAX);
+    buf_init(&c->url, URL_MAX);
+    buf_init(&c->hdrs, HDRS_MAX);
+    buf_init(&c->cfg, CFG_BODY_MAX);
+    uv_tcp_init(f->loop, &c->tcp);
+    uv_timer_init(f->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
+    f->open_handles++;
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+    c->parser.data = c;
+    c->state = CONN_READING;
+    c->next = f->conns;
+    if (f->conns)
+        f->conns->prev = c;
+    f->conns = c;
+    f->st.connections++;
+    f->st.connections_open++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_read_start(c);
+}
+
+/* ---- public API ---- */
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    fakeup_handle_gone(h->data);
+}
+
+struct fakeup *fakeup_new_err(uv_loop_t *loop, const struct fakeup_opts *o, int *err)
+{
+    crc_init();
+    struct fakeup *f = xcalloc(1, sizeof *f);
+    f->loop = loop;
+    f->opts = *o;
+    buf_init(&f->last_url, URL_MAX);
+    buf_init(&f->last_hdrs, HDRS_MAX);
+    uv_tcp_init(loop, &f->listener);
+    f->listener.data = f;
+    f->open_handles = 1;
+
+    struct sockaddr_storage ss;
+    int rc;
+    if (strchr(o->bind, ':'))
+        rc = uv_ip6_addr(o->bind, o->port, (struct sockaddr_in6 *)&ss);
+    else
+        rc = uv_ip4_addr(o->bind, o->port, (struct sockaddr_in *)&ss);
+    if (rc == 0)
+        rc = uv_tcp_bind(&f->listener, (const struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&f->listener, LISTEN_BACKLOG, on_connection);
+    int len = sizeof ss;
+    if (rc == 0)
+        rc = uv_tcp_getsockname(&f->listener, (struct sockaddr *)&ss, &len);
+    if (rc < 0) {
+        if (err)
+            *err = rc;
+        f->closing = true;
+        uv_close((uv_handle_t *)&f->listener, on_listener_closed);
+        return NULL;
+    }
+    if (ss.ss_family == AF_INET6)
+        f->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    else
+        f->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    f->opts.port = f->port;
+    if (err)
+        *err = 0;
+    return f;
+}
+
+struct fakeup *fakeup_new(uv_loop_t *loop, const struct fakeup_opts *o)
+{
+    return fakeup_new_err(loop, o, NULL);
+}
+
+int fakeup_port(const struct fakeup *f)
+{
+    return f->port;
+}
+
+int fakeup_configure(struct fakeup *f, const char *knob, const char *value)
+{
+    const struct knob *kn = knob_find(knob, strlen(knob));
+    if (!kn || !(kn->flags & KF_RUNTIME) || !value)
+        return -1;
+    return knob_set(&f->opts, kn, value);
+}
+
+const struct fakeup_opts *fakeup_opts(const struct fakeup *f)
+{
+    return &f->opts;
+}
+
+void fakeup_stats(const struct fakeup *f, struct fakeup_stats *out)
+{
+    *out = f->st;
+}
+
+void fakeup_close(struct fakeup *f, void (*done)(void *), void *ud)
+{
+    if (!f || f->closing)
+        return;
+    f->closing = true;
+    f->done = done;
+    f->done_ud = ud;
+    while (f->conns)
+        conn_close(f->conns);
+    uv_close((uv_handle_t *)&f->listener, on_listener_closed);
+}
