@@ -27,6 +27,7 @@
 #include "conn.h"
 #include "dashboard.h"
 #include "demo.h"
+#include "dotenv.h"
 #include "fetch.h"
 #include "health.h"
 #include "log.h"
@@ -37,7 +38,7 @@
 
 struct app {
     uv_loop_t loop;
-    struct config *cfg;         /* owns */
+    struct config *cfg;         /* borrows from st (st->owned_cfg) */
     struct state *st;           /* owns */
     struct fetch *fetch;        /* owns */
     struct conn_server *srv;    /* owns */
@@ -108,6 +109,66 @@ static void admin_ok(struct app *a, struct conn *c, const char *what)
     respond_json(c, 200, o);
 }
 
+/*
+ * Live reload (SIGHUP, POST /admin/reload): the file is validated
+ * completely first; on any error the running configuration stays and the
+ * errors are returned (malloc'd, in *errors).  On success a new state is
+ * built and takes over what stays true from the old one (see
+ * state_take_over); requests in flight finish on what they started with,
+ * and the old state and configuration are freed when the last of them
+ * ends.  The listen address cannot change without a restart.
+ */
+static int app_reload(struct app *a, char **errors)
+{
+    *errors = NULL;
+    if (!a->opts.config_path) {
+        *errors = xstrdup("the demo has no configuration file to reload\n");
+        return -1;
+    }
+    const char *path = a->opts.config_path;
+    if (dotenv_load_for_config(path, errors) != 0)
+        return -1;
+    struct config *cfg = NULL;
+    if (config_load(path, &cfg, errors) != 0)
+        return -1;
+    if (a->opts.port >= 0)
+        cfg->port = a->opts.port;
+    if (a->opts.bind) {
+        free(cfg->bind);
+        cfg->bind = xstrdup(a->opts.bind);
+    }
+    if (cfg->port != a->cfg->port || strcmp(cfg->bind, a->cfg->bind) != 0) {
+        log_warn("reload: server.bind/server.port changed; the proxy keeps listening on %s "
+                 "until it is restarted", a->listen);
+        cfg->port = a->cfg->port;
+        free(cfg->bind);
+        cfg->bind = xstrdup(a->cfg->bind);
+    }
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        log_add_secret(cfg->groups[g].token);
+    log_add_secret(cfg->access_key);
+    log_add_secret(cfg->admin_key);
+    if (!a->opts.log_level)
+        log_set_level((enum log_level)log_level_parse(cfg->log_level));
+
+    uint64_t now = now_mono_ms();
+    struct state *old = a->st;
+    struct state *st = state_new(cfg, now, now_wall_ms());
+    st->owned_cfg = cfg;
+    state_take_over(st, old, now);
+    a->st = st;
+    a->cfg = cfg;
+    conn_server_set_config(a->srv, cfg);
+    proxy_set_config(a->px, st, cfg);
+    health_set_config(a->health, st, cfg);
+    state_retire(old);
+    log_info("configuration reloaded from %s (%zu group(s), %zu endpoint(s))", path,
+             cfg->n_groups, st->n_eps);
+    state_event(st, "info", "", "", "reload", "configuration reloaded");
+    health_poke(a->health);
+    return 0;
+}
+
 /* Runs one admin operation for the HTTP API and the dashboard alike.
  * Returns 0, -1 for a bad body (message in err) or -2 for an unknown op. */
 static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *err,
@@ -138,6 +199,17 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
             return -1;
         }
         rc = state_pin(a->st, ep, now, err, errlen);
+    } else if (strcmp(op, "reload") == 0) {
+        char *errors = NULL;
+        if (app_reload(a, &errors) != 0) {
+            snprintf(err, errlen, "reload failed, the running configuration stays: %s",
+                     errors ? errors : "unknown error");
+            size_t el = strlen(err);
+            while (el && err[el - 1] == '\n')
+                err[--el] = '\0';
+            free(errors);
+            return -1;
+        }
     } else if (strcmp(op, "group") == 0) {
         const char *name = json_string(body, "group");
         int g = name ? state_find_group(a->st, name) : -1;
@@ -148,7 +220,8 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
         }
         rc = state_set_group(a->st, g, now, err, errlen);
     } else {
-        snprintf(err, errlen, "unknown admin operation (check, pause, resume, mode, pin, group)");
+        snprintf(err, errlen,
+                 "unknown admin operation (check, pause, resume, mode, pin, group, reload)");
         return -2;
     }
     if (rc != 0)
@@ -276,6 +349,14 @@ static void on_request_end(void *ud)
 {
     struct app *a = ud;
     health_poke(a->health);
+    if (a->dash)
+        dashboard_notify(a->dash);
+}
+
+static void dash_log_line(void *ud, const char *line)
+{
+    struct app *a = ud;
+    dashboard_log(a->dash, line);
 }
 
 static void on_proxy_idle(void *ud)
@@ -318,8 +399,12 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     struct app *a = s->data;
     if (signum == SIGHUP) {
-        log_info("SIGHUP: live reload is not available in this version; restart to apply "
-                 "configuration changes");
+        char *errors = NULL;
+        if (app_reload(a, &errors) != 0) {
+            log_error("SIGHUP: reload failed, the running configuration stays:\n%s",
+                      errors ? errors : "unknown error");
+        }
+        free(errors);
         return;
     }
     app_begin_shutdown(a, signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -340,6 +425,7 @@ static void app_close_all(struct app *a)
     if (a->demo)
         demo_free(a->demo);
     if (a->dash) {
+        log_set_sink(NULL, NULL);
         dashboard_free(a->dash);
         a->dash = NULL;
         log_set_quiet_stderr(0);
@@ -384,6 +470,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     log_add_secret(cfg->admin_key);
 
     a->st = state_new(cfg, now_mono_ms(), now_wall_ms());
+    a->st->owned_cfg = cfg; /* the state owns its configuration from here on */
     a->fetch = fetch_new(&a->loop);
     a->srv = conn_server_new(&a->loop, cfg, app_dispatch, a);
     char err[256];
@@ -422,13 +509,9 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     /* Pending graceful switches have deadlines; a coarse timer is enough. */
     uv_timer_start(&a->policy_timer, on_policy_timer, 250, 250);
 
-    log_info("claude-zephyr %s listening on http://%s", ZEPHYR_VERSION, a->listen);
-    int cur = state_current_ep(a->st);
-    log_info("group %s, endpoint %s", a->st->groups[a->st->current_group].name,
-             cur >= 0 ? a->st->eps[cur].name : "none");
-    if (a->demo)
-        demo_announce(a->demo, a->listen);
     if (opts->dashboard) {
+        /* The dashboard owns the screen: nothing may reach stderr from now
+         * on; lines go to server.log_file and to the dashboard's panel. */
         static const struct dash_source src_ops = {0};
         struct dash_source src = src_ops;
         src.ud = a;
@@ -437,11 +520,19 @@ int app_run(struct config *cfg, const struct app_opts *opts)
         src.quit = dash_quit;
         log_set_quiet_stderr(1);
         a->dash = dashboard_new(&a->loop, &src, cfg->language);
-        if (!a->dash) {
+        if (a->dash) {
+            log_set_sink(dash_log_line, a);
+        } else {
             log_set_quiet_stderr(0);
             log_warn("--dashboard needs a terminal on stdin and stdout; running without it");
         }
     }
+    log_info("claude-zephyr %s listening on http://%s", ZEPHYR_VERSION, a->listen);
+    int cur = state_current_ep(a->st);
+    log_info("group %s, endpoint %s", a->st->groups[a->st->current_group].name,
+             cur >= 0 ? a->st->eps[cur].name : "none");
+    if (a->demo)
+        demo_announce(a->demo, a->listen);
     health_start(a->health);
 
 out:
@@ -451,7 +542,6 @@ out:
         log_debug("loop closed with handles left: %s", uv_strerror(rc));
     int code = a->exit_code;
     state_free(a->st);
-    config_free(a->cfg);
     log_clear_secrets();
     free(a);
     curl_global_cleanup();

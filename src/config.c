@@ -73,7 +73,9 @@ static const char *const config_server_keys[] = {
     "port", "bind", "switch_threshold_ms", "graceful_switch_timeout_ms", "max_body_mb",
     "connect_timeout_ms", "header_timeout_ms", "idle_timeout_ms", "client_header_timeout_ms",
     "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
-    "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s", NULL,
+    "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
+    "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
+    "overloaded_retry_in_place_ms", NULL,
 };
 static const char *const config_group_keys[] = {
     "name", "auth_token_env", "auth_header", "default", "endpoints", NULL,
@@ -693,6 +695,13 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
         cfg->log_level = xstrdup(config_level_names[level]);
     }
     config_str(c, t, p, "log_file", &cfg->log_file, NULL);
+    config_str(c, t, p, "request_log", &cfg->request_log, NULL);
+    config_int_field(c, t, p, "max_attempts", 1, 16, "", &cfg->max_attempts, NULL);
+    config_int_field(c, t, p, "retry_budget_ms", 1, MS_DAY, "", &cfg->retry_budget_ms, NULL);
+    config_int_field(c, t, p, "stream_holdback_ms", 0, 60000, " (0 turns the hold-back off)",
+                     &cfg->stream_holdback_ms, NULL);
+    config_int_field(c, t, p, "overloaded_retry_in_place_ms", 0, 60000, " (0 turns it off)",
+                     &cfg->overloaded_retry_in_place_ms, NULL);
     config_bool(c, t, p, "sticky_sessions", &cfg->sticky_sessions, NULL);
     config_int_field(c, t, p, "session_ttl_s", 1, 30 * 86400, "", &cfg->session_ttl_s, NULL);
 
@@ -1057,6 +1066,10 @@ static struct config *config_defaults(const char *path)
     cfg->log_level = xstrdup("info");
     cfg->sticky_sessions = true;
     cfg->session_ttl_s = 3600;
+    cfg->max_attempts = 3;
+    cfg->retry_budget_ms = 30000;
+    cfg->stream_holdback_ms = 1000;
+    cfg->overloaded_retry_in_place_ms = 0;
     cfg->interval_s = 120;
     cfg->min_interval_s = 30;
     cfg->max_interval_s = 3600;
@@ -1202,6 +1215,7 @@ void config_free(struct config *cfg)
     config_free_secret(cfg->admin_key);
     free(cfg->log_level);
     free(cfg->log_file);
+    free(cfg->request_log);
     free(cfg->claude_binary_path);
     free(cfg->check_model);
     free(cfg->check_prompt);

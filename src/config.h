@@ -70,6 +70,11 @@ struct config {
     char *admin_key;                /* owns; secret */
     char *log_level;                /* owns; "error|warn|info|debug", default "info" */
     char *log_file;                 /* owns; NULL: stderr only */
+    char *request_log;              /* owns; JSON-lines request log file, NULL: none */
+    int max_attempts;               /* attempts per request across endpoints, default 3 */
+    int retry_budget_ms;            /* time for all attempts of a request, default 30000 */
+    int stream_holdback_ms;         /* hold message_start/ping at most this long, default 1000; 0 off */
+    int overloaded_retry_in_place_ms; /* on 529, retry the same endpoint once after this; 0 off */
     bool sticky_sessions;           /* default true */
     int session_ttl_s;              /* default 3600 */
 

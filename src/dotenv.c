@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -358,5 +359,29 @@ out:
         *errors = err;
     else
         free(err);
+    return rc;
+}
+
+int dotenv_load_for_config(const char *config_path, char **errors)
+{
+    char *copy = xstrdup(config_path);
+    char *slash = strrchr(copy, '/');
+    char *beside;
+    if (slash) {
+        slash[1] = '\0';
+        beside = xasprintf("%s.env", copy);
+    } else {
+        beside = xstrdup(".env");
+    }
+    int rc = dotenv_load(beside, errors);
+    if (rc == 0 && strcmp(beside, ".env") != 0) {
+        char real1[PATH_MAX], real2[PATH_MAX];
+        bool same = realpath(beside, real1) && realpath(".env", real2) &&
+                    strcmp(real1, real2) == 0;
+        if (!same)
+            rc = dotenv_load(".env", errors);
+    }
+    free(beside);
+    free(copy);
     return rc;
 }

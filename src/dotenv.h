@@ -48,4 +48,11 @@ int dotenv_parse(const char *text, size_t len, dotenv_cb cb, void *ud,
  */
 int dotenv_load(const char *path, char **errors);
 
+/*
+ * Loads the .env beside config_path, then ./.env (unless it is the same
+ * file); neither overrides a variable already set.  Returns 0, or -1 with
+ * the problems in *errors (caller frees).
+ */
+int dotenv_load_for_config(const char *config_path, char **errors);
+
 #endif

@@ -23,6 +23,14 @@ static enum log_level log_level = LOG_INFO;
 static FILE *log_file;
 static int log_quiet_stderr;
 static char *log_secrets[LOG_MAX_SECRETS];
+static void (*log_sink)(void *ud, const char *line);
+static void *log_sink_ud;
+
+void log_set_sink(void (*fn)(void *ud, const char *line), void *ud)
+{
+    log_sink = fn;
+    log_sink_ud = ud;
+}
 
 int log_level_parse(const char *name)
 {
@@ -125,6 +133,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
     vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);
     log_redact(line);
+    if (log_sink)
+        log_sink(log_sink_ud, line);
     size_t len = strlen(line);
     line[len++] = '\n';
     if (!log_quiet_stderr) {

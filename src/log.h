@@ -23,6 +23,10 @@ void log_set_quiet_stderr(int quiet);
 int log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A third sink that receives every line (without its newline), e.g. the
+ * dashboard's log panel; NULL removes it. */
+void log_set_sink(void (*fn)(void *ud, const char *line), void *ud);
+
 /* Registers a secret; every later log line has it replaced by "[redacted]". */
 void log_add_secret(const char *secret);
 void log_clear_secrets(void);

@@ -6,7 +6,6 @@
  */
 #include <curl/curl.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,31 +74,6 @@ static char *find_config(const char *given)
         return p;
     free(p);
     return NULL;
-}
-
-/* Loads .env beside the config file, then ./.env; neither overrides a
- * variable already set. */
-static int load_env_files(const char *config_path)
-{
-    char *copy = xstrdup(config_path);
-    char *dir = dirname(copy);
-    char *beside = xasprintf("%s/.env", dir);
-    char *errors = NULL;
-    int rc = dotenv_load(beside, &errors);
-    if (rc == 0 && strcmp(dir, ".") != 0) {
-        char cwd_env[] = ".env";
-        char real1[4096], real2[4096];
-        bool same = realpath(beside, real1) && realpath(cwd_env, real2) && strcmp(real1, real2) == 0;
-        if (!same)
-            rc = dotenv_load(cwd_env, &errors);
-    }
-    if (rc != 0) {
-        fprintf(stderr, "%s\n", errors ? errors : ".env: cannot be read");
-    }
-    free(errors);
-    free(beside);
-    free(copy);
-    return rc;
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
@@ -224,7 +198,10 @@ int main(int argc, char **argv)
             curl_global_cleanup();
             return 1;
         }
-        if (load_env_files(path) != 0) {
+        char *env_errors = NULL;
+        if (dotenv_load_for_config(path, &env_errors) != 0) {
+            fputs(env_errors ? env_errors : ".env: cannot be read\n", stderr);
+            free(env_errors);
             free(path);
             curl_global_cleanup();
             return 1;
@@ -289,6 +266,7 @@ int main(int argc, char **argv)
     struct app_opts opts = {
         .port = port,
         .bind = bind_arg,
+        .log_level = level_arg,
         .dashboard = dash,
         .demo = cfg == NULL,
         .config_path = path,

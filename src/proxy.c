@@ -8,12 +8,22 @@
  *                    committed to its endpoint
  *   TRACK_DONE       finished; the record is unlinked and freed
  *
- * What decides a retry before the client has seen anything: a transfer
- * error (connect refused or reset, TLS, no headers within
- * header_timeout_ms) or a status of 500, 502, 503, 504 or 529 marks the
- * endpoint failed and moves to the next usable endpoint; a 429 makes the
- * endpoint rest for its retry-after and moves on.  With nowhere left to go
- * the client gets the upstream's own answer, or 502/504 when there was none.
+ * What decides a retry before the client has seen anything (preq_failed):
+ * a transfer error (connect refused or reset, TLS, protocol), no response
+ * headers within header_timeout_ms, a status of 500, 502, 503, 504 or 529,
+ * an event stream that reports `event: error` or ends before any content
+ * while its opening events are held back, or a stall while they are held.
+ * Each marks the endpoint failed and moves to the next usable endpoint of
+ * the group, within server.max_attempts and server.retry_budget_ms; a 529
+ * may first be retried in place once (overloaded_retry_in_place_ms).  A
+ * 429 makes the endpoint rest until its retry-after (or the
+ * anthropic-ratelimit-*-reset time) and moves on.  With nowhere left to
+ * go, the client gets one Anthropic-shaped error that lists what happened
+ * on each attempt (429 with retry-after when everything is rate-limited).
+ *
+ * Hold-back: the opening events of a stream (message_start, ping) are kept
+ * until the first other event arrives or stream_holdback_ms passes, so that
+ * a stream that fails right after its 200 can still move elsewhere.
  *
  * Every way a request ends goes through preq_finish(): the response
  * completed, the stream broke, a time limit passed, the client left, the
@@ -28,25 +38,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "config.h"
 #include "fetch.h"
 #include "hdr.h"
 #include "log.h"
+#include "metrics.h"
 #include "sse.h"
 #include "state.h"
 #include "usage.h"
 #include "util.h"
 
 #define PROXY_TICK_MS 100
-#define PROXY_MAX_ATTEMPTS 3
 #define PROXY_RESP_HEADERS_CAP (64 * 1024)
+#define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
+#define PROXY_JSON_CAP (1024 * 1024)    /* JSON reply kept to read its usage */
+#define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 
 struct proxy {
     uv_loop_t *loop;            /* borrows */
     struct fetch *fetch;        /* borrows */
     struct state *st;           /* borrows */
     const struct config *cfg;   /* borrows */
+    struct metrics *metrics;    /* borrows; NULL: none */
+    FILE *reqlog;               /* owns; the JSON-lines request log */
     uv_timer_t tick;
     bool tick_running;
     void (*idle_cb)(void *ud);
@@ -59,6 +75,8 @@ struct preq {
     struct track t;             /* linked in state's list while in flight */
     struct fetch_xfer x;        /* x.easy owned */
     struct proxy *px;           /* borrows */
+    struct state *st;           /* holds a reference: the state it started under */
+    const struct config *cfg;   /* borrows from st */
     struct conn *c;             /* borrows; NULL once the client is gone */
     /* the request, kept for replay */
     const char *method;         /* borrows (static) */
@@ -68,21 +86,35 @@ struct preq {
     struct curl_slist *attempt_hdrs; /* owns; hdrs + the token, for the attempt running */
     struct buf body;            /* owns */
     char *session_key;          /* owns; NULL when not sticky */
-    /* the current attempt */
+    /* attempts */
     int ep;
     bool *tried;                /* owns; one per endpoint of the group */
     unsigned attempts;
+    struct buf attempt_log;     /* owns; "name: what happened; " per failed attempt */
+    unsigned n_failed, n_rate_limited, n_timed_out;
+    int last_fail_status;       /* status of the last failed attempt, 0 if none */
+    uint64_t wait_until_ms;     /* an in-place retry waits until then; 0 none */
+    bool inplace_done;
+    bool retry;                 /* the attempt was stopped to try again */
+    bool give_up;               /* the attempt failed and nothing is left to try */
+    /* the current attempt */
     uint64_t attempt_start_ms;
     uint64_t last_byte_ms;
     double ttfb_ms;
     int status;
     bool headers_done;
-    bool committed;
-    bool retry;                 /* the attempt was stopped to try elsewhere */
+    bool holding;               /* a 200 event stream whose opening is held */
+    uint64_t hold_start_ms;
+    struct buf held;            /* owns; the held bytes */
+    bool hold_release;          /* set by the scanner: a content event arrived */
+    bool hold_error;            /* set by the scanner: `event: error` while held */
+    bool saw_start, saw_stop;   /* message_start / message_stop seen */
+    bool committed;             /* response headers went to the client */
     bool paused;
-    bool timed_out;
     bool is_sse;
+    bool is_json;
     struct buf resp_hdrs;       /* filtered response headers for the client */
+    struct buf json;            /* owns; a JSON reply, to read its usage */
     long long resp_len;
     char fail[160];             /* why the last attempt failed */
     struct sse_scanner sse;
@@ -92,6 +124,7 @@ struct preq {
 
 static const struct conn_handler_ops preq_ops;
 static void preq_attempt(struct preq *p);
+static void preq_next(struct preq *p);
 
 /* ---- finishing ---------------------------------------------------------- */
 
@@ -107,41 +140,98 @@ static void proxy_maybe_idle(struct proxy *px)
         px->idle_cb(px->idle_ud);
 }
 
+static void usage_add(struct usage *to, const struct usage *u)
+{
+    to->input += u->input;
+    to->output += u->output;
+    to->cache_read += u->cache_read;
+    to->cache_creation += u->cache_creation;
+}
+
+static void json_str(struct buf *b, const char *s)
+{
+    buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            buf_appendf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            buf_appendf(b, "\\u%04x", ch);
+        else
+            buf_append(b, s, 1);
+    }
+    buf_append(b, "\"", 1);
+}
+
+/* One JSON line per request: no bodies, no headers, no secrets. */
+static void preq_log_json(struct preq *p, int status, const char *outcome, uint64_t total_ms)
+{
+    struct proxy *px = p->px;
+    struct state *st = p->st;
+    struct buf b;
+    buf_init(&b, SIZE_MAX);
+    buf_appendf(&b, "{\"t\":%llu,\"id\":\"%s\",\"method\":", (unsigned long long)now_wall_ms(),
+                p->t.idstr);
+    json_str(&b, p->method);
+    buf_append(&b, ",\"path\":", 8);
+    json_str(&b, p->t.path);
+    buf_append(&b, ",\"endpoint\":", 12);
+    if (p->ep >= 0)
+        json_str(&b, st->eps[p->ep].name);
+    else
+        buf_append(&b, "null", 4);
+    buf_appendf(&b, ",\"status\":%d,\"outcome\":", status);
+    json_str(&b, outcome);
+    buf_appendf(&b, ",\"attempts\":%u,\"bytes_in\":%llu,\"bytes_out\":%llu,\"total_ms\":%llu,",
+                p->attempts, (unsigned long long)p->t.bytes_in,
+                (unsigned long long)p->bytes_to_client, (unsigned long long)total_ms);
+    if (p->ttfb_ms >= 0)
+        buf_appendf(&b, "\"ttfb_ms\":%.1f,", p->ttfb_ms);
+    else
+        buf_append(&b, "\"ttfb_ms\":null,", 15);
+    buf_append(&b, "\"model\":", 8);
+    json_str(&b, p->usage.model);
+    buf_appendf(&b, ",\"usage\":{\"input\":%lld,\"output\":%lld,\"cache_read\":%lld,"
+                    "\"cache_creation\":%lld}}\n",
+                p->usage.input, p->usage.output, p->usage.cache_read, p->usage.cache_creation);
+    fwrite(b.data, 1, b.len, px->reqlog);
+    fflush(px->reqlog);
+    buf_release(&b);
+}
+
 /* The one way a request ends; see the top of this file.  outcome is what
  * the log line says; status is what the client got (0: nothing). */
 static void preq_finish(struct preq *p, int status, const char *outcome)
 {
     struct proxy *px = p->px;
-    struct state *st = px->st;
+    struct state *st = p->st;
     uint64_t now = now_mono_ms();
+    uint64_t total = now - p->t.start_ms;
     if (p->x.added)
         fetch_remove(px->fetch, &p->x);
     if (p->c) {
         conn_detach(p->c);
         p->c = NULL;
     }
+    if (!p->is_sse && p->json.len)
+        usage_from_message_json(p->json.data, p->json.len, &p->usage);
     const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
     char ttfb[32] = "-";
     if (p->ttfb_ms >= 0)
         snprintf(ttfb, sizeof ttfb, "%.0fms", p->ttfb_ms);
-    log_info("%s %s %s %s -> %d %s %llu B ttfb=%s total=%llums attempts=%u", p->t.idstr,
-             p->method, p->t.path, epname, status, outcome,
-             (unsigned long long)p->bytes_to_client, ttfb,
-             (unsigned long long)(now - p->t.start_ms), p->attempts);
-    if (p->usage.input || p->usage.output) {
-        st->live_tokens.input += p->usage.input;
-        st->live_tokens.output += p->usage.output;
-        st->live_tokens.cache_read += p->usage.cache_read;
-        st->live_tokens.cache_creation += p->usage.cache_creation;
-        if (p->ep >= 0) {
-            struct ep *e = &st->eps[p->ep];
-            e->live_tokens.input += p->usage.input;
-            e->live_tokens.output += p->usage.output;
-            e->live_tokens.cache_read += p->usage.cache_read;
-            e->live_tokens.cache_creation += p->usage.cache_creation;
-        }
-    }
-    state_track_remove(st, &p->t);
+    log_info("%s %s %s %s -> %d %s %llu B ttfb=%s total=%llums attempts=%u tokens=%lld/%lld",
+             p->t.idstr, p->method, p->t.path, epname, status, outcome,
+             (unsigned long long)p->bytes_to_client, ttfb, (unsigned long long)total, p->attempts,
+             p->usage.input, p->usage.output);
+    if (px->reqlog)
+        preq_log_json(p, status, outcome, total);
+    usage_add(&st->live_tokens, &p->usage);
+    if (p->ep >= 0)
+        usage_add(&st->eps[p->ep].live_tokens, &p->usage);
+    if (px->metrics && p->ep >= 0)
+        metrics_request(px->metrics, st->eps[p->ep].name, st->groups[st->eps[p->ep].group].name,
+                        status, p->ttfb_ms, (double)total, p->attempts, &p->usage);
+    state_track_remove(&p->t);
     if (p->x.easy)
         curl_easy_cleanup(p->x.easy);
     curl_slist_free_all(p->hdrs);
@@ -151,10 +241,14 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     free(p->tried);
     buf_release(&p->body);
     buf_release(&p->resp_hdrs);
+    buf_release(&p->held);
+    buf_release(&p->json);
+    buf_release(&p->attempt_log);
     sse_release(&p->sse);
     free(p);
+    state_unref(st);
     /* A graceful switch may have been waiting for this request. */
-    state_evaluate(st, now);
+    state_evaluate(px->st, now);
     proxy_maybe_idle(px);
 }
 
@@ -194,6 +288,83 @@ static void preq_break(struct preq *p, const char *why)
         }
     }
     preq_finish(p, p->status, why);
+}
+
+/* Every attempt failed: one error that says what happened on each. */
+static void preq_all_failed(struct preq *p)
+{
+    struct state *st = p->st;
+    const struct group *g = &st->groups[st->eps[p->ep].group];
+    uint64_t now = now_mono_ms();
+    char extra[64] = "";
+    char *msg;
+    int status = 502;
+    const char *type = "api_error";
+    if (p->n_rate_limited && p->n_rate_limited == p->n_failed) {
+        /* Everything tried is resting: say until when. */
+        uint64_t until = 0;
+        for (size_t i = 0; i < g->n; i++) {
+            const struct ep *e = &st->eps[g->first + i];
+            if (e->rest_until_ms > now && (!until || e->rest_until_ms < until))
+                until = e->rest_until_ms;
+        }
+        unsigned secs = until ? (unsigned)((until - now + 999) / 1000) : PROXY_DEFAULT_REST_S;
+        time_t when = (time_t)((now_wall_ms() + (uint64_t)secs * 1000u) / 1000u);
+        struct tm tm;
+        gmtime_r(&when, &tm);
+        char ts[32];
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
+        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%s)", g->name, ts,
+                        p->attempt_log.data ? p->attempt_log.data : "");
+        status = 429;
+        type = "rate_limit_error";
+    } else {
+        if (p->last_fail_status == 529 || p->last_fail_status == 503) {
+            status = p->last_fail_status;
+            type = "overloaded_error";
+            snprintf(extra, sizeof extra, "Retry-After: %d\r\n", PROXY_DEFAULT_REST_S);
+        } else if (p->n_timed_out == p->n_failed) {
+            status = 504;
+            type = "timeout_error";
+        }
+        msg = xasprintf("all %u attempt(s) failed in group %s: %s", p->attempts, g->name,
+                        p->attempt_log.data ? p->attempt_log.data : "");
+    }
+    /* Drop the trailing "; " of the attempt log. */
+    size_t ml = strlen(msg);
+    if (ml > 2 && strcmp(msg + ml - 2, "; ") == 0)
+        msg[ml - 2] = '\0';
+    else if (ml > 3 && strcmp(msg + ml - 3, "; )") == 0)
+        memmove(msg + ml - 3, ")", 2);
+    preq_error(p, status, type, msg, extra[0] ? extra : NULL);
+    free(msg);
+}
+
+/* Sends the response head (and what was held back) to the client. */
+static void preq_commit(struct preq *p)
+{
+    struct state *st = p->st;
+    uint64_t now = now_mono_ms();
+    p->committed = true;
+    p->holding = false;
+    p->t.state = TRACK_STREAMING;
+    if (p->status >= 200 && p->status < 300) {
+        state_live_success(st, p->ep, p->ttfb_ms, now);
+        state_bind_session(st, p->session_key, p->ep, now);
+    }
+    if (!p->c)
+        return;
+    buf_appendf(&p->resp_hdrs, "x-zephyr-endpoint: %s\r\nx-zephyr-attempts: %u\r\n",
+                st->eps[p->ep].name, p->attempts);
+    conn_start_response(p->c, p->status, p->resp_hdrs.data ? p->resp_hdrs.data : "",
+                        p->resp_hdrs.len, p->resp_len);
+    if (p->held.len) {
+        conn_write_body(p->c, p->held.data, p->held.len);
+        p->bytes_to_client += p->held.len;
+        p->t.bytes_out += p->held.len;
+    }
+    buf_release(&p->held);
 }
 
 /* ---- building the upstream request -------------------------------------- */
@@ -251,20 +422,62 @@ static struct curl_slist *build_headers(const struct http_req *r, bool strip_cre
     return l;
 }
 
-/* ---- curl callbacks ----------------------------------------------------- */
+/* ---- deciding about a failed attempt ------------------------------------ */
 
 static bool status_retryable(int status)
 {
     return status == 500 || status == 502 || status == 503 || status == 504 || status == 529;
 }
 
+/* Whether another attempt is allowed and has somewhere to go. */
 static bool preq_can_retry(struct preq *p)
 {
-    if (p->committed || !p->c || p->attempts >= PROXY_MAX_ATTEMPTS)
+    const struct config *cfg = p->cfg;
+    uint64_t now = now_mono_ms();
+    if (p->committed || !p->c || p->attempts >= (unsigned)cfg->max_attempts ||
+        now - p->t.start_ms >= (uint64_t)cfg->retry_budget_ms)
         return false;
-    struct state *st = p->px->st;
+    struct state *st = p->st;
     p->tried[st->eps[p->ep].index] = true;
-    return state_next_ep(st, p->ep, p->tried, now_mono_ms()) >= 0;
+    return state_next_ep(st, p->ep, p->tried, now) >= 0;
+}
+
+enum fail_kind {
+    FAIL_ERROR = 0,      /* transfer or protocol error, bad status */
+    FAIL_TIMEOUT = 1,    /* no headers in time, or a stall */
+    FAIL_RATE_LIMIT = 2, /* 429: the endpoint rests, it is not failed */
+};
+
+/* Records a failed attempt (nothing reached the client) and sets either
+ * p->retry or p->give_up.  The caller stops the transfer. */
+static void preq_failed(struct preq *p, enum fail_kind kind, int status, const char *why)
+{
+    struct state *st = p->st;
+    uint64_t now = now_mono_ms();
+    snprintf(p->fail, sizeof p->fail, "%s", why);
+    buf_appendf(&p->attempt_log, "%s: %s; ", st->eps[p->ep].name, why);
+    p->n_failed++;
+    p->last_fail_status = status;
+    if (kind == FAIL_RATE_LIMIT)
+        p->n_rate_limited++;
+    else if (kind == FAIL_TIMEOUT)
+        p->n_timed_out++;
+    /* A 529 may get one more try on the same endpoint first. */
+    if (status == 529 && !p->inplace_done && p->cfg->overloaded_retry_in_place_ms > 0 &&
+        p->c && p->attempts < (unsigned)p->cfg->max_attempts) {
+        p->inplace_done = true;
+        p->wait_until_ms = now + (uint64_t)p->cfg->overloaded_retry_in_place_ms;
+        p->retry = true;
+        return;
+    }
+    if (kind != FAIL_RATE_LIMIT)
+        state_live_failure(st, p->ep, why, now);
+    if (p->px->metrics)
+        metrics_retry(p->px->metrics, st->eps[p->ep].name, why);
+    if (preq_can_retry(p))
+        p->retry = true;
+    else
+        p->give_up = true;
 }
 
 static long long parse_retry_after(const char *v)
@@ -275,6 +488,20 @@ static long long parse_retry_after(const char *v)
         return -1;
     long long s = strtoll(v, NULL, 10);
     return s < 0 ? -1 : s;
+}
+
+/* Seconds from now until an RFC 3339 time such as 2026-11-26T03:10:00Z,
+ * or -1 when it does not parse. */
+static long long seconds_until_rfc3339(const char *v)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(v, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end)
+        return -1;
+    time_t t = timegm(&tm);
+    long long d = (long long)t - (long long)(now_wall_ms() / 1000u);
+    return d < 0 ? 0 : d + 1;
 }
 
 /* The value of a response header kept for the client, or NULL. */
@@ -291,51 +518,63 @@ static const char *resp_header(const struct preq *p, const char *name)
     return NULL;
 }
 
-/* Response headers have all arrived: retry elsewhere or commit. Returns
- * false to stop the transfer. */
+/* How long a 429 asks the endpoint to rest, in seconds. */
+static long long rate_limit_rest_s(const struct preq *p)
+{
+    const char *v = resp_header(p, "retry-after");
+    long long ra = v ? parse_retry_after(v) : -1;
+    if (ra >= 0)
+        return ra;
+    static const char *resets[] = {
+        "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset",
+    };
+    for (size_t i = 0; i < sizeof resets / sizeof resets[0]; i++) {
+        v = resp_header(p, resets[i]);
+        long long s = v ? seconds_until_rfc3339(v) : -1;
+        if (s > ra)
+            ra = s;
+    }
+    return ra >= 0 ? ra : PROXY_DEFAULT_REST_S;
+}
+
+/* ---- curl callbacks ----------------------------------------------------- */
+
+/* Response headers have all arrived: fail over, hold back or commit.
+ * Returns false to stop the transfer. */
 static bool preq_headers_done(struct preq *p)
 {
-    struct proxy *px = p->px;
-    struct state *st = px->st;
+    struct state *st = p->st;
     uint64_t now = now_mono_ms();
     p->headers_done = true;
     p->ttfb_ms = (double)(now - p->attempt_start_ms);
     p->last_byte_ms = now;
 
     if (p->status == 429) {
-        const char *v = resp_header(p, "retry-after");
-        long long ra = v ? parse_retry_after(v) : -1;
-        state_rate_limited(st, p->ep, now + (uint64_t)(ra >= 0 ? ra : 5) * 1000u, now);
-        if (preq_can_retry(p)) {
-            snprintf(p->fail, sizeof p->fail, "429 rate limited");
-            p->retry = true;
-            return false;
-        }
-    } else if (status_retryable(p->status)) {
-        snprintf(p->fail, sizeof p->fail, "upstream answered %d", p->status);
-        state_live_failure(st, p->ep, p->fail, now);
-        if (preq_can_retry(p)) {
-            p->retry = true;
-            return false;
-        }
-    } else if (p->status == 401 || p->status == 403) {
-        const struct group *g = &st->groups[st->eps[p->ep].group];
-        if (g->cfg->token)
-            state_live_auth_failure(st, p->ep, p->status == 401 ? "token refused (401)"
-                                                                : "token refused (403)", now);
-    } else if (p->status < 500) {
-        state_live_success(st, p->ep, p->ttfb_ms, now);
-        state_bind_session(st, p->session_key, p->ep, now);
+        long long rest = rate_limit_rest_s(p);
+        state_rate_limited(st, p->ep, now + (uint64_t)rest * 1000u, now);
+        char why[64];
+        snprintf(why, sizeof why, "429 rate limited for %llds", rest);
+        preq_failed(p, FAIL_RATE_LIMIT, 429, why);
+        return false;
     }
-
+    if (status_retryable(p->status)) {
+        char why[64];
+        snprintf(why, sizeof why, "upstream answered %d", p->status);
+        preq_failed(p, FAIL_ERROR, p->status, why);
+        return false;
+    }
+    if ((p->status == 401 || p->status == 403) && st->groups[st->eps[p->ep].group].cfg->token)
+        state_live_auth_failure(st, p->ep, p->status == 401 ? "token refused (401)"
+                                                            : "token refused (403)", now);
     if (!p->c)
         return false;
-    buf_appendf(&p->resp_hdrs, "x-zephyr-endpoint: %s\r\nx-zephyr-attempts: %u\r\n",
-                st->eps[p->ep].name, p->attempts);
-    p->committed = true;
-    p->t.state = TRACK_STREAMING;
-    conn_start_response(p->c, p->status, p->resp_hdrs.data ? p->resp_hdrs.data : "",
-                        p->resp_hdrs.len, p->resp_len);
+    if (p->status == 200 && p->is_sse && p->cfg->stream_holdback_ms > 0) {
+        p->holding = true;
+        p->hold_start_ms = now;
+        return true;
+    }
+    preq_commit(p);
     return true;
 }
 
@@ -353,23 +592,29 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
             p->status = 0;
             buf_reset(&p->resp_hdrs);
             p->resp_len = -1;
-            p->is_sse = false;
+            p->is_sse = p->is_json = false;
             return size * n;
         }
         return preq_headers_done(p) ? size * n : 0;
     }
     if (p->status == 0) {
         const char *sp = memchr(data, ' ', len);
-        if (len < 5 || strncmp(data, "HTTP/", 5) != 0 || !sp)
+        if (len < 5 || strncmp(data, "HTTP/", 5) != 0 || !sp) {
+            snprintf(p->fail, sizeof p->fail, "malformed status line from upstream");
             return 0;
+        }
         p->status = atoi(sp + 1);
-        if (p->status < 100 || p->status > 999)
+        if (p->status < 100 || p->status > 999) {
+            snprintf(p->fail, sizeof p->fail, "malformed status line from upstream");
             return 0;
+        }
         return size * n;
     }
     const char *colon = memchr(data, ':', len);
-    if (!colon)
-        return size * n;
+    if (!colon) {
+        snprintf(p->fail, sizeof p->fail, "malformed response header from upstream");
+        return 0;
+    }
     size_t nl = (size_t)(colon - data);
     const char *v = colon + 1;
     size_t vl = len - nl - 1;
@@ -377,17 +622,22 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
         v++;
         vl--;
     }
-    if (!hdr_name_valid(data, nl) || !hdr_value_valid(v, vl))
-        return 0; /* a malformed upstream header is a protocol error */
+    if (!hdr_name_valid(data, nl) || !hdr_value_valid(v, vl)) {
+        snprintf(p->fail, sizeof p->fail, "malformed response header from upstream");
+        return 0;
+    }
     if (strn_ieq(data, nl, "content-length")) {
         p->resp_len = strtoll(v, NULL, 10);
         return size * n;
     }
     if (hdr_is_hop_by_hop(data, nl))
         return size * n;
-    if (strn_ieq(data, nl, "content-type") && vl >= 17 &&
-        strncasecmp(v, "text/event-stream", 17) == 0)
-        p->is_sse = true;
+    if (strn_ieq(data, nl, "content-type")) {
+        if (vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0)
+            p->is_sse = true;
+        else if (vl >= 16 && strncasecmp(v, "application/json", 16) == 0)
+            p->is_json = true;
+    }
     if (buf_append(&p->resp_hdrs, data, nl) != 0 || buf_append(&p->resp_hdrs, ": ", 2) != 0 ||
         buf_append(&p->resp_hdrs, v, vl) != 0 || buf_append(&p->resp_hdrs, "\r\n", 2) != 0)
         return 0; /* over PROXY_RESP_HEADERS_CAP */
@@ -398,6 +648,19 @@ static int on_sse_event(void *ud, const struct sse_event *ev)
 {
     struct preq *p = ud;
     usage_from_sse_event(ev, &p->usage);
+    if (strn_ieq(ev->name, ev->name_len, "message_start"))
+        p->saw_start = true;
+    else if (strn_ieq(ev->name, ev->name_len, "message_stop"))
+        p->saw_stop = true;
+    if (p->holding) {
+        if (strn_ieq(ev->name, ev->name_len, "error")) {
+            p->hold_error = true;
+            return 1;
+        }
+        if (!strn_ieq(ev->name, ev->name_len, "message_start") &&
+            !strn_ieq(ev->name, ev->name_len, "ping"))
+            p->hold_release = true;
+    }
     return 0;
 }
 
@@ -407,17 +670,32 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     size_t len = size * n;
     if (!p->c)
         return 0;
+    p->last_byte_ms = now_mono_ms();
+    if (p->holding && buf_append(&p->held, data, len) == 0) {
+        sse_feed(&p->sse, data, len, on_sse_event, p);
+        if (p->hold_error) {
+            /* The scanner stopped on the error event; nothing went out. */
+            preq_failed(p, FAIL_ERROR, 529, "event: error right after the stream opened");
+            return 0;
+        }
+        if (p->hold_release)
+            preq_commit(p);
+        return len;
+    }
+    if (p->holding)
+        preq_commit(p); /* more than PROXY_HOLD_CAP to hold: let it all through */
     if (conn_queued(p->c) > CONN_HIGH_WATER) {
         /* The client is slow: curl keeps this data and stops reading the
          * upstream until conn tells us the queue drained. */
         p->paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
-    p->last_byte_ms = now_mono_ms();
     p->t.bytes_out += len;
     p->bytes_to_client += len;
     if (p->is_sse)
         sse_feed(&p->sse, data, len, on_sse_event, p);
+    else if (p->is_json && p->status < 300)
+        buf_append(&p->json, data, len); /* beyond the cap usage is just not read */
     conn_write_body(p->c, data, len);
     return len;
 }
@@ -427,65 +705,89 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 static void on_done(struct fetch_xfer *x, CURLcode rc)
 {
     struct preq *p = (struct preq *)((char *)x - offsetof(struct preq, x));
-    struct state *st = p->px->st;
-    uint64_t now = now_mono_ms();
-
-    if (p->retry) {
-        p->retry = false;
-        st->retries_total++;
-        log_info("%s attempt %u on %s failed (%s); retrying elsewhere", p->t.idstr, p->attempts,
-                 st->eps[p->ep].name, p->fail);
-        int next = state_next_ep(st, p->ep, p->tried, now);
-        if (next < 0 || !p->c) {
-            preq_error(p, 502, "api_error", "no endpoint left to retry on", NULL);
+    if (!p->retry && !p->give_up) {
+        if (rc == CURLE_OK && (p->committed || p->holding)) {
+            if (p->holding && !(p->saw_start && !p->saw_stop)) {
+                preq_commit(p); /* a short stream ended inside the hold-back */
+            } else if (p->holding) {
+                preq_failed(p, FAIL_ERROR, 502, "stream ended before any content");
+                goto decided;
+            }
+            if (p->is_sse && p->saw_start && !p->saw_stop) {
+                /* A clean close without message_stop is not a success. */
+                state_live_failure(p->st, p->ep, "stream ended without message_stop",
+                                   now_mono_ms());
+                preq_break(p, "stream ended without message_stop");
+                return;
+            }
+            struct conn *c = p->c;
+            p->c = NULL;
+            if (c) {
+                conn_detach(c);
+                conn_end_response(c);
+            }
+            preq_finish(p, p->status, "ok");
             return;
         }
-        state_track_route(st, &p->t, next);
-        p->ep = next;
-        preq_attempt(p);
-        return;
-    }
-    if (rc == CURLE_OK && p->committed) {
-        if (p->usage.input == 0 && p->usage.output == 0 && !p->is_sse)
-            (void)0; /* non-streaming usage is read by the metrics work */
-        struct conn *c = p->c;
-        p->c = NULL;
-        if (c) {
-            conn_detach(c);
-            conn_end_response(c);
+        if (p->committed) {
+            snprintf(p->fail, sizeof p->fail, "%s", curl_easy_strerror(rc));
+            state_live_failure(p->st, p->ep, p->fail, now_mono_ms());
+            preq_break(p, p->fail);
+            return;
         }
-        preq_finish(p, p->status, "ok");
+        if (!p->c) {
+            preq_finish(p, 0, "client gone");
+            return;
+        }
+        /* Nothing reached the client: a connection or protocol failure. */
+        char why[sizeof p->fail];
+        snprintf(why, sizeof why, "%s",
+                 rc == CURLE_WRITE_ERROR && p->fail[0] ? p->fail : curl_easy_strerror(rc));
+        preq_failed(p, rc == CURLE_OPERATION_TIMEDOUT ? FAIL_TIMEOUT : FAIL_ERROR, 0, why);
+    }
+decided:
+    if (p->give_up || !p->c) {
+        if (!p->c)
+            preq_finish(p, 0, "client gone");
+        else
+            preq_all_failed(p);
         return;
     }
-    if (p->committed) {
-        snprintf(p->fail, sizeof p->fail, "%s", curl_easy_strerror(rc));
-        state_live_failure(st, p->ep, p->fail, now);
-        preq_break(p, p->fail);
+    preq_next(p);
+}
+
+/* Starts the next attempt after p->retry was set. */
+static void preq_next(struct preq *p)
+{
+    struct state *st = p->st;
+    uint64_t now = now_mono_ms();
+    p->retry = false;
+    st->retries_total++;
+    if (p->wait_until_ms) {
+        /* In place, once its wait is over: the tick starts it. */
+        log_info("%s attempt %u on %s failed (%s); retrying it in %d ms", p->t.idstr,
+                 p->attempts, st->eps[p->ep].name, p->fail,
+                 p->cfg->overloaded_retry_in_place_ms);
+        p->t.state = TRACK_WAITING;
         return;
     }
-    /* Nothing reached the client: a connection-level failure. */
-    if (!p->fail[0] || rc != CURLE_WRITE_ERROR)
-        snprintf(p->fail, sizeof p->fail, "%s", curl_easy_strerror(rc));
-    if (!p->c) {
-        preq_finish(p, 0, "client gone");
+    int next = state_next_ep(st, p->ep, p->tried, now);
+    if (next < 0) {
+        preq_all_failed(p);
         return;
     }
-    state_live_failure(st, p->ep, p->fail, now);
-    if (preq_can_retry(p)) {
-        p->retry = true;
-        on_done(x, rc);
-        return;
-    }
-    char msg[256];
-    snprintf(msg, sizeof msg, "upstream %s: %s", st->eps[p->ep].name, p->fail);
-    preq_error(p, 502, "api_error", msg, NULL);
+    log_info("%s attempt %u on %s failed (%s); retrying on %s", p->t.idstr, p->attempts,
+             st->eps[p->ep].name, p->fail, st->eps[next].name);
+    state_track_route(&p->t, p->st, next);
+    p->ep = next;
+    preq_attempt(p);
 }
 
 static void preq_attempt(struct preq *p)
 {
     struct proxy *px = p->px;
-    struct state *st = px->st;
-    const struct config *cfg = px->cfg;
+    struct state *st = p->st;
+    const struct config *cfg = p->cfg;
     const struct ep *e = &st->eps[p->ep];
     const struct cfg_group *g = st->groups[e->group].cfg;
 
@@ -498,12 +800,19 @@ static void preq_attempt(struct preq *p)
     p->attempt_start_ms = now_mono_ms();
     p->status = 0;
     p->headers_done = false;
+    p->holding = p->hold_release = p->hold_error = false;
+    p->saw_start = p->saw_stop = false;
+    p->give_up = false;
     p->ttfb_ms = -1;
     p->resp_len = -1;
-    p->is_sse = false;
+    p->is_sse = p->is_json = false;
     p->fail[0] = '\0';
-    p->timed_out = false;
+    memset(&p->usage, 0, sizeof p->usage);
     buf_reset(&p->resp_hdrs);
+    buf_reset(&p->held);
+    buf_reset(&p->json);
+    sse_release(&p->sse);
+    sse_init(&p->sse, 256 * 1024);
     p->t.state = TRACK_WAITING;
 
     CURL *h = p->x.easy;
@@ -511,9 +820,9 @@ static void preq_attempt(struct preq *p)
     curl_easy_setopt(h, CURLOPT_URL, url);
     free(url);
 
-    /* The token of the endpoint's group goes on a copy of the list: the client's
-     * list stays as it is for the next attempt.  curl copies nothing from
-     * the list, so it lives until the attempt is over. */
+    /* The token of the endpoint's group goes on a copy of the list: the
+     * client's list stays as it is for the next attempt.  curl copies
+     * nothing from the list, so it lives until the attempt is over. */
     struct curl_slist *hl = NULL;
     for (struct curl_slist *it = p->hdrs; it; it = it->next)
         hl = curl_slist_append(hl, it->data);
@@ -576,40 +885,68 @@ static const struct conn_handler_ops preq_ops = {
 
 /* ---- time limits ---------------------------------------------------------- */
 
+/* Stops the running attempt for a time limit; fails over when the client
+ * has seen nothing yet. */
+static void preq_timeout(struct preq *p, const char *why)
+{
+    fetch_remove(p->px->fetch, &p->x);
+    if (p->committed) {
+        state_live_failure(p->st, p->ep, why, now_mono_ms());
+        preq_break(p, why);
+        return;
+    }
+    preq_failed(p, FAIL_TIMEOUT, 0, why);
+    on_done(&p->x, CURLE_OPERATION_TIMEDOUT);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct proxy *px = t->data;
     uint64_t now = now_mono_ms();
     struct track *tr = px->st->tracks;
+    char why[96];
     while (tr) {
         struct track *next = tr->next;
         struct preq *p = (struct preq *)tr;
-        if (tr->state == TRACK_WAITING && !p->headers_done &&
-            now - p->attempt_start_ms >= (uint64_t)px->cfg->header_timeout_ms) {
-            fetch_remove(px->fetch, &p->x);
-            snprintf(p->fail, sizeof p->fail, "no response headers within %d ms",
-                     px->cfg->header_timeout_ms);
-            state_live_failure(px->st, p->ep, p->fail, now);
-            if (preq_can_retry(p)) {
-                p->retry = true;
-                on_done(&p->x, CURLE_OPERATION_TIMEDOUT);
-            } else {
-                char msg[256];
-                snprintf(msg, sizeof msg, "upstream %s: %s", px->st->eps[p->ep].name, p->fail);
-                preq_error(p, 504, "timeout_error", msg, NULL);
+        const struct config *cfg = p->cfg;
+        if (p->wait_until_ms && !p->x.added) {
+            if (now >= p->wait_until_ms) {
+                p->wait_until_ms = 0;
+                preq_attempt(p);
             }
-        } else if (p->headers_done && !p->paused &&
-                   now - p->last_byte_ms >= (uint64_t)px->cfg->idle_timeout_ms) {
-            fetch_remove(px->fetch, &p->x);
-            snprintf(p->fail, sizeof p->fail, "stream idle for %d ms", px->cfg->idle_timeout_ms);
-            state_live_failure(px->st, p->ep, p->fail, now);
-            preq_break(p, p->fail);
+        } else if (!p->x.added) {
+            /* between attempts or finishing: nothing to watch */
+        } else if (!p->headers_done) {
+            if (now - p->attempt_start_ms >= (uint64_t)cfg->header_timeout_ms) {
+                snprintf(why, sizeof why, "no response headers within %d ms",
+                         cfg->header_timeout_ms);
+                preq_timeout(p, why);
+            }
+        } else if (p->holding && now - p->hold_start_ms >= (uint64_t)cfg->stream_holdback_ms) {
+            preq_commit(p);
+        } else if (!p->paused && now - p->last_byte_ms >= (uint64_t)cfg->idle_timeout_ms) {
+            snprintf(why, sizeof why, "stream stalled: no bytes for %d ms", cfg->idle_timeout_ms);
+            preq_timeout(p, why);
         }
         tr = next;
     }
 }
 
 /* ---- public -------------------------------------------------------------- */
+
+static void proxy_open_reqlog(struct proxy *px)
+{
+    if (px->reqlog) {
+        fclose(px->reqlog);
+        px->reqlog = NULL;
+    }
+    if (px->cfg->request_log) {
+        px->reqlog = fopen(px->cfg->request_log, "a");
+        if (!px->reqlog)
+            log_error("server.request_log: cannot open %s for appending; requests are not "
+                      "logged there", px->cfg->request_log);
+    }
+}
 
 struct proxy *proxy_new(uv_loop_t *loop, struct fetch *f, struct state *st,
                         const struct config *cfg)
@@ -621,12 +958,20 @@ struct proxy *proxy_new(uv_loop_t *loop, struct fetch *f, struct state *st,
     px->cfg = cfg;
     uv_timer_init(loop, &px->tick);
     px->tick.data = px;
+    proxy_open_reqlog(px);
     return px;
 }
 
-void proxy_set_config(struct proxy *px, const struct config *cfg)
+void proxy_set_config(struct proxy *px, struct state *st, const struct config *cfg)
 {
+    px->st = st;
     px->cfg = cfg;
+    proxy_open_reqlog(px);
+}
+
+void proxy_set_metrics(struct proxy *px, struct metrics *m)
+{
+    px->metrics = m;
 }
 
 static void on_tick_closed(uv_handle_t *h)
@@ -647,6 +992,8 @@ void proxy_free(struct proxy *px)
         else
             preq_error(p, 503, "api_error", "proxy shutting down", NULL);
     }
+    if (px->reqlog)
+        fclose(px->reqlog);
     uv_timer_stop(&px->tick);
     uv_close((uv_handle_t *)&px->tick, on_tick_closed);
 }
@@ -668,12 +1015,54 @@ void proxy_on_request_end(struct proxy *px, void (*cb)(void *ud), void *ud)
     px->end_ud = ud;
 }
 
+/* Why nothing is usable: every endpoint resting (429), or down. */
+static void proxy_no_endpoint(struct preq *p)
+{
+    struct state *st = p->st;
+    const struct group *g = &st->groups[st->current_group];
+    uint64_t now = now_mono_ms();
+    uint64_t until = 0;
+    bool all_resting = g->n > 0;
+    struct buf why;
+    buf_init(&why, 2048);
+    for (size_t i = 0; i < g->n; i++) {
+        const struct ep *e = &st->eps[g->first + i];
+        if (e->rest_until_ms > now) {
+            if (!until || e->rest_until_ms < until)
+                until = e->rest_until_ms;
+        } else {
+            all_resting = false;
+        }
+        buf_appendf(&why, "%s%s: %s", i ? "; " : "", e->name,
+                    e->rest_until_ms > now ? "rate-limited"
+                    : e->error[0]          ? e->error
+                                           : ep_status_name(e->status));
+    }
+    char *msg;
+    if (all_resting) {
+        unsigned secs = (unsigned)((until - now + 999) / 1000);
+        char extra[48];
+        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
+        msg = xasprintf("every endpoint of group %s is rate-limited for %u more second(s)",
+                        g->name, secs);
+        preq_error(p, 429, "rate_limit_error", msg, extra);
+    } else {
+        msg = xasprintf("no usable endpoint in group %s: %s", g->name, why.data ? why.data : "");
+        preq_error(p, 503, "overloaded_error", msg, "Retry-After: 5\r\n");
+    }
+    free(msg);
+    buf_release(&why);
+}
+
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 {
     struct state *st = px->st;
     uint64_t now = now_mono_ms();
     struct preq *p = xcalloc(1, sizeof *p);
     p->px = px;
+    p->st = st;
+    p->cfg = px->cfg;
+    state_ref(st);
     p->c = c;
     p->ep = -1;
     p->ttfb_ms = -1;
@@ -683,8 +1072,11 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     p->target = xstrdup(req->target);
     /* The body moves to the request; conn starts a fresh one. */
     p->body = req->body;
-    buf_init(&req->body, (size_t)px->cfg->max_body_bytes);
+    buf_init(&req->body, (size_t)p->cfg->max_body_bytes);
     buf_init(&p->resp_hdrs, PROXY_RESP_HEADERS_CAP);
+    buf_init(&p->held, PROXY_HOLD_CAP);
+    buf_init(&p->json, PROXY_JSON_CAP);
+    buf_init(&p->attempt_log, 4096);
     sse_init(&p->sse, 256 * 1024);
     state_track_add(st, &p->t, p->method, p->target, now);
     p->t.bytes_in = p->body.len;
@@ -700,14 +1092,13 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 
     int ep = state_route(st, p->session_key, now);
     if (ep < 0) {
-        preq_error(p, 503, "overloaded_error",
-                   "no usable endpoint: every endpoint of the current group is failing", NULL);
+        proxy_no_endpoint(p);
         return;
     }
     const struct group *g = &st->groups[st->eps[ep].group];
     p->tried = xcalloc(g->n, sizeof *p->tried);
     p->hdrs = build_headers(req, g->cfg->token != NULL);
-    state_track_route(st, &p->t, ep);
+    state_track_route(&p->t, p->st, ep);
     p->ep = ep;
     preq_attempt(p);
 }

@@ -26,13 +26,18 @@ struct proxy;
 struct state;
 struct fetch;
 struct config;
+struct metrics;
 
 struct proxy *proxy_new(uv_loop_t *loop, struct fetch *f, struct state *st,
                         const struct config *cfg);
 /* Aborts every request in flight (their clients see the failure) and frees
  * the proxy once its timer is closed. */
 void proxy_free(struct proxy *px);
-void proxy_set_config(struct proxy *px, const struct config *cfg);
+/* After a reload: the new state and configuration (requests in flight keep
+ * the endpoint records they started with until they end). */
+void proxy_set_config(struct proxy *px, struct state *st, const struct config *cfg);
+/* Where request outcomes are counted; NULL: nowhere. */
+void proxy_set_metrics(struct proxy *px, struct metrics *m);
 
 /* Takes over the request on c: routes it and answers it. */
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req);

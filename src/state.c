@@ -114,7 +114,109 @@ void state_free(struct state *st)
     free(st->eps);
     free(st->groups);
     sessions_free(st->sessions);
+    config_free(st->owned_cfg);
     free(st);
+}
+
+void state_ref(struct state *st)
+{
+    st->refs++;
+}
+
+void state_unref(struct state *st)
+{
+    if (--st->refs == 0 && st->retired)
+        state_free(st);
+}
+
+void state_retire(struct state *st)
+{
+    st->retired = true;
+    if (st->refs == 0)
+        state_free(st);
+}
+
+static int state_find_in_group(const struct state *st, const char *group, const char *name)
+{
+    int g = state_find_group(st, group);
+    if (g < 0)
+        return -1;
+    const struct group *gr = &st->groups[g];
+    for (size_t i = 0; i < gr->n; i++)
+        if (strcmp(st->eps[gr->first + i].name, name) == 0)
+            return (int)(gr->first + i);
+    return -1;
+}
+
+void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
+{
+    for (size_t i = 0; i < st->n_eps; i++) {
+        struct ep *e = &st->eps[i];
+        int o = state_find_in_group(old, st->groups[e->group].name, e->name);
+        if (o < 0 || strcmp(old->eps[o].url, e->url) != 0)
+            continue;
+        const struct ep *oe = &old->eps[o];
+        /* Everything measured; not what belongs to this state's layout. */
+        char *name = e->name, *url = e->url;
+        size_t group = e->group, index = e->index;
+        *e = *oe;
+        e->name = name;
+        e->url = url;
+        e->group = group;
+        e->index = index;
+        e->active = 0;
+        e->check_running = false;
+    }
+    for (size_t g = 0; g < st->n_groups; g++) {
+        struct group *gr = &st->groups[g];
+        int og = state_find_group(old, gr->name);
+        if (og < 0)
+            continue;
+        const struct group *ogr = &old->groups[og];
+        const struct policy *op = &ogr->policy;
+        if (op->current >= 0) {
+            int e = state_find_in_group(st, gr->name, old->eps[ogr->first + (size_t)op->current].name);
+            if (e >= 0)
+                gr->policy.current = (int)(e - (int)gr->first);
+        }
+        if (op->manual && op->pinned >= 0) {
+            int e = state_find_in_group(st, gr->name, old->eps[ogr->first + (size_t)op->pinned].name);
+            if (e >= 0) {
+                gr->policy.manual = true;
+                gr->policy.pinned = (int)(e - (int)gr->first);
+            }
+        }
+    }
+    int cg = state_find_group(st, old->groups[old->current_group].name);
+    if (cg >= 0)
+        st->current_group = (size_t)cg;
+    st->requests_total = old->requests_total;
+    st->retries_total = old->retries_total;
+    st->live_tokens = old->live_tokens;
+    st->next_track_id = old->next_track_id;
+    st->checks_paused = old->checks_paused;
+    memcpy(st->events, old->events, sizeof st->events);
+    st->n_events = old->n_events;
+    st->next_event = old->next_event;
+    while (old->tracks) {
+        struct track *t = old->tracks;
+        const char *epname = t->ep >= 0 ? old->eps[t->ep].name : NULL;
+        const char *gname = t->ep >= 0 ? old->groups[old->eps[t->ep].group].name : NULL;
+        old->tracks = t->next;
+        old->n_tracks--;
+        int ne = epname ? state_find_in_group(st, gname, epname) : -1;
+        t->owner = st;
+        t->ep = ne;
+        if (ne >= 0)
+            st->eps[ne].active++;
+        t->prev = NULL;
+        t->next = st->tracks;
+        if (st->tracks)
+            st->tracks->prev = t;
+        st->tracks = t;
+        st->n_tracks++;
+    }
+    state_evaluate(st, now_ms);
 }
 
 int state_find_ep(const struct state *st, const char *name)
@@ -315,7 +417,6 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
         e->consecutive_failures = 0;
         e->circuit = CIRCUIT_CLOSED;
         e->circuit_opens = 0;
-        e->rest_until_ms = 0;
         if (before == EP_FAILED || before == EP_AUTH_FAILED) {
             log_info("endpoint %s recovered (%.0f ms)", e->name, latency_ms);
             state_event(st, "recovery", e->name, "", "", "%s recovered (%.0f ms)", e->name,
@@ -470,6 +571,7 @@ void state_track_add(struct state *st, struct track *t, const char *method, cons
     t->ep = -1;
     t->state = TRACK_READING;
     t->start_ms = now_ms;
+    t->owner = st;
     t->next = st->tracks;
     if (st->tracks)
         st->tracks->prev = t;
@@ -478,8 +580,11 @@ void state_track_add(struct state *st, struct track *t, const char *method, cons
     st->requests_total++;
 }
 
-void state_track_route(struct state *st, struct track *t, int ep)
+void state_track_route(struct track *t, const struct state *from, int ep)
 {
+    struct state *st = t->owner;
+    if (from != st && ep >= 0) /* the record moved to a newer state: same endpoint by name */
+        ep = state_find_in_group(st, from->groups[from->eps[ep].group].name, from->eps[ep].name);
     if (t->ep >= 0)
         st->eps[t->ep].active--;
     t->ep = ep;
@@ -489,8 +594,9 @@ void state_track_route(struct state *st, struct track *t, int ep)
     }
 }
 
-void state_track_remove(struct state *st, struct track *t)
+void state_track_remove(struct track *t)
 {
+    struct state *st = t->owner;
     if (t->state == TRACK_DONE)
         return;
     t->state = TRACK_DONE;

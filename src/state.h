@@ -104,6 +104,7 @@ struct track {
     uint64_t bytes_in;
     uint64_t bytes_out;
     unsigned attempts;
+    struct state *owner;  /* borrows: the state whose list holds this record */
     struct track *prev, *next;
 };
 
@@ -117,7 +118,10 @@ struct event {
 };
 
 struct state {
-    const struct config *cfg;   /* borrows; main owns it */
+    const struct config *cfg;   /* borrows, or owns when owned_cfg is set */
+    struct config *owned_cfg;   /* owns; freed with the state */
+    unsigned refs;              /* requests started under this state */
+    bool retired;               /* replaced by a reload: freed at refs == 0 */
     struct ep *eps;             /* owns, n_eps entries, grouped by group */
     size_t n_eps;
     struct group *groups;       /* owns */
@@ -144,7 +148,24 @@ struct state {
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
+/* Frees the state (and the config it owns).  NULL is a no-op. */
 void state_free(struct state *st);
+
+/* A request keeps the state it started under alive: after a reload the
+ * retired state is freed when its last request ends. */
+void state_ref(struct state *st);
+void state_unref(struct state *st);
+void state_retire(struct state *st);
+
+/*
+ * After a reload: st (new) takes over from old what stays true.  For every
+ * endpoint with the same group, name and URL in both, its health, latency,
+ * history, counters, circuit and rate-limit rest are copied; each group's
+ * mode, pin and current endpoint are carried over by name, and so is the
+ * current group; the totals carry over; old's in-flight track records move
+ * to st, their endpoint looked up by name (-1 when it is gone).
+ */
+void state_take_over(struct state *st, struct state *old, uint64_t now_ms);
 
 /* Endpoint by name (first match), or -1. */
 int state_find_ep(const struct state *st, const char *name);
@@ -187,8 +208,10 @@ int state_set_group(struct state *st, int group, uint64_t now_ms, char *err, siz
 /* Request tracking. */
 void state_track_add(struct state *st, struct track *t, const char *method, const char *path,
                      uint64_t now_ms);
-void state_track_remove(struct state *st, struct track *t);
-void state_track_route(struct state *st, struct track *t, int ep);
+void state_track_remove(struct track *t);
+/* Routes t to endpoint ep of state from (the request's own state, which
+ * may be older than the one holding the record after a reload). */
+void state_track_route(struct track *t, const struct state *from, int ep);
 
 void state_event(struct state *st, const char *kind, const char *from, const char *to,
                  const char *reason, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
