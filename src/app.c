@@ -234,7 +234,7 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
 
 static void app_admin(struct app *a, struct conn *c, struct http_req *req, const char *op)
 {
-    char err[200] = "";
+    char err[1024] = "";
     if (!admin_allowed(a, c, req)) {
         conn_respond_error(c, 403, "permission_error",
                            a->cfg->admin_key ? "admin API: wrong or missing x-zephyr-admin-key"
