@@ -1015,6 +1015,54 @@ void proxy_on_request_end(struct proxy *px, void (*cb)(void *ud), void *ud)
     px->end_ud = ud;
 }
 
+/* Finds `"key"` as a JSON key (not inside a string: a quote inside a
+ * string is escaped) at or after p; returns the position after it. */
+static const char *json_key(const char *p, const char *end, const char *key)
+{
+    size_t kl = strlen(key);
+    while (p < end) {
+        const char *q = memmem(p, (size_t)(end - p), key, kl);
+        if (!q)
+            return NULL;
+        if (q > p && q[-1] != '\\') {
+            const char *r = q + kl;
+            while (r < end && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r'))
+                r++;
+            if (r < end && *r == ':')
+                return r + 1;
+        }
+        p = q + kl;
+    }
+    return NULL;
+}
+
+/* metadata.user_id of a Messages request body, for sticky sessions when the
+ * client sends no X-Claude-Code-Session-Id; NULL when there is none.  A
+ * scan, not a parse: bodies are large and only this one field is needed. */
+static char *body_user_id(const char *body, size_t len)
+{
+    if (!body || len == 0)
+        return NULL;
+    const char *end = body + len;
+    const char *m = json_key(body, end, "\"metadata\"");
+    if (!m)
+        return NULL;
+    const char *lim = end - m > 1024 ? m + 1024 : end;
+    const char *u = json_key(m, lim, "\"user_id\"");
+    if (!u)
+        return NULL;
+    while (u < lim && (*u == ' ' || *u == '\t'))
+        u++;
+    if (u >= lim || *u != '"')
+        return NULL;
+    const char *v = ++u;
+    while (u < lim && *u != '"' && *u != '\\')
+        u++;
+    if (u >= lim || *u != '"' || u == v || u - v > 256)
+        return NULL;
+    return xstrndup(v, (size_t)(u - v));
+}
+
 /* Why nothing is usable: every endpoint resting (429), or down. */
 static void proxy_no_endpoint(struct preq *p)
 {
@@ -1089,6 +1137,8 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     const struct http_hdr *sid = http_req_header(req, "x-claude-code-session-id");
     if (sid && sid->value_len)
         p->session_key = xstrndup(sid->value, sid->value_len);
+    else
+        p->session_key = body_user_id(p->body.data, p->body.len);
 
     int ep = state_route(st, p->session_key, now);
     if (ep < 0) {

@@ -7,7 +7,7 @@ is long), so each test decides when the proxy learns something."""
 
 import unittest
 
-from harness import ZephyrTestCase, make_config, scaled, wait_for
+from harness import ZephyrTestCase, make_config, messages_body, scaled, wait_for
 
 HC = {"method": "messages", "interval_seconds": 600, "timeout_seconds": 5,
       "failed_interval_seconds": 600}
@@ -140,6 +140,25 @@ class Switching(ZephyrTestCase):
         # The session's endpoint fails: the session moves on.
         a.config(status=500)
         self.assertEqual(self.served_by(p, s1), "b")
+
+    def test_sticky_by_metadata_user_id(self):
+        a = self.start_fake("a")
+        b = self.start_fake("b", latency_ms=150)
+        p = self.proxy([{"name": "g", "endpoints": [("a", a.url), ("b", b.url)]}])
+        self.check(p, 2)
+        body = messages_body(extra={"metadata": {"user_id": "user_abc_account_1_session_x"}})
+        r = self.post_messages(p.port, body=body)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "a")
+        a.config(latency_ms=500)
+        b.config(latency_ms=0)
+        for _ in range(8):
+            self.check(p)
+            if self.current(p) == "b":
+                break
+        self.assertEqual(self.current(p), "b")
+        r = self.post_messages(p.port, body=body)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "a", "metadata.user_id session moved")
+        self.assertEqual(self.served_by(p), "b")
 
     def test_graceful_switch_waits_for_in_flight_stream(self):
         a = self.start_fake("a", latency_ms=0, events=12, gap_ms=150)
