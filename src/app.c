@@ -31,10 +31,12 @@
 #include "fetch.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "state.h"
 #include "status.h"
 #include "util.h"
+#include "web.h"
 
 struct app {
     uv_loop_t loop;
@@ -46,6 +48,7 @@ struct app {
     struct health *health;      /* owns */
     struct demo *demo;          /* owns; NULL unless --demo */
     struct dashboard *dash;     /* owns; NULL unless --dashboard */
+    struct metrics *metrics;    /* owns */
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
     uv_timer_t policy_timer;    /* fires pending graceful switches */
@@ -301,6 +304,24 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         respond_json(c, 200, app_status(a));
         return;
     }
+    if (plen == 8 && strncmp(t, "/metrics", 8) == 0 && get) {
+        struct buf out;
+        buf_init(&out, SIZE_MAX);
+        metrics_render(a->metrics, a->st, &out);
+        conn_respond(c, 200, METRICS_CONTENT_TYPE, out.data ? out.data : "", out.len, NULL);
+        buf_release(&out);
+        return;
+    }
+    if ((plen == 10 && strncmp(t, "/dashboard", 10) == 0 && get) ||
+        (plen == 11 && strncmp(t, "/dashboard/", 11) == 0 && get)) {
+        size_t len;
+        const char *page = web_dashboard_page(&len);
+        conn_respond(c, 200, WEB_CONTENT_TYPE, page, len,
+                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                     "Content-Security-Policy: default-src 'self'; style-src 'unsafe-inline'; "
+                     "script-src 'unsafe-inline'; img-src 'self' data:\r\n");
+        return;
+    }
     if (plen > 7 && strncmp(t, "/admin/", 7) == 0) {
         char op[32];
         snprintf(op, sizeof op, "%.*s", (int)(plen - 7 < 31 ? plen - 7 : 31), t + 7);
@@ -471,6 +492,8 @@ int app_run(struct config *cfg, const struct app_opts *opts)
 
     a->st = state_new(cfg, now_mono_ms(), now_wall_ms());
     a->st->owned_cfg = cfg; /* the state owns its configuration from here on */
+    a->metrics = metrics_new();
+    a->st->metrics = a->metrics;
     a->fetch = fetch_new(&a->loop);
     a->srv = conn_server_new(&a->loop, cfg, app_dispatch, a);
     char err[256];
@@ -491,6 +514,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     snprintf(a->listen, sizeof a->listen, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
              conn_port(a->srv));
     a->px = proxy_new(&a->loop, a->fetch, a->st, cfg);
+    proxy_set_metrics(a->px, a->metrics);
     proxy_on_idle(a->px, on_proxy_idle, a);
     proxy_on_request_end(a->px, on_request_end, a);
     a->health = health_new(&a->loop, a->fetch, a->st, cfg);
@@ -542,6 +566,7 @@ out:
         log_debug("loop closed with handles left: %s", uv_strerror(rc));
     int code = a->exit_code;
     state_free(a->st);
+    metrics_free(a->metrics);
     log_clear_secrets();
     free(a);
     curl_global_cleanup();

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define STATE_CIRCUIT_FAILURES 3
@@ -190,6 +191,7 @@ void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
     int cg = state_find_group(st, old->groups[old->current_group].name);
     if (cg >= 0)
         st->current_group = (size_t)cg;
+    st->metrics = old->metrics;
     st->requests_total = old->requests_total;
     st->retries_total = old->retries_total;
     st->live_tokens = old->live_tokens;
@@ -286,6 +288,8 @@ static void state_log_switch(struct state *st, const struct group *g,
     if (sw->to_latency_ms >= 0)
         snprintf(tl, sizeof tl, "%.0f ms", sw->to_latency_ms);
     log_info("switch [%s] %s (%s) -> %s (%s): %s", g->name, from, fl, to, tl, reason);
+    if (st->metrics)
+        metrics_switch(st->metrics, reason);
     state_event(st, "switch", from, to, reason, "[%s] %s (%s) -> %s (%s): %s", g->name, from, fl,
                 to, tl, reason);
 }
@@ -406,6 +410,8 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
     }
     ep_history_add(e, ok, latency_ms, error, now_wall);
     ep_circuit_tick(e, now_ms);
+    if (st->metrics)
+        metrics_check(st->metrics, e->name, ok, latency_ms);
     if (ok) {
         e->checks_ok++;
         e->status = EP_HEALTHY;

@@ -145,6 +145,7 @@ struct state {
     uint64_t next_cycle_ms;     /* monotonic, 0 when unscheduled */
     const char *load_level;     /* borrows a static string */
     struct sessions *sessions;  /* owns */
+    struct metrics *metrics;    /* borrows; NULL: not counted */
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
