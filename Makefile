@@ -57,6 +57,9 @@ $(B)/obj/%.o: src/%.c | $(LLHTTP_DIR)/llhttp.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# src/web.c embeds the dashboard page with .incbin: rebuild it when the page changes.
+$(B)/obj/web.o: web/dashboard.html
+
 $(B)/obj/%.o: src/%.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
