@@ -88,8 +88,38 @@ static bool secret_eq(const char *given, size_t len, const char *secret)
     return diff == 0;
 }
 
+/* Whether a browser could have been tricked into this request: an Origin
+ * that is not the host the request was sent to (cross-site request
+ * forgery), or, when no admin key protects the API, a Host that is not a
+ * loopback name or the bind address (DNS rebinding). */
+static bool admin_forged(struct app *a, const struct http_req *req)
+{
+    const struct http_hdr *host = http_req_header(req, "host");
+    const struct http_hdr *origin = http_req_header(req, "origin");
+    if (host && !a->cfg->admin_key) {
+        size_t hl = host->value_len;
+        const char *h = host->value;
+        const char *colon = h[0] == '[' ? memchr(h, ']', hl) : memchr(h, ':', hl);
+        size_t name_len = colon ? (size_t)(colon - h) + (h[0] == '[') : hl;
+        bool ok = strn_ieq(h, name_len, "localhost") || strn_ieq(h, name_len, "[::1]") ||
+                  (name_len >= 4 && strncmp(h, "127.", 4) == 0) ||
+                  strn_ieq(h, name_len, a->cfg->bind);
+        if (!ok)
+            return true;
+    }
+    if (origin && host) {
+        if (origin->value_len != 7 + host->value_len ||
+            strncasecmp(origin->value, "http://", 7) != 0 ||
+            strncasecmp(origin->value + 7, host->value, host->value_len) != 0)
+            return true;
+    }
+    return false;
+}
+
 static bool admin_allowed(struct app *a, struct conn *c, const struct http_req *req)
 {
+    if (admin_forged(a, req))
+        return false;
     if (a->cfg->admin_key) {
         const struct http_hdr *h = http_req_header(req, "x-zephyr-admin-key");
         return h && secret_eq(h->value, h->value_len, a->cfg->admin_key);
@@ -240,8 +270,10 @@ static void app_admin(struct app *a, struct conn *c, struct http_req *req, const
     char err[1024] = "";
     if (!admin_allowed(a, c, req)) {
         conn_respond_error(c, 403, "permission_error",
-                           a->cfg->admin_key ? "admin API: wrong or missing x-zephyr-admin-key"
-                                             : "admin API answers loopback clients only",
+                           admin_forged(a, req)
+                               ? "admin API: cross-site request refused (Origin or Host)"
+                           : a->cfg->admin_key ? "admin API: wrong or missing x-zephyr-admin-key"
+                                               : "admin API answers loopback clients only",
                            NULL);
         return;
     }

@@ -228,8 +228,9 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     usage_add(&st->live_tokens, &p->usage);
     if (p->ep >= 0)
         usage_add(&st->eps[p->ep].live_tokens, &p->usage);
-    if (px->metrics && p->ep >= 0)
-        metrics_request(px->metrics, st->eps[p->ep].name, st->groups[st->eps[p->ep].group].name,
+    if (px->metrics)
+        metrics_request(px->metrics, p->ep >= 0 ? st->eps[p->ep].name : NULL,
+                        st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,
                         status, p->ttfb_ms, (double)total, p->attempts, &p->usage);
     state_track_remove(&p->t);
     if (p->x.easy)
@@ -472,12 +473,21 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
     }
     if (kind != FAIL_RATE_LIMIT)
         state_live_failure(st, p->ep, why, now);
-    if (p->px->metrics)
-        metrics_retry(p->px->metrics, st->eps[p->ep].name, why);
-    if (preq_can_retry(p))
-        p->retry = true;
-    else
+    if (!preq_can_retry(p)) {
         p->give_up = true;
+        return;
+    }
+    p->retry = true;
+    if (p->px->metrics) {
+        /* A short reason word: the free text would make a poor label. */
+        const char *reason = kind == FAIL_TIMEOUT      ? "timeout"
+                             : kind == FAIL_RATE_LIMIT ? "429"
+                             : status == 529           ? "529"
+                             : status >= 500           ? "5xx"
+                             : status == 0             ? "transfer"
+                                                       : "stream";
+        metrics_retry(p->px->metrics, st->eps[p->ep].name, reason);
+    }
 }
 
 static long long parse_retry_after(const char *v)

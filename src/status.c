@@ -211,6 +211,7 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
     cJSON_AddNumberToObject(c, "switch_threshold_ms", cfg->switch_threshold_ms);
     cJSON_AddNumberToObject(c, "graceful_switch_timeout_ms", cfg->graceful_switch_timeout_ms);
     cJSON_AddNumberToObject(c, "max_body_bytes", (double)cfg->max_body_bytes);
+    cJSON_AddStringToObject(c, "ui_language", cfg->language ? cfg->language : "en");
     cJSON *hc = cJSON_AddObjectToObject(c, "health_check");
     cJSON_AddNumberToObject(hc, "interval_seconds", cfg->interval_s);
     cJSON_AddNumberToObject(hc, "min_interval_seconds", cfg->min_interval_s);

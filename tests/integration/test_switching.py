@@ -7,7 +7,7 @@ is long), so each test decides when the proxy learns something."""
 
 import unittest
 
-from harness import ZephyrTestCase, make_config, messages_body, scaled, wait_for
+from harness import ZephyrTestCase, http_request, make_config, messages_body, scaled, wait_for
 
 HC = {"method": "messages", "interval_seconds": 600, "timeout_seconds": 5,
       "failed_interval_seconds": 600}
@@ -202,6 +202,24 @@ class Switching(ZephyrTestCase):
         self.assertTrue(all(e["checks"] >= 1 for e in st["endpoints"]))
         code, body = p.admin("group", {"group": "nope"})
         self.assertEqual(code, 400, body)
+
+
+class AdminGuards(ZephyrTestCase):
+
+    def test_cross_site_admin_requests_are_refused(self):
+        a = self.start_fake("a")
+        p = self.start_proxy(config_text=make_config(
+            [{"name": "g", "endpoints": [("a", a.url)]}], health_check=HC))
+        host = "127.0.0.1:%d" % p.port
+        cases = [({"Origin": "http://evil.example"}, 403),
+                 ({"Host": "evil.example:%d" % p.port, "Origin": "http://evil.example:%d" % p.port}, 403),
+                 ({"Origin": "http://" + host}, 200),
+                 ({}, 200)]
+        for headers, want in cases:
+            r = http_request(p.port, "POST", "/admin/pause", b"{}",
+                             dict(headers, **{"content-type": "application/json"}))
+            self.assertEqual(r.status, want, (headers, r))
+        self.assertTrue(p.status()["checks"]["paused"])
 
 
 if __name__ == "__main__":
