@@ -9,14 +9,21 @@
 set -eu
 cd "$(dirname "$0")"
 
-# Build and run-time packages, plus what the tests drive (python3 for the
-# integration suite, tmux for the dashboard tests, clang for the fuzzers).
+# Build and run-time packages, plus what the tests drive: python3 for the
+# integration suite, tmux for the terminal dashboard, clang for the fuzzers,
+# promtool (package prometheus) for /metrics, chromium for the web page, and
+# node + npm for the real clients (Claude Code, the SDK) and Playwright.
 PKGS="gcc g++ make pkg-config ca-certificates curl libuv1-dev libcurl4-openssl-dev \
 libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev"
-TEST_PKGS="python3 tmux clang libclang-rt-14-dev"
+TEST_PKGS="python3 tmux clang libclang-rt-14-dev prometheus chromium chromium-driver"
 
 want=$PKGS
-[ "${1:-}" = "test" ] && want="$PKGS $TEST_PKGS"
+if [ "${1:-}" = "test" ]; then
+    want="$PKGS $TEST_PKGS"
+    # An installed node (Debian's or NodeSource's) is kept; only a machine
+    # without one gets Debian's nodejs and npm.
+    command -v npm >/dev/null 2>&1 || want="$want nodejs npm"
+fi
 missing=""
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
