@@ -1001,7 +1001,16 @@ static uint64_t health_ep_due(const struct health *h, size_t i)
         if (!due || d < due)
             due = d;
     }
+    /* An open circuit lets nothing through, checks included, until its
+     * back-off is over; then one check is the trial. */
+    if (e->circuit == CIRCUIT_OPEN && (e->status == EP_FAILED || due))
+        due = e->circuit_retry_ms;
     return due;
+}
+
+static bool health_circuit_blocks(const struct ep *e, uint64_t now)
+{
+    return e->circuit == CIRCUIT_OPEN && now < e->circuit_retry_ms;
 }
 
 static void health_queue(struct health *h, size_t i, unsigned cycle)
@@ -1020,7 +1029,8 @@ static void health_cycle(struct health *h, uint64_t now)
     h->cycle_start_ms = start;
     unsigned queued = 0;
     for (size_t i = 0; i < h->n_eps; i++) {
-        if (!h->eps[i].queued && !h->st->eps[i].check_running) {
+        if (!h->eps[i].queued && !h->st->eps[i].check_running &&
+            !health_circuit_blocks(&h->st->eps[i], now)) {
             health_queue(h, i, h->cycle_no);
             queued++;
         }

@@ -109,6 +109,7 @@ struct preq {
     bool hold_release;          /* set by the scanner: a content event arrived */
     bool hold_error;            /* set by the scanner: `event: error` while held */
     bool saw_start, saw_stop;   /* message_start / message_stop seen */
+    bool saw_error;             /* the upstream sent `event: error` itself */
     bool committed;             /* response headers went to the client */
     bool paused;
     bool is_sse;
@@ -291,6 +292,16 @@ static void preq_break(struct preq *p, const char *why)
     preq_finish(p, p->status, why);
 }
 
+/* The UTC time secs seconds from now, as 2026-11-26T03:10:00Z. */
+static const char *utc_after(unsigned secs, char *out, size_t size)
+{
+    time_t when = (time_t)((now_wall_ms() + (uint64_t)secs * 1000u) / 1000u);
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return out;
+}
+
 /* Every attempt failed: one error that says what happened on each. */
 static void preq_all_failed(struct preq *p)
 {
@@ -310,13 +321,10 @@ static void preq_all_failed(struct preq *p)
                 until = e->rest_until_ms;
         }
         unsigned secs = until ? (unsigned)((until - now + 999) / 1000) : PROXY_DEFAULT_REST_S;
-        time_t when = (time_t)((now_wall_ms() + (uint64_t)secs * 1000u) / 1000u);
-        struct tm tm;
-        gmtime_r(&when, &tm);
         char ts[32];
-        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
         snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
-        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%s)", g->name, ts,
+        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%s)", g->name,
+                        utc_after(secs, ts, sizeof ts),
                         p->attempt_log.data ? p->attempt_log.data : "");
         status = 429;
         type = "rate_limit_error";
@@ -662,6 +670,8 @@ static int on_sse_event(void *ud, const struct sse_event *ev)
         p->saw_start = true;
     else if (strn_ieq(ev->name, ev->name_len, "message_stop"))
         p->saw_stop = true;
+    else if (strn_ieq(ev->name, ev->name_len, "error"))
+        p->saw_error = true;
     if (p->holding) {
         if (strn_ieq(ev->name, ev->name_len, "error")) {
             p->hold_error = true;
@@ -723,8 +733,9 @@ static void on_done(struct fetch_xfer *x, CURLcode rc)
                 preq_failed(p, FAIL_ERROR, 502, "stream ended before any content");
                 goto decided;
             }
-            if (p->is_sse && p->saw_start && !p->saw_stop) {
-                /* A clean close without message_stop is not a success. */
+            if (p->is_sse && p->saw_start && !p->saw_stop && !p->saw_error) {
+                /* A clean close without message_stop is not a success.  (An
+                 * upstream error event already told the client so.) */
                 state_live_failure(p->st, p->ep, "stream ended without message_stop",
                                    now_mono_ms());
                 preq_break(p, "stream ended without message_stop");
@@ -811,7 +822,7 @@ static void preq_attempt(struct preq *p)
     p->status = 0;
     p->headers_done = false;
     p->holding = p->hold_release = p->hold_error = false;
-    p->saw_start = p->saw_stop = false;
+    p->saw_start = p->saw_stop = p->saw_error = false;
     p->give_up = false;
     p->ttfb_ms = -1;
     p->resp_len = -1;
@@ -1099,10 +1110,10 @@ static void proxy_no_endpoint(struct preq *p)
     char *msg;
     if (all_resting) {
         unsigned secs = (unsigned)((until - now + 999) / 1000);
-        char extra[48];
+        char extra[48], ts[32];
         snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
-        msg = xasprintf("every endpoint of group %s is rate-limited for %u more second(s)",
-                        g->name, secs);
+        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%u s)", g->name,
+                        utc_after(secs, ts, sizeof ts), secs);
         preq_error(p, 429, "rate_limit_error", msg, extra);
     } else {
         msg = xasprintf("no usable endpoint in group %s: %s", g->name, why.data ? why.data : "");
