@@ -22,8 +22,9 @@
  *   LATENCY   request read, the latency timer runs
  *   STREAMING an SSE response is being produced (gap timer or backpressure)
  *   HANGING   hang: the request is never answered
- *   DRAINING  response queued but more than OUT_HIGH bytes wait in the
- *             socket's write queue; parsing resumes below OUT_LOW
+ *   DRAINING  response queued but the output is full (OUT_HIGH bytes or
+ *             INFLIGHT_HIGH write requests pending); parsing resumes when it
+ *             is back under OUT_LOW / INFLIGHT_LOW
  *   ENDING    last response queued (connection: close, close_after, bad
  *             request); uv_shutdown flushes it, then the handle is closed
  *   CLOSED    uv_close called; freed in the last close callback
@@ -67,6 +68,8 @@
 #define PENDING_MAX (PENDING_STOP + READ_BUF_SIZE)
 #define OUT_HIGH (1024 * 1024)
 #define OUT_LOW (256 * 1024)
+#define INFLIGHT_HIGH 64 /* write requests not yet called back, per connection */
+#define INFLIGHT_LOW 16
 #define WREQ_HEAD 512
 #define WREQ_INLINE 1024
 #define WREQ_FREE_MAX 1024
@@ -185,7 +188,9 @@ struct conn {
     enum conn_state state;
     int open_handles;
     bool reading, eof, in_parse;
+    int inflight; /* uv_write requests not yet called back */
     struct buf pending; /* owns; input that arrived while busy */
+    size_t pending_off; /* pending bytes before this are parsed */
     struct buf url;     /* owns */
     struct buf hdrs;    /* owns; "name\0value\0" for each header */
     struct buf cfg;     /* owns; body of POST /_fake/config */
@@ -301,27 +306,27 @@ enum {
 
 struct knob {
     const char *name;
-    enum knob_kind kind;
     size_t off;
     long min, max; /* value range, or string length range */
+    enum knob_kind kind;
     unsigned flags;
 };
 
 #define KOFF(field) offsetof(struct fakeup_opts, field)
 static const struct knob knobs[] = {
-    {"latency_ms", KNOB_INT, KOFF(latency_ms), 0, INT_MAX, KF_RUNTIME | KF_REQUEST},
-    {"status", KNOB_INT, KOFF(status), 100, 999, KF_RUNTIME | KF_REQUEST},
-    {"retry_after", KNOB_INT, KOFF(retry_after), -1, INT_MAX, KF_RUNTIME | KF_REQUEST},
-    {"token", KNOB_STR, KOFF(token), 0, FAKEUP_TOKEN_MAX - 1, KF_RUNTIME | KF_REQUEST},
-    {"events", KNOB_INT, KOFF(events), 0, 1000000, KF_RUNTIME | KF_REQUEST},
-    {"gap_ms", KNOB_INT, KOFF(gap_ms), 0, INT_MAX, KF_RUNTIME | KF_REQUEST},
-    {"close_after", KNOB_INT, KOFF(close_after), -1, INT_MAX, KF_RUNTIME | KF_REQUEST},
-    {"error_after", KNOB_INT, KOFF(error_after), -1, INT_MAX, KF_RUNTIME | KF_REQUEST},
-    {"hang", KNOB_BOOL, KOFF(hang), 0, 1, KF_RUNTIME | KF_REQUEST},
-    {"body_bytes", KNOB_INT, KOFF(body_bytes), 0, 1L << 30, KF_RUNTIME | KF_REQUEST},
-    {"name", KNOB_STR, KOFF(name), 1, FAKEUP_NAME_MAX - 1, KF_RUNTIME},
-    {"bind", KNOB_STR, KOFF(bind), 1, FAKEUP_NAME_MAX - 1, 0},
-    {"port", KNOB_INT, KOFF(port), 0, 65535, 0},
+    {"latency_ms", KOFF(latency_ms), 0, INT_MAX, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"status", KOFF(status), 100, 999, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"retry_after", KOFF(retry_after), -1, INT_MAX, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"token", KOFF(token), 0, FAKEUP_TOKEN_MAX - 1, KNOB_STR, KF_RUNTIME | KF_REQUEST},
+    {"events", KOFF(events), 0, 1000000, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"gap_ms", KOFF(gap_ms), 0, INT_MAX, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"close_after", KOFF(close_after), -1, INT_MAX, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"error_after", KOFF(error_after), -1, INT_MAX, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"hang", KOFF(hang), 0, 1, KNOB_BOOL, KF_RUNTIME | KF_REQUEST},
+    {"body_bytes", KOFF(body_bytes), 0, 1L << 30, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"name", KOFF(name), 1, FAKEUP_NAME_MAX - 1, KNOB_STR, KF_RUNTIME},
+    {"bind", KOFF(bind), 1, FAKEUP_NAME_MAX - 1, KNOB_STR, 0},
+    {"port", KOFF(port), 0, 65535, KNOB_INT, 0},
 };
 #undef KOFF
 
@@ -737,10 +742,22 @@ static size_t write_queue(struct conn *c)
     return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 }
 
+/*
+ * True when the connection holds enough unsent output: stop producing.  Both
+ * bytes not yet taken by the kernel and write requests not yet called back
+ * count (a write the kernel took at once is called back only on the next
+ * loop iteration, so a fast producer would otherwise pile them up).
+ */
+static bool output_full(struct conn *c)
+{
+    return c->inflight >= INFLIGHT_HIGH || write_queue(c) > OUT_HIGH;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct conn *c = w->c;
+    c->inflight--;
     wreq_put(c->f, w);
     if (c->state == CONN_CLOSED)
         return;
@@ -748,7 +765,7 @@ static void on_write(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
-    if (write_queue(c) > OUT_LOW)
+    if (c->inflight > INFLIGHT_LOW || write_queue(c) > OUT_LOW)
         return;
     if (c->state == CONN_DRAINING) {
         c->state = CONN_READING;
@@ -778,7 +795,9 @@ static void wreq_send(struct conn *c, struct wreq *w)
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write) < 0) {
         wreq_put(c->f, w);
         conn_close(c);
+        return;
     }
+    c->inflight++;
 }
 
 /* ---- response pieces ---- */
@@ -863,7 +882,7 @@ static void put_head(struct conn *c, struct wreq *w, int status, const char *cty
     if (api)
         head_add(w, "request-id: req_fake_%llu\r\n", (unsigned long long)c->id);
     head_add(w, "x-fake-name: %s\r\n", c->f->opts.name);
-    if (api && c->k.retry_after >= 0)
+    if (route_is_v1(c->route) && c->k.retry_after >= 0)
         head_add(w, "retry-after: %d\r\n", c->k.retry_after);
     if (!c->keep_alive)
         head_add(w, "connection: close\r\n");
@@ -898,24 +917,34 @@ static void send_json_doc(struct conn *c, int status, cJSON *doc)
     wreq_send(c, w);
 }
 
-static const char *req_model(const struct conn *c)
+/* The model to echo: the request's (raw JSON string content) or a default. */
+static const char *req_model(const struct conn *c, int *len)
 {
-    return c->js.model_ok ? "" : DEFAULT_MODEL;
+    if (c->js.model_ok) {
+        *len = (int)c->js.model_len;
+        return c->js.model;
+    }
+    *len = (int)strlen(DEFAULT_MODEL);
+    return DEFAULT_MODEL;
+}
+
+/* A stand-in for a token count: a quarter of the body bytes, at least 1. */
+static unsigned long long input_tokens(const struct conn *c)
+{
+    return c->body_bytes / 4 ? (unsigned long long)(c->body_bytes / 4) : 1;
 }
 
 static void send_message(struct conn *c)
 {
     struct wreq *w = wreq_get(c);
-    const struct jscan *js = &c->js;
     int events = c->k.events;
+    int mlen;
+    const char *model = req_model(c, &mlen);
     wreq_reserve(w, (size_t)events * 10 + (size_t)c->k.body_bytes + 512 + MODEL_MAX);
     wreq_printf(w,
                 "{\"id\":\"msg_fake_%llu\",\"type\":\"message\",\"role\":\"assistant\","
-                "\"model\":\"%s",
-                (unsigned long long)c->id, req_model(c));
-    if (js->model_ok)
-        wreq_append(w, js->model, js->model_len);
-    wreq_printf(w, "\",\"content\":[{\"type\":\"text\",\"text\":\"");
+                "\"model\":\"%.*s\",\"content\":[{\"type\":\"text\",\"text\":\"",
+                (unsigned long long)c->id, mlen, model);
     size_t text_start = w->len;
     for (int i = 0; i < events; i++)
         wreq_printf(w, "w%d ", i);
@@ -929,7 +958,7 @@ static void send_message(struct conn *c)
     wreq_printf(w,
                 "\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
                 "\"usage\":{\"input_tokens\":%llu,\"output_tokens\":%d}}",
-                (unsigned long long)(c->body_bytes / 4 ? c->body_bytes / 4 : 1), events);
+                input_tokens(c), events);
     put_head(c, w, c->status, "application/json", (long long)w->len);
     wreq_send(c, w);
 }
@@ -994,7 +1023,7 @@ static void response_done(struct conn *c)
         conn_end(c);
         return;
     }
-    if (write_queue(c) > OUT_HIGH) {
+    if (output_full(c)) {
         c->state = CONN_DRAINING;
         return;
     }
@@ -1035,7 +1064,7 @@ static void stream_step(struct conn *c)
     for (;;) {
         if (c->state != CONN_STREAMING)
             return;
-        if (write_queue(c) > OUT_HIGH) {
+        if (output_full(c)) {
             c->stream_blocked = true;
             return;
         }
@@ -1104,14 +1133,14 @@ static void stream_begin(struct conn *c)
     c->sent = 0;
     c->gap_done = false;
     c->stream_blocked = false;
-    const struct jscan *js = &c->js;
+    int mlen;
+    const char *model = req_model(c, &mlen);
     send_event(c, true, false,
                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
                "{\"id\":\"msg_fake_%llu\",\"type\":\"message\",\"role\":\"assistant\","
-               "\"model\":\"%s%.*s\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
+               "\"model\":\"%.*s\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
                "\"usage\":{\"input_tokens\":%llu,\"output_tokens\":1}}}\n\n",
-               (unsigned long long)c->id, req_model(c), js->model_ok ? (int)js->model_len : 0,
-               js->model, (unsigned long long)(c->body_bytes / 4 ? c->body_bytes / 4 : 1));
+               (unsigned long long)c->id, mlen, model, input_tokens(c));
     stream_step(c);
 }
 
@@ -1129,8 +1158,7 @@ static void respond(struct conn *c)
         break;
     case REPLY_COUNT: {
         struct wreq *w = wreq_get(c);
-        wreq_printf(w, "{\"input_tokens\":%llu}",
-                    (unsigned long long)(c->body_bytes / 4 ? c->body_bytes / 4 : 1));
+        wreq_printf(w, "{\"input_tokens\":%llu}", input_tokens(c));
         put_head(c, w, c->status, "application/json", (long long)w->len);
         wreq_send(c, w);
         break;
@@ -1722,10 +1750,12 @@ static void parse_data(struct conn *c, const char *data, size_t len, bool from_p
             break;
     }
     if (from_pending) {
-        if (len == 0 || !conn_busy(c))
+        if (len == 0 || !conn_busy(c)) {
             buf_reset(&c->pending);
-        else
-            buf_consume(&c->pending, (size_t)(data - c->pending.data));
+            c->pending_off = 0;
+        } else {
+            c->pending_off = (size_t)(data - c->pending.data);
+        }
     } else if (len > 0 && conn_busy(c)) {
         buf_append(&c->pending, data, len); /* pending is empty here: it fits */
     }
@@ -1758,9 +1788,9 @@ static void conn_read_stop(struct conn *c)
 /* After a response: parse what was pipelined meanwhile, read again. */
 static void conn_resume(struct conn *c)
 {
-    if (c->pending.len)
-        parse_data(c, c->pending.data, c->pending.len, true);
-    if ((c->state == CONN_READING || conn_busy(c)) && c->pending.len < PENDING_STOP)
+    if (c->pending.len > c->pending_off)
+        parse_data(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, true);
+    if ((c->state == CONN_READING || conn_busy(c)) && c->pending.len - c->pending_off < PENDING_STOP)
         conn_read_start(c);
     if (c->eof && c->state == CONN_READING)
         conn_end(c);
@@ -1791,11 +1821,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->state == CONN_READING && c->pending.len == 0) {
         parse_data(c, buf->base, (size_t)nread, false);
     } else {
+        if (c->pending_off) {
+            buf_consume(&c->pending, c->pending_off);
+            c->pending_off = 0;
+        }
         buf_append(&c->pending, buf->base, (size_t)nread);
         if (c->state == CONN_READING)
             parse_data(c, c->pending.data, c->pending.len, true);
     }
-    if (conn_busy(c) && c->pending.len >= PENDING_STOP)
+    if (conn_busy(c) && c->pending.len - c->pending_off >= PENDING_STOP)
         conn_read_stop(c);
 }
 

@@ -31,7 +31,7 @@ static void usage(FILE *out)
           "  --gap-ms N        delay before each delta event (0)\n"
           "  --close-after N   cut the connection after N deltas when >= 0 (-1)\n"
           "  --error-after N   send event: error after N deltas when >= 0 (-1)\n"
-          "  --hang BOOL       accept requests and never answer (false)\n"
+          "  --hang [BOOL]     accept requests and never answer (false)\n"
           "  --body-bytes N    pad the non-stream reply text to N bytes (0)\n"
           "Prints \"PORT <n>\" on stdout once listening; exits 0 on SIGINT/SIGTERM.\n"
           "See docs/INTERFACES.md for the /_fake/ paths and x-fake-* headers.\n",
@@ -77,6 +77,12 @@ int main(int argc, char **argv)
             value = eq + 1;
         } else {
             snprintf(name, sizeof name, "%s", a + 2);
+            /* --hang alone means --hang true. */
+            if (strcmp(name, "hang") == 0 &&
+                (i + 1 >= argc || fakeup_opts_set(&(struct fakeup_opts){0}, "hang", argv[i + 1]) < 0)) {
+                o.hang = true;
+                continue;
+            }
             if (i + 1 >= argc) {
                 fprintf(stderr, "fake-upstream: %s needs a value\n", a);
                 usage(stderr);
