@@ -1140,42 +1140,28 @@ out:
 int config_load(const char *path, struct config **out, char **errors)
 {
     struct buf b;
-    char chunk[8192];
     int rc = -1;
-    FILE *f = fopen(path, "rb");
 
     *out = NULL;
     if (errors)
         *errors = NULL;
     buf_init(&b, CONFIG_MAX_FILE);
-    if (!f) {
+    switch (buf_read_file(&b, path)) {
+    case 0:
+        rc = config_load_string(path, b.data, b.len, out, errors);
+        break;
+    case -2:
+        if (errors)
+            *errors = xasprintf("%s: file is larger than %d bytes; is this the right "
+                                "config file?\n",
+                                path, CONFIG_MAX_FILE);
+        break;
+    default:
         if (errors)
             *errors = xasprintf("%s: cannot read: %s; check the path given with --config\n",
                                 path, strerror(errno));
-        goto out;
+        break;
     }
-    for (;;) {
-        size_t n = fread(chunk, 1, sizeof chunk, f);
-        if (n == 0)
-            break;
-        if (buf_append(&b, chunk, n) < 0) {
-            if (errors)
-                *errors = xasprintf("%s: file is larger than %d bytes; is this the right "
-                                    "config file?\n",
-                                    path, CONFIG_MAX_FILE);
-            goto out;
-        }
-    }
-    if (ferror(f)) {
-        if (errors)
-            *errors = xasprintf("%s: cannot read: %s; check the path given with --config\n",
-                                path, strerror(errno));
-        goto out;
-    }
-    rc = config_load_string(path, b.data ? b.data : "", b.len, out, errors);
-out:
-    if (f)
-        fclose(f);
     buf_release(&b);
     return rc;
 }

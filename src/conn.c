@@ -378,29 +378,16 @@ void conn_respond(struct conn *c, int status, const char *content_type, const ch
     conn_end_response(c);
 }
 
-static void json_escape(struct buf *b, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            buf_appendf(b, "\\%c", ch);
-        else if (ch < 0x20)
-            buf_appendf(b, "\\u%04x", ch);
-        else
-            buf_append(b, s, 1);
-    }
-}
-
 void conn_respond_error(struct conn *c, int status, const char *type, const char *message,
                         const char *extra)
 {
     struct buf b;
     buf_init(&b, SIZE_MAX);
-    buf_append(&b, "{\"type\":\"error\",\"error\":{\"type\":\"", 33);
-    json_escape(&b, type);
-    buf_append(&b, "\",\"message\":\"", 13);
-    json_escape(&b, message);
-    buf_append(&b, "\"}}", 3);
+    buf_append(&b, "{\"type\":\"error\",\"error\":{\"type\":", 32);
+    buf_append_json_str(&b, type);
+    buf_append(&b, ",\"message\":", 11);
+    buf_append_json_str(&b, message);
+    buf_append(&b, "}}", 2);
     conn_respond(c, status, "application/json", b.data, b.len, extra);
     buf_release(&b);
 }

@@ -278,43 +278,29 @@ static void dotenv_collect(void *ud, const char *key, const char *value)
 static int dotenv_read(const char *path, char **out, size_t *len, char **errors)
 {
     struct buf b;
-    char chunk[8192];
     int rc = -1;
-    FILE *f = fopen(path, "rb");
 
     buf_init(&b, DOTENV_MAX_FILE);
-    if (!f) {
-        if (errno == ENOENT) {
+    switch (buf_read_file(&b, path)) {
+    case 0:
+        *len = b.len;
+        *out = b.data;
+        b.data = NULL;
+        rc = 0;
+        break;
+    case -2:
+        *errors = xasprintf("%s: file is larger than %d bytes; a .env file holds only "
+                            "KEY=VALUE lines\n",
+                            path, DOTENV_MAX_FILE);
+        break;
+    default:
+        if (errno == ENOENT)
             rc = 1;
-            goto out;
-        }
-        *errors = xasprintf("%s: cannot read: %s; check the path and its permissions\n",
-                            path, strerror(errno));
-        goto out;
+        else
+            *errors = xasprintf("%s: cannot read: %s; check the path and its permissions\n",
+                                path, strerror(errno));
+        break;
     }
-    for (;;) {
-        size_t n = fread(chunk, 1, sizeof chunk, f);
-        if (n == 0)
-            break;
-        if (buf_append(&b, chunk, n) < 0) {
-            *errors = xasprintf("%s: file is larger than %d bytes; a .env file holds only "
-                                "KEY=VALUE lines\n",
-                                path, DOTENV_MAX_FILE);
-            goto out;
-        }
-    }
-    if (ferror(f)) {
-        *errors = xasprintf("%s: cannot read: %s; check the path and its permissions\n",
-                            path, strerror(errno));
-        goto out;
-    }
-    *len = b.len;
-    *out = b.data ? b.data : xstrdup("");
-    b.data = NULL;
-    rc = 0;
-out:
-    if (f)
-        fclose(f);
     buf_release(&b);
     return rc;
 }

@@ -215,18 +215,8 @@ static void health_clean_text(char *dst, size_t size, const char *src, size_t le
         memcpy(dst + n, piece, plen);
         n += plen;
     }
-    if (truncated) {
-        /* Drop a multi-byte sequence the cut went through. */
-        size_t k = n;
-        while (k > 0 && ((unsigned char)dst[k - 1] & 0xC0) == 0x80)
-            k--;
-        if (k > 0 && ((unsigned char)dst[k - 1] & 0xC0) == 0xC0) {
-            unsigned char lead = (unsigned char)dst[k - 1];
-            size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-            if (n - (k - 1) < want)
-                n = k - 1;
-        }
-    }
+    if (truncated)
+        n = utf8_cut(dst, n);
     while (n > 0 && dst[n - 1] == ' ')
         n--;
     dst[n] = '\0';

@@ -149,21 +149,6 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->cache_creation += u->cache_creation;
 }
 
-static void json_str(struct buf *b, const char *s)
-{
-    buf_append(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            buf_appendf(b, "\\%c", ch);
-        else if (ch < 0x20)
-            buf_appendf(b, "\\u%04x", ch);
-        else
-            buf_append(b, s, 1);
-    }
-    buf_append(b, "\"", 1);
-}
-
 /* One JSON line per request: no bodies, no headers, no secrets. */
 static void preq_log_json(struct preq *p, int status, const char *outcome, uint64_t total_ms)
 {
@@ -173,16 +158,16 @@ static void preq_log_json(struct preq *p, int status, const char *outcome, uint6
     buf_init(&b, SIZE_MAX);
     buf_appendf(&b, "{\"t\":%llu,\"id\":\"%s\",\"method\":", (unsigned long long)now_wall_ms(),
                 p->t.idstr);
-    json_str(&b, p->method);
+    buf_append_json_str(&b, p->method);
     buf_append(&b, ",\"path\":", 8);
-    json_str(&b, p->t.path);
+    buf_append_json_str(&b, p->t.path);
     buf_append(&b, ",\"endpoint\":", 12);
     if (p->ep >= 0)
-        json_str(&b, st->eps[p->ep].name);
+        buf_append_json_str(&b, st->eps[p->ep].name);
     else
         buf_append(&b, "null", 4);
     buf_appendf(&b, ",\"status\":%d,\"outcome\":", status);
-    json_str(&b, outcome);
+    buf_append_json_str(&b, outcome);
     buf_appendf(&b, ",\"attempts\":%u,\"bytes_in\":%llu,\"bytes_out\":%llu,\"total_ms\":%llu,",
                 p->attempts, (unsigned long long)p->t.bytes_in,
                 (unsigned long long)p->bytes_to_client, (unsigned long long)total_ms);
@@ -191,7 +176,7 @@ static void preq_log_json(struct preq *p, int status, const char *outcome, uint6
     else
         buf_append(&b, "\"ttfb_ms\":null,", 15);
     buf_append(&b, "\"model\":", 8);
-    json_str(&b, p->usage.model);
+    buf_append_json_str(&b, p->usage.model);
     buf_appendf(&b, ",\"usage\":{\"input\":%lld,\"output\":%lld,\"cache_read\":%lld,"
                     "\"cache_creation\":%lld}}\n",
                 p->usage.input, p->usage.output, p->usage.cache_read, p->usage.cache_creation);

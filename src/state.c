@@ -9,7 +9,9 @@
  *     FAILED at once and asks for a quick re-check; it takes a passing
  *     check to make it usable again;
  *   - STATE_CIRCUIT_FAILURES failures in a row open the circuit for a
- *     back-off that doubles with each successive opening (5 s up to 5 min);
+ *     back-off that doubles with each successive opening (from 5 s, or
+ *     failed_interval_seconds when shorter, to half the check interval
+ *     and at most 5 min);
  *     when it runs out the circuit is half-open: one trial (check or
  *     request) may pass, and its success closes the circuit;
  *   - a 429 makes the endpoint rest until its retry-after time.
@@ -372,14 +374,28 @@ static void ep_smooth(struct ep *e, double sample)
         e->smoothed_ms = STATE_EWMA_ALPHA * sample + (1 - STATE_EWMA_ALPHA) * e->smoothed_ms;
 }
 
-static void ep_open_circuit_maybe(struct ep *e, uint64_t now_ms)
+/* The back-off starts at 5 s (or failed_interval_seconds when that is
+ * shorter) and doubles with each opening, but stays below half the healthy
+ * check interval, so that a failed endpoint is still re-checked more often
+ * than a healthy one. */
+static void ep_open_circuit_maybe(const struct state *st, struct ep *e, uint64_t now_ms)
 {
+    uint64_t base = STATE_CIRCUIT_BASE_MS;
+    if ((uint64_t)st->cfg->failed_interval_s * 1000u < base)
+        base = (uint64_t)st->cfg->failed_interval_s * 1000u;
+    if (base < 1000)
+        base = 1000;
+    uint64_t max_ms = (uint64_t)st->cfg->interval_s * 500u;
+    if (max_ms > STATE_CIRCUIT_MAX_MS)
+        max_ms = STATE_CIRCUIT_MAX_MS;
+    if (max_ms < base)
+        max_ms = base;
     if (e->circuit == CIRCUIT_HALF_OPEN ||
         (e->circuit == CIRCUIT_CLOSED && e->consecutive_failures >= STATE_CIRCUIT_FAILURES)) {
-        unsigned shift = e->circuit_opens < 6 ? e->circuit_opens : 6;
-        uint64_t backoff = (uint64_t)STATE_CIRCUIT_BASE_MS << shift;
-        if (backoff > STATE_CIRCUIT_MAX_MS)
-            backoff = STATE_CIRCUIT_MAX_MS;
+        unsigned shift = e->circuit_opens < 16 ? e->circuit_opens : 16;
+        uint64_t backoff = base << shift;
+        if (backoff > max_ms)
+            backoff = max_ms;
         e->circuit = CIRCUIT_OPEN;
         e->circuit_opens++;
         e->circuit_retry_ms = now_ms + backoff;
@@ -432,7 +448,7 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
         e->status = auth_failed ? EP_AUTH_FAILED : EP_FAILED;
         snprintf(e->error, sizeof e->error, "%s", error ? error : "check failed");
         e->consecutive_failures++;
-        ep_open_circuit_maybe(e, now_ms);
+        ep_open_circuit_maybe(st, e, now_ms);
         if (before != e->status) {
             log_warn("endpoint %s failed its check: %s", e->name, e->error);
             state_event(st, "failure", e->name, "", "", "%s failed: %s", e->name, e->error);
@@ -452,7 +468,7 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, c
     e->recheck_soon = true;
     snprintf(e->error, sizeof e->error, "%s", error);
     ep_circuit_tick(e, now_ms);
-    ep_open_circuit_maybe(e, now_ms);
+    ep_open_circuit_maybe(st, e, now_ms);
     if (before != status) {
         log_warn("endpoint %s marked %s by live traffic: %s", e->name, ep_status_name(status),
                  error);

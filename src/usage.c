@@ -5,6 +5,8 @@
  */
 #include "usage.h"
 
+#include "util.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -27,19 +29,8 @@ static bool get_count(const cJSON *obj, const char *key, long long *out)
 static void copy_text(char *dst, size_t size, const char *src)
 {
     size_t n = strlen(src);
-    if (n >= size) {
-        n = size - 1;
-        /* Drop a multi-byte sequence the cut went through. */
-        size_t k = n;
-        while (k > 0 && ((unsigned char)src[k - 1] & 0xC0) == 0x80)
-            k--;
-        if (k > 0 && ((unsigned char)src[k - 1] & 0xC0) == 0xC0) {
-            unsigned char lead = (unsigned char)src[k - 1];
-            size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-            if (n - (k - 1) < want)
-                n = k - 1;
-        }
-    }
+    if (n >= size)
+        n = utf8_cut(src, size - 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)src[i];
         dst[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;

@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,4 +159,59 @@ void buf_consume(struct buf *b, size_t n)
 int strn_ieq(const char *a, size_t alen, const char *b)
 {
     return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
+}
+
+void buf_append_json_str(struct buf *b, const char *s)
+{
+    buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            buf_appendf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            buf_appendf(b, "\\u%04x", ch);
+        else
+            buf_append(b, s, 1);
+    }
+    buf_append(b, "\"", 1);
+}
+
+int buf_read_file(struct buf *b, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    char chunk[8192];
+    int rc = 0;
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (buf_append(b, chunk, n) < 0) {
+            rc = -2;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        errno = EIO;
+        rc = -1;
+    }
+    int saved = errno;
+    fclose(f);
+    errno = saved;
+    if (rc == 0 && !b->data)
+        buf_append(b, "", 0); /* an empty file is an empty string, not NULL */
+    return rc;
+}
+
+size_t utf8_cut(const char *s, size_t n)
+{
+    size_t k = n;
+    while (k > 0 && ((unsigned char)s[k - 1] & 0xC0) == 0x80)
+        k--;
+    if (k > 0 && ((unsigned char)s[k - 1] & 0xC0) == 0xC0) {
+        unsigned char lead = (unsigned char)s[k - 1];
+        size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (n - (k - 1) < want)
+            return k - 1;
+    }
+    return n;
 }

@@ -42,6 +42,19 @@ void buf_reset(struct buf *b);
 /* Removes the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 
+/* Appends s as a JSON string literal (quotes and escapes included). */
+void buf_append_json_str(struct buf *b, const char *s);
+
+/*
+ * Reads the whole file at path into b (which must be empty; its cap bounds
+ * the size).  Returns 0, -1 with errno set when the file cannot be read,
+ * or -2 when it is larger than b's cap.
+ */
+int buf_read_file(struct buf *b, const char *path);
+
+/* The length at most n that does not end inside a UTF-8 sequence of s. */
+size_t utf8_cut(const char *s, size_t n);
+
 /* ASCII case-insensitive comparison of a view against a C string. */
 int strn_ieq(const char *a, size_t alen, const char *b);
 
