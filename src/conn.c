@@ -83,6 +83,7 @@ struct conn {
     size_t queued;
     int closed_handles;       /* 2 when tcp and timer are closed */
     bool closing;
+    bool broken;              /* a write failed: closing on the next loop turn */
     void *handler;            /* borrows */
     const struct conn_handler_ops *hops;
     char peer[64];
@@ -207,12 +208,29 @@ static void on_write(uv_write_t *w, int status)
         c->hops->drained(c->handler);
 }
 
+static void on_broken(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/* A write failed inside a call the handler made (often from a libcurl
+ * callback): the connection closes on the next loop turn, so that the
+ * handler is told the client is gone from a libuv callback, never from
+ * under its own feet.  Writes until then are dropped. */
+static void conn_fail_later(struct conn *c)
+{
+    if (c->broken || c->closing)
+        return;
+    c->broken = true;
+    uv_timer_start(&c->timer, on_broken, 0, 0);
+}
+
 /* Queues n bytes from up to three pieces; tries a direct write first when
  * nothing is queued, so the common case copies nothing. */
 static void conn_send3(struct conn *c, const char *a, size_t al, const char *b, size_t bl,
                        const char *d, size_t dl)
 {
-    if (c->closing)
+    if (c->closing || c->broken)
         return;
     uv_buf_t bufs[3] = {
         uv_buf_init((char *)a, (unsigned)al),
@@ -226,8 +244,7 @@ static void conn_send3(struct conn *c, const char *a, size_t al, const char *b, 
         if (n > 0)
             skip = (size_t)n;
         else if (n < 0 && n != UV_EAGAIN) {
-            /* The close callback tells the handler; never from here. */
-            conn_close(c);
+            conn_fail_later(c);
             return;
         }
         if (skip == total)
@@ -256,7 +273,7 @@ static void conn_send3(struct conn *c, const char *a, size_t al, const char *b, 
     if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &one, 1, on_write) != 0) {
         c->queued -= off;
         free(wr);
-        conn_close(c);
+        conn_fail_later(c);
     }
 }
 
@@ -338,7 +355,7 @@ void conn_end_response(struct conn *c)
         conn_send(c, "0\r\n\r\n", 5);
     c->hops = NULL;
     c->handler = NULL;
-    if (c->closing)
+    if (c->closing || c->broken)
         return;
     if (c->close_after) {
         c->state = CONN_CLOSING;
@@ -426,6 +443,8 @@ static void on_timeout(uv_timer_t *t)
 static void conn_arm_timer(struct conn *c)
 {
     const struct config *cfg = c->srv->cfg;
+    if (c->broken)
+        return; /* the timer is closing it */
     switch (c->state) {
     case CONN_IDLE:
         uv_timer_start(&c->timer, on_timeout, (uint64_t)cfg->keepalive_timeout_ms, 0);
@@ -538,6 +557,10 @@ static int on_headers_complete(llhttp_t *p)
     struct http_req *r = &c->req;
     const struct config *cfg = c->srv->cfg;
 
+    /* We never switch protocols: an Upgrade request is served as a plain
+     * one (its Upgrade header is hop-by-hop and dropped), and what follows
+     * it is parsed as the next request. */
+    p->upgrade = 0;
     r->method = llhttp_method_name((llhttp_method_t)p->method);
     r->http_minor = p->http_major == 1 ? p->http_minor : 1;
     r->is_head = p->method == HTTP_HEAD;
@@ -629,13 +652,7 @@ static void conn_process(struct conn *c)
                 used = (size_t)(pos - c->pending.data);
         }
         buf_consume(&c->pending, used);
-        if (err == HPE_PAUSED_UPGRADE) {
-            /* We never upgrade: the Upgrade header is dropped and the
-             * request is served as a plain one. */
-            llhttp_resume_after_upgrade(&c->parser);
-            err = HPE_PAUSED;
-        }
-        if (err == HPE_PAUSED) {
+        if (err == HPE_PAUSED && c->state == CONN_BUSY) {
             c->n_offs = 0;
             uv_timer_stop(&c->timer);
             c->srv->dispatch(c->srv->ud, c, &c->req);
