@@ -495,9 +495,13 @@ static int header_too_big(struct conn *c)
     return -1;
 }
 
+/* Trailer fields after a chunked body are not kept: the header views are
+ * taken already, and nothing upstream needs them. */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = parser_conn(p);
+    if (c->state == CONN_BODY)
+        return 0;
     if (c->in_value || c->n_offs == 0) {
         if (c->n_offs == CONN_MAX_HEADERS)
             return header_too_big(c);
@@ -521,6 +525,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = parser_conn(p);
+    if (c->state == CONN_BODY)
+        return 0;
     struct hdr_off *o = &c->offs[c->n_offs - 1];
     if (!c->in_value) {
         c->in_value = true;
@@ -535,6 +541,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     struct conn *c = parser_conn(p);
+    if (c->state == CONN_BODY)
+        return 0;
     /* A header with an empty value never calls on_header_value. */
     if (!c->in_value) {
         c->in_value = true;

@@ -363,12 +363,22 @@ static void preq_commit(struct preq *p)
 
 /* ---- building the upstream request -------------------------------------- */
 
+/* Whether any Connection header of the request names h (there may be
+ * several). */
+static bool connection_lists(const struct http_req *r, const struct http_hdr *h)
+{
+    for (size_t i = 0; i < r->n_hdrs; i++) {
+        const struct http_hdr *c = &r->hdrs[i];
+        if (strn_ieq(c->name, c->name_len, "connection") &&
+            hdr_connection_lists(c->value, c->value_len, h->name, h->name_len))
+            return true;
+    }
+    return false;
+}
+
 static bool header_dropped(const struct http_req *r, const struct http_hdr *h, bool strip_creds)
 {
-    const struct http_hdr *conn = http_req_header(r, "connection");
-    if (hdr_is_hop_by_hop(h->name, h->name_len))
-        return true;
-    if (conn && hdr_connection_lists(conn->value, conn->value_len, h->name, h->name_len))
+    if (hdr_is_hop_by_hop(h->name, h->name_len) || connection_lists(r, h))
         return true;
     if (strn_ieq(h->name, h->name_len, "host") || strn_ieq(h->name, h->name_len, "content-length") ||
         strn_ieq(h->name, h->name_len, "expect") ||
