@@ -4,8 +4,9 @@
 #   make test       build, then run unit + integration tests against build/
 #   make asan       the same binaries with AddressSanitizer + UBSan in build/asan/
 #   make test-asan  the whole suite against build/asan/
-#   make check      test + test-asan (what CI runs)
+#   make check      test, a brief fuzz run, test-asan (what CI runs)
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#   make fuzz-ci    build them and run each for a few seconds over its seeds
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # B is the output directory; SAN=1 selects the sanitizer flags.
@@ -47,7 +48,7 @@ OBJ     := $(SRC_C:src/%.c=$(B)/obj/%.o) $(SRC_CXX:src/%.cpp=$(B)/obj/%.o) \
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all test asan test-asan check fuzz install clean lint format bench
+.PHONY: all test asan test-asan check fuzz fuzz-ci install clean lint format bench
 all: $(B)/claude-zephyr $(B)/fake-upstream $(UNIT_BIN)
 
 $(LLHTTP_DIR)/llhttp.h $(LLHTTP_SRC):
@@ -96,7 +97,11 @@ asan:
 test-asan: asan
 	tests/run.sh build/asan
 
-check: test test-asan
+# The sanitizer run comes last, so that the suite's summary line ends the output.
+check: test fuzz-ci test-asan
+
+fuzz-ci: fuzz
+	tests/fuzz/run-ci.sh 5
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz: $(LLHTTP_DIR)/llhttp.h
