@@ -109,7 +109,7 @@ struct demo *demo_start(uv_loop_t *loop, struct config **cfg)
 void demo_announce(struct demo *d, const char *listen)
 {
     (void)d;
-    log_info("demo mode: no config.toml found, so three simulated endpoints run inside the "
+    log_info("demo mode: three simulated endpoints run inside the "
              "proxy (%s %d ms, %s %d ms, %s %d ms); their speeds rotate every %d s",
              demo_names[0], demo_latency[0], demo_names[1], demo_latency[1], demo_names[2],
              demo_latency[2], DEMO_STEP_MS / 1000);
