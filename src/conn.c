@@ -103,6 +103,7 @@ struct conn_server {
     size_t n_conns;
     int port;
     llhttp_settings_t settings;
+    char rbuf[CONN_READ_SIZE]; /* the read buffer all connections share */
 };
 
 struct wreq {
@@ -675,37 +676,34 @@ static void conn_process(struct conn *c)
         }
     }
     c->processing = false;
+    if (c->pending.len == 0)
+        buf_release(&c->pending);
     if (!c->closing)
         conn_arm_timer(c);
 }
 
 /* ---- reading ------------------------------------------------------------ */
 
+/* Every connection reads into the server's one read buffer (reads happen
+ * one at a time on the loop); only bytes not parsed yet are kept per
+ * connection, so an idle or streaming connection holds no read buffer. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     struct conn *c = h->data;
     (void)suggested;
-    /* Read straight into the pending buffer: no second copy. */
-    if (c->pending.size - c->pending.len < CONN_READ_SIZE + 1) {
-        size_t want = c->pending.len + CONN_READ_SIZE + 1;
-        c->pending.data = xrealloc(c->pending.data, want);
-        c->pending.size = want;
-    }
-    *b = uv_buf_init(c->pending.data + c->pending.len, CONN_READ_SIZE);
+    *b = uv_buf_init(c->srv->rbuf, CONN_READ_SIZE);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
-    (void)b;
     if (n < 0) {
         conn_close(c);
         return;
     }
     if (n == 0)
         return;
-    c->pending.len += (size_t)n;
-    c->pending.data[c->pending.len] = '\0';
+    buf_append(&c->pending, b->base, (size_t)n);
     if (c->state == CONN_BUSY || c->state == CONN_CLOSING) {
         /* A pipelined request waits; a flood does not grow memory. */
         if (c->pending.len > CONN_MAX_PENDING)

@@ -38,9 +38,14 @@ struct fetch *fetch_new(uv_loop_t *loop);
  * timer is closed.  Remove every transfer first. NULL is a no-op. */
 void fetch_free(struct fetch *f);
 
-/* A new easy handle with the options every transfer shares: the share
- * handle, no signals, TCP_NODELAY, keep-alive probes. */
+/* An easy handle with the options every transfer shares: the share
+ * handle, no signals, TCP_NODELAY, keep-alive probes.  Reuses one given
+ * back with fetch_easy_put() when there is one. */
 CURL *fetch_easy_new(struct fetch *f);
+
+/* Gives an easy handle back for reuse (it is reset; its connections stay
+ * in the multi handle's pool either way).  The handle must not be added. */
+void fetch_easy_put(struct fetch *f, CURL *easy);
 
 /* Starts x->easy; returns 0, or -1 if curl refused it. */
 int fetch_add(struct fetch *f, struct fetch_xfer *x);

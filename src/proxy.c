@@ -220,7 +220,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
                         status, p->ttfb_ms, (double)total, p->attempts, &p->usage);
     state_track_remove(&p->t);
     if (p->x.easy)
-        curl_easy_cleanup(p->x.easy);
+        fetch_easy_put(px->fetch, p->x.easy);
     curl_slist_free_all(p->hdrs);
     curl_slist_free_all(p->attempt_hdrs);
     free(p->target);
@@ -808,7 +808,7 @@ static void preq_attempt(struct preq *p)
     const struct cfg_group *g = st->groups[e->group].cfg;
 
     if (p->x.easy)
-        curl_easy_cleanup(p->x.easy);
+        fetch_easy_put(px->fetch, p->x.easy);
     p->x.easy = fetch_easy_new(px->fetch);
     p->x.done = on_done;
     p->attempts++;
@@ -870,7 +870,6 @@ static void preq_attempt(struct preq *p)
     curl_easy_setopt(h, CURLOPT_HEADERDATA, p);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, p);
-    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 64L * 1024);
     if (fetch_add(px->fetch, &p->x) != 0)
         preq_error(p, 502, "api_error", "could not start the upstream request", NULL);
 }
