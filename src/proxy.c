@@ -211,7 +211,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
              p->usage.input, p->usage.output);
     if (px->reqlog)
         preq_log_json(p, status, outcome, total);
-    usage_add(&st->live_tokens, &p->usage);
+    usage_add(&px->st->live_tokens, &p->usage);
     if (p->ep >= 0)
         usage_add(&st->eps[p->ep].live_tokens, &p->usage);
     if (px->metrics)
@@ -778,7 +778,7 @@ static void preq_next(struct preq *p)
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     p->retry = false;
-    st->retries_total++;
+    p->px->st->retries_total++; /* the totals live in the newest state */
     if (p->wait_until_ms) {
         /* In place, once its wait is over: the tick starts it. */
         log_info("%s attempt %u on %s failed (%s); retrying it in %d ms", p->t.idstr,
