@@ -11,16 +11,10 @@
  *                 in `pending` (bounded) and read only to notice a hang-up
  *   CONN_CLOSING  closing once queued output is written (or at once)
  *
- * Limits, each answered on the wire before the connection is closed:
- * request target over CONN_MAX_TARGET (414), header block over
- * CONN_MAX_HEADER_BYTES or more than CONN_MAX_HEADERS headers (431), body
- * over max_body_bytes (413, from Content-Length before reading it when it is
- * announced), a malformed request or header (400), more than
- * max_connections connections (503 with retry-after).
- *
- * llhttp 8.1 accepts a space before the colon and folded header lines, so
- * every header name and value is validated here (hdr.c) before anything
- * else sees it.
+ * Limits, each answered on the wire before the connection is closed: what
+ * reqparse.c refuses (414, 431, 413, 417, 400, see reqparse.h), a client too
+ * slow to send its request (408), more than max_connections connections
+ * (503 with retry-after).
  *
  * Every way a connection ends goes through conn_close(): a read error or
  * EOF, a write error, a timeout, a protocol error, the end of a response
@@ -31,18 +25,13 @@
 #include "conn.h"
 
 #include <arpa/inet.h>
-#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
-#include "hdr.h"
 #include "log.h"
 
-#define CONN_MAX_TARGET 8192
-#define CONN_MAX_HEADER_BYTES (64 * 1024)
-#define CONN_MAX_HEADERS 200
 #define CONN_MAX_PENDING (1024 * 1024)
 #define CONN_READ_SIZE (64 * 1024)
 
@@ -54,28 +43,15 @@ enum conn_state {
     CONN_CLOSING = 4,
 };
 
-struct hdr_off {
-    size_t name_off, name_len, value_off, value_len;
-};
-
 struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     struct conn_server *srv;  /* borrows */
     struct conn *prev, *next; /* the server's list */
-    llhttp_t parser;
     enum conn_state state;
-    struct http_req req;
-    struct hdr_off *offs;     /* owns; header positions while parsing */
-    size_t n_offs, cap_offs;
-    bool in_value;
-    struct buf target;        /* the request target being read */
+    struct reqparse rp;       /* the request being read, and then served */
     struct buf pending;       /* received, not yet parsed */
     bool processing;          /* inside conn_process(): no recursion */
-    int reject_status;        /* set by a parser callback to answer it */
-    const char *reject_type;
-    const char *reject_msg;
-    bool expect_continue;
     /* response */
     bool resp_started;
     bool resp_chunked;
@@ -102,7 +78,6 @@ struct conn_server {
     struct conn *conns;       /* owns the list */
     size_t n_conns;
     int port;
-    llhttp_settings_t settings;
     char rbuf[CONN_READ_SIZE]; /* the read buffer all connections share */
 };
 
@@ -119,14 +94,6 @@ static void conn_arm_timer(struct conn *c);
 static void conn_reject(struct conn *c, int status, const char *type, const char *msg);
 
 /* ---- small helpers ---------------------------------------------------- */
-
-const struct http_hdr *http_req_header(const struct http_req *r, const char *name)
-{
-    for (size_t i = 0; i < r->n_hdrs; i++)
-        if (strn_ieq(r->hdrs[i].name, r->hdrs[i].name_len, name))
-            return &r->hdrs[i];
-    return NULL;
-}
 
 static const char *status_text(int status)
 {
@@ -162,27 +129,9 @@ static const char *status_text(int status)
     }
 }
 
-static void req_release(struct http_req *r)
-{
-    free(r->target);
-    free(r->hdrs);
-    buf_release(&r->hbuf);
-    buf_release(&r->body);
-    memset(r, 0, sizeof *r);
-}
-
 static void conn_reset_request(struct conn *c)
 {
-    struct sockaddr_storage peer = c->req.peer;
-    req_release(&c->req);
-    c->req.peer = peer;
-    buf_init(&c->req.hbuf, CONN_MAX_HEADER_BYTES);
-    buf_init(&c->req.body, (size_t)c->srv->cfg->max_body_bytes);
-    buf_reset(&c->target);
-    c->n_offs = 0;
-    c->in_value = false;
-    c->reject_status = 0;
-    c->expect_continue = false;
+    reqparse_next(&c->rp, (size_t)c->srv->cfg->max_body_bytes);
     c->resp_started = false;
     c->resp_chunked = false;
 }
@@ -310,25 +259,25 @@ void conn_start_response(struct conn *c, int status, const char *headers, size_t
 {
     struct buf h;
     buf_init(&h, SIZE_MAX);
-    bool no_body = c->req.is_head || status == 204 || status == 304 || status < 200;
-    buf_appendf(&h, "HTTP/1.%d %d %s\r\n", c->req.http_minor, status, status_text(status));
+    bool no_body = c->rp.req.is_head || status == 204 || status == 304 || status < 200;
+    buf_appendf(&h, "HTTP/1.%d %d %s\r\n", c->rp.req.http_minor, status, status_text(status));
     if (headers_len)
         buf_append(&h, headers, headers_len);
     if (content_length >= 0) {
         if (status != 204 && status != 304)
             buf_appendf(&h, "Content-Length: %lld\r\n", content_length);
     } else if (!no_body) {
-        if (c->req.http_minor >= 1)
+        if (c->rp.req.http_minor >= 1)
             c->resp_chunked = true;
         else
             c->close_after = true;
     }
     if (c->resp_chunked)
         buf_append(&h, "Transfer-Encoding: chunked\r\n", 28);
-    if (!c->req.keep_alive || c->close_after || c->srv->stopping) {
+    if (!c->rp.req.keep_alive || c->close_after || c->srv->stopping) {
         c->close_after = true;
         buf_append(&h, "Connection: close\r\n", 19);
-    } else if (c->req.http_minor == 0) {
+    } else if (c->rp.req.http_minor == 0) {
         buf_append(&h, "Connection: keep-alive\r\n", 24);
     }
     buf_append(&h, "\r\n", 2);
@@ -339,7 +288,7 @@ void conn_start_response(struct conn *c, int status, const char *headers, size_t
 
 void conn_write_body(struct conn *c, const char *p, size_t n)
 {
-    if (n == 0 || c->req.is_head)
+    if (n == 0 || c->rp.req.is_head)
         return;
     if (c->resp_chunked) {
         char head[24];
@@ -352,7 +301,7 @@ void conn_write_body(struct conn *c, const char *p, size_t n)
 
 void conn_end_response(struct conn *c)
 {
-    if (c->resp_chunked && !c->req.is_head)
+    if (c->resp_chunked && !c->rp.req.is_head)
         conn_send(c, "0\r\n\r\n", 5);
     c->hops = NULL;
     c->handler = NULL;
@@ -366,7 +315,6 @@ void conn_end_response(struct conn *c)
     }
     conn_reset_request(c);
     c->state = CONN_IDLE;
-    llhttp_resume(&c->parser);
     conn_process(c);
 }
 
@@ -391,7 +339,7 @@ void conn_respond(struct conn *c, int status, const char *content_type, const ch
         buf_append(&h, extra, strlen(extra));
     conn_start_response(c, status, h.data ? h.data : "", h.len, (long long)len);
     buf_release(&h);
-    if (!c->req.is_head && len)
+    if (!c->rp.req.is_head && len)
         conn_send(c, body, len);
     conn_end_response(c);
 }
@@ -418,10 +366,10 @@ static void conn_reject(struct conn *c, int status, const char *type, const char
         return;
     log_info("client %s: %d %s", c->peer, status, msg);
     c->close_after = true;
-    c->req.keep_alive = false;
-    if (c->req.http_minor == 0 && c->parser.http_major == 1)
-        c->req.http_minor = c->parser.http_minor;
-    c->req.is_head = false;
+    c->rp.req.keep_alive = false;
+    if (c->rp.req.http_minor == 0 && c->rp.parser.http_major == 1)
+        c->rp.req.http_minor = c->rp.parser.http_minor;
+    c->rp.req.is_head = false;
     conn_respond_error(c, status, type, msg, NULL);
 }
 
@@ -462,189 +410,6 @@ static void conn_arm_timer(struct conn *c)
     }
 }
 
-static struct conn *parser_conn(llhttp_t *p)
-{
-    return p->data;
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-    struct conn *c = parser_conn(p);
-    c->state = CONN_HEAD;
-    c->req.start_ms = now_mono_ms();
-    uv_timer_start(&c->timer, on_timeout, (uint64_t)c->srv->cfg->client_header_timeout_ms, 0);
-    return 0;
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = parser_conn(p);
-    if (buf_append(&c->target, at, len) != 0) {
-        c->reject_status = 414;
-        c->reject_type = "invalid_request_error";
-        c->reject_msg = "request target longer than 8192 bytes";
-        return -1;
-    }
-    return 0;
-}
-
-static int header_too_big(struct conn *c)
-{
-    c->reject_status = 431;
-    c->reject_type = "invalid_request_error";
-    c->reject_msg = "request header block larger than 64 KiB or more than 200 headers";
-    return -1;
-}
-
-/* Trailer fields after a chunked body are not kept: the header views are
- * taken already, and nothing upstream needs them. */
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = parser_conn(p);
-    if (c->state == CONN_BODY)
-        return 0;
-    if (c->in_value || c->n_offs == 0) {
-        if (c->n_offs == CONN_MAX_HEADERS)
-            return header_too_big(c);
-        if (c->n_offs == c->cap_offs) {
-            c->cap_offs = c->cap_offs ? c->cap_offs * 2 : 16;
-            c->offs = xrealloc(c->offs, c->cap_offs * sizeof *c->offs);
-        }
-        struct hdr_off *o = &c->offs[c->n_offs++];
-        o->name_off = c->req.hbuf.len;
-        o->name_len = 0;
-        o->value_off = 0;
-        o->value_len = 0;
-        c->in_value = false;
-    }
-    if (buf_append(&c->req.hbuf, at, len) != 0)
-        return header_too_big(c);
-    c->offs[c->n_offs - 1].name_len += len;
-    return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = parser_conn(p);
-    if (c->state == CONN_BODY)
-        return 0;
-    struct hdr_off *o = &c->offs[c->n_offs - 1];
-    if (!c->in_value) {
-        c->in_value = true;
-        o->value_off = c->req.hbuf.len;
-    }
-    if (buf_append(&c->req.hbuf, at, len) != 0)
-        return header_too_big(c);
-    o->value_len += len;
-    return 0;
-}
-
-static int on_header_value_complete(llhttp_t *p)
-{
-    struct conn *c = parser_conn(p);
-    if (c->state == CONN_BODY)
-        return 0;
-    /* A header with an empty value never calls on_header_value. */
-    if (!c->in_value) {
-        c->in_value = true;
-        c->offs[c->n_offs - 1].value_off = c->req.hbuf.len;
-    }
-    return 0;
-}
-
-static int bad_request(struct conn *c, const char *msg)
-{
-    c->reject_status = 400;
-    c->reject_type = "invalid_request_error";
-    c->reject_msg = msg;
-    return -1;
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-    struct conn *c = parser_conn(p);
-    struct http_req *r = &c->req;
-    const struct config *cfg = c->srv->cfg;
-
-    /* We never switch protocols: an Upgrade request is served as a plain
-     * one (its Upgrade header is hop-by-hop and dropped), and what follows
-     * it is parsed as the next request. */
-    p->upgrade = 0;
-    r->method = llhttp_method_name((llhttp_method_t)p->method);
-    r->http_minor = p->http_major == 1 ? p->http_minor : 1;
-    r->is_head = p->method == HTTP_HEAD;
-    if (p->http_major != 1)
-        return bad_request(c, "only HTTP/1.0 and HTTP/1.1 are supported");
-    if (!hdr_target_valid(c->target.data ? c->target.data : "", c->target.len))
-        return bad_request(c, "request target must be an origin-form path starting with '/'");
-    r->target = xstrndup(c->target.data, c->target.len);
-
-    r->hdrs = xcalloc(c->n_offs ? c->n_offs : 1, sizeof *r->hdrs);
-    r->n_hdrs = c->n_offs;
-    for (size_t i = 0; i < c->n_offs; i++) {
-        struct http_hdr *h = &r->hdrs[i];
-        h->name = r->hbuf.data + c->offs[i].name_off;
-        h->name_len = c->offs[i].name_len;
-        h->value = r->hbuf.data + c->offs[i].value_off;
-        h->value_len = c->offs[i].value_len;
-        if (!hdr_name_valid(h->name, h->name_len))
-            return bad_request(c, "malformed header name");
-        /* Trim the whitespace llhttp may leave around a value. */
-        while (h->value_len && (h->value[h->value_len - 1] == ' ' ||
-                                h->value[h->value_len - 1] == '\t'))
-            h->value_len--;
-        while (h->value_len && (h->value[0] == ' ' || h->value[0] == '\t')) {
-            h->value++;
-            h->value_len--;
-        }
-        if (!hdr_value_valid(h->value, h->value_len))
-            return bad_request(c, "malformed header value (control character)");
-    }
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)cfg->max_body_bytes) {
-        c->reject_status = 413;
-        c->reject_type = "request_too_large";
-        c->reject_msg = "request body larger than server.max_body_mb";
-        return -1;
-    }
-    const struct http_hdr *ex = http_req_header(r, "expect");
-    if (ex) {
-        if (strn_ieq(ex->value, ex->value_len, "100-continue")) {
-            if (r->http_minor >= 1)
-                c->expect_continue = true;
-        } else {
-            c->reject_status = 417;
-            c->reject_type = "invalid_request_error";
-            c->reject_msg = "unsupported Expect header";
-            return -1;
-        }
-    }
-    if (c->expect_continue && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) &&
-        !((p->flags & F_CONTENT_LENGTH) && p->content_length == 0))
-        conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    c->state = CONN_BODY;
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = parser_conn(p);
-    if (buf_append(&c->req.body, at, len) != 0) {
-        c->reject_status = 413;
-        c->reject_type = "request_too_large";
-        c->reject_msg = "request body larger than server.max_body_mb";
-        return -1;
-    }
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    struct conn *c = parser_conn(p);
-    c->req.keep_alive = llhttp_should_keep_alive(p);
-    c->state = CONN_BUSY;
-    return HPE_PAUSED;
-}
-
 /* Parses what is pending; dispatches at most one request at a time. */
 static void conn_process(struct conn *c)
 {
@@ -653,25 +418,27 @@ static void conn_process(struct conn *c)
     c->processing = true;
     while (!c->closing && c->state != CONN_BUSY && c->state != CONN_CLOSING &&
            c->pending.len > 0) {
-        llhttp_errno_t err = llhttp_execute(&c->parser, c->pending.data, c->pending.len);
-        size_t used = c->pending.len;
-        if (err != HPE_OK) {
-            const char *pos = llhttp_get_error_pos(&c->parser);
-            if (pos && pos >= c->pending.data && pos <= c->pending.data + c->pending.len)
-                used = (size_t)(pos - c->pending.data);
+        enum reqparse_phase before = c->rp.phase;
+        buf_consume(&c->pending, reqparse_feed(&c->rp, c->pending.data, c->pending.len));
+        if (before == REQPARSE_IDLE && c->rp.phase != REQPARSE_IDLE) {
+            /* The first byte of a request: the whole head has a deadline. */
+            c->state = CONN_HEAD;
+            c->rp.req.start_ms = now_mono_ms();
+            uv_timer_start(&c->timer, on_timeout,
+                           (uint64_t)c->srv->cfg->client_header_timeout_ms, 0);
         }
-        buf_consume(&c->pending, used);
-        if (err == HPE_PAUSED && c->state == CONN_BUSY) {
-            c->n_offs = 0;
+        if (c->rp.send_continue) {
+            c->rp.send_continue = false;
+            conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        }
+        if (c->rp.phase == REQPARSE_BODY) {
+            c->state = CONN_BODY;
+        } else if (c->rp.phase == REQPARSE_DONE) {
+            c->state = CONN_BUSY;
             uv_timer_stop(&c->timer);
-            c->srv->dispatch(c->srv->ud, c, &c->req);
-            continue;
-        }
-        if (err != HPE_OK) {
-            if (c->reject_status)
-                conn_reject(c, c->reject_status, c->reject_type, c->reject_msg);
-            else
-                conn_reject(c, 400, "invalid_request_error", "malformed HTTP request");
+            c->srv->dispatch(c->srv->ud, c, &c->rp.req);
+        } else if (c->rp.phase == REQPARSE_ERROR) {
+            conn_reject(c, c->rp.status, c->rp.type, c->rp.message);
             break;
         }
     }
@@ -727,10 +494,8 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->n_conns--;
-    req_release(&c->req);
-    buf_release(&c->target);
+    reqparse_release(&c->rp);
     buf_release(&c->pending);
-    free(c->offs);
     free(c);
     if (s->free_requested && s->n_conns == 0 && !s->listening)
         free(s);
@@ -797,28 +562,24 @@ static void on_connection(uv_stream_t *l, int status)
         s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
-    buf_init(&c->target, CONN_MAX_TARGET);
     buf_init(&c->pending, SIZE_MAX);
-    buf_init(&c->req.hbuf, CONN_MAX_HEADER_BYTES);
-    buf_init(&c->req.body, (size_t)s->cfg->max_body_bytes);
-    llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
-    c->parser.data = c;
+    reqparse_init(&c->rp, (size_t)s->cfg->max_body_bytes);
     if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    int len = sizeof c->req.peer;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->req.peer, &len) == 0) {
+    int len = sizeof c->rp.req.peer;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->rp.req.peer, &len) == 0) {
         char ip[INET6_ADDRSTRLEN] = "?";
         int port = 0;
-        if (c->req.peer.ss_family == AF_INET) {
-            const struct sockaddr_in *a = (const struct sockaddr_in *)&c->req.peer;
+        if (c->rp.req.peer.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&c->rp.req.peer;
             uv_ip4_name(a, ip, sizeof ip);
             port = ntohs(a->sin_port);
             c->loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-        } else if (c->req.peer.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->req.peer;
+        } else if (c->rp.req.peer.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->rp.req.peer;
             uv_ip6_name(a, ip, sizeof ip);
             port = ntohs(a->sin6_port);
             c->loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
@@ -827,7 +588,7 @@ static void on_connection(uv_stream_t *l, int status)
         snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
     }
     if (s->n_conns > (size_t)s->cfg->max_connections) {
-        c->req.http_minor = 1;
+        c->rp.req.http_minor = 1;
         c->close_after = true;
         conn_respond_error(c, 503, "overloaded_error",
                            "too many client connections (server.max_connections)",
@@ -846,15 +607,6 @@ struct conn_server *conn_server_new(uv_loop_t *loop, const struct config *cfg,
     s->cfg = cfg;
     s->dispatch = dispatch;
     s->ud = ud;
-    llhttp_settings_init(&s->settings);
-    s->settings.on_message_begin = on_message_begin;
-    s->settings.on_url = on_url;
-    s->settings.on_header_field = on_header_field;
-    s->settings.on_header_value = on_header_value;
-    s->settings.on_header_value_complete = on_header_value_complete;
-    s->settings.on_headers_complete = on_headers_complete;
-    s->settings.on_body = on_body;
-    s->settings.on_message_complete = on_message_complete;
     return s;
 }
 

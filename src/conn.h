@@ -3,8 +3,8 @@
  * it accepts, parsed with llhttp, with every limit a peer could abuse
  * enforced here and answered on the wire.
  *
- * A connection reads one request (line, headers, whole body) into a
- * struct http_req, then hands it to the dispatch callback and keeps
+ * A connection reads one request (line, headers, whole body) with
+ * reqparse.c into a struct http_req, then hands it to the dispatch callback and keeps
  * reading, so that a client hanging up is noticed at once; bytes of a
  * pipelined next request are held until the current response ends.
  * The handler answers with conn_respond() (a whole response) or with
@@ -22,35 +22,12 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "reqparse.h"
 #include "util.h"
 
 struct conn;
 struct conn_server;
 struct config;
-
-struct http_hdr {
-    const char *name;     /* borrows from http_req.hbuf */
-    size_t name_len;
-    const char *value;    /* borrows from http_req.hbuf */
-    size_t value_len;
-};
-
-struct http_req {
-    const char *method;   /* borrows a static string from llhttp */
-    char *target;         /* owns; origin-form request target */
-    int http_minor;       /* 0 or 1 (HTTP/1.x) */
-    bool keep_alive;
-    bool is_head;
-    struct http_hdr *hdrs; /* owns the array */
-    size_t n_hdrs;
-    struct buf hbuf;      /* owns the header bytes the views point into */
-    struct buf body;      /* the whole request body */
-    uint64_t start_ms;    /* monotonic time the first byte arrived */
-    struct sockaddr_storage peer;
-};
-
-/* The value of the first header called name, or NULL. */
-const struct http_hdr *http_req_header(const struct http_req *r, const char *name);
 
 typedef void (*conn_dispatch_cb)(void *ud, struct conn *c, struct http_req *req);
 

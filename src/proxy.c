@@ -363,33 +363,6 @@ static void preq_commit(struct preq *p)
 
 /* ---- building the upstream request -------------------------------------- */
 
-/* Whether any Connection header of the request names h (there may be
- * several). */
-static bool connection_lists(const struct http_req *r, const struct http_hdr *h)
-{
-    for (size_t i = 0; i < r->n_hdrs; i++) {
-        const struct http_hdr *c = &r->hdrs[i];
-        if (strn_ieq(c->name, c->name_len, "connection") &&
-            hdr_connection_lists(c->value, c->value_len, h->name, h->name_len))
-            return true;
-    }
-    return false;
-}
-
-static bool header_dropped(const struct http_req *r, const struct http_hdr *h, bool strip_creds)
-{
-    if (hdr_is_hop_by_hop(h->name, h->name_len) || connection_lists(r, h))
-        return true;
-    if (strn_ieq(h->name, h->name_len, "host") || strn_ieq(h->name, h->name_len, "content-length") ||
-        strn_ieq(h->name, h->name_len, "expect") ||
-        strn_ieq(h->name, h->name_len, "x-zephyr-key") ||
-        strn_ieq(h->name, h->name_len, "x-zephyr-admin-key"))
-        return true;
-    if (strip_creds && hdr_is_credential(h->name, h->name_len))
-        return true;
-    return false;
-}
-
 /* The filtered client headers; the token is added per attempt, since the
  * endpoint (and so the group) is chosen per attempt. */
 static struct curl_slist *build_headers(const struct http_req *r, bool strip_creds)
@@ -400,7 +373,7 @@ static struct curl_slist *build_headers(const struct http_req *r, bool strip_cre
     bool has_accept = false, has_ctype = false;
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
-        if (header_dropped(r, h, strip_creds))
+        if (!http_req_forwardable(r, i, strip_creds))
             continue;
         if (strn_ieq(h->name, h->name_len, "accept"))
             has_accept = true;
