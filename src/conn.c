@@ -437,6 +437,9 @@ static void conn_process(struct conn *c)
             c->state = CONN_BUSY;
             uv_timer_stop(&c->timer);
             c->srv->dispatch(c->srv->ud, c, &c->rp.req);
+            /* The handler took what it needs from the headers. */
+            if (c->state == CONN_BUSY)
+                reqparse_drop_headers(&c->rp);
         } else if (c->rp.phase == REQPARSE_ERROR) {
             conn_reject(c, c->rp.status, c->rp.type, c->rp.message);
             break;

@@ -83,7 +83,9 @@ struct preq {
     char *target;               /* owns */
     bool is_head;
     struct curl_slist *hdrs;    /* owns; the filtered client headers */
-    struct curl_slist *attempt_hdrs; /* owns; hdrs + the token, for the attempt running */
+    struct curl_slist *hdrs_tail;    /* borrows: the last node of hdrs */
+    struct curl_slist *token_node;   /* owns; the token header, linked after hdrs_tail
+                                      * while an attempt runs */
     struct buf body;            /* owns */
     char *session_key;          /* owns; NULL when not sticky */
     /* attempts */
@@ -221,8 +223,10 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     state_track_remove(&p->t);
     if (p->x.easy)
         fetch_easy_put(px->fetch, p->x.easy);
+    if (p->token_node)
+        p->hdrs_tail->next = NULL;
+    curl_slist_free_all(p->token_node);
     curl_slist_free_all(p->hdrs);
-    curl_slist_free_all(p->attempt_hdrs);
     free(p->target);
     free(p->session_key);
     free(p->tried);
@@ -353,6 +357,7 @@ static void preq_commit(struct preq *p)
                 st->eps[p->ep].name, p->attempts);
     conn_start_response(p->c, p->status, p->resp_hdrs.data ? p->resp_hdrs.data : "",
                         p->resp_hdrs.len, p->resp_len);
+    buf_release(&p->resp_hdrs); /* sent: a long stream keeps nothing of it */
     if (p->held.len) {
         conn_write_body(p->c, p->held.data, p->held.len);
         p->bytes_to_client += p->held.len;
@@ -772,6 +777,15 @@ static void preq_next(struct preq *p)
     preq_attempt(p);
 }
 
+static void preq_token_unlink(struct preq *p)
+{
+    if (!p->token_node)
+        return;
+    p->hdrs_tail->next = NULL;
+    curl_slist_free_all(p->token_node);
+    p->token_node = NULL;
+}
+
 static void preq_attempt(struct preq *p)
 {
     struct proxy *px = p->px;
@@ -809,21 +823,19 @@ static void preq_attempt(struct preq *p)
     curl_easy_setopt(h, CURLOPT_URL, url);
     free(url);
 
-    /* The token of the endpoint's group goes on a copy of the list: the
-     * client's list stays as it is for the next attempt.  curl copies
-     * nothing from the list, so it lives until the attempt is over. */
-    struct curl_slist *hl = NULL;
-    for (struct curl_slist *it = p->hdrs; it; it = it->next)
-        hl = curl_slist_append(hl, it->data);
+    /* The token of the attempt's group is one node linked after the
+     * client's headers for this attempt only (the next attempt may be in
+     * another group).  curl copies nothing from the list, so it lives
+     * until the attempt is over. */
+    preq_token_unlink(p);
     if (g->token) {
         char *th = g->auth == AUTH_BEARER ? xasprintf("Authorization: Bearer %s", g->token)
                                           : xasprintf("x-api-key: %s", g->token);
-        hl = curl_slist_append(hl, th);
+        p->token_node = curl_slist_append(NULL, th);
         free(th);
+        p->hdrs_tail->next = p->token_node;
     }
-    curl_slist_free_all(p->attempt_hdrs);
-    p->attempt_hdrs = hl;
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, p->hdrs);
 
     if (p->is_head) {
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
@@ -843,6 +855,10 @@ static void preq_attempt(struct preq *p)
     curl_easy_setopt(h, CURLOPT_HEADERDATA, p);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, p);
+    /* Event streams come in small pieces: a small receive buffer keeps the
+     * memory of thousands of idle streams low (curl reads again at once
+     * when a large reply fills it). */
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 2048L);
     if (fetch_add(px->fetch, &p->x) != 0)
         preq_error(p, 502, "api_error", "could not start the upstream request", NULL);
 }
@@ -1136,6 +1152,8 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     const struct group *g = &st->groups[st->eps[ep].group];
     p->tried = xcalloc(g->n, sizeof *p->tried);
     p->hdrs = build_headers(req, g->cfg->token != NULL);
+    for (p->hdrs_tail = p->hdrs; p->hdrs_tail->next;)
+        p->hdrs_tail = p->hdrs_tail->next;
     state_track_route(&p->t, p->st, ep);
     p->ep = ep;
     preq_attempt(p);

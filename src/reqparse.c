@@ -200,19 +200,22 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* The same callbacks for every parser: one table, not one per connection. */
+static const llhttp_settings_t reqparse_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
 void reqparse_init(struct reqparse *rp, size_t max_body)
 {
     memset(rp, 0, sizeof *rp);
-    llhttp_settings_init(&rp->settings);
-    rp->settings.on_message_begin = on_message_begin;
-    rp->settings.on_url = on_url;
-    rp->settings.on_header_field = on_header_field;
-    rp->settings.on_header_value = on_header_value;
-    rp->settings.on_header_value_complete = on_header_value_complete;
-    rp->settings.on_headers_complete = on_headers_complete;
-    rp->settings.on_body = on_body;
-    rp->settings.on_message_complete = on_message_complete;
-    llhttp_init(&rp->parser, HTTP_REQUEST, &rp->settings);
+    llhttp_init(&rp->parser, HTTP_REQUEST, &reqparse_settings);
     rp->parser.data = rp;
     buf_init(&rp->target, REQPARSE_MAX_TARGET);
     buf_init(&rp->req.hbuf, REQPARSE_MAX_HEADER_BYTES);
@@ -252,6 +255,18 @@ void reqparse_next(struct reqparse *rp, size_t max_body)
     rp->status = 0;
     rp->phase = REQPARSE_IDLE;
     llhttp_resume(&rp->parser);
+}
+
+void reqparse_drop_headers(struct reqparse *rp)
+{
+    free(rp->req.hdrs);
+    rp->req.hdrs = NULL;
+    rp->req.n_hdrs = 0;
+    buf_release(&rp->req.hbuf);
+    buf_release(&rp->target);
+    free(rp->offs);
+    rp->offs = NULL;
+    rp->n_offs = rp->cap_offs = 0;
 }
 
 size_t reqparse_feed(struct reqparse *rp, const char *p, size_t n)

@@ -75,8 +75,7 @@ struct reqparse_off {
 };
 
 struct reqparse {
-    llhttp_t parser;
-    llhttp_settings_t settings;
+    llhttp_t parser;          /* its settings are one static table for all */
     enum reqparse_phase phase;
     struct http_req req;
     struct reqparse_off *offs; /* owns; header positions while parsing */
@@ -94,6 +93,10 @@ void reqparse_init(struct reqparse *rp, size_t max_body);
 void reqparse_release(struct reqparse *rp);
 /* Ready for the next request on the same connection; req.peer is kept. */
 void reqparse_next(struct reqparse *rp, size_t max_body);
+/* Frees the header fields and the parse buffers of a request that was
+ * handed over (method, target, version, keep-alive and body stay), so that
+ * a long response holds no memory for them. */
+void reqparse_drop_headers(struct reqparse *rp);
 /* Parses from p and returns how many bytes it consumed; it stops at the
  * end of a request (DONE) or at an error (ERROR). */
 size_t reqparse_feed(struct reqparse *rp, const char *p, size_t n);
