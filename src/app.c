@@ -528,40 +528,33 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a->st->metrics = a->metrics;
     a->fetch = fetch_new(&a->loop);
     a->srv = conn_server_new(&a->loop, cfg, app_dispatch, a);
+    a->px = proxy_new(&a->loop, a->fetch, a->st, cfg);
+    proxy_set_metrics(a->px, a->metrics);
+    proxy_on_idle(a->px, on_proxy_idle, a);
+    proxy_on_request_end(a->px, on_request_end, a);
+    a->health = health_new(&a->loop, a->fetch, a->st, cfg);
+    uv_signal_init(&a->loop, &a->sigint);
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sighup);
+    a->sigint.data = a->sigterm.data = a->sighup.data = a;
+    uv_timer_init(&a->loop, &a->grace);
+    a->grace.data = a;
+    uv_timer_init(&a->loop, &a->policy_timer);
+    a->policy_timer.data = a;
+
     char err[256];
     if (conn_listen(a->srv, cfg->bind, cfg->port, err, sizeof err) != 0) {
         fprintf(stderr, "claude-zephyr: %s\n", err);
         a->exit_code = 1;
-        a->px = proxy_new(&a->loop, a->fetch, a->st, cfg);
-        a->health = health_new(&a->loop, a->fetch, a->st, cfg);
-        uv_signal_init(&a->loop, &a->sigint);
-        uv_signal_init(&a->loop, &a->sigterm);
-        uv_signal_init(&a->loop, &a->sighup);
-        uv_timer_init(&a->loop, &a->grace);
-        uv_timer_init(&a->loop, &a->policy_timer);
         app_close_all(a);
         goto out;
     }
     const char *host = cfg->bind;
     snprintf(a->listen, sizeof a->listen, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
              conn_port(a->srv));
-    a->px = proxy_new(&a->loop, a->fetch, a->st, cfg);
-    proxy_set_metrics(a->px, a->metrics);
-    proxy_on_idle(a->px, on_proxy_idle, a);
-    proxy_on_request_end(a->px, on_request_end, a);
-    a->health = health_new(&a->loop, a->fetch, a->st, cfg);
-
-    uv_signal_init(&a->loop, &a->sigint);
-    uv_signal_init(&a->loop, &a->sigterm);
-    uv_signal_init(&a->loop, &a->sighup);
-    a->sigint.data = a->sigterm.data = a->sighup.data = a;
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sighup, on_signal, SIGHUP);
-    uv_timer_init(&a->loop, &a->grace);
-    a->grace.data = a;
-    uv_timer_init(&a->loop, &a->policy_timer);
-    a->policy_timer.data = a;
     /* Pending graceful switches have deadlines; a coarse timer is enough. */
     uv_timer_start(&a->policy_timer, on_policy_timer, 250, 250);
 
