@@ -17,6 +17,7 @@
 #include "app.h"
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,12 +29,12 @@
 #include "dashboard.h"
 #include "demo.h"
 #include "dotenv.h"
-#include "fetch.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
 #include "state.h"
+#include "upstream.h"
 #include "status.h"
 #include "util.h"
 #include "web.h"
@@ -42,7 +43,7 @@ struct app {
     uv_loop_t loop;
     struct config *cfg;         /* borrows from st (st->owned_cfg) */
     struct state *st;           /* owns */
-    struct fetch *fetch;        /* owns */
+    struct upstream *up;        /* owns */
     struct conn_server *srv;    /* owns */
     struct proxy *px;           /* owns */
     struct health *health;      /* owns */
@@ -192,6 +193,7 @@ static int app_reload(struct app *a, char **errors)
     a->st = st;
     a->cfg = cfg;
     conn_server_set_config(a->srv, cfg);
+    upstream_set_builtin(a->up, !cfg->http_client_libcurl);
     proxy_set_config(a->px, st, cfg);
     health_set_config(a->health, st, cfg);
     state_retire(old);
@@ -474,7 +476,7 @@ static void app_close_all(struct app *a)
     proxy_free(a->px);          /* aborts what is left: clients see the failure */
     health_free(a->health);
     conn_server_free(a->srv);
-    fetch_free(a->fetch);
+    upstream_free(a->up);
     if (a->demo)
         demo_free(a->demo);
     if (a->dash) {
@@ -526,13 +528,13 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a->st->owned_cfg = cfg; /* the state owns its configuration from here on */
     a->metrics = metrics_new();
     a->st->metrics = a->metrics;
-    a->fetch = fetch_new(&a->loop);
+    a->up = upstream_new(&a->loop, !cfg->http_client_libcurl);
     a->srv = conn_server_new(&a->loop, cfg, app_dispatch, a);
-    a->px = proxy_new(&a->loop, a->fetch, a->st, cfg);
+    a->px = proxy_new(&a->loop, a->up, a->st, cfg);
     proxy_set_metrics(a->px, a->metrics);
     proxy_on_idle(a->px, on_proxy_idle, a);
     proxy_on_request_end(a->px, on_request_end, a);
-    a->health = health_new(&a->loop, a->fetch, a->st, cfg);
+    a->health = health_new(&a->loop, a->up, a->st, cfg);
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sighup);

@@ -75,7 +75,7 @@ static const char *const config_server_keys[] = {
     "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
     "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
     "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
-    "overloaded_retry_in_place_ms", NULL,
+    "overloaded_retry_in_place_ms", "http_client", NULL,
 };
 static const char *const config_group_keys[] = {
     "name", "auth_token_env", "auth_header", "default", "endpoints", NULL,
@@ -102,6 +102,7 @@ static const struct config_section {
 };
 
 static const char *const config_auth_names[] = { "x-api-key", "bearer", NULL };
+static const char *const config_http_client_names[] = { "builtin", "libcurl", NULL };
 static const char *const config_method_names[] = { "messages", "count_tokens", "cli", NULL };
 static const char *const config_level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const config_language_names[] = { "en", "zh", NULL };
@@ -702,6 +703,9 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
                      &cfg->stream_holdback_ms, NULL);
     config_int_field(c, t, p, "overloaded_retry_in_place_ms", 0, 60000, " (0 turns it off)",
                      &cfg->overloaded_retry_in_place_ms, NULL);
+    int client = 0;
+    if (config_enum(c, t, p, "http_client", config_http_client_names, &client) == CONFIG_OK)
+        cfg->http_client_libcurl = client == 1;
     config_bool(c, t, p, "sticky_sessions", &cfg->sticky_sessions, NULL);
     config_int_field(c, t, p, "session_ttl_s", 1, 30 * 86400, "", &cfg->session_ttl_s, NULL);
 

@@ -73,6 +73,8 @@ struct config {
     char *request_log;              /* owns; JSON-lines request log file, NULL: none */
     int max_attempts;               /* attempts per request across endpoints, default 3 */
     int retry_budget_ms;            /* time for all attempts of a request, default 30000 */
+    bool http_client_libcurl;       /* "http_client": "builtin" (default) sends http:// endpoints
+                                     * through h1.c, "libcurl" sends everything through libcurl */
     int stream_holdback_ms;         /* hold message_start/ping at most this long, default 1000; 0 off */
     int overloaded_retry_in_place_ms; /* on 529, retry the same endpoint once after this; 0 off */
     bool sticky_sessions;           /* default true */

@@ -25,7 +25,7 @@
  *
  * The result is reported exactly once, by check_report(), which is where a
  * check's concurrency slot is given back.  The HTTP methods use the
- * check's timer for the timeout and libcurl's own timeout a second later as
+ * check's timer for the timeout and the exchange's own timeout a second later as
  * a backstop.  A CLI child is spawned detached (a new session and process
  * group, pgid = pid) with a minimal environment; on timeout the whole group
  * gets SIGKILL, and libuv's exit callback reaps the child.  Grandchildren
@@ -67,11 +67,11 @@
 #endif
 
 #include "config.h"
-#include "fetch.h"
 #include "hdr.h"
 #include "interval.h"
 #include "log.h"
 #include "state.h"
+#include "upstream.h"
 #include "usage.h"
 #include "util.h"
 
@@ -112,12 +112,13 @@ struct check {
     int handles;                 /* libuv handles not yet closed */
 
     /* messages / count_tokens */
-    struct fetch_xfer xfer;      /* xfer.easy owns the easy handle */
-    struct curl_slist *hdrs;     /* owns */
+    struct up_xfer *ux;          /* the running exchange; NULL when none */
+    struct buf hdrs;             /* owns; "Name: value\r\n" lines */
     char *body;                  /* owns */
     struct buf reply;            /* capped at HEALTH_REPLY_CAP */
     bool reply_too_big;
-    char errbuf[CURL_ERROR_SIZE];
+    int status;                  /* of the response */
+    double ttfb_ms;              /* to the response head; -1 before */
 
     /* cli */
     uv_process_t proc;
@@ -143,7 +144,7 @@ struct timing;
 
 struct health {
     uv_loop_t *loop;             /* borrows */
-    struct fetch *fetch;         /* borrows */
+    struct upstream *up;         /* borrows */
     struct state *st;            /* borrows */
     const struct config *cfg;    /* borrows */
     uv_timer_t timer;            /* the scheduler */
@@ -344,7 +345,9 @@ static void check_free(struct check *c)
         h->checks = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    curl_slist_free_all(c->hdrs);
+    if (c->hdrs.data)
+        memset(c->hdrs.data, 0, c->hdrs.len); /* holds the token */
+    buf_release(&c->hdrs);
     free(c->body);
     buf_release(&c->reply);
     buf_release(&c->out_buf);
@@ -370,14 +373,11 @@ static void check_close(struct check *c)
     if (c->state == CHECK_CLOSING)
         return;
     c->state = CHECK_CLOSING;
-    /* The easy handle goes now, not in check_free(): it holds a reference
-     * to the fetch module's share handle, which fetch_free() (often called
-     * right after health_free()) can only release when no easy handle uses
-     * it any more. */
-    if (c->xfer.easy) {
-        fetch_remove(c->h->fetch, &c->xfer);
-        curl_easy_cleanup(c->xfer.easy);
-        c->xfer.easy = NULL;
+    /* The exchange goes now, not in check_free(): upstream_free() (often
+     * called right after health_free()) wants every exchange ended. */
+    if (c->ux) {
+        up_abort(c->ux);
+        c->ux = NULL;
     }
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_check_handle_closed);
@@ -466,13 +466,22 @@ static struct check *check_new(struct health *h, int ep)
 
 /* ---- the HTTP methods --------------------------------------------------- */
 
-static size_t on_http_write(char *p, size_t size, size_t n, void *ud)
+static bool on_http_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
 {
     struct check *c = ud;
-    size_t len = size * n;
+    (void)hdrs;
+    (void)n;
+    c->status = status;
+    c->ttfb_ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
+    return true;
+}
+
+static size_t on_http_body(void *ud, const char *p, size_t len)
+{
+    struct check *c = ud;
     if (buf_append(&c->reply, p, len) != 0) {
         c->reply_too_big = true;
-        return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+        return 0; /* ends the exchange with UP_ERR_ABORTED */
     }
     return len;
 }
@@ -517,35 +526,30 @@ static bool http_reply_valid(const struct check *c)
     return ok;
 }
 
-static void on_http_done(struct fetch_xfer *x, CURLcode rc)
+static void on_http_done(void *ud, enum up_rc rc, const char *msg)
 {
-    struct check *c = (struct check *)(void *)((char *)x - offsetof(struct check, xfer));
+    struct check *c = ud;
     char reason[HEALTH_REASON_MAX + 1];
     char detail[HEALTH_DETAIL_MAX];
+    c->ux = NULL;
     if (c->state != CHECK_RUNNING)
         return;
     uv_timer_stop(&c->timer);
-    curl_off_t total_us = 0, ttfb_us = 0;
-    curl_easy_getinfo(c->xfer.easy, CURLINFO_TOTAL_TIME_T, &total_us);
-    curl_easy_getinfo(c->xfer.easy, CURLINFO_STARTTRANSFER_TIME_T, &ttfb_us);
-    double latency = (double)total_us / 1000.0;
-    double ttfb = ttfb_us > 0 ? (double)ttfb_us / 1000.0 : -1;
+    double latency = (double)(uv_hrtime() - c->start_ns) / 1e6;
+    double ttfb = c->ttfb_ms;
 
-    if (rc != CURLE_OK) {
+    if (rc != UP_OK) {
         if (c->reply_too_big)
             snprintf(reason, sizeof reason, "reply larger than %d KiB", HEALTH_REPLY_CAP / 1024);
-        else if (rc == CURLE_OPERATION_TIMEDOUT)
+        else if (rc == UP_ERR_TIMEOUT)
             snprintf(reason, sizeof reason, "timed out after %d s", c->timeout_s);
-        else {
-            const char *m = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
-            health_clean_text(reason, sizeof reason, m, strlen(m), c->token);
-        }
+        else
+            health_clean_text(reason, sizeof reason, msg, strlen(msg), c->token);
         check_report(c, false, false, -1, -1, reason, NULL);
         check_teardown(c);
         return;
     }
-    long status = 0;
-    curl_easy_getinfo(c->xfer.easy, CURLINFO_RESPONSE_CODE, &status);
+    long status = c->status;
     if (status >= 200 && status < 300) {
         if (!http_reply_valid(c)) {
             snprintf(reason, sizeof reason, "HTTP %ld but the reply is not a %s", status,
@@ -602,36 +606,38 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         return -1;
     }
     c->body = http_body(h);
-    c->hdrs = curl_slist_append(c->hdrs, "anthropic-version: 2023-06-01");
-    c->hdrs = curl_slist_append(c->hdrs, "content-type: application/json");
-    c->hdrs = curl_slist_append(c->hdrs, "accept: application/json");
-    c->hdrs = curl_slist_append(c->hdrs, "user-agent: claude-zephyr-health");
-    c->hdrs = curl_slist_append(c->hdrs, "expect:");
+    buf_init(&c->hdrs, SIZE_MAX);
+    static const char fixed[] = "anthropic-version: 2023-06-01\r\n"
+                                "content-type: application/json\r\n"
+                                "accept: application/json\r\n"
+                                "user-agent: claude-zephyr-health\r\n";
+    buf_append(&c->hdrs, fixed, sizeof fixed - 1);
     if (c->token) {
-        char *line = g->auth == AUTH_BEARER ? xasprintf("authorization: Bearer %s", c->token)
-                                            : xasprintf("x-api-key: %s", c->token);
-        c->hdrs = curl_slist_append(c->hdrs, line);
-        memset(line, 0, strlen(line));
-        free(line);
+        buf_appendf(&c->hdrs, "%s%s\r\n",
+                    g->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ", c->token);
     }
-    CURL *easy = fetch_easy_new(h->fetch);
-    c->xfer.easy = easy;
-    c->xfer.done = on_http_done;
-    curl_easy_setopt(easy, CURLOPT_URL, url);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, c->body);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long)strlen(c->body));
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, c->hdrs);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_http_write);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, c);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, c->errbuf);
-    curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 1L);
-    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_s * 1000L);
-    /* Our timer fires first; this only guards against a stalled loop. */
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)c->timeout_s * 1000L + 1000L);
+    c->ttfb_ms = -1;
+    static const struct up_cbs cbs = {
+        .head = on_http_head,
+        .body = on_http_body,
+        .done = on_http_done,
+    };
+    struct up_request req = {
+        .method = "POST",
+        .url = url,
+        .headers = c->hdrs.data,
+        .headers_len = c->hdrs.len,
+        .body = c->body,
+        .body_len = strlen(c->body),
+        .send_length = true,
+        .connect_timeout_ms = (long)c->timeout_s * 1000L,
+        /* Our timer fires first; this only guards against a stalled loop. */
+        .timeout_ms = (long)c->timeout_s * 1000L + 1000L,
+    };
+    c->ux = up_start(h->up, &req, &cbs, c);
     free(url);
-    if (fetch_add(h->fetch, &c->xfer) != 0) {
-        snprintf(reason, rlen, "libcurl refused the transfer");
+    if (!c->ux) {
+        snprintf(reason, rlen, "the upstream request could not start");
         return -1;
     }
     return 0;
@@ -928,8 +934,10 @@ static void on_check_timer(uv_timer_t *t)
     switch (c->state) {
     case CHECK_RUNNING:
         snprintf(reason, sizeof reason, "timed out after %d s", c->timeout_s);
-        if (c->xfer.added)
-            fetch_remove(c->h->fetch, &c->xfer);
+        if (c->ux) {
+            up_abort(c->ux);
+            c->ux = NULL;
+        }
         check_report(c, false, false, -1, -1, reason, NULL);
         check_teardown(c);
         break;
@@ -1098,12 +1106,12 @@ static void health_adopt(struct health *h, struct state *st, const struct config
 #endif
 }
 
-struct health *health_new(uv_loop_t *loop, struct fetch *f, struct state *st,
+struct health *health_new(uv_loop_t *loop, struct upstream *up, struct state *st,
                           const struct config *cfg)
 {
     struct health *h = xcalloc(1, sizeof *h);
     h->loop = loop;
-    h->fetch = f;
+    h->up = up;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     interval_rate_init(&h->rate);
@@ -1222,7 +1230,7 @@ struct timing {
     uv_timer_t stop;             /* ends the run from outside the check callbacks */
     bool stopping;
     struct health *h;            /* borrows */
-    struct fetch *f;             /* borrows */
+    struct upstream *up;         /* owns */
 };
 
 static double timing_interval_s(const struct timing *t)
@@ -1283,7 +1291,7 @@ static void on_timing_stop(uv_timer_t *tm)
 {
     struct timing *t = tm->data;
     health_free(t->h);
-    fetch_free(t->f);
+    upstream_free(t->up);
     uv_close((uv_handle_t *)&t->stop, on_timing_stop_closed);
 }
 
@@ -1356,7 +1364,7 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct state *st = state_new(cfg, now_mono_ms(), now_wall_ms());
-    struct fetch *f = fetch_new(&loop);
+    struct upstream *up = upstream_new(&loop, !cfg->http_client_libcurl);
     struct timing t;
     memset(&t, 0, sizeof t);
     t.interval_s = interval_s;
@@ -1370,11 +1378,11 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
         t.tol_ms = 100;
     if (t.tol_ms > 1000)
         t.tol_ms = 1000;
-    t.f = f;
+    t.up = up;
     uv_timer_init(&loop, &t.stop);
     t.stop.data = &t;
 
-    struct health *h = health_new(&loop, f, st, cfg);
+    struct health *h = health_new(&loop, up, st, cfg);
     h->timing = &t;
     t.h = h;
     health_interval_s(h, now_mono_ms());

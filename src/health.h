@@ -38,7 +38,7 @@
 #include <uv.h>
 
 struct config;
-struct fetch;
+struct upstream;
 struct state;
 struct health;
 
@@ -50,7 +50,7 @@ struct health;
  * subreaper, so that whatever a killed CLI left behind is reparented to us
  * and reaped instead of lingering.
  */
-struct health *health_new(uv_loop_t *loop, struct fetch *f, struct state *st,
+struct health *health_new(uv_loop_t *loop, struct upstream *up, struct state *st,
                           const struct config *cfg);
 
 /* Starts the first cycle at once (on the next turn of the loop), then
@@ -87,7 +87,7 @@ void health_set_config(struct health *h, struct state *st, const struct config *
  * Stops everything: aborts transfers, kills CLI process groups, closes the
  * timers.  Checks in flight report nothing.  The struct is freed from the
  * last close callback, so keep running the loop (uv_run) until it returns;
- * killed children are reaped meanwhile.  Call it before fetch_free().  NULL
+ * killed children are reaped meanwhile.  Call it before upstream_free().  NULL
  * is a no-op.
  */
 void health_free(struct health *h);

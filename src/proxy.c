@@ -41,12 +41,12 @@
 #include <time.h>
 
 #include "config.h"
-#include "fetch.h"
 #include "hdr.h"
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
 #include "state.h"
+#include "upstream.h"
 #include "usage.h"
 #include "util.h"
 
@@ -58,7 +58,7 @@
 
 struct proxy {
     uv_loop_t *loop;            /* borrows */
-    struct fetch *fetch;        /* borrows */
+    struct upstream *up;        /* borrows */
     struct state *st;           /* borrows */
     const struct config *cfg;   /* borrows */
     struct metrics *metrics;    /* borrows; NULL: none */
@@ -73,7 +73,7 @@ struct proxy {
 
 struct preq {
     struct track t;             /* linked in state's list while in flight */
-    struct fetch_xfer x;        /* x.easy owned */
+    struct up_xfer *ux;         /* the running exchange; NULL between attempts */
     struct proxy *px;           /* borrows */
     struct state *st;           /* holds a reference: the state it started under */
     const struct config *cfg;   /* borrows from st */
@@ -82,10 +82,9 @@ struct preq {
     const char *method;         /* borrows (static) */
     char *target;               /* owns */
     bool is_head;
-    struct curl_slist *hdrs;    /* owns; the filtered client headers */
-    struct curl_slist *hdrs_tail;    /* borrows: the last node of hdrs */
-    struct curl_slist *token_node;   /* owns; the token header, linked after hdrs_tail
-                                      * while an attempt runs */
+    struct buf hdrs;            /* owns; the filtered client headers, "Name: value\r\n",
+                                 * then the attempt's token line */
+    size_t hdrs_client_len;     /* where the client's headers end in hdrs */
     struct buf body;            /* owns */
     char *session_key;          /* owns; NULL when not sticky */
     /* attempts */
@@ -195,8 +194,10 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     uint64_t total = now - p->t.start_ms;
-    if (p->x.added)
-        fetch_remove(px->fetch, &p->x);
+    if (p->ux) {
+        up_abort(p->ux);
+        p->ux = NULL;
+    }
     if (p->c) {
         conn_detach(p->c);
         p->c = NULL;
@@ -221,12 +222,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
                         st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,
                         status, p->ttfb_ms, (double)total, p->attempts, &p->usage);
     state_track_remove(&p->t);
-    if (p->x.easy)
-        fetch_easy_put(px->fetch, p->x.easy);
-    if (p->token_node)
-        p->hdrs_tail->next = NULL;
-    curl_slist_free_all(p->token_node);
-    curl_slist_free_all(p->hdrs);
+    buf_release(&p->hdrs);
     free(p->target);
     free(p->session_key);
     free(p->tried);
@@ -370,38 +366,17 @@ static void preq_commit(struct preq *p)
 
 /* The filtered client headers; the token is added per attempt, since the
  * endpoint (and so the group) is chosen per attempt. */
-static struct curl_slist *build_headers(const struct http_req *r, bool strip_creds)
+static void build_headers(struct buf *out, const struct http_req *r, bool strip_creds)
 {
-    struct curl_slist *l = NULL;
-    struct buf line;
-    buf_init(&line, SIZE_MAX);
-    bool has_accept = false, has_ctype = false;
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
         if (!http_req_forwardable(r, i, strip_creds))
             continue;
-        if (strn_ieq(h->name, h->name_len, "accept"))
-            has_accept = true;
-        if (strn_ieq(h->name, h->name_len, "content-type"))
-            has_ctype = true;
-        buf_reset(&line);
-        buf_append(&line, h->name, h->name_len);
-        if (h->value_len) {
-            buf_append(&line, ": ", 2);
-            buf_append(&line, h->value, h->value_len);
-        } else {
-            buf_append(&line, ";", 1); /* curl's syntax for an empty value */
-        }
-        l = curl_slist_append(l, line.data);
+        buf_append(out, h->name, h->name_len);
+        buf_append(out, ": ", 2);
+        buf_append(out, h->value, h->value_len);
+        buf_append(out, "\r\n", 2);
     }
-    /* Keep curl from adding headers the client did not send. */
-    l = curl_slist_append(l, "Expect:");
-    if (!has_accept)
-        l = curl_slist_append(l, "Accept:");
-    if (!has_ctype)
-        l = curl_slist_append(l, "Content-Type:");
-    buf_release(&line);
-    return l;
 }
 
 /* ---- deciding about a failed attempt ------------------------------------ */
@@ -529,7 +504,7 @@ static long long rate_limit_rest_s(const struct preq *p)
     return ra >= 0 ? ra : PROXY_DEFAULT_REST_S;
 }
 
-/* ---- curl callbacks ----------------------------------------------------- */
+/* ---- upstream callbacks ------------------------------------------------- */
 
 /* Response headers have all arrived: fail over, hold back or commit.
  * Returns false to stop the transfer. */
@@ -569,70 +544,37 @@ static bool preq_headers_done(struct preq *p)
     return true;
 }
 
-static size_t on_header(char *data, size_t size, size_t n, void *ud)
+static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
 {
     struct preq *p = ud;
-    size_t len = size * n;
-    if (p->headers_done)
-        return len; /* trailers: not forwarded */
-    while (len && (data[len - 1] == '\n' || data[len - 1] == '\r'))
-        len--;
-    if (len == 0) {
-        if (p->status >= 100 && p->status < 200) {
-            /* An interim response: the real one follows. */
-            p->status = 0;
-            buf_reset(&p->resp_hdrs);
-            p->resp_len = -1;
-            p->is_sse = p->is_json = false;
-            return size * n;
+    p->status = status;
+    for (size_t i = 0; i < n; i++) {
+        const struct up_hdr *h = &hdrs[i];
+        if (!hdr_name_valid(h->name, h->name_len) || !hdr_value_valid(h->value, h->value_len)) {
+            snprintf(p->fail, sizeof p->fail, "malformed response header from upstream");
+            return false;
         }
-        return preq_headers_done(p) ? size * n : 0;
-    }
-    if (p->status == 0) {
-        const char *sp = memchr(data, ' ', len);
-        if (len < 5 || strncmp(data, "HTTP/", 5) != 0 || !sp) {
-            snprintf(p->fail, sizeof p->fail, "malformed status line from upstream");
-            return 0;
+        if (strn_ieq(h->name, h->name_len, "content-length")) {
+            p->resp_len = strtoll(h->value, NULL, 10);
+            continue;
         }
-        p->status = atoi(sp + 1);
-        if (p->status < 100 || p->status > 999) {
-            snprintf(p->fail, sizeof p->fail, "malformed status line from upstream");
-            return 0;
+        if (hdr_is_hop_by_hop(h->name, h->name_len))
+            continue;
+        if (strn_ieq(h->name, h->name_len, "content-type")) {
+            if (h->value_len >= 17 && strncasecmp(h->value, "text/event-stream", 17) == 0)
+                p->is_sse = true;
+            else if (h->value_len >= 16 && strncasecmp(h->value, "application/json", 16) == 0)
+                p->is_json = true;
         }
-        return size * n;
+        if (buf_append(&p->resp_hdrs, h->name, h->name_len) != 0 ||
+            buf_append(&p->resp_hdrs, ": ", 2) != 0 ||
+            buf_append(&p->resp_hdrs, h->value, h->value_len) != 0 ||
+            buf_append(&p->resp_hdrs, "\r\n", 2) != 0) {
+            snprintf(p->fail, sizeof p->fail, "response headers from upstream larger than 64 KiB");
+            return false;
+        }
     }
-    const char *colon = memchr(data, ':', len);
-    if (!colon) {
-        snprintf(p->fail, sizeof p->fail, "malformed response header from upstream");
-        return 0;
-    }
-    size_t nl = (size_t)(colon - data);
-    const char *v = colon + 1;
-    size_t vl = len - nl - 1;
-    while (vl && (*v == ' ' || *v == '\t')) {
-        v++;
-        vl--;
-    }
-    if (!hdr_name_valid(data, nl) || !hdr_value_valid(v, vl)) {
-        snprintf(p->fail, sizeof p->fail, "malformed response header from upstream");
-        return 0;
-    }
-    if (strn_ieq(data, nl, "content-length")) {
-        p->resp_len = strtoll(v, NULL, 10);
-        return size * n;
-    }
-    if (hdr_is_hop_by_hop(data, nl))
-        return size * n;
-    if (strn_ieq(data, nl, "content-type")) {
-        if (vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0)
-            p->is_sse = true;
-        else if (vl >= 16 && strncasecmp(v, "application/json", 16) == 0)
-            p->is_json = true;
-    }
-    if (buf_append(&p->resp_hdrs, data, nl) != 0 || buf_append(&p->resp_hdrs, ": ", 2) != 0 ||
-        buf_append(&p->resp_hdrs, v, vl) != 0 || buf_append(&p->resp_hdrs, "\r\n", 2) != 0)
-        return 0; /* over PROXY_RESP_HEADERS_CAP */
-    return size * n;
+    return preq_headers_done(p);
 }
 
 static int on_sse_event(void *ud, const struct sse_event *ev)
@@ -657,10 +599,9 @@ static int on_sse_event(void *ud, const struct sse_event *ev)
     return 0;
 }
 
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
+static size_t on_body(void *ud, const char *data, size_t len)
 {
     struct preq *p = ud;
-    size_t len = size * n;
     if (!p->c)
         return 0;
     p->last_byte_ms = now_mono_ms();
@@ -678,10 +619,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     if (p->holding)
         preq_commit(p); /* more than PROXY_HOLD_CAP to hold: let it all through */
     if (conn_queued(p->c) > CONN_HIGH_WATER) {
-        /* The client is slow: curl keeps this data and stops reading the
-         * upstream until conn tells us the queue drained. */
+        /* The client is slow: the upstream client keeps this data and
+         * stops reading until conn tells us the queue drained. */
         p->paused = true;
-        return CURL_WRITEFUNC_PAUSE;
+        return UP_PAUSE;
     }
     p->t.bytes_out += len;
     p->bytes_to_client += len;
@@ -695,11 +636,12 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 
 /* ---- attempts ----------------------------------------------------------- */
 
-static void on_done(struct fetch_xfer *x, CURLcode rc)
+/* The attempt's exchange is over (or was stopped for a time limit). */
+static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
 {
-    struct preq *p = (struct preq *)((char *)x - offsetof(struct preq, x));
+    p->ux = NULL;
     if (!p->retry && !p->give_up) {
-        if (rc == CURLE_OK && (p->committed || p->holding)) {
+        if (rc == UP_OK && (p->committed || p->holding)) {
             if (p->holding && !(p->saw_start && !p->saw_stop)) {
                 preq_commit(p); /* a short stream ended inside the hold-back */
             } else if (p->holding) {
@@ -724,7 +666,7 @@ static void on_done(struct fetch_xfer *x, CURLcode rc)
             return;
         }
         if (p->committed) {
-            snprintf(p->fail, sizeof p->fail, "%s", curl_easy_strerror(rc));
+            snprintf(p->fail, sizeof p->fail, "%s", msg);
             state_live_failure(p->st, p->ep, p->fail, now_mono_ms());
             preq_break(p, p->fail);
             return;
@@ -735,9 +677,8 @@ static void on_done(struct fetch_xfer *x, CURLcode rc)
         }
         /* Nothing reached the client: a connection or protocol failure. */
         char why[sizeof p->fail];
-        snprintf(why, sizeof why, "%s",
-                 rc == CURLE_WRITE_ERROR && p->fail[0] ? p->fail : curl_easy_strerror(rc));
-        preq_failed(p, rc == CURLE_OPERATION_TIMEDOUT ? FAIL_TIMEOUT : FAIL_ERROR, 0, why);
+        snprintf(why, sizeof why, "%s", rc == UP_ERR_ABORTED && p->fail[0] ? p->fail : msg);
+        preq_failed(p, rc == UP_ERR_TIMEOUT ? FAIL_TIMEOUT : FAIL_ERROR, 0, why);
     }
 decided:
     if (p->give_up || !p->c) {
@@ -748,6 +689,11 @@ decided:
         return;
     }
     preq_next(p);
+}
+
+static void on_done(void *ud, enum up_rc rc, const char *msg)
+{
+    preq_attempt_done(ud, rc, msg);
 }
 
 /* Starts the next attempt after p->retry was set. */
@@ -777,27 +723,19 @@ static void preq_next(struct preq *p)
     preq_attempt(p);
 }
 
-static void preq_token_unlink(struct preq *p)
-{
-    if (!p->token_node)
-        return;
-    p->hdrs_tail->next = NULL;
-    curl_slist_free_all(p->token_node);
-    p->token_node = NULL;
-}
+static const struct up_cbs preq_up_cbs = {
+    .head = on_head,
+    .body = on_body,
+    .done = on_done,
+};
 
 static void preq_attempt(struct preq *p)
 {
-    struct proxy *px = p->px;
     struct state *st = p->st;
     const struct config *cfg = p->cfg;
     const struct ep *e = &st->eps[p->ep];
     const struct cfg_group *g = st->groups[e->group].cfg;
 
-    if (p->x.easy)
-        fetch_easy_put(px->fetch, p->x.easy);
-    p->x.easy = fetch_easy_new(px->fetch);
-    p->x.done = on_done;
     p->attempts++;
     p->t.attempts = p->attempts;
     p->attempt_start_ms = now_mono_ms();
@@ -806,6 +744,7 @@ static void preq_attempt(struct preq *p)
     p->holding = p->hold_release = p->hold_error = false;
     p->saw_start = p->saw_stop = p->saw_error = false;
     p->give_up = false;
+    p->paused = false;
     p->ttfb_ms = -1;
     p->resp_len = -1;
     p->is_sse = p->is_json = false;
@@ -818,48 +757,37 @@ static void preq_attempt(struct preq *p)
     sse_init(&p->sse, 256 * 1024);
     p->t.state = TRACK_WAITING;
 
-    CURL *h = p->x.easy;
-    char *url = hdr_url_join(e->url, p->target);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    free(url);
-
-    /* The token of the attempt's group is one node linked after the
-     * client's headers for this attempt only (the next attempt may be in
-     * another group).  curl copies nothing from the list, so it lives
-     * until the attempt is over. */
-    preq_token_unlink(p);
+    /* The token of the attempt's group follows the client's headers for
+     * this attempt only: the next attempt may be in another group. */
+    p->hdrs.len = p->hdrs_client_len;
+    if (p->hdrs.data)
+        p->hdrs.data[p->hdrs.len] = '\0';
     if (g->token) {
-        char *th = g->auth == AUTH_BEARER ? xasprintf("Authorization: Bearer %s", g->token)
-                                          : xasprintf("x-api-key: %s", g->token);
-        p->token_node = curl_slist_append(NULL, th);
-        free(th);
-        p->hdrs_tail->next = p->token_node;
+        if (g->auth == AUTH_BEARER)
+            buf_append(&p->hdrs, "Authorization: Bearer ", 22);
+        else
+            buf_append(&p->hdrs, "x-api-key: ", 11);
+        buf_append(&p->hdrs, g->token, strlen(g->token));
+        buf_append(&p->hdrs, "\r\n", 2);
     }
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, p->hdrs);
-
-    if (p->is_head) {
-        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    } else if (strcmp(p->method, "GET") == 0 && p->body.len == 0) {
-        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    } else {
-        if (strcmp(p->method, "POST") != 0)
-            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, p->method);
-        if (p->body.len || strcmp(p->method, "POST") == 0) {
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, p->body.data ? p->body.data : "");
-            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->body.len);
-        }
-    }
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, p);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, p);
-    /* Event streams come in small pieces: a small receive buffer keeps the
-     * memory of thousands of idle streams low (curl reads again at once
-     * when a large reply fills it). */
-    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 2048L);
-    if (fetch_add(px->fetch, &p->x) != 0)
+    char *url = hdr_url_join(e->url, p->target);
+    bool bodyless = p->is_head || (strcmp(p->method, "GET") == 0 && p->body.len == 0);
+    struct up_request req = {
+        .method = p->method,
+        .url = url,
+        .headers = p->hdrs.data,
+        .headers_len = p->hdrs.len,
+        .body = p->body.data,
+        .body_len = p->body.len,
+        .send_length = !bodyless && (p->body.len || strcmp(p->method, "POST") == 0),
+        .connect_timeout_ms = cfg->connect_timeout_ms,
+        /* Event streams come in small pieces: a small receive buffer keeps
+         * the memory of thousands of idle streams low. */
+        .recv_buffer = 2048,
+    };
+    p->ux = up_start(p->px->up, &req, &preq_up_cbs, p);
+    free(url);
+    if (!p->ux)
         preq_error(p, 502, "api_error", "could not start the upstream request", NULL);
 }
 
@@ -875,10 +803,10 @@ static void preq_client_gone(void *h)
 static void preq_drained(void *h)
 {
     struct preq *p = h;
-    if (p->paused && p->x.added) {
+    if (p->paused && p->ux) {
         p->paused = false;
         p->last_byte_ms = now_mono_ms();
-        curl_easy_pause(p->x.easy, CURLPAUSE_CONT);
+        up_resume(p->ux);
     }
 }
 
@@ -893,14 +821,15 @@ static const struct conn_handler_ops preq_ops = {
  * has seen nothing yet. */
 static void preq_timeout(struct preq *p, const char *why)
 {
-    fetch_remove(p->px->fetch, &p->x);
+    up_abort(p->ux);
+    p->ux = NULL;
     if (p->committed) {
         state_live_failure(p->st, p->ep, why, now_mono_ms());
         preq_break(p, why);
         return;
     }
     preq_failed(p, FAIL_TIMEOUT, 0, why);
-    on_done(&p->x, CURLE_OPERATION_TIMEDOUT);
+    preq_attempt_done(p, UP_ERR_TIMEOUT, why);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -913,12 +842,12 @@ static void on_tick(uv_timer_t *t)
         struct track *next = tr->next;
         struct preq *p = (struct preq *)tr;
         const struct config *cfg = p->cfg;
-        if (p->wait_until_ms && !p->x.added) {
+        if (p->wait_until_ms && !p->ux) {
             if (now >= p->wait_until_ms) {
                 p->wait_until_ms = 0;
                 preq_attempt(p);
             }
-        } else if (!p->x.added) {
+        } else if (!p->ux) {
             /* between attempts or finishing: nothing to watch */
         } else if (!p->headers_done) {
             if (now - p->attempt_start_ms >= (uint64_t)cfg->header_timeout_ms) {
@@ -952,12 +881,12 @@ static void proxy_open_reqlog(struct proxy *px)
     }
 }
 
-struct proxy *proxy_new(uv_loop_t *loop, struct fetch *f, struct state *st,
+struct proxy *proxy_new(uv_loop_t *loop, struct upstream *up, struct state *st,
                         const struct config *cfg)
 {
     struct proxy *px = xcalloc(1, sizeof *px);
     px->loop = loop;
-    px->fetch = f;
+    px->up = up;
     px->st = st;
     px->cfg = cfg;
     uv_timer_init(loop, &px->tick);
@@ -1151,9 +1080,9 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     }
     const struct group *g = &st->groups[st->eps[ep].group];
     p->tried = xcalloc(g->n, sizeof *p->tried);
-    p->hdrs = build_headers(req, g->cfg->token != NULL);
-    for (p->hdrs_tail = p->hdrs; p->hdrs_tail->next;)
-        p->hdrs_tail = p->hdrs_tail->next;
+    buf_init(&p->hdrs, SIZE_MAX);
+    build_headers(&p->hdrs, req, g->cfg->token != NULL);
+    p->hdrs_client_len = p->hdrs.len;
     state_track_route(&p->t, p->st, ep);
     p->ep = ep;
     preq_attempt(p);

@@ -1,5 +1,5 @@
 /*
- * proxy: forwards a client request to an upstream endpoint with libcurl
+ * proxy: forwards a client request to an upstream endpoint (upstream.h)
  * and streams the response back as it arrives.
  *
  * Each request becomes a struct preq that owns a copy of what is needed to
@@ -24,11 +24,11 @@
 
 struct proxy;
 struct state;
-struct fetch;
+struct upstream;
 struct config;
 struct metrics;
 
-struct proxy *proxy_new(uv_loop_t *loop, struct fetch *f, struct state *st,
+struct proxy *proxy_new(uv_loop_t *loop, struct upstream *up, struct state *st,
                         const struct config *cfg);
 /* Aborts every request in flight (their clients see the failure) and frees
  * the proxy once its timer is closed. */

@@ -804,6 +804,9 @@ class ZephyrTestCase(unittest.TestCase):
     no sanitizer report."""
 
     maxDiff = 4000
+    # [server] http_client for proxies started from groups (not from
+    # config_text); None keeps the default (the built-in HTTP/1.1 client).
+    http_client = None
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="zt-")
@@ -843,6 +846,9 @@ class ZephyrTestCase(unittest.TestCase):
     def start_proxy(self, groups=None, server=None, health_check=None, env=None,
                     extra_args=(), settle=True, config_text=None, dotenv=None, cwd=None):
         if config_text is None:
+            if self.http_client:
+                server = dict(server or {})
+                server.setdefault("http_client", self.http_client)
             config_text = make_config(groups, server, health_check)
         path = self.write_config(config_text, dotenv=dotenv)
         p = Proxy(path, env=child_env(env), extra_args=extra_args, cwd=cwd)

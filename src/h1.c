@@ -1,0 +1,1379 @@
+/*
+ * h1: the built-in HTTP/1.1 client; see h1.h and upstream.h for the
+ * contract.
+ *
+ * What it owns:
+ *   struct h1       the client: one 64 KiB read buffer shared by every
+ *                   connection, the llhttp settings, a small hash of pools,
+ *                   a free list of exchanges, one timer that sweeps idle
+ *                   connections, and the header array given to head().
+ *   struct h1_pool  one per host:port used: its idle connections (most
+ *                   recently used first) and its addresses (parsed once for
+ *                   a numeric host, cached H1_DNS_TTL_MS for a name).
+ *   struct h1_conn  one TCP connection: the handle, the parser, one connect
+ *                   or write request, and the bytes it keeps while its
+ *                   exchange is paused.  About 610 bytes.
+ *   struct h1_xchg  one exchange, the handle given to the caller.  Exchanges
+ *                   are recycled with their timer, request head buffer and
+ *                   header storage, so steady state allocates nothing.
+ *
+ * States of an exchange:
+ *   X_FREE          on the free list
+ *   X_RESOLVING     waiting for uv_getaddrinfo
+ *   X_CONNECTING    waiting for the TCP connect (addresses tried in order)
+ *   X_ACTIVE        on a connection: writing the request, reading the reply
+ *   X_DONE_PENDING  the result is known; the timer calls done at 0 ms
+ *   X_IN_DONE       inside the done callback
+ * States of a connection: CONN_CONNECTING, CONN_ACTIVE (an exchange is
+ * attached), CONN_IDLE (in its pool, still read so that a close or stray
+ * bytes from the upstream are noticed; unref'd, so that idle connections
+ * alone do not keep the loop running), CONN_CLOSING.
+ *
+ * The exchange timer carries the connect timeout, the whole-exchange
+ * timeout and the deferred done, one at a time.
+ *
+ * Pausing: when body() returns UP_PAUSE, on_body returns HPE_PAUSED, which
+ * stops llhttp right after that span.  The span and every byte after it in
+ * the read buffer are copied to conn->pend (they are contiguous) and reading
+ * stops.  h1_resume() hands the span to body() again, then resumes llhttp
+ * on the rest of pend; when that is used up, pend is freed and reading
+ * starts again.
+ *
+ * Stale reuse: an exchange on a reused connection that sees EOF, a reset or
+ * EPIPE before any response byte is sent again once, on a new connection,
+ * by the same exchange struct, so the caller's handle stays valid.
+ *
+ * Every way an exchange ends goes through x_finish(): the response
+ * completed (x_complete), connect, DNS, send and receive errors, a parse
+ * error, a callback asking to stop, the timeout.  h1_abort() ends it without
+ * a callback.  x_finish() calls done directly when it runs from a libuv
+ * callback and defers it to the exchange timer when it runs under
+ * h1_start() or h1_resume().  Every way a connection ends goes through
+ * conn_close(): the end of its exchange when it may not be kept, an error,
+ * an idle connection that hears from the upstream, the idle sweep, the pool
+ * cap, h1_abort(), h1_free().  Memory of loop objects is freed in close
+ * callbacks; the client itself once n_handles reaches zero.
+ *
+ * Limits: response heads up to 64 KiB and 200 header lines (UP_ERR_PROTOCOL
+ * beyond), 1024 idle connections per pool, idle connections closed after
+ * 50 s.  Pools are kept until h1_free(): there is one per host:port the
+ * callers name, which come from the configuration.
+ */
+#include "h1.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llhttp.h"
+#include "util.h"
+
+#define H1_READ_SIZE (64 * 1024)
+#define H1_MAX_HEAD_BYTES (64 * 1024)
+#define H1_MAX_HEADERS 200
+#define H1_CONNECT_TIMEOUT_MS 10000
+#define H1_DNS_TTL_MS 30000
+#define H1_IDLE_TIMEOUT_MS 50000
+#define H1_SWEEP_MS 5000
+#define H1_MAX_IDLE_PER_POOL 1024
+#define H1_MAX_FREE_XCHG 256
+#define H1_POOL_BUCKETS 64
+#define H1_TCP_KEEPALIVE_S 60
+#define H1_KEEP_BUF 8192 /* a recycled exchange keeps buffers up to this size */
+
+#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+enum x_state {
+    X_FREE = 0,
+    X_RESOLVING = 1,
+    X_CONNECTING = 2,
+    X_ACTIVE = 3,
+    X_DONE_PENDING = 4,
+    X_IN_DONE = 5,
+};
+
+enum conn_state {
+    CONN_CONNECTING = 0,
+    CONN_ACTIVE = 1,
+    CONN_IDLE = 2,
+    CONN_CLOSING = 3,
+};
+
+struct h1_pool {
+    struct h1_pool *next;           /* owns: the rest of the hash chain */
+    struct h1_conn *idle_head;      /* borrows: most recently used idle connection */
+    struct h1_conn *idle_tail;      /* borrows: least recently used */
+    size_t n_idle;
+    struct sockaddr_storage *addrs; /* owns */
+    size_t n_addrs;
+    uint64_t addrs_expire;          /* loop time; unused for numeric hosts */
+    bool numeric;
+    unsigned port;
+    uint32_t hash;
+    size_t host_len;
+    char host[];                    /* as in the URL (brackets kept), NUL-terminated */
+};
+
+struct h1_conn {
+    uv_tcp_t tcp;
+    union {
+        uv_connect_t connect;
+        uv_write_t write;
+    } req;                          /* never both at once: the write follows the connect */
+    llhttp_t parser;                /* .data borrows the exchange */
+    struct h1 *c;                   /* borrows */
+    struct h1_pool *pool;           /* borrows */
+    struct h1_xchg *x;              /* borrows; NULL when idle or closing */
+    struct h1_conn *prev, *next;    /* borrow: the pool's idle list */
+    char *pend;                     /* owns: bytes kept while the exchange is paused */
+    uint32_t pend_len;              /* bytes in pend */
+    uint32_t pend_body;             /* the first pend_body bytes go to body() again */
+    uint64_t idle_since;            /* loop time */
+    enum conn_state state;
+    bool reading;
+    bool write_pending;
+};
+
+struct h1_dns {
+    uv_getaddrinfo_t req;
+    struct h1 *c;                   /* borrows */
+    struct h1_pool *pool;           /* borrows */
+    struct h1_xchg *x;              /* borrows; NULL once the exchange ended */
+};
+
+struct h1_xchg {
+    struct up_xfer base;            /* first: the caller's handle */
+    enum x_state state;
+    struct h1 *c;                   /* borrows */
+    struct h1_pool *pool;           /* borrows */
+    struct h1_conn *conn;           /* borrows; the connection closes or pools itself */
+    struct h1_dns *dns;             /* borrows; the request frees itself */
+    struct h1_xchg *next_free;      /* borrows: the client's free list */
+    uv_timer_t timer;
+    struct up_cbs cbs;
+    void *ud;                       /* borrows */
+    const char *body;               /* borrows: the request body */
+    size_t body_len;
+    char *head;                     /* owns: the request head */
+    size_t head_len, head_size;
+    char *hb;                       /* owns: the response head, [u32 len][bytes] records */
+    size_t hb_len, hb_size;
+    size_t hdr_bytes;               /* status lines, names and values seen so far */
+    size_t cur_off;                 /* offset in hb of the record being appended to */
+    uint32_t nhdrs;
+    bool in_field;
+    uint64_t start_ms;              /* loop time */
+    long timeout_ms;
+    long connect_timeout_ms;
+    size_t addr_idx;                /* the address being tried */
+    const char *pause_at;           /* borrows: the span body() paused on */
+    size_t pause_len;
+    enum up_rc rc;
+    const char *msg;                /* borrows: a literal or msgbuf */
+    bool is_head;
+    bool reused;                    /* the connection came from the pool */
+    bool retried;                   /* already sent again once */
+    bool got_byte;                  /* a response byte arrived on this connection */
+    bool write_done;
+    bool final_seen;                /* the final (non-1xx) head was parsed */
+    bool complete;
+    bool paused;
+    bool busy;                      /* inside llhttp or a callback: abort defers recycling */
+    bool aborted;
+    char msgbuf[192];
+};
+
+struct h1 {
+    uv_loop_t *loop;                /* borrows */
+    llhttp_settings_t settings;
+    struct h1_pool *pools[H1_POOL_BUCKETS]; /* owns */
+    struct h1_xchg *free_x;         /* owns: recycled exchanges */
+    size_t n_free;
+    uv_timer_t sweep;
+    size_t n_open, n_idle;
+    size_t n_handles;               /* handles and requests whose callbacks are pending */
+    bool free_requested;
+    struct up_hdr hdrs[H1_MAX_HEADERS];
+    char rbuf[H1_READ_SIZE];        /* the read buffer every connection shares */
+};
+
+static void conn_close(struct h1_conn *conn);
+static void x_finish(struct h1_xchg *x, enum up_rc rc, const char *msg, bool defer);
+static void x_connect_start(struct h1_xchg *x, bool defer);
+static void x_connect(struct h1_xchg *x, bool defer);
+static void on_x_timeout(uv_timer_t *t);
+
+/* ---- the client ---------------------------------------------------------- */
+
+static void h1_maybe_free(struct h1 *c)
+{
+    if (!c->free_requested || c->n_handles > 0)
+        return;
+    for (size_t i = 0; i < H1_POOL_BUCKETS; i++) {
+        for (struct h1_pool *p = c->pools[i], *next; p; p = next) {
+            next = p->next;
+            free(p->addrs);
+            free(p);
+        }
+    }
+    free(c);
+}
+
+static void on_handle_closed_count(uv_handle_t *h)
+{
+    struct h1 *c = h->data;
+    c->n_handles--;
+    h1_maybe_free(c);
+}
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static void addr_str(const struct sockaddr_storage *a, char *out, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
+        uv_ip6_name(a6, ip, sizeof ip);
+        snprintf(out, len, "[%s]:%u", ip, (unsigned)ntohs(a6->sin6_port));
+    } else {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
+        uv_ip4_name(a4, ip, sizeof ip);
+        snprintf(out, len, "%s:%u", ip, (unsigned)ntohs(a4->sin_port));
+    }
+}
+
+static bool is_tchar(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+        return true;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+static bool blank(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+/* ---- URLs and pools ------------------------------------------------------- */
+
+struct h1_url {
+    const char *host;   /* brackets kept */
+    size_t host_len;
+    unsigned port;
+    const char *auth;   /* host[:port] as written, for the Host header */
+    size_t auth_len;
+    const char *path;   /* "", "/..." or "?..." up to a fragment */
+    size_t path_len;
+};
+
+/* http://host[:port][/path][?query][#fragment]; the fragment is dropped. */
+static int url_parse(const char *url, struct h1_url *u)
+{
+    static const char scheme[] = "http://";
+    for (size_t i = 0; i < 7; i++) {
+        char ch = url[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        if (ch != scheme[i])
+            return -1;
+    }
+    const char *p = url + 7;
+    u->auth = p;
+    u->host = p;
+    if (*p == '[') {
+        const char *q = strchr(p, ']');
+        if (!q)
+            return -1;
+        p = q + 1;
+    } else {
+        while (*p && *p != ':' && *p != '/' && *p != '?' && *p != '#')
+            p++;
+    }
+    u->host_len = (size_t)(p - u->host);
+    if (u->host_len == 0)
+        return -1;
+    u->port = 80;
+    if (*p == ':') {
+        unsigned port = 0;
+        size_t digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
+            port = port * 10 + (unsigned)(*p - '0');
+            if (port > 65535)
+                return -1;
+        }
+        if (digits == 0 || port == 0)
+            return -1;
+        u->port = port;
+    }
+    u->auth_len = (size_t)(p - u->auth);
+    if (*p && *p != '/' && *p != '?' && *p != '#')
+        return -1;
+    u->path = p;
+    while (*p && *p != '#') {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return -1;
+        p++;
+    }
+    u->path_len = (size_t)(p - u->path);
+    return 0;
+}
+
+static uint32_t pool_hash(const char *host, size_t len, unsigned port)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)host[i]) * 16777619u;
+    return (h ^ port) * 16777619u;
+}
+
+/* The pool for host:port, created on first use; NULL when host is neither
+ * an address nor a plausible DNS name. */
+static struct h1_pool *pool_get(struct h1 *c, const char *host, size_t len, unsigned port)
+{
+    uint32_t h = pool_hash(host, len, port);
+    struct h1_pool **slot = &c->pools[h % H1_POOL_BUCKETS];
+    for (struct h1_pool *p = *slot; p; p = p->next) {
+        if (p->hash == h && p->port == port && p->host_len == len &&
+            memcmp(p->host, host, len) == 0)
+            return p;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    bool numeric = false;
+    char name[256];
+    if (len >= sizeof name)
+        return NULL;
+    if (host[0] == '[') {
+        if (len < 3 || host[len - 1] != ']')
+            return NULL;
+        memcpy(name, host + 1, len - 2);
+        name[len - 2] = '\0';
+        if (uv_ip6_addr(name, (int)port, (struct sockaddr_in6 *)&ss) != 0)
+            return NULL;
+        numeric = true;
+    } else {
+        memcpy(name, host, len);
+        name[len] = '\0';
+        for (size_t i = 0; i < len; i++) {
+            unsigned char ch = (unsigned char)name[i];
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_'))
+                return NULL;
+        }
+        struct in_addr a4;
+        if (inet_pton(AF_INET, name, &a4) == 1) {
+            uv_ip4_addr(name, (int)port, (struct sockaddr_in *)&ss);
+            numeric = true;
+        }
+    }
+    struct h1_pool *p = xcalloc(1, sizeof *p + len + 1);
+    memcpy(p->host, host, len);
+    p->host[len] = '\0';
+    p->host_len = len;
+    p->port = port;
+    p->hash = h;
+    p->numeric = numeric;
+    if (numeric) {
+        p->addrs = xmalloc(sizeof ss);
+        p->addrs[0] = ss;
+        p->n_addrs = 1;
+    }
+    p->next = *slot;
+    *slot = p;
+    return p;
+}
+
+static void pool_unlink(struct h1_conn *conn)
+{
+    struct h1_pool *p = conn->pool;
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        p->idle_head = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    else
+        p->idle_tail = conn->prev;
+    conn->prev = conn->next = NULL;
+    p->n_idle--;
+    conn->c->n_idle--;
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct h1 *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    for (size_t i = 0; i < H1_POOL_BUCKETS; i++) {
+        for (struct h1_pool *p = c->pools[i]; p; p = p->next) {
+            while (p->idle_tail && now - p->idle_tail->idle_since >= H1_IDLE_TIMEOUT_MS)
+                conn_close(p->idle_tail);
+        }
+    }
+    if (c->n_idle == 0)
+        uv_timer_stop(t);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+
+/* Returns a connection whose exchange ended cleanly to its pool. */
+static void pool_put(struct h1_conn *conn)
+{
+    struct h1 *c = conn->c;
+    struct h1_pool *p = conn->pool;
+    free(conn->pend);
+    conn->pend = NULL;
+    conn->pend_len = conn->pend_body = 0;
+    if (!conn->reading) {
+        if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
+            conn_close(conn);
+            return;
+        }
+        conn->reading = true;
+    }
+    conn->state = CONN_IDLE;
+    conn->idle_since = uv_now(c->loop);
+    conn->prev = NULL;
+    conn->next = p->idle_head;
+    if (p->idle_head)
+        p->idle_head->prev = conn;
+    else
+        p->idle_tail = conn;
+    p->idle_head = conn;
+    p->n_idle++;
+    c->n_idle++;
+    uv_unref((uv_handle_t *)&conn->tcp);
+    if (p->n_idle > H1_MAX_IDLE_PER_POOL)
+        conn_close(p->idle_tail);
+    if (!uv_is_active((uv_handle_t *)&c->sweep))
+        uv_timer_start(&c->sweep, on_sweep, H1_SWEEP_MS, H1_SWEEP_MS);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct h1_conn *conn = h->data;
+    (void)suggested;
+    *b = uv_buf_init(conn->c->rbuf, H1_READ_SIZE);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct h1_conn *conn = h->data;
+    struct h1 *c = conn->c;
+    free(conn->pend);
+    free(conn);
+    c->n_handles--;
+    h1_maybe_free(c);
+}
+
+static struct h1_conn *conn_new(struct h1 *c, struct h1_pool *pool)
+{
+    struct h1_conn *conn = xcalloc(1, sizeof *conn);
+    uv_tcp_init(c->loop, &conn->tcp);
+    conn->tcp.data = conn;
+    conn->c = c;
+    conn->pool = pool;
+    conn->state = CONN_CONNECTING;
+    c->n_open++;
+    c->n_handles++;
+    return conn;
+}
+
+/* The one way a connection ends; see the top of this file for the paths
+ * that lead here.  The caller has detached its exchange.  Idempotent. */
+static void conn_close(struct h1_conn *conn)
+{
+    if (conn->state == CONN_CLOSING)
+        return;
+    if (conn->state == CONN_IDLE)
+        pool_unlink(conn);
+    conn->state = CONN_CLOSING;
+    conn->x = NULL;
+    conn->c->n_open--;
+    uv_close((uv_handle_t *)&conn->tcp, on_conn_closed);
+}
+
+/* ---- exchanges: allocation ------------------------------------------------ */
+
+static void on_xchg_closed(uv_handle_t *h)
+{
+    struct h1_xchg *x = h->data;
+    struct h1 *c = x->c;
+    free(x->head);
+    free(x->hb);
+    free(x);
+    c->n_handles--;
+    h1_maybe_free(c);
+}
+
+static struct h1_xchg *x_get(struct h1 *c)
+{
+    struct h1_xchg *x = c->free_x;
+    if (x) {
+        c->free_x = x->next_free;
+        c->n_free--;
+        return x;
+    }
+    x = xcalloc(1, sizeof *x);
+    x->base.kind = UP_KIND_H1;
+    x->c = c;
+    uv_timer_init(c->loop, &x->timer);
+    x->timer.data = x;
+    c->n_handles++;
+    return x;
+}
+
+/* The exchange is over for the caller; its struct goes back to the free
+ * list (or is closed when the list is full). */
+static void x_recycle(struct h1_xchg *x)
+{
+    struct h1 *c = x->c;
+    uv_timer_stop(&x->timer);
+    x->state = X_FREE;
+    x->conn = NULL;
+    x->dns = NULL;
+    if (x->head_size > H1_KEEP_BUF) {
+        free(x->head);
+        x->head = NULL;
+        x->head_size = 0;
+    }
+    if (x->hb_size > H1_KEEP_BUF) {
+        free(x->hb);
+        x->hb = NULL;
+        x->hb_size = 0;
+    }
+    if (c->n_free >= H1_MAX_FREE_XCHG || c->free_requested) {
+        uv_close((uv_handle_t *)&x->timer, on_xchg_closed);
+        return;
+    }
+    x->next_free = c->free_x;
+    c->free_x = x;
+    c->n_free++;
+}
+
+static void on_x_deferred(uv_timer_t *t)
+{
+    struct h1_xchg *x = t->data;
+    x->state = X_IN_DONE;
+    x->cbs.done(x->ud, x->rc, x->msg);
+    x_recycle(x);
+}
+
+/* The one way an exchange ends with done; see the top of this file.  The
+ * caller has dealt with a connection it means to keep. */
+static void x_finish(struct h1_xchg *x, enum up_rc rc, const char *msg, bool defer)
+{
+    if (x->dns) {
+        /* Let the lookup finish: its answer still fills the cache. */
+        x->dns->x = NULL;
+        x->dns = NULL;
+    }
+    if (x->conn) {
+        struct h1_conn *conn = x->conn;
+        x->conn = NULL;
+        conn->x = NULL;
+        conn_close(conn);
+    }
+    x->rc = rc;
+    x->msg = msg;
+    if (defer) {
+        x->state = X_DONE_PENDING;
+        uv_timer_start(&x->timer, on_x_deferred, 0, 0);
+        return;
+    }
+    uv_timer_stop(&x->timer);
+    x->state = X_IN_DONE;
+    x->cbs.done(x->ud, rc, msg);
+    x_recycle(x);
+}
+
+/* The response ended: the connection goes back to its pool when nothing
+ * else arrived after it, the request was written and both sides allow it. */
+static void x_complete(struct h1_xchg *x, bool may_keep, bool defer)
+{
+    struct h1_conn *conn = x->conn;
+    x->conn = NULL;
+    conn->x = NULL;
+    if (may_keep && x->write_done && !conn->write_pending && llhttp_should_keep_alive(&conn->parser))
+        pool_put(conn);
+    else
+        conn_close(conn);
+    x_finish(x, UP_OK, "", defer);
+}
+
+/* ---- response parsing ----------------------------------------------------- */
+
+static int head_too_big(struct h1_xchg *x)
+{
+    x->rc = UP_ERR_PROTOCOL;
+    x->msg = "malformed response from upstream: header block too large (over 64 KiB or 200 "
+             "fields)";
+    return -1;
+}
+
+static void hb_reserve(struct h1_xchg *x, size_t n)
+{
+    if (x->hb_len + n <= x->hb_size)
+        return;
+    size_t size = x->hb_size ? x->hb_size : 1024;
+    while (size < x->hb_len + n)
+        size *= 2;
+    x->hb = xrealloc(x->hb, size);
+    x->hb_size = size;
+}
+
+/* Starts a [u32 len] record. */
+static void hb_open(struct h1_xchg *x)
+{
+    hb_reserve(x, 4);
+    x->cur_off = x->hb_len;
+    memset(x->hb + x->hb_len, 0, 4);
+    x->hb_len += 4;
+}
+
+/* Appends to the open record. */
+static int hb_add(struct h1_xchg *x, const char *at, size_t len)
+{
+    x->hdr_bytes += len;
+    if (x->hdr_bytes > H1_MAX_HEAD_BYTES)
+        return head_too_big(x);
+    hb_reserve(x, len);
+    memcpy(x->hb + x->hb_len, at, len);
+    x->hb_len += len;
+    uint32_t n;
+    memcpy(&n, x->hb + x->cur_off, 4);
+    n += (uint32_t)len;
+    memcpy(x->hb + x->cur_off, &n, 4);
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct h1_xchg *x = p->data;
+    x->hb_len = 0;
+    x->nhdrs = 0;
+    x->in_field = false;
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1_xchg *x = p->data;
+    (void)at;
+    x->hdr_bytes += len;
+    return x->hdr_bytes > H1_MAX_HEAD_BYTES ? head_too_big(x) : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1_xchg *x = p->data;
+    if (!x->in_field) {
+        if (++x->nhdrs > H1_MAX_HEADERS)
+            return head_too_big(x);
+        x->in_field = true;
+        hb_open(x);
+    }
+    return hb_add(x, at, len);
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct h1_xchg *x = p->data;
+    x->in_field = false;
+    hb_open(x); /* the value, possibly empty */
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    return hb_add(p->data, at, len);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct h1_xchg *x = p->data;
+    struct h1 *c = x->c;
+    int status = p->status_code;
+    if (status < 200) {
+        if (status == 101) {
+            x->rc = UP_ERR_PROTOCOL;
+            x->msg = "malformed response from upstream: unexpected 101 Switching Protocols";
+            return -1;
+        }
+        return 1; /* an interim head: no body, the next head follows */
+    }
+    x->final_seen = true;
+    size_t n = 0;
+    const char *q = x->hb, *end = x->hb + x->hb_len;
+    while (q + 8 <= end && n < H1_MAX_HEADERS) {
+        uint32_t nl, vl;
+        memcpy(&nl, q, 4);
+        struct up_hdr *h = &c->hdrs[n++];
+        h->name = q + 4;
+        h->name_len = nl;
+        q += 4 + nl;
+        memcpy(&vl, q, 4);
+        const char *v = q + 4;
+        q += 4 + vl;
+        while (vl > 0 && blank(*v)) {
+            v++;
+            vl--;
+        }
+        while (vl > 0 && blank(v[vl - 1]))
+            vl--;
+        h->value = v;
+        h->value_len = vl;
+    }
+    bool ok = x->cbs.head(x->ud, status, c->hdrs, n);
+    if (x->aborted)
+        return -1;
+    if (!ok) {
+        x->rc = UP_ERR_ABORTED;
+        x->msg = "stopped by the head callback";
+        return -1;
+    }
+    /* llhttp leaves these to the caller: no body whatever the head says. */
+    return x->is_head || status == 204 || status == 304 ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1_xchg *x = p->data;
+    if (len == 0)
+        return 0;
+    size_t r = x->cbs.body(x->ud, at, len);
+    if (x->aborted)
+        return -1;
+    if (r == len)
+        return 0;
+    if (r == UP_PAUSE) {
+        x->paused = true;
+        x->pause_at = at;
+        x->pause_len = len;
+        return HPE_PAUSED;
+    }
+    x->rc = UP_ERR_ABORTED;
+    x->msg = "stopped by the body callback";
+    return -1;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct h1_xchg *x = p->data;
+    if (!x->final_seen)
+        return 0; /* the end of an interim head */
+    x->complete = true;
+    return HPE_PAUSED; /* stop right here: what follows is not ours */
+}
+
+/* Feeds response bytes to the parser.  data is the shared read buffer, or
+ * (from_pend, under h1_resume) the connection's kept bytes. */
+static void x_feed(struct h1_xchg *x, const char *data, size_t len, bool from_pend)
+{
+    struct h1_conn *conn = x->conn;
+    x->busy = true;
+    llhttp_errno_t err = llhttp_execute(&conn->parser, data, len);
+    x->busy = false;
+    if (x->aborted) {
+        x_recycle(x); /* h1_abort() ran inside a callback */
+        return;
+    }
+    if (err == HPE_OK)
+        return;
+    if (err == HPE_PAUSED) {
+        const char *pos = llhttp_get_error_pos(&conn->parser);
+        if (x->complete) {
+            x_complete(x, pos == data + len, from_pend);
+            return;
+        }
+        /* body() paused: keep the span and everything after it. */
+        size_t keep = (size_t)(data + len - x->pause_at);
+        if (from_pend) {
+            memmove(conn->pend, x->pause_at, keep);
+        } else {
+            conn->pend = xrealloc(conn->pend, keep);
+            memcpy(conn->pend, x->pause_at, keep);
+        }
+        conn->pend_len = (uint32_t)keep;
+        conn->pend_body = (uint32_t)x->pause_len;
+        if (conn->reading) {
+            uv_read_stop((uv_stream_t *)&conn->tcp);
+            conn->reading = false;
+        }
+        return;
+    }
+    if (x->rc != UP_OK) {
+        x_finish(x, x->rc, x->msg, from_pend);
+        return;
+    }
+    const char *reason = llhttp_get_error_reason(&conn->parser);
+    snprintf(x->msgbuf, sizeof x->msgbuf, "malformed response from upstream: %s",
+             reason && *reason ? reason : llhttp_errno_name(err));
+    x_finish(x, UP_ERR_PROTOCOL, x->msgbuf, from_pend);
+}
+
+/* ---- sending and receiving ------------------------------------------------ */
+
+static bool stale_error(int err)
+{
+    return err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE || err == UV_ECONNABORTED;
+}
+
+static bool may_resend(const struct h1_xchg *x, int err)
+{
+    return x->reused && !x->retried && !x->got_byte && stale_error(err);
+}
+
+/* The reused connection was dead: send again once on a new one. */
+static void x_resend(struct h1_xchg *x, bool defer)
+{
+    struct h1_conn *old = x->conn;
+    x->conn = NULL;
+    old->x = NULL;
+    conn_close(old);
+    x->retried = true;
+    x->reused = false;
+    x->write_done = false;
+    x->got_byte = false;
+    x_connect_start(x, defer);
+}
+
+static void x_send_failed(struct h1_xchg *x, int err, bool defer)
+{
+    if (x->got_byte)
+        return; /* a response is under way; the connection will not be kept */
+    if (may_resend(x, err)) {
+        x_resend(x, defer);
+        return;
+    }
+    snprintf(x->msgbuf, sizeof x->msgbuf, "could not send the request: %s", uv_strerror(err));
+    x_finish(x, UP_ERR_SEND, x->msgbuf, defer);
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct h1_conn *conn = container_of(w, struct h1_conn, req.write);
+    conn->write_pending = false;
+    if (conn->state == CONN_CLOSING || !conn->x)
+        return;
+    if (status < 0)
+        x_send_failed(conn->x, status, false);
+    else
+        conn->x->write_done = true;
+}
+
+/* One write for head and body: directly when the socket takes it all,
+ * the rest queued (borrowing the body) otherwise. */
+static void x_send(struct h1_xchg *x, bool defer)
+{
+    struct h1_conn *conn = x->conn;
+    uv_buf_t b[2] = {
+        uv_buf_init(x->head, (unsigned)x->head_len),
+        uv_buf_init((char *)x->body, (unsigned)x->body_len),
+    };
+    unsigned nb = x->body_len ? 2 : 1;
+    int n = uv_try_write((uv_stream_t *)&conn->tcp, b, nb);
+    if (n >= 0 && (size_t)n == x->head_len + x->body_len) {
+        x->write_done = true;
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        x_send_failed(x, n, defer);
+        return;
+    }
+    size_t skip = n > 0 ? (size_t)n : 0;
+    unsigned i = 0;
+    while (skip >= b[i].len) {
+        skip -= b[i].len;
+        i++;
+    }
+    b[i].base += skip;
+    b[i].len -= (unsigned)skip;
+    int rc = uv_write(&conn->req.write, (uv_stream_t *)&conn->tcp, b + i, nb - i, on_write);
+    if (rc < 0) {
+        x_send_failed(x, rc, defer);
+        return;
+    }
+    conn->write_pending = true;
+}
+
+static void x_read_failed(struct h1_xchg *x, int err)
+{
+    struct h1_conn *conn = x->conn;
+    if (err == UV_EOF && x->got_byte) {
+        /* A body that runs to the close ends here. */
+        x->busy = true;
+        llhttp_finish(&conn->parser);
+        x->busy = false;
+        if (x->aborted) {
+            x_recycle(x);
+            return;
+        }
+        if (x->complete) {
+            x_complete(x, false, false);
+            return;
+        }
+    }
+    if (may_resend(x, err)) {
+        x_resend(x, false);
+        return;
+    }
+    const char *msg;
+    if (err == UV_EOF) {
+        msg = "upstream closed the connection before the response ended";
+    } else if (err == UV_ECONNRESET) {
+        msg = "connection reset by upstream";
+    } else {
+        snprintf(x->msgbuf, sizeof x->msgbuf, "receive failed: %s", uv_strerror(err));
+        msg = x->msgbuf;
+    }
+    x_finish(x, UP_ERR_RECV, msg, false);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct h1_conn *conn = s->data;
+    if (n == 0 || conn->state == CONN_CLOSING)
+        return;
+    struct h1_xchg *x = conn->x;
+    if (!x) {
+        conn_close(conn); /* idle: the upstream closed it or sent something */
+        return;
+    }
+    if (n < 0) {
+        x_read_failed(x, (int)n);
+        return;
+    }
+    x->got_byte = true;
+    x_feed(x, b->base, (size_t)n, false);
+}
+
+/* ---- connecting ----------------------------------------------------------- */
+
+static void x_attach(struct h1_xchg *x, struct h1_conn *conn)
+{
+    x->conn = conn;
+    x->state = X_ACTIVE;
+    conn->x = x;
+    conn->state = CONN_ACTIVE;
+    llhttp_init(&conn->parser, HTTP_RESPONSE, &x->c->settings);
+    conn->parser.data = x;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct h1_conn *conn = container_of(req, struct h1_conn, req.connect);
+    if (conn->state == CONN_CLOSING)
+        return;
+    struct h1_xchg *x = conn->x;
+    struct h1_pool *pool = conn->pool;
+    if (status < 0) {
+        char a[80] = "?";
+        if (x->addr_idx < pool->n_addrs)
+            addr_str(&pool->addrs[x->addr_idx], a, sizeof a);
+        if (status == UV_ECONNREFUSED)
+            snprintf(x->msgbuf, sizeof x->msgbuf, "connection refused (%s)", a);
+        else
+            snprintf(x->msgbuf, sizeof x->msgbuf, "connect to %s failed: %s", a,
+                     uv_strerror(status));
+        x->conn = NULL;
+        conn_close(conn);
+        x->addr_idx++;
+        x_connect(x, false);
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
+        snprintf(x->msgbuf, sizeof x->msgbuf, "connect to %s:%u failed: cannot read", pool->host,
+                 pool->port);
+        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        return;
+    }
+    conn->reading = true;
+    x_attach(x, conn);
+    if (x->timeout_ms > 0) {
+        uint64_t used = uv_now(x->c->loop) - x->start_ms;
+        uint64_t t = (uint64_t)x->timeout_ms;
+        uv_timer_start(&x->timer, on_x_timeout, used < t ? t - used : 0, 0);
+    } else {
+        uv_timer_stop(&x->timer);
+    }
+    x_send(x, false);
+}
+
+/* Tries the pool's addresses from x->addr_idx on; the last failure is in
+ * x->msgbuf when none is left. */
+static void x_connect(struct h1_xchg *x, bool defer)
+{
+    struct h1 *c = x->c;
+    struct h1_pool *pool = x->pool;
+    x->state = X_CONNECTING;
+    while (x->addr_idx < pool->n_addrs) {
+        struct h1_conn *conn = conn_new(c, pool);
+        uv_tcp_nodelay(&conn->tcp, 1);
+        uv_tcp_keepalive(&conn->tcp, 1, H1_TCP_KEEPALIVE_S);
+        int rc = uv_tcp_connect(&conn->req.connect, &conn->tcp,
+                                (const struct sockaddr *)&pool->addrs[x->addr_idx], on_connect);
+        if (rc == 0) {
+            conn->x = x;
+            x->conn = conn;
+            return;
+        }
+        char a[80];
+        addr_str(&pool->addrs[x->addr_idx], a, sizeof a);
+        snprintf(x->msgbuf, sizeof x->msgbuf, "connect to %s failed: %s", a, uv_strerror(rc));
+        conn_close(conn);
+        x->addr_idx++;
+    }
+    if (x->addr_idx == 0)
+        snprintf(x->msgbuf, sizeof x->msgbuf, "no address for %s", pool->host);
+    x_finish(x, UP_ERR_CONNECT, x->msgbuf, defer);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct h1_dns *d = container_of(req, struct h1_dns, req);
+    struct h1 *c = d->c;
+    struct h1_pool *pool = d->pool;
+    struct h1_xchg *x = d->x;
+    if (status == 0) {
+        size_t n = 0;
+        for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+            if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
+                n++;
+        if (n > 0) {
+            struct sockaddr_storage *addrs = xcalloc(n, sizeof *addrs);
+            size_t i = 0;
+            for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+                if (ai->ai_family == AF_INET) {
+                    memcpy(&addrs[i], ai->ai_addr, sizeof(struct sockaddr_in));
+                    ((struct sockaddr_in *)&addrs[i++])->sin_port = htons((uint16_t)pool->port);
+                } else if (ai->ai_family == AF_INET6) {
+                    memcpy(&addrs[i], ai->ai_addr, sizeof(struct sockaddr_in6));
+                    ((struct sockaddr_in6 *)&addrs[i++])->sin6_port =
+                        htons((uint16_t)pool->port);
+                }
+            }
+            free(pool->addrs);
+            pool->addrs = addrs;
+            pool->n_addrs = n;
+            pool->addrs_expire = uv_now(c->loop) + H1_DNS_TTL_MS;
+        } else {
+            status = UV_EAI_NONAME;
+        }
+    }
+    uv_freeaddrinfo(res);
+    free(d);
+    c->n_handles--;
+    if (x) {
+        x->dns = NULL;
+        if (status == 0) {
+            x->addr_idx = 0;
+            x_connect(x, false);
+        } else {
+            snprintf(x->msgbuf, sizeof x->msgbuf, "could not resolve host %s", pool->host);
+            x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        }
+    }
+    h1_maybe_free(c);
+}
+
+static void x_resolve(struct h1_xchg *x, bool defer)
+{
+    struct h1 *c = x->c;
+    struct h1_dns *d = xmalloc(sizeof *d);
+    d->c = c;
+    d->pool = x->pool;
+    d->x = x;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    x->state = X_RESOLVING;
+    int rc = uv_getaddrinfo(c->loop, &d->req, on_resolved, x->pool->host, NULL, &hints);
+    if (rc != 0) {
+        free(d);
+        snprintf(x->msgbuf, sizeof x->msgbuf, "could not resolve host %s", x->pool->host);
+        x_finish(x, UP_ERR_CONNECT, x->msgbuf, defer);
+        return;
+    }
+    c->n_handles++;
+    x->dns = d;
+}
+
+/* A new connection: the connect timeout runs from here (capped by what is
+ * left of the whole-exchange timeout), through the lookup if one is needed. */
+static void x_connect_start(struct h1_xchg *x, bool defer)
+{
+    struct h1 *c = x->c;
+    struct h1_pool *pool = x->pool;
+    uint64_t now = uv_now(c->loop);
+    uint64_t t = x->connect_timeout_ms > 0 ? (uint64_t)x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
+    if (x->timeout_ms > 0) {
+        uint64_t used = now - x->start_ms, total = (uint64_t)x->timeout_ms;
+        uint64_t left = used < total ? total - used : 0;
+        if (left < t)
+            t = left;
+    }
+    uv_timer_start(&x->timer, on_x_timeout, t, 0);
+    x->addr_idx = 0;
+    if (pool->numeric || (pool->n_addrs > 0 && now < pool->addrs_expire))
+        x_connect(x, defer);
+    else
+        x_resolve(x, defer);
+}
+
+static void on_x_timeout(uv_timer_t *t)
+{
+    struct h1_xchg *x = t->data;
+    uint64_t used = uv_now(x->c->loop) - x->start_ms;
+    bool overall = x->timeout_ms > 0 && used >= (uint64_t)x->timeout_ms;
+    if (!overall && (x->state == X_CONNECTING || x->state == X_RESOLVING)) {
+        long ct = x->connect_timeout_ms > 0 ? x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
+        char a[80];
+        if (x->state == X_CONNECTING && x->addr_idx < x->pool->n_addrs)
+            addr_str(&x->pool->addrs[x->addr_idx], a, sizeof a);
+        else
+            snprintf(a, sizeof a, "%s:%u", x->pool->host, x->pool->port);
+        snprintf(x->msgbuf, sizeof x->msgbuf, "connect to %s timed out after %ld ms", a, ct);
+        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        return;
+    }
+    snprintf(x->msgbuf, sizeof x->msgbuf, "timed out after %ld ms", x->timeout_ms);
+    x_finish(x, UP_ERR_TIMEOUT, x->msgbuf, false);
+}
+
+/* ---- the request head ----------------------------------------------------- */
+
+static char *put(char *p, const void *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* "METHOD target HTTP/1.1", Host, the caller's lines, Content-Length. */
+static void x_build_head(struct h1_xchg *x, const struct up_request *req, const struct h1_url *u,
+                         size_t mlen)
+{
+    char num[24];
+    size_t nlen = 0;
+    if (req->send_length) {
+        unsigned long long v = req->body_len;
+        char *e = num + sizeof num;
+        do {
+            *--e = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        nlen = (size_t)(num + sizeof num - e);
+        memmove(num, e, nlen);
+    }
+    bool slash = u->path_len == 0 || u->path[0] != '/';
+    size_t hlen = req->headers ? req->headers_len : 0;
+    size_t need = mlen + 1 + (slash ? 1 : 0) + u->path_len + 11 + 6 + u->auth_len + 2 + hlen +
+                  (req->send_length ? 16 + nlen + 2 : 0) + 2;
+    if (need > x->head_size) {
+        size_t size = x->head_size ? x->head_size : 512;
+        while (size < need)
+            size *= 2;
+        free(x->head);
+        x->head = xmalloc(size);
+        x->head_size = size;
+    }
+    char *p = x->head;
+    p = put(p, req->method, mlen);
+    *p++ = ' ';
+    if (slash)
+        *p++ = '/';
+    p = put(p, u->path, u->path_len);
+    p = put(p, " HTTP/1.1\r\nHost: ", 17);
+    p = put(p, u->auth, u->auth_len);
+    p = put(p, "\r\n", 2);
+    if (hlen)
+        p = put(p, req->headers, hlen);
+    if (req->send_length) {
+        p = put(p, "Content-Length: ", 16);
+        p = put(p, num, nlen);
+        p = put(p, "\r\n", 2);
+    }
+    p = put(p, "\r\n", 2);
+    x->head_len = (size_t)(p - x->head);
+}
+
+/* ---- the interface -------------------------------------------------------- */
+
+struct h1 *h1_new(uv_loop_t *loop)
+{
+    struct h1 *c = xcalloc(1, sizeof *c);
+    c->loop = loop;
+    llhttp_settings_init(&c->settings);
+    c->settings.on_message_begin = on_message_begin;
+    c->settings.on_status = on_status;
+    c->settings.on_header_field = on_header_field;
+    c->settings.on_header_field_complete = on_header_field_complete;
+    c->settings.on_header_value = on_header_value;
+    c->settings.on_headers_complete = on_headers_complete;
+    c->settings.on_body = on_body;
+    c->settings.on_message_complete = on_message_complete;
+    uv_timer_init(loop, &c->sweep);
+    c->sweep.data = c;
+    uv_unref((uv_handle_t *)&c->sweep);
+    c->n_handles = 1;
+    return c;
+}
+
+void h1_free(struct h1 *c)
+{
+    if (!c)
+        return;
+    c->free_requested = true;
+    for (size_t i = 0; i < H1_POOL_BUCKETS; i++)
+        for (struct h1_pool *p = c->pools[i]; p; p = p->next)
+            while (p->idle_head)
+                conn_close(p->idle_head);
+    while (c->free_x) {
+        struct h1_xchg *x = c->free_x;
+        c->free_x = x->next_free;
+        uv_close((uv_handle_t *)&x->timer, on_xchg_closed);
+    }
+    c->n_free = 0;
+    uv_close((uv_handle_t *)&c->sweep, on_handle_closed_count);
+}
+
+struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struct up_cbs *cbs,
+                         void *ud)
+{
+    struct h1_url u;
+    if (!req->method || !req->url || url_parse(req->url, &u) != 0)
+        return NULL;
+    size_t mlen = 0;
+    while (req->method[mlen]) {
+        if (!is_tchar((unsigned char)req->method[mlen]))
+            return NULL;
+        mlen++;
+    }
+    if (mlen == 0)
+        return NULL;
+    struct h1_pool *pool = pool_get(c, u.host, u.host_len, u.port);
+    if (!pool)
+        return NULL;
+    struct h1_xchg *x = x_get(c);
+    x->pool = pool;
+    x->conn = NULL;
+    x->dns = NULL;
+    x->cbs = *cbs;
+    x->ud = ud;
+    x->body = req->body;
+    x->body_len = req->body ? req->body_len : 0;
+    x->hdr_bytes = 0;
+    x->hb_len = 0;
+    x->nhdrs = 0;
+    x->in_field = false;
+    x->start_ms = uv_now(c->loop);
+    x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : 0;
+    x->connect_timeout_ms = req->connect_timeout_ms;
+    x->addr_idx = 0;
+    x->rc = UP_OK;
+    x->msg = "";
+    x->is_head = mlen == 4 && memcmp(req->method, "HEAD", 4) == 0;
+    x->reused = x->retried = x->got_byte = x->write_done = false;
+    x->final_seen = x->complete = x->paused = x->busy = x->aborted = false;
+    x_build_head(x, req, &u, mlen);
+
+    struct h1_conn *conn = pool->idle_head;
+    if (conn) {
+        pool_unlink(conn);
+        uv_ref((uv_handle_t *)&conn->tcp);
+        x_attach(x, conn);
+        x->reused = true;
+        if (x->timeout_ms > 0)
+            uv_timer_start(&x->timer, on_x_timeout, (uint64_t)x->timeout_ms, 0);
+        x_send(x, true);
+    } else {
+        x_connect_start(x, true);
+    }
+    return &x->base;
+}
+
+void h1_resume(struct up_xfer *xf)
+{
+    struct h1_xchg *x = (struct h1_xchg *)xf;
+    if (!x || x->state != X_ACTIVE || !x->paused || x->busy)
+        return;
+    struct h1_conn *conn = x->conn;
+    size_t blen = conn->pend_body;
+    x->paused = false;
+    x->busy = true;
+    size_t r = x->cbs.body(x->ud, conn->pend, blen);
+    x->busy = false;
+    if (x->aborted) {
+        x_recycle(x);
+        return;
+    }
+    if (r == UP_PAUSE) {
+        x->paused = true;
+        return;
+    }
+    if (r != blen) {
+        x_finish(x, UP_ERR_ABORTED, "stopped by the body callback", true);
+        return;
+    }
+    llhttp_resume(&conn->parser);
+    conn->pend_body = 0;
+    x_feed(x, conn->pend + blen, conn->pend_len - blen, true);
+    if (x->state != X_ACTIVE || x->paused || x->conn != conn)
+        return;
+    free(conn->pend);
+    conn->pend = NULL;
+    conn->pend_len = 0;
+    if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
+        x_finish(x, UP_ERR_RECV, "receive failed: cannot read", true);
+        return;
+    }
+    conn->reading = true;
+}
+
+void h1_abort(struct up_xfer *xf)
+{
+    struct h1_xchg *x = (struct h1_xchg *)xf;
+    if (!x || x->state == X_FREE || x->state == X_IN_DONE || x->aborted)
+        return;
+    if (x->state == X_DONE_PENDING) {
+        x_recycle(x);
+        return;
+    }
+    if (x->dns) {
+        x->dns->x = NULL;
+        uv_cancel((uv_req_t *)&x->dns->req);
+        x->dns = NULL;
+    }
+    if (x->conn) {
+        /* Mid-exchange the connection cannot be reused; closing it also
+         * cancels a write that borrows the body. */
+        struct h1_conn *conn = x->conn;
+        x->conn = NULL;
+        conn->x = NULL;
+        conn_close(conn);
+    }
+    if (x->busy) {
+        x->aborted = true; /* recycled once the callback has returned */
+        uv_timer_stop(&x->timer);
+        return;
+    }
+    x_recycle(x);
+}
+
+void h1_counts(const struct h1 *c, size_t *open, size_t *idle)
+{
+    if (open)
+        *open = c->n_open;
+    if (idle)
+        *idle = c->n_idle;
+}

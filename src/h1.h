@@ -1,0 +1,46 @@
+/*
+ * h1: the built-in HTTP/1.1 client for plain http:// upstreams.
+ *
+ * Used through upstream.h (read its contract: callbacks, lifetime, result
+ * codes); this header is what upstream.c calls.
+ *
+ * - One libuv TCP connection carries one exchange at a time.  Finished
+ *   connections that may be kept alive go back to an idle pool per
+ *   host:port (most recently used first); an idle connection that the
+ *   upstream closes or sends anything on is closed and dropped.
+ * - A request on a reused connection that fails before any response byte
+ *   arrived (the upstream closed an idle connection as we reused it) is
+ *   sent again once on a new connection, transparently.
+ * - Host names are resolved with uv_getaddrinfo; numeric addresses are not
+ *   looked up.
+ * - The request head and the body go out in one write; the response is
+ *   parsed with llhttp (chunked and close-delimited bodies, HEAD).
+ * - Reading uses one buffer shared by all connections: a connection keeps
+ *   bytes of its own only while its exchange is paused.
+ */
+#ifndef ZEPHYR_H1_H
+#define ZEPHYR_H1_H
+
+#include <uv.h>
+
+#include "upstream.h"
+
+struct h1;
+
+struct h1 *h1_new(uv_loop_t *loop);
+/* Closes the idle connections and frees the client once their handles are
+ * closed.  Every exchange must have ended or been aborted. NULL: no-op. */
+void h1_free(struct h1 *c);
+
+/* Starts an exchange on req->url, which must be http://.  Returns NULL
+ * (and calls nothing) for a URL it cannot use. The returned handle's
+ * kind is UP_KIND_H1. */
+struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struct up_cbs *cbs,
+                         void *ud);
+void h1_resume(struct up_xfer *x);
+void h1_abort(struct up_xfer *x);
+
+/* Connections open now, idle ones among them (for tests and /status). */
+void h1_counts(const struct h1 *c, size_t *open, size_t *idle);
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * upstream: one HTTP exchange with an endpoint.
+ *
+ * Two clients sit behind this interface, both driven by the same libuv
+ * loop:
+ *   - the built-in HTTP/1.1 client (h1.c) for http:// URLs when no proxy
+ *     variable is set: keep-alive pools per host and port, llhttp for the
+ *     responses, no per-request work beyond writing the request head;
+ *   - libcurl's multi interface (fetch.c) for https:// URLs (TLS, HTTP/2
+ *     multiplexing), for http:// URLs behind a proxy variable, and for
+ *     every URL when [server] http_client = "libcurl".
+ * Callers (the proxy and the health checks) see one set of callbacks and
+ * one set of result codes.  libcurl is only initialised when a transfer
+ * first needs it.
+ *
+ * Lifetime: up_start() returns a handle that stays valid until the done
+ * callback has returned or up_abort() has been called, whichever comes
+ * first.  done is called exactly once unless up_abort() came first, and
+ * never from inside up_start(), up_resume(), up_abort() or another of the
+ * exchange's callbacks.  The request's strings and body are borrowed until
+ * then too.
+ */
+#ifndef ZEPHYR_UPSTREAM_H
+#define ZEPHYR_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+enum up_rc {
+    UP_OK = 0,
+    UP_ERR_CONNECT,   /* no connection: DNS, refused, unreachable, connect timeout */
+    UP_ERR_TIMEOUT,   /* up_request.timeout_ms passed */
+    UP_ERR_SEND,      /* the request could not be written */
+    UP_ERR_RECV,      /* the connection broke or closed before the response ended */
+    UP_ERR_PROTOCOL,  /* the response is not valid HTTP */
+    UP_ERR_ABORTED,   /* a callback asked to stop */
+    UP_ERR_OTHER,
+};
+
+struct up_hdr {
+    const char *name;
+    size_t name_len;
+    const char *value;   /* leading and trailing blanks removed */
+    size_t value_len;
+};
+
+struct up_request {
+    const char *method;        /* "POST", "GET", "HEAD", ... */
+    const char *url;           /* absolute: http://host[:port]/path?query or https://... */
+    const char *headers;       /* "Name: value\r\n" lines, or NULL; never Host,
+                                * Content-Length, Transfer-Encoding, Connection */
+    size_t headers_len;
+    const char *body;          /* may be NULL when body_len is 0 */
+    size_t body_len;
+    bool send_length;          /* send Content-Length (also when body_len is 0) */
+    long connect_timeout_ms;   /* 0: 10 s */
+    long timeout_ms;           /* the whole exchange; 0: no limit */
+    long recv_buffer;          /* receive buffer size hint in bytes; 0: default */
+};
+
+/* Returned by the body callback: deliver the same bytes again after
+ * up_resume(); the client stops reading from the upstream meanwhile. */
+#define UP_PAUSE ((size_t)-1)
+
+struct up_cbs {
+    /* The final response head (interim 1xx responses are skipped).  The
+     * array and its strings live only during the call.  Return false to
+     * stop: the exchange then ends with UP_ERR_ABORTED. */
+    bool (*head)(void *ud, int status, const struct up_hdr *hdrs, size_t n);
+    /* Decoded response body bytes (no chunk framing), len > 0.  Return
+     * len to take them, UP_PAUSE to pause, anything else to stop
+     * (UP_ERR_ABORTED). */
+    size_t (*body)(void *ud, const char *data, size_t len);
+    /* The exchange is over.  msg says what went wrong in a few words
+     * ("" for UP_OK); it lives only during the call. */
+    void (*done)(void *ud, enum up_rc rc, const char *msg);
+};
+
+/* Which client an exchange runs on; the first member of every handle. */
+enum up_kind { UP_KIND_H1 = 1, UP_KIND_CURL = 2 };
+struct up_xfer {
+    enum up_kind kind;
+};
+
+struct upstream;
+
+/* use_builtin: false sends every URL through libcurl. */
+struct upstream *upstream_new(uv_loop_t *loop, bool use_builtin);
+void upstream_set_builtin(struct upstream *u, bool use_builtin);
+/* Aborts nothing: abort every exchange first.  Closes idle connections;
+ * the memory is released once the loop has closed the handles. */
+void upstream_free(struct upstream *u);
+
+/* NULL when the exchange cannot start (bad URL, libcurl refused it); done
+ * is then not called. */
+struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
+                         const struct up_cbs *cbs, void *ud);
+/* Continues after the body callback returned UP_PAUSE.  May call body
+ * before it returns (never done).  A no-op when not paused. */
+void up_resume(struct up_xfer *x);
+/* Ends the exchange at once; no further callbacks. */
+void up_abort(struct up_xfer *x);
+
+/* Short name of the result, for logs: "connect failed", "timed out", ... */
+const char *up_rc_str(enum up_rc rc);
+
+#endif
