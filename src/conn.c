@@ -57,6 +57,8 @@ struct conn {
     bool resp_chunked;
     bool close_after;         /* close once the response is written */
     size_t queued;
+    struct buf head;          /* owns; a response head not sent yet: a known-length
+                               * response's head goes out with its first body bytes */
     int closed_handles;       /* 2 when tcp and timer are closed */
     bool closing;
     bool broken;              /* a write failed: closing on the next loop turn */
@@ -282,8 +284,21 @@ void conn_start_response(struct conn *c, int status, const char *headers, size_t
     }
     buf_append(&h, "\r\n", 2);
     c->resp_started = true;
+    if (content_length > 0 && !no_body) {
+        /* The body follows at once: one write for both. */
+        buf_release(&c->head);
+        c->head = h;
+        return;
+    }
     conn_send(c, h.data, h.len);
     buf_release(&h);
+}
+
+static void conn_flush_head(struct conn *c)
+{
+    if (c->head.len)
+        conn_send(c, c->head.data, c->head.len);
+    buf_release(&c->head);
 }
 
 void conn_write_body(struct conn *c, const char *p, size_t n)
@@ -294,6 +309,9 @@ void conn_write_body(struct conn *c, const char *p, size_t n)
         char head[24];
         int hl = snprintf(head, sizeof head, "%zx\r\n", n);
         conn_send3(c, head, (size_t)hl, p, n, "\r\n", 2);
+    } else if (c->head.len) {
+        conn_send3(c, c->head.data, c->head.len, p, n, NULL, 0);
+        buf_release(&c->head);
     } else {
         conn_send(c, p, n);
     }
@@ -301,6 +319,7 @@ void conn_write_body(struct conn *c, const char *p, size_t n)
 
 void conn_end_response(struct conn *c)
 {
+    conn_flush_head(c);
     if (c->resp_chunked && !c->rp.req.is_head)
         conn_send(c, "0\r\n\r\n", 5);
     c->hops = NULL;
@@ -320,6 +339,7 @@ void conn_end_response(struct conn *c)
 
 void conn_abort_response(struct conn *c)
 {
+    buf_release(&c->head); /* the body never came: cut without a head */
     c->hops = NULL;
     c->handler = NULL;
     c->close_after = true;
@@ -339,8 +359,7 @@ void conn_respond(struct conn *c, int status, const char *content_type, const ch
         buf_append(&h, extra, strlen(extra));
     conn_start_response(c, status, h.data ? h.data : "", h.len, (long long)len);
     buf_release(&h);
-    if (!c->rp.req.is_head && len)
-        conn_send(c, body, len);
+    conn_write_body(c, body, len);
     conn_end_response(c);
 }
 
@@ -499,6 +518,7 @@ static void conn_free(struct conn *c)
     s->n_conns--;
     reqparse_release(&c->rp);
     buf_release(&c->pending);
+    buf_release(&c->head);
     free(c);
     if (s->free_requested && s->n_conns == 0 && !s->listening)
         free(s);

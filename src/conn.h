@@ -64,7 +64,9 @@ void conn_respond_error(struct conn *c, int status, const char *type, const char
 
 /* Starts a streamed response.  headers is "Name: value\r\n"... without
  * framing headers; content_length < 0 means unknown (chunked for HTTP/1.1,
- * close-delimited for 1.0). */
+ * close-delimited for 1.0).  With a known length above 0 the head waits
+ * for the first body bytes (one write for both); conn_end_response()
+ * sends it if none came, conn_abort_response() drops it. */
 void conn_start_response(struct conn *c, int status, const char *headers, size_t headers_len,
                          long long content_length);
 void conn_write_body(struct conn *c, const char *p, size_t n);
