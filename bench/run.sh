@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-B=$ROOT/build
+B=${BENCH_BUILD:-$ROOT/build}
 OUT=${BENCH_OUT:-$ROOT/build/bench}
 REPS=${BENCH_REPS:-3}
 SHORT_S=${BENCH_SHORT_S:-3}
