@@ -262,12 +262,19 @@ void conn_start_response(struct conn *c, int status, const char *headers, size_t
     struct buf h;
     buf_init(&h, SIZE_MAX);
     bool no_body = c->rp.req.is_head || status == 204 || status == 304 || status < 200;
-    buf_appendf(&h, "HTTP/1.%d %d %s\r\n", c->rp.req.http_minor, status, status_text(status));
+    buf_append(&h, c->rp.req.http_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+    buf_append_ull(&h, (unsigned long long)status);
+    buf_append(&h, " ", 1);
+    buf_append_str(&h, status_text(status));
+    buf_append(&h, "\r\n", 2);
     if (headers_len)
         buf_append(&h, headers, headers_len);
     if (content_length >= 0) {
-        if (status != 204 && status != 304)
-            buf_appendf(&h, "Content-Length: %lld\r\n", content_length);
+        if (status != 204 && status != 304) {
+            buf_append(&h, "Content-Length: ", 16);
+            buf_append_ull(&h, (unsigned long long)content_length);
+            buf_append(&h, "\r\n", 2);
+        }
     } else if (!no_body) {
         if (c->rp.req.http_minor >= 1)
             c->resp_chunked = true;

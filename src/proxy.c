@@ -204,14 +204,16 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     }
     if (!p->is_sse && p->json.len)
         usage_from_message_json(p->json.data, p->json.len, &p->usage);
-    const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
-    char ttfb[32] = "-";
-    if (p->ttfb_ms >= 0)
-        snprintf(ttfb, sizeof ttfb, "%.0fms", p->ttfb_ms);
-    log_info("%s %s %s %s -> %d %s %llu B ttfb=%s total=%llums attempts=%u tokens=%lld/%lld",
-             p->t.idstr, p->method, p->t.path, epname, status, outcome,
-             (unsigned long long)p->bytes_to_client, ttfb, (unsigned long long)total, p->attempts,
-             p->usage.input, p->usage.output);
+    if (log_enabled(LOG_INFO)) {
+        const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
+        char ttfb[32] = "-";
+        if (p->ttfb_ms >= 0)
+            snprintf(ttfb, sizeof ttfb, "%.0fms", p->ttfb_ms);
+        log_info("%s %s %s %s -> %d %s %llu B ttfb=%s total=%llums attempts=%u tokens=%lld/%lld",
+                 p->t.idstr, p->method, p->t.path, epname, status, outcome,
+                 (unsigned long long)p->bytes_to_client, ttfb, (unsigned long long)total,
+                 p->attempts, p->usage.input, p->usage.output);
+    }
     if (px->reqlog)
         preq_log_json(p, status, outcome, total);
     usage_add(&px->st->live_tokens, &p->usage);
@@ -349,8 +351,11 @@ static void preq_commit(struct preq *p)
     }
     if (!p->c)
         return;
-    buf_appendf(&p->resp_hdrs, "x-zephyr-endpoint: %s\r\nx-zephyr-attempts: %u\r\n",
-                st->eps[p->ep].name, p->attempts);
+    buf_append(&p->resp_hdrs, "x-zephyr-endpoint: ", 19);
+    buf_append_str(&p->resp_hdrs, st->eps[p->ep].name);
+    buf_append(&p->resp_hdrs, "\r\nx-zephyr-attempts: ", 21);
+    buf_append_ull(&p->resp_hdrs, p->attempts);
+    buf_append(&p->resp_hdrs, "\r\n", 2);
     conn_start_response(p->c, p->status, p->resp_hdrs.data ? p->resp_hdrs.data : "",
                         p->resp_hdrs.len, p->resp_len);
     buf_release(&p->resp_hdrs); /* sent: a long stream keeps nothing of it */

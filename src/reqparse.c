@@ -25,7 +25,7 @@ bool http_req_forwardable(const struct http_req *r, size_t i, bool strip_creds)
     const struct http_hdr *h = &r->hdrs[i];
     if (hdr_is_hop_by_hop(h->name, h->name_len))
         return false;
-    for (size_t k = 0; k < r->n_hdrs; k++) {
+    for (size_t k = 0; r->has_connection && k < r->n_hdrs; k++) {
         const struct http_hdr *c = &r->hdrs[k];
         if (strn_ieq(c->name, c->name_len, "connection") &&
             hdr_connection_lists(c->value, c->value_len, h->name, h->name_len))
@@ -167,6 +167,8 @@ static int on_headers_complete(llhttp_t *p)
         }
         if (!hdr_value_valid(h->value, h->value_len))
             return bad_request(rp, "malformed header value (control character)");
+        if (strn_ieq(h->name, h->name_len, "connection"))
+            r->has_connection = true;
     }
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)rp->max_body)
         return rp_fail(rp, 413, "request_too_large",
@@ -262,6 +264,7 @@ void reqparse_drop_headers(struct reqparse *rp)
     free(rp->req.hdrs);
     rp->req.hdrs = NULL;
     rp->req.n_hdrs = 0;
+    rp->req.has_connection = false;
     buf_release(&rp->req.hbuf);
     buf_release(&rp->target);
     free(rp->offs);

@@ -48,6 +48,7 @@ struct http_req {
     bool is_head;
     struct http_hdr *hdrs; /* owns the array */
     size_t n_hdrs;
+    bool has_connection;  /* a Connection header is among hdrs */
     struct buf hbuf;      /* owns the header bytes the views point into */
     struct buf body;      /* the whole request body */
     uint64_t start_ms;    /* monotonic time the first byte arrived (set by conn) */

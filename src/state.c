@@ -587,7 +587,11 @@ void state_track_add(struct state *st, struct track *t, const char *method, cons
     /* A short id people can tell apart: a counter mixed so that
      * neighbouring requests do not look alike. */
     uint32_t h = (uint32_t)(t->id * 2654435761u);
-    snprintf(t->idstr, sizeof t->idstr, "r%05x", h >> 12);
+    static const char hex[] = "0123456789abcdef";
+    t->idstr[0] = 'r';
+    for (int i = 0; i < 5; i++) /* "r%05x" of the top 20 bits, without printf */
+        t->idstr[1 + i] = hex[(h >> (28 - 4 * i)) & 15];
+    t->idstr[6] = '\0';
     t->method = method;
     t->path = xstrdup(path);
     t->ep = -1;

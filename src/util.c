@@ -138,6 +138,22 @@ int buf_appendf(struct buf *b, const char *fmt, ...)
     return rc;
 }
 
+int buf_append_str(struct buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+int buf_append_ull(struct buf *b, unsigned long long v)
+{
+    char d[24];
+    size_t i = sizeof d;
+    do {
+        d[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(b, d + i, sizeof d - i);
+}
+
 void buf_reset(struct buf *b)
 {
     b->len = 0;

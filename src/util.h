@@ -38,6 +38,9 @@ void buf_init(struct buf *b, size_t cap);
 void buf_release(struct buf *b);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends a C string / an unsigned number in decimal (no printf). */
+int buf_append_str(struct buf *b, const char *s);
+int buf_append_ull(struct buf *b, unsigned long long v);
 void buf_reset(struct buf *b);
 /* Removes the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
