@@ -17,7 +17,6 @@
 #include "app.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +25,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "curlso.h"
 #include "dashboard.h"
 #include "demo.h"
 #include "dotenv.h"
@@ -34,8 +34,8 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "state.h"
-#include "upstream.h"
 #include "status.h"
+#include "upstream.h"
 #include "util.h"
 #include "web.h"
 
@@ -545,6 +545,21 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a->policy_timer.data = a;
 
     char err[256];
+    const char *curl_ep = NULL;
+    for (size_t g = 0; g < cfg->n_groups && !curl_ep; g++)
+        for (size_t i = 0; i < cfg->groups[g].n_endpoints && !curl_ep; i++)
+            if (upstream_uses_libcurl(a->up, cfg->groups[g].endpoints[i].url))
+                curl_ep = cfg->groups[g].endpoints[i].name;
+    if (curl_ep && curlso_load() != 0) {
+        /* curlso logged why; an endpoint that cannot be reached is not a
+         * configuration to start with. */
+        fprintf(stderr, "claude-zephyr: endpoint %s needs libcurl (https://, a proxy variable "
+                        "or http_client = \"libcurl\"), which cannot be loaded; install "
+                        "libcurl4\n", curl_ep);
+        a->exit_code = 1;
+        app_close_all(a);
+        goto out;
+    }
     if (conn_listen(a->srv, cfg->bind, cfg->port, err, sizeof err) != 0) {
         fprintf(stderr, "claude-zephyr: %s\n", err);
         a->exit_code = 1;
@@ -596,6 +611,6 @@ out:
     metrics_free(a->metrics);
     log_clear_secrets();
     free(a);
-    curl_global_cleanup();
+    curlso_cleanup();
     return code;
 }

@@ -132,14 +132,18 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 
 struct fetch *fetch_new(uv_loop_t *loop)
 {
+    CURLM *multi = curl_multi_init();
+    CURLSH *share = curl_share_init();
+    if (!multi || !share) {
+        /* libcurl could not be loaded (curlso.c said why) */
+        curl_multi_cleanup(multi);
+        curl_share_cleanup(share);
+        return NULL;
+    }
     struct fetch *f = xcalloc(1, sizeof *f);
     f->loop = loop;
-    f->multi = curl_multi_init();
-    f->share = curl_share_init();
-    if (!f->multi || !f->share) {
-        fprintf(stderr, "claude-zephyr: libcurl failed to initialise\n");
-        abort();
-    }
+    f->multi = multi;
+    f->share = share;
     curl_share_setopt(f->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(f->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
@@ -184,10 +188,8 @@ void fetch_free(struct fetch *f)
 CURL *fetch_easy_new(struct fetch *f)
 {
     CURL *e = f->n_pool ? f->pool[--f->n_pool] : curl_easy_init();
-    if (!e) {
-        fprintf(stderr, "claude-zephyr: curl_easy_init failed\n");
-        abort();
-    }
+    if (!e)
+        return NULL;
     curl_easy_setopt(e, CURLOPT_SHARE, f->share);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);

@@ -33,6 +33,7 @@ struct fetch_xfer {
     int added;           /* set while the easy handle is in the multi */
 };
 
+/* NULL when libcurl cannot be loaded (see curlso.h). */
 struct fetch *fetch_new(uv_loop_t *loop);
 /* Closes the multi handle and the loop timer; the struct is freed once the
  * timer is closed.  Remove every transfer first. NULL is a no-op. */
@@ -41,7 +42,7 @@ void fetch_free(struct fetch *f);
 /* An easy handle with the options every transfer shares: the share
  * handle, no signals, TCP_NODELAY, keep-alive probes.  Reuses one given
  * back with fetch_easy_put() when there is one. */
-CURL *fetch_easy_new(struct fetch *f);
+CURL *fetch_easy_new(struct fetch *f);   /* NULL: out of libcurl's reach */
 
 /* Gives an easy handle back for reuse (it is reset; its connections stay
  * in the multi handle's pool either way).  The handle must not be added. */

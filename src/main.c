@@ -14,6 +14,7 @@
 
 #include "app.h"
 #include "config.h"
+#include "curlso.h"
 #include "dashboard.h"
 #include "dotenv.h"
 #include "health.h"
@@ -174,11 +175,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "claude-zephyr: --connect goes with --dashboard\n");
         return 2;
     }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* libcurl is loaded and initialised by its first use (curlso.c), so a
+     * configuration that never needs it never maps it. */
 
     if (dash && connect_arg) {
         int rc = dashboard_run_remote(connect_arg, getenv("ZEPHYR_ADMIN_KEY"));
-        curl_global_cleanup();
+        curlso_cleanup();
         return rc;
     }
 
@@ -187,7 +189,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "claude-zephyr: no configuration file: looked for ./config.toml and "
                         "$XDG_CONFIG_HOME/claude-zephyr/config.toml; pass --config PATH "
                         "(config.example.toml is a start)\n");
-        curl_global_cleanup();
+        curlso_cleanup();
         return 1;
     }
     struct config *cfg = NULL;
@@ -195,7 +197,7 @@ int main(int argc, char **argv)
         if (config_arg && !file_exists(path)) {
             fprintf(stderr, "%s: cannot read the configuration file (no such file)\n", path);
             free(path);
-            curl_global_cleanup();
+            curlso_cleanup();
             return 1;
         }
         char *env_errors = NULL;
@@ -203,7 +205,7 @@ int main(int argc, char **argv)
             fputs(env_errors ? env_errors : ".env: cannot be read\n", stderr);
             free(env_errors);
             free(path);
-            curl_global_cleanup();
+            curlso_cleanup();
             return 1;
         }
         char *errors = NULL;
@@ -214,7 +216,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "claude-zephyr: %s has errors; nothing started\n", path);
             free(errors);
             free(path);
-            curl_global_cleanup();
+            curlso_cleanup();
             return 1;
         }
         if (port >= 0)
@@ -227,7 +229,7 @@ int main(int argc, char **argv)
                                 "access key; set server.access_key_env in %s\n", bind_arg, path);
                 config_free(cfg);
                 free(path);
-                curl_global_cleanup();
+                curlso_cleanup();
                 return 1;
             }
         }
@@ -239,14 +241,14 @@ int main(int argc, char **argv)
         free(sum);
         config_free(cfg);
         free(path);
-        curl_global_cleanup();
+        curlso_cleanup();
         return 0;
     }
     if (timing) {
         int rc = health_test_timing(cfg, cycles, interval > 0 ? interval : cfg->min_interval_s);
         config_free(cfg);
         free(path);
-        curl_global_cleanup();
+        curlso_cleanup();
         return rc;
     }
 
@@ -257,7 +259,7 @@ int main(int argc, char **argv)
                     cfg->log_file);
             config_free(cfg);
             free(path);
-            curl_global_cleanup();
+            curlso_cleanup();
             return 1;
         }
     } else if (level_arg) {

@@ -21,7 +21,6 @@
 
 #include "fetch.h"
 #include "h1.h"
-#include "hdr.h"
 #include "util.h"
 
 #define UP_HEAD_CAP (64 * 1024)
@@ -275,13 +274,16 @@ static struct up_xfer *cx_start(struct upstream *u, const struct up_request *req
                                 const struct up_cbs *cbs, void *ud)
 {
     struct fetch *f = up_fetch(u);
+    CURL *easy = f ? fetch_easy_new(f) : NULL;
+    if (!easy)
+        return NULL;
     struct cx *x = xcalloc(1, sizeof *x);
     x->base.kind = UP_KIND_CURL;
     x->u = u;
     x->cbs = cbs;
     x->ud = ud;
     buf_init(&x->head, UP_HEAD_CAP);
-    x->x.easy = fetch_easy_new(f);
+    x->x.easy = easy;
     x->x.done = cx_on_done;
     x->hdrs = cx_headers(req->headers, req->headers_len);
 
@@ -354,10 +356,15 @@ void upstream_free(struct upstream *u)
     free(u);
 }
 
+bool upstream_uses_libcurl(const struct upstream *u, const char *url)
+{
+    return !(u->builtin && !u->env_proxy && strncasecmp(url, "http://", 7) == 0);
+}
+
 struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
                          const struct up_cbs *cbs, void *ud)
 {
-    if (u->builtin && !u->env_proxy && strncasecmp(req->url, "http://", 7) == 0)
+    if (!upstream_uses_libcurl(u, req->url))
         return h1_start(u->h1, req, cbs, ud);
     return cx_start(u, req, cbs, ud);
 }

@@ -10,8 +10,8 @@
  *     multiplexing), for http:// URLs behind a proxy variable, and for
  *     every URL when [server] http_client = "libcurl".
  * Callers (the proxy and the health checks) see one set of callbacks and
- * one set of result codes.  libcurl is only initialised when a transfer
- * first needs it.
+ * one set of result codes.  libcurl is only loaded (curlso.c) and
+ * initialised when an exchange first needs it.
  *
  * Lifetime: up_start() returns a handle that stays valid until the done
  * callback has returned or up_abort() has been called, whichever comes
@@ -92,8 +92,12 @@ void upstream_set_builtin(struct upstream *u, bool use_builtin);
  * the memory is released once the loop has closed the handles. */
 void upstream_free(struct upstream *u);
 
-/* NULL when the exchange cannot start (bad URL, libcurl refused it); done
- * is then not called. */
+/* Whether exchanges with url go through libcurl (https://, a proxy
+ * variable, http_client = "libcurl"). */
+bool upstream_uses_libcurl(const struct upstream *u, const char *url);
+
+/* NULL when the exchange cannot start (bad URL, libcurl refused it or
+ * cannot be loaded); done is then not called. */
 struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
                          const struct up_cbs *cbs, void *ud);
 /* Continues after the body callback returned UP_PAUSE.  May call body
