@@ -53,7 +53,6 @@
 #define PROXY_TICK_MS 100
 #define PROXY_RESP_HEADERS_CAP (64 * 1024)
 #define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
-#define PROXY_JSON_CAP (1024 * 1024)    /* JSON reply kept to read its usage */
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 
 struct proxy {
@@ -116,7 +115,8 @@ struct preq {
     bool is_sse;
     bool is_json;
     struct buf resp_hdrs;       /* filtered response headers for the client */
-    struct buf json;            /* owns; a JSON reply, to read its usage */
+    struct usage_json json;     /* reads a JSON reply's usage as it passes */
+    bool json_fed;              /* json has been fed */
     long long resp_len;
     char fail[160];             /* why the last attempt failed */
     struct sse_scanner sse;
@@ -202,8 +202,8 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
         conn_detach(p->c);
         p->c = NULL;
     }
-    if (!p->is_sse && p->json.len)
-        usage_from_message_json(p->json.data, p->json.len, &p->usage);
+    if (!p->is_sse && p->json_fed)
+        usage_json_finish(&p->json, &p->usage);
     if (log_enabled(LOG_INFO)) {
         const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
         char ttfb[32] = "-";
@@ -231,7 +231,6 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     buf_release(&p->body);
     buf_release(&p->resp_hdrs);
     buf_release(&p->held);
-    buf_release(&p->json);
     buf_release(&p->attempt_log);
     sse_release(&p->sse);
     free(p);
@@ -633,8 +632,10 @@ static size_t on_body(void *ud, const char *data, size_t len)
     p->bytes_to_client += len;
     if (p->is_sse)
         sse_feed(&p->sse, data, len, on_sse_event, p);
-    else if (p->is_json && p->status < 300)
-        buf_append(&p->json, data, len); /* beyond the cap usage is just not read */
+    else if (p->is_json && p->status < 300) {
+        usage_json_feed(&p->json, data, len);
+        p->json_fed = true;
+    }
     conn_write_body(p->c, data, len);
     return len;
 }
@@ -757,7 +758,8 @@ static void preq_attempt(struct preq *p)
     memset(&p->usage, 0, sizeof p->usage);
     buf_reset(&p->resp_hdrs);
     buf_reset(&p->held);
-    buf_reset(&p->json);
+    usage_json_init(&p->json);
+    p->json_fed = false;
     sse_release(&p->sse);
     sse_init(&p->sse, 256 * 1024);
     p->t.state = TRACK_WAITING;
@@ -1061,7 +1063,6 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     buf_init(&req->body, (size_t)p->cfg->max_body_bytes);
     buf_init(&p->resp_hdrs, PROXY_RESP_HEADERS_CAP);
     buf_init(&p->held, PROXY_HOLD_CAP);
-    buf_init(&p->json, PROXY_JSON_CAP);
     buf_init(&p->attempt_log, 4096);
     sse_init(&p->sse, 256 * 1024);
     state_track_add(st, &p->t, p->method, p->target, now);

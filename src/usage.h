@@ -4,7 +4,9 @@
  * sse scanner delivers them.  Also recognises the `event: error` an upstream
  * may send after it has already answered 200.
  *
- * Pure: parses with cJSON, keeps no state; the caller owns the struct usage
+ * Pure: stream events are parsed with cJSON; a whole reply goes through a
+ * small incremental scanner (struct usage_json) that accepts exactly the
+ * texts cJSON accepts and builds no tree.  The caller owns the struct usage
  * and zeroes it before a request.  Counts that are missing, negative, not
  * numbers or beyond long long are ignored rather than trusted.  Strings
  * copied out of a reply (model, error type) are cut at a UTF-8 boundary and
@@ -16,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sse.h"
 
@@ -32,9 +35,62 @@ struct usage {
  * NUL-terminated).  When it has a "usage" object, overwrites *u with its
  * counts (absent ones become 0) and the top-level "model" (or ""), and
  * returns 0.  Returns -1 and leaves *u alone when the text is not a JSON
- * object with a usage object, e.g. an error reply.
+ * object with a usage object, e.g. an error reply.  Same as
+ * usage_json_init(), one usage_json_feed() and usage_json_finish().
  */
 int usage_from_message_json(const char *json, size_t len, struct usage *u);
+
+/*
+ * The same reader, fed a reply in pieces as they arrive, so the reply need
+ * not be kept.  It builds no tree: it checks the text as cJSON would
+ * (cJSON_ParseWithLengthOpts, then nothing but JSON whitespace after the
+ * root, nesting up to 1000 deep) and keeps only the top-level "model"
+ * string, the counts of the top-level "usage" object and a bit per open
+ * container.  Where a name repeats, the first member counts, as with
+ * cJSON_GetObjectItemCaseSensitive().  The fields are private to usage.c;
+ * the struct is public only so that it can live inside a request.
+ */
+#define USAGE_JSON_MAX_DEPTH 1000
+
+struct usage_json {
+    long long count[4];  /* usage counts found: input, output, cache_read, cache_creation */
+    int32_t scale;       /* number: power of ten that scales the digits kept */
+    int32_t exp;         /* number: its exponent part, saturated */
+    uint16_t depth;      /* open containers; the root object is depth 1 */
+    uint16_t code;       /* string: the \uXXXX being read */
+    uint16_t high;       /* string: a high surrogate waiting for its low half */
+    uint8_t state;       /* enum uj_state in usage.c */
+    uint8_t sub;         /* number, literal or string-decoder state */
+    uint8_t n;           /* bytes of the current escape, literal position or digits kept */
+    uint8_t flags;       /* UJ_* bits in usage.c */
+    uint8_t member;      /* which interesting member the coming value belongs to */
+    uint8_t seen;        /* interesting names already met: later ones are ignored */
+    uint8_t sink;        /* where the current string's decoded bytes go */
+    uint8_t key_len;     /* bytes of the member name kept, 28 meaning too long */
+    uint8_t model_len;   /* bytes of the model seen, saturating at 96 */
+    char model[95];      /* the first bytes of the model string, decoded */
+    union {
+        char key[27];    /* the member name being read, decoded */
+        char digits[64]; /* the significant digits of a count being read */
+    } scratch;
+    uint8_t kinds[(USAGE_JSON_MAX_DEPTH + 7) / 8]; /* bit d-1: container at depth d is an object */
+};
+
+/* Prepares s for one reply. */
+void usage_json_init(struct usage_json *s);
+
+/*
+ * Scans the next len bytes of the reply.  Any cut is fine, down to a byte
+ * at a time; once the text is known to be invalid the rest is ignored.
+ */
+void usage_json_feed(struct usage_json *s, const char *data, size_t len);
+
+/*
+ * Ends the reply: returns 0 and overwrites *u as usage_from_message_json()
+ * would for the whole text fed, or returns -1 and leaves *u alone.  s needs
+ * usage_json_init() before it is used again.
+ */
+int usage_json_finish(struct usage_json *s, struct usage *u);
 
 /*
  * Folds one stream event into *u.  message_start contributes
