@@ -14,7 +14,8 @@
 # Knobs (environment): BENCH_REPS (3), BENCH_SHORT_S (3), BENCH_QUICK=1
 # (one repetition, shorter phases), BENCH_SKIP="phase ..." (short sse big idle
 # failover cpu), BENCH_NGINX_AUTO=0 (drop the informational 2-worker nginx
-# column), BENCH_OUT (build/bench).
+# column), BENCH_OUT (build/bench), BENCH_BUILD (build), BENCH_ZEPHYR_CLIENT
+# (builtin; "libcurl" measures claude-zephyr's libcurl path instead).
 # Proxy commands are kept as strings and split into words on purpose (the
 # paths are mktemp's and build/, without spaces).
 # shellcheck disable=SC2046,SC2086
@@ -242,6 +243,7 @@ port = $port
 log_level = "warn"
 max_connections = 40000
 keepalive_timeout_ms = 120000
+http_client = "${BENCH_ZEPHYR_CLIENT:-builtin}"
 
 [[groups]]
 name = "bench"
