@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "dheap.h"
 #include "hdr.h"
 #include "log.h"
 #include "metrics.h"
@@ -64,6 +65,7 @@ struct proxy {
     FILE *reqlog;               /* owns; the JSON-lines request log */
     uv_timer_t tick;
     bool tick_running;
+    struct dheap due;           /* requests by when they next need looking at */
     void (*idle_cb)(void *ud);
     void *idle_ud;
     void (*end_cb)(void *ud);
@@ -72,6 +74,7 @@ struct proxy {
 
 struct preq {
     struct track t;             /* linked in state's list while in flight */
+    struct dheap_node due;      /* in px->due while a time limit applies */
     struct up_xfer *ux;         /* the running exchange; NULL between attempts */
     struct proxy *px;           /* borrows */
     struct state *st;           /* holds a reference: the state it started under */
@@ -127,6 +130,7 @@ struct preq {
 static const struct conn_handler_ops preq_ops;
 static void preq_attempt(struct preq *p);
 static void preq_next(struct preq *p);
+static void preq_schedule(struct preq *p);
 
 /* ---- finishing ---------------------------------------------------------- */
 
@@ -224,6 +228,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
                         st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,
                         status, p->ttfb_ms, (double)total, p->attempts, &p->usage);
     state_track_remove(&p->t);
+    dheap_remove(&px->due, &p->due);
     buf_release(&p->hdrs);
     free(p->target);
     free(p->session_key);
@@ -578,7 +583,9 @@ static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
             return false;
         }
     }
-    return preq_headers_done(p);
+    bool go_on = preq_headers_done(p);
+    preq_schedule(p); /* the hold-back may end before the header deadline */
+    return go_on;
 }
 
 static int on_sse_event(void *ud, const struct sse_event *ev)
@@ -715,6 +722,7 @@ static void preq_next(struct preq *p)
                  p->attempts, st->eps[p->ep].name, p->fail,
                  p->cfg->overloaded_retry_in_place_ms);
         p->t.state = TRACK_WAITING;
+        preq_schedule(p);
         return;
     }
     int next = state_next_ep(st, p->ep, p->tried, now);
@@ -794,8 +802,11 @@ static void preq_attempt(struct preq *p)
     };
     p->ux = up_start(p->px->up, &req, &preq_up_cbs, p);
     free(url);
-    if (!p->ux)
+    if (!p->ux) {
         preq_error(p, 502, "api_error", "could not start the upstream request", NULL);
+        return;
+    }
+    preq_schedule(p);
 }
 
 /* ---- connection events -------------------------------------------------- */
@@ -839,36 +850,69 @@ static void preq_timeout(struct preq *p, const char *why)
     preq_attempt_done(p, UP_ERR_TIMEOUT, why);
 }
 
+/* When p next needs looking at, or 0 when no time limit applies (between
+ * attempts, finishing).  The stream deadline counts from the last byte as
+ * of now; on_tick() moves it when bytes came since, so a byte costs no
+ * heap work. */
+static uint64_t preq_deadline(const struct preq *p)
+{
+    const struct config *cfg = p->cfg;
+    if (!p->ux)
+        return p->wait_until_ms;
+    if (!p->headers_done)
+        return p->attempt_start_ms + (uint64_t)cfg->header_timeout_ms;
+    uint64_t stall = p->last_byte_ms + (uint64_t)cfg->idle_timeout_ms;
+    uint64_t hold_end = p->hold_start_ms + (uint64_t)cfg->stream_holdback_ms;
+    return p->holding && hold_end < stall ? hold_end : stall;
+}
+
+/* Called where a deadline may come earlier than the one queued: a new
+ * attempt, an in-place wait, the start of a hold-back.  A deadline queued
+ * too early is harmless (on_tick() moves it); one queued too late is not. */
+static void preq_schedule(struct preq *p)
+{
+    uint64_t at = preq_deadline(p);
+    if (at)
+        dheap_set(&p->px->due, &p->due, at);
+    else
+        dheap_remove(&p->px->due, &p->due);
+}
+
+/* Looks only at the requests whose deadline has come: with thousands of
+ * streams open, a tick costs what is due, not what is open. */
 static void on_tick(uv_timer_t *t)
 {
     struct proxy *px = t->data;
     uint64_t now = now_mono_ms();
-    struct track *tr = px->st->tracks;
     char why[96];
-    while (tr) {
-        struct track *next = tr->next;
-        struct preq *p = (struct preq *)tr;
+    struct dheap_node *n;
+    while ((n = dheap_first(&px->due)) && n->at <= now) {
+        struct preq *p = (struct preq *)((char *)n - offsetof(struct preq, due));
         const struct config *cfg = p->cfg;
-        if (p->wait_until_ms && !p->ux) {
-            if (now >= p->wait_until_ms) {
+        uint64_t at = preq_deadline(p);
+        if (at > now) { /* bytes came since it was queued */
+            dheap_set(&px->due, n, at);
+            continue;
+        }
+        dheap_remove(&px->due, n);
+        if (!p->ux) {
+            if (p->wait_until_ms) {
                 p->wait_until_ms = 0;
                 preq_attempt(p);
             }
-        } else if (!p->ux) {
-            /* between attempts or finishing: nothing to watch */
         } else if (!p->headers_done) {
-            if (now - p->attempt_start_ms >= (uint64_t)cfg->header_timeout_ms) {
-                snprintf(why, sizeof why, "no response headers within %d ms",
-                         cfg->header_timeout_ms);
-                preq_timeout(p, why);
-            }
+            snprintf(why, sizeof why, "no response headers within %d ms", cfg->header_timeout_ms);
+            preq_timeout(p, why);
         } else if (p->holding && now - p->hold_start_ms >= (uint64_t)cfg->stream_holdback_ms) {
             preq_commit(p);
-        } else if (!p->paused && now - p->last_byte_ms >= (uint64_t)cfg->idle_timeout_ms) {
+            preq_schedule(p);
+        } else if (p->paused) {
+            /* The client holds the stream back: no stall; look again later. */
+            dheap_set(&px->due, n, now + (uint64_t)cfg->idle_timeout_ms);
+        } else {
             snprintf(why, sizeof why, "stream stalled: no bytes for %d ms", cfg->idle_timeout_ms);
             preq_timeout(p, why);
         }
-        tr = next;
     }
 }
 
@@ -898,6 +942,7 @@ struct proxy *proxy_new(uv_loop_t *loop, struct upstream *up, struct state *st,
     px->cfg = cfg;
     uv_timer_init(loop, &px->tick);
     px->tick.data = px;
+    dheap_init(&px->due);
     proxy_open_reqlog(px);
     return px;
 }
@@ -932,6 +977,7 @@ void proxy_free(struct proxy *px)
         else
             preq_error(p, 503, "api_error", "proxy shutting down", NULL);
     }
+    dheap_release(&px->due);
     if (px->reqlog)
         fclose(px->reqlog);
     uv_timer_stop(&px->tick);
