@@ -152,6 +152,26 @@ static void admin_ok(struct app *a, struct conn *c, const char *what)
  * and the old state and configuration are freed when the last of them
  * ends.  The listen address cannot change without a restart.
  */
+/* 0 when cfg can run: libcurl is loaded if an endpoint needs it.  Else
+ * -1 and *why names the endpoint (curlso has logged why it failed). */
+static int app_libcurl_ready(const struct app *a, const struct config *cfg, char **why)
+{
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        for (size_t i = 0; i < cfg->groups[g].n_endpoints; i++) {
+            const struct cfg_endpoint *e = &cfg->groups[g].endpoints[i];
+            if (!upstream_uses_libcurl(a->up, e->url, !cfg->http_client_libcurl))
+                continue;
+            if (curlso_load() == 0)
+                return 0;
+            *why = xasprintf("endpoint %s needs libcurl (https://, a proxy variable or "
+                             "http_client = \"libcurl\"), which cannot be loaded; install "
+                             "libcurl4\n", e->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int app_reload(struct app *a, char **errors)
 {
     *errors = NULL;
@@ -165,6 +185,10 @@ static int app_reload(struct app *a, char **errors)
     struct config *cfg = NULL;
     if (config_load(path, &cfg, errors) != 0)
         return -1;
+    if (app_libcurl_ready(a, cfg, errors) != 0) {
+        config_free(cfg);
+        return -1;
+    }
     if (a->opts.port >= 0)
         cfg->port = a->opts.port;
     if (a->opts.bind) {
@@ -545,17 +569,12 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a->policy_timer.data = a;
 
     char err[256];
-    const char *curl_ep = NULL;
-    for (size_t g = 0; g < cfg->n_groups && !curl_ep; g++)
-        for (size_t i = 0; i < cfg->groups[g].n_endpoints && !curl_ep; i++)
-            if (upstream_uses_libcurl(a->up, cfg->groups[g].endpoints[i].url))
-                curl_ep = cfg->groups[g].endpoints[i].name;
-    if (curl_ep && curlso_load() != 0) {
-        /* curlso logged why; an endpoint that cannot be reached is not a
-         * configuration to start with. */
-        fprintf(stderr, "claude-zephyr: endpoint %s needs libcurl (https://, a proxy variable "
-                        "or http_client = \"libcurl\"), which cannot be loaded; install "
-                        "libcurl4\n", curl_ep);
+    char *why = NULL;
+    if (app_libcurl_ready(a, cfg, &why) != 0) {
+        /* An endpoint that cannot be reached is not a configuration to
+         * start with (nor to reload to). */
+        fprintf(stderr, "claude-zephyr: %s", why);
+        free(why);
         a->exit_code = 1;
         app_close_all(a);
         goto out;

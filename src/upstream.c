@@ -356,15 +356,15 @@ void upstream_free(struct upstream *u)
     free(u);
 }
 
-bool upstream_uses_libcurl(const struct upstream *u, const char *url)
+bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_builtin)
 {
-    return !(u->builtin && !u->env_proxy && strncasecmp(url, "http://", 7) == 0);
+    return !(use_builtin && !u->env_proxy && strncasecmp(url, "http://", 7) == 0);
 }
 
 struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
                          const struct up_cbs *cbs, void *ud)
 {
-    if (!upstream_uses_libcurl(u, req->url))
+    if (!upstream_uses_libcurl(u, req->url, u->builtin))
         return h1_start(u->h1, req, cbs, ud);
     return cx_start(u, req, cbs, ud);
 }

@@ -93,8 +93,8 @@ void upstream_set_builtin(struct upstream *u, bool use_builtin);
 void upstream_free(struct upstream *u);
 
 /* Whether exchanges with url go through libcurl (https://, a proxy
- * variable, http_client = "libcurl"). */
-bool upstream_uses_libcurl(const struct upstream *u, const char *url);
+ * variable, or use_builtin false: http_client = "libcurl"). */
+bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_builtin);
 
 /* NULL when the exchange cannot start (bad URL, libcurl refused it or
  * cannot be loaded); done is then not called. */

@@ -84,6 +84,16 @@ class ClientChoice(ZephyrTestCase):
         self.assertIn("cannot load /nonexistent/libcurl.so.4", r.stderr)
         self.assertIn("endpoint tls needs libcurl", r.stderr)
 
+    def test_reload_to_an_endpoint_needing_missing_libcurl_keeps_running_config(self):
+        fake = self.start_fake()
+        p = self.proxy_for(fake, env={"ZEPHYR_LIBCURL": "/nonexistent/libcurl.so.4"})
+        self.write_config(make_config(
+            [{"name": "main", "endpoints": [("tls", "https://127.0.0.1:9")]}]))
+        code, body = p.admin("reload")
+        self.assertEqual(code, 400, body)
+        self.assertIn("endpoint tls needs libcurl", body["error"]["message"])
+        self.request_ok(p)  # still the old configuration
+
     def test_http_endpoints_run_without_libcurl(self):
         fake = self.start_fake()
         p = self.proxy_for(fake, env={"ZEPHYR_LIBCURL": "/nonexistent/libcurl.so.4"})
