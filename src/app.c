@@ -365,7 +365,9 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
     if (plen == 8 && strncmp(t, "/metrics", 8) == 0 && get) {
         struct buf out;
         buf_init(&out, SIZE_MAX);
-        metrics_render(a->metrics, a->st, &out);
+        struct metrics_upstream up;
+        upstream_counts(a->up, &up.open, &up.idle);
+        metrics_render(a->metrics, a->st, &up, &out);
         conn_respond(c, 200, METRICS_CONTENT_TYPE, out.data ? out.data : "", out.len, NULL);
         buf_release(&out);
         return;

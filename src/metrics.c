@@ -721,7 +721,8 @@ static void render_state(struct out *o, const struct state *st)
     sample_double(o, "zephyr_start_time_seconds", NULL, 0, (double)st->start_wall_ms / 1000.0);
 }
 
-void metrics_render(const struct metrics *m, const struct state *st, struct buf *out)
+void metrics_render(const struct metrics *m, const struct state *st,
+                    const struct metrics_upstream *up, struct buf *out)
 {
     struct out o = {.b = out, .full = false};
     buf_init(&o.line, (size_t)1 << 20);
@@ -739,5 +740,15 @@ void metrics_render(const struct metrics *m, const struct state *st, struct buf 
     free(er);
     if (st)
         render_state(&o, st);
+    if (up) {
+        family(&o, "zephyr_upstream_connections", "gauge",
+               "Connections of the built-in HTTP/1.1 client to http:// endpoints, by state "
+               "(libcurl's are not counted).");
+        struct lbl l[2] = {{"client", "builtin"}, {"state", "busy"}};
+        sample_u64(&o, "zephyr_upstream_connections", l, 2,
+                   up->open >= up->idle ? up->open - up->idle : 0);
+        l[1].v = "idle";
+        sample_u64(&o, "zephyr_upstream_connections", l, 2, up->idle);
+    }
     buf_release(&o.line);
 }

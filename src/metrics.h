@@ -81,11 +81,16 @@ void metrics_switch(struct metrics *m, const char *reason);
 
 /*
  * Appends the whole exposition text to out: the registry's counters and
- * histograms, then the gauges read from st (may be NULL in tests: the
- * gauges are left out).  Every family has HELP and TYPE lines; every
+ * histograms, then the gauges read from st and up (either may be NULL in
+ * tests: its gauges are left out).  Every family has HELP and TYPE lines; every
  * configured endpoint appears in the per-endpoint families even before
  * anything happened to it.  Stops quietly when out reaches its cap.
  */
-void metrics_render(const struct metrics *m, const struct state *st, struct buf *out);
+struct metrics_upstream {
+    size_t open;   /* connections of the built-in HTTP/1.1 client */
+    size_t idle;   /* of which idle in its keep-alive pools */
+};
+void metrics_render(const struct metrics *m, const struct state *st,
+                    const struct metrics_upstream *up, struct buf *out);
 
 #endif

@@ -347,6 +347,11 @@ void upstream_set_builtin(struct upstream *u, bool use_builtin)
     u->builtin = use_builtin;
 }
 
+void upstream_counts(const struct upstream *u, size_t *open, size_t *idle)
+{
+    h1_counts(u->h1, open, idle);
+}
+
 void upstream_free(struct upstream *u)
 {
     if (!u)

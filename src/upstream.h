@@ -106,6 +106,9 @@ void up_resume(struct up_xfer *x);
 /* Ends the exchange at once; no further callbacks. */
 void up_abort(struct up_xfer *x);
 
+/* Connections of the built-in client: open, and idle among them. */
+void upstream_counts(const struct upstream *u, size_t *open, size_t *idle);
+
 /* Short name of the result, for logs: "connect failed", "timed out", ... */
 const char *up_rc_str(enum up_rc rc);
 

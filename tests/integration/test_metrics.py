@@ -297,8 +297,13 @@ class Metrics(ZephyrTestCase):
         self.promtool(text)
         m = Exposition(text)
         self.assertEqual(m.get("zephyr_endpoint_active_connections", endpoint="only", group="main"), 1)
+        self.assertEqual(m.get("zephyr_upstream_connections", client="builtin", state="busy"), 1)
         s.read_all()
         self.assertEqual(s.end, "complete")
+        # The finished stream's connection waits in the keep-alive pool.
+        wait_for(lambda: Exposition(self.metrics(p)).get("zephyr_upstream_connections",
+                                                         client="builtin", state="idle") == 1,
+                 scaled(5), desc="one idle upstream connection")
         self.assertEqual(p.admin("pin", {"endpoint": "only"})[0], 200)
         wait_for(lambda: Exposition(self.metrics(p)).get("zephyr_active_connections") == 0,
                  scaled(5), desc="no active request")

@@ -73,7 +73,7 @@ static int teardown(void **state)
 static const char *render(struct fixture *f)
 {
     buf_reset(&f->out);
-    metrics_render(f->m, f->st, &f->out);
+    metrics_render(f->m, f->st, NULL, &f->out);
     assert_non_null(f->out.data);
     return f->out.data;
 }
@@ -215,7 +215,7 @@ static void test_empty_registry(void **state)
     assert_null(strstr(t, "zephyr_endpoint_check_latency_seconds{"));
     /* Rendering without a state leaves the gauges out. */
     buf_reset(&f->out);
-    metrics_render(f->m, NULL, &f->out);
+    metrics_render(f->m, NULL, NULL, &f->out);
     check_well_formed(f->out.data);
     assert_null(strstr(f->out.data, "zephyr_endpoint_up"));
     assert_null(strstr(f->out.data, "alpha"));
@@ -511,6 +511,20 @@ static void test_gauges_follow_state(void **state)
     assert_true(has_line(t, "zephyr_endpoint_current{endpoint=\"bravo\",group=\"main\"} 1"));
 }
 
+static void test_upstream_connection_gauges(void **state)
+{
+    struct fixture *f = *state;
+    struct metrics_upstream up = {.open = 5, .idle = 2};
+    buf_reset(&f->out);
+    metrics_render(f->m, f->st, &up, &f->out);
+    const char *t = f->out.data;
+    check_well_formed(t);
+    assert_true(has_line(t, "zephyr_upstream_connections{client=\"builtin\",state=\"busy\"} 3"));
+    assert_true(has_line(t, "zephyr_upstream_connections{client=\"builtin\",state=\"idle\"} 2"));
+    /* Without the counts the family is left out. */
+    assert_null(strstr(render(f), "zephyr_upstream_connections"));
+}
+
 static void test_capped_output_ends_on_a_line(void **state)
 {
     struct fixture *f = *state;
@@ -520,7 +534,7 @@ static void test_capped_output_ends_on_a_line(void **state)
     for (size_t cap = 0; cap < whole; cap += 97) {
         struct buf small;
         buf_init(&small, cap);
-        metrics_render(f->m, f->st, &small);
+        metrics_render(f->m, f->st, NULL, &small);
         if (small.len) {
             assert_int_equal(small.data[small.len - 1], '\n');
             assert_memory_equal(small.data, full, small.len);
@@ -542,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_series_and_reason_caps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checks_retries_switches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gauges_follow_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_connection_gauges, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capped_output_ends_on_a_line, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
