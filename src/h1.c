@@ -567,6 +567,18 @@ static void on_x_deferred(uv_timer_t *t)
     x_recycle(x);
 }
 
+/* Detaches the exchange's connection and closes it: mid-exchange it
+ * cannot be reused (closing also cancels a write that borrows the body). */
+static void x_close_conn(struct h1_xchg *x)
+{
+    struct h1_conn *conn = x->conn;
+    if (!conn)
+        return;
+    x->conn = NULL;
+    conn->x = NULL;
+    conn_close(conn);
+}
+
 /* The one way an exchange ends with done; see the top of this file.  The
  * caller has dealt with a connection it means to keep. */
 static void x_finish(struct h1_xchg *x, enum up_rc rc, const char *msg, bool defer)
@@ -576,12 +588,7 @@ static void x_finish(struct h1_xchg *x, enum up_rc rc, const char *msg, bool def
         x->dns->x = NULL;
         x->dns = NULL;
     }
-    if (x->conn) {
-        struct h1_conn *conn = x->conn;
-        x->conn = NULL;
-        conn->x = NULL;
-        conn_close(conn);
-    }
+    x_close_conn(x);
     x->rc = rc;
     x->msg = msg;
     if (defer) {
@@ -835,10 +842,7 @@ static bool may_resend(const struct h1_xchg *x, int err)
 /* The reused connection was dead: send again once on a new one. */
 static void x_resend(struct h1_xchg *x, bool defer)
 {
-    struct h1_conn *old = x->conn;
-    x->conn = NULL;
-    old->x = NULL;
-    conn_close(old);
+    x_close_conn(x);
     x->retried = true;
     x->reused = false;
     x->write_done = false;
@@ -1354,14 +1358,7 @@ void h1_abort(struct up_xfer *xf)
         uv_cancel((uv_req_t *)&x->dns->req);
         x->dns = NULL;
     }
-    if (x->conn) {
-        /* Mid-exchange the connection cannot be reused; closing it also
-         * cancels a write that borrows the body. */
-        struct h1_conn *conn = x->conn;
-        x->conn = NULL;
-        conn->x = NULL;
-        conn_close(conn);
-    }
+    x_close_conn(x);
     if (x->busy) {
         x->aborted = true; /* recycled once the callback has returned */
         uv_timer_stop(&x->timer);
