@@ -118,8 +118,8 @@ struct preq {
     bool is_sse;
     bool is_json;
     struct buf resp_hdrs;       /* filtered response headers for the client */
-    struct usage_json json;     /* reads a JSON reply's usage as it passes */
-    bool json_fed;              /* json has been fed */
+    struct usage_json json;     /* reads a JSON reply's usage as it passes; finishing it
+                                 * unfed (-1) leaves p->usage alone */
     long long resp_len;
     char fail[160];             /* why the last attempt failed */
     struct sse_scanner sse;
@@ -206,7 +206,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
         conn_detach(p->c);
         p->c = NULL;
     }
-    if (!p->is_sse && p->json_fed)
+    if (!p->is_sse)
         usage_json_finish(&p->json, &p->usage);
     if (log_enabled(LOG_INFO)) {
         const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
@@ -639,10 +639,8 @@ static size_t on_body(void *ud, const char *data, size_t len)
     p->bytes_to_client += len;
     if (p->is_sse)
         sse_feed(&p->sse, data, len, on_sse_event, p);
-    else if (p->is_json && p->status < 300) {
+    else if (p->is_json && p->status < 300)
         usage_json_feed(&p->json, data, len);
-        p->json_fed = true;
-    }
     conn_write_body(p->c, data, len);
     return len;
 }
@@ -767,7 +765,6 @@ static void preq_attempt(struct preq *p)
     buf_reset(&p->resp_hdrs);
     buf_reset(&p->held);
     usage_json_init(&p->json);
-    p->json_fed = false;
     sse_release(&p->sse);
     sse_init(&p->sse, 256 * 1024);
     p->t.state = TRACK_WAITING;
