@@ -145,12 +145,9 @@ void curlso_cleanup(void)
         curlso_fns.global_cleanup();
 }
 
-/* Deliberately no curl_global_init(): the load runs it, and a call at
- * start-up would map libcurl for nothing. */
-void curl_global_cleanup(void)
-{
-    curlso_cleanup();
-}
+/* Deliberately no curl_global_init() or curl_global_cleanup(): the load
+ * runs the one, curlso_cleanup() the other, and a call to either would
+ * fail to link rather than map libcurl for nothing. */
 
 /* Constructors: load on first use, NULL when libcurl is not there. */
 

@@ -17,9 +17,9 @@
  * or a list only forward: a handle exists only if the load succeeded, and
  * NULL handles and lists never trigger a load.
  *
- * curl_global_cleanup() is curlso_cleanup().  curl_global_init() is not
- * defined on purpose: the load runs it, and calling it at start-up would
- * map libcurl for nothing, so such a call fails to link.
+ * curl_global_init() and curl_global_cleanup() are not defined on purpose:
+ * the load runs the one, curlso_cleanup() the other, and a call to either
+ * fails to link rather than map libcurl for nothing.
  *
  * Single-threaded use only, like the rest of the program's libcurl use.
  */

@@ -176,7 +176,8 @@ int main(int argc, char **argv)
         return 2;
     }
     /* libcurl is loaded and initialised by its first use (curlso.c), so a
-     * configuration that never needs it never maps it. */
+     * configuration that never needs it never maps it; only the paths that
+     * may have used it clean it up (app_run does its own). */
 
     if (dash && connect_arg) {
         int rc = dashboard_run_remote(connect_arg, getenv("ZEPHYR_ADMIN_KEY"));
@@ -189,7 +190,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "claude-zephyr: no configuration file: looked for ./config.toml and "
                         "$XDG_CONFIG_HOME/claude-zephyr/config.toml; pass --config PATH "
                         "(config.example.toml is a start)\n");
-        curlso_cleanup();
         return 1;
     }
     struct config *cfg = NULL;
@@ -197,7 +197,6 @@ int main(int argc, char **argv)
         if (config_arg && !file_exists(path)) {
             fprintf(stderr, "%s: cannot read the configuration file (no such file)\n", path);
             free(path);
-            curlso_cleanup();
             return 1;
         }
         char *env_errors = NULL;
@@ -205,7 +204,6 @@ int main(int argc, char **argv)
             fputs(env_errors ? env_errors : ".env: cannot be read\n", stderr);
             free(env_errors);
             free(path);
-            curlso_cleanup();
             return 1;
         }
         char *errors = NULL;
@@ -216,7 +214,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "claude-zephyr: %s has errors; nothing started\n", path);
             free(errors);
             free(path);
-            curlso_cleanup();
             return 1;
         }
         if (port >= 0)
@@ -229,7 +226,6 @@ int main(int argc, char **argv)
                                 "access key; set server.access_key_env in %s\n", bind_arg, path);
                 config_free(cfg);
                 free(path);
-                curlso_cleanup();
                 return 1;
             }
         }
@@ -241,7 +237,6 @@ int main(int argc, char **argv)
         free(sum);
         config_free(cfg);
         free(path);
-        curlso_cleanup();
         return 0;
     }
     if (timing) {
@@ -259,7 +254,6 @@ int main(int argc, char **argv)
                     cfg->log_file);
             config_free(cfg);
             free(path);
-            curlso_cleanup();
             return 1;
         }
     } else if (level_arg) {
