@@ -116,6 +116,38 @@ def rss_kb(pid):
     raise RuntimeError("no VmRSS for pid %d" % pid)
 
 
+_npm_errors = {}
+
+
+def npm_ensure(node_dir, packages, markers):
+    """Installs npm packages into node_dir once (tests that need real
+    clients or a browser driver).  Returns None when every path in markers
+    exists afterwards, else the reason, which is remembered so that later
+    tests skip at once instead of retrying the install."""
+    if all(os.path.exists(m) for m in markers):
+        return None
+    key = (node_dir, tuple(packages))
+    if key in _npm_errors:
+        return _npm_errors[key]
+    what = "npm install " + " ".join(packages)
+    os.makedirs(node_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(node_dir, "package.json")):
+        with open(os.path.join(node_dir, "package.json"), "w") as f:
+            f.write('{"name": "zephyr-test-%s", "private": true}\n' % os.path.basename(node_dir))
+    try:
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", node_dir]
+                           + list(packages), stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _npm_errors[key] = "%s failed: %s" % (what, e)
+        return _npm_errors[key]
+    if r.returncode != 0 or not all(os.path.exists(m) for m in markers):
+        _npm_errors[key] = "%s failed (exit %d): %s" % (what, r.returncode,
+                                                        (r.stderr or r.stdout)[-600:])
+        return _npm_errors[key]
+    return None
+
+
 def child_env(extra=None, unset=()):
     """The environment for children: ours, minus anything that could leak a
     real configuration in, plus sanitizer options and the given overrides."""

@@ -13,41 +13,20 @@ import subprocess
 import time
 import unittest
 
-from harness import REPO_ROOT, ZephyrTestCase, stats_header
+from harness import REPO_ROOT, ZephyrTestCase, npm_ensure, stats_header
 
 NODE_DIR = os.path.join(REPO_ROOT, "build", "node")
 CLAUDE_PKG = "@anthropic-ai/claude-code@2.1.197"
 SDK_PKG = "@anthropic-ai/sdk@1"
 TOKEN = "sk-zt-group-token-0123456789"
 
-_install_error = None
 
 
 def _ensure_packages():
     """Installs the clients once; returns None or the reason they are missing."""
-    global _install_error
     claude = os.path.join(NODE_DIR, "node_modules", ".bin", "claude")
     sdk = os.path.join(NODE_DIR, "node_modules", "@anthropic-ai", "sdk", "package.json")
-    if os.path.exists(claude) and os.path.exists(sdk):
-        return None
-    if _install_error is not None:
-        return _install_error
-    os.makedirs(NODE_DIR, exist_ok=True)
-    if not os.path.exists(os.path.join(NODE_DIR, "package.json")):
-        with open(os.path.join(NODE_DIR, "package.json"), "w") as f:
-            f.write('{"name": "zephyr-test-clients", "private": true}\n')
-    try:
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", NODE_DIR,
-                            CLAUDE_PKG, SDK_PKG],
-                           capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        _install_error = "npm install %s %s failed: %s" % (CLAUDE_PKG, SDK_PKG, e)
-        return _install_error
-    if r.returncode != 0 or not (os.path.exists(claude) and os.path.exists(sdk)):
-        _install_error = "npm install %s %s failed (exit %d): %s" % (
-            CLAUDE_PKG, SDK_PKG, r.returncode, (r.stderr or r.stdout)[-600:])
-        return _install_error
-    return None
+    return npm_ensure(NODE_DIR, [CLAUDE_PKG, SDK_PKG], [claude, sdk])
 
 
 def _skip_loudly(reason):

@@ -11,14 +11,14 @@ counters, what the stub CLI recorded, and the process table.
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
 import unittest
 
 from harness import (PROXY_BIN, REPO_ROOT, SCALE, ZephyrTestCase, child_env, make_config,
-                     messages_body, sanitizer_report, scaled, stats_header, wait_for)
+                     messages_body, npm_ensure, sanitizer_report, scaled, stats_header,
+                     wait_for)
 
 STUB = os.path.join(REPO_ROOT, "tests", "stubs", "claude-stub.sh")
 NODE_DIR = os.path.join(REPO_ROOT, "build", "node")
@@ -550,23 +550,8 @@ class CliMethod(HealthCase):
 def ensure_real_cli():
     """Path of the real Claude Code CLI, installed once under build/node/;
     None with a reason when it cannot be had."""
-    if os.path.exists(REAL_CLI):
-        return REAL_CLI, None
-    npm = shutil.which("npm")
-    if not npm:
-        return None, "npm is not installed"
-    os.makedirs(NODE_DIR, exist_ok=True)
-    try:
-        r = subprocess.run([npm, "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund",
-                            REAL_CLI_PACKAGE], stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=300)
-    except subprocess.TimeoutExpired:
-        return None, "npm install %s timed out" % REAL_CLI_PACKAGE
-    if r.returncode != 0 or not os.path.exists(REAL_CLI):
-        tail = (r.stderr or r.stdout).decode("utf-8", "replace").strip().splitlines()[-3:]
-        return None, "npm install %s failed (exit %d): %s" % (REAL_CLI_PACKAGE, r.returncode,
-                                                               " / ".join(tail))
-    return REAL_CLI, None
+    why = npm_ensure(NODE_DIR, [REAL_CLI_PACKAGE], [REAL_CLI])
+    return (None, why) if why else (REAL_CLI, None)
 
 
 class RealCli(HealthCase):

@@ -24,7 +24,7 @@ import subprocess
 import threading
 import unittest
 
-from harness import REPO_ROOT, ZephyrTestCase, http_request, scaled, wait_for
+from harness import REPO_ROOT, ZephyrTestCase, http_request, npm_ensure, scaled, wait_for
 
 NODE_DIR = os.path.join(REPO_ROOT, "build", "node-web")
 PW_PKG = "playwright-core@1"
@@ -32,32 +32,12 @@ CHROMIUM = os.environ.get("ZEPHYR_CHROMIUM", "/usr/bin/chromium")
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_check.mjs")
 ARTIFACTS = os.path.join(REPO_ROOT, "build", "test-artifacts")
 
-_install_error = None
 
 
 def _ensure_playwright():
     """Installs playwright-core once; returns None or why it is missing."""
-    global _install_error
     pkg = os.path.join(NODE_DIR, "node_modules", "playwright-core", "package.json")
-    if os.path.exists(pkg):
-        return None
-    if _install_error is not None:
-        return _install_error
-    os.makedirs(NODE_DIR, exist_ok=True)
-    if not os.path.exists(os.path.join(NODE_DIR, "package.json")):
-        with open(os.path.join(NODE_DIR, "package.json"), "w") as f:
-            f.write('{"name": "zephyr-test-web", "private": true}\n')
-    try:
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", NODE_DIR, PW_PKG],
-                           capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        _install_error = "npm install %s failed: %s" % (PW_PKG, e)
-        return _install_error
-    if r.returncode != 0 or not os.path.exists(pkg):
-        _install_error = "npm install %s failed (exit %d): %s" % (
-            PW_PKG, r.returncode, (r.stderr or r.stdout)[-600:])
-        return _install_error
-    return None
+    return npm_ensure(NODE_DIR, [PW_PKG], [pkg])
 
 
 def _skip_loudly(reason):
