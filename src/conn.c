@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "hdr.h"
 #include "log.h"
 
 #define CONN_MAX_PENDING (1024 * 1024)
@@ -96,40 +97,6 @@ static void conn_arm_timer(struct conn *c);
 static void conn_reject(struct conn *c, int status, const char *type, const char *msg);
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static const char *status_text(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 529: return "Site Overloaded";
-    default: return "Status";
-    }
-}
 
 static void conn_reset_request(struct conn *c)
 {
@@ -265,7 +232,7 @@ void conn_start_response(struct conn *c, int status, const char *headers, size_t
     buf_append(&h, c->rp.req.http_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
     buf_append_ull(&h, (unsigned long long)status);
     buf_append(&h, " ", 1);
-    buf_append_str(&h, status_text(status));
+    buf_append_str(&h, hdr_status_text(status));
     buf_append(&h, "\r\n", 2);
     if (headers_len)
         buf_append(&h, headers, headers_len);

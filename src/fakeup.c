@@ -58,6 +58,7 @@
 #include <cjson/cJSON.h>
 #include <llhttp.h>
 
+#include "hdr.h"
 #include "util.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -802,32 +803,6 @@ static void wreq_send(struct conn *c, struct wreq *w)
 
 /* ---- response pieces ---- */
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 529: return "Overloaded";
-    default: return "Status";
-    }
-}
-
 static const char *error_type(int status)
 {
     switch (status) {
@@ -871,7 +846,7 @@ static void put_head(struct conn *c, struct wreq *w, int status, const char *cty
 {
     bool api = route_is_api(c->route);
     w->head_len = 0;
-    head_add(w, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n", status, reason(status), ctype);
+    head_add(w, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n", status, hdr_status_text(status), ctype);
     if (clen >= 0) {
         head_add(w, "content-length: %lld\r\n", clen);
     } else {

@@ -105,4 +105,8 @@ char *hdr_url_join(const char *endpoint_url, const char *path_and_query);
  */
 bool hdr_target_valid(const char *target, size_t len);
 
+/* The reason phrase for a status line ("OK", "Bad Gateway"); "Status" for
+ * a code it does not know. */
+const char *hdr_status_text(int status);
+
 #endif
