@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "assert_text.h"
 #include "config.h"
 
 #define PATH "cfg.toml"
@@ -22,24 +23,6 @@
 
 /* Minimal valid groups section, appended to tests that are about something else. */
 #define GROUP_OK "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"https://e.example\", name = \"e\" }]\n"
-
-static void assert_has_impl(const char *hay, const char *needle, const char *file, int line)
-{
-    if (!hay || !strstr(hay, needle)) {
-        print_error("expected to find [%s] in:\n%s\n", needle, hay ? hay : "(null)");
-        _fail(file, line);
-    }
-}
-#define assert_has(hay, needle) assert_has_impl((hay), (needle), __FILE__, __LINE__)
-
-static void assert_lacks_impl(const char *hay, const char *needle, const char *file, int line)
-{
-    if (hay && strstr(hay, needle)) {
-        print_error("did not expect [%s] in:\n%s\n", needle, hay);
-        _fail(file, line);
-    }
-}
-#define assert_lacks(hay, needle) assert_lacks_impl((hay), (needle), __FILE__, __LINE__)
 
 /* Loads text that must be valid. */
 static struct config *load_ok(const char *text)
