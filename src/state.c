@@ -85,6 +85,7 @@ struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t no
         gr->cfg = &cfg->groups[g];
         gr->first = k;
         gr->n = cfg->groups[g].n_endpoints;
+        gr->view = xcalloc(gr->n ? gr->n : 1, sizeof *gr->view);
         policy_init(&gr->policy, cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms);
         for (size_t i = 0; i < gr->n; i++, k++) {
             struct ep *e = &st->eps[k];
@@ -112,8 +113,10 @@ void state_free(struct state *st)
         free(st->eps[i].name);
         free(st->eps[i].url);
     }
-    for (size_t g = 0; g < st->n_groups; g++)
+    for (size_t g = 0; g < st->n_groups; g++) {
         free(st->groups[g].name);
+        free(st->groups[g].view);
+    }
     free(st->eps);
     free(st->groups);
     sessions_free(st->sessions);
@@ -257,13 +260,19 @@ bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms
     return true;
 }
 
-/* The policy's view of one group, in a caller-provided array. */
-static void state_policy_view(const struct state *st, const struct group *g,
-                              struct policy_ep *out, uint64_t now_ms)
+/*
+ * The policy's view of one group, rebuilt in the group's own array (sized
+ * to its endpoint count when the state was made, so a group of any size
+ * fits) and returned.  The array is scratch space: it is valid until the
+ * next call for the same group, which is enough because every caller hands
+ * it to one policy function and is done with it.
+ */
+static const struct policy_ep *state_policy_view(const struct state *st, const struct group *g,
+                                                 uint64_t now_ms)
 {
     for (size_t i = 0; i < g->n; i++) {
         const struct ep *e = &st->eps[g->first + i];
-        struct policy_ep *p = &out[i];
+        struct policy_ep *p = &g->view[i];
         switch (e->status) {
         case EP_UNKNOWN: p->health = POLICY_UNKNOWN; break;
         case EP_CHECKING: p->health = POLICY_CHECKING; break;
@@ -276,6 +285,7 @@ static void state_policy_view(const struct state *st, const struct group *g,
         p->latency_ms = e->smoothed_ms;
         p->active = e->active;
     }
+    return g->view;
 }
 
 static void state_log_switch(struct state *st, const struct group *g,
@@ -298,14 +308,12 @@ static void state_log_switch(struct state *st, const struct group *g,
 
 void state_evaluate(struct state *st, uint64_t now_ms)
 {
-    struct policy_ep view[256];
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         struct group *g = &st->groups[gi];
-        if (g->n == 0 || g->n > 256)
+        if (g->n == 0)
             continue;
-        state_policy_view(st, g, view, now_ms);
         struct policy_switch sw;
-        if (policy_evaluate(&g->policy, view, g->n, now_ms, &sw))
+        if (policy_evaluate(&g->policy, state_policy_view(st, g, now_ms), g->n, now_ms, &sw))
             state_log_switch(st, g, &sw);
     }
 }
@@ -313,10 +321,9 @@ void state_evaluate(struct state *st, uint64_t now_ms)
 int state_route(struct state *st, const char *session_key, uint64_t now_ms)
 {
     struct group *g = &st->groups[st->current_group];
-    struct policy_ep view[256];
-    if (g->n == 0 || g->n > 256)
+    if (g->n == 0)
         return -1;
-    state_policy_view(st, g, view, now_ms);
+    const struct policy_ep *view = state_policy_view(st, g, now_ms);
     int sess = -1;
     if (session_key && st->sessions) {
         char key[SESSIONS_KEY_MAX + 1];
@@ -343,11 +350,7 @@ void state_bind_session(struct state *st, const char *session_key, int ep, uint6
 int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms)
 {
     const struct group *g = &st->groups[st->eps[ep].group];
-    struct policy_ep view[256];
-    if (g->n > 256)
-        return -1;
-    state_policy_view(st, g, view, now_ms);
-    int i = policy_best(view, g->n, tried);
+    int i = policy_best(state_policy_view(st, g, now_ms), g->n, tried);
     return i < 0 ? -1 : (int)g->first + i;
 }
 
@@ -542,10 +545,8 @@ int state_pin(struct state *st, int ep, uint64_t now_ms, char *err, size_t errle
         state_set_group(st, (int)e->group, now_ms, err, errlen) != 0)
         return -1;
     struct group *g = &st->groups[e->group];
-    struct policy_ep view[256];
-    state_policy_view(st, g, view, now_ms);
     struct policy_switch sw;
-    if (policy_set_manual(&g->policy, (int)e->index, view, g->n, &sw))
+    if (policy_set_manual(&g->policy, (int)e->index, state_policy_view(st, g, now_ms), g->n, &sw))
         state_log_switch(st, g, &sw);
     log_info("mode: manual, pinned to %s", e->name);
     state_event(st, "info", "", e->name, "manual", "mode: manual, pinned to %s", e->name);
@@ -567,9 +568,7 @@ int state_set_group(struct state *st, int group, uint64_t now_ms, char *err, siz
                             ? st->eps[from->first + (size_t)from->policy.current].name
                             : "none";
     st->current_group = (size_t)group;
-    struct policy_ep view[256];
-    state_policy_view(st, to, view, now_ms);
-    policy_activate(&to->policy, view, to->n, now_ms);
+    policy_activate(&to->policy, state_policy_view(st, to, now_ms), to->n, now_ms);
     const char *tname = to->policy.current >= 0
                             ? st->eps[to->first + (size_t)to->policy.current].name
                             : "none";

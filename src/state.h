@@ -84,6 +84,7 @@ struct group {
     size_t first;               /* index of the first endpoint in state.eps */
     size_t n;                   /* number of endpoints */
     struct policy policy;
+    struct policy_ep *view;     /* owns, n entries: scratch for state.c's policy calls */
 };
 
 enum track_state {
