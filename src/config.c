@@ -576,6 +576,14 @@ static bool config_is_placeholder(const char *v)
     return false;
 }
 
+bool config_secret_ok(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
 /*
  * Resolves a secret named by an *_env key.  Returns a copy of its value, or
  * NULL after reporting why not.  The value is never put in a message.
@@ -596,6 +604,14 @@ static char *config_secret(struct config_ctx *c, const struct tomlc_node *n, con
                      "environment variable %s holds a placeholder, not a real %s; put the "
                      "real %s in the environment or in .env beside the config file",
                      var, what, what);
+        return NULL;
+    }
+    if (!config_secret_ok(v)) {
+        config_error(c, n->line, key,
+                     "environment variable %s holds a control character (CR, LF, tab or "
+                     "another byte below 0x20, or DEL), which would break the header it is "
+                     "sent in; set it to the %s alone, on one line",
+                     var, what);
         return NULL;
     }
     return xstrdup(v);

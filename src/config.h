@@ -121,6 +121,15 @@ void config_free(struct config *cfg);
 /* Index of the group that is current at start: default = true, else 0. */
 size_t config_default_group(const struct config *cfg);
 
+/*
+ * Whether a secret (token, access or admin key) can go into a header line:
+ * false when it holds a control character (a byte below 0x20, or DEL).  CR
+ * or LF would end the line and start another header of the secret's
+ * making.  config_load() applies it to every secret it reads; main.c to
+ * ZEPHYR_ADMIN_KEY for --connect.
+ */
+bool config_secret_ok(const char *v);
+
 /* Prints a human summary (no secrets) for --check-config. */
 char *config_summary(const struct config *cfg);
 

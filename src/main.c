@@ -180,7 +180,15 @@ int main(int argc, char **argv)
      * may have used it clean it up (app_run does its own). */
 
     if (dash && connect_arg) {
-        int rc = dashboard_run_remote(connect_arg, getenv("ZEPHYR_ADMIN_KEY"));
+        const char *admin_key = getenv("ZEPHYR_ADMIN_KEY");
+        if (admin_key && !config_secret_ok(admin_key)) {
+            fprintf(stderr, "claude-zephyr: --connect: environment variable ZEPHYR_ADMIN_KEY "
+                            "holds a control character (CR, LF, tab or another byte below "
+                            "0x20, or DEL), which would break the header it is sent in; set "
+                            "it to the admin key alone, on one line\n");
+            return 1;
+        }
+        int rc = dashboard_run_remote(connect_arg, admin_key);
         curlso_cleanup();
         return rc;
     }

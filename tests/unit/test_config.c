@@ -581,6 +581,50 @@ static void test_placeholder_tokens(void **state)
     unsetenv("ZT_PH");
 }
 
+/* A secret with a control character would add header lines of its own to
+ * every upstream request (CR LF) or break the one it is in: each secret is
+ * refused at its file:line, by variable name, and the value is never shown. */
+static void test_control_characters_in_secrets(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "tok-Q9zr\r\nx-evil: 1",
+        "tok-Q9zr\nx-evil: 1",
+        "tok-Q9zr\rx-evil",
+        "tok-Q9zr\tmore",
+        "tok-Q9zr\x01",
+        "tok-Q9zr\x7f",
+        "\r\nx-evil: 1",
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        setenv("ZT_CTL", bad[k], 1);
+        char *e = load_err(GROUP_OK "auth_token_env = \"ZT_CTL\"\n");
+        assert_has(e, "cfg.toml:4: groups[0].auth_token_env: environment variable ZT_CTL holds a "
+                      "control character");
+        assert_lacks(e, "tok-Q9zr");
+        assert_lacks(e, "x-evil");
+        assert_int_equal(count_lines(e), 1);
+        free(e);
+
+        e = load_err("[server]\naccess_key_env = \"ZT_CTL\"\nadmin_key_env = \"ZT_CTL\"\n" GROUP_OK);
+        assert_has(e, "cfg.toml:2: server.access_key_env: environment variable ZT_CTL holds a "
+                      "control character");
+        assert_has(e, "cfg.toml:3: server.admin_key_env: environment variable ZT_CTL holds a "
+                      "control character");
+        assert_lacks(e, "tok-Q9zr");
+        assert_lacks(e, "x-evil");
+        assert_int_equal(count_lines(e), 2);
+        free(e);
+    }
+    unsetenv("ZT_CTL");
+
+    assert_true(config_secret_ok(REAL_TOKEN));
+    assert_true(config_secret_ok("with space and ~ and \x80 bytes"));
+    assert_false(config_secret_ok("a\rb"));
+    assert_false(config_secret_ok("a\nb"));
+    assert_false(config_secret_ok("\x7f"));
+}
+
 static void test_secrets_never_in_errors(void **state)
 {
     (void)state;
@@ -847,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_every_prefix),
+        cmocka_unit_test(test_control_characters_in_secrets),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
