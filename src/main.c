@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,8 +97,24 @@ static bool bind_is_loopback(const char *b)
     return strcmp(b, "localhost") == 0 || strcmp(b, "::1") == 0 || strncmp(b, "127.", 4) == 0;
 }
 
+/*
+ * The process holds the upstream tokens and the access and admin keys in
+ * memory, so a core dump would write them to disk where the dump goes.
+ * No core file (RLIMIT_CORE 0, soft and hard, so it cannot be raised
+ * again), and not dumpable: that also refuses ptrace attach and /proc/PID/mem
+ * to other processes of the same user.  A child the proxy spawns (the
+ * Claude CLI for checks) becomes dumpable again at exec, as usual.
+ */
+static void main_no_core_dumps(void)
+{
+    struct rlimit none = {0, 0};
+    (void)setrlimit(RLIMIT_CORE, &none);
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 int main(int argc, char **argv)
 {
+    main_no_core_dumps();
     enum {
         OPT_CONFIG = 256, OPT_PORT, OPT_BIND, OPT_LOG_LEVEL, OPT_CHECK, OPT_DASH, OPT_CONNECT,
         OPT_TIMING, OPT_CYCLES, OPT_INTERVAL, OPT_DEMO, OPT_VERSION, OPT_HELP,
