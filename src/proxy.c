@@ -922,7 +922,8 @@ static void proxy_open_reqlog(struct proxy *px)
         px->reqlog = NULL;
     }
     if (px->cfg->request_log) {
-        px->reqlog = fopen(px->cfg->request_log, "a");
+        /* "e": close-on-exec, so the check CLI the proxy spawns does not inherit it. */
+        px->reqlog = fopen(px->cfg->request_log, "ae");
         if (!px->reqlog)
             log_error("server.request_log: cannot open %s for appending; requests are not "
                       "logged there", px->cfg->request_log);

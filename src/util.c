@@ -194,7 +194,7 @@ void buf_append_json_str(struct buf *b, const char *s)
 
 int buf_read_file(struct buf *b, const char *path)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(path, "rbe"); /* "e": close-on-exec, never inherited by a child */
     if (!f)
         return -1;
     char chunk[8192];
