@@ -1,6 +1,7 @@
 /*
  * hdr: see hdr.h.  Table-free byte checks; the only state is the caller's
- * input, the only allocation is the string hdr_url_join() returns.
+ * input, the only allocations are the string hdr_url_join() returns and the
+ * caller's buffer hdr_resp_filter() appends to.
  */
 #include "hdr.h"
 

@@ -4,7 +4,7 @@
  * header lines) and because endpoint URLs come from a config file.
  *
  * Everything here is pure: no I/O, no state, no allocation except
- * hdr_url_join().  Names and values are views (pointer + length) into the
+ * hdr_url_join() and the caller's buffer hdr_resp_filter() appends to.  Names and values are views (pointer + length) into the
  * parser's buffer and need not be NUL-terminated; URLs and request targets
  * are C strings.
  *

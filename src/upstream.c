@@ -6,7 +6,10 @@
  * handle from fetch's pool and the header list curl needs, collects the
  * response head line by line (curl hands header lines over one at a time,
  * interim 1xx heads included) and passes it on as one array once the
- * blank line arrives.  A callback that asks to stop makes the curl
+ * blank line arrives.  Like the built-in client it refuses a 101 (curl
+ * would pass the other protocol's bytes on as body) and body bytes before
+ * the final head: the caller must never get a body it has no head for.
+ * A callback that asks to stop makes the curl
  * callback return an error; curl then ends the transfer and fetch reports
  * it from the loop, never from inside curl, which is where done is called.
  */
