@@ -392,6 +392,41 @@ class Framing(FramingCase):
             self.assertEqual(status, 200)
             self.assertEqual(got, body)
 
+    def test_concurrent_requests_keep_their_own_lengths(self):
+        # The report: 4 concurrent requests on a fresh proxy, lengths last.
+        up = self.upstream()
+        p = self.proxy(up)
+        sizes = [330, 3300, 33, 33000, 3, 330, 12345, 12]
+        for rnd in range(3):
+            readers = []
+            for i in range(4):
+                size = sizes[(rnd * 4 + i) % len(sizes)]
+                case = "conc-%d-%d" % (rnd, i)
+                body = bytes([0x61 + i]) * size
+                up.script(case, [b"HTTP/1.1 200 OK\r\nx-i: %d\r\ncontent-length: %d\r\n\r\n%s"
+                                 % (i, size, body)], False)
+                c = self.client(p)
+                c.send(request_bytes(case))
+                readers.append((c, body))
+            for c, body in readers:
+                status, _, got, closes = c.read_response()
+                self.assertEqual((status, len(got)), (200, len(body)))
+                self.assertEqual(got, body)
+                self.assertFalse(closes)
+                c.assert_reusable()
+
+    def test_head_response_carries_no_body(self):
+        up = self.upstream()
+        p = self.proxy(up)
+        up.script("head", [b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"], False)
+        c = self.client(p)
+        c.send(b"HEAD /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-zt-case: head\r\n\r\n")
+        status, headers, body, closes = c.read_response("HEAD")
+        self.assertEqual((status, body), (200, b""))
+        self.assertIn(("content-length", "100"), headers)
+        self.assertFalse(closes)
+        c.assert_reusable()
+
     def test_content_length_with_transfer_encoding_is_refused(self):
         # CL: 5 with a chunked body whose rest is a forged response: libcurl
         # de-chunks and ignores the length; the proxy used to send the
