@@ -56,6 +56,8 @@ struct conn {
     /* response */
     bool resp_started;
     bool resp_chunked;
+    long long resp_expect;    /* body bytes the head promised; -1: framed by chunks or close */
+    unsigned long long resp_sent; /* body bytes written of those */
     bool close_after;         /* close once the response is written */
     size_t queued;
     struct buf head;          /* owns; a response head not sent yet: a known-length
@@ -103,6 +105,8 @@ static void conn_reset_request(struct conn *c)
     reqparse_next(&c->rp, (size_t)c->srv->cfg->max_body_bytes);
     c->resp_started = false;
     c->resp_chunked = false;
+    c->resp_expect = -1;
+    c->resp_sent = 0;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -258,6 +262,10 @@ void conn_start_response(struct conn *c, int status, const char *headers, size_t
     }
     buf_append(&h, "\r\n", 2);
     c->resp_started = true;
+    /* What the head lets the client expect; conn_write_body() and
+     * conn_end_response() hold the body to it. */
+    c->resp_expect = no_body ? 0 : content_length >= 0 ? content_length : -1;
+    c->resp_sent = 0;
     if (content_length > 0 && !no_body) {
         /* The body follows at once: one write for both. */
         buf_release(&c->head);
@@ -279,6 +287,21 @@ void conn_write_body(struct conn *c, const char *p, size_t n)
 {
     if (n == 0 || c->rp.req.is_head)
         return;
+    if (c->resp_expect >= 0) {
+        /* Bytes beyond the promised length would be read by the client as
+         * the start of the next response: drop them and close after this
+         * one. */
+        unsigned long long room = (unsigned long long)c->resp_expect - c->resp_sent;
+        if (n > room) {
+            log_info("client %s: response body longer than the %lld bytes its head "
+                     "announced; closing the connection after it", c->peer, c->resp_expect);
+            n = (size_t)room;
+            c->close_after = true;
+        }
+        c->resp_sent += n;
+        if (n == 0)
+            return;
+    }
     if (c->resp_chunked) {
         char head[24];
         int hl = snprintf(head, sizeof head, "%zx\r\n", n);
@@ -293,6 +316,16 @@ void conn_write_body(struct conn *c, const char *p, size_t n)
 
 void conn_end_response(struct conn *c)
 {
+    if (c->resp_expect >= 0 && !c->rp.req.is_head &&
+        c->resp_sent != (unsigned long long)c->resp_expect) {
+        /* Shorter than announced: the client would wait for the rest, or
+         * read the next response as its end.  Cut the connection so that
+         * it sees the reply is incomplete. */
+        log_info("client %s: response body of %llu bytes, its head announced %lld; "
+                 "closing the connection", c->peer, c->resp_sent, c->resp_expect);
+        conn_abort_response(c);
+        return;
+    }
     conn_flush_head(c);
     if (c->resp_chunked && !c->rp.req.is_head)
         conn_send(c, "0\r\n\r\n", 5);
@@ -550,6 +583,7 @@ static void on_connection(uv_stream_t *l, int status)
     }
     struct conn *c = xcalloc(1, sizeof *c);
     c->srv = s;
+    c->resp_expect = -1;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c;

@@ -1,6 +1,7 @@
 /*
  * hdr: see hdr.h.  Table-free byte checks; the only state is the caller's
- * input, the only allocation is the string hdr_url_join() returns.
+ * input, the only allocations are the string hdr_url_join() returns and the
+ * caller's buffer hdr_resp_filter() appends to.
  */
 #include "hdr.h"
 
@@ -223,6 +224,96 @@ bool hdr_target_valid(const char *target, size_t len)
         if (!is_vchar((unsigned char)target[i]) || target[i] == '#')
             return false;
     return true;
+}
+
+int hdr_content_length_parse(const char *v, size_t len, long long *out)
+{
+    /* 18 digits cannot overflow a long long; no reply is that large. */
+    if (len == 0 || len > 18)
+        return -1;
+    long long n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_digit((unsigned char)v[i]))
+            return -1;
+        n = n * 10 + (v[i] - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+/* Whether name is listed by any Connection field of the head. */
+static bool listed_by_connection(const struct hdr_field *f, size_t n, const char *name,
+                                 size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (f[i].name_len == 10 && mem_ieq(f[i].name, "connection", 10) &&
+            hdr_connection_lists(f[i].value, f[i].value_len, name, len))
+            return true;
+    return false;
+}
+
+static int resp_refuse(struct hdr_resp *r, const char *why)
+{
+    r->why = why;
+    return -1;
+}
+
+int hdr_resp_filter(int status, const struct hdr_field *f, size_t n, struct buf *out,
+                    struct hdr_resp *r)
+{
+    r->content_length = -1;
+    r->chunked = false;
+    r->is_sse = r->is_json = false;
+    r->why = NULL;
+    if (status == 101)
+        return resp_refuse(r, "unexpected 101 Switching Protocols");
+    if (status < 200 || status > 999)
+        return resp_refuse(r, "not a final status");
+    /* First the framing, from every field, so that the order of the
+     * fields cannot change the decision. */
+    bool has_te = false, has_conn = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct hdr_field *h = &f[i];
+        has_conn |= h->name_len == 10 && mem_ieq(h->name, "connection", 10);
+        if (!hdr_name_valid(h->name, h->name_len) || !hdr_value_valid(h->value, h->value_len))
+            return resp_refuse(r, "malformed header");
+        if (h->name_len == 14 && mem_ieq(h->name, "content-length", 14)) {
+            if (r->content_length >= 0)
+                return resp_refuse(r, "more than one Content-Length");
+            if (hdr_content_length_parse(h->value, h->value_len, &r->content_length) != 0) {
+                r->content_length = -1;
+                return resp_refuse(r, "malformed Content-Length");
+            }
+        } else if (h->name_len == 17 && mem_ieq(h->name, "transfer-encoding", 17)) {
+            if (has_te)
+                return resp_refuse(r, "more than one Transfer-Encoding");
+            has_te = true;
+            if (h->value_len != 7 || !mem_ieq(h->value, "chunked", 7))
+                return resp_refuse(r, "a Transfer-Encoding other than chunked");
+        }
+    }
+    if (has_te && r->content_length >= 0)
+        return resp_refuse(r, "both Content-Length and Transfer-Encoding");
+    r->chunked = has_te;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct hdr_field *h = &f[i];
+        if ((h->name_len == 14 && mem_ieq(h->name, "content-length", 14)) ||
+            hdr_is_hop_by_hop(h->name, h->name_len) ||
+            (h->name_len >= 9 && mem_ieq(h->name, "x-zephyr-", 9)) ||
+            (has_conn && listed_by_connection(f, n, h->name, h->name_len)))
+            continue;
+        if (h->name_len == 12 && mem_ieq(h->name, "content-type", 12)) {
+            if (h->value_len >= 17 && mem_ieq(h->value, "text/event-stream", 17))
+                r->is_sse = true;
+            else if (h->value_len >= 16 && mem_ieq(h->value, "application/json", 16))
+                r->is_json = true;
+        }
+        if (buf_append(out, h->name, h->name_len) != 0 || buf_append(out, ": ", 2) != 0 ||
+            buf_append(out, h->value, h->value_len) != 0 || buf_append(out, "\r\n", 2) != 0)
+            return resp_refuse(r, "response headers too large");
+    }
+    return 0;
 }
 
 const char *hdr_status_text(int status)

@@ -4,7 +4,7 @@
  * header lines) and because endpoint URLs come from a config file.
  *
  * Everything here is pure: no I/O, no state, no allocation except
- * hdr_url_join().  Names and values are views (pointer + length) into the
+ * hdr_url_join() and the caller's buffer hdr_resp_filter() appends to.  Names and values are views (pointer + length) into the
  * parser's buffer and need not be NUL-terminated; URLs and request targets
  * are C strings.
  *
@@ -104,6 +104,58 @@ char *hdr_url_join(const char *endpoint_url, const char *path_and_query);
  * control characters and raw non-ASCII bytes, which are not valid in a URI.
  */
 bool hdr_target_valid(const char *target, size_t len);
+
+/* A header field as an upstream client hands it over: views that need not
+ * be NUL-terminated (the built-in client packs them back to back, so the
+ * byte after a value is the next record, or stale bytes of an earlier
+ * head). */
+struct hdr_field {
+    const char *name;
+    size_t name_len;
+    const char *value;  /* leading and trailing blanks removed */
+    size_t value_len;
+};
+
+/*
+ * Parses a Content-Length value of exactly len bytes: 1 to 18 ASCII digits,
+ * nothing else (no sign, no blanks, no comma list).  Returns 0 and sets *out,
+ * or -1.  Never reads v[len].
+ */
+int hdr_content_length_parse(const char *v, size_t len, long long *out);
+
+/* What hdr_resp_filter() learned about a response head. */
+struct hdr_resp {
+    long long content_length;  /* the upstream's Content-Length; -1: none */
+    bool chunked;              /* the upstream sent Transfer-Encoding: chunked, which
+                                * its client has already decoded */
+    bool is_sse;               /* Content-Type: text/event-stream */
+    bool is_json;              /* Content-Type: application/json */
+    const char *why;           /* static; why the head was refused, else NULL */
+};
+
+struct buf;
+
+/*
+ * The proxy's rules for a final response head from an upstream, whichever
+ * client read it: the one place that decides what framing the client will
+ * get.  status must be 200-999 (an interim 1xx, or 101 Switching
+ * Protocols, is refused: its bytes are not a response the client asked
+ * for).  Every name must pass hdr_name_valid() and every value
+ * hdr_value_valid().  Content-Length must pass hdr_content_length_parse()
+ * and appear at most once; Transfer-Encoding, at most once, must be exactly
+ * "chunked" (a client that forwarded gzip-coded bytes without the coding
+ * would corrupt the body) and must not come with a Content-Length (RFC 9112
+ * 6.3: a smuggling or splitting attempt).  What passes is appended to out as
+ * "Name: value\r\n" lines, minus the framing and hop-by-hop headers
+ * (hdr_is_hop_by_hop(), Content-Length, the names listed in any Connection
+ * field) and the proxy's own x-zephyr-* names: the client's framing is
+ * written by the connection from r->content_length alone.
+ *
+ * Returns 0, or -1 with r->why set (out then holds a partial list the
+ * caller discards); a head larger than out's cap is refused the same way.
+ */
+int hdr_resp_filter(int status, const struct hdr_field *f, size_t n, struct buf *out,
+                    struct hdr_resp *r);
 
 /* The reason phrase for a status line ("OK", "Bad Gateway"); "Status" for
  * a code it does not know. */

@@ -53,6 +53,7 @@
 
 #define PROXY_TICK_MS 100
 #define PROXY_RESP_HEADERS_CAP (64 * 1024)
+#define PROXY_RESP_MAX_HDRS 256         /* both upstream clients stop at 200 */
 #define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 
@@ -556,33 +557,27 @@ static bool preq_headers_done(struct preq *p)
 static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
 {
     struct preq *p = ud;
-    p->status = status;
-    for (size_t i = 0; i < n; i++) {
-        const struct up_hdr *h = &hdrs[i];
-        if (!hdr_name_valid(h->name, h->name_len) || !hdr_value_valid(h->value, h->value_len)) {
-            snprintf(p->fail, sizeof p->fail, "malformed response header from upstream");
-            return false;
-        }
-        if (strn_ieq(h->name, h->name_len, "content-length")) {
-            p->resp_len = strtoll(h->value, NULL, 10);
-            continue;
-        }
-        if (hdr_is_hop_by_hop(h->name, h->name_len))
-            continue;
-        if (strn_ieq(h->name, h->name_len, "content-type")) {
-            if (h->value_len >= 17 && strncasecmp(h->value, "text/event-stream", 17) == 0)
-                p->is_sse = true;
-            else if (h->value_len >= 16 && strncasecmp(h->value, "application/json", 16) == 0)
-                p->is_json = true;
-        }
-        if (buf_append(&p->resp_hdrs, h->name, h->name_len) != 0 ||
-            buf_append(&p->resp_hdrs, ": ", 2) != 0 ||
-            buf_append(&p->resp_hdrs, h->value, h->value_len) != 0 ||
-            buf_append(&p->resp_hdrs, "\r\n", 2) != 0) {
-            snprintf(p->fail, sizeof p->fail, "response headers from upstream larger than 64 KiB");
-            return false;
-        }
+    /* hdr_resp_filter() decides the client's framing for both upstream
+     * clients; the views are copied so that it needs nothing of upstream.h. */
+    struct hdr_field f[PROXY_RESP_MAX_HDRS];
+    if (n > PROXY_RESP_MAX_HDRS) {
+        snprintf(p->fail, sizeof p->fail, "more than %d response headers from upstream",
+                 PROXY_RESP_MAX_HDRS);
+        return false;
     }
+    for (size_t i = 0; i < n; i++)
+        f[i] = (struct hdr_field){hdrs[i].name, hdrs[i].name_len, hdrs[i].value,
+                                  hdrs[i].value_len};
+    struct hdr_resp r;
+    if (hdr_resp_filter(status, f, n, &p->resp_hdrs, &r) != 0) {
+        buf_reset(&p->resp_hdrs);
+        snprintf(p->fail, sizeof p->fail, "malformed response head from upstream: %s", r.why);
+        return false;
+    }
+    p->status = status;
+    p->resp_len = r.content_length;
+    p->is_sse = r.is_sse;
+    p->is_json = r.is_json;
     bool go_on = preq_headers_done(p);
     preq_schedule(p); /* the hold-back may end before the header deadline */
     return go_on;
@@ -615,6 +610,13 @@ static size_t on_body(void *ud, const char *data, size_t len)
     struct preq *p = ud;
     if (!p->c)
         return 0;
+    if (!p->committed && !p->holding) {
+        /* Body bytes with no head sent for them (an upstream client that
+         * let a 101's raw bytes through): writing them would put bytes on
+         * the client's connection that no head frames. */
+        snprintf(p->fail, sizeof p->fail, "response body before a final response head");
+        return 0;
+    }
     p->last_byte_ms = now_mono_ms();
     if (p->holding && buf_append(&p->held, data, len) == 0) {
         sse_feed(&p->sse, data, len, on_sse_event, p);

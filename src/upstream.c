@@ -6,7 +6,10 @@
  * handle from fetch's pool and the header list curl needs, collects the
  * response head line by line (curl hands header lines over one at a time,
  * interim 1xx heads included) and passes it on as one array once the
- * blank line arrives.  A callback that asks to stop makes the curl
+ * blank line arrives.  Like the built-in client it refuses a 101 (curl
+ * would pass the other protocol's bytes on as body) and body bytes before
+ * the final head: the caller must never get a body it has no head for.
+ * A callback that asks to stop makes the curl
  * callback return an error; curl then ends the transfer and fetch reports
  * it from the loop, never from inside curl, which is where done is called.
  */
@@ -163,6 +166,13 @@ static size_t cx_on_header(char *data, size_t size, size_t n, void *ud)
     while (len && (data[len - 1] == '\n' || data[len - 1] == '\r'))
         len--;
     if (len == 0) {
+        if (x->status == 101) {
+            /* Not asked for: curl would pass what follows as body bytes
+             * of a head that is never final.  The built-in client refuses
+             * it the same way. */
+            x->stop = CX_BAD_HEAD;
+            return 0;
+        }
         if (x->status >= 100 && x->status < 200) {
             /* An interim response: the real one follows. */
             x->status = 0;
@@ -177,8 +187,14 @@ static size_t cx_on_header(char *data, size_t size, size_t n, void *ud)
         return size * n;
     }
     if (x->status == 0) {
+        /* "HTTP/x[.y] DDD[ reason]": exactly three digits. */
         const char *sp = memchr(data, ' ', len);
-        x->status = sp && len >= 5 && strncmp(data, "HTTP/", 5) == 0 ? atoi(sp + 1) : 0;
+        size_t rest = sp ? len - (size_t)(sp + 1 - data) : 0;
+        x->status = 0;
+        if (sp && len >= 5 && strncmp(data, "HTTP/", 5) == 0 && rest >= 3 &&
+            (rest == 3 || sp[4] == ' ') && sp[1] >= '1' && sp[1] <= '9' && sp[2] >= '0' &&
+            sp[2] <= '9' && sp[3] >= '0' && sp[3] <= '9')
+            x->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
         if (x->status < 100 || x->status > 999) {
             x->stop = CX_BAD_HEAD;
             return 0;
@@ -215,6 +231,11 @@ static size_t cx_on_body(char *data, size_t size, size_t n, void *ud)
     size_t len = size * n;
     if (len == 0)
         return 0;
+    if (!x->head_done) {
+        /* A body byte must never precede the head it belongs to. */
+        x->stop = CX_BAD_HEAD;
+        return 0;
+    }
     size_t r = x->cbs->body(x->ud, data, len);
     if (r == UP_PAUSE)
         return CURL_WRITEFUNC_PAUSE;

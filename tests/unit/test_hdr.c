@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "hdr.h"
+#include "util.h"
 
 struct bytes_case {
     const char *s;
@@ -380,6 +381,175 @@ static void test_url_join(void **state)
     }
 }
 
+static void test_content_length_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t len; /* 0: strlen(s) */
+        long long want; /* -1: refused */
+    } cases[] = {
+        {"0", 0, 0},
+        {"330", 0, 330},
+        {"000012", 0, 12},
+        {"999999999999999999", 0, 999999999999999999LL},
+        {"1000000000000000000", 0, -1}, /* 19 digits */
+        {"", 0, -1},
+        {"+5", 0, -1},
+        {"-1", 0, -1},
+        {" 5", 0, -1},
+        {"5 ", 0, -1},
+        {"5,5", 0, -1},
+        {"0x10", 0, -1},
+        {"5\t", 0, -1},
+        /* A view: the bytes after len are the next record or stale bytes,
+         * never part of the value (the 330 that went out as 3300). */
+        {"3300", 3, 330},
+        {"12345", 2, 12},
+        {"1\0" "2", 1, 1},
+        {"1\0" "2", 3, -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].s);
+        /* An exact-size heap copy, so that ASan sees a read past len. */
+        char *v = malloc(len ? len : 1);
+        memcpy(v, cases[i].s, len);
+        long long got = -7;
+        int rc = hdr_content_length_parse(v, len, &got);
+        if (cases[i].want < 0) {
+            if (rc != -1)
+                fail_msg("case %zu (%.*s): accepted as %lld", i, (int)len, cases[i].s, got);
+        } else {
+            if (rc != 0 || got != cases[i].want)
+                fail_msg("case %zu (%.*s): rc %d, got %lld, want %lld", i, (int)len, cases[i].s,
+                         rc, got, cases[i].want);
+        }
+        free(v);
+    }
+}
+
+/* "name: value\n" lines, one per field, into views (the lines stay in
+ * text, which must outlive the fields). */
+static size_t fields_of(char *text, struct hdr_field *f, size_t max)
+{
+    size_t n = 0;
+    for (char *line = strtok(text, "\n"); line && n < max; line = strtok(NULL, "\n")) {
+        char *colon = strchr(line, ':');
+        assert_non_null(colon);
+        f[n].name = line;
+        f[n].name_len = (size_t)(colon - line);
+        f[n].value = colon + 1 + (colon[1] == ' ');
+        f[n].value_len = strlen(f[n].value);
+        n++;
+    }
+    return n;
+}
+
+static void test_resp_filter(void **state)
+{
+    (void)state;
+    static const struct {
+        int status;
+        const char *fields;
+        int rc;
+        const char *out;      /* the forwarded lines, for rc 0 */
+        long long length;
+        bool chunked;
+        const char *why;      /* a word of the refusal, for rc -1 */
+    } cases[] = {
+        {200, "content-type: application/json\ncontent-length: 330\n", 0,
+         "content-type: application/json\r\n", 330, false, NULL},
+        {200, "Transfer-Encoding: chunked\nx-a: 1\n", 0, "x-a: 1\r\n", -1, true, NULL},
+        {200, "transfer-encoding: CHUNKED\n", 0, "", -1, true, NULL},
+        {204, "x-a: 1\n", 0, "x-a: 1\r\n", -1, false, NULL},
+        /* hop-by-hop, Connection-listed and the proxy's own names go */
+        {200, "connection: x-secret, keep-alive\nx-secret: s\nkeep-alive: 5\nx-kept: k\n"
+              "proxy-authenticate: Basic\nupgrade: h2c\ntrailer: x\nx-zephyr-endpoint: evil\n",
+         0, "x-kept: k\r\n", -1, false, NULL},
+        {200, "x-secret: s\nConnection: close\nCONNECTION: X-Secret\n", 0, "", -1, false, NULL},
+        {999, "", 0, "", -1, false, NULL},
+        /* refused */
+        {101, "upgrade: websocket\n", -1, NULL, 0, false, "101"},
+        {100, "", -1, NULL, 0, false, "final"},
+        {199, "", -1, NULL, 0, false, "final"},
+        {1000, "", -1, NULL, 0, false, "final"},
+        {200, "content-length: 5\ncontent-length: 5\n", -1, NULL, 0, false, "more than one"},
+        {200, "content-length: 5\ncontent-length: 3\n", -1, NULL, 0, false, "more than one"},
+        {200, "content-length: 5, 5\n", -1, NULL, 0, false, "malformed"},
+        {200, "content-length: +5\n", -1, NULL, 0, false, "malformed"},
+        {200, "content-length:\n", -1, NULL, 0, false, "malformed"},
+        {200, "content-length: 5\ntransfer-encoding: chunked\n", -1, NULL, 0, false, "both"},
+        {200, "transfer-encoding: chunked\ncontent-length: 5\n", -1, NULL, 0, false, "both"},
+        {200, "transfer-encoding: gzip, chunked\n", -1, NULL, 0, false, "other than chunked"},
+        {200, "transfer-encoding: identity\n", -1, NULL, 0, false, "other than chunked"},
+        {200, "transfer-encoding: chunked\ntransfer-encoding: chunked\n", -1, NULL, 0, false,
+         "more than one"},
+        {200, "bad name: 1\n", -1, NULL, 0, false, "malformed header"},
+        {200, "x-a: a\rb\n", -1, NULL, 0, false, "malformed header"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = strdup(cases[i].fields);
+        struct hdr_field f[16];
+        size_t n = fields_of(text, f, 16);
+        struct buf out;
+        buf_init(&out, 4096);
+        struct hdr_resp r;
+        int rc = hdr_resp_filter(cases[i].status, f, n, &out, &r);
+        if (rc != cases[i].rc)
+            fail_msg("case %zu: rc %d, want %d (%s)", i, rc, cases[i].rc, r.why ? r.why : "");
+        if (rc == 0) {
+            assert_string_equal(out.data ? out.data : "", cases[i].out);
+            assert_int_equal(r.content_length, cases[i].length);
+            assert_int_equal(r.chunked, cases[i].chunked);
+            assert_null(r.why);
+        } else {
+            assert_non_null(r.why);
+            if (!strstr(r.why, cases[i].why))
+                fail_msg("case %zu: why \"%s\", want \"%s\"", i, r.why, cases[i].why);
+        }
+        buf_release(&out);
+        free(text);
+    }
+}
+
+static void test_resp_filter_order_and_kind(void **state)
+{
+    (void)state;
+    /* The decision does not depend on where Content-Length stands, and the
+     * content type is read from any position. */
+    static const char *const heads[] = {
+        "content-length: 42\ncontent-type: text/event-stream\nx-a: 1\n",
+        "x-a: 1\ncontent-type: text/event-stream\ncontent-length: 42\n",
+        "content-type: text/event-stream\ncontent-length: 42\nx-a: 1\n",
+    };
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+        char *text = strdup(heads[i]);
+        struct hdr_field f[8];
+        size_t n = fields_of(text, f, 8);
+        struct buf out;
+        buf_init(&out, 4096);
+        struct hdr_resp r;
+        assert_int_equal(hdr_resp_filter(200, f, n, &out, &r), 0);
+        assert_int_equal(r.content_length, 42);
+        assert_true(r.is_sse);
+        assert_false(r.is_json);
+        assert_null(strstr(out.data, "ontent-length"));
+        buf_release(&out);
+        free(text);
+    }
+    /* A head larger than the caller's cap is refused, not cut. */
+    char *text = strdup("x-a: 0123456789\nx-b: 0123456789\n");
+    struct hdr_field f[4];
+    size_t n = fields_of(text, f, 4);
+    struct buf out;
+    buf_init(&out, 20);
+    struct hdr_resp r;
+    assert_int_equal(hdr_resp_filter(200, f, n, &out, &r), -1);
+    assert_non_null(strstr(r.why, "too large"));
+    buf_release(&out);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +557,8 @@ int main(void)
         cmocka_unit_test(test_hop_by_hop),       cmocka_unit_test(test_connection_lists),
         cmocka_unit_test(test_credential),       cmocka_unit_test(test_target_valid),
         cmocka_unit_test(test_url_split),        cmocka_unit_test(test_url_join),
+        cmocka_unit_test(test_content_length_parse), cmocka_unit_test(test_resp_filter),
+        cmocka_unit_test(test_resp_filter_order_and_kind),
     };
     return cmocka_run_group_tests_name("hdr", tests, NULL, NULL);
 }
