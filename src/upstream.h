@@ -64,7 +64,10 @@ struct up_request {
 #define UP_PAUSE ((size_t)-1)
 
 struct up_cbs {
-    /* The final response head (interim 1xx responses are skipped).  The
+    /* The final response head.  Interim 100-199 responses are skipped;
+     * a 101 (a protocol switch nobody asked for) ends the exchange with
+     * UP_ERR_PROTOCOL and never reaches this callback.  The caller still
+     * checks the head with hdr_resp_filter.  The
      * array and its strings live only during the call.  Return false to
      * stop: the exchange then ends with UP_ERR_ABORTED. */
     bool (*head)(void *ud, int status, const struct up_hdr *hdrs, size_t n);
