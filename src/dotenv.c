@@ -341,7 +341,8 @@ int dotenv_read_file(const char *path, size_t cap, const char *hint, char **text
             break;
         if (buf_append(&b, chunk, (size_t)n) < 0) {
             *errors = xasprintf("%s: file is larger than %zu bytes; %s\n", path, cap, hint);
-            explicit_bzero(b.data, b.len);
+            if (b.data)
+                explicit_bzero(b.data, b.len);
             goto out;
         }
     }
