@@ -102,6 +102,10 @@ void log_set_level(enum log_level level)
 
 void log_set_quiet_stderr(int quiet)
 {
+    /* Whoever takes the screen over must not see lines queued before
+     * arrive on top of it: write them out first (once, at start-up). */
+    if (quiet && !log_quiet_stderr && log_stderr)
+        log_flush(LOG_FLUSH_MS);
     log_quiet_stderr = quiet;
 }
 

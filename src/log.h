@@ -30,7 +30,8 @@ void log_set_level(enum log_level level);
  * after flushing what is buffered for it (bounded in time, see
  * log_flush()).  Returns -1 on error. */
 int log_set_file(const char *path);
-/* When set, nothing goes to stderr (the terminal dashboard owns the screen). */
+/* When set, nothing goes to stderr (the terminal dashboard owns the screen);
+ * setting it first waits (log_flush) for the lines already queued there. */
 void log_set_quiet_stderr(int quiet);
 int log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
