@@ -17,6 +17,7 @@
 #include "app.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,10 @@ struct app {
     struct demo *demo;          /* owns; NULL unless --demo */
     struct dashboard *dash;     /* owns; NULL unless --dashboard */
     struct metrics *metrics;    /* owns */
+    struct app_reload *reload;  /* owns; the reload whose files are being read, or NULL */
+    struct app_waiter *reload_next; /* owns; clients waiting for the reload after it */
+    bool reload_again;          /* a reload was asked for while one was reading */
+    bool reload_next_sighup;    /* ... and SIGHUP asked for it */
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
     uv_timer_t policy_timer;    /* fires pending graceful switches */
@@ -143,15 +148,6 @@ static void admin_ok(struct app *a, struct conn *c, const char *what)
     respond_json(c, 200, o);
 }
 
-/*
- * Live reload (SIGHUP, POST /admin/reload): the file is validated
- * completely first; on any error the running configuration stays and the
- * errors are returned (malloc'd, in *errors).  On success a new state is
- * built and takes over what stays true from the old one (see
- * state_take_over); requests in flight finish on what they started with,
- * and the old state and configuration are freed when the last of them
- * ends.  The listen address cannot change without a restart.
- */
 /* 0 when cfg can run: libcurl is loaded if an endpoint needs it.  Else
  * -1 and *why names the endpoint (curlso has logged why it failed). */
 static int app_libcurl_ready(const struct app *a, const struct config *cfg, char **why)
@@ -172,23 +168,98 @@ static int app_libcurl_ready(const struct app *a, const struct config *cfg, char
     return 0;
 }
 
-static int app_reload(struct app *a, char **errors)
+/*
+ * Live reload (SIGHUP, POST /admin/reload, the dashboard).  Nothing is
+ * read on the loop: a worker (uv_queue_work) reads the config file and the
+ * .env files into memory (regular files only, with size caps, so a FIFO or
+ * a huge file is an error, not a freeze).  Back on the loop the .env values
+ * are applied to the environment (dotenv_apply: setenv is not thread-safe,
+ * and config resolves *_env names with getenv), then the config text is
+ * parsed and validated completely; on any error the environment is put
+ * back, the running configuration stays and the errors are reported.  On
+ * success a new state is built and takes over what stays true from the old
+ * one (see state_take_over); requests in flight finish on what they
+ * started with, and the old state and configuration are freed when the
+ * last of them ends.  The listen address cannot change without a restart.
+ *
+ * One reload reads at a time.  A reload asked for meanwhile is queued: it
+ * starts when the running one ends (the files may have changed since that
+ * one read them), and every request that asked for it gets its result.
+ * Clients of POST /admin/reload are answered when their reload ends; a
+ * client that leaves before is forgotten (client_gone).
+ */
+
+/* The cap config.c puts on a config file it reads itself. */
+#define APP_CONFIG_MAX_FILE (4 * 1024 * 1024)
+
+/* A client of POST /admin/reload waiting for the outcome. */
+struct app_waiter {
+    struct conn *c;            /* borrows; NULL once the client has gone */
+    struct app_waiter *next;   /* owns */
+};
+
+struct app_reload {
+    uv_work_t work;
+    struct app *a;             /* borrows */
+    char *path;                /* owns; the config file */
+    char *cfg_text;            /* owns; what the worker read, NULL on error */
+    size_t cfg_len;
+    struct dotenv_files env;   /* owns; likewise */
+    char *errors;              /* owns; what went wrong reading, or NULL */
+    struct app_waiter *waiters; /* owns; answered when this reload ends */
+    bool sighup;               /* SIGHUP asked for it: its log line says so */
+};
+
+static void on_waiter_gone(void *h)
 {
+    struct app_waiter *w = h;
+    w->c = NULL;
+}
+
+static const struct conn_handler_ops app_waiter_ops = {
+    .client_gone = on_waiter_gone,
+    .drained = NULL,
+};
+
+/* On the worker thread: only reads files into the job. */
+static void on_reload_work(uv_work_t *req)
+{
+    struct app_reload *r = req->data;
+    size_t len = 0;
+    int rc = dotenv_read_file(r->path, APP_CONFIG_MAX_FILE, "check the path given with --config",
+                              &r->cfg_text, &len, &r->errors);
+    if (rc == 1)
+        r->errors = xasprintf("%s: cannot read: %s; check the path given with --config\n",
+                              r->path, strerror(ENOENT));
+    if (rc != 0)
+        return;
+    r->cfg_len = len;
+    dotenv_read_for_config(r->path, &r->env, &r->errors);
+}
+
+/* On the loop, with the files read: applies them or reports why not. */
+static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
+{
+    const char *path = r->path;
+    struct dotenv_undo *undo = NULL;
     *errors = NULL;
-    if (!a->opts.config_path) {
-        *errors = xstrdup("the demo has no configuration file to reload\n");
+    if (r->errors) {
+        *errors = r->errors;
+        r->errors = NULL;
         return -1;
     }
-    const char *path = a->opts.config_path;
-    if (dotenv_load_for_config(path, errors) != 0)
+    if (dotenv_apply(&r->env, &undo, errors) != 0)
         return -1;
     struct config *cfg = NULL;
-    if (config_load(path, &cfg, errors) != 0)
-        return -1;
-    if (app_libcurl_ready(a, cfg, errors) != 0) {
+    if (config_load_string(path, r->cfg_text, r->cfg_len, &cfg, errors) != 0 ||
+        app_libcurl_ready(a, cfg, errors) != 0) {
+        /* The environment goes back to what the running configuration
+         * was resolved with (proxy variables are read from it, too). */
         config_free(cfg);
+        dotenv_undo(undo);
         return -1;
     }
+    dotenv_undo_free(undo);
     if (a->opts.port >= 0)
         cfg->port = a->opts.port;
     if (a->opts.bind) {
@@ -202,6 +273,9 @@ static int app_reload(struct app *a, char **errors)
         free(cfg->bind);
         cfg->bind = xstrdup(a->cfg->bind);
     }
+    /* Old tokens stay redacted (retired) while requests that use them may
+     * still run; the new configuration's are current. */
+    log_retire_secrets();
     for (size_t g = 0; g < cfg->n_groups; g++)
         log_add_secret(cfg->groups[g].token);
     log_add_secret(cfg->access_key);
@@ -225,6 +299,117 @@ static int app_reload(struct app *a, char **errors)
              cfg->n_groups, st->n_eps);
     state_event(st, "info", "", "", "reload", "configuration reloaded");
     health_poke(a->health);
+    return 0;
+}
+
+static void app_reload_begin(struct app *a, struct app_waiter *waiters, bool sighup);
+
+static void on_reload_done(uv_work_t *req, int status)
+{
+    struct app_reload *r = req->data;
+    struct app *a = r->a;
+    char *errors = NULL;
+    int rc = -1;
+
+    a->reload = NULL;
+    if (status != 0 || a->shutting_down)
+        errors = xstrdup("the proxy is shutting down\n");
+    else
+        rc = app_reload_apply(a, r, &errors);
+    if (rc != 0)
+        log_error("%sreload failed, the running configuration stays:\n%s",
+                  r->sighup ? "SIGHUP: " : "", errors ? errors : "unknown error");
+    else if (a->dash)
+        dashboard_notify(a->dash);
+    for (struct app_waiter *w = r->waiters, *next; w; w = next) {
+        next = w->next;
+        if (w->c) {
+            struct conn *c = w->c;
+            conn_detach(c);
+            if (rc == 0) {
+                admin_ok(a, c, "reload");
+            } else {
+                char err[1024];
+                snprintf(err, sizeof err, "reload failed, the running configuration stays: %s",
+                         errors ? errors : "unknown error");
+                size_t el = strlen(err);
+                while (el && err[el - 1] == '\n')
+                    err[--el] = '\0';
+                conn_respond_error(c, 400, "invalid_request_error", err, NULL);
+            }
+        }
+        free(w);
+    }
+    free(errors);
+    free(r->path);
+    if (r->cfg_text) {
+        explicit_bzero(r->cfg_text, r->cfg_len);
+        free(r->cfg_text);
+    }
+    dotenv_files_release(&r->env);
+    free(r->errors);
+    free(r);
+
+    if (a->reload_again) {
+        struct app_waiter *next = a->reload_next;
+        bool sighup = a->reload_next_sighup;
+        a->reload_again = false;
+        a->reload_next_sighup = false;
+        a->reload_next = NULL;
+        app_reload_begin(a, next, sighup);
+    }
+}
+
+static void app_reload_begin(struct app *a, struct app_waiter *waiters, bool sighup)
+{
+    struct app_reload *r = xcalloc(1, sizeof *r);
+    r->sighup = sighup;
+    r->a = a;
+    r->path = xstrdup(a->opts.config_path);
+    r->waiters = waiters;
+    r->work.data = r;
+    a->reload = r;
+    int rc = uv_queue_work(&a->loop, &r->work, on_reload_work, on_reload_done);
+    if (rc != 0) {
+        /* Only when the loop refuses work; answered as a failed read. */
+        r->errors = xasprintf("cannot start reading the files: %s\n", uv_strerror(rc));
+        on_reload_done(&r->work, 0);
+    }
+}
+
+/*
+ * Asks for a reload.  c (may be NULL: SIGHUP, dashboard) is answered when
+ * it ends.  Returns 0, or -1 with err set when there is nothing to reload
+ * (then c has not been answered).
+ */
+static int app_reload_start(struct app *a, struct conn *c, bool sighup, char *err,
+                            size_t errlen)
+{
+    if (!a->opts.config_path) {
+        snprintf(err, errlen, "reload failed, the running configuration stays: the demo has "
+                              "no configuration file to reload");
+        return -1;
+    }
+    if (a->shutting_down) {
+        snprintf(err, errlen, "reload refused: the proxy is shutting down");
+        return -1;
+    }
+    struct app_waiter *w = NULL;
+    if (c) {
+        w = xcalloc(1, sizeof *w);
+        w->c = c;
+        conn_attach(c, w, &app_waiter_ops);
+    }
+    if (a->reload) {
+        if (w) {
+            w->next = a->reload_next;
+            a->reload_next = w;
+        }
+        a->reload_again = true;
+        a->reload_next_sighup |= sighup;
+        return 0;
+    }
+    app_reload_begin(a, w, sighup);
     return 0;
 }
 
@@ -259,16 +444,9 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
         }
         rc = state_pin(a->st, ep, now, err, errlen);
     } else if (strcmp(op, "reload") == 0) {
-        char *errors = NULL;
-        if (app_reload(a, &errors) != 0) {
-            snprintf(err, errlen, "reload failed, the running configuration stays: %s",
-                     errors ? errors : "unknown error");
-            size_t el = strlen(err);
-            while (el && err[el - 1] == '\n')
-                err[--el] = '\0';
-            free(errors);
+        /* Only the dashboard comes here: the outcome goes to the log. */
+        if (app_reload_start(a, NULL, false, err, errlen) != 0)
             return -1;
-        }
     } else if (strcmp(op, "group") == 0) {
         const char *name = json_string(body, "group");
         int g = name ? state_find_group(a->st, name) : -1;
@@ -317,6 +495,13 @@ static void app_admin(struct app *a, struct conn *c, struct http_req *req, const
             return;
         }
     }
+    if (strcmp(op, "reload") == 0) {
+        /* Answered when the reload ends (on_reload_done). */
+        cJSON_Delete(body);
+        if (app_reload_start(a, c, false, err, sizeof err) != 0)
+            conn_respond_error(c, 400, "invalid_request_error", err, NULL);
+        return;
+    }
     int rc = app_admin_op(a, op, body, err, sizeof err);
     cJSON_Delete(body);
     if (rc == -2)
@@ -326,6 +511,7 @@ static void app_admin(struct app *a, struct conn *c, struct http_req *req, const
     else
         admin_ok(a, c, op);
 }
+
 
 /* Whether the client presented the access key; see the top of the file. */
 static bool access_allowed(struct app *a, const struct http_req *req)
@@ -367,6 +553,7 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         buf_init(&out, SIZE_MAX);
         struct metrics_upstream up;
         upstream_counts(a->up, &up.open, &up.idle);
+        up.log_lines_dropped = log_lines_dropped();
         metrics_render(a->metrics, a->st, &up, &out);
         conn_respond(c, 200, METRICS_CONTENT_TYPE, out.data ? out.data : "", out.len, NULL);
         buf_release(&out);
@@ -480,12 +667,9 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     struct app *a = s->data;
     if (signum == SIGHUP) {
-        char *errors = NULL;
-        if (app_reload(a, &errors) != 0) {
-            log_error("SIGHUP: reload failed, the running configuration stays:\n%s",
-                      errors ? errors : "unknown error");
-        }
-        free(errors);
+        char err[256];
+        if (app_reload_start(a, NULL, true, err, sizeof err) != 0)
+            log_error("SIGHUP: %s", err);
         return;
     }
     app_begin_shutdown(a, signum == SIGINT ? "SIGINT" : "SIGTERM");

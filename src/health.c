@@ -183,7 +183,8 @@ static double secs_until(uint64_t t_ms, uint64_t now_ms)
 
 /*
  * Copies len bytes of src into dst (size > 0) as one line fit for /status
- * and the log: every occurrence of token becomes "[redacted]", control
+ * and the log: every whole-token occurrence of token (log_secret_at)
+ * becomes "[redacted]", control
  * characters become spaces, runs of spaces shrink to one, the ends are
  * trimmed, and a cut never splits a UTF-8 sequence.
  */
@@ -197,7 +198,7 @@ static void health_clean_text(char *dst, size_t size, const char *src, size_t le
         const char *piece;
         size_t plen;
         char one;
-        if (tlen && len - i >= tlen && memcmp(src + i, token, tlen) == 0) {
+        if (tlen && log_secret_at(src, len, i, token, tlen)) {
             piece = "[redacted]";
             plen = 10;
             i += tlen;

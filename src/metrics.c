@@ -749,6 +749,9 @@ void metrics_render(const struct metrics *m, const struct state *st,
                    up->open >= up->idle ? up->open - up->idle : 0);
         l[1].v = "idle";
         sample_u64(&o, "zephyr_upstream_connections", l, 2, up->idle);
+        family(&o, "zephyr_log_lines_dropped_total", "counter",
+               "Log and request-log lines dropped because their output could not keep up.");
+        sample_u64(&o, "zephyr_log_lines_dropped_total", NULL, 0, up->log_lines_dropped);
     }
     buf_release(&o.line);
 }

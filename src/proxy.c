@@ -63,7 +63,7 @@ struct proxy {
     struct state *st;           /* borrows */
     const struct config *cfg;   /* borrows */
     struct metrics *metrics;    /* borrows; NULL: none */
-    FILE *reqlog;               /* owns; the JSON-lines request log */
+    struct log_writer *reqlog;  /* owns; the JSON-lines request log (written off the loop) */
     uv_timer_t tick;
     bool tick_running;
     struct dheap due;           /* requests by when they next need looking at */
@@ -186,8 +186,7 @@ static void preq_log_json(struct preq *p, int status, const char *outcome, uint6
     buf_appendf(&b, ",\"usage\":{\"input\":%lld,\"output\":%lld,\"cache_read\":%lld,"
                     "\"cache_creation\":%lld}}\n",
                 p->usage.input, p->usage.output, p->usage.cache_read, p->usage.cache_creation);
-    fwrite(b.data, 1, b.len, px->reqlog);
-    fflush(px->reqlog);
+    log_writer_write(px->reqlog, b.data, b.len);
     buf_release(&b);
 }
 
@@ -919,13 +918,10 @@ static void on_tick(uv_timer_t *t)
 
 static void proxy_open_reqlog(struct proxy *px)
 {
-    if (px->reqlog) {
-        fclose(px->reqlog);
-        px->reqlog = NULL;
-    }
+    log_writer_close(px->reqlog);
+    px->reqlog = NULL;
     if (px->cfg->request_log) {
-        /* "e": close-on-exec, so the check CLI the proxy spawns does not inherit it. */
-        px->reqlog = fopen(px->cfg->request_log, "ae");
+        px->reqlog = log_writer_open(px->cfg->request_log, true);
         if (!px->reqlog)
             log_error("server.request_log: cannot open %s for appending; requests are not "
                       "logged there", px->cfg->request_log);
@@ -978,8 +974,8 @@ void proxy_free(struct proxy *px)
             preq_error(p, 503, "api_error", "proxy shutting down", NULL);
     }
     dheap_release(&px->due);
-    if (px->reqlog)
-        fclose(px->reqlog);
+    log_writer_close(px->reqlog);
+    px->reqlog = NULL;
     uv_timer_stop(&px->tick);
     uv_close((uv_handle_t *)&px->tick, on_tick_closed);
 }

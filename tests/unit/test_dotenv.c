@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -281,6 +282,128 @@ static void test_every_prefix(void **state)
     seen_release(&s);
 }
 
+/* Files in memory, as the reload's worker would have read them. */
+static struct dotenv_files files(const char *beside, const char *cwd)
+{
+    struct dotenv_files f;
+    memset(&f, 0, sizeof f);
+    f.path[0] = strdup("beside/.env");
+    f.text[0] = beside ? strdup(beside) : NULL;
+    f.len[0] = beside ? strlen(beside) : 0;
+    f.path[1] = strdup(".env");
+    f.text[1] = cwd ? strdup(cwd) : NULL;
+    f.len[1] = cwd ? strlen(cwd) : 0;
+    return f;
+}
+
+static int apply(const char *beside, const char *cwd, struct dotenv_undo **undo, char **errors)
+{
+    struct dotenv_files f = files(beside, cwd);
+    int rc = dotenv_apply(&f, undo, errors);
+    dotenv_files_release(&f);
+    return rc;
+}
+
+static void test_apply_follows_the_file(void **state)
+{
+    (void)state;
+    char *errors = NULL;
+    struct dotenv_undo *undo = NULL;
+    setenv("ZR_USER", "from-user", 1);
+    unsetenv("ZR_A");
+    unsetenv("ZR_B");
+    unsetenv("ZR_C");
+
+    /* First load: .env fills what the user did not set. */
+    assert_int_equal(apply("ZR_A=one\nZR_B=two\nZR_USER=file\n", NULL, NULL, &errors), 0);
+    assert_null(errors);
+    assert_string_equal(getenv("ZR_A"), "one");
+    assert_string_equal(getenv("ZR_B"), "two");
+    assert_string_equal(getenv("ZR_USER"), "from-user");
+
+    /* Reload: a changed value is replaced, a dropped one is unset, the
+     * user's variable still wins. */
+    assert_int_equal(apply("ZR_A=uno\nZR_USER=file2\n", NULL, &undo, &errors), 0);
+    assert_non_null(undo);
+    assert_string_equal(getenv("ZR_A"), "uno");
+    assert_null(getenv("ZR_B"));
+    assert_string_equal(getenv("ZR_USER"), "from-user");
+
+    /* Undo puts everything back, ownership included. */
+    dotenv_undo(undo);
+    assert_string_equal(getenv("ZR_A"), "one");
+    assert_string_equal(getenv("ZR_B"), "two");
+    assert_int_equal(apply("ZR_A=one\nZR_B=zwei\n", NULL, NULL, &errors), 0);
+    assert_string_equal(getenv("ZR_B"), "zwei");
+
+    /* The file beside the config wins over ./.env. */
+    assert_int_equal(apply("ZR_A=beside\n", "ZR_A=cwd\nZR_C=c\n", NULL, &errors), 0);
+    assert_string_equal(getenv("ZR_A"), "beside");
+    assert_string_equal(getenv("ZR_C"), "c");
+    assert_null(getenv("ZR_B"));
+
+    /* A malformed file changes nothing and names its line, not values. */
+    assert_int_equal(apply("ZR_A=new\n", "oops secret-ish\n", &undo, &errors), -1);
+    assert_null(undo);
+    assert_has(errors, ".env:1: not a KEY=VALUE line");
+    assert_lacks(errors, "secret-ish");
+    free(errors);
+    errors = NULL;
+    assert_string_equal(getenv("ZR_A"), "beside");
+
+    /* Nothing changed: no undo. */
+    assert_int_equal(apply("ZR_A=beside\n", "ZR_A=cwd\nZR_C=c\n", &undo, &errors), 0);
+    assert_null(undo);
+
+    assert_int_equal(apply(NULL, NULL, NULL, &errors), 0);
+    assert_null(getenv("ZR_A"));
+    assert_null(getenv("ZR_C"));
+    assert_string_equal(getenv("ZR_USER"), "from-user");
+    unsetenv("ZR_USER");
+}
+
+static void test_read_refuses_what_is_not_a_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/zt-envXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char fifo[64], cfg[64];
+    snprintf(fifo, sizeof fifo, "%s/.env", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.toml", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+
+    /* No writer ever comes: this returns at once instead of waiting. */
+    char *text = NULL, *errors = NULL;
+    size_t len = 0;
+    assert_int_equal(dotenv_read_file(fifo, 1024, "hint", &text, &len, &errors), -1);
+    assert_null(text);
+    assert_has(errors, fifo);
+    assert_has(errors, "FIFO");
+    free(errors);
+
+    struct dotenv_files f;
+    assert_int_equal(dotenv_read_for_config(cfg, &f, &errors), -1);
+    assert_has(errors, fifo);
+    free(errors);
+    dotenv_files_release(&f);
+    unlink(fifo);
+
+    /* Missing is fine; too big is an error. */
+    assert_int_equal(dotenv_read_file(fifo, 1024, "hint", &text, &len, &errors), 1);
+    FILE *fp = fopen(fifo, "w");
+    for (int i = 0; i < 200; i++)
+        fputs("KEY=value\n", fp);
+    fclose(fp);
+    assert_int_equal(dotenv_read_file(fifo, 1024, "hint", &text, &len, &errors), -1);
+    assert_has(errors, "larger than 1024 bytes");
+    free(errors);
+    assert_int_equal(dotenv_read_file(fifo, 4096, "hint", &text, &len, &errors), 0);
+    assert_int_equal(len, 2000);
+    free(text);
+    unlink(fifo);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +412,8 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_every_prefix),
+        cmocka_unit_test(test_apply_follows_the_file),
+        cmocka_unit_test(test_read_refuses_what_is_not_a_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
