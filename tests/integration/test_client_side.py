@@ -127,6 +127,26 @@ class LingeringClose(ZephyrTestCase):
         self.assertAnthropicError(r, 408)
         self.assertTrue(c.closed_by_peer(scaled(5)))
 
+    def test_lingering_is_bounded_in_bytes(self):
+        """A client that never stops sending after its 413 is cut off once
+        max_body_mb + 64 MiB have been dropped."""
+        fake, p = self._proxy(max_body_mb=1)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=scaled(10))
+        self.addCleanup(s.close)
+        s.sendall(build_request("POST", "/v1/messages", [("content-length", str(1 << 30))]))
+        piece = b"x" * MB
+        sent = 0
+        err = None
+        try:
+            while sent < 300 * MB:
+                s.sendall(piece)
+                sent += len(piece)
+        except OSError as e:
+            err = e
+        self.assertIsNotNone(err, "300 MB were drained after a 413")
+        self.assertGreaterEqual(sent, 64 * MB, "cut off before the bound")
+        self.assertLess(sent, 160 * MB, "cut off long after the bound")
+
     def test_clean_client_gets_eof_not_a_five_second_wait(self):
         """Lingering ends at the client's EOF: a client that closes right
         after the answer frees the connection at once."""
