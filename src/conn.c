@@ -8,23 +8,40 @@
  *                 (client_header_timeout_ms for the whole head)
  *   CONN_BODY     reading the body (client_header_timeout_ms between bytes)
  *   CONN_BUSY     the request is dispatched; bytes that arrive are held
- *                 in `pending` (bounded) and read only to notice a hang-up
- *   CONN_CLOSING  closing once queued output is written (or at once)
+ *                 in `pending` and read only to notice a hang-up.  At
+ *                 CONN_MAX_PENDING held bytes reading pauses; while paused
+ *                 a timer polls the socket for the peer's FIN or RST
+ *                 (what nginx learns from EPOLLRDHUP), and reading resumes
+ *                 as soon as the held bytes are parsed.
+ *   CONN_CLOSING  the last response is queued; what the client sends is
+ *                 read and discarded; closing once the output is written
+ *   CONN_LINGER   lingering close: the response is written and our side
+ *                 shut down (FIN); the client's bytes are read and
+ *                 discarded until its EOF, CONN_LINGER_IDLE_MS without a
+ *                 byte, CONN_LINGER_TOTAL_MS in all, or more than
+ *                 max_body + CONN_LINGER_SLACK bytes.  Closing a socket with
+ *                 unread input sends RST, and the client's kernel then drops
+ *                 the answer it has not read yet: a client still uploading
+ *                 would see a reset instead of our 413.
  *
- * Limits, each answered on the wire before the connection is closed: what
- * reqparse.c refuses (414, 431, 413, 417, 400, see reqparse.h), a client too
- * slow to send its request (408), more than max_connections connections
- * (503 with retry-after).
+ * Limits, each answered on the wire before the connection is closed (with
+ * lingering, so that the answer is readable): what reqparse.c refuses (414,
+ * 431, 413, 417, 400, 501, see reqparse.h), a client too slow to send its
+ * request (408), more than max_connections connections (503 with
+ * retry-after).  A clean end with close lingers only when the client sent
+ * more than was read.
  *
  * Every way a connection ends goes through conn_close(): a read error or
- * EOF, a write error, a timeout, a protocol error, the end of a response
- * that may not be kept alive, conn_close_all().  It detaches the handler
- * (telling it the client is gone) and closes the handles; the memory is
- * freed in the close callbacks.
+ * EOF, a write error, a timeout, a hang-up seen while reading is paused, a
+ * protocol error (after the answer and lingering), the end of a response
+ * that may not be kept alive, the end of lingering, conn_close_all().  It
+ * detaches the handler (telling it the client is gone) and closes the
+ * handles; the memory is freed in the close callbacks.
  */
 #include "conn.h"
 
 #include <arpa/inet.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +52,18 @@
 
 #define CONN_MAX_PENDING (1024 * 1024)
 #define CONN_READ_SIZE (64 * 1024)
+/* Lingering close, as nginx's lingering_timeout and lingering_time.  The
+ * byte bound lets a body somewhat over max_body be drained whole, which is
+ * what a client that writes its whole body before reading needs. */
+#define CONN_LINGER_IDLE_MS 5000
+#define CONN_LINGER_TOTAL_MS 30000
+#define CONN_LINGER_SLACK (64ULL * 1024 * 1024)
+/* How often a connection whose reading is paused looks for a hang-up. */
+#define CONN_HANGUP_POLL_MS 250
+
+#ifndef POLLRDHUP
+#define POLLRDHUP 0 /* not Linux: a FIN is then seen only once reading resumes */
+#endif
 
 enum conn_state {
     CONN_IDLE = 0,
@@ -42,6 +71,7 @@ enum conn_state {
     CONN_BODY = 2,
     CONN_BUSY = 3,
     CONN_CLOSING = 4,
+    CONN_LINGER = 5,
 };
 
 struct conn {
@@ -65,6 +95,12 @@ struct conn {
     int closed_handles;       /* 2 when tcp and timer are closed */
     bool closing;
     bool broken;              /* a write failed: closing on the next loop turn */
+    bool reading;             /* uv_read_start is in force */
+    bool linger;              /* linger after the last response (see CONN_LINGER) */
+    bool peer_eof;            /* the client finished sending: no need to linger */
+    uint64_t linger_until;    /* monotonic ms: the end of CLOSING + LINGER */
+    uint64_t discarded;       /* bytes read and dropped in CLOSING and LINGER */
+    uv_shutdown_t shut;
     void *handler;            /* borrows */
     const struct conn_handler_ops *hops;
     char peer[64];
@@ -97,6 +133,8 @@ static void conn_close(struct conn *c);
 static void conn_process(struct conn *c);
 static void conn_arm_timer(struct conn *c);
 static void conn_reject(struct conn *c, int status, const char *type, const char *msg);
+static void conn_finish(struct conn *c);
+static void conn_read_start(struct conn *c);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -124,7 +162,7 @@ static void on_write(uv_write_t *w, int status)
     if (c->closing)
         return;
     if (c->state == CONN_CLOSING && c->queued == 0) {
-        conn_close(c);
+        conn_finish(c);
         return;
     }
     if (c->queued < CONN_LOW_WATER && c->hops && c->hops->drained)
@@ -334,9 +372,12 @@ void conn_end_response(struct conn *c)
     if (c->closing || c->broken)
         return;
     if (c->close_after) {
+        /* Bytes beyond this request mean the client may still be sending:
+         * linger so that it reads this answer rather than a reset. */
+        if (c->pending.len > 0 || !c->reading)
+            c->linger = true;
         c->state = CONN_CLOSING;
-        if (c->queued == 0)
-            conn_close(c);
+        conn_finish(c);
         return;
     }
     conn_reset_request(c);
@@ -350,9 +391,9 @@ void conn_abort_response(struct conn *c)
     c->hops = NULL;
     c->handler = NULL;
     c->close_after = true;
+    c->linger = false; /* the cut is the message */
     c->state = CONN_CLOSING;
-    if (c->queued == 0)
-        conn_close(c);
+    conn_finish(c);
 }
 
 void conn_respond(struct conn *c, int status, const char *content_type, const char *body,
@@ -392,6 +433,7 @@ static void conn_reject(struct conn *c, int status, const char *type, const char
         return;
     log_info("client %s: %d %s", c->peer, status, msg);
     c->close_after = true;
+    c->linger = true;
     c->rp.req.keep_alive = false;
     if (c->rp.req.http_minor == 0 && c->rp.parser.http_major == 1)
         c->rp.req.http_minor = c->rp.parser.http_minor;
@@ -412,9 +454,29 @@ static void on_timeout(uv_timer_t *t)
     conn_close(c);
 }
 
+/* Reading is paused on held bytes (CONN_BUSY): nothing reads the socket,
+ * so a hang-up is looked for with a poll that does not consume input.  A
+ * FIN shows as POLLRDHUP even behind unread bytes, a RST as POLLERR or
+ * POLLHUP.  A FIN the client's kernel still queues behind bytes our full
+ * receive window refuses cannot be seen by anyone before reading resumes. */
+static void on_hangup_poll(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    uv_os_fd_t fd;
+    if (c->closing || c->reading || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+        log_info("client %s: gone while its pipelined request was held", c->peer);
+        conn_close(c);
+    }
+}
+
 /* IDLE waits keepalive_timeout_ms for a request; HEAD keeps the deadline
  * set when the request began; BODY allows client_header_timeout_ms between
- * reads; BUSY and CLOSING leave time limits to the handler. */
+ * reads; BUSY leaves time limits to the handler (and polls for a hang-up
+ * while reading is paused); CLOSING and LINGER, when lingering, end at
+ * linger_until, LINGER also after CONN_LINGER_IDLE_MS without a byte. */
 static void conn_arm_timer(struct conn *c)
 {
     const struct config *cfg = c->srv->cfg;
@@ -430,9 +492,24 @@ static void conn_arm_timer(struct conn *c)
     case CONN_HEAD:
         break;
     case CONN_BUSY:
-    case CONN_CLOSING:
-        uv_timer_stop(&c->timer);
+        if (c->reading)
+            uv_timer_stop(&c->timer);
+        else
+            uv_timer_start(&c->timer, on_hangup_poll, CONN_HANGUP_POLL_MS, CONN_HANGUP_POLL_MS);
         break;
+    case CONN_CLOSING:
+    case CONN_LINGER: {
+        if (!c->linger) {
+            uv_timer_stop(&c->timer);
+            break;
+        }
+        uint64_t now = now_mono_ms();
+        uint64_t left = c->linger_until > now ? c->linger_until - now : 0;
+        if (c->state == CONN_LINGER && left > CONN_LINGER_IDLE_MS)
+            left = CONN_LINGER_IDLE_MS;
+        uv_timer_start(&c->timer, on_timeout, left, 0);
+        break;
+    }
     }
 }
 
@@ -474,8 +551,15 @@ static void conn_process(struct conn *c)
     c->processing = false;
     if (c->pending.len == 0)
         buf_release(&c->pending);
-    if (!c->closing)
-        conn_arm_timer(c);
+    if (c->closing)
+        return;
+    /* Reading paused on held bytes resumes once they are parsed: nothing
+     * else would start it again, and the next request would wait for the
+     * header timeout. */
+    if (!c->reading && c->state != CONN_CLOSING && c->state != CONN_LINGER &&
+        !(c->state == CONN_BUSY && c->pending.len >= CONN_MAX_PENDING))
+        conn_read_start(c);
+    conn_arm_timer(c);
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -490,20 +574,48 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(c->srv->rbuf, CONN_READ_SIZE);
 }
 
+static void conn_read_stop(struct conn *c)
+{
+    if (!c->reading)
+        return;
+    c->reading = false;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
+    if (n == UV_EOF && c->state == CONN_CLOSING) {
+        /* The client has sent everything: the answer still goes out, then
+         * the connection closes without lingering. */
+        c->peer_eof = true;
+        conn_read_stop(c);
+        return;
+    }
     if (n < 0) {
         conn_close(c);
         return;
     }
     if (n == 0)
         return;
+    if (c->state == CONN_CLOSING || c->state == CONN_LINGER) {
+        /* Nothing more will be served: drop it, within bounds. */
+        c->discarded += (uint64_t)n;
+        if (c->discarded > (uint64_t)c->srv->cfg->max_body_bytes + CONN_LINGER_SLACK) {
+            conn_close(c);
+            return;
+        }
+        if (c->state == CONN_LINGER)
+            conn_arm_timer(c);
+        return;
+    }
     buf_append(&c->pending, b->base, (size_t)n);
-    if (c->state == CONN_BUSY || c->state == CONN_CLOSING) {
+    if (c->state == CONN_BUSY) {
         /* A pipelined request waits; a flood does not grow memory. */
-        if (c->pending.len > CONN_MAX_PENDING)
-            uv_read_stop(s);
+        if (c->pending.len >= CONN_MAX_PENDING) {
+            conn_read_stop(c);
+            conn_arm_timer(c);
+        }
         return;
     }
     if (c->state == CONN_IDLE)
@@ -511,7 +623,59 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     conn_process(c);
 }
 
+static void conn_read_start(struct conn *c)
+{
+    if (c->reading || c->closing)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->reading = true;
+}
+
 /* ---- closing ------------------------------------------------------------ */
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    if (status < 0 && !c->closing)
+        conn_close(c);
+}
+
+/* The last response is queued (CONN_CLOSING).  Once it is written the
+ * connection closes, or lingers when the client may still be sending:
+ * uv_shutdown sends our FIN after the queued bytes, and input is read and
+ * dropped until the client's EOF or a bound.  Called again by on_write
+ * until the queue is empty. */
+static void conn_finish(struct conn *c)
+{
+    if (c->closing)
+        return;
+    buf_release(&c->pending);
+    if (c->linger && c->linger_until == 0)
+        c->linger_until = now_mono_ms() + CONN_LINGER_TOTAL_MS;
+    if (c->queued > 0) {
+        /* Keep reading meanwhile, so the client is not stuck sending. */
+        if (!c->peer_eof)
+            conn_read_start(c);
+        conn_arm_timer(c);
+        return;
+    }
+    if (!c->linger || c->peer_eof || c->broken) {
+        conn_close(c);
+        return;
+    }
+    c->state = CONN_LINGER;
+    c->shut.data = c;
+    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_read_start(c);
+    if (!c->closing)
+        conn_arm_timer(c);
+}
 
 static void conn_free(struct conn *c)
 {
@@ -547,7 +711,7 @@ static void conn_close(struct conn *c)
     c->closing = true;
     c->state = CONN_CLOSING;
     uv_timer_stop(&c->timer);
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    conn_read_stop(c);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     /* Tell the handler after the handles are on their way out, so that it
@@ -621,13 +785,15 @@ static void on_connection(uv_stream_t *l, int status)
     if (s->n_conns > (size_t)s->cfg->max_connections) {
         c->rp.req.http_minor = 1;
         c->close_after = true;
+        c->linger = true; /* its request may be on the way: let it read the 503 */
         conn_respond_error(c, 503, "overloaded_error",
                            "too many client connections (server.max_connections)",
                            "Retry-After: 1\r\n");
         return;
     }
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    conn_arm_timer(c);
+    conn_read_start(c);
+    if (!c->closing)
+        conn_arm_timer(c);
 }
 
 struct conn_server *conn_server_new(uv_loop_t *loop, const struct config *cfg,
@@ -700,7 +866,7 @@ void conn_stop_accepting(struct conn_server *s)
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     for (struct conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == CONN_IDLE && c->pending.len == 0)
+        if ((c->state == CONN_IDLE && c->pending.len == 0) || c->state == CONN_LINGER)
             conn_close(c);
         else
             c->close_after = true; /* finish the request under way, then close */

@@ -6,7 +6,10 @@
  * A connection reads one request (line, headers, whole body) with
  * reqparse.c into a struct http_req, then hands it to the dispatch callback and keeps
  * reading, so that a client hanging up is noticed at once; bytes of a
- * pipelined next request are held until the current response ends.
+ * pipelined next request are held until the current response ends (up to
+ * 1 MiB; then reading pauses until they are parsed).  An error answer that
+ * ends the connection is followed by a lingering close (see conn.c), so
+ * that a client still sending can read it.
  * The handler answers with conn_respond() (a whole response) or with
  * conn_start_response() / conn_write_body() / conn_end_response() for a
  * streamed one.  A handler that must know when the client leaves, or when

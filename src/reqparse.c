@@ -149,6 +149,8 @@ static int on_headers_complete(llhttp_t *p)
 
     r->hdrs = xcalloc(rp->n_offs ? rp->n_offs : 1, sizeof *r->hdrs);
     r->n_hdrs = rp->n_offs;
+    size_t n_host = 0, n_te = 0;
+    const struct http_hdr *te = NULL;
     for (size_t i = 0; i < rp->n_offs; i++) {
         struct http_hdr *h = &r->hdrs[i];
         h->name = r->hbuf.data + rp->offs[i].name_off;
@@ -169,7 +171,31 @@ static int on_headers_complete(llhttp_t *p)
             return bad_request(rp, "malformed header value (control character)");
         if (strn_ieq(h->name, h->name_len, "connection"))
             r->has_connection = true;
+        else if (strn_ieq(h->name, h->name_len, "host"))
+            n_host++;
+        else if (strn_ieq(h->name, h->name_len, "transfer-encoding")) {
+            n_te++;
+            te = h;
+        }
     }
+    /* RFC 9112 3.2: an HTTP/1.1 request carries exactly one Host; nginx
+     * answers a missing or repeated one with 400 too. */
+    if (n_host > 1)
+        return bad_request(rp, "duplicate Host header");
+    if (n_host == 0 && r->http_minor >= 1)
+        return bad_request(rp, "missing Host header (required in HTTP/1.1)");
+    /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+     * The only coding we decode is chunked alone: llhttp takes any list
+     * that ends in chunked, and a body we cannot decode must not be
+     * forwarded as if it were plain (nginx: 501 for an unknown coding,
+     * 400 for a repeated header line). */
+    if (n_te && r->http_minor == 0)
+        return bad_request(rp, "Transfer-Encoding in an HTTP/1.0 request");
+    if (n_te > 1)
+        return bad_request(rp, "duplicate Transfer-Encoding header");
+    if (te && !strn_ieq(te->value, te->value_len, "chunked"))
+        return rp_fail(rp, 501, "invalid_request_error",
+                       "unsupported Transfer-Encoding (only chunked is implemented)");
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)rp->max_body)
         return rp_fail(rp, 413, "request_too_large",
                        "request body larger than server.max_body_mb");

@@ -15,7 +15,10 @@
  * answer; the connection must then close).  Limits: request target 8 KiB
  * (414), header block 64 KiB or 200 fields (431), body over max_body (413,
  * from Content-Length before any of it is read), Expect other than
- * 100-continue (417), anything malformed (400).  Trailer fields of a
+ * 100-continue (417), a Transfer-Encoding other than a single "chunked"
+ * (501; repeated, or in HTTP/1.0: 400), an HTTP/1.1 request without
+ * exactly one Host or any request with two (400, as nginx), anything
+ * malformed (400).  Trailer fields of a
  * chunked body are ignored.  An Upgrade request is parsed as a plain one.
  */
 #ifndef ZEPHYR_REQPARSE_H
