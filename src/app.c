@@ -332,6 +332,10 @@ static bool app_guard(struct app *a, struct conn *c, const struct http_req *req)
     switch (guard_check(a->cfg, host ? host->value : NULL, host ? host->value_len : 0,
                         origin ? origin->value : NULL, origin ? origin->value_len : 0)) {
     case GUARD_BAD_HOST:
+        /* The name is logged (capped) so that an operator behind a reverse
+         * proxy sees what to add to server.allowed_hosts. */
+        log_info("refused %s with Host %.*s: not one of this proxy's names", req->method,
+                 (int)(host->value_len < 64 ? host->value_len : 64), host->value);
         conn_respond_error(c, 403, "permission_error",
                            "Host refused: while bound to loopback this proxy answers only "
                            "localhost, 127.0.0.1, [::1], its bind address and the names in "
@@ -339,6 +343,9 @@ static bool app_guard(struct app *a, struct conn *c, const struct http_req *req)
                            "rebinding attack)", NULL);
         return true;
     case GUARD_BAD_ORIGIN:
+        log_info("refused %s with Origin %.*s: not this proxy's page nor in "
+                 "server.allowed_origins", req->method,
+                 (int)(origin->value_len < 64 ? origin->value_len : 64), origin->value);
         conn_respond_error(c, 403, "permission_error",
                            "cross-site request refused: the Origin is neither this proxy's "
                            "own nor listed in server.allowed_origins", NULL);

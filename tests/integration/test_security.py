@@ -107,6 +107,9 @@ class Guard(ZephyrTestCase):
                      "[::1].evil", "127.1"):
             self.assertRefused(send(p.port, "GET", "/status", [("Host", host)]))
         self.assertEqual(send(p.port, "GET", "/status", [("Host", "[::1]:%d" % p.port)]).status, 200)
+        # The operator sees what was refused, to add a name of theirs to allowed_hosts.
+        wait_for(lambda: "refused GET with Host %s:%d" % (EVIL, p.port) in p.stderr_text(),
+                 scaled(3), desc="the refusal in the log")
 
     def test_allowed_hosts(self):
         p = self.proxy(server={"allowed_hosts": ["zephyr.test"]})
