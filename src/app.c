@@ -1,13 +1,19 @@
 /*
  * app: see app.h.
  *
- * Routing: /health, /status and /admin/... are answered here; every other
- * path goes to the proxy.  /admin/ answers loopback clients only, unless
- * server.admin_key_env is set, in which case any client that presents the
- * key in x-zephyr-admin-key may use it.  When server.access_key_env is set
- * (required for a bind beyond loopback), every proxied request must carry
- * the key in x-zephyr-key, or as its x-api-key / Authorization: Bearer
- * when the group injects its own token; the key never goes upstream.
+ * Routing: every request first passes the guard (guard.h: Host and
+ * Origin), then /health, /status, /metrics, /dashboard and /admin/... are
+ * answered here; every other path goes to the proxy.  A CORS preflight
+ * that passed the guard is answered here too, never forwarded.  When
+ * server.access_key_env is set (required for a bind beyond loopback),
+ * every path but /health needs the key: the own paths in x-zephyr-key or
+ * Authorization: Bearer, a proxied request in x-zephyr-key, or as its
+ * x-api-key / Authorization: Bearer when the group injects its own token;
+ * the key never goes upstream.  /dashboard without the key answers 401
+ * with a sign-in page that holds no data (web.h).  /admin/ then also
+ * answers loopback clients only, unless server.admin_key_env is set, in
+ * which case any client that presents that key in x-zephyr-admin-key may
+ * use it.
  *
  * Shutdown: the first SIGINT/SIGTERM stops accepting and waits for the
  * requests in flight (streams too) up to server.shutdown_grace_ms; a second
@@ -30,6 +36,7 @@
 #include "dashboard.h"
 #include "demo.h"
 #include "dotenv.h"
+#include "guard.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -85,50 +92,11 @@ static cJSON *app_status(struct app *a)
     return status_render(a->st, &info);
 }
 
-static bool secret_eq(const char *given, size_t len, const char *secret)
-{
-    size_t sl = strlen(secret);
-    unsigned char diff = (unsigned char)(len != sl);
-    for (size_t i = 0; i < len && i < sl; i++)
-        diff |= (unsigned char)(given[i] ^ secret[i]);
-    return diff == 0;
-}
-
-/* Whether a browser could have been tricked into this request: an Origin
- * that is not the host the request was sent to (cross-site request
- * forgery), or, when no admin key protects the API, a Host that is not a
- * loopback name or the bind address (DNS rebinding). */
-static bool admin_forged(struct app *a, const struct http_req *req)
-{
-    const struct http_hdr *host = http_req_header(req, "host");
-    const struct http_hdr *origin = http_req_header(req, "origin");
-    if (host && !a->cfg->admin_key) {
-        size_t hl = host->value_len;
-        const char *h = host->value;
-        const char *colon = h[0] == '[' ? memchr(h, ']', hl) : memchr(h, ':', hl);
-        size_t name_len = colon ? (size_t)(colon - h) + (h[0] == '[') : hl;
-        bool ok = strn_ieq(h, name_len, "localhost") || strn_ieq(h, name_len, "[::1]") ||
-                  (name_len >= 4 && strncmp(h, "127.", 4) == 0) ||
-                  strn_ieq(h, name_len, a->cfg->bind);
-        if (!ok)
-            return true;
-    }
-    if (origin && host) {
-        if (origin->value_len != 7 + host->value_len ||
-            strncasecmp(origin->value, "http://", 7) != 0 ||
-            strncasecmp(origin->value + 7, host->value, host->value_len) != 0)
-            return true;
-    }
-    return false;
-}
-
 static bool admin_allowed(struct app *a, struct conn *c, const struct http_req *req)
 {
-    if (admin_forged(a, req))
-        return false;
     if (a->cfg->admin_key) {
         const struct http_hdr *h = http_req_header(req, "x-zephyr-admin-key");
-        return h && secret_eq(h->value, h->value_len, a->cfg->admin_key);
+        return h && guard_key_eq(h->value, h->value_len, a->cfg->admin_key);
     }
     return conn_peer_is_loopback(c);
 }
@@ -474,10 +442,8 @@ static void app_admin(struct app *a, struct conn *c, struct http_req *req, const
     char err[1024] = "";
     if (!admin_allowed(a, c, req)) {
         conn_respond_error(c, 403, "permission_error",
-                           admin_forged(a, req)
-                               ? "admin API: cross-site request refused (Origin or Host)"
-                           : a->cfg->admin_key ? "admin API: wrong or missing x-zephyr-admin-key"
-                                               : "admin API answers loopback clients only",
+                           a->cfg->admin_key ? "admin API: wrong or missing x-zephyr-admin-key"
+                                             : "admin API answers loopback clients only",
                            NULL);
         return;
     }
@@ -512,25 +478,77 @@ static void app_admin(struct app *a, struct conn *c, struct http_req *req, const
         admin_ok(a, c, op);
 }
 
-
-/* Whether the client presented the access key; see the top of the file. */
-static bool access_allowed(struct app *a, const struct http_req *req)
+/* Whether the client presented the access key; see the top of the file.
+ * own: the path is answered here, so no credential of the client's can be
+ * meant for the upstream. */
+static bool access_allowed(struct app *a, const struct http_req *req, bool own)
 {
     const char *key = a->cfg->access_key;
     if (!key)
         return true;
     const struct http_hdr *h = http_req_header(req, "x-zephyr-key");
     if (h)
-        return secret_eq(h->value, h->value_len, key);
+        return guard_key_eq(h->value, h->value_len, key);
     const struct group *g = &a->st->groups[a->st->current_group];
-    if (!g->cfg->token)
+    if (!own && !g->cfg->token)
         return false; /* the client's credentials belong to the upstream */
     h = http_req_header(req, "x-api-key");
-    if (h && secret_eq(h->value, h->value_len, key))
+    if (!own && h && guard_key_eq(h->value, h->value_len, key))
         return true;
     h = http_req_header(req, "authorization");
     return h && h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0 &&
-           secret_eq(h->value + 7, h->value_len - 7, key);
+           guard_key_eq(h->value + 7, h->value_len - 7, key);
+}
+
+static const char csp_page[] =
+    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+    "Referrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n"
+    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'\r\n";
+
+/* Refuses what the guard refuses (403 in Anthropic's error shape, nothing
+ * sent upstream) and answers the preflights it lets through.  Returns
+ * whether the request was answered. */
+static bool app_guard(struct app *a, struct conn *c, const struct http_req *req)
+{
+    const struct http_hdr *host = http_req_header(req, "host");
+    const struct http_hdr *origin = http_req_header(req, "origin");
+    switch (guard_check(a->cfg, host ? host->value : NULL, host ? host->value_len : 0,
+                        origin ? origin->value : NULL, origin ? origin->value_len : 0)) {
+    case GUARD_BAD_HOST:
+        /* The name is logged (capped) so that an operator behind a reverse
+         * proxy sees what to add to server.allowed_hosts. */
+        log_info("refused %s with Host %.*s: not one of this proxy's names", req->method,
+                 (int)(host->value_len < 64 ? host->value_len : 64), host->value);
+        conn_respond_error(c, 403, "permission_error",
+                           "Host refused: while bound to loopback this proxy answers only "
+                           "localhost, 127.0.0.1, [::1], its bind address and the names in "
+                           "server.allowed_hosts (a page on another name may be a DNS "
+                           "rebinding attack)", NULL);
+        return true;
+    case GUARD_BAD_ORIGIN:
+        log_info("refused %s with Origin %.*s: not this proxy's page nor in "
+                 "server.allowed_origins", req->method,
+                 (int)(origin->value_len < 64 ? origin->value_len : 64), origin->value);
+        conn_respond_error(c, 403, "permission_error",
+                           "cross-site request refused: the Origin is neither this proxy's "
+                           "own nor listed in server.allowed_origins", NULL);
+        return true;
+    case GUARD_PASS:
+        break;
+    }
+    if (origin && strcmp(req->method, "OPTIONS") == 0) {
+        const struct http_hdr *rh = http_req_header(req, "access-control-request-headers");
+        struct buf h;
+        buf_init(&h, 4096);
+        guard_preflight_headers(&h, origin->value, origin->value_len, rh ? rh->value : NULL,
+                                rh ? rh->value_len : 0);
+        conn_respond(c, 204, NULL, "", 0, h.data);
+        buf_release(&h);
+        return true;
+    }
+    return false;
 }
 
 static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
@@ -539,9 +557,30 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
     const char *t = req->target;
     size_t plen = strcspn(t, "?");
     bool get = strcmp(req->method, "GET") == 0 || req->is_head;
+    bool dashboard = get && ((plen == 10 && strncmp(t, "/dashboard", 10) == 0) ||
+                             (plen == 11 && strncmp(t, "/dashboard/", 11) == 0));
+    bool own = dashboard || (plen > 7 && strncmp(t, "/admin/", 7) == 0) ||
+               (get && plen == 7 && strncmp(t, "/status", 7) == 0) ||
+               (get && plen == 8 && strncmp(t, "/metrics", 8) == 0);
 
+    if (app_guard(a, c, req))
+        return;
     if (plen == 7 && strncmp(t, "/health", 7) == 0 && get) {
         conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+        return;
+    }
+    if (!access_allowed(a, req, own)) {
+        if (dashboard) {
+            size_t len;
+            const char *page = web_login_page(&len);
+            conn_respond(c, 401, WEB_CONTENT_TYPE, page, len, csp_page);
+            return;
+        }
+        conn_respond_error(c, 401, "authentication_error",
+                           own ? "this proxy requires its access key (header x-zephyr-key or "
+                                 "Authorization: Bearer)"
+                               : "this proxy requires its access key (header x-zephyr-key)",
+                           NULL);
         return;
     }
     if (plen == 7 && strncmp(t, "/status", 7) == 0 && get) {
@@ -559,25 +598,16 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         buf_release(&out);
         return;
     }
-    if ((plen == 10 && strncmp(t, "/dashboard", 10) == 0 && get) ||
-        (plen == 11 && strncmp(t, "/dashboard/", 11) == 0 && get)) {
+    if (dashboard) {
         size_t len;
         const char *page = web_dashboard_page(&len);
-        conn_respond(c, 200, WEB_CONTENT_TYPE, page, len,
-                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-                     "Content-Security-Policy: default-src 'self'; style-src 'unsafe-inline'; "
-                     "script-src 'unsafe-inline'; img-src 'self' data:\r\n");
+        conn_respond(c, 200, WEB_CONTENT_TYPE, page, len, csp_page);
         return;
     }
     if (plen > 7 && strncmp(t, "/admin/", 7) == 0) {
         char op[32];
         snprintf(op, sizeof op, "%.*s", (int)(plen - 7 < 31 ? plen - 7 : 31), t + 7);
         app_admin(a, c, req, op);
-        return;
-    }
-    if (!access_allowed(a, req)) {
-        conn_respond_error(c, 401, "authentication_error",
-                           "this proxy requires its access key (header x-zephyr-key)", NULL);
         return;
     }
     health_note_request(a->health);

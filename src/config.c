@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "guard.h"
 #include "tomlc.h"
 #include "util.h"
 
@@ -75,7 +76,7 @@ static const char *const config_server_keys[] = {
     "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
     "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
     "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
-    "overloaded_retry_in_place_ms", "http_client", NULL,
+    "overloaded_retry_in_place_ms", "http_client", "allowed_hosts", "allowed_origins", NULL,
 };
 static const char *const config_group_keys[] = {
     "name", "auth_token_env", "auth_header", "default", "endpoints", NULL,
@@ -648,21 +649,6 @@ static void config_env_secret(struct config_ctx *c, const struct tomlc_node *t,
     *secret_field = config_secret(c, n, key, n->str, what);
 }
 
-static bool config_is_loopback(const char *bind)
-{
-    unsigned char a[16];
-    if (strcasecmp(bind, "localhost") == 0)
-        return true;
-    if (inet_pton(AF_INET, bind, a) == 1)
-        return a[0] == 127;
-    if (inet_pton(AF_INET6, bind, a) == 1) {
-        static const unsigned char one[16] = { [15] = 1 };
-        static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
-        return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
-    }
-    return false;
-}
-
 static bool config_bind_ok(const char *bind)
 {
     unsigned char a[16];
@@ -672,6 +658,42 @@ static bool config_bind_ok(const char *bind)
         if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '-'))
             return false;
     return strlen(bind) <= 253;
+}
+
+/* An array of strings (server.allowed_hosts, server.allowed_origins), each
+ * checked by problem() and stored lowercase. */
+static void config_str_list(struct config_ctx *c, const struct tomlc_node *t, const char *name,
+                            const char *(*problem)(const char *), char ***out, size_t *n_out)
+{
+    char key[64];
+    const struct tomlc_node *a = tomlc_get(t, name);
+    snprintf(key, sizeof key, "server.%s", name);
+    if (!a)
+        return;
+    if (a->type != TOMLC_ARRAY) {
+        config_type_error(c, a, key, "an array of strings");
+        return;
+    }
+    *out = xcalloc(a->n, sizeof **out);
+    for (size_t k = 0; k < a->n; k++) {
+        const struct tomlc_node *v = &a->items[k];
+        snprintf(key, sizeof key, "server.%s[%zu]", name, k);
+        if (v->type != TOMLC_STRING) {
+            config_type_error(c, v, key, "a string");
+            continue;
+        }
+        const char *why = problem(v->str);
+        if (why) {
+            char shown[CONFIG_SHOW_MAX + 8];
+            config_show(v->str, shown, sizeof shown);
+            config_error(c, v->line ? v->line : a->line, key, "\"%s\" %s", shown, why);
+            continue;
+        }
+        char *low = xstrdup(v->str);
+        for (char *p = low; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        (*out)[(*n_out)++] = low;
+    }
 }
 
 static void config_server(struct config_ctx *c, const struct tomlc_node *root)
@@ -707,6 +729,10 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
                       &cfg->access_key_env, &cfg->access_key);
     config_env_secret(c, t, p, "admin_key_env", "admin key", "ZEPHYR_ADMIN_KEY",
                       &cfg->admin_key_env, &cfg->admin_key);
+    config_str_list(c, t, "allowed_hosts", guard_host_entry_problem, &cfg->allowed_hosts,
+                    &cfg->n_allowed_hosts);
+    config_str_list(c, t, "allowed_origins", guard_origin_entry_problem, &cfg->allowed_origins,
+                    &cfg->n_allowed_origins);
     if (config_enum(c, t, p, "log_level", config_level_names, &level) == CONFIG_OK) {
         free(cfg->log_level);
         cfg->log_level = xstrdup(config_level_names[level]);
@@ -735,7 +761,7 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
                      shown);
         return;
     }
-    if (!config_is_loopback(cfg->bind) && !tomlc_get(t, "access_key_env"))
+    if (!host_is_loopback(cfg->bind) && !tomlc_get(t, "access_key_env"))
         config_error(c, bind_node->line, "server.bind",
                      "binding to \"%s\" reaches beyond loopback, which requires "
                      "server.access_key_env; set access_key_env = \"ZEPHYR_ACCESS_KEY\" "
@@ -1219,6 +1245,12 @@ void config_free(struct config *cfg)
     config_free_secret(cfg->access_key);
     free(cfg->admin_key_env);
     config_free_secret(cfg->admin_key);
+    for (size_t k = 0; k < cfg->n_allowed_hosts; k++)
+        free(cfg->allowed_hosts[k]);
+    free(cfg->allowed_hosts);
+    for (size_t k = 0; k < cfg->n_allowed_origins; k++)
+        free(cfg->allowed_origins[k]);
+    free(cfg->allowed_origins);
     free(cfg->log_level);
     free(cfg->log_file);
     free(cfg->request_log);

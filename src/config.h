@@ -68,6 +68,10 @@ struct config {
     char *access_key;               /* owns; secret */
     char *admin_key_env;            /* owns; NULL unless set */
     char *admin_key;                /* owns; secret */
+    char **allowed_hosts;           /* owns; extra Host names while bound to loopback, lowercase */
+    size_t n_allowed_hosts;
+    char **allowed_origins;         /* owns; Origins besides the proxy's own, lowercase */
+    size_t n_allowed_origins;
     char *log_level;                /* owns; "error|warn|info|debug", default "info" */
     char *log_file;                 /* owns; NULL: stderr only */
     char *request_log;              /* owns; JSON-lines request log file, NULL: none */

@@ -519,6 +519,7 @@ struct remote {
     CURL *curl;                 /* owns */
     char *base;                 /* owns; scheme://host:port, no trailing '/' */
     const char *admin_key;      /* borrows */
+    const char *access_key;     /* borrows; $ZEPHYR_ACCESS_KEY, sent on every request */
     struct dashboard *d;        /* owns */
     uv_timer_t poll;
     uv_signal_t sigint, sigterm, sighup;
@@ -558,6 +559,11 @@ static long remote_request(struct remote *r, const char *path, const char *body,
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    if (r->access_key) {
+        char *h = xasprintf("x-zephyr-key: %s", r->access_key);
+        hdrs = curl_slist_append(hdrs, h);
+        free(h);
     }
     if (r->admin_key && body) {
         char *h = xasprintf("x-zephyr-admin-key: %s", r->admin_key);
@@ -725,6 +731,9 @@ int dashboard_run_remote(const char *url, const char *admin_key)
     int code = 0;
     r->base = remote_base(url);
     r->admin_key = admin_key && *admin_key ? admin_key : NULL;
+    r->access_key = getenv("ZEPHYR_ACCESS_KEY");
+    if (r->access_key && !*r->access_key)
+        r->access_key = NULL;
     r->curl = curl_easy_init();
     if (!r->curl) {
         fprintf(stderr, "claude-zephyr: curl_easy_init failed\n");

@@ -92,11 +92,6 @@ static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
     return 0;
 }
 
-static bool bind_is_loopback(const char *b)
-{
-    return strcmp(b, "localhost") == 0 || strcmp(b, "::1") == 0 || strncmp(b, "127.", 4) == 0;
-}
-
 /*
  * The process holds the upstream tokens and the access and admin keys in
  * memory, so a core dump would write them to disk where the dump goes.
@@ -218,6 +213,14 @@ int main(int argc, char **argv)
                         "(config.example.toml is a start)\n");
         return 1;
     }
+    if (!path && bind_arg && !host_is_loopback(bind_arg)) {
+        /* The demo has no configuration file, so no access key: the same
+         * rule as any configuration keeps it on loopback. */
+        fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an access "
+                        "key, and the demo has none; run the demo on 127.0.0.1, or use a "
+                        "configuration file that sets server.access_key_env\n", bind_arg);
+        return 1;
+    }
     struct config *cfg = NULL;
     if (path) {
         if (config_arg && !file_exists(path)) {
@@ -247,7 +250,7 @@ int main(int argc, char **argv)
         if (bind_arg) {
             free(cfg->bind);
             cfg->bind = xstrdup(bind_arg);
-            if (!bind_is_loopback(bind_arg) && !cfg->access_key) {
+            if (!host_is_loopback(bind_arg) && !cfg->access_key) {
                 fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an "
                                 "access key; set server.access_key_env in %s\n", bind_arg, path);
                 config_free(cfg);

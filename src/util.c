@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,6 +176,21 @@ void buf_consume(struct buf *b, size_t n)
 int strn_ieq(const char *a, size_t alen, const char *b)
 {
     return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
+}
+
+int host_is_loopback(const char *host)
+{
+    unsigned char a[16];
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, host, a) == 1) {
+        static const unsigned char one[16] = { [15] = 1 };
+        static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+        return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
+    }
+    return 0;
 }
 
 void buf_append_json_str(struct buf *b, const char *s)

@@ -61,4 +61,12 @@ size_t utf8_cut(const char *s, size_t n);
 /* ASCII case-insensitive comparison of a view against a C string. */
 int strn_ieq(const char *a, size_t alen, const char *b);
 
+/*
+ * Whether an address to bind to (or a host name without a port) stays on
+ * this machine: "localhost", an IPv4 literal in 127.0.0.0/8, "::1", or
+ * ::ffff:127.x.y.z.  Literals are parsed as literals (inet_pton), never
+ * matched by prefix: "127.evil.example" is a name, not loopback.
+ */
+int host_is_loopback(const char *host);
+
 #endif

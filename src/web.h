@@ -23,4 +23,14 @@
  */
 const char *web_dashboard_page(size_t *len);
 
+/*
+ * The sign-in page GET /dashboard answers (401) when an access key is set
+ * and the request does not carry it.  It holds no data of the proxy's: it
+ * asks for the key once, keeps it in sessionStorage (per origin and per
+ * tab, gone with the tab; never a cookie, which every port of the host
+ * would receive), fetches /dashboard again with x-zephyr-key and replaces
+ * itself with the page; the page sends the key with every request.
+ */
+const char *web_login_page(size_t *len);
+
 #endif

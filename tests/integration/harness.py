@@ -790,14 +790,24 @@ class Proxy(_Child):
         self.port = int(m.group(2))
         self.url = "http://127.0.0.1:%d" % self.port
 
+    # server.access_key_env's value, when the test set one: /status and the
+    # admin API need it like every path but /health.
+    access_key = None
+
+    def _key_headers(self):
+        return {"x-zephyr-key": self.access_key} if self.access_key else {}
+
     def status(self, timeout=DEFAULT_TIMEOUT):
-        r = http_request(self.port, "GET", "/status", timeout=timeout)
+        r = http_request(self.port, "GET", "/status", headers=self._key_headers(), timeout=timeout)
         if r.status != 200:
             raise AssertionError("/status -> %r" % r)
         return r.json()
 
     def admin(self, op, obj=None):
-        return http_json(self.port, "POST", "/admin/" + op, obj if obj is not None else {})
+        r = http_request(self.port, "POST", "/admin/" + op,
+                         json.dumps(obj if obj is not None else {}).encode(),
+                         dict(self._key_headers(), **{"content-type": "application/json"}))
+        return r.status, (json.loads(r.body) if r.body else None)
 
     def settle(self, timeout=None):
         """Best effort: waits until the start-up health checks are over
@@ -884,6 +894,7 @@ class ZephyrTestCase(unittest.TestCase):
             config_text = make_config(groups, server, health_check)
         path = self.write_config(config_text, dotenv=dotenv)
         p = Proxy(path, env=child_env(env), extra_args=extra_args, cwd=cwd)
+        p.access_key = (env or {}).get((server or {}).get("access_key_env"))
         self.addCleanup(self._stop_proxy, p)
         if settle:
             p.settle()

@@ -427,6 +427,26 @@ class Dashboard(ZephyrTestCase):
         self.assertTrue(proxy.status()["checks"]["paused"])
         self.assert_quits_cleanly(pane, "q")
 
+    def test_connect_with_access_key(self):
+        fakes = self.start_fakes(("alpha", "bravo"))
+        key = "zt-access-" + uuid.uuid4().hex
+        proxy = self.start_proxy(self.main_group(fakes), server={"access_key_env": "ZT_ACCESS"},
+                                 env={"ZT_ACCESS": key})
+        cmd = "%s --dashboard --connect %s" % (shlex.quote(PROXY_BIN), proxy.url)
+        # Without the key /status is refused, and the screen says so.
+        pane = Pane(self, cmd)
+        self.addCleanup(self.stop_leftover, pane)
+        pane.wait_text("HTTP 401")
+        self.assert_quits_cleanly(pane, "q")
+        # With ZEPHYR_ACCESS_KEY it shows the proxy and can drive it.
+        pane = Pane(self, cmd, env={"ZEPHYR_ACCESS_KEY": key})
+        self.addCleanup(self.stop_leftover, pane)
+        pane.wait(lambda t: current_on_pane(t) == "alpha", "the remote endpoints")
+        pane.keys("p")
+        pane.wait(lambda t: "Next check: paused" in t, "paused through the admin API")
+        self.assertTrue(proxy.status()["checks"]["paused"])
+        self.assert_quits_cleanly(pane, "q")
+
     def test_connect_language_from_the_environment(self):
         port = free_port()
         cmd = "%s --dashboard --connect 127.0.0.1:%d" % (shlex.quote(PROXY_BIN), port)

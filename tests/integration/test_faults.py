@@ -1330,18 +1330,18 @@ class ClientSide(FaultCase):
         body = messages_body()
         cases = {
             "content-length and chunked":
-                b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+                b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, [50]),
             "two different content-lengths":
-                b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nContent-Length: 5\r\n\r\n"
+                b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\nContent-Length: 5\r\n\r\n"
                 % len(body) + body,
             "bad chunk size":
-                b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+                b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
             "absolute-form target":
-                b"POST http://evil.example/v1/messages HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}",
+                b"POST http://evil.example/v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
             "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "negative content-length":
-                b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n{}",
+                b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n{}",
         }
         for name, data in cases.items():
             with self.subTest(name):
@@ -1350,7 +1350,7 @@ class ClientSide(FaultCase):
         for fold in (b" ", b"\t"):
             with self.subTest("folded header", fold=fold):
                 c = self.raw(p.port, timeout=scaled(5))
-                c.send(b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nX-A: one\r\n" + fold + b"two\r\n"
+                c.send(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nX-A: one\r\n" + fold + b"two\r\n"
                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 r = c.read_response("POST")
                 self.assertIn(r.status, (200, 400), r)
@@ -1393,7 +1393,7 @@ class ClientSide(FaultCase):
         for trailer_len in (10, 5000, 60000):
             with self.subTest(trailer_len=trailer_len):
                 c = self.raw(p.port, timeout=scaled(5))
-                c.send(b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                c.send(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                        b"X-Claude-Code-Session-Id: sess-1\r\nX-Zt-Marker: " + marker.encode() + b"\r\n"
                        b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, [40])[:-2]
                        + b"X-Trailer: " + b"t" * trailer_len + b"\r\n\r\n")
@@ -1446,10 +1446,10 @@ class ClientSide(FaultCase):
         request was dispatched: a NULL target crashed the proxy.)"""
         fake = self.start_fake()
         p = self.proxy_for(fake, health_check=HEALTH)
-        for follow in (b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n", b"\x00\x01garbage\r\n\r\n"):
+        for follow in (b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n", b"\x00\x01garbage\r\n\r\n"):
             with self.subTest(follow=follow[:12]):
                 c = self.raw(p.port, timeout=scaled(5))
-                c.send(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                c.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
                 r = c.read_response("GET")
                 self.assertEqual(r.status, 200, r)
                 try:

@@ -230,7 +230,8 @@ class Headers(ZephyrTestCase):
 
     def test_upstream_sees_endpoint_host(self):
         fake = self.start_fake()
-        p = self.proxy_for(fake)
+        # The client's Host must pass the guard (docs/SECURITY.md) to be forwarded at all.
+        p = self.proxy_for(fake, server={"allowed_hosts": ["api.anthropic.com"]})
         r, st = self.captured(fake, lambda m: self.post_messages(
             p.port, headers=[("Host", "api.anthropic.com")] + m))
         self.assertEqual(r.status, 200, r)

@@ -89,6 +89,17 @@ class WebDashboard(ZephyrTestCase):
         self.assertEqual(r2.body, r.body)
 
     def test_dashboard_in_chromium(self):
+        self.run_dashboard(access_key=None)
+
+    def test_dashboard_in_chromium_with_access_key(self):
+        """server.access_key_env set: /dashboard answers 401 with a sign-in
+        page; the key typed once opens the dashboard and is kept for the tab."""
+        self.run_dashboard(access_key="zk-web-" + "5a" * 12)
+
+    def run_dashboard(self, access_key):
+        server, penv = None, None
+        if access_key:
+            server, penv = {"access_key_env": "ZT_ACCESS"}, {"ZT_ACCESS": access_key}
         fa = self.start_fake("fa")
         fb = self.start_fake("fb", latency_ms=int(scaled(40)))
         fc = self.start_fake("fc", latency_ms=int(scaled(80)))
@@ -96,23 +107,25 @@ class WebDashboard(ZephyrTestCase):
         p = self.start_proxy(
             [{"name": "main", "endpoints": [("alpha", fa.url), ("bravo", fb.url)]},
              {"name": "backup", "endpoints": [("charlie-\u03b3", fc.url)]}],
-            health_check={"interval_seconds": 3, "min_interval_seconds": 3, "timeout_seconds": 2})
+            health_check={"interval_seconds": 3, "min_interval_seconds": 3, "timeout_seconds": 2},
+            server=server, env=penv)
         wait_for(lambda: (p.status().get("current_endpoint") or {}).get("name") == "alpha",
                  scaled(10), desc="alpha current")
         # A little traffic so that tables and token counts have something,
         # a few checks so that the charts have lines, and a slow stream that
         # is in flight while the page is looked at.
+        kh = [("x-zephyr-key", access_key)] if access_key else []
         for _ in range(2):
-            self.assertEqual(self.post_messages(p.port).status, 200)
+            self.assertEqual(self.post_messages(p.port, headers=kh).status, 200)
         wait_for(lambda: all(len(e["history"]) >= 3 for e in p.status()["endpoints"]),
                  scaled(20), interval=0.2, desc="three checks per endpoint")
-        slow = self.stream(p.port, headers=[("x-fake-events", "100"), ("x-fake-gap-ms", "200")])
+        slow = self.stream(p.port, headers=[("x-fake-events", "100"), ("x-fake-gap-ms", "200")] + kh)
         self.assertEqual(slow.resp.status, 200)
         reader = threading.Thread(target=slow.read_all, daemon=True)
         reader.start()
 
         os.makedirs(ARTIFACTS, exist_ok=True)
-        shot = os.path.join(ARTIFACTS, "dashboard.png")
+        shot = os.path.join(ARTIFACTS, "dashboard-key.png" if access_key else "dashboard.png")
         if os.path.exists(shot):
             os.unlink(shot)
         user_data = os.path.join(self.tmp, "chromium-profile")
@@ -123,6 +136,8 @@ class WebDashboard(ZephyrTestCase):
             "ENDPOINTS": json.dumps(endpoints), "PIN_CLICK": "bravo", "PIN_API": "charlie-\u03b3",
             "SCREENSHOT": shot, "USER_DATA": user_data, "HOME": self.tmp, "EXPECT_ACTIVE": "1",
         })
+        if access_key:
+            env["ACCESS_KEY"] = access_key
         try:
             r = subprocess.run(["node", SCRIPT], capture_output=True, text=True, env=env,
                                timeout=150, cwd=self.tmp)
@@ -139,6 +154,13 @@ class WebDashboard(ZephyrTestCase):
             pass
         reader.join(timeout=5)
 
+        if access_key:
+            self.assertIn("access key", out["signin_text"])
+            for name in endpoints:
+                self.assertNotIn(name, out["signin_text"], "the sign-in page shows data")
+            self.assertIn("wrong access key", out["signin_error"])
+            self.assertEqual(out["reload_status"], 401)
+            self.assertFalse(out["reload_asked"], "a reload asked for the key again")
         self.assertEqual(sorted(out["shown"]), sorted(endpoints))
         self.assertEqual(out["initial_current"], "alpha")
         self.assertLessEqual(out["click_switch_ms"], 3000)

@@ -11,6 +11,9 @@
 // SCREENSHOT  where to save the screenshot (PNG)
 // USER_DATA   a fresh user-data-dir
 // EXPECT_ACTIVE  when set, a request is in flight: the page must list it
+// ACCESS_KEY  when set, the proxy has server.access_key_env: /dashboard must
+//             answer 401 with the sign-in page, refuse a wrong key, open with
+//             the right one and keep it for the tab (a reload asks no more)
 //
 // Prints one JSON line with what it saw and exits 0, or prints the failure
 // on stderr and exits 1.  Every wait is bounded.
@@ -29,6 +32,8 @@ const problems = [];
 const external = [];
 let browser;
 let injecting = false;
+let expect401 = false;
+const keyHeaders = env.ACCESS_KEY ? { "x-zephyr-key": env.ACCESS_KEY } : {};
 
 function step(name, extra) {
   result.steps.push(Object.assign({ name, t: Date.now() }, extra || {}));
@@ -68,13 +73,30 @@ async function main() {
   page.on("pageerror", (e) => problems.push("page error: " + e.message));
   page.on("console", (m) => {
     // The browser itself logs the 400 this script injects on purpose.
-    if (m.type() === "error" && !(injecting && m.text().includes("status of 400")))
+    if (m.type() === "error" && !(injecting && m.text().includes("status of 400")) &&
+        !(expect401 && m.text().includes("status of 401")))
       problems.push("console error: " + m.text());
   });
 
+  expect401 = !!env.ACCESS_KEY;
   const resp = await page.goto(base + "/dashboard", { waitUntil: "load" });
-  if (!resp || resp.status() !== 200) throw new Error("GET /dashboard -> " + (resp && resp.status()));
+  const want = env.ACCESS_KEY ? 401 : 200;
+  if (!resp || resp.status() !== want) throw new Error("GET /dashboard -> " + (resp && resp.status()));
   step("loaded", { content_type: resp.headers()["content-type"] });
+  if (env.ACCESS_KEY) {
+    // The sign-in page: no data, a key field; a wrong key is refused.
+    if (await page.$("#endpoints")) throw new Error("the sign-in page shows the dashboard");
+    result.signin_text = (await page.textContent("body")).trim();
+    await page.fill("#key", "wrong-" + env.ACCESS_KEY.slice(0, 4));
+    await page.click("#open");
+    await page.waitForFunction(() => document.getElementById("err").textContent.includes("wrong"),
+      null, { timeout: 5000 });
+    result.signin_error = (await page.textContent("#err")).trim();
+    await page.fill("#key", env.ACCESS_KEY);
+    await page.click("#open");
+    await page.waitForSelector("#endpoints", { timeout: 10000 });
+    step("signed in");
+  }
 
   // Every configured endpoint shows up in the endpoint table.
   await page.waitForFunction(
@@ -91,6 +113,17 @@ async function main() {
     null, { timeout: 10000 });
   result.initial_current = await currentShown(page);
   step("endpoints shown", { current: result.initial_current });
+
+  if (env.ACCESS_KEY) {
+    // The key is kept for the tab: a reload opens the dashboard without asking.
+    const again = await page.reload({ waitUntil: "load" });
+    result.reload_status = again ? again.status() : null;
+    await page.waitForFunction(() => document.getElementById("conn").classList.contains("live"),
+      null, { timeout: 10000 });
+    result.reload_asked = !!(await page.$("#key"));
+    step("reloaded");
+    expect401 = false;
+  }
 
   // A request in flight is listed while it runs.
   if (env.EXPECT_ACTIVE) {
@@ -110,7 +143,7 @@ async function main() {
 
   // A switch made elsewhere (the admin API) shows up within the poll.
   const r = await fetch(base + "/admin/pin", {
-    method: "POST", headers: { "content-type": "application/json" },
+    method: "POST", headers: Object.assign({ "content-type": "application/json" }, keyHeaders),
     body: JSON.stringify({ endpoint: env.PIN_API }),
   });
   if (r.status !== 200) throw new Error("POST /admin/pin -> " + r.status + " " + (await r.text()));
