@@ -18,10 +18,10 @@ DESTDIR ?=
 
 CC  ?= cc
 CXX ?= c++
-PKGS := libuv libcurl libcjson ncursesw
+PKGS := libuv libcurl libcjson ncursesw zlib
 # libcurl is not linked: src/curlso.c loads it on first use, so only its
 # headers come from pkg-config.
-LINK_PKGS := libuv libcjson ncursesw
+LINK_PKGS := libuv libcjson ncursesw zlib
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Werror
 CWARN := $(WARN) -Wstrict-prototypes -Wmissing-prototypes

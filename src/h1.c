@@ -181,6 +181,7 @@ struct h1_xchg {
     bool retried;                   /* already sent again once */
     bool got_byte;                  /* a response byte arrived on this connection */
     bool write_done;
+    uint64_t sent_ms;               /* now_mono_ms() when the request was all written; 0 before */
     bool final_seen;                /* the final (non-1xx) head was parsed */
     bool complete;
     bool paused;
@@ -846,6 +847,7 @@ static void x_resend(struct h1_xchg *x, bool defer)
     x->retried = true;
     x->reused = false;
     x->write_done = false;
+    x->sent_ms = 0;
     x->got_byte = false;
     x_connect_start(x, defer);
 }
@@ -868,10 +870,12 @@ static void on_write(uv_write_t *w, int status)
     conn->write_pending = false;
     if (conn->state == CONN_CLOSING || !conn->x)
         return;
-    if (status < 0)
+    if (status < 0) {
         x_send_failed(conn->x, status, false);
-    else
+    } else {
         conn->x->write_done = true;
+        conn->x->sent_ms = now_mono_ms();
+    }
 }
 
 /* One write for head and body: directly when the socket takes it all,
@@ -887,6 +891,7 @@ static void x_send(struct h1_xchg *x, bool defer)
     int n = uv_try_write((uv_stream_t *)&conn->tcp, b, nb);
     if (n >= 0 && (size_t)n == x->head_len + x->body_len) {
         x->write_done = true;
+        x->sent_ms = now_mono_ms();
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
@@ -1288,6 +1293,7 @@ struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struc
     x->msg = "";
     x->is_head = mlen == 4 && memcmp(req->method, "HEAD", 4) == 0;
     x->reused = x->retried = x->got_byte = x->write_done = false;
+    x->sent_ms = 0;
     x->final_seen = x->complete = x->paused = x->busy = x->aborted = false;
     x_build_head(x, req, &u, mlen);
 
@@ -1373,4 +1379,10 @@ void h1_counts(const struct h1 *c, size_t *open, size_t *idle)
         *open = c->n_open;
     if (idle)
         *idle = c->n_idle;
+}
+
+uint64_t h1_sent_ms(const struct up_xfer *ux)
+{
+    const struct h1_xchg *x = (const struct h1_xchg *)ux;
+    return x->sent_ms;
 }

@@ -21,6 +21,7 @@
 #ifndef ZEPHYR_H1_H
 #define ZEPHYR_H1_H
 
+#include <stdint.h>
 #include <uv.h>
 
 #include "upstream.h"
@@ -39,6 +40,8 @@ struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struc
                          void *ud);
 void h1_resume(struct up_xfer *x);
 void h1_abort(struct up_xfer *x);
+/* See up_sent_ms(). */
+uint64_t h1_sent_ms(const struct up_xfer *x);
 
 /* Connections open now, idle ones among them (for tests and /status). */
 void h1_counts(const struct h1 *c, size_t *open, size_t *idle);

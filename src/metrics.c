@@ -73,6 +73,8 @@ struct eseries {
     struct hist check;
     struct named_count reasons[METRICS_MAX_REASONS + 1];
     size_t n_reasons;
+    struct named_count unreadable[METRICS_MAX_REASONS + 1]; /* replies whose usage was unread */
+    size_t n_unreadable;
 };
 
 struct metrics {
@@ -106,6 +108,8 @@ void metrics_free(struct metrics *m)
     for (size_t i = 0; i < m->n_e; i++) {
         for (size_t k = 0; k < m->e[i].n_reasons; k++)
             free(m->e[i].reasons[k].name);
+        for (size_t k = 0; k < m->e[i].n_unreadable; k++)
+            free(m->e[i].unreadable[k].name);
         free(m->e[i].endpoint);
     }
     for (size_t k = 0; k < m->n_switches; k++)
@@ -259,6 +263,12 @@ void metrics_retry(struct metrics *m, const char *from_endpoint, const char *rea
 {
     struct eseries *s = eseries_get(m, from_endpoint);
     (*named_counter(s->reasons, &s->n_reasons, reason))++;
+}
+
+void metrics_usage_unreadable(struct metrics *m, const char *endpoint, const char *reason)
+{
+    struct eseries *s = eseries_get(m, endpoint);
+    (*named_counter(s->unreadable, &s->n_unreadable, reason))++;
 }
 
 void metrics_check(struct metrics *m, const char *endpoint, bool ok, double latency_ms)
@@ -568,6 +578,18 @@ static void render_checks(struct out *o, const struct metrics *m, const struct e
         for (size_t k = 0; k < rows[i].s->n_reasons; k++) {
             l[1] = (struct lbl){"reason", rows[i].s->reasons[k].name};
             sample_u64(o, "zephyr_retries_total", l, 2, rows[i].s->reasons[k].n);
+        }
+    }
+
+    family(o, "zephyr_usage_unreadable_total", "counter",
+           "Replies whose token usage could not be read, by endpoint and why (encoding: a "
+           "content coding other than gzip or deflate; corrupt: it does not inflate; too_large: "
+           "more than the inflate cap).");
+    for (size_t i = 0; i < n; i++) {
+        l[0] = (struct lbl){"endpoint", rows[i].endpoint};
+        for (size_t k = 0; k < rows[i].s->n_unreadable; k++) {
+            l[1] = (struct lbl){"reason", rows[i].s->unreadable[k].name};
+            sample_u64(o, "zephyr_usage_unreadable_total", l, 2, rows[i].s->unreadable[k].n);
         }
     }
 

@@ -66,6 +66,13 @@ void metrics_request(struct metrics *m, const char *endpoint, const char *group,
 void metrics_retry(struct metrics *m, const char *from_endpoint, const char *reason);
 
 /*
+ * Counts a reply from endpoint whose token usage could not be read
+ * although it had some to read; reason is a fixed word ("encoding",
+ * "corrupt", "too_large").
+ */
+void metrics_usage_unreadable(struct metrics *m, const char *endpoint, const char *reason);
+
+/*
  * Counts one finished health check of endpoint; latency_ms >= 0 is
  * observed in the check-latency histogram (a failed check without a
  * latency passes a negative value).

@@ -19,7 +19,7 @@
  * 429 makes the endpoint rest until its retry-after (or the
  * anthropic-ratelimit-*-reset time) and moves on.  With nowhere left to
  * go, the client gets one Anthropic-shaped error that lists what happened
- * on each attempt (429 with retry-after when everything is rate-limited).
+ * on each attempt, its status naming the cause (preq_nowhere).
  *
  * Hold-back: the opening events of a stream (message_start, ping) are kept
  * until the first other event arrives or stream_holdback_ms passes, so that
@@ -56,6 +56,7 @@
 #define PROXY_RESP_MAX_HDRS 256         /* both upstream clients stop at 200 */
 #define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
+#define PROXY_INFLATE_CAP (32u << 20)    /* inflated for the usage readers, at most */
 
 struct proxy {
     uv_loop_t *loop;            /* borrows */
@@ -96,7 +97,6 @@ struct preq {
     unsigned attempts;
     struct buf attempt_log;     /* owns; "name: what happened; " per failed attempt */
     unsigned n_failed, n_rate_limited, n_timed_out;
-    int last_fail_status;       /* status of the last failed attempt, 0 if none */
     uint64_t wait_until_ms;     /* an in-place retry waits until then; 0 none */
     bool inplace_done;
     bool retry;                 /* the attempt was stopped to try again */
@@ -124,6 +124,9 @@ struct preq {
     long long resp_len;
     char fail[160];             /* why the last attempt failed */
     struct sse_scanner sse;
+    struct usage_inflate gz;    /* owns zlib's state while a compressed reply is read */
+    bool coded;                 /* the reply is compressed: its usage is read through gz */
+    bool unreadable;            /* its usage cannot be read (counted once) */
     struct usage usage;
     uint64_t bytes_to_client;
 };
@@ -132,6 +135,7 @@ static const struct conn_handler_ops preq_ops;
 static void preq_attempt(struct preq *p);
 static void preq_next(struct preq *p);
 static void preq_schedule(struct preq *p);
+static void preq_scan_start(struct preq *p);
 
 /* ---- finishing ---------------------------------------------------------- */
 
@@ -238,6 +242,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     buf_release(&p->held);
     buf_release(&p->attempt_log);
     sse_release(&p->sse);
+    usage_inflate_release(&p->gz);
     free(p);
     state_unref(st);
     /* A graceful switch may have been waiting for this request. */
@@ -293,44 +298,89 @@ static const char *utc_after(unsigned secs, char *out, size_t size)
     return out;
 }
 
-/* Every attempt failed: one error that says what happened on each. */
-static void preq_all_failed(struct preq *p)
+/*
+ * A request has nowhere (left) to go: its attempts all failed, or nothing
+ * was usable to begin with.  The one place that chooses the answer, from
+ * the cause the group's endpoints last reported, so that every request gets
+ * the same answer while the cause holds (the first one, whose attempts met
+ * it, and those after it, which find nothing usable).  Endpoints still
+ * usable (left untried by max_attempts or the retry budget) are no cause.
+ *   every endpoint out of use rests after a 429   429 rate_limit_error,
+ *                                                 Retry-After the earliest rest end
+ *   each rests or last answered 529 or 503        529 (503 if none said 529)
+ *                                                 overloaded_error, Retry-After 5 s
+ *   otherwise, when no attempt was made           503 api_error, Retry-After 5 s
+ *   otherwise, every attempt timed out            504 timeout_error
+ *   otherwise                                     502 api_error
+ * The message lists what happened on each attempt, or why each endpoint is
+ * out of use.
+ */
+static void preq_nowhere(struct preq *p)
 {
     struct state *st = p->st;
-    const struct group *g = &st->groups[st->eps[p->ep].group];
+    const struct group *g = &st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group];
     uint64_t now = now_mono_ms();
+    unsigned out = 0, resting = 0, overloaded = 0, said_529 = 0;
+    uint64_t until = 0;
+    struct buf why;
+    buf_init(&why, 2048);
+    for (size_t i = 0; i < g->n; i++) {
+        const struct ep *e = &st->eps[g->first + i];
+        bool rests = e->rest_until_ms > now;
+        if (!p->attempts)
+            buf_appendf(&why, "%s%s: %s", i ? "; " : "", e->name,
+                        rests         ? "rate-limited"
+                        : e->error[0] ? e->error
+                                      : ep_status_name(e->status));
+        if (state_ep_usable(st, e, now))
+            continue;
+        out++;
+        if (rests) {
+            resting++;
+            if (!until || e->rest_until_ms < until)
+                until = e->rest_until_ms;
+        } else if (e->fail_status == 529 || e->fail_status == 503) {
+            overloaded++;
+            said_529 += e->fail_status == 529;
+        }
+    }
+    const char *detail = p->attempts ? p->attempt_log.data : why.data;
     char extra[64] = "";
     char *msg;
-    int status = 502;
-    const char *type = "api_error";
-    if (p->n_rate_limited && p->n_rate_limited == p->n_failed) {
-        /* Everything tried is resting: say until when. */
-        uint64_t until = 0;
-        for (size_t i = 0; i < g->n; i++) {
-            const struct ep *e = &st->eps[g->first + i];
-            if (e->rest_until_ms > now && (!until || e->rest_until_ms < until))
-                until = e->rest_until_ms;
-        }
+    int status;
+    const char *type;
+    if ((out && resting == out) ||
+        (!out && p->n_failed && p->n_rate_limited == p->n_failed)) {
         unsigned secs = until ? (unsigned)((until - now + 999) / 1000) : PROXY_DEFAULT_REST_S;
         char ts[32];
         snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
         msg = xasprintf("every endpoint of group %s is rate-limited until %s (%s)", g->name,
-                        utc_after(secs, ts, sizeof ts),
-                        p->attempt_log.data ? p->attempt_log.data : "");
+                        utc_after(secs, ts, sizeof ts), detail ? detail : "");
         status = 429;
         type = "rate_limit_error";
     } else {
-        if (p->last_fail_status == 529 || p->last_fail_status == 503) {
-            status = p->last_fail_status;
+        if (out && resting + overloaded == out) {
+            status = said_529 ? 529 : 503;
             type = "overloaded_error";
+            snprintf(extra, sizeof extra, "Retry-After: %d\r\n", PROXY_DEFAULT_REST_S);
+        } else if (!p->attempts) {
+            status = 503;
+            type = "api_error";
             snprintf(extra, sizeof extra, "Retry-After: %d\r\n", PROXY_DEFAULT_REST_S);
         } else if (p->n_timed_out == p->n_failed) {
             status = 504;
             type = "timeout_error";
+        } else {
+            status = 502;
+            type = "api_error";
         }
-        msg = xasprintf("all %u attempt(s) failed in group %s: %s", p->attempts, g->name,
-                        p->attempt_log.data ? p->attempt_log.data : "");
+        if (p->attempts)
+            msg = xasprintf("all %u attempt(s) failed in group %s: %s", p->attempts, g->name,
+                            detail ? detail : "");
+        else
+            msg = xasprintf("no usable endpoint in group %s: %s", g->name, detail ? detail : "");
     }
+    buf_release(&why);
     /* Drop the trailing "; " of the attempt log. */
     size_t ml = strlen(msg);
     if (ml > 2 && strcmp(msg + ml - 2, "; ") == 0)
@@ -423,7 +473,6 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
     snprintf(p->fail, sizeof p->fail, "%s", why);
     buf_appendf(&p->attempt_log, "%s: %s; ", st->eps[p->ep].name, why);
     p->n_failed++;
-    p->last_fail_status = status;
     if (kind == FAIL_RATE_LIMIT)
         p->n_rate_limited++;
     else if (kind == FAIL_TIMEOUT)
@@ -437,7 +486,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         return;
     }
     if (kind != FAIL_RATE_LIMIT)
-        state_live_failure(st, p->ep, why, now);
+        state_live_failure_status(st, p->ep, status, why, now);
     if (!preq_can_retry(p)) {
         p->give_up = true;
         return;
@@ -515,6 +564,17 @@ static long long rate_limit_rest_s(const struct preq *p)
 
 /* ---- upstream callbacks ------------------------------------------------- */
 
+/* The endpoint's time to answer: from the end of the upload when the
+ * upstream client knows it, else from the start of the attempt.  Sending a
+ * large body can take long, and that time says nothing of the endpoint's
+ * speed; counted in, it made the selection switch back and forth. */
+static double preq_ttfb_ms(const struct preq *p, uint64_t now)
+{
+    uint64_t sent = p->ux ? up_sent_ms(p->ux) : 0;
+    uint64_t from = sent >= p->attempt_start_ms && sent <= now ? sent : p->attempt_start_ms;
+    return (double)(now - from);
+}
+
 /* Response headers have all arrived: fail over, hold back or commit.
  * Returns false to stop the transfer. */
 static bool preq_headers_done(struct preq *p)
@@ -522,8 +582,9 @@ static bool preq_headers_done(struct preq *p)
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     p->headers_done = true;
-    p->ttfb_ms = (double)(now - p->attempt_start_ms);
+    p->ttfb_ms = preq_ttfb_ms(p, now);
     p->last_byte_ms = now;
+    preq_scan_start(p);
 
     if (p->status == 429) {
         long long rest = rate_limit_rest_s(p);
@@ -604,6 +665,67 @@ static int on_sse_event(void *ud, const struct sse_event *ev)
     return 0;
 }
 
+/* Whether the reply's usage is read at all: event streams, and JSON
+ * replies that succeeded. */
+static bool preq_reads_usage(const struct preq *p)
+{
+    return p->is_sse || (p->is_json && p->status < 300);
+}
+
+/* The reply's usage cannot be read: counted, never silently dropped. */
+static void preq_unreadable(struct preq *p, const char *reason)
+{
+    usage_inflate_release(&p->gz);
+    p->unreadable = true;
+    log_info("%s usage of the reply from %s not counted: %s", p->t.idstr,
+             p->st->eps[p->ep].name, reason);
+    if (p->px->metrics)
+        metrics_usage_unreadable(p->px->metrics, p->st->eps[p->ep].name, reason);
+}
+
+/* Called once the response head is in: a compressed reply gets an inflater
+ * for the usage readers; a coding zlib cannot read is counted. */
+static void preq_scan_start(struct preq *p)
+{
+    const char *ce = resp_header(p, "content-encoding");
+    if (!preq_reads_usage(p) || !ce)
+        return;
+    size_t cl = strcspn(ce, "\r");
+    if (usage_coding_identity(ce, cl))
+        return;
+    p->coded = true;
+    if (usage_inflate_init(&p->gz, ce, cl, PROXY_INFLATE_CAP) != 0)
+        preq_unreadable(p, "encoding");
+}
+
+/* Plain reply bytes to the usage readers (and the hold-back's scanner). */
+static void preq_scan_plain(void *ud, const char *data, size_t len)
+{
+    struct preq *p = ud;
+    if (p->is_sse)
+        sse_feed(&p->sse, data, len, on_sse_event, p);
+    else
+        usage_json_feed(&p->json, data, len);
+}
+
+/* Reply bytes as the upstream sent them: a compressed reply is inflated
+ * into a copy for the readers; what goes to the client is untouched.  An
+ * event stream is inflated until its message_stop, which ends its usage. */
+static void preq_scan(struct preq *p, const char *data, size_t len)
+{
+    if (!preq_reads_usage(p))
+        return;
+    if (!p->coded) {
+        preq_scan_plain(p, data, len);
+        return;
+    }
+    if (p->unreadable || (p->is_sse && p->saw_stop))
+        return;
+    enum usage_inflate_rc rc = usage_inflate_feed(&p->gz, data, len, preq_scan_plain, p);
+    if (rc != USAGE_INFLATE_OK)
+        preq_unreadable(p, rc == USAGE_INFLATE_TOO_LARGE ? "too_large" : "corrupt");
+}
+
 static size_t on_body(void *ud, const char *data, size_t len)
 {
     struct preq *p = ud;
@@ -618,7 +740,7 @@ static size_t on_body(void *ud, const char *data, size_t len)
     }
     p->last_byte_ms = now_mono_ms();
     if (p->holding && buf_append(&p->held, data, len) == 0) {
-        sse_feed(&p->sse, data, len, on_sse_event, p);
+        preq_scan(p, data, len);
         if (p->hold_error) {
             /* The scanner stopped on the error event; nothing went out. */
             preq_failed(p, FAIL_ERROR, 529, "event: error right after the stream opened");
@@ -638,10 +760,7 @@ static size_t on_body(void *ud, const char *data, size_t len)
     }
     p->t.bytes_out += len;
     p->bytes_to_client += len;
-    if (p->is_sse)
-        sse_feed(&p->sse, data, len, on_sse_event, p);
-    else if (p->is_json && p->status < 300)
-        usage_json_feed(&p->json, data, len);
+    preq_scan(p, data, len);
     conn_write_body(p->c, data, len);
     return len;
 }
@@ -697,7 +816,7 @@ decided:
         if (!p->c)
             preq_finish(p, 0, "client gone");
         else
-            preq_all_failed(p);
+            preq_nowhere(p);
         return;
     }
     preq_next(p);
@@ -726,7 +845,7 @@ static void preq_next(struct preq *p)
     }
     int next = state_next_ep(st, p->ep, p->tried, now);
     if (next < 0) {
-        preq_all_failed(p);
+        preq_nowhere(p);
         return;
     }
     log_info("%s attempt %u on %s failed (%s); retrying on %s", p->t.idstr, p->attempts,
@@ -766,6 +885,8 @@ static void preq_attempt(struct preq *p)
     buf_reset(&p->resp_hdrs);
     buf_reset(&p->held);
     usage_json_init(&p->json);
+    usage_inflate_release(&p->gz);
+    p->coded = p->unreadable = false;
     sse_release(&p->sse);
     sse_init(&p->sse, 256 * 1024);
     p->t.state = TRACK_WAITING;
@@ -1045,45 +1166,6 @@ static char *body_user_id(const char *body, size_t len)
     return xstrndup(v, (size_t)(u - v));
 }
 
-/* Why nothing is usable: every endpoint resting (429), or down. */
-static void proxy_no_endpoint(struct preq *p)
-{
-    struct state *st = p->st;
-    const struct group *g = &st->groups[st->current_group];
-    uint64_t now = now_mono_ms();
-    uint64_t until = 0;
-    bool all_resting = g->n > 0;
-    struct buf why;
-    buf_init(&why, 2048);
-    for (size_t i = 0; i < g->n; i++) {
-        const struct ep *e = &st->eps[g->first + i];
-        if (e->rest_until_ms > now) {
-            if (!until || e->rest_until_ms < until)
-                until = e->rest_until_ms;
-        } else {
-            all_resting = false;
-        }
-        buf_appendf(&why, "%s%s: %s", i ? "; " : "", e->name,
-                    e->rest_until_ms > now ? "rate-limited"
-                    : e->error[0]          ? e->error
-                                           : ep_status_name(e->status));
-    }
-    char *msg;
-    if (all_resting) {
-        unsigned secs = (unsigned)((until - now + 999) / 1000);
-        char extra[48], ts[32];
-        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
-        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%u s)", g->name,
-                        utc_after(secs, ts, sizeof ts), secs);
-        preq_error(p, 429, "rate_limit_error", msg, extra);
-    } else {
-        msg = xasprintf("no usable endpoint in group %s: %s", g->name, why.data ? why.data : "");
-        preq_error(p, 503, "overloaded_error", msg, "Retry-After: 5\r\n");
-    }
-    free(msg);
-    buf_release(&why);
-}
-
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 {
     struct state *st = px->st;
@@ -1123,7 +1205,7 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 
     int ep = state_route(st, p->session_key, now);
     if (ep < 0) {
-        proxy_no_endpoint(p);
+        preq_nowhere(p);
         return;
     }
     const struct group *g = &st->groups[st->eps[ep].group];

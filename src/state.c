@@ -435,6 +435,7 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
         e->checks_ok++;
         e->status = EP_HEALTHY;
         e->error[0] = '\0';
+        e->fail_status = 0;
         e->latency_ms = latency_ms;
         if (ttfb_ms >= 0)
             e->ttfb_ms = ttfb_ms;
@@ -460,11 +461,12 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
     state_evaluate(st, now_ms);
 }
 
-static void state_mark_failed(struct state *st, int ep, enum ep_status status, const char *error,
-                              uint64_t now_ms)
+static void state_mark_failed(struct state *st, int ep, enum ep_status status, int http_status,
+                              const char *error, uint64_t now_ms)
 {
     struct ep *e = &st->eps[ep];
     enum ep_status before = e->status;
+    e->fail_status = http_status;
     e->failures++;
     e->consecutive_failures++;
     e->status = status;
@@ -482,12 +484,18 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, c
 
 void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms)
 {
-    state_mark_failed(st, ep, EP_FAILED, error, now_ms);
+    state_mark_failed(st, ep, EP_FAILED, 0, error, now_ms);
+}
+
+void state_live_failure_status(struct state *st, int ep, int status, const char *error,
+                               uint64_t now_ms)
+{
+    state_mark_failed(st, ep, EP_FAILED, status, error, now_ms);
 }
 
 void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms)
 {
-    state_mark_failed(st, ep, EP_AUTH_FAILED, error, now_ms);
+    state_mark_failed(st, ep, EP_AUTH_FAILED, 0, error, now_ms);
 }
 
 void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms)

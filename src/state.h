@@ -55,6 +55,9 @@ struct ep {
     size_t index;         /* index within the group */
     enum ep_status status;
     char error[160];      /* last failure reason, "" when none */
+    int fail_status;      /* HTTP status of the last live failure that was an
+                           * answer (529, 503, ...), 0 otherwise; a passing
+                           * check clears it */
     double latency_ms;    /* last check latency, < 0 unknown */
     double smoothed_ms;   /* EWMA of check latency and live TTFB, < 0 unknown */
     double ttfb_ms;       /* last time to first byte (check or live), < 0 unknown */
@@ -198,6 +201,11 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
                         double ttfb_ms, const char *error, const struct usage *tokens,
                         uint64_t now_ms, uint64_t now_wall);
 void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
+/* The same for a failure that was an HTTP answer (e.g. 529): the status is
+ * kept in fail_status, so that a request with nowhere to go can name the
+ * cause. */
+void state_live_failure_status(struct state *st, int ep, int status, const char *error,
+                               uint64_t now_ms);
 void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
 void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms);
 void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms);

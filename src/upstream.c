@@ -54,6 +54,7 @@ struct cx {
     size_t n_hdrs;
     int status;
     bool head_done;
+    uint64_t sent_ms;             /* now_mono_ms() when curl had sent the whole body */
     enum cx_stop stop;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -246,6 +247,20 @@ static size_t cx_on_body(char *data, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* curl reports progress after each step of a transfer: the first report
+ * with the whole body uploaded marks the end of the request.  (curl 7.88
+ * has no CURLINFO for it; PRETRANSFER..STARTTRANSFER includes the upload.) */
+static int cx_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                          curl_off_t ulnow)
+{
+    struct cx *x = ud;
+    (void)dltotal;
+    (void)dlnow;
+    if (!x->sent_ms && ultotal > 0 && ulnow >= ultotal)
+        x->sent_ms = now_mono_ms();
+    return 0;
+}
+
 /* curl's custom header list from "Name: value\r\n" lines.  An empty value
  * is written "Name;" (curl's syntax), and curl is kept from adding headers
  * the caller did not ask for. */
@@ -330,7 +345,9 @@ static struct up_xfer *cx_start(struct upstream *u, const struct up_request *req
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->timeout_ms);
     if (req->recv_buffer > 0)
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, req->recv_buffer);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 1L);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, req->body_len ? 0L : 1L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, cx_on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, cx_on_header);
@@ -404,6 +421,13 @@ void up_resume(struct up_xfer *x)
     struct cx *c = (struct cx *)x;
     if (c->x.added)
         curl_easy_pause(c->x.easy, CURLPAUSE_CONT);
+}
+
+uint64_t up_sent_ms(const struct up_xfer *x)
+{
+    if (x->kind == UP_KIND_H1)
+        return h1_sent_ms(x);
+    return ((const struct cx *)x)->sent_ms;
 }
 
 void up_abort(struct up_xfer *x)

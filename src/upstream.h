@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 enum up_rc {
@@ -108,6 +109,11 @@ struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
 void up_resume(struct up_xfer *x);
 /* Ends the exchange at once; no further callbacks. */
 void up_abort(struct up_xfer *x);
+/* When the request's last byte was handed to the connection, on the
+ * now_mono_ms() clock, or 0 when it has not been yet.  Read in the head
+ * callback, the time since is the endpoint's own time to answer, without
+ * the upload of a large body. */
+uint64_t up_sent_ms(const struct up_xfer *x);
 
 /* Connections of the built-in client: open, and idle among them. */
 void upstream_counts(const struct upstream *u, size_t *open, size_t *idle);

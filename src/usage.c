@@ -3,6 +3,10 @@
  * cJSON and frees it before returning; only message_start, message_delta and
  * error events are parsed at all, so content deltas cost a name comparison.
  *
+ * Compressed replies: usage_inflate_* run zlib's inflate over a copy of
+ * each piece and hand the output to the same readers; the caller decides
+ * which.
+ *
  * Whole replies: struct usage_json is a state machine fed any cut of the
  * text.  Its states (enum uj_state) are the places between tokens plus one
  * each for being inside a string, a number and a literal; a bit per open
@@ -31,6 +35,8 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <strings.h>
+#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -920,4 +926,103 @@ bool usage_is_error_event(const struct sse_event *ev, char *type, size_t typelen
         copy_text(type, typelen, t->valuestring);
     cJSON_Delete(root);
     return true;
+}
+
+/* ---- compressed replies --------------------------------------------------- */
+
+#define USAGE_INFLATE_CHUNK (16 * 1024)
+
+static void trim_blanks(const char **p, size_t *len)
+{
+    while (*len && (**p == ' ' || **p == '\t')) {
+        (*p)++;
+        (*len)--;
+    }
+    while (*len && ((*p)[*len - 1] == ' ' || (*p)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+bool usage_coding_identity(const char *coding, size_t len)
+{
+    if (!coding)
+        return true;
+    trim_blanks(&coding, &len);
+    return len == 0 || (len == 8 && strncasecmp(coding, "identity", 8) == 0);
+}
+
+int usage_inflate_init(struct usage_inflate *s, const char *coding, size_t len, size_t cap)
+{
+    memset(s, 0, sizeof *s);
+    if (!coding)
+        return -1;
+    trim_blanks(&coding, &len);
+    if (!((len == 4 && strncasecmp(coding, "gzip", 4) == 0) ||
+          (len == 6 && strncasecmp(coding, "x-gzip", 6) == 0) ||
+          (len == 7 && strncasecmp(coding, "deflate", 7) == 0)))
+        return -1;
+    z_stream *z = xcalloc(1, sizeof *z);
+    /* 15 + 32: a 32 KiB window, and the gzip or zlib header detected. */
+    if (inflateInit2(z, 15 + 32) != Z_OK) {
+        free(z);
+        return -1;
+    }
+    s->z = z;
+    s->cap = cap;
+    return 0;
+}
+
+enum usage_inflate_rc usage_inflate_feed(struct usage_inflate *s, const char *data, size_t len,
+                                         usage_sink_cb sink, void *ud)
+{
+    z_stream *z = s->z;
+    char out[USAGE_INFLATE_CHUNK];
+    if (!z)
+        return USAGE_INFLATE_CORRUPT;
+    z->next_in = (Bytef *)(uintptr_t)data;
+    z->avail_in = 0;
+    for (;;) {
+        if (!z->avail_in && len) {
+            /* avail_in is 32 bits: hand the input over in slices. */
+            uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
+            z->avail_in = n;
+            len -= n;
+        }
+        size_t room = s->cap - s->out;
+        if (room == 0)
+            return USAGE_INFLATE_TOO_LARGE;
+        z->next_out = (Bytef *)out;
+        z->avail_out = (uInt)(room < sizeof out ? room : sizeof out);
+        uInt before = z->avail_out;
+        int rc = inflate(z, Z_NO_FLUSH);
+        size_t got = before - z->avail_out;
+        s->out += got;
+        if (got)
+            sink(ud, out, got);
+        if (rc == Z_STREAM_END) {
+            if (!z->avail_in && !len)
+                break;
+            /* Another gzip member follows. */
+            if (inflateReset(z) != Z_OK)
+                return USAGE_INFLATE_CORRUPT;
+            continue;
+        }
+        if (rc != Z_OK && rc != Z_BUF_ERROR)
+            return USAGE_INFLATE_CORRUPT;
+        if (z->avail_out == 0)
+            continue; /* the buffer is full: more output may be waiting */
+        if (!z->avail_in && !len)
+            break;    /* all input used */
+        if (rc == Z_BUF_ERROR)
+            return USAGE_INFLATE_CORRUPT; /* no progress with input and room left */
+    }
+    return USAGE_INFLATE_OK;
+}
+
+void usage_inflate_release(struct usage_inflate *s)
+{
+    if (!s->z)
+        return;
+    inflateEnd(s->z);
+    free(s->z);
+    s->z = NULL;
 }

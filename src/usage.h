@@ -110,4 +110,47 @@ int usage_from_sse_event(const struct sse_event *ev, struct usage *u);
  */
 bool usage_is_error_event(const struct sse_event *ev, char *type, size_t typelen);
 
+/*
+ * A compressed reply inflated for the usage readers only: the bytes the
+ * client gets are never touched.  SDKs ask for gzip and real endpoints
+ * compress JSON replies and event streams alike.  zlib, streaming: each
+ * piece fed is inflated into a 16 KiB stack buffer handed to sink as it
+ * fills, so memory is zlib's state (about 40 KiB) while the reply lasts.
+ * At most cap inflated bytes are produced, a bound on the work a small
+ * input can cause.
+ */
+enum usage_inflate_rc {
+    USAGE_INFLATE_OK = 0,
+    USAGE_INFLATE_CORRUPT = 1,   /* not gzip/zlib data, or broken */
+    USAGE_INFLATE_TOO_LARGE = 2, /* more than cap bytes inflated */
+};
+
+struct usage_inflate {
+    void *z;          /* owns: the z_stream; NULL when not inflating */
+    size_t out;       /* bytes inflated so far */
+    size_t cap;
+};
+
+typedef void (*usage_sink_cb)(void *ud, const char *data, size_t len);
+
+/* Whether coding (a Content-Encoding value) names no coding: absent,
+ * empty or "identity". */
+bool usage_coding_identity(const char *coding, size_t len);
+
+/* Prepares s for a reply in coding, which must be "gzip", "x-gzip" or
+ * "deflate" (case-insensitive, the zlib or gzip format either way).
+ * Returns 0, or -1 for any other coding: then s holds nothing. */
+int usage_inflate_init(struct usage_inflate *s, const char *coding, size_t len, size_t cap);
+
+/*
+ * Inflates the next len bytes and hands the output to sink.  Concatenated
+ * gzip members are read one after another.  Returns USAGE_INFLATE_OK, or
+ * why it stopped: then the rest must not be fed (release s).
+ */
+enum usage_inflate_rc usage_inflate_feed(struct usage_inflate *s, const char *data, size_t len,
+                                         usage_sink_cb sink, void *ud);
+
+/* Frees zlib's state; a no-op when there is none. */
+void usage_inflate_release(struct usage_inflate *s);
+
 #endif

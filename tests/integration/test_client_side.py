@@ -84,7 +84,7 @@ class LingeringClose(ZephyrTestCase):
     def test_413_in_the_middle_of_a_chunked_body_is_read_not_reset(self):
         fake, p = self._proxy(max_body_mb=1)
         body = b"x" * BIG
-        data = (b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        data = (b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
         self.assertReadable(p.port, data, 413)
         self.assertEqual(fake.stats()["messages"], 0)
@@ -96,12 +96,12 @@ class LingeringClose(ZephyrTestCase):
         body = b"x" * BIG
         cl = b"Content-Length: %d\r\n" % len(body)
         cases = {
-            400: b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nBad Name: v\r\n" + cl + b"\r\n",
-            414: b"POST /v1/messages?" + b"q" * 9000 + b" HTTP/1.1\r\nHost: a\r\n" + cl + b"\r\n",
-            431: (b"POST /v1/messages HTTP/1.1\r\nHost: a\r\n"
+            400: b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nBad Name: v\r\n" + cl + b"\r\n",
+            414: b"POST /v1/messages?" + b"q" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n" + cl + b"\r\n",
+            431: (b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
                   + b"".join(b"X-H-%d: v\r\n" % i for i in range(250)) + cl + b"\r\n"),
-            417: b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n" + cl + b"\r\n",
-            501: (b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            417: b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nExpect: teapot\r\n" + cl + b"\r\n",
+            501: (b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                   + b"%x\r\n" % len(body)),
         }
         for status, head in cases.items():
@@ -153,7 +153,7 @@ class LingeringClose(ZephyrTestCase):
         fake, p = self._proxy()
         for _ in range(5):
             c = RawConn(p.port, timeout=scaled(5))
-            c.send(b"GET /nowhere HTTP/1.1\r\nHost: a\r\nBad Name: v\r\n\r\n")
+            c.send(b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\nBad Name: v\r\n\r\n")
             r = c.read_response("GET")
             self.assertEqual(r.status, 400, r)
             self.assertTrue(c.closed_by_peer(scaled(2)))
@@ -185,8 +185,8 @@ class RequestRules(ZephyrTestCase):
         cl = b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         r = self._refused(b"POST /v1/messages HTTP/1.1\r\n" + cl + b"\r\n" + body, 400)
         self.assertIn("Host", r.json()["error"]["message"])
-        self._refused(b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nhost: b\r\n" + cl + b"\r\n" + body, 400)
-        self._refused(b"POST /v1/messages HTTP/1.0\r\nHost: a\r\nHost: a\r\n" + cl + b"\r\n" + body, 400)
+        self._refused(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nhost: b\r\n" + cl + b"\r\n" + body, 400)
+        self._refused(b"POST /v1/messages HTTP/1.0\r\nHost: localhost\r\nHost: localhost\r\n" + cl + b"\r\n" + body, 400)
         # HTTP/1.0 has no Host requirement
         r = self._send(b"POST /v1/messages HTTP/1.0\r\n" + cl + b"\r\n" + body)
         self.assertEqual(r.status, 200, r)
@@ -194,7 +194,7 @@ class RequestRules(ZephyrTestCase):
     def test_transfer_encoding_other_than_chunked_is_501(self):
         body = messages_body()
         ch = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
-        head = b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        head = b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         for te in (b"gzip, chunked", b"deflate,chunked", b"identity, chunked"):
             with self.subTest(te=te):
                 self._refused(head + b"Transfer-Encoding: " + te + b"\r\n\r\n" + ch, 501)

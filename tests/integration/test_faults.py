@@ -971,7 +971,10 @@ class AuthAndClientErrors(FaultCase):
         o2 = exchange(p.port, stream)
         self.assertServed(o2, NAMES[1], 1, stream)
         # it stays out, whatever re-checks run, until a check passes
-        time.sleep(2.5)
+        n = self.ep(p.status(), NAMES[0])["checks"]
+        self.assertEqual(p.admin("check")[0], 200)
+        wait_for(lambda: (lambda st: not st["checks"]["running"] and self.ep(st, NAMES[0])["checks"] > n)(
+            p.status()), scaled(5), desc="a re-check of the refused endpoint to finish")
         e = self.ep(p.status(), NAMES[0])
         self.assertEqual(e["status"], "auth_failed", "re-enabled without a passing check: %r" % e)
         if status == 401:
@@ -1166,25 +1169,30 @@ class EveryEndpointFails(FaultCase):
             self.assertIn(n, msg, "the error should name every endpoint tried: %r" % msg)
 
     def both_all_endpoints_5xx(self, stream):
+        """Every endpoint answers 503: the client gets 503 overloaded_error
+        with Retry-After, and so does the next client, which finds nothing
+        usable (docs/DESIGN.md, "Failover before the first byte")."""
         p, ups = self.cluster(3)
         for u in ups:
             u.config(status=503)
         before = self.messages(ups)
         o = exchange(p.port, stream)
-        d = self.assertClientError(o, (502, 503), ("api_error", "overloaded_error"))
+        d = self.assertClientError(o, 503, ("overloaded_error",))
+        self.assertEqual(o.header("retry-after"), "5", o)
         self.assertNamesEndpoints(d, NAMES)
         self.assertRouted(before, self.messages(ups), [1, 1, 1])
         self.wait_idle(p)
-        # now nothing is usable: the answer comes at once, still clear
+        # now nothing is usable: the answer comes at once, the same
         o2 = exchange(p.port, stream)
-        self.assertClientError(o2, (502, 503), ("api_error", "overloaded_error"))
+        self.assertClientError(o2, 503, ("overloaded_error",))
+        self.assertEqual(o2.header("retry-after"), "5", o2)
 
     def both_all_endpoints_refused(self, stream):
         p, ups = self.cluster(2)
         for u in ups:
             u.stop()
         o = exchange(p.port, stream)
-        d = self.assertClientError(o, (502, 503), ("api_error", "overloaded_error"))
+        d = self.assertClientError(o, 502, ("api_error",))
         self.assertNamesEndpoints(d, NAMES[:2])
         self.assertLess(o.elapsed, scaled(3), o)
         self.wait_idle(p)
@@ -1194,7 +1202,7 @@ class EveryEndpointFails(FaultCase):
         for u in ups:
             u.config(hang=True)
         o = exchange(p.port, stream)
-        d = self.assertClientError(o, (502, 503, 504))
+        d = self.assertClientError(o, 504, ("timeout_error",))
         self.assertNamesEndpoints(d, NAMES[:2])
         self.assertGreaterEqual(o.elapsed, 1.5, o)
         self.assertLess(o.elapsed, 1.6 + scaled(2), o)
@@ -1206,7 +1214,7 @@ class EveryEndpointFails(FaultCase):
             u.config(status=500)
         before = self.messages(ups)
         o = exchange(p.port, False)
-        self.assertClientError(o, (502, 503), ("api_error", "overloaded_error"))
+        self.assertClientError(o, 502, ("api_error",))
         self.assertRouted(before, self.messages(ups), [1, 1, 0], "max_attempts = 2")
 
     def test_retry_budget_bounds_the_total_time(self):
@@ -1215,7 +1223,7 @@ class EveryEndpointFails(FaultCase):
             u.config(hang=True)
         before = self.messages(ups)
         o = exchange(p.port, False)
-        self.assertClientError(o, (502, 503, 504))
+        self.assertClientError(o, 504, ("timeout_error",))
         self.assertGreaterEqual(o.elapsed, 0.9, o)
         self.assertLess(o.elapsed, 2.0 + scaled(0.4), "gave up after %.2fs with a 1.2 s budget" % o.elapsed)
         self.assertRouted(before, self.messages(ups), [1, 1, 0], "no attempt after the budget")
@@ -1302,7 +1310,7 @@ class ClientSide(FaultCase):
         try:
             c.send(data)
         except OSError:
-            pass
+            pass  # the proxy may answer and close before all of a refused request is sent
         r = c.read_response("POST")
         self.assertAnthropicError(r, status)
         if closes:
@@ -1346,19 +1354,18 @@ class ClientSide(FaultCase):
         for name, data in cases.items():
             with self.subTest(name):
                 self._bad(p, data, 400, fake)
-        # obs-fold: refused, or unfolded (RFC 9112 5.2) so no line break goes upstream
+        # obs-fold: unfolded (RFC 9112 5.2; docs/DESIGN.md), so no line break goes upstream
         for fold in (b" ", b"\t"):
             with self.subTest("folded header", fold=fold):
                 c = self.raw(p.port, timeout=scaled(5))
                 c.send(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nX-A: one\r\n" + fold + b"two\r\n"
                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 r = c.read_response("POST")
-                self.assertIn(r.status, (200, 400), r)
-                if r.status == 200:
-                    vals = stats_header(fake.stats(), "x-a")
-                    self.assertEqual(len(vals), 1, vals)
-                    self.assertNotRegex(vals[0], r"[\r\n]", vals)
-                    self.assertRegex(vals[0], r"^one[ \t]+two$", vals)
+                self.assertEqual(r.status, 200, r)
+                vals = stats_header(fake.stats(), "x-a")
+                self.assertEqual(len(vals), 1, vals)
+                self.assertNotRegex(vals[0], r"[\r\n]", vals)
+                self.assertRegex(vals[0], r"^one[ \t]+two$", vals)
                 c.close()
         self.assertEqual(http_request(p.port, "GET", "/health").status, 200)
 
@@ -1383,8 +1390,8 @@ class ClientSide(FaultCase):
 
     def test_chunked_request_trailers_are_safe(self):
         """Trailer fields after a chunked body are not headers: the request is
-        forwarded with its real headers intact (or refused with 400), and the
-        proxy survives.  (Regression: conn.c appended trailers to the header
+        forwarded with its real headers intact and the trailers dropped
+        (docs/DESIGN.md: request trailers are ignored), and the proxy survives.  (Regression: conn.c appended trailers to the header
         buffer after the header views were taken, a use-after-free.)"""
         fake = self.start_fake()
         p = self.proxy_for(fake, health_check=HEALTH)
@@ -1398,13 +1405,12 @@ class ClientSide(FaultCase):
                        b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, [40])[:-2]
                        + b"X-Trailer: " + b"t" * trailer_len + b"\r\n\r\n")
                 r = c.read_response("POST")
-                self.assertIn(r.status, (200, 400), r)
-                if r.status == 200:
-                    st = fake.stats()
-                    self.assertEqual(stats_header(st, "x-zt-marker"), [marker])
-                    self.assertEqual(stats_header(st, "x-claude-code-session-id"), ["sess-1"])
-                    self.assertEqual(stats_header(st, "x-trailer"), [])
-                    self.assertEqual(st["last_body_crc32"], zlib.crc32(body))
+                self.assertEqual(r.status, 200, r)
+                st = fake.stats()
+                self.assertEqual(stats_header(st, "x-zt-marker"), [marker])
+                self.assertEqual(stats_header(st, "x-claude-code-session-id"), ["sess-1"])
+                self.assertEqual(stats_header(st, "x-trailer"), [])
+                self.assertEqual(st["last_body_crc32"], zlib.crc32(body))
                 c.close()
         self.assertEqual(http_request(p.port, "GET", "/health").status, 200)
 
@@ -1446,21 +1452,25 @@ class ClientSide(FaultCase):
         request was dispatched: a NULL target crashed the proxy.)"""
         fake = self.start_fake()
         p = self.proxy_for(fake, health_check=HEALTH)
-        for follow in (b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n", b"\x00\x01garbage\r\n\r\n"):
+        # docs/DESIGN.md: an Upgrade request is served as a plain one, so what
+        # follows is the next request: a good one is answered, garbage gets
+        # 400 and the connection closes.
+        for follow, status in ((b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n", 200),
+                               (b"\x00\x01garbage\r\n\r\n", 400)):
             with self.subTest(follow=follow[:12]):
                 c = self.raw(p.port, timeout=scaled(5))
                 c.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
                 r = c.read_response("GET")
                 self.assertEqual(r.status, 200, r)
-                try:
-                    c.send(follow)
-                    r2 = c.read_response("GET")
-                    self.assertIn(r2.status, (200, 400), r2)
-                except (EOFError, OSError):
-                    pass  # closing after an upgrade request is fine too
+                c.send(follow)
+                r2 = c.read_response("GET")
+                self.assertEqual(r2.status, status, r2)
+                if status == 400:
+                    self.assertAnthropicError(r2, 400)
+                    self.assertTrue(c.closed_by_peer(scaled(2)), "connection left open after a 400")
                 c.close()
-                time.sleep(0.2)
-                self.assertTrue(p.running(), "the proxy died after bytes followed an Upgrade request")
+                self.assertEqual(http_request(p.port, "GET", "/health").status, 200,
+                                 "the proxy stopped answering after bytes followed an Upgrade request")
         # the same through the proxied path
         c = self.raw(p.port, timeout=scaled(5))
         c.send(build_request("POST", "/v1/messages", [("content-type", "application/json"),
@@ -1469,13 +1479,8 @@ class ClientSide(FaultCase):
         r = c.read_response("POST")
         self.assertEqual(r.status, 200, r)
         self.assertEqual(stats_header(fake.stats(), "upgrade"), [], "Upgrade forwarded upstream")
-        try:
-            r2 = c.read_response("GET")
-            self.assertEqual(r2.status, 200, r2)
-        except (EOFError, OSError):
-            pass
-        time.sleep(0.2)
-        self.assertTrue(p.running(), "the proxy died after bytes followed an Upgrade request")
+        r2 = c.read_response("GET")
+        self.assertEqual(r2.status, 200, r2)
         self.assertEqual(http_request(p.port, "GET", "/health").status, 200)
 
     def test_slow_header_sender_dropped_at_deadline(self):
@@ -1612,12 +1617,19 @@ class ClientSide(FaultCase):
         for u in ups:
             u.set(mode="echo_token_500")
         outs = [exchange(p.port, s) for s in (False, True)]
-        for o in outs:
-            self.assertIn(o.status, (500, 502, 503), o)
+        # docs/DESIGN.md: both attempts failed (502), then nothing is usable
+        # (503); the checks fail too, so nothing recovers in between.
+        self.assertEqual([(o.status, o.json()["error"]["type"]) for o in outs],
+                         [(502, "api_error"), (503, "api_error")], outs)
         # the upstreams really did echo it, so the test means something
         self.assertEqual(dict(ra.stats()["last_headers"]).get("x-api-key"), token)
-        p.admin("check")
-        time.sleep(0.5)
+        # a check of each endpoint runs (and fails on the echoing 500) before
+        # the log is searched for the token
+        counts = [self.ep(p.status(), n)["checks"] for n in NAMES[:2]]
+        self.assertEqual(p.admin("check")[0], 200)
+        wait_for(lambda: (lambda st: not st["checks"]["running"] and all(
+            self.ep(st, n)["checks"] > c for n, c in zip(NAMES[:2], counts)))(p.status()),
+            scaled(5), desc="the requested check of both endpoints to finish")
         st = json.dumps(p.status())
         frags = token_fragments(token)
         for where, text in [("client error body", o.body.decode("utf-8", "replace")) for o in outs] + \

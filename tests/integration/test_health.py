@@ -278,7 +278,6 @@ class Schedule(HealthCase):
         self.wait_ep(p, "p", lambda e: e["history"], scaled(3), "first check")
         code, body = p.admin("pause")
         self.assertEqual(code, 200, body)
-        time.sleep(0.3)
         st = p.status()
         self.assertTrue(st["checks"]["paused"])
         self.assertIsNone(st["checks"]["next_check_in_s"])
@@ -337,8 +336,9 @@ class Schedule(HealthCase):
         # cycle 1 at 0 s (idle 0: interval 2 s), cycle 2 at 2 s, after which
         # two idle seconds already stretch the interval to about 6 s
         self.wait_ep(p, "dyn", lambda e: len(e["history"]) >= 2, scaled(2) + 2, "two cycles")
-        time.sleep(0.3)
-        chk = p.status()["checks"]
+        chk = wait_for(lambda: (lambda c: c if c["load_level"] == "idle" and c["interval_s"] > 3
+                                else None)(p.status()["checks"]), scaled(2),
+                       desc="the idle interval after two cycles")
         self.assertEqual(chk["load_level"], "idle")
         self.assertGreater(chk["interval_s"], 3, chk)
         self.assertGreater(chk["next_check_in_s"], 2.5, chk)

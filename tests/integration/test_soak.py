@@ -405,6 +405,7 @@ def plan(n, rnd):
 
 class Soak(ZephyrTestCase):
     _run = None  # the one run shared by both tests
+    _seed = None
 
     def _soak(self):
         if Soak._run is not None:
@@ -415,12 +416,16 @@ class Soak(ZephyrTestCase):
             Soak._run = self._do_soak()
         except BaseException as e:
             Soak._run = e
+            if isinstance(e, AssertionError) and Soak._seed is not None:
+                raise AssertionError("%s\n(replay this mix with ZEPHYR_SOAK_SEED=%d)"
+                                     % (e, Soak._seed)) from None
             raise
         return Soak._run
 
     def _do_soak(self):
         n = int(os.environ.get("ZEPHYR_SOAK_REQUESTS", DEFAULT_REQUESTS))
         seed = int(os.environ.get("ZEPHYR_SOAK_SEED", random.randrange(1 << 30)))
+        Soak._seed = seed
         print("\nsoak: %d scenarios, seed %d (ZEPHYR_SOAK_SEED to repeat)" % (n, seed), file=sys.stderr)
         rnd = random.Random(seed)
         fakes = [self.start_fake(nm) for nm in NAMES]
@@ -527,6 +532,12 @@ class Soak(ZephyrTestCase):
 
     def test_1_soak_answers_fds_and_clean_end(self):
         r = self._soak()
+        try:
+            self._check_soak(r)
+        except AssertionError as e:
+            raise AssertionError("%s\n(replay this mix with ZEPHYR_SOAK_SEED=%d)" % (e, r["seed"])) from None
+
+    def _check_soak(self, r):
         self.assertEqual(r["problems"], [], "answers that are never acceptable (seed %d):\n%s"
                          % (r["seed"], "\n".join(r["problems"][:20])))
         self.assertGreaterEqual(r["done"], min(r["n"], 500),
@@ -557,7 +568,8 @@ class Soak(ZephyrTestCase):
             self.skipTest("RSS not asserted under ASan (quarantine keeps freed memory); "
                           "measured growth %.1f MB, peak +%.1f MB; leaks are LeakSanitizer's job "
                           "at exit" % (growth, peak))
-        self.assertLess(growth, RSS_LIMIT_MB, "RSS grew %.1f MB from warm-up end to finish" % growth)
+        self.assertLess(growth, RSS_LIMIT_MB, "RSS grew %.1f MB from warm-up end to finish "
+                        "(ZEPHYR_SOAK_SEED=%d replays the mix)" % (growth, r["seed"]))
 
 
 if __name__ == "__main__":

@@ -450,6 +450,15 @@ static void test_checks_retries_switches(void **state)
     assert_true(has_line(t, "zephyr_retries_total{endpoint=\"bravo\",reason=\"connect\"} 1"));
     assert_true(has_line(t, "zephyr_switches_total{reason=\"faster\"} 2"));
     assert_true(has_line(t, "zephyr_switches_total{reason=\"failed\"} 1"));
+    assert_non_null(strstr(t, "# TYPE zephyr_usage_unreadable_total counter\n"));
+    assert_int_equal(count_prefix(t, "zephyr_usage_unreadable_total{"), 0);
+    metrics_usage_unreadable(f->m, "bravo", "corrupt");
+    metrics_usage_unreadable(f->m, "bravo", "corrupt");
+    metrics_usage_unreadable(f->m, "alpha", "encoding");
+    t = render(f);
+    check_well_formed(t);
+    assert_true(has_line(t, "zephyr_usage_unreadable_total{endpoint=\"bravo\",reason=\"corrupt\"} 2"));
+    assert_true(has_line(t, "zephyr_usage_unreadable_total{endpoint=\"alpha\",reason=\"encoding\"} 1"));
     /* One checks_total pair per endpoint: the registry row and the
      * configured endpoint are the same series. */
     assert_int_equal(count_prefix(t, "zephyr_checks_total{endpoint=\"alpha\","), 2);

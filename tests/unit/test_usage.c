@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 #include <math.h>
+#include <zlib.h>
 
 #include "sse.h"
 #include "usage.h"
@@ -877,6 +878,125 @@ static void test_json_differential(void **state)
     printf("[          ] differential: %d of %d mutated replies accepted by both\n", accepted, total);
 }
 
+/* ---- compressed replies ---------------------------------------------------- */
+
+struct sink {
+    struct usage_json json;
+    size_t bytes;
+};
+
+static void to_json(void *ud, const char *data, size_t len)
+{
+    struct sink *k = ud;
+    k->bytes += len;
+    usage_json_feed(&k->json, data, len);
+}
+
+/* gzip (wbits 31) or zlib (15) of text into out; returns the length. */
+static size_t compress_to(const char *text, size_t len, unsigned char *out, size_t size, int wbits)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (Bytef *)(uintptr_t)text;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = (uInt)size;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    size_t n = z.total_out;
+    deflateEnd(&z);
+    return n;
+}
+
+static const char gz_reply[] =
+    "{\"id\":\"msg_1\",\"type\":\"message\",\"model\":\"claude-gz\",\"content\":[{\"type\":"
+    "\"text\",\"text\":\"hello\"}],\"usage\":{\"input_tokens\":321,\"output_tokens\":54}}";
+
+static void test_inflate_reply(void **state)
+{
+    (void)state;
+    unsigned char gz[512];
+    static const int wbits[] = {31, 15};
+    static const char *codings[] = {"gzip", " Deflate "};
+    for (int w = 0; w < 2; w++) {
+        size_t n = compress_to(gz_reply, strlen(gz_reply), gz, sizeof gz, wbits[w]);
+        /* every piece size, down to a byte at a time */
+        for (size_t piece = 1; piece <= n; piece++) {
+            struct usage_inflate in;
+            struct sink k = {.bytes = 0};
+            usage_json_init(&k.json);
+            assert_int_equal(usage_inflate_init(&in, codings[w], strlen(codings[w]), 1 << 20), 0);
+            for (size_t i = 0; i < n; i += piece)
+                assert_int_equal(usage_inflate_feed(&in, (const char *)gz + i,
+                                                    n - i < piece ? n - i : piece, to_json, &k),
+                                 USAGE_INFLATE_OK);
+            usage_inflate_release(&in);
+            usage_inflate_release(&in); /* idempotent */
+            struct usage u = {0};
+            assert_int_equal(usage_json_finish(&k.json, &u), 0);
+            assert_int_equal(u.input, 321);
+            assert_int_equal(u.output, 54);
+            assert_string_equal(u.model, "claude-gz");
+        }
+    }
+}
+
+static void test_inflate_refused(void **state)
+{
+    (void)state;
+    struct usage_inflate in;
+    assert_int_equal(usage_inflate_init(&in, "br", 2, 1 << 20), -1);
+    assert_int_equal(usage_inflate_init(&in, "gzip, br", 8, 1 << 20), -1);
+    assert_null(in.z);
+    assert_true(usage_coding_identity(NULL, 0));
+    assert_true(usage_coding_identity(" identity", 9));
+    assert_false(usage_coding_identity("gzip", 4));
+
+    /* not gzip at all */
+    struct sink k = {.bytes = 0};
+    usage_json_init(&k.json);
+    assert_int_equal(usage_inflate_init(&in, "gzip", 4, 1 << 20), 0);
+    assert_int_equal(usage_inflate_feed(&in, gz_reply, strlen(gz_reply), to_json, &k),
+                     USAGE_INFLATE_CORRUPT);
+    usage_inflate_release(&in);
+
+    /* a bomb: 4 MiB of zeros stops at the cap */
+    size_t big = 4u << 20;
+    char *zeros = calloc(1, big);
+    unsigned char *gz = malloc(big);
+    size_t n = compress_to(zeros, big, gz, big, 31);
+    assert_true(n < 16 * 1024);
+    k.bytes = 0;
+    usage_json_init(&k.json);
+    assert_int_equal(usage_inflate_init(&in, "gzip", 4, 100000), 0);
+    assert_int_equal(usage_inflate_feed(&in, (const char *)gz, n, to_json, &k),
+                     USAGE_INFLATE_TOO_LARGE);
+    assert_int_equal(k.bytes, 100000);
+    usage_inflate_release(&in);
+    free(zeros);
+    free(gz);
+}
+
+/* Two gzip members one after the other read as one text. */
+static void test_inflate_members(void **state)
+{
+    (void)state;
+    unsigned char gz[1024];
+    size_t half = strlen(gz_reply) / 2;
+    size_t n1 = compress_to(gz_reply, half, gz, sizeof gz, 31);
+    size_t n2 = compress_to(gz_reply + half, strlen(gz_reply) - half, gz + n1, sizeof gz - n1, 31);
+    struct usage_inflate in;
+    struct sink k = {.bytes = 0};
+    usage_json_init(&k.json);
+    assert_int_equal(usage_inflate_init(&in, "x-gzip", 6, 1 << 20), 0);
+    assert_int_equal(usage_inflate_feed(&in, (const char *)gz, n1 + n2, to_json, &k),
+                     USAGE_INFLATE_OK);
+    usage_inflate_release(&in);
+    struct usage u = {0};
+    assert_int_equal(usage_json_finish(&k.json, &u), 0);
+    assert_int_equal(u.input, 321);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -889,6 +1009,8 @@ int main(void)
         cmocka_unit_test(test_json_numbers),  cmocka_unit_test(test_json_first_member),
         cmocka_unit_test(test_json_where),    cmocka_unit_test(test_json_model),
         cmocka_unit_test(test_json_differential),
+        cmocka_unit_test(test_inflate_reply), cmocka_unit_test(test_inflate_refused),
+        cmocka_unit_test(test_inflate_members),
     };
     return cmocka_run_group_tests_name("usage", tests, NULL, NULL);
 }
