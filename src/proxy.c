@@ -1046,43 +1046,43 @@ static char *body_user_id(const char *body, size_t len)
     return xstrndup(v, (size_t)(u - v));
 }
 
-/* Why nothing is usable: every endpoint resting (429), or down. */
+/* Why nothing is usable, with the error that names the real cause
+ * (state_why_unusable): never "overloaded" for a wrong key or a TLS problem. */
 static void proxy_no_endpoint(struct preq *p)
 {
     struct state *st = p->st;
     const struct group *g = &st->groups[st->current_group];
-    uint64_t now = now_mono_ms();
-    uint64_t until = 0;
-    bool all_resting = g->n > 0;
-    struct buf why;
-    buf_init(&why, 2048);
-    for (size_t i = 0; i < g->n; i++) {
-        const struct ep *e = &st->eps[g->first + i];
-        if (e->rest_until_ms > now) {
-            if (!until || e->rest_until_ms < until)
-                until = e->rest_until_ms;
-        } else {
-            all_resting = false;
-        }
-        buf_appendf(&why, "%s%s: %s", i ? "; " : "", e->name,
-                    e->rest_until_ms > now ? "rate-limited"
-                    : e->error[0]          ? e->error
-                                           : ep_status_name(e->status));
-    }
+    struct state_unusable why;
+    state_why_unusable(st, st->current_group, now_mono_ms(), &why);
+    unsigned secs = why.retry_after_s ? why.retry_after_s : PROXY_DEFAULT_REST_S;
+    char extra[48], ts[32];
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
     char *msg;
-    if (all_resting) {
-        unsigned secs = (unsigned)((until - now + 999) / 1000);
-        char extra[48], ts[32];
-        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
+    switch (why.cause) {
+    case EP_CAUSE_RATE_LIMITED:
         msg = xasprintf("every endpoint of group %s is rate-limited until %s (%u s)", g->name,
                         utc_after(secs, ts, sizeof ts), secs);
         preq_error(p, 429, "rate_limit_error", msg, extra);
-    } else {
-        msg = xasprintf("no usable endpoint in group %s: %s", g->name, why.data ? why.data : "");
-        preq_error(p, 503, "overloaded_error", msg, "Retry-After: 5\r\n");
+        break;
+    case EP_CAUSE_AUTH:
+        msg = xasprintf("every endpoint of group %s refused the token: %s", g->name, why.detail);
+        preq_error(p, 401, "authentication_error", msg, NULL);
+        break;
+    case EP_CAUSE_OVERLOADED:
+        msg = xasprintf("every endpoint of group %s is overloaded: %s", g->name, why.detail);
+        preq_error(p, 529, "overloaded_error", msg, extra);
+        break;
+    case EP_CAUSE_TLS:
+        msg = xasprintf("no endpoint of group %s can be reached over TLS: %s", g->name,
+                        why.detail);
+        preq_error(p, 502, "api_error", msg, NULL);
+        break;
+    default:
+        msg = xasprintf("no usable endpoint in group %s: %s", g->name, why.detail);
+        preq_error(p, 503, "api_error", msg, extra);
+        break;
     }
     free(msg);
-    buf_release(&why);
 }
 
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
