@@ -178,6 +178,20 @@ class TestRealWorld(ZephyrTestCase):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertIn("warning: health_check.claude_binary_path", cp.stderr)
 
+    def test_check_config_says_when_libcurl_cannot_be_loaded(self):
+        path = self.write_config(config([("tls-ep", "https://127.0.0.1:9", None)]))
+        env = dict(os.environ, ZEPHYR_LIBCURL=os.path.join(self.tmp, "no-libcurl.so"))
+        from harness import PROXY_BIN
+        cp = subprocess.run([PROXY_BIN, "--check-config", "--config", path], env=env,
+                            capture_output=True, text=True, timeout=scaled(20))
+        self.assertEqual(cp.returncode, 1, "stdout: %s\nstderr: %s" % (cp.stdout, cp.stderr))
+        self.assertIn("endpoint tls-ep needs libcurl", cp.stderr)
+        self.assertNotIn(": OK", cp.stdout)
+        # With libcurl loadable the same file is fine.
+        cp = subprocess.run([PROXY_BIN, "--check-config", "--config", path],
+                            capture_output=True, text=True, timeout=scaled(20))
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+
     # -- the error that names the real cause -------------------------------
 
     def test_wrong_token_gives_401_not_503(self):
