@@ -210,6 +210,19 @@ class TestRealWorld(ZephyrTestCase):
         self.assertNotIn("sk-zt-wrong-token", msg)
         self.assertNotIn("sk-zt-wrong-token", p.stderr_text())
 
+    def test_every_endpoint_overloaded_gives_529_not_503(self):
+        fa = self.real_fake("oa", status=529)
+        fb = self.real_fake("ob", status=529)
+        p = self.start_proxy(config_text=config([("a", fa.url, None), ("b", fb.url, None)]))
+        for name in ("a", "b"):
+            self.wait_status(p, name, lambda e: e["status"] == "failed", "%s failed" % name)
+        # Past the live circuits too (3 live failures each): always 529.
+        for _ in range(6):
+            r = self.post(p)
+            self.assertAnthropicError(r, 529)
+            self.assertEqual(r.json()["error"]["type"], "overloaded_error", r)
+            self.assertIsNotNone(r.header("retry-after"), r)
+
     def test_self_signed_certificate_gives_502_naming_endpoint_and_tls(self):
         if not shutil.which("openssl"):
             self.skipTest("openssl is not installed: cannot make a self-signed certificate")
