@@ -79,9 +79,9 @@ static const char *const config_server_keys[] = {
     "overloaded_retry_in_place_ms", "http_client", "allowed_hosts", "allowed_origins", NULL,
 };
 static const char *const config_group_keys[] = {
-    "name", "auth_token_env", "auth_header", "default", "endpoints", NULL,
+    "name", "auth_token_env", "auth_header", "default", "endpoints", "check_model", NULL,
 };
-static const char *const config_endpoint_keys[] = { "url", "name", NULL };
+static const char *const config_endpoint_keys[] = { "url", "name", "check_model", NULL };
 static const char *const config_health_keys[] = {
     "interval_seconds", "min_interval_seconds", "max_interval_seconds", "timeout_seconds",
     "dynamic_scaling", "claude_binary_path", "method", "model", "prompt", "cli_args",
@@ -833,6 +833,15 @@ static const char *config_url_problem(const char *url, bool *echo)
     return NULL;
 }
 
+/* A group's or endpoint's check_model (relays name and offer models
+ * differently, so the check model can differ per endpoint).  config_str
+ * already refuses an empty string. */
+static void config_check_model(struct config_ctx *c, const struct tomlc_node *t,
+                               const char *prefix, char **out)
+{
+    config_str(c, t, prefix, "check_model", out, NULL);
+}
+
 /* Endpoint names seen so far, to keep them unique across all groups. */
 struct config_seen {
     const char *name; /* borrows; from struct cfg_endpoint */
@@ -881,6 +890,7 @@ static void config_endpoint(struct config_ctx *c, const struct tomlc_node *t, co
                      "missing; every endpoint needs a unique name = \"...\" (shown in "
                      "/status and used by the admin API)");
     }
+    config_check_model(c, t, prefix, &ep->check_model);
 }
 
 static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_t index,
@@ -914,6 +924,7 @@ static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_
                       &g->auth_token_env, &g->token);
     if (config_enum(c, t, p, "auth_header", config_auth_names, &auth) == CONFIG_OK)
         g->auth = auth == 1 ? AUTH_BEARER : AUTH_X_API_KEY;
+    config_check_model(c, t, p, &g->check_model);
 
     if (config_bool(c, t, p, "default", &g->is_default, &n) == CONFIG_OK && g->is_default) {
         if (*default_node)
@@ -1123,7 +1134,7 @@ static struct config *config_defaults(const char *path)
     cfg->dynamic_scaling = false;
     cfg->claude_binary_path = xstrdup("claude");
     cfg->method = CHECK_MESSAGES;
-    cfg->check_model = xstrdup("claude-3-5-haiku-latest");
+    cfg->check_model = xstrdup(CONFIG_DEFAULT_CHECK_MODEL);
     cfg->check_prompt = xstrdup("hi");
     cfg->max_concurrent_checks = 4;
     cfg->failed_interval_s = 15;
@@ -1229,8 +1240,10 @@ void config_free(struct config *cfg)
         for (size_t e = 0; e < g->n_endpoints; e++) {
             free(g->endpoints[e].name);
             free(g->endpoints[e].url);
+            free(g->endpoints[e].check_model);
         }
         free(g->endpoints);
+        free(g->check_model);
         free(g->name);
         free(g->auth_token_env);
         config_free_secret(g->token);
@@ -1259,6 +1272,16 @@ void config_free(struct config *cfg)
     free(cfg->check_prompt);
     free(cfg->language);
     free(cfg);
+}
+
+const char *config_check_model_for(const struct config *cfg, const struct cfg_group *g,
+                                   const struct cfg_endpoint *e)
+{
+    if (e && e->check_model)
+        return e->check_model;
+    if (g && g->check_model)
+        return g->check_model;
+    return cfg->check_model;
 }
 
 size_t config_default_group(const struct config *cfg)
@@ -1320,8 +1343,12 @@ char *config_summary(const struct config *cfg)
         } else {
             buf_appendf(&b, "no token, client credentials passed through\n");
         }
-        for (size_t e = 0; e < g->n_endpoints; e++)
-            buf_appendf(&b, "      %-20s %s\n", g->endpoints[e].name, g->endpoints[e].url);
+        for (size_t e = 0; e < g->n_endpoints; e++) {
+            const char *m = config_check_model_for(cfg, g, &g->endpoints[e]);
+            buf_appendf(&b, "      %-20s %s%s%s%s\n", g->endpoints[e].name, g->endpoints[e].url,
+                        m != cfg->check_model ? " (check model " : "",
+                        m != cfg->check_model ? m : "", m != cfg->check_model ? ")" : "");
+        }
     }
     buf_appendf(&b, "health check: method %s", config_method_name(cfg->method));
     if (cfg->method == CHECK_CLI)

@@ -21,6 +21,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The cheapest current model: what a check asks for unless told otherwise.
+ * (claude-3-5-haiku-latest, the old default, was retired on 2026-02-19.) */
+#define CONFIG_DEFAULT_CHECK_MODEL "claude-haiku-4-5"
+
 enum auth_style {
     AUTH_X_API_KEY = 0,   /* x-api-key: TOKEN (default) */
     AUTH_BEARER = 1,      /* Authorization: Bearer TOKEN */
@@ -36,6 +40,7 @@ struct cfg_endpoint {
     char *name;           /* owns */
     char *url;            /* owns; http:// or https://, no trailing slash */
     int line;             /* line in the config file, 0 if unknown */
+    char *check_model;    /* owns; "check_model", NULL: the group's */
 };
 
 struct cfg_group {
@@ -44,6 +49,7 @@ struct cfg_group {
     char *token;          /* owns; secret, NULL when auth_token_env is NULL */
     enum auth_style auth; /* key "auth_header": "x-api-key" | "bearer" */
     bool is_default;
+    char *check_model;    /* owns; "check_model", NULL: health_check.model */
     struct cfg_endpoint *endpoints; /* owns, n_endpoints entries */
     size_t n_endpoints;
 };
@@ -96,7 +102,7 @@ struct config {
     bool dynamic_scaling;           /* default false */
     char *claude_binary_path;       /* owns; default "claude" */
     enum check_method method;       /* default CHECK_MESSAGES */
-    char *check_model;              /* owns; "model", default "claude-3-5-haiku-latest" */
+    char *check_model;              /* owns; "model", default CONFIG_DEFAULT_CHECK_MODEL */
     char *check_prompt;             /* owns; "prompt", default "hi" */
     char **cli_args;                /* owns; "cli_args", extra CLI arguments */
     size_t n_cli_args;
@@ -133,6 +139,11 @@ size_t config_default_group(const struct config *cfg);
  * ZEPHYR_ADMIN_KEY for --connect.
  */
 bool config_secret_ok(const char *v);
+
+/* The model endpoint e of group g is checked with: the endpoint's
+ * check_model, else the group's, else health_check.model. */
+const char *config_check_model_for(const struct config *cfg, const struct cfg_group *g,
+                                   const struct cfg_endpoint *e);
 
 /* Prints a human summary (no secrets) for --check-config. */
 char *config_summary(const struct config *cfg);

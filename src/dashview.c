@@ -37,7 +37,7 @@ enum dv_text {
     T_CHECK_TOKENS, T_TRAFFIC, T_IN, T_OUT, T_REQUESTS, T_RETRIES, T_UP, T_ACTIVE,
     T_COL_ENDPOINT, T_COL_STATUS, T_COL_LATENCY, T_COL_HISTORY, T_COL_OK, T_COL_CIRCUIT,
     T_COL_NOW, T_COL_REQS, T_COL_FAIL, T_COL_ERROR, T_ALL_GROUPS,
-    T_HEALTHY, T_FAILED, T_EP_CHECKING, T_UNKNOWN, T_AUTH_FAILED,
+    T_HEALTHY, T_FAILED, T_EP_CHECKING, T_UNKNOWN, T_AUTH_FAILED, T_CHECK_ERROR,
     T_CLOSED, T_OPEN, T_HALF_OPEN, T_REST,
     T_ACTIVE_REQUESTS, T_NO_REQUESTS, T_MORE, T_RETRY,
     T_ST_READING, T_ST_WAITING, T_ST_STREAMING, T_ST_DONE,
@@ -94,6 +94,7 @@ static const char *const texts[T_COUNT][2] = {
     [T_EP_CHECKING] = {"checking", "检查中"},
     [T_UNKNOWN] = {"unknown", "未知"},
     [T_AUTH_FAILED] = {"auth fail", "认证失败"},
+    [T_CHECK_ERROR] = {"check err", "检查配置错"},
     [T_CLOSED] = {"closed", "闭合"},
     [T_OPEN] = {"open", "断开"},
     [T_HALF_OPEN] = {"half-open", "半开"},
@@ -896,6 +897,9 @@ static void render_ep_row(struct ctx *c, int r, const struct ep_cols *w, const c
         label = T_EP_CHECKING, sst = DV_WARN, mark = c->utf8 ? "◌" : "~";
     } else if (strcmp(status, "auth_failed") == 0) {
         label = T_AUTH_FAILED, sst = DV_BAD, mark = "!";
+    } else if (strcmp(status, "check_error") == 0) {
+        /* The check is misconfigured, not the endpoint: live traffic decides. */
+        label = T_CHECK_ERROR, sst = DV_WARN, mark = "?";
     }
     put(c, DV_STRONG, under_cursor ? ">" : " ");
     put(c, DV_GOOD, jtrue(ep, "current") ? "*" : " ");
@@ -973,6 +977,9 @@ static void render_ep_row(struct ctx *c, int r, const struct ep_cols *w, const c
     if (w->error && jstr(ep, "error")) {
         put(c, DV_PLAIN, " ");
         put_fixed(c, DV_BAD, jstr(ep, "error"), w->error, false);
+    } else if (w->error && jstr(ep, "check_error")) {
+        put(c, DV_PLAIN, " ");
+        put_fixed(c, DV_WARN, jstr(ep, "check_error"), w->error, false);
     }
 }
 

@@ -108,6 +108,7 @@ enum reply {
     REPLY_COUNT = 3,
     REPLY_ROOT = 4,
     REPLY_CUT = 5,    /* non-stream with close_after: close, no answer */
+    REPLY_MODELS = 6, /* GET /v1/models while the models knob is set */
 };
 
 enum stream_phase {
@@ -202,6 +203,7 @@ struct conn {
     /* The request being read or answered. */
     struct fakeup_opts k; /* knobs, with the x-fake-* overrides */
     enum route route;
+    bool models_path; /* GET .../v1/models (a ROUTE_NOT_FOUND unless models is set) */
     bool keep_alive, http10, expect_continue, bad_knob, cfg_too_big;
     bool have_api_key, have_bearer;
     size_t api_key_off, api_key_len, bearer_off, bearer_len; /* into hdrs */
@@ -325,6 +327,7 @@ static const struct knob knobs[] = {
     {"error_after", KOFF(error_after), -1, INT_MAX, KNOB_INT, KF_RUNTIME | KF_REQUEST},
     {"hang", KOFF(hang), 0, 1, KNOB_BOOL, KF_RUNTIME | KF_REQUEST},
     {"body_bytes", KOFF(body_bytes), 0, 1L << 30, KNOB_INT, KF_RUNTIME | KF_REQUEST},
+    {"models", KOFF(models), 0, FAKEUP_MODELS_MAX - 1, KNOB_STR, KF_RUNTIME | KF_REQUEST},
     {"name", KOFF(name), 1, FAKEUP_NAME_MAX - 1, KNOB_STR, KF_RUNTIME},
     {"bind", KOFF(bind), 1, FAKEUP_NAME_MAX - 1, KNOB_STR, 0},
     {"port", KOFF(port), 0, 65535, KNOB_INT, 0},
@@ -1119,6 +1122,66 @@ static void stream_begin(struct conn *c)
     stream_step(c);
 }
 
+/* The models knob as a list: "real" is the current Anthropic line-up. */
+static const char *models_list(const struct fakeup_opts *k)
+{
+    return strcmp(k->models, "real") == 0 ? "claude-haiku-4-5,claude-sonnet-4-6,claude-opus-4-8"
+                                          : k->models;
+}
+
+/* Whether the models knob serves model[0..len): a listed name, or a dated
+ * variant of one (NAME-YYYYMMDD), as the real API accepts both. */
+static bool model_served(const struct fakeup_opts *k, const char *model, size_t len)
+{
+    const char *l = models_list(k);
+    while (*l) {
+        const char *end = strchr(l, ',');
+        size_t n = end ? (size_t)(end - l) : strlen(l);
+        if (n && len >= n && memcmp(model, l, n) == 0) {
+            if (len == n)
+                return true;
+            if (len == n + 9 && model[n] == '-') {
+                size_t d = n + 1;
+                while (d < len && isdigit((unsigned char)model[d]))
+                    d++;
+                if (d == len)
+                    return true;
+            }
+        }
+        l += n;
+        if (*l == ',')
+            l++;
+    }
+    return false;
+}
+
+/* GET /v1/models: {"data":[{"type":"model","id":NAME,...}],"has_more":false} */
+static cJSON *models_json(const struct conn *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON *data = cJSON_AddArrayToObject(j, "data");
+    const char *l = models_list(&c->k);
+    while (*l) {
+        const char *end = strchr(l, ',');
+        size_t n = end ? (size_t)(end - l) : strlen(l);
+        if (n) {
+            char id[FAKEUP_MODELS_MAX];
+            memcpy(id, l, n);
+            id[n] = '\0';
+            cJSON *m = cJSON_CreateObject();
+            cJSON_AddStringToObject(m, "type", "model");
+            cJSON_AddStringToObject(m, "id", id);
+            cJSON_AddStringToObject(m, "display_name", id);
+            cJSON_AddItemToArray(data, m);
+        }
+        l += n;
+        if (*l == ',')
+            l++;
+    }
+    cJSON_AddBoolToObject(j, "has_more", false);
+    return j;
+}
+
 /* Sends the answer decided by decide(), after latency_ms. */
 static void respond(struct conn *c)
 {
@@ -1147,6 +1210,9 @@ static void respond(struct conn *c)
         wreq_send(c, w);
         break;
     }
+    case REPLY_MODELS:
+        send_json_doc(c, 200, models_json(c));
+        break;
     case REPLY_CUT:
         request_finished(c);
         conn_end(c);
@@ -1195,6 +1261,13 @@ static void decide(struct conn *c)
         set_error(c, 400, "fake-upstream: bad x-fake-* header value");
         return;
     }
+    if (c->route == ROUTE_NOT_FOUND && c->models_path && c->k.models[0]) {
+        if (!auth_ok(c))
+            set_error(c, 401, "invalid x-api-key");
+        else
+            c->reply = REPLY_MODELS;
+        return;
+    }
     if (c->route == ROUTE_NOT_FOUND) {
         set_error(c, 404, "fake-upstream: no such path");
         return;
@@ -1202,6 +1275,20 @@ static void decide(struct conn *c)
     if (c->route == ROUTE_ROOT) {
         c->reply = REPLY_ROOT;
         return;
+    }
+    if (c->k.models[0] && route_is_v1(c->route) && auth_ok(c) && js_ok(&c->js)) {
+        if (!c->js.model_ok) {
+            set_error(c, 400, "model: Field required");
+            return;
+        }
+        if (!model_served(&c->k, c->js.model, c->js.model_len)) {
+            /* The real API's answer to a retired or unknown model. */
+            char msg[160];
+            snprintf(msg, sizeof msg, "model: %.*s",
+                     (int)(c->js.model_len < 140 ? c->js.model_len : 140), c->js.model);
+            set_error(c, 404, msg);
+            return;
+        }
     }
     bool stream = c->route == ROUTE_MESSAGES && js_ok(&c->js) && c->js.stream;
     if (stream && c->k.status < 400 && auth_ok(c)) {
@@ -1268,6 +1355,7 @@ static cJSON *knobs_json(const struct fakeup_opts *o)
     cJSON_AddNumberToObject(j, "error_after", o->error_after);
     cJSON_AddBoolToObject(j, "hang", o->hang);
     cJSON_AddNumberToObject(j, "body_bytes", o->body_bytes);
+    cJSON_AddStringToObject(j, "models", o->models);
     cJSON_AddStringToObject(j, "name", o->name);
     return j;
 }
@@ -1632,6 +1720,10 @@ static int on_headers_complete(llhttp_t *p)
     if (c->hdr_state == HDR_VALUE && finish_value(c) < 0)
         return -1;
     c->route = route_of(llhttp_get_method(p), c->url.data ? c->url.data : "", c->url.len);
+    size_t ulen = 0;
+    while (c->url.data && ulen < c->url.len && c->url.data[ulen] != '?' && c->url.data[ulen] != '#')
+        ulen++;
+    c->models_path = llhttp_get_method(p) == HTTP_GET && suffix_eq(c->url.data, ulen, "/v1/models");
     c->keep_alive = llhttp_should_keep_alive(p);
     c->http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
     if (c->expect_continue && !c->http10) {

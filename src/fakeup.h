@@ -18,6 +18,7 @@
 
 #define FAKEUP_TOKEN_MAX 256 /* token knob, including the NUL */
 #define FAKEUP_NAME_MAX 64   /* name and bind, including the NUL */
+#define FAKEUP_MODELS_MAX 256 /* models knob, including the NUL */
 
 struct fakeup;
 
@@ -37,6 +38,13 @@ struct fakeup_opts {
     int body_bytes;  /* pad non-stream reply text to at least this */
     bool hang;       /* accept requests, never answer */
     char token[FAKEUP_TOKEN_MAX]; /* "" = no authentication */
+    /* Models served: "" any (the default, which older tests rely on);
+     * "real" the current Anthropic models (claude-haiku-4-5,
+     * claude-sonnet-4-6, claude-opus-4-8); else a comma-separated list.
+     * A dated variant (NAME-YYYYMMDD) of a listed name is served too.  Any
+     * other model, a retired one included, gets the real API's 404
+     * not_found_error "model: NAME"; GET /v1/models lists the names. */
+    char models[FAKEUP_MODELS_MAX];
     char name[FAKEUP_NAME_MAX];   /* x-fake-name, default "fake" */
     char bind[FAKEUP_NAME_MAX];   /* default "127.0.0.1" */
     int port;                     /* 0 = pick a free port */

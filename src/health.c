@@ -41,6 +41,18 @@
  * daemon) escapes the kill; once it dies it would linger as a zombie of
  * ours, since only the check groups are reaped here.
  *
+ * A check the endpoint refuses as a request (HTTP 400, 404, 422: the model,
+ * the body or the path is not served) or a cli binary that cannot run is
+ * not an endpoint failure: check_report_misconfigured() tells the state,
+ * which shows it as check_error and logs once what to change.
+ *
+ * At start and after a reload, each endpoint of an HTTP method is asked
+ * once for GET {url}/v1/models (struct probe, asynchronous, never blocking
+ * anything): when it answers with a list that lacks the check model, a
+ * warning goes to the log and to the endpoint's models_warning in /status.
+ * Relays may not implement the path; any other answer is only logged at
+ * debug level.
+ *
  * Credentials: the group's token goes in the request header or in the
  * child's ANTHROPIC_AUTH_TOKEN and nowhere else; every reason text taken
  * from a reply or from the CLI's output has the token replaced by
@@ -52,6 +64,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stddef.h>
@@ -142,6 +155,18 @@ struct health_ep {
 
 struct timing;
 
+/* One GET /v1/models at start or reload; freed when it ends or is dropped. */
+struct probe {
+    struct health *h;            /* borrows */
+    struct probe *next;          /* in h->probes */
+    int ep;                      /* index into state.eps */
+    struct up_xfer *ux;          /* the running exchange; NULL once done */
+    struct buf hdrs;             /* owns; holds the token: wiped when freed */
+    struct buf reply;            /* capped at HEALTH_REPLY_CAP */
+    int status;
+    char model[128];             /* the check model it looks for */
+};
+
 struct health {
     uv_loop_t *loop;             /* borrows */
     struct upstream *up;         /* borrows */
@@ -159,6 +184,7 @@ struct health {
     struct interval_rate rate;
     unsigned cycle_no;
     struct timing *timing;       /* borrows; only under --test-timing */
+    struct probe *probes;        /* owns the list: /v1/models probes in flight */
 };
 
 static void health_tick(struct health *h);
@@ -423,6 +449,36 @@ static void check_report(struct check *c, bool ok, bool auth_failed, double late
     health_kick(h);
 }
 
+/* Like check_report(), for a check the endpoint refused as a request or
+ * that could not run: the state shows check_error and logs what to
+ * change (fix), once. */
+static void check_report_misconfigured(struct check *c, const char *what, const char *fix)
+{
+    if (c->reported)
+        return;
+    c->reported = true;
+    struct health *h = c->h;
+    struct state *st = h->st;
+    h->running--;
+    if (st->checks_running)
+        st->checks_running--;
+    st->eps[c->ep].check_running = false;
+    state_check_error(st, c->ep, what, fix, now_mono_ms(), now_wall_ms());
+    log_debug("check %s: misconfigured: %s", c->ep_name, what);
+    if (h->timing)
+        timing_result(h, c, false, -1, what);
+    health_kick(h);
+}
+
+/* The model endpoint ep is checked with. */
+static const char *health_model(const struct health *h, int ep)
+{
+    const struct ep *e = &h->st->eps[ep];
+    const struct cfg_group *g = h->st->groups[e->group].cfg;
+    const struct cfg_endpoint *ce = e->index < g->n_endpoints ? &g->endpoints[e->index] : NULL;
+    return config_check_model_for(h->cfg, g, ce);
+}
+
 /* A check whose result nobody wants any more: its slot is given back now,
  * while the state it belongs to is certainly alive, and then it is stopped
  * and cleaned up without touching the state again. */
@@ -567,6 +623,26 @@ static void on_http_done(void *ud, enum up_rc rc, const char *msg)
         /* No token of ours: clients bring their own, so this proves the
          * endpoint answers, which is all a check can learn. */
         check_report(c, true, false, latency, ttfb, NULL, NULL);
+    } else if (status == 400 || status == 404 || status == 422) {
+        /* The endpoint refuses the check as a request: nothing is known
+         * about whether it would serve real traffic. */
+        http_error_text(c, detail, sizeof detail);
+        snprintf(reason, sizeof reason, "check answered HTTP %ld%s%s", status,
+                 detail[0] ? ": " : "", detail);
+        const char *model = health_model(c->h, c->ep);
+        char fix[200];
+        if (strcasestr(detail, "model"))
+            snprintf(fix, sizeof fix, "set check_model: this endpoint does not serve %s", model);
+        else if (status == 404 && c->method == CHECK_COUNT_TOKENS)
+            snprintf(fix, sizeof fix, "set health_check.method = \"messages\": this endpoint "
+                     "does not serve /v1/messages/count_tokens");
+        else if (status == 404)
+            snprintf(fix, sizeof fix, "this endpoint does not serve POST /v1/messages: check "
+                     "its url, or set check_model if it does not serve %s", model);
+        else
+            snprintf(fix, sizeof fix, "the endpoint refuses the check request: set check_model "
+                     "(now %s) or health_check.method", model);
+        check_report_misconfigured(c, reason, fix);
     } else {
         http_error_text(c, detail, sizeof detail);
         snprintf(reason, sizeof reason, "HTTP %ld%s%s", status, detail[0] ? ": " : "", detail);
@@ -575,10 +651,10 @@ static void on_http_done(void *ud, enum up_rc rc, const char *msg)
     check_teardown(c);
 }
 
-static char *http_body(const struct health *h)
+static char *http_body(const struct health *h, const char *model)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "model", h->cfg->check_model);
+    cJSON_AddStringToObject(o, "model", model);
     if (h->cfg->method == CHECK_MESSAGES)
         cJSON_AddNumberToObject(o, "max_tokens", 1);
     cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
@@ -606,7 +682,7 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         snprintf(reason, rlen, "endpoint url is not usable");
         return -1;
     }
-    c->body = http_body(h);
+    c->body = http_body(h, health_model(h, c->ep));
     buf_init(&c->hdrs, SIZE_MAX);
     static const char fixed[] = "anthropic-version: 2023-06-01\r\n"
                                 "content-type: application/json\r\n"
@@ -722,6 +798,25 @@ static bool cli_says_auth(const struct check *c)
     return false;
 }
 
+/* True when the CLI's output says the request itself was refused (unknown
+ * model, invalid request), which says nothing about the endpoint. */
+static bool cli_says_refused(const struct check *c)
+{
+    static const char *const marks[] = {
+        "not_found_error", "invalid_request_error", "API Error: 404", "API Error: 400",
+        "API Error: 422", NULL,
+    };
+    const struct buf *bufs[2] = { &c->err_buf, &c->out_buf };
+    for (int b = 0; b < 2; b++) {
+        if (!bufs[b]->data)
+            continue;
+        for (size_t i = 0; marks[i]; i++)
+            if (strcasestr(bufs[b]->data, marks[i]))
+                return true;
+    }
+    return false;
+}
+
 /* The CLI has exited and its pipes are drained (or the grace ran out). */
 static void cli_evaluate(struct check *c)
 {
@@ -742,7 +837,16 @@ static void cli_evaluate(struct check *c)
             snprintf(reason, sizeof reason, "cli reported an error%s%s", line[0] ? ": " : "",
                      line);
             bool auth = cJSON_IsNumber(api) && (api->valueint == 401 || api->valueint == 403);
+            bool refused = cJSON_IsNumber(api) && (api->valueint == 400 || api->valueint == 404 ||
+                                                   api->valueint == 422);
             cJSON_Delete(j);
+            if (refused) {
+                check_report_misconfigured(c, reason, "the endpoint refuses the cli's request: "
+                                           "choose a model it serves with \"--model\", NAME "
+                                           "in health_check.cli_args");
+                check_teardown(c);
+                return;
+            }
             check_report(c, false, auth || cli_says_auth(c), -1, -1, reason, NULL);
             check_teardown(c);
             return;
@@ -769,6 +873,13 @@ static void cli_evaluate(struct check *c)
     else
         snprintf(reason, sizeof reason, "cli exit %lld%s%s", (long long)c->exit_status,
                  line[0] ? ": " : "", line);
+    if (!cli_says_auth(c) && cli_says_refused(c)) {
+        check_report_misconfigured(c, reason, "the endpoint refuses the cli's request: choose "
+                                   "a model it serves with \"--model\", NAME in "
+                                   "health_check.cli_args");
+        check_teardown(c);
+        return;
+    }
     check_report(c, false, cli_says_auth(c), -1, -1, reason, NULL);
     check_teardown(c);
 }
@@ -824,7 +935,8 @@ static void on_cli_exit(uv_process_t *p, int64_t status, int sig)
     }
 }
 
-/* Returns 0, or -1 with the reason in reason. */
+/* Returns 0, or -1 with the reason in reason; -2 when the binary is missing
+ * or not executable (the check is misconfigured, the endpoint unknown). */
 static int check_cli_start(struct check *c, char *reason, size_t rlen)
 {
     struct health *h = c->h;
@@ -872,7 +984,7 @@ static int check_cli_start(struct check *c, char *reason, size_t rlen)
         c->exited = true;
         c->out_eof = c->err_eof = true;
         snprintf(reason, rlen, "cannot run %s: %s", cfg->claude_binary_path, uv_strerror(rc));
-        return -1;
+        return rc == UV_ENOENT || rc == UV_EACCES || rc == UV_ENOTDIR ? -2 : -1;
     }
     c->spawned = true;
     c->pgid = c->proc.pid;
@@ -973,6 +1085,14 @@ static void check_start(struct health *h, size_t i, uint64_t now)
     char reason[HEALTH_REASON_MAX + 1] = "";
     int rc = c->method == CHECK_CLI ? check_cli_start(c, reason, sizeof reason)
                                     : check_http_start(c, reason, sizeof reason);
+    if (rc == -2) {
+        /* No binary to run: the check cannot say anything about the
+         * endpoint, and live traffic must not suffer for it. */
+        check_report_misconfigured(c, reason, "set health_check.claude_binary_path to the "
+                                   "claude binary, or use method = \"messages\"");
+        check_teardown(c);
+        return;
+    }
     if (rc != 0) {
         check_report(c, false, false, -1, -1, reason, NULL);
         check_teardown(c);
@@ -1089,6 +1209,230 @@ static void health_tick(struct health *h)
     uv_timer_start(&h->timer, on_health_timer, wake > at ? wake - at : 0, 0);
 }
 
+/* ---- the /v1/models probe ------------------------------------------------ */
+
+static void probe_free(struct probe *p)
+{
+    struct health *h = p->h;
+    for (struct probe **pp = &h->probes; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    if (p->ux)
+        up_abort(p->ux);
+    if (p->hdrs.data)
+        memset(p->hdrs.data, 0, p->hdrs.len); /* holds the token */
+    buf_release(&p->hdrs);
+    buf_release(&p->reply);
+    free(p);
+}
+
+/* Drops every probe in flight (reload, shutdown): no callback follows. */
+static void probes_drop(struct health *h)
+{
+    while (h->probes)
+        probe_free(h->probes);
+}
+
+static bool on_probe_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
+{
+    struct probe *p = ud;
+    (void)hdrs;
+    (void)n;
+    p->status = status;
+    return status == 200; /* anything else: not implemented here, nothing to read */
+}
+
+static size_t on_probe_body(void *ud, const char *data, size_t len)
+{
+    struct probe *p = ud;
+    return buf_append(&p->reply, data, len) == 0 ? len : 0;
+}
+
+/* Whether a listed model id is the check model: the same name, or a dated
+ * variant of it (the list names claude-haiku-4-5-20251001 for the alias
+ * claude-haiku-4-5). */
+static bool probe_id_matches(const char *id, const char *model)
+{
+    size_t ml = strlen(model);
+    if (strcmp(id, model) == 0)
+        return true;
+    return strncmp(id, model, ml) == 0 && id[ml] == '-' && id[ml + 1] >= '0' &&
+           id[ml + 1] <= '9';
+}
+
+static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
+{
+    struct probe *p = ud;
+    struct health *h = p->h;
+    struct ep *e = &h->st->eps[p->ep];
+    p->ux = NULL;
+    cJSON *j = rc == UP_OK && p->status == 200
+                   ? cJSON_ParseWithLength(p->reply.data ? p->reply.data : "", p->reply.len)
+                   : NULL;
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    if (!cJSON_IsArray(data)) {
+        log_debug("health: %s: GET /v1/models gave no model list (%s, HTTP %d); not checked",
+                  e->name, rc == UP_OK ? "ok" : msg, p->status);
+    } else {
+        bool found = false;
+        const char *first = NULL;
+        const cJSON *m;
+        cJSON_ArrayForEach(m, data) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+            if (!cJSON_IsString(id))
+                continue;
+            if (!first)
+                first = id->valuestring;
+            if (probe_id_matches(id->valuestring, p->model))
+                found = true;
+        }
+        if (!found) {
+            char shown[64] = "";
+            if (first)
+                health_clean_text(shown, sizeof shown, first, strlen(first), NULL);
+            char *w = xasprintf("GET /v1/models does not list %s%s%s", p->model,
+                                shown[0] ? "; set check_model to one it lists, e.g. " : "",
+                                shown);
+            size_t wl = strlen(w);
+            if (wl >= sizeof e->models_warning)
+                wl = utf8_cut(w, sizeof e->models_warning - 1);
+            memcpy(e->models_warning, w, wl);
+            e->models_warning[wl] = '\0';
+            free(w);
+            log_warn("endpoint %s: %s", e->name, e->models_warning);
+        } else {
+            e->models_warning[0] = '\0';
+        }
+    }
+    cJSON_Delete(j);
+    probe_free(p);
+}
+
+/* Asks every endpoint of an HTTP check method once for its model list. */
+static void probes_start(struct health *h)
+{
+    static const struct up_cbs cbs = {
+        .head = on_probe_head,
+        .body = on_probe_body,
+        .done = on_probe_done,
+    };
+    if (h->cfg->method == CHECK_CLI || h->timing)
+        return;
+    for (size_t i = 0; i < h->n_eps; i++) {
+        const struct ep *e = &h->st->eps[i];
+        const struct cfg_group *g = h->st->groups[e->group].cfg;
+        char *url = hdr_url_join(e->url, "/v1/models");
+        if (!url)
+            continue;
+        struct probe *p = xcalloc(1, sizeof *p);
+        p->h = h;
+        p->ep = (int)i;
+        snprintf(p->model, sizeof p->model, "%s", health_model(h, (int)i));
+        buf_init(&p->reply, HEALTH_REPLY_CAP);
+        buf_init(&p->hdrs, SIZE_MAX);
+        buf_appendf(&p->hdrs, "anthropic-version: 2023-06-01\r\naccept: application/json\r\n"
+                    "user-agent: claude-zephyr-health\r\n");
+        if (g->token && g->token[0])
+            buf_appendf(&p->hdrs, "%s%s\r\n",
+                        g->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ",
+                        g->token);
+        struct up_request req = {
+            .method = "GET",
+            .url = url,
+            .headers = p->hdrs.data,
+            .headers_len = p->hdrs.len,
+            .connect_timeout_ms = (long)h->cfg->timeout_s * 1000L,
+            .timeout_ms = (long)h->cfg->timeout_s * 1000L,
+        };
+        p->next = h->probes;
+        h->probes = p;
+        p->ux = up_start(h->up, &req, &cbs, p);
+        free(url);
+        if (!p->ux)
+            probe_free(p);
+    }
+}
+
+/* ---- validation without traffic ----------------------------------------- */
+
+/* Whether name (a path, or a command looked up in $PATH) is an executable
+ * file; the full path goes to out. */
+static bool health_find_binary(const char *name, char *out, size_t size)
+{
+    if (strchr(name, '/')) {
+        snprintf(out, size, "%s", name);
+        return access(name, X_OK) == 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        snprintf(out, size, "%.*s/%s", (int)(n ? n : 1), n ? path : ".", name);
+        if (access(out, X_OK) == 0)
+            return true;
+        path += n;
+        if (*path == ':')
+            path++;
+    }
+    snprintf(out, size, "%s", name);
+    return false;
+}
+
+/* Runs `bin --version` with its output dropped, for at most 10 s; the exit
+ * status, or -1 when it could not run or did not finish. */
+static int health_run_version(const char *bin)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        execl(bin, bin, "--version", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        if (r < 0)
+            return -1;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+char *health_validate(const struct config *cfg, bool run)
+{
+    if (cfg->method != CHECK_CLI)
+        return NULL;
+    char bin[1024];
+    const char *fix = "set health_check.claude_binary_path to the claude binary, or use "
+                      "method = \"messages\"; checks cannot run (they are shown as check_error, "
+                      "and traffic is routed on live results)";
+    if (!health_find_binary(cfg->claude_binary_path, bin, sizeof bin))
+        return xasprintf("health_check.claude_binary_path: \"%s\" is not an executable file "
+                         "(looked in $PATH); %s\n", cfg->claude_binary_path, fix);
+    if (run) {
+        int rc = health_run_version(bin);
+        if (rc != 0)
+            return xasprintf("health_check.claude_binary_path: \"%s --version\" %s; %s\n", bin,
+                             rc < 0 ? "did not run to completion" : "failed", fix);
+    }
+    return NULL;
+}
+
 /* ---- public API --------------------------------------------------------- */
 
 static void health_adopt(struct health *h, struct state *st, const struct config *cfg)
@@ -1100,6 +1444,12 @@ static void health_adopt(struct health *h, struct state *st, const struct config
     h->eps = xcalloc(h->n_eps ? h->n_eps : 1, sizeof *h->eps);
     st->checks_paused = h->paused;
     st->checks_running = 0;
+    char *warn = h->timing ? NULL : health_validate(cfg, false);
+    if (warn) {
+        warn[strcspn(warn, "\n")] = '\0';
+        log_warn("%s", warn);
+        free(warn);
+    }
 #ifdef __linux__
     /* Orphans of a killed CLI come to us, to be reaped (see the top). */
     if (cfg->method == CHECK_CLI && prctl(PR_SET_CHILD_SUBREAPER, 1L, 0L, 0L, 0L) != 0)
@@ -1130,6 +1480,7 @@ void health_start(struct health *h)
     h->next_cycle_ms = now_mono_ms();
     if (!h->next_cycle_ms)
         h->next_cycle_ms = 1;
+    probes_start(h);
     health_kick(h);
 }
 
@@ -1180,10 +1531,12 @@ void health_set_config(struct health *h, struct state *st, const struct config *
         check_abandon(c);
     }
     h->running = 0;
+    probes_drop(h);
     health_adopt(h, st, cfg);
     if (h->started) {
         h->next_cycle_ms = now_mono_ms();
         h->cycle_start_ms = 0;
+        probes_start(h);
         health_kick(h);
     }
 }
@@ -1200,6 +1553,7 @@ void health_free(struct health *h)
     if (!h || h->closing)
         return;
     h->closing = true;
+    probes_drop(h);
     for (struct check *c = h->checks, *next; c; c = next) {
         next = c->next;
         check_abandon(c);

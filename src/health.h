@@ -76,6 +76,16 @@ void health_note_request(struct health *h);
 void health_poke(struct health *h);
 
 /*
+ * What can be known about the checks of cfg without sending traffic: with
+ * method "cli", whether claude_binary_path is an executable file (in $PATH
+ * when it has no slash) and, when run is set, whether `BIN --version`
+ * exits 0 within 10 s (run blocks: --check-config only).  NULL when all is
+ * well, else a malloc'd warning line ending in a newline.  health_new() and
+ * health_set_config() log it (without running the binary).
+ */
+char *health_validate(const struct config *cfg, bool run);
+
+/*
  * After a configuration reload: drops the results of checks in flight
  * (their processes are killed, their transfers aborted), adopts st and cfg
  * and starts a fresh cycle.  Call it before freeing the old state and

@@ -21,6 +21,7 @@
 #include "dotenv.h"
 #include "health.h"
 #include "log.h"
+#include "upstream.h"
 #include "util.h"
 
 static const char usage_text[] =
@@ -77,6 +78,31 @@ static char *find_config(const char *given)
         return p;
     free(p);
     return NULL;
+}
+
+/* For --check-config: NULL when every endpoint that needs libcurl (the
+ * same rule as start: https://, a proxy variable, http_client = "libcurl")
+ * can have it loaded, else a malloc'd line naming the endpoint. */
+static char *check_config_libcurl(const struct config *cfg)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct upstream *up = upstream_new(&loop, !cfg->http_client_libcurl);
+    char *why = NULL;
+    for (size_t g = 0; g < cfg->n_groups && !why; g++) {
+        for (size_t i = 0; i < cfg->groups[g].n_endpoints && !why; i++) {
+            const struct cfg_endpoint *e = &cfg->groups[g].endpoints[i];
+            if (upstream_uses_libcurl(up, e->url, !cfg->http_client_libcurl) &&
+                curlso_load() != 0)
+                why = xasprintf("endpoint %s needs libcurl (https://, a proxy variable or "
+                                "http_client = \"libcurl\"), which cannot be loaded; install "
+                                "libcurl4\n", e->name);
+        }
+    }
+    upstream_free(up);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return why;
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
@@ -261,11 +287,28 @@ int main(int argc, char **argv)
     }
 
     if (check) {
+        /* What start would refuse (libcurl that cannot be loaded) is an
+         * error here too; what only degrades the checks is a warning. */
+        char *curl_err = check_config_libcurl(cfg);
+        char *warn = health_validate(cfg, true);
+        if (warn)
+            fprintf(stderr, "%s: warning: %s", path, warn);
+        free(warn);
+        if (curl_err) {
+            fprintf(stderr, "%s: %s", path, curl_err);
+            fprintf(stderr, "claude-zephyr: %s cannot start as it is\n", path);
+            free(curl_err);
+            config_free(cfg);
+            free(path);
+            curlso_cleanup();
+            return 1;
+        }
         char *sum = config_summary(cfg);
         printf("%s: OK\n%s", path, sum);
         free(sum);
         config_free(cfg);
         free(path);
+        curlso_cleanup();
         return 0;
     }
     if (timing) {

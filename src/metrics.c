@@ -623,7 +623,7 @@ static void render_checks(struct out *o, const struct metrics *m, const struct e
 static void render_state(struct out *o, const struct state *st)
 {
     static const enum ep_status statuses[] = {EP_UNKNOWN, EP_CHECKING, EP_HEALTHY, EP_FAILED,
-                                              EP_AUTH_FAILED};
+                                              EP_AUTH_FAILED, EP_CHECK_ERROR};
     static const enum ep_circuit circuits[] = {CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN};
     struct lbl l[4];
     int current = state_current_ep(st);

@@ -59,6 +59,29 @@ int policy_best(const struct policy_ep *eps, size_t n, const bool *tried)
     return best;
 }
 
+/* Panic order: a live success more recent first, then known latency, then
+ * config order (callers scan in index order). */
+static bool panic_before(const struct policy_ep *a, const struct policy_ep *b)
+{
+    if (a->live_ok_ms != b->live_ok_ms)
+        return a->live_ok_ms > b->live_ok_ms;
+    if (latency_known(a) != latency_known(b))
+        return latency_known(a);
+    return latency_known(a) && a->latency_ms < b->latency_ms;
+}
+
+int policy_panic(const struct policy_ep *eps, size_t n, const bool *tried)
+{
+    int best = -1;
+    for (size_t i = 0; i < n; i++) {
+        if ((tried && tried[i]) || eps[i].live_blocked)
+            continue;
+        if (best < 0 || panic_before(&eps[i], &eps[best]))
+            best = (int)i;
+    }
+    return best;
+}
+
 /* Best usable endpoint other than skip. */
 static int best_except(const struct policy_ep *eps, size_t n, int skip)
 {

@@ -22,7 +22,7 @@
  *   - Current unusable: switch at once to the best other usable endpoint
  *     (FAILURE) and drop any pending graceful switch.  If nothing else is
  *     usable the current endpoint stays as it is; policy_route() then answers
- *     -1 and the caller replies 503.  A policy that never had a current
+ *     -1 and the caller falls back to policy_panic().  A policy that never had a current
  *     endpoint keeps current == -1 until something is usable.
  *   - Auto mode, current usable: another endpoint is "faster" only when both
  *     latencies are known and it beats the current one by at least
@@ -66,6 +66,9 @@ struct policy_ep {
     bool blocked;        /* circuit open, auth failed, rate-limit rest: not routable */
     double latency_ms;   /* smoothed check latency; < 0 when unknown */
     unsigned active;     /* requests in flight on this endpoint */
+    bool live_blocked;   /* live results (circuit opened by live failures, a rate-limit
+                          * rest) keep it from traffic even in panic routing */
+    uint64_t live_ok_ms; /* last live success (caller's clock), 0 never */
 };
 
 enum policy_reason {
@@ -161,6 +164,16 @@ int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n,
  * ask again.  Returns -1 when none is left.
  */
 int policy_best(const struct policy_ep *eps, size_t n, const bool *tried);
+
+/*
+ * Panic routing (Envoy's panic threshold): when policy_route() and
+ * policy_best() find nothing usable, checks alone must not refuse traffic
+ * that might succeed.  Among the endpoints not live_blocked and not
+ * tried[i], the one with the most recent live success comes first, then the
+ * lowest known latency, then config order.  -1 when every endpoint is
+ * live_blocked or tried.
+ */
+int policy_panic(const struct policy_ep *eps, size_t n, const bool *tried);
 
 /* "faster", "failure", "manual", "group", "recovered", "initial"; "none". */
 const char *policy_reason_name(enum policy_reason r);

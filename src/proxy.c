@@ -301,15 +301,16 @@ static const char *utc_after(unsigned secs, char *out, size_t size)
 /*
  * A request has nowhere (left) to go: its attempts all failed, or nothing
  * was usable to begin with.  The one place that chooses the answer, from
- * the cause the group's endpoints last reported, so that every request gets
- * the same answer while the cause holds (the first one, whose attempts met
- * it, and those after it, which find nothing usable).  Endpoints still
- * usable (left untried by max_attempts or the retry budget) are no cause.
+ * the cause the group's endpoints last reported (state_why_unusable), so
+ * that every request gets the same answer while the cause holds (the first
+ * one, whose attempts met it, and those after it, which find nothing
+ * usable).  Never "overloaded" for a wrong key or a TLS problem.
  *   every endpoint out of use rests after a 429   429 rate_limit_error,
  *                                                 Retry-After the earliest rest end
- *   each rests or last answered 529 or 503        529 (503 if none said 529)
- *                                                 overloaded_error, Retry-After 5 s
- *   otherwise, when no attempt was made           503 api_error, Retry-After 5 s
+ *   each rests or last answered 529 or 503        529 overloaded_error, Retry-After
+ *   every token refused                           401 authentication_error
+ *   a certificate or TLS problem                  502 api_error naming the endpoint
+ *   otherwise, when no attempt was made           503 api_error, Retry-After
  *   otherwise, every attempt timed out            504 timeout_error
  *   otherwise                                     502 api_error
  * The message lists what happened on each attempt, or why each endpoint is
@@ -318,69 +319,55 @@ static const char *utc_after(unsigned secs, char *out, size_t size)
 static void preq_nowhere(struct preq *p)
 {
     struct state *st = p->st;
-    const struct group *g = &st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group];
-    uint64_t now = now_mono_ms();
-    unsigned out = 0, resting = 0, overloaded = 0, said_529 = 0;
-    uint64_t until = 0;
-    struct buf why;
-    buf_init(&why, 2048);
-    for (size_t i = 0; i < g->n; i++) {
-        const struct ep *e = &st->eps[g->first + i];
-        bool rests = e->rest_until_ms > now;
-        if (!p->attempts)
-            buf_appendf(&why, "%s%s: %s", i ? "; " : "", e->name,
-                        rests         ? "rate-limited"
-                        : e->error[0] ? e->error
-                                      : ep_status_name(e->status));
-        if (state_ep_usable(st, e, now))
-            continue;
-        out++;
-        if (rests) {
-            resting++;
-            if (!until || e->rest_until_ms < until)
-                until = e->rest_until_ms;
-        } else if (e->fail_status == 529 || e->fail_status == 503) {
-            overloaded++;
-            said_529 += e->fail_status == 529;
-        }
-    }
-    const char *detail = p->attempts ? p->attempt_log.data : why.data;
-    char extra[64] = "";
+    size_t gi = p->ep >= 0 ? st->eps[p->ep].group : st->current_group;
+    const struct group *g = &st->groups[gi];
+    struct state_unusable why;
+    state_why_unusable(st, gi, now_mono_ms(), &why);
+    if (why.cause == EP_CAUSE_DOWN && p->n_failed && p->n_rate_limited == p->n_failed)
+        why.cause = EP_CAUSE_RATE_LIMITED; /* every attempt met a 429, none rests yet */
+    const char *detail = p->attempts && p->attempt_log.data ? p->attempt_log.data : why.detail;
+    unsigned secs = why.retry_after_s ? why.retry_after_s : PROXY_DEFAULT_REST_S;
+    char extra[64] = "", ts[32];
     char *msg;
     int status;
-    const char *type;
-    if ((out && resting == out) ||
-        (!out && p->n_failed && p->n_rate_limited == p->n_failed)) {
-        unsigned secs = until ? (unsigned)((until - now + 999) / 1000) : PROXY_DEFAULT_REST_S;
-        char ts[32];
-        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
-        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%s)", g->name,
-                        utc_after(secs, ts, sizeof ts), detail ? detail : "");
+    const char *type = "api_error";
+    switch (why.cause) {
+    case EP_CAUSE_RATE_LIMITED:
         status = 429;
         type = "rate_limit_error";
-    } else {
-        if (out && resting + overloaded == out) {
-            status = said_529 ? 529 : 503;
-            type = "overloaded_error";
-            snprintf(extra, sizeof extra, "Retry-After: %d\r\n", PROXY_DEFAULT_REST_S);
-        } else if (!p->attempts) {
-            status = 503;
-            type = "api_error";
-            snprintf(extra, sizeof extra, "Retry-After: %d\r\n", PROXY_DEFAULT_REST_S);
-        } else if (p->n_timed_out == p->n_failed) {
-            status = 504;
+        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%s)", g->name,
+                        utc_after(secs, ts, sizeof ts), detail);
+        break;
+    case EP_CAUSE_OVERLOADED:
+        status = 529;
+        type = "overloaded_error";
+        msg = xasprintf("every endpoint of group %s is overloaded: %s", g->name, detail);
+        break;
+    case EP_CAUSE_AUTH:
+        status = 401;
+        type = "authentication_error";
+        msg = xasprintf("every endpoint of group %s refused the token: %s", g->name, detail);
+        break;
+    case EP_CAUSE_TLS:
+        status = 502;
+        msg = xasprintf("no endpoint of group %s can be reached over TLS: %s", g->name,
+                        why.detail);
+        break;
+    default:
+        status = !p->attempts                      ? 503
+                 : p->n_timed_out == p->n_failed ? 504
+                                                   : 502;
+        if (status == 504)
             type = "timeout_error";
-        } else {
-            status = 502;
-            type = "api_error";
-        }
         if (p->attempts)
             msg = xasprintf("all %u attempt(s) failed in group %s: %s", p->attempts, g->name,
-                            detail ? detail : "");
+                            detail);
         else
-            msg = xasprintf("no usable endpoint in group %s: %s", g->name, detail ? detail : "");
+            msg = xasprintf("no usable endpoint in group %s: %s", g->name, detail);
+        break;
     }
-    buf_release(&why);
+    if (status == 429 || status == 529 || status == 503)
+        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
     /* Drop the trailing "; " of the attempt log. */
     size_t ml = strlen(msg);
     if (ml > 2 && strcmp(msg + ml - 2, "; ") == 0)

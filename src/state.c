@@ -14,7 +14,15 @@
  *     and at most 5 min);
  *     when it runs out the circuit is half-open: one trial (check or
  *     request) may pass, and its success closes the circuit;
- *   - a 429 makes the endpoint rest until its retry-after time.
+ *   - a 429 makes the endpoint rest until its retry-after time;
+ *   - a check the endpoint refuses as a request (400/404/422: the model,
+ *     the body or the path is not served; a cli binary that cannot run)
+ *     says nothing about the endpoint: it becomes CHECK_ERROR, routed like
+ *     an endpoint not yet checked, and the problem is logged once;
+ *   - panic routing: when no endpoint of the group is usable, requests
+ *     still go to the endpoints that live results have not removed (a
+ *     circuit opened by live failures, a rate-limit rest), most recent live
+ *     success first, so checks alone never refuse a request.
  * Latency: the smoothed figure is an EWMA (alpha 0.3) of check latencies
  * and live time-to-first-byte.
  */
@@ -42,8 +50,34 @@ const char *ep_status_name(enum ep_status s)
     case EP_HEALTHY: return "healthy";
     case EP_FAILED: return "failed";
     case EP_AUTH_FAILED: return "auth_failed";
+    case EP_CHECK_ERROR: return "check_error";
     }
     return "unknown";
+}
+
+const char *ep_cause_name(enum ep_cause c)
+{
+    switch (c) {
+    case EP_CAUSE_NONE: return "none";
+    case EP_CAUSE_DOWN: return "down";
+    case EP_CAUSE_AUTH: return "auth";
+    case EP_CAUSE_TLS: return "tls";
+    case EP_CAUSE_RATE_LIMITED: return "rate_limited";
+    case EP_CAUSE_OVERLOADED: return "overloaded";
+    }
+    return "none";
+}
+
+enum ep_cause state_cause_of(const char *error)
+{
+    if (!error || !error[0])
+        return EP_CAUSE_DOWN;
+    if (strcasestr(error, "certificate") || strstr(error, "SSL") || strstr(error, "TLS") ||
+        strcasestr(error, "handshake"))
+        return EP_CAUSE_TLS;
+    if (strstr(error, "529") || strstr(error, "503") || strcasestr(error, "overloaded"))
+        return EP_CAUSE_OVERLOADED;
+    return EP_CAUSE_DOWN;
 }
 
 const char *ep_circuit_name(enum ep_circuit c)
@@ -172,6 +206,7 @@ void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
         e->index = index;
         e->active = 0;
         e->check_running = false;
+        e->models_warning[0] = '\0'; /* the check model may have changed: probed again */
     }
     for (size_t g = 0; g < st->n_groups; g++) {
         struct group *gr = &st->groups[g];
@@ -260,6 +295,14 @@ bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms
     return true;
 }
 
+bool state_ep_live_blocked(const struct ep *e, uint64_t now_ms)
+{
+    if (e->rest_until_ms && now_ms < e->rest_until_ms)
+        return true;
+    return e->circuit == CIRCUIT_OPEN && now_ms < e->circuit_retry_ms &&
+           e->live_streak >= STATE_CIRCUIT_FAILURES;
+}
+
 /*
  * The policy's view of one group, rebuilt in the group's own array (sized
  * to its endpoint count when the state was made, so a group of any size
@@ -274,7 +317,8 @@ static const struct policy_ep *state_policy_view(const struct state *st, const s
         const struct ep *e = &st->eps[g->first + i];
         struct policy_ep *p = &g->view[i];
         switch (e->status) {
-        case EP_UNKNOWN: p->health = POLICY_UNKNOWN; break;
+        case EP_UNKNOWN:
+        case EP_CHECK_ERROR: p->health = POLICY_UNKNOWN; break;
         case EP_CHECKING: p->health = POLICY_CHECKING; break;
         case EP_HEALTHY: p->health = POLICY_HEALTHY; break;
         case EP_FAILED:
@@ -284,6 +328,8 @@ static const struct policy_ep *state_policy_view(const struct state *st, const s
                      (e->rest_until_ms && now_ms < e->rest_until_ms);
         p->latency_ms = e->smoothed_ms;
         p->active = e->active;
+        p->live_blocked = state_ep_live_blocked(e, now_ms);
+        p->live_ok_ms = e->live_ok_ms;
     }
     return g->view;
 }
@@ -333,6 +379,21 @@ int state_route(struct state *st, const char *session_key, uint64_t now_ms)
             sess = -1;
     }
     int i = policy_route(&g->policy, view, g->n, sess);
+    bool panic = i < 0;
+    if (panic)
+        i = policy_panic(view, g->n, NULL);
+    if (panic != g->panic) {
+        g->panic = panic;
+        if (panic) {
+            log_warn("group %s: no endpoint passes its checks; panic routing: requests go to "
+                     "the endpoints in order of their live results", g->name);
+            state_event(st, "info", "", "", "panic", "[%s] panic routing: no endpoint passes "
+                        "its checks", g->name);
+        } else {
+            log_info("group %s: an endpoint passes its checks again; panic routing over",
+                     g->name);
+        }
+    }
     return i < 0 ? -1 : (int)g->first + i;
 }
 
@@ -350,7 +411,10 @@ void state_bind_session(struct state *st, const char *session_key, int ep, uint6
 int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms)
 {
     const struct group *g = &st->groups[st->eps[ep].group];
-    int i = policy_best(state_policy_view(st, g, now_ms), g->n, tried);
+    const struct policy_ep *view = state_policy_view(st, g, now_ms);
+    int i = policy_best(view, g->n, tried);
+    if (i < 0) /* checks alone never refuse a retry either */
+        i = policy_panic(view, g->n, tried);
     return i < 0 ? -1 : (int)g->first + i;
 }
 
@@ -431,11 +495,12 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
     ep_circuit_tick(e, now_ms);
     if (st->metrics)
         metrics_check(st->metrics, e->name, ok, latency_ms);
+    e->check_error[0] = '\0'; /* the check works again, whatever it found */
     if (ok) {
+        e->cause = EP_CAUSE_NONE;
         e->checks_ok++;
         e->status = EP_HEALTHY;
         e->error[0] = '\0';
-        e->fail_status = 0;
         e->latency_ms = latency_ms;
         if (ttfb_ms >= 0)
             e->ttfb_ms = ttfb_ms;
@@ -451,6 +516,7 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
     } else {
         e->status = auth_failed ? EP_AUTH_FAILED : EP_FAILED;
         snprintf(e->error, sizeof e->error, "%s", error ? error : "check failed");
+        e->cause = auth_failed ? EP_CAUSE_AUTH : state_cause_of(e->error);
         e->consecutive_failures++;
         ep_open_circuit_maybe(st, e, now_ms);
         if (before != e->status) {
@@ -466,10 +532,13 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, i
 {
     struct ep *e = &st->eps[ep];
     enum ep_status before = e->status;
-    e->fail_status = http_status;
     e->failures++;
     e->consecutive_failures++;
+    e->live_streak++;
     e->status = status;
+    e->cause = status == EP_AUTH_FAILED                  ? EP_CAUSE_AUTH
+               : http_status == 529 || http_status == 503 ? EP_CAUSE_OVERLOADED
+                                                          : state_cause_of(error);
     e->recheck_soon = true;
     snprintf(e->error, sizeof e->error, "%s", error);
     ep_circuit_tick(e, now_ms);
@@ -480,6 +549,97 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, i
         state_event(st, "failure", e->name, "", "", "%s: %s", e->name, error);
     }
     state_evaluate(st, now_ms);
+}
+
+void state_check_error(struct state *st, int ep, const char *what, const char *fix,
+                       uint64_t now_ms, uint64_t now_wall)
+{
+    struct ep *e = &st->eps[ep];
+    char text[sizeof e->check_error];
+    snprintf(text, sizeof text, "%s%s%s", what, fix && fix[0] ? "; " : "", fix ? fix : "");
+    e->checks++;
+    e->recheck_soon = false;
+    ep_history_add(e, false, -1, what, now_wall);
+    ep_circuit_tick(e, now_ms);
+    /* The endpoint answered (or was never asked): only live failures may
+     * keep its circuit open. */
+    e->consecutive_failures = e->live_streak;
+    if (e->circuit != CIRCUIT_CLOSED && e->live_streak < STATE_CIRCUIT_FAILURES) {
+        e->circuit = CIRCUIT_CLOSED;
+        e->circuit_opens = 0;
+    }
+    e->status = EP_CHECK_ERROR;
+    e->error[0] = '\0';
+    e->cause = EP_CAUSE_NONE;
+    if (strcmp(e->check_error, text) != 0) {
+        snprintf(e->check_error, sizeof e->check_error, "%s", text);
+        log_warn("check of endpoint %s is misconfigured, not counted as a failure: %s",
+                 e->name, text);
+        state_event(st, "info", e->name, "", "check_error", "%s: check misconfigured: %s",
+                    e->name, text);
+    }
+    state_evaluate(st, now_ms);
+}
+
+void state_why_unusable(const struct state *st, size_t g, uint64_t now_ms,
+                        struct state_unusable *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct group *gr = &st->groups[g];
+    uint64_t until = 0;
+    size_t len = 0;
+    bool full = false, seen = false;
+    for (size_t i = 0; i < gr->n; i++) {
+        const struct ep *e = &st->eps[gr->first + i];
+        bool resting = e->rest_until_ms && now_ms < e->rest_until_ms;
+        enum ep_cause c = resting                        ? EP_CAUSE_RATE_LIMITED
+                          : e->status == EP_AUTH_FAILED ? EP_CAUSE_AUTH
+                          : e->cause == EP_CAUSE_NONE   ? EP_CAUSE_DOWN
+                          : e->cause == EP_CAUSE_RATE_LIMITED ? EP_CAUSE_DOWN
+                                                        : e->cause;
+        /* An endpoint still usable (left untried by max_attempts or the
+         * retry budget) is no cause.  Rests and overload together are
+         * still overload: the client should come back later either way. */
+        if (!state_ep_usable(st, e, now_ms)) {
+            if (!seen || out->cause == c)
+                out->cause = c;
+            else if ((out->cause == EP_CAUSE_RATE_LIMITED || out->cause == EP_CAUSE_OVERLOADED) &&
+                     (c == EP_CAUSE_RATE_LIMITED || c == EP_CAUSE_OVERLOADED))
+                out->cause = EP_CAUSE_OVERLOADED;
+            else
+                out->cause = EP_CAUSE_DOWN;
+            seen = true;
+        }
+        uint64_t end = resting ? e->rest_until_ms
+                       : e->circuit == CIRCUIT_OPEN && now_ms < e->circuit_retry_ms
+                           ? e->circuit_retry_ms
+                           : 0;
+        if (end && (!until || end < until))
+            until = end;
+        char reason[200];
+        if (resting)
+            snprintf(reason, sizeof reason, "rate-limited for %.0f s",
+                     (double)(e->rest_until_ms - now_ms) / 1000.0);
+        else
+            snprintf(reason, sizeof reason, "%s%s%s",
+                     c == EP_CAUSE_TLS ? "TLS problem: " : "",
+                     e->error[0] ? e->error : ep_status_name(e->status),
+                     e->circuit == CIRCUIT_OPEN ? " (circuit open)" : "");
+        if (full)
+            continue;
+        int w = snprintf(out->detail + len, sizeof out->detail - len, "%s%s: %s",
+                         i ? "; " : "", e->name, reason);
+        if (w < 0 || (size_t)w >= sizeof out->detail - len) {
+            len = utf8_cut(out->detail, strlen(out->detail));
+            out->detail[len] = '\0';
+            full = true;
+            continue;
+        }
+        len += (size_t)w;
+    }
+    if (!seen)
+        out->cause = EP_CAUSE_DOWN;
+    out->retry_after_s = until ? (unsigned)((until - now_ms + 999) / 1000) : 0;
 }
 
 void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms)
@@ -502,6 +662,8 @@ void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_m
 {
     struct ep *e = &st->eps[ep];
     e->consecutive_failures = 0;
+    e->live_streak = 0;
+    e->live_ok_ms = now_ms ? now_ms : 1;
     if (e->circuit == CIRCUIT_HALF_OPEN) {
         e->circuit = CIRCUIT_CLOSED;
         e->circuit_opens = 0;
@@ -510,13 +672,13 @@ void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_m
         e->ttfb_ms = ttfb_ms;
         ep_smooth(e, ttfb_ms);
     }
-    (void)now_ms;
 }
 
 void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms)
 {
     struct ep *e = &st->eps[ep];
     e->rest_until_ms = until_ms;
+    e->cause = EP_CAUSE_RATE_LIMITED;
     log_warn("endpoint %s rate-limited for %.1f s", e->name,
              (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0);
     state_event(st, "failure", e->name, "", "", "%s rate-limited for %.0f s", e->name,

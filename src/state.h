@@ -30,6 +30,19 @@ enum ep_status {
     EP_HEALTHY = 2,
     EP_FAILED = 3,
     EP_AUTH_FAILED = 4, /* the group's token was refused */
+    EP_CHECK_ERROR = 5, /* the check itself is refused (400/404/422, no cli):
+                         * not an endpoint failure; live results decide */
+};
+
+/* Why an endpoint last failed, for the error a client gets when no
+ * endpoint is usable (state_why_unusable). */
+enum ep_cause {
+    EP_CAUSE_NONE = 0,
+    EP_CAUSE_DOWN = 1,         /* connect, timeout, 5xx other than 503/529, broken stream */
+    EP_CAUSE_AUTH = 2,         /* the token was refused (401/403) */
+    EP_CAUSE_TLS = 3,          /* a certificate or TLS handshake problem */
+    EP_CAUSE_RATE_LIMITED = 4, /* resting after a 429 */
+    EP_CAUSE_OVERLOADED = 5,   /* 529 or 503 */
 };
 
 enum ep_circuit {
@@ -55,9 +68,6 @@ struct ep {
     size_t index;         /* index within the group */
     enum ep_status status;
     char error[160];      /* last failure reason, "" when none */
-    int fail_status;      /* HTTP status of the last live failure that was an
-                           * answer (529, 503, ...), 0 otherwise; a passing
-                           * check clears it */
     double latency_ms;    /* last check latency, < 0 unknown */
     double smoothed_ms;   /* EWMA of check latency and live TTFB, < 0 unknown */
     double ttfb_ms;       /* last time to first byte (check or live), < 0 unknown */
@@ -79,6 +89,11 @@ struct ep {
     bool check_running;
     bool recheck_soon;          /* a live failure asked for a quick check */
     uint64_t next_check_ms;     /* monotonic time of this endpoint's next check */
+    enum ep_cause cause;        /* of the last failure, EP_CAUSE_NONE when none */
+    char check_error[160];      /* what is wrong with the check itself, "" when nothing */
+    char models_warning[160];   /* GET /v1/models does not list the check model, or "" */
+    unsigned live_streak;       /* consecutive live failures (checks not counted) */
+    uint64_t live_ok_ms;        /* monotonic time of the last live success, 0 never */
 };
 
 struct group {
@@ -88,6 +103,8 @@ struct group {
     size_t n;                   /* number of endpoints */
     struct policy policy;
     struct policy_ep *view;     /* owns, n entries: scratch for state.c's policy calls */
+    bool panic;                 /* no endpoint passes its checks: live traffic goes on
+                                 * to every endpoint live results have not removed */
 };
 
 enum track_state {
@@ -193,17 +210,52 @@ void state_bind_session(struct state *st, const char *session_key, int ep, uint6
  * bool per endpoint of the group), or -1. */
 int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms);
 
-/* Whether an endpoint may receive traffic now. */
+/* Whether an endpoint may receive traffic now by its checks and live
+ * results.  (In panic routing an endpoint that is not may still get
+ * traffic: see state_ep_live_blocked.) */
 bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms);
+
+/* Whether live results alone keep the endpoint from traffic: resting after
+ * a 429, or its circuit opened by STATE_CIRCUIT_FAILURES live failures in a
+ * row.  Checks alone never block an endpoint this way. */
+bool state_ep_live_blocked(const struct ep *e, uint64_t now_ms);
+
+/*
+ * Why no endpoint of group g is usable, for the client's error.  cause is
+ * the one cause every endpoint out of use shares (EP_CAUSE_RATE_LIMITED when
+ * each is resting; rests and overload mixed count as EP_CAUSE_OVERLOADED),
+ * or EP_CAUSE_DOWN when they differ or none is known; detail lists
+ * "name: reason" for each endpoint (cut to fit, never a secret: the reasons
+ * are the redacted texts of checks and live failures); retry_after_s is
+ * when the earliest rest or circuit ends (0 when unknown).
+ */
+struct state_unusable {
+    enum ep_cause cause;
+    char detail[1024];
+    unsigned retry_after_s;
+};
+void state_why_unusable(const struct state *st, size_t g, uint64_t now_ms,
+                        struct state_unusable *out);
+
+/* The cause a failure text tells of: "TLS"/"SSL"/"certificate" is a TLS
+ * problem, "529"/"503"/"overloaded" an overload, anything else DOWN. */
+enum ep_cause state_cause_of(const char *error);
+const char *ep_cause_name(enum ep_cause c);
 
 /* Outcome of a check or of live traffic. */
 void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, double latency_ms,
                         double ttfb_ms, const char *error, const struct usage *tokens,
                         uint64_t now_ms, uint64_t now_wall);
+/* The check itself is refused (the model, the body or the path is not
+ * served; the cli binary is missing): the endpoint becomes CHECK_ERROR,
+ * which routing treats like "not checked" (live results and latency
+ * decide), and the problem is logged once, with what to change (fix). */
+void state_check_error(struct state *st, int ep, const char *what, const char *fix,
+                       uint64_t now_ms, uint64_t now_wall);
 void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
-/* The same for a failure that was an HTTP answer (e.g. 529): the status is
- * kept in fail_status, so that a request with nowhere to go can name the
- * cause. */
+/* The same for a failure that was an HTTP answer: a 529 or 503 makes the
+ * endpoint's cause EP_CAUSE_OVERLOADED whatever the error text says, so that
+ * a request with nowhere to go can name the cause (state_why_unusable). */
 void state_live_failure_status(struct state *st, int ep, int status, const char *error,
                                uint64_t now_ms);
 void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms);

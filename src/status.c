@@ -48,6 +48,16 @@ static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint6
     cJSON_AddBoolToObject(o, "current", (int)i == current);
     cJSON_AddBoolToObject(o, "available", state_ep_usable(st, e, now));
     cJSON_AddStringToObject(o, "status", ep_status_name(e->status));
+    /* What is wrong with the check itself (its model, body or path is not
+     * served, the cli cannot run): null when nothing. */
+    if (e->check_error[0])
+        cJSON_AddStringToObject(o, "check_error", e->check_error);
+    else
+        cJSON_AddNullToObject(o, "check_error");
+    if (e->models_warning[0])
+        cJSON_AddStringToObject(o, "models_warning", e->models_warning);
+    else
+        cJSON_AddNullToObject(o, "models_warning");
     add_ms_or_null(o, "latency_ms", e->latency_ms);
     add_ms_or_null(o, "smoothed_latency_ms", e->smoothed_ms);
     add_ms_or_null(o, "ttfb_ms", e->ttfb_ms);
@@ -162,6 +172,7 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
                                                ? -1
                                                : (int)(gr->first + (size_t)gr->policy.current)));
         cJSON_AddNumberToObject(go, "endpoints", (double)gr->n);
+        cJSON_AddBoolToObject(go, "panic", gr->panic);
         cJSON_AddItemToArray(groups, go);
     }
 

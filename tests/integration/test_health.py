@@ -543,8 +543,12 @@ class CliMethod(HealthCase):
         fake = self.start_fake("m")
         p = self.cli_proxy([{"name": "main", "endpoints": [("m", fake.url)]}], [],
                            binary=os.path.join(self.tmp, "no-such-claude"))
-        e = self.wait_ep(p, "m", lambda e: e["status"] == "failed", scaled(3), "failed")
-        self.assertIn("cannot run", e["error"])
+        # A check that cannot run says nothing about the endpoint (issue 13):
+        # check_error, with what to change, and the endpoint stays routable.
+        e = self.wait_ep(p, "m", lambda e: e["status"] == "check_error", scaled(3), "check_error")
+        self.assertIn("cannot run", e["check_error"])
+        self.assertIn("claude_binary_path", e["check_error"])
+        self.assertTrue(e["available"], e)
 
 
 def ensure_real_cli():

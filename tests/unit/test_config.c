@@ -68,6 +68,29 @@ static int setup_env(void **state)
     return 0;
 }
 
+/* check_model per group and per endpoint; the most specific one wins. */
+static void test_check_model_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(
+        "[health_check]\nmodel = \"claude-sonnet-4-6\"\n"
+        "[[groups]]\nname = \"a\"\ncheck_model = \"relay-haiku\"\n"
+        "endpoints = [{ url = \"https://a.example\", name = \"a1\" },\n"
+        "             { url = \"https://b.example\", name = \"a2\", check_model = \"glm-4\" }]\n"
+        "[[groups]]\nname = \"b\"\nendpoints = [{ url = \"https://c.example\", name = \"b1\" }]\n");
+    const struct cfg_group *a = &cfg->groups[0], *b = &cfg->groups[1];
+    assert_string_equal(config_check_model_for(cfg, a, &a->endpoints[0]), "relay-haiku");
+    assert_string_equal(config_check_model_for(cfg, a, &a->endpoints[1]), "glm-4");
+    assert_string_equal(config_check_model_for(cfg, b, &b->endpoints[0]), "claude-sonnet-4-6");
+    config_free(cfg);
+
+    char *e = load_err("[[groups]]\nname = \"g\"\ncheck_model = \"\"\n"
+                       "endpoints = [{ url = \"https://e.example\", name = \"e\", check_model = 3 }]\n");
+    assert_has(e, "cfg.toml:3: groups[0].check_model: is empty");
+    assert_has(e, "groups[0].endpoints[0].check_model: ");
+    free(e);
+}
+
 static void test_defaults_minimal(void **state)
 {
     (void)state;
@@ -100,7 +123,9 @@ static void test_defaults_minimal(void **state)
     assert_false(cfg->dynamic_scaling);
     assert_string_equal(cfg->claude_binary_path, "claude");
     assert_int_equal(cfg->method, CHECK_MESSAGES);
-    assert_string_equal(cfg->check_model, "claude-3-5-haiku-latest");
+    /* claude-3-5-haiku-latest was retired on 2026-02-19: a default that the
+     * real API answers with 404 would fail every check of every user. */
+    assert_string_equal(cfg->check_model, "claude-haiku-4-5");
     assert_string_equal(cfg->check_prompt, "hi");
     assert_int_equal(cfg->n_cli_args, 0);
     assert_int_equal(cfg->max_concurrent_checks, 4);
@@ -869,6 +894,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_minimal),
+        cmocka_unit_test(test_check_model_keys),
         cmocka_unit_test(test_every_key_set),
         cmocka_unit_test(test_syntax_error),
         cmocka_unit_test(test_type_errors),

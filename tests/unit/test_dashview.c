@@ -282,6 +282,28 @@ static void test_manual_pin_pending_checking(void **state)
     cJSON_Delete(st);
 }
 
+/* A misconfigured check has a status of its own, and says what to change. */
+static void test_check_error_row(void **state)
+{
+    (void)state;
+    cJSON *st = sample();
+    cJSON *eps = cJSON_GetObjectItem(st, "endpoints");
+    cJSON *b = cJSON_GetArrayItem(eps, 1);
+    cJSON_ReplaceItemInObject(b, "status", cJSON_CreateString("check_error"));
+    cJSON_DeleteItemFromObject(b, "rate_limited_for_s");
+    cJSON_AddStringToObject(b, "check_error", "check answered HTTP 404; set check_model");
+    struct dv_view v;
+    struct dv_screen s;
+    dv_view_init(&v, DV_LANG_EN, true);
+    render(&s, 24, 160, st, &v);
+    int r = row_with(&s, "bravo");
+    assert_true(r >= 0);
+    assert_non_null(strstr(s.lines[r].text, "check err"));
+    assert_non_null(strstr(s.lines[r].text, "set check_model"));
+    dv_screen_release(&s);
+    cJSON_Delete(st);
+}
+
 static void test_no_document(void **state)
 {
     (void)state;
@@ -640,6 +662,7 @@ int main(void)
         cmocka_unit_test(test_every_size),
         cmocka_unit_test(test_ascii_and_chinese),
         cmocka_unit_test(test_manual_pin_pending_checking),
+        cmocka_unit_test(test_check_error_row),
         cmocka_unit_test(test_no_document),
         cmocka_unit_test(test_hostile_strings),
         cmocka_unit_test(test_every_node_of_the_wrong_type),

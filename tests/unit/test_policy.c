@@ -12,7 +12,9 @@
 
 #include <cmocka.h>
 
+#include "config.h"
 #include "policy.h"
+#include "state.h"
 #include "util.h"
 
 #define THRESHOLD 50
@@ -880,6 +882,168 @@ static void test_sessions_against_model(void **state)
     sessions_free(s);
 }
 
+/* ---- panic routing and "why is nothing usable" (policy.c + state.c) ----- */
+
+static void test_panic_order(void **state)
+{
+    (void)state;
+    struct policy_ep eps[4] = { unknown(), healthy(300), healthy(100), unknown() };
+    for (int i = 0; i < 4; i++)
+        eps[i].health = POLICY_FAILED;
+    /* Nothing usable by checks; panic still picks: latency first when no
+     * live success is known, config order among the unmeasured. */
+    assert_int_equal(policy_best(eps, 4, NULL), -1);
+    assert_int_equal(policy_panic(eps, 4, NULL), 2);
+    /* The most recent live success beats latency. */
+    eps[3].live_ok_ms = 500;
+    eps[0].live_ok_ms = 900;
+    assert_int_equal(policy_panic(eps, 4, NULL), 0);
+    /* Live results remove an endpoint; so does having been tried. */
+    eps[0].live_blocked = true;
+    assert_int_equal(policy_panic(eps, 4, NULL), 3);
+    bool tried[4] = { false, false, false, true };
+    assert_int_equal(policy_panic(eps, 4, tried), 2);
+    for (int i = 0; i < 4; i++)
+        eps[i].live_blocked = true;
+    assert_int_equal(policy_panic(eps, 4, NULL), -1);
+}
+
+#define TWO_EPS                                                                          \
+    "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"http://127.0.0.1:1\", name = \"a\" },\n" \
+    "  { url = \"http://127.0.0.1:2\", name = \"b\" }]\n"
+
+static struct config *load_cfg(const char *text)
+{
+    struct config *cfg = NULL;
+    char *errors = NULL;
+    assert_int_equal(config_load_string("t.toml", text, strlen(text), &cfg, &errors), 0);
+    free(errors);
+    return cfg;
+}
+
+/* Failed checks alone never refuse a request: with every endpoint failed by
+ * its checks (circuits open), requests still go out, in live order; only
+ * live failures remove an endpoint. */
+static void test_state_panic_routing(void **state)
+{
+    (void)state;
+    struct config *cfg = load_cfg(TWO_EPS);
+    struct state *st = state_new(cfg, 1000, 1764000000000ull);
+    uint64_t t = 1000;
+    for (int k = 0; k < 5; k++) {
+        state_check_result(st, 0, false, false, -1, -1, "HTTP 503", NULL, t, 0);
+        state_check_result(st, 1, false, false, -1, -1, "connect failed", NULL, t, 0);
+    }
+    assert_int_equal(st->eps[0].circuit, CIRCUIT_OPEN);
+    assert_false(state_ep_usable(st, &st->eps[0], t));
+    assert_false(state_ep_usable(st, &st->eps[1], t));
+    int ep = state_route(st, NULL, t);
+    assert_int_equal(ep, 0);
+    assert_true(st->groups[0].panic);
+    /* A live success on b puts it first. */
+    state_live_success(st, 1, 120, t + 1);
+    assert_int_equal(state_route(st, NULL, t + 2), 1);
+    bool tried[2] = { false, true };
+    assert_int_equal(state_next_ep(st, 1, tried, t + 2), 0);
+    /* Three live failures in a row on b: its circuit keeps live traffic off. */
+    for (int k = 0; k < 3; k++)
+        state_live_failure(st, 1, "upstream answered 502", t + 3);
+    assert_true(state_ep_live_blocked(&st->eps[1], t + 3));
+    assert_int_equal(state_route(st, NULL, t + 3), 0);
+    for (int k = 0; k < 3; k++)
+        state_live_failure(st, 0, "upstream answered 502", t + 4);
+    assert_int_equal(state_route(st, NULL, t + 4), -1);
+    /* A passing check ends the panic. */
+    state_check_result(st, 0, true, false, 80, 70, NULL, NULL, t + 60000000, 0);
+    assert_int_equal(state_route(st, NULL, t + 60000000), 0);
+    assert_false(st->groups[0].panic);
+    state_free(st);
+    config_free(cfg);
+}
+
+/* A check the endpoint refuses as a request (wrong model) is not a failure:
+ * the endpoint stays routable however often it happens, its circuit stays
+ * closed, and the problem is kept for /status. */
+static void test_state_check_error(void **state)
+{
+    (void)state;
+    struct config *cfg = load_cfg(TWO_EPS);
+    struct state *st = state_new(cfg, 1000, 1764000000000ull);
+    for (int k = 0; k < 6; k++)
+        state_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
+                          "set check_model: this endpoint does not serve m", 1000 + (uint64_t)k, 0);
+    const struct ep *e = &st->eps[0];
+    assert_int_equal(e->status, EP_CHECK_ERROR);
+    assert_string_equal(ep_status_name(e->status), "check_error");
+    assert_int_equal(e->circuit, CIRCUIT_CLOSED);
+    assert_true(state_ep_usable(st, e, 2000));
+    assert_non_null(strstr(e->check_error, "set check_model"));
+    assert_int_equal(state_route(st, NULL, 2000), 0);
+    assert_false(st->groups[0].panic);
+    /* A live failure takes it off until the next check result... */
+    state_live_failure(st, 0, "upstream answered 500", 2001);
+    assert_int_equal(state_route(st, NULL, 2002), 1);
+    /* ...and a refused check (the endpoint answered) brings it back. */
+    state_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
+                      "set check_model: this endpoint does not serve m", 2003, 0);
+    assert_true(state_ep_usable(st, &st->eps[0], 2004));
+    /* A real check result clears the check error. */
+    state_check_result(st, 0, true, false, 50, 40, NULL, NULL, 2005, 0);
+    assert_string_equal(st->eps[0].check_error, "");
+    state_free(st);
+    config_free(cfg);
+}
+
+/* The client's error names the real cause. */
+static void test_state_why_unusable(void **state)
+{
+    (void)state;
+    struct config *cfg = load_cfg(TWO_EPS);
+    struct state *st = state_new(cfg, 1000, 1764000000000ull);
+    struct state_unusable why;
+
+    state_live_auth_failure(st, 0, "token refused (401)", 1000);
+    state_check_result(st, 1, false, true, -1, -1, "HTTP 401: authentication_error: invalid x-api-key",
+                       NULL, 1000, 0);
+    state_why_unusable(st, 0, 1001, &why);
+    assert_int_equal(why.cause, EP_CAUSE_AUTH);
+    assert_non_null(strstr(why.detail, "a: token refused (401)"));
+    assert_non_null(strstr(why.detail, "b: HTTP 401"));
+
+    state_live_failure(st, 0, "SSL certificate problem: self-signed certificate", 1002);
+    state_check_result(st, 1, false, false, -1, -1,
+                       "SSL certificate problem: self-signed certificate", NULL, 1002, 0);
+    state_why_unusable(st, 0, 1003, &why);
+    assert_int_equal(why.cause, EP_CAUSE_TLS);
+    assert_non_null(strstr(why.detail, "a: TLS problem: SSL certificate problem"));
+
+    state_live_failure(st, 0, "upstream answered 529", 1004);
+    state_live_failure(st, 1, "upstream answered 529", 1004);
+    state_why_unusable(st, 0, 1005, &why);
+    assert_int_equal(why.cause, EP_CAUSE_OVERLOADED);
+
+    state_live_failure(st, 1, "connect failed", 1006);
+    state_why_unusable(st, 0, 1007, &why);
+    assert_int_equal(why.cause, EP_CAUSE_DOWN);
+
+    state_rate_limited(st, 0, 31000, 1008);
+    state_rate_limited(st, 1, 11000, 1008);
+    state_why_unusable(st, 0, 1008, &why);
+    assert_int_equal(why.cause, EP_CAUSE_RATE_LIMITED);
+    assert_int_equal(why.retry_after_s, 10);
+    assert_non_null(strstr(why.detail, "a: rate-limited for 30 s"));
+    assert_string_equal(ep_cause_name(why.cause), "rate_limited");
+    state_free(st);
+    config_free(cfg);
+
+    assert_int_equal(state_cause_of("SSL certificate problem: unable to get local issuer"),
+                     EP_CAUSE_TLS);
+    assert_int_equal(state_cause_of("HTTP 529: overloaded_error: Overloaded"), EP_CAUSE_OVERLOADED);
+    assert_int_equal(state_cause_of("upstream answered 503"), EP_CAUSE_OVERLOADED);
+    assert_int_equal(state_cause_of("connect failed"), EP_CAUSE_DOWN);
+    assert_int_equal(state_cause_of(NULL), EP_CAUSE_DOWN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -918,6 +1082,10 @@ int main(void)
         cmocka_unit_test(test_sessions_eviction_bound),
         cmocka_unit_test(test_sessions_forget_and_long_keys),
         cmocka_unit_test(test_sessions_against_model),
+        cmocka_unit_test(test_panic_order),
+        cmocka_unit_test(test_state_panic_routing),
+        cmocka_unit_test(test_state_check_error),
+        cmocka_unit_test(test_state_why_unusable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
