@@ -327,31 +327,34 @@ static void preq_nowhere(struct preq *p)
         why.cause = EP_CAUSE_RATE_LIMITED; /* every attempt met a 429, none rests yet */
     const char *detail = p->attempts && p->attempt_log.data ? p->attempt_log.data : why.detail;
     unsigned secs = why.retry_after_s ? why.retry_after_s : PROXY_DEFAULT_REST_S;
-    char extra[64] = "", ts[32];
-    char *msg;
+    char extra[64] = "", ts[32], what[96];
     int status;
     const char *type = "api_error";
     switch (why.cause) {
     case EP_CAUSE_RATE_LIMITED:
         status = 429;
         type = "rate_limit_error";
-        msg = xasprintf("every endpoint of group %s is rate-limited until %s (%s)", g->name,
-                        utc_after(secs, ts, sizeof ts), detail);
+        snprintf(what, sizeof what, "every endpoint is rate-limited until %s",
+                 utc_after(secs, ts, sizeof ts));
         break;
     case EP_CAUSE_OVERLOADED:
+        /* An overloaded endpoint may take traffic again any moment: do not
+         * send the client away for longer than a rest elsewhere lasts. */
+        if (secs > PROXY_DEFAULT_REST_S)
+            secs = PROXY_DEFAULT_REST_S;
         status = 529;
         type = "overloaded_error";
-        msg = xasprintf("every endpoint of group %s is overloaded: %s", g->name, detail);
+        snprintf(what, sizeof what, "every endpoint is overloaded");
         break;
     case EP_CAUSE_AUTH:
         status = 401;
         type = "authentication_error";
-        msg = xasprintf("every endpoint of group %s refused the token: %s", g->name, detail);
+        snprintf(what, sizeof what, "every endpoint refused the token");
         break;
     case EP_CAUSE_TLS:
         status = 502;
-        msg = xasprintf("no endpoint of group %s can be reached over TLS: %s", g->name,
-                        why.detail);
+        detail = why.detail;
+        snprintf(what, sizeof what, "no endpoint can be reached over TLS");
         break;
     default:
         status = !p->attempts                      ? 503
@@ -359,13 +362,15 @@ static void preq_nowhere(struct preq *p)
                                                    : 502;
         if (status == 504)
             type = "timeout_error";
-        if (p->attempts)
-            msg = xasprintf("all %u attempt(s) failed in group %s: %s", p->attempts, g->name,
-                            detail);
-        else
-            msg = xasprintf("no usable endpoint in group %s: %s", g->name, detail);
+        snprintf(what, sizeof what, "%s", p->attempts ? "" : "no usable endpoint");
         break;
     }
+    char *msg;
+    if (p->attempts)
+        msg = xasprintf("all %u attempt(s) failed in group %s%s%s: %s", p->attempts, g->name,
+                        what[0] ? "; " : "", what, detail);
+    else
+        msg = xasprintf("%s in group %s: %s", what, g->name, detail);
     if (status == 429 || status == 529 || status == 503)
         snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
     /* Drop the trailing "; " of the attempt log. */

@@ -1169,22 +1169,22 @@ class EveryEndpointFails(FaultCase):
             self.assertIn(n, msg, "the error should name every endpoint tried: %r" % msg)
 
     def both_all_endpoints_5xx(self, stream):
-        """Every endpoint answers 503: the client gets 503 overloaded_error
-        with Retry-After, and so does the next client, which finds nothing
-        usable (docs/DESIGN.md, "Failover before the first byte")."""
+        """Every endpoint answers 503: the client gets 529 overloaded_error
+        with Retry-After (issue 11: one answer, 529, while the cause is
+        overload), and so does the next client (docs/DESIGN.md, "Failover
+        before the first byte")."""
         p, ups = self.cluster(3)
         for u in ups:
             u.config(status=503)
         before = self.messages(ups)
         o = exchange(p.port, stream)
-        d = self.assertClientError(o, 503, ("overloaded_error",))
+        d = self.assertClientError(o, 529, ("overloaded_error",))
         self.assertEqual(o.header("retry-after"), "5", o)
         self.assertNamesEndpoints(d, NAMES)
         self.assertRouted(before, self.messages(ups), [1, 1, 1])
         self.wait_idle(p)
-        # now nothing is usable: the answer comes at once, the same
         o2 = exchange(p.port, stream)
-        self.assertClientError(o2, 503, ("overloaded_error",))
+        self.assertClientError(o2, 529, ("overloaded_error",))
         self.assertEqual(o2.header("retry-after"), "5", o2)
 
     def both_all_endpoints_refused(self, stream):
@@ -1617,10 +1617,11 @@ class ClientSide(FaultCase):
         for u in ups:
             u.set(mode="echo_token_500")
         outs = [exchange(p.port, s) for s in (False, True)]
-        # docs/DESIGN.md: both attempts failed (502), then nothing is usable
-        # (503); the checks fail too, so nothing recovers in between.
+        # docs/DESIGN.md: both attempts failed (502); the checks fail too,
+        # but checks alone never refuse a request (panic routing), so the
+        # second request is tried again and fails the same way.
         self.assertEqual([(o.status, o.json()["error"]["type"]) for o in outs],
-                         [(502, "api_error"), (503, "api_error")], outs)
+                         [(502, "api_error"), (502, "api_error")], outs)
         # the upstreams really did echo it, so the test means something
         self.assertEqual(dict(ra.stats()["last_headers"]).get("x-api-key"), token)
         # a check of each endpoint runs (and fails on the echoing 500) before

@@ -181,6 +181,7 @@ class DotenvFollowsReload(ZephyrTestCase):
                           server={"access_key_env": "ZT_ACCESS"}, health_check=HC)
         dotenv = "ZT_TOKEN=tok-one-from-dotenv\nZT_ACCESS=access-from-dotenv\n"
         p = self.start_proxy(config_text=cfg, dotenv=dotenv, env={"ZT_ACCESS": "access-of-user"})
+        p.access_key = "access-of-user"  # for p.admin(): the guard asks every path but /health
 
         def send(hdrs, key="access-of-user"):
             return self.post_messages(p.port, headers=[("x-zephyr-key", key)] + hdrs)
