@@ -204,6 +204,9 @@ static int app_reload(struct app *a, char **errors)
     }
     for (size_t g = 0; g < cfg->n_groups; g++)
         log_add_secret(cfg->groups[g].token);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++)
+            log_add_secret(cfg->groups[g].endpoints[e].token);
     log_add_secret(cfg->access_key);
     log_add_secret(cfg->admin_key);
     if (!a->opts.log_level)
@@ -547,6 +550,9 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a->cfg = cfg;
     for (size_t g = 0; g < cfg->n_groups; g++)
         log_add_secret(cfg->groups[g].token);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++)
+            log_add_secret(cfg->groups[g].endpoints[e].token);
     log_add_secret(cfg->access_key);
     log_add_secret(cfg->admin_key);
 

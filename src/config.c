@@ -75,12 +75,13 @@ static const char *const config_server_keys[] = {
     "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
     "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
     "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
-    "overloaded_retry_in_place_ms", "http_client", NULL,
+    "overloaded_retry_in_place_ms", "http_client", "usage_cap_rest_s", NULL,
 };
 static const char *const config_group_keys[] = {
-    "name", "auth_token_env", "auth_header", "default", "endpoints", NULL,
+    "name", "auth_token_env", "auth_header", "default", "endpoints", "fallback_groups", NULL,
 };
-static const char *const config_endpoint_keys[] = { "url", "name", NULL };
+static const char *const config_endpoint_keys[] = { "url", "name", "auth_token_env",
+                                                    "auth_header", NULL };
 static const char *const config_health_keys[] = {
     "interval_seconds", "min_interval_seconds", "max_interval_seconds", "timeout_seconds",
     "dynamic_scaling", "claude_binary_path", "method", "model", "prompt", "cli_args",
@@ -703,6 +704,7 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
                      &cfg->stream_holdback_ms, NULL);
     config_int_field(c, t, p, "overloaded_retry_in_place_ms", 0, 60000, " (0 turns it off)",
                      &cfg->overloaded_retry_in_place_ms, NULL);
+    config_int_field(c, t, p, "usage_cap_rest_s", 1, 30 * 86400, "", &cfg->usage_cap_rest_s, NULL);
     int client = 0;
     if (config_enum(c, t, p, "http_client", config_http_client_names, &client) == CONFIG_OK)
         cfg->http_client_libcurl = client == 1;
@@ -839,6 +841,14 @@ static void config_endpoint(struct config_ctx *c, const struct tomlc_node *t, co
                      "missing; every endpoint needs a unique name = \"...\" (shown in "
                      "/status and used by the admin API)");
     }
+    /* An endpoint with its own account: same rules as the group's keys. */
+    config_env_secret(c, t, prefix, "auth_token_env", "token", "ANTHROPIC_TOKEN_RELAY",
+                      &ep->auth_token_env, &ep->token);
+    int auth = AUTH_X_API_KEY;
+    if (config_enum(c, t, prefix, "auth_header", config_auth_names, &auth) == CONFIG_OK) {
+        ep->auth = auth == 1 ? AUTH_BEARER : AUTH_X_API_KEY;
+        ep->auth_set = true;
+    }
 }
 
 static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_t index,
@@ -915,6 +925,58 @@ static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_
     }
 }
 
+/*
+ * Reads groups[index].fallback_groups once every group's name is known:
+ * each name must be another group's, and each may appear once.  Cycles
+ * between groups are fine: a request tries every group at most once.
+ */
+static void config_fallbacks(struct config_ctx *c, const struct tomlc_node *t, size_t index)
+{
+    struct cfg_group *g = &c->cfg->groups[index];
+    char key[96], shown[CONFIG_SHOW_MAX + 8];
+    const struct tomlc_node *n = tomlc_get(t, "fallback_groups");
+    if (!n)
+        return;
+    snprintf(key, sizeof key, "groups[%zu].fallback_groups", index);
+    if (n->type != TOMLC_ARRAY) {
+        config_type_error(c, n, key, "an array of group names, e.g. [\"relay-b\", \"anthropic\"]");
+        return;
+    }
+    g->fallback = xcalloc(n->n ? n->n : 1, sizeof *g->fallback);
+    for (size_t k = 0; k < n->n; k++) {
+        const struct tomlc_node *it = &n->items[k];
+        if (it->type != TOMLC_STRING) {
+            config_type_error(c, it, key, "a group name (a string)");
+            continue;
+        }
+        size_t found = c->cfg->n_groups;
+        for (size_t j = 0; j < c->cfg->n_groups; j++)
+            if (c->cfg->groups[j].name && strcmp(c->cfg->groups[j].name, it->str) == 0)
+                found = j;
+        config_show(it->str, shown, sizeof shown);
+        if (found == c->cfg->n_groups) {
+            config_error(c, it->line, key,
+                         "no group is named \"%s\"; list the names of other [[groups]]", shown);
+            continue;
+        }
+        if (found == index) {
+            config_error(c, it->line, key,
+                         "\"%s\" is this group itself; list only other groups to fall back to",
+                         shown);
+            continue;
+        }
+        bool dup = false;
+        for (size_t j = 0; j < g->n_fallback; j++)
+            dup |= g->fallback[j] == found;
+        if (dup) {
+            config_error(c, it->line, key, "\"%s\" is listed twice; list each group once",
+                         shown);
+            continue;
+        }
+        g->fallback[g->n_fallback++] = found;
+    }
+}
+
 static size_t config_count_endpoints(const struct tomlc_node *groups)
 {
     size_t total = 0;
@@ -961,6 +1023,9 @@ static void config_groups(struct config_ctx *c, const struct tomlc_node *root)
         config_group(c, &t->items[k], k, seen, &n_seen, &default_node, &default_index);
     }
     free(seen);
+    for (size_t k = 0; k < t->n; k++)
+        if (t->items[k].type == TOMLC_TABLE)
+            config_fallbacks(c, &t->items[k], k);
 }
 
 static void config_health(struct config_ctx *c, const struct tomlc_node *root)
@@ -1074,6 +1139,7 @@ static struct config *config_defaults(const char *path)
     cfg->retry_budget_ms = 30000;
     cfg->stream_holdback_ms = 1000;
     cfg->overloaded_retry_in_place_ms = 0;
+    cfg->usage_cap_rest_s = 3600;
     cfg->interval_s = 120;
     cfg->min_interval_s = 30;
     cfg->max_interval_s = 3600;
@@ -1187,7 +1253,10 @@ void config_free(struct config *cfg)
         for (size_t e = 0; e < g->n_endpoints; e++) {
             free(g->endpoints[e].name);
             free(g->endpoints[e].url);
+            free(g->endpoints[e].auth_token_env);
+            config_free_secret(g->endpoints[e].token);
         }
+        free(g->fallback);
         free(g->endpoints);
         free(g->name);
         free(g->auth_token_env);
@@ -1221,6 +1290,16 @@ size_t config_default_group(const struct config *cfg)
         if (cfg->groups[k].is_default)
             return k;
     return 0;
+}
+
+const char *config_ep_token(const struct cfg_group *g, const struct cfg_endpoint *e)
+{
+    return e && e->token ? e->token : g->token;
+}
+
+enum auth_style config_ep_auth(const struct cfg_group *g, const struct cfg_endpoint *e)
+{
+    return e && e->auth_set ? e->auth : g->auth;
 }
 
 static const char *config_method_name(enum check_method m)
@@ -1272,8 +1351,22 @@ char *config_summary(const struct config *cfg)
         } else {
             buf_appendf(&b, "no token, client credentials passed through\n");
         }
-        for (size_t e = 0; e < g->n_endpoints; e++)
-            buf_appendf(&b, "      %-20s %s\n", g->endpoints[e].name, g->endpoints[e].url);
+        if (g->n_fallback) {
+            buf_appendf(&b, "    falls back to:");
+            for (size_t j = 0; j < g->n_fallback; j++)
+                buf_appendf(&b, "%s %s", j ? "," : "", cfg->groups[g->fallback[j]].name);
+            buf_appendf(&b, "\n");
+        }
+        for (size_t e = 0; e < g->n_endpoints; e++) {
+            const struct cfg_endpoint *ep = &g->endpoints[e];
+            buf_appendf(&b, "      %-20s %s", ep->name, ep->url);
+            if (ep->auth_token_env) {
+                buf_appendf(&b, " (own token ");
+                config_summary_var(&b, ep->auth_token_env, ep->token);
+                buf_appendf(&b, ")");
+            }
+            buf_appendf(&b, "\n");
+        }
     }
     buf_appendf(&b, "health check: method %s", config_method_name(cfg->method));
     if (cfg->method == CHECK_CLI)

@@ -36,6 +36,11 @@ struct cfg_endpoint {
     char *name;           /* owns */
     char *url;            /* owns; http:// or https://, no trailing slash */
     int line;             /* line in the config file, 0 if unknown */
+    /* An endpoint may carry its own account: these override the group's. */
+    char *auth_token_env; /* owns; NULL: the group's token */
+    char *token;          /* owns; secret, NULL when auth_token_env is NULL */
+    enum auth_style auth; /* meaningful when auth_set */
+    bool auth_set;        /* "auth_header" given on the endpoint */
 };
 
 struct cfg_group {
@@ -46,6 +51,11 @@ struct cfg_group {
     bool is_default;
     struct cfg_endpoint *endpoints; /* owns, n_endpoints entries */
     size_t n_endpoints;
+    /* "fallback_groups": where a request goes, in order, when no endpoint
+     * of this group can take it; indices into config.groups, validated
+     * (they exist, none is this group, no repeats). */
+    size_t *fallback;     /* owns, n_fallback entries */
+    size_t n_fallback;
 };
 
 struct config {
@@ -77,6 +87,7 @@ struct config {
                                      * through h1.c, "libcurl" sends everything through libcurl */
     int stream_holdback_ms;         /* hold message_start/ping at most this long, default 1000; 0 off */
     int overloaded_retry_in_place_ms; /* on 529, retry the same endpoint once after this; 0 off */
+    int usage_cap_rest_s;           /* an exhausted balance/quota without a reset time, default 3600 */
     bool sticky_sessions;           /* default true */
     int session_ttl_s;              /* default 3600 */
 
@@ -120,6 +131,12 @@ void config_free(struct config *cfg);
 
 /* Index of the group that is current at start: default = true, else 0. */
 size_t config_default_group(const struct config *cfg);
+
+/* The token and auth header an endpoint's requests carry: its own when it
+ * names auth_token_env / auth_header, else its group's.  NULL: pass the
+ * client's credentials through. */
+const char *config_ep_token(const struct cfg_group *g, const struct cfg_endpoint *e);
+enum auth_style config_ep_auth(const struct cfg_group *g, const struct cfg_endpoint *e);
 
 /* Prints a human summary (no secrets) for --check-config. */
 char *config_summary(const struct config *cfg);

@@ -32,6 +32,7 @@
  */
 #include "proxy.h"
 
+#include <cJSON.h>
 #include <ctype.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -55,6 +56,7 @@
 #define PROXY_RESP_HEADERS_CAP (64 * 1024)
 #define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
+#define PROXY_SNIFF_CAP (8 * 1024)      /* a 4xx error body read before deciding, at most */
 
 struct proxy {
     uv_loop_t *loop;            /* borrows */
@@ -87,11 +89,15 @@ struct preq {
     struct buf hdrs;            /* owns; the filtered client headers, "Name: value\r\n",
                                  * then the attempt's token line */
     size_t hdrs_client_len;     /* where the client's headers end in hdrs */
+    struct buf creds;           /* owns; the client's credential lines, sent only to
+                                 * endpoints without a token of their own */
     struct buf body;            /* owns */
     char *session_key;          /* owns; NULL when not sticky */
     /* attempts */
     int ep;
-    bool *tried;                /* owns; one per endpoint of the group */
+    bool *tried;                /* owns; one per endpoint of the state (all groups) */
+    size_t group0;              /* the current group when the request came */
+    size_t chain_pos;           /* 0: group0, k: group0's fallback_groups[k - 1] */
     unsigned attempts;
     struct buf attempt_log;     /* owns; "name: what happened; " per failed attempt */
     unsigned n_failed, n_rate_limited, n_timed_out;
@@ -114,6 +120,8 @@ struct preq {
     bool saw_start, saw_stop;   /* message_start / message_stop seen */
     bool saw_error;             /* the upstream sent `event: error` itself */
     bool committed;             /* response headers went to the client */
+    bool sniffing;              /* reading a small 4xx error body (into held) to decide */
+    bool sniff_done;            /* the error body was read and judged */
     bool paused;
     bool is_sse;
     bool is_json;
@@ -230,6 +238,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     state_track_remove(&p->t);
     dheap_remove(&px->due, &p->due);
     buf_release(&p->hdrs);
+    buf_release(&p->creds);
     free(p->target);
     free(p->session_key);
     free(p->tried);
@@ -352,9 +361,17 @@ static void preq_commit(struct preq *p)
     if (p->status >= 200 && p->status < 300) {
         state_live_success(st, p->ep, p->ttfb_ms, now);
         state_bind_session(st, p->session_key, p->ep, now);
+        state_served(st, p->ep, now);
     }
+    const char *gname = st->groups[st->eps[p->ep].group].name;
+    if (st->eps[p->ep].group != p->group0)
+        log_info("%s served by fallback group %s (%s) for group %s", p->t.idstr, gname,
+                 st->eps[p->ep].name, st->groups[p->group0].name);
     if (!p->c)
         return;
+    buf_append(&p->resp_hdrs, "x-zephyr-group: ", 16);
+    buf_append_str(&p->resp_hdrs, gname);
+    buf_append(&p->resp_hdrs, "\r\n", 2);
     buf_append(&p->resp_hdrs, "x-zephyr-endpoint: ", 19);
     buf_append_str(&p->resp_hdrs, st->eps[p->ep].name);
     buf_append(&p->resp_hdrs, "\r\nx-zephyr-attempts: ", 21);
@@ -374,17 +391,19 @@ static void preq_commit(struct preq *p)
 /* ---- building the upstream request -------------------------------------- */
 
 /* The filtered client headers; the token is added per attempt, since the
- * endpoint (and so the group) is chosen per attempt. */
-static void build_headers(struct buf *out, const struct http_req *r, bool strip_creds)
+ * endpoint (and so the group and account) is chosen per attempt.  The
+ * client's own credentials go to creds, for endpoints without a token. */
+static void build_headers(struct buf *out, struct buf *creds, const struct http_req *r)
 {
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
-        if (!http_req_forwardable(r, i, strip_creds))
+        if (!http_req_forwardable(r, i, false))
             continue;
-        buf_append(out, h->name, h->name_len);
-        buf_append(out, ": ", 2);
-        buf_append(out, h->value, h->value_len);
-        buf_append(out, "\r\n", 2);
+        struct buf *to = http_req_forwardable(r, i, true) ? out : creds;
+        buf_append(to, h->name, h->name_len);
+        buf_append(to, ": ", 2);
+        buf_append(to, h->value, h->value_len);
+        buf_append(to, "\r\n", 2);
     }
 }
 
@@ -395,6 +414,30 @@ static bool status_retryable(int status)
     return status == 500 || status == 502 || status == 503 || status == 504 || status == 529;
 }
 
+/*
+ * The next endpoint to try: the best untried usable one of the group at
+ * chain position p->chain_pos, else of the next group in group0's
+ * fallback_groups, and so on; each group is tried once per request.  *pos
+ * gets the chain position of the endpoint found.  Returns -1 when none.
+ */
+static int preq_pick(const struct preq *p, uint64_t now, size_t *pos)
+{
+    struct state *st = p->st;
+    const struct cfg_group *g0 = st->groups[p->group0].cfg;
+    for (size_t k = p->chain_pos; k <= g0->n_fallback; k++) {
+        size_t gi = k == 0 ? p->group0 : g0->fallback[k - 1];
+        const struct group *g = &st->groups[gi];
+        if (g->n == 0)
+            continue;
+        int e = state_next_ep(st, (int)g->first, p->tried + g->first, now);
+        if (e >= 0) {
+            *pos = k;
+            return e;
+        }
+    }
+    return -1;
+}
+
 /* Whether another attempt is allowed and has somewhere to go. */
 static bool preq_can_retry(struct preq *p)
 {
@@ -403,15 +446,16 @@ static bool preq_can_retry(struct preq *p)
     if (p->committed || !p->c || p->attempts >= (unsigned)cfg->max_attempts ||
         now - p->t.start_ms >= (uint64_t)cfg->retry_budget_ms)
         return false;
-    struct state *st = p->st;
-    p->tried[st->eps[p->ep].index] = true;
-    return state_next_ep(st, p->ep, p->tried, now) >= 0;
+    size_t pos;
+    p->tried[p->ep] = true;
+    return preq_pick(p, now, &pos) >= 0;
 }
 
 enum fail_kind {
     FAIL_ERROR = 0,      /* transfer or protocol error, bad status */
     FAIL_TIMEOUT = 1,    /* no headers in time, or a stall */
     FAIL_RATE_LIMIT = 2, /* 429: the endpoint rests, it is not failed */
+    FAIL_USAGE_CAP = 3,  /* balance, quota or usage limit exhausted: it rests */
 };
 
 /* Records a failed attempt (nothing reached the client) and sets either
@@ -424,7 +468,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
     buf_appendf(&p->attempt_log, "%s: %s; ", st->eps[p->ep].name, why);
     p->n_failed++;
     p->last_fail_status = status;
-    if (kind == FAIL_RATE_LIMIT)
+    if (kind == FAIL_RATE_LIMIT || kind == FAIL_USAGE_CAP)
         p->n_rate_limited++;
     else if (kind == FAIL_TIMEOUT)
         p->n_timed_out++;
@@ -436,7 +480,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         p->retry = true;
         return;
     }
-    if (kind != FAIL_RATE_LIMIT)
+    if (kind != FAIL_RATE_LIMIT && kind != FAIL_USAGE_CAP)
         state_live_failure(st, p->ep, why, now);
     if (!preq_can_retry(p)) {
         p->give_up = true;
@@ -447,6 +491,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         /* A short reason word: the free text would make a poor label. */
         const char *reason = kind == FAIL_TIMEOUT      ? "timeout"
                              : kind == FAIL_RATE_LIMIT ? "429"
+                             : kind == FAIL_USAGE_CAP  ? "usage_cap"
                              : status == 529           ? "529"
                              : status >= 500           ? "5xx"
                              : status == 0             ? "transfer"
@@ -513,6 +558,90 @@ static long long rate_limit_rest_s(const struct preq *p)
     return ra >= 0 ? ra : PROXY_DEFAULT_REST_S;
 }
 
+/* ---- small error bodies ------------------------------------------------- */
+
+/* Whether a status may carry an error body that changes the decision: a
+ * usage cap (402; 400, 403 or 429 by their text) or a missing model (404). */
+static bool status_sniffed(int status)
+{
+    return status == 400 || status == 402 || status == 403 || status == 404 || status == 429;
+}
+
+/* Words with which the official API and relays say that a balance, quota
+ * or usage limit is exhausted (matched without regard to case). */
+static const char *const usage_cap_words[] = {
+    "credit balance", "balance is too low", "insufficient balance", "insufficient_quota",
+    "insufficient quota", "quota", "usage limit", "billing", "out of credit",
+    "\xe4\xbd\x99\xe9\xa2\x9d" /* 余额 */, "\xe9\xa2\x9d\xe5\xba\xa6" /* 额度 */, NULL,
+};
+
+/*
+ * Reads an Anthropic-shaped error body {"type":"error","error":{"type",
+ * "message"}}.  Returns true when it says that a usage cap is reached:
+ * always for 402 and billing_error, else when the message (or type) has
+ * one of usage_cap_words.  why gets a short, printable reason.
+ */
+static bool body_usage_cap(int status, const char *body, size_t len, char *why, size_t wlen)
+{
+    cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "";
+    const char *m = cJSON_IsString(msg) ? msg->valuestring : "";
+    bool cap = status == 402 || strcmp(t, "billing_error") == 0;
+    for (size_t k = 0; !cap && usage_cap_words[k]; k++)
+        cap = strcasestr(m, usage_cap_words[k]) || strcasestr(t, usage_cap_words[k]);
+    if (cap) {
+        /* The message is the upstream's text: keep it short and printable. */
+        char clean[64];
+        size_t n = 0;
+        for (const char *q = m; *q && n + 1 < sizeof clean; q++)
+            clean[n++] = (unsigned char)*q < 0x20 || *q == '"' || *q == '\\' ? ' ' : *q;
+        clean[utf8_cut(clean, n)] = '\0';
+        snprintf(why, wlen, "%d %s%s%s", status, t[0] ? t : "error", clean[0] ? ": " : "", clean);
+    }
+    cJSON_Delete(j);
+    return cap;
+}
+
+/* How long a usage cap rests the endpoint: until the reset the response
+ * names (retry-after, anthropic-ratelimit-*-reset), else usage_cap_rest_s. */
+static long long usage_cap_rest_s(const struct preq *p)
+{
+    const char *v = resp_header(p, "retry-after");
+    long long s = v ? parse_retry_after(v) : -1;
+    static const char *resets[] = {
+        "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset",
+    };
+    for (size_t i = 0; s < 0 && i < sizeof resets / sizeof resets[0]; i++) {
+        v = resp_header(p, resets[i]);
+        long long r = v ? seconds_until_rfc3339(v) : -1;
+        if (r > s)
+            s = r;
+    }
+    return s > 0 ? s : p->cfg->usage_cap_rest_s;
+}
+
+/* The small error body of a 4xx (held in p->held) is complete: a usage cap
+ * rests the endpoint and fails over.  Returns true when it decided so (the
+ * caller stops the transfer); false: decide as for any response. */
+static bool preq_judge_error_body(struct preq *p)
+{
+    char why[160];
+    uint64_t now = now_mono_ms();
+    p->sniffing = false;
+    p->sniff_done = true;
+    if (!body_usage_cap(p->status, p->held.data, p->held.len, why, sizeof why))
+        return false;
+    long long rest = usage_cap_rest_s(p);
+    state_usage_capped(p->st, p->ep, now + (uint64_t)rest * 1000u, why, now);
+    buf_reset(&p->held);
+    preq_failed(p, FAIL_USAGE_CAP, p->status, why);
+    return true;
+}
+
 /* ---- upstream callbacks ------------------------------------------------- */
 
 /* Response headers have all arrived: fail over, hold back or commit.
@@ -522,9 +651,17 @@ static bool preq_headers_done(struct preq *p)
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     p->headers_done = true;
-    p->ttfb_ms = (double)(now - p->attempt_start_ms);
+    if (!p->sniff_done)
+        p->ttfb_ms = (double)(now - p->attempt_start_ms);
     p->last_byte_ms = now;
 
+    if (!p->sniff_done && p->c && status_sniffed(p->status)) {
+        /* Read the small error body first (into held, up to
+         * PROXY_SNIFF_CAP): what it says decides whether this is a usage
+         * cap to fail over from.  This runs again once it was judged. */
+        p->sniffing = true;
+        return true;
+    }
     if (p->status == 429) {
         long long rest = rate_limit_rest_s(p);
         state_rate_limited(st, p->ep, now + (uint64_t)rest * 1000u, now);
@@ -539,7 +676,9 @@ static bool preq_headers_done(struct preq *p)
         preq_failed(p, FAIL_ERROR, p->status, why);
         return false;
     }
-    if ((p->status == 401 || p->status == 403) && st->groups[st->eps[p->ep].group].cfg->token)
+    const struct cfg_group *cg = st->groups[st->eps[p->ep].group].cfg;
+    if ((p->status == 401 || p->status == 403) &&
+        config_ep_token(cg, &cg->endpoints[st->eps[p->ep].index]))
         state_live_auth_failure(st, p->ep, p->status == 401 ? "token refused (401)"
                                                             : "token refused (403)", now);
     if (!p->c)
@@ -616,6 +755,16 @@ static size_t on_body(void *ud, const char *data, size_t len)
     if (!p->c)
         return 0;
     p->last_byte_ms = now_mono_ms();
+    if (p->sniffing) {
+        if (p->held.len + len <= PROXY_SNIFF_CAP && buf_append(&p->held, data, len) == 0)
+            return len;
+        /* Too large for an error body of interest: judge what came, then
+         * decide as for any response (held goes out with the head). */
+        if (preq_judge_error_body(p) || !preq_headers_done(p))
+            return 0;
+        if (!p->committed)
+            return 0;
+    }
     if (p->holding && buf_append(&p->held, data, len) == 0) {
         sse_feed(&p->sse, data, len, on_sse_event, p);
         if (p->hold_error) {
@@ -651,6 +800,16 @@ static size_t on_body(void *ud, const char *data, size_t len)
 static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
 {
     p->ux = NULL;
+    if (!p->retry && !p->give_up && rc == UP_OK && p->sniffing) {
+        /* The whole error body is here: a usage cap fails over; anything
+         * else is decided (and, when it goes to the client, committed with
+         * the body in held) as it would have been at the head. */
+        if (preq_judge_error_body(p) || !preq_headers_done(p)) {
+            if (!p->retry && !p->give_up && p->c)
+                preq_failed(p, FAIL_ERROR, p->status, p->fail[0] ? p->fail : "upstream error");
+            goto decided;
+        }
+    }
     if (!p->retry && !p->give_up) {
         if (rc == UP_OK && (p->committed || p->holding)) {
             if (p->holding && !(p->saw_start && !p->saw_stop)) {
@@ -723,7 +882,8 @@ static void preq_next(struct preq *p)
         preq_schedule(p);
         return;
     }
-    int next = state_next_ep(st, p->ep, p->tried, now);
+    p->tried[p->ep] = true;
+    int next = preq_pick(p, now, &p->chain_pos);
     if (next < 0) {
         preq_all_failed(p);
         return;
@@ -747,6 +907,7 @@ static void preq_attempt(struct preq *p)
     const struct config *cfg = p->cfg;
     const struct ep *e = &st->eps[p->ep];
     const struct cfg_group *g = st->groups[e->group].cfg;
+    const char *token = config_ep_token(g, &g->endpoints[e->index]);
 
     p->attempts++;
     p->t.attempts = p->attempts;
@@ -756,6 +917,7 @@ static void preq_attempt(struct preq *p)
     p->holding = p->hold_release = p->hold_error = false;
     p->saw_start = p->saw_stop = p->saw_error = false;
     p->give_up = false;
+    p->sniffing = p->sniff_done = false;
     p->paused = false;
     p->ttfb_ms = -1;
     p->resp_len = -1;
@@ -769,18 +931,22 @@ static void preq_attempt(struct preq *p)
     sse_init(&p->sse, 256 * 1024);
     p->t.state = TRACK_WAITING;
 
-    /* The token of the attempt's group follows the client's headers for
-     * this attempt only: the next attempt may be in another group. */
+    /* The token of the attempt's endpoint (its own, else its group's)
+     * follows the client's headers for this attempt only: the next attempt
+     * may be in another group or account.  Without one, the client's own
+     * credentials go. */
     p->hdrs.len = p->hdrs_client_len;
     if (p->hdrs.data)
         p->hdrs.data[p->hdrs.len] = '\0';
-    if (g->token) {
-        if (g->auth == AUTH_BEARER)
+    if (token) {
+        if (config_ep_auth(g, &g->endpoints[e->index]) == AUTH_BEARER)
             buf_append(&p->hdrs, "Authorization: Bearer ", 22);
         else
             buf_append(&p->hdrs, "x-api-key: ", 11);
-        buf_append(&p->hdrs, g->token, strlen(g->token));
+        buf_append(&p->hdrs, token, strlen(token));
         buf_append(&p->hdrs, "\r\n", 2);
+    } else if (p->creds.len) {
+        buf_append(&p->hdrs, p->creds.data, p->creds.len);
     }
     char *url = hdr_url_join(e->url, p->target);
     bool bodyless = p->is_head || (strcmp(p->method, "GET") == 0 && p->body.len == 0);
@@ -1122,16 +1288,19 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     else
         p->session_key = body_user_id(p->body.data, p->body.len);
 
+    p->group0 = st->current_group;
+    p->tried = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *p->tried);
+    buf_init(&p->hdrs, SIZE_MAX);
+    buf_init(&p->creds, SIZE_MAX);
+    build_headers(&p->hdrs, &p->creds, req);
+    p->hdrs_client_len = p->hdrs.len;
     int ep = state_route(st, p->session_key, now);
+    if (ep < 0) /* nothing in the current group: its fallback groups, in order */
+        ep = preq_pick(p, now, &p->chain_pos);
     if (ep < 0) {
         proxy_no_endpoint(p);
         return;
     }
-    const struct group *g = &st->groups[st->eps[ep].group];
-    p->tried = xcalloc(g->n, sizeof *p->tried);
-    buf_init(&p->hdrs, SIZE_MAX);
-    build_headers(&p->hdrs, req, g->cfg->token != NULL);
-    p->hdrs_client_len = p->hdrs.len;
     state_track_route(&p->t, p->st, ep);
     p->ep = ep;
     preq_attempt(p);

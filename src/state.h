@@ -72,7 +72,8 @@ struct ep {
     unsigned consecutive_failures;
     unsigned circuit_opens;     /* successive openings, for back-off */
     uint64_t circuit_retry_ms;  /* monotonic time of the next trial */
-    uint64_t rest_until_ms;     /* 429: not routable before this (monotonic) */
+    uint64_t rest_until_ms;     /* 429 or usage cap: not routable before this (monotonic) */
+    char rest_reason[96];       /* why it rests: "rate limited", "usage cap: ..." */
     bool check_running;
     bool recheck_soon;          /* a live failure asked for a quick check */
     uint64_t next_check_ms;     /* monotonic time of this endpoint's next check */
@@ -84,6 +85,7 @@ struct group {
     size_t first;               /* index of the first endpoint in state.eps */
     size_t n;                   /* number of endpoints */
     struct policy policy;
+    uint64_t fallback_served;   /* requests it served in place of the current group */
 };
 
 enum track_state {
@@ -146,6 +148,12 @@ struct state {
     const char *load_level;     /* borrows a static string */
     struct sessions *sessions;  /* owns */
     struct metrics *metrics;    /* borrows; NULL: not counted */
+    /* Fallback: the group that last served a request in place of the
+     * current one (-1: none since start or since the current group came
+     * back), and when. */
+    int fallback_group;
+    uint64_t fallback_last_ms;  /* monotonic, 0 never */
+    uint64_t fallback_total;    /* requests served by a fallback group */
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
@@ -200,6 +208,13 @@ void state_live_failure(struct state *st, int ep, const char *error, uint64_t no
 void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
 void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms);
 void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms);
+/* An exhausted balance, quota or usage limit: the endpoint rests until
+ * until_ms like a 429, without counting as a failure; reason is shown. */
+void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
+                        uint64_t now_ms);
+/* A request was served by endpoint ep: when ep is not in the current group
+ * it ran in fallback.  Records and logs the moves into and out of fallback. */
+void state_served(struct state *st, int ep, uint64_t now_ms);
 
 /* Operator actions; return 0 or -1 with a message in err. */
 int state_set_mode(struct state *st, bool manual, uint64_t now_ms, char *err, size_t errlen);

@@ -821,6 +821,50 @@ static void test_every_prefix(void **state)
     assert_true(ok > 0);
 }
 
+static void test_fallback_and_endpoint_tokens(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[server]\nusage_cap_rest_s = 600\n"
+                                 "[[groups]]\nname = \"a\"\nauth_token_env = \"ZT_MAIN\"\n"
+                                 "fallback_groups = [\"c\", \"b\"]\n"
+                                 "endpoints = [{ url = \"https://a.example\", name = \"a1\", "
+                                 "auth_token_env = \"ZT_RELAY\", auth_header = \"bearer\" },\n"
+                                 "  { url = \"https://a2.example\", name = \"a2\" }]\n"
+                                 "[[groups]]\nname = \"b\"\nfallback_groups = [\"a\"]\n"
+                                 "endpoints = [{ url = \"https://b.example\", name = \"b1\" }]\n"
+                                 "[[groups]]\nname = \"c\"\n"
+                                 "endpoints = [{ url = \"https://c.example\", name = \"c1\" }]\n");
+    assert_int_equal(cfg->usage_cap_rest_s, 600);
+    const struct cfg_group *a = &cfg->groups[0];
+    assert_int_equal(a->n_fallback, 2);
+    assert_int_equal(a->fallback[0], 2);
+    assert_int_equal(a->fallback[1], 1);
+    assert_int_equal(cfg->groups[1].n_fallback, 1); /* a cycle is fine */
+    assert_string_equal(config_ep_token(a, &a->endpoints[0]), "cr_0f3a9b27c4d845e6a1b2c3d4e5f60718");
+    assert_int_equal(config_ep_auth(a, &a->endpoints[0]), AUTH_BEARER);
+    assert_string_equal(config_ep_token(a, &a->endpoints[1]), REAL_TOKEN);
+    assert_int_equal(config_ep_auth(a, &a->endpoints[1]), AUTH_X_API_KEY);
+    assert_null(config_ep_token(&cfg->groups[1], &cfg->groups[1].endpoints[0]));
+    char *sum = config_summary(cfg);
+    assert_lacks(sum, "cr_0f3a9b27c4d845e6a1b2c3d4e5f60718");
+    free(sum);
+    config_free(cfg);
+
+    char *e = load_err("[[groups]]\nname = \"a\"\nfallback_groups = [\"a\", \"zz\", \"b\", \"b\", 3]\n"
+                       "endpoints = [{ url = \"https://a.example\", name = \"a1\", "
+                       "auth_token_env = \"ZT_UNSET\" }]\n"
+                       "[[groups]]\nname = \"b\"\nfallback_groups = \"a\"\n"
+                       "endpoints = [{ url = \"https://b.example\", name = \"b1\" }]\n");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: \"a\" is this group itself");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: no group is named \"zz\"");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: \"b\" is listed twice");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: expected a group name");
+    assert_has(e, "cfg.toml:4: groups[0].endpoints[0].auth_token_env: environment variable "
+                  "ZT_UNSET is not set");
+    assert_has(e, "cfg.toml:7: groups[1].fallback_groups: expected an array of group names");
+    free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -847,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_every_prefix),
+        cmocka_unit_test(test_fallback_and_endpoint_tokens),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }

@@ -1,0 +1,288 @@
+"""
+Several provider accounts behind one proxy: fallback chains across groups,
+per-endpoint tokens, usage caps that rest an endpoint, stream header
+timeouts, model mapping and model-aware routing.
+
+Besides the fake upstream binary, these tests use ScriptedUpstream: a tiny
+HTTP/1.1 server in this process (127.0.0.1, ephemeral port) that records
+every request (headers and body) and answers each with what the test's
+script returns, so that error bodies can be exactly what the official API
+or a relay sends.
+"""
+
+import http.server
+import json
+import os
+import socketserver
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from harness import (ZephyrTestCase, messages_body, scaled, stats_header,  # noqa: E402
+                     toml_value, wait_for)
+
+
+def ok_message(model):
+    return json.dumps({
+        "id": "msg_scripted", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+    }).encode()
+
+
+def api_error(etype, message):
+    return json.dumps({"type": "error", "error": {"type": etype, "message": message}}).encode()
+
+
+class ScriptedUpstream:
+    """Records requests; answers POSTs with script(req) -> (status, headers,
+    body), health checks (user-agent claude-zephyr-health) always with 200."""
+
+    def __init__(self, script=None):
+        self.requests = []
+        self.lock = threading.Lock()
+        self.script = script or (lambda req: (200, {}, ok_message(req["json"].get("model", "?"))))
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):  # quiet
+                pass
+
+            def do_GET(self):
+                self._answer(200, {}, b"ok")
+
+            def do_POST(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else b""
+                try:
+                    obj = json.loads(body or b"{}")
+                except ValueError:
+                    obj = {}
+                req = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                       "body": body, "json": obj}
+                if "claude-zephyr-health" in (self.headers.get("user-agent") or ""):
+                    self._answer(200, {}, ok_message(obj.get("model", "?")))
+                    return
+                with outer.lock:
+                    outer.requests.append(req)
+                status, hdrs, out = outer.script(req)
+                self._answer(status, hdrs, out)
+
+            def _answer(self, status, hdrs, body):
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                for k, v in hdrs.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def seen(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def group_toml(name, endpoints, token_env=None, fallback=None, extra=None):
+    """endpoints: list of (name, url) or (name, url, {extra endpoint keys})."""
+    out = ["[[groups]]", "name = %s" % toml_value(name)]
+    if token_env:
+        out.append("auth_token_env = %s" % toml_value(token_env))
+    if fallback is not None:
+        out.append("fallback_groups = %s" % toml_value(fallback))
+    for k, v in (extra or {}).items():
+        out.append("%s = %s" % (k, v))
+    out.append("endpoints = [")
+    for ep in endpoints:
+        keys = {"url": toml_value(ep[1]), "name": toml_value(ep[0])}
+        for k, v in (ep[2] if len(ep) > 2 else {}).items():
+            keys[k] = v if k in ("models", "headers") else toml_value(v)
+        out.append("  { %s }," % ", ".join("%s = %s" % kv for kv in keys.items()))
+    out.append("]")
+    return "\n".join(out) + "\n"
+
+
+def server_toml(**keys):
+    keys.setdefault("shutdown_grace_ms", 3000)
+    return "[server]\n" + "".join("%s = %s\n" % (k, toml_value(v)) for k, v in keys.items()) + "\n"
+
+
+class ProvidersCase(ZephyrTestCase):
+    def scripted(self, script=None):
+        s = ScriptedUpstream(script)
+        self.addCleanup(s.close)
+        return s
+
+    def dead_url(self):
+        from harness import free_port
+        return "http://127.0.0.1:%d" % free_port()
+
+
+class TestFallbackChain(ProvidersCase):
+    def test_group_down_falls_back_to_next_group_with_its_token(self):
+        b = self.start_fake("b", token="tok-group-b-222")
+        text = (server_toml()
+                + group_toml("a", [("a1", self.dead_url())], token_env="ZT_TOK_A", fallback=["b"])
+                + group_toml("b", [("b1", b.url)], token_env="ZT_TOK_B"))
+        p = self.start_proxy(config_text=text, env={"ZT_TOK_A": "tok-group-a-111",
+                                                    "ZT_TOK_B": "tok-group-b-222"})
+        r, stats = self.captured(b, lambda h: self.post_messages(p.port, headers=h))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-group"), "b", r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "b1", r)
+        self.assertEqual(stats_header(stats, "x-api-key"), ["tok-group-b-222"])
+        st = p.status()
+        self.assertTrue(st["fallback"]["active"], st["fallback"])
+        self.assertEqual(st["fallback"]["group"], "b")
+        self.assertGreaterEqual(st["fallback"]["requests"], 1)
+        gb = [g for g in st["groups"] if g["name"] == "b"][0]
+        self.assertGreaterEqual(gb["fallback_served"], 1)
+        self.assertEqual([g for g in st["groups"] if g["name"] == "a"][0]["fallback_groups"], ["b"])
+        self.assertIn("fallback", p.stderr_text())
+        self.assertNotIn("tok-group-b-222", p.stderr_text())
+
+    def test_failed_attempts_in_group_move_to_fallback_group(self):
+        a = self.start_fake("a")
+        b = self.start_fake("b")
+        text = (server_toml()
+                + group_toml("a", [("a1", a.url)], token_env="ZT_TOK_A", fallback=["b"])
+                + group_toml("b", [("b1", b.url)], token_env="ZT_TOK_B"))
+        p = self.start_proxy(config_text=text, env={"ZT_TOK_A": "tok-group-a-111",
+                                                    "ZT_TOK_B": "tok-group-b-222"})
+        a.config(status=503)
+        r, stats = self.captured(b, lambda h: self.post_messages(p.port, headers=h))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-group"), "b", r)
+        self.assertEqual(r.header("x-zephyr-attempts"), "2", r)
+        self.assertEqual(stats_header(stats, "x-api-key"), ["tok-group-b-222"])
+        self.assertGreaterEqual(a.stats()["messages"], 1)
+        # The current group comes back as soon as it is usable again.
+        a.config(status=200)
+        p.admin("check", {})
+        def back():
+            r2 = self.post_messages(p.port)
+            return r2.status == 200 and r2.header("x-zephyr-group") == "a" and r2
+        wait_for(back, scaled(20), interval=0.3, desc="group a serving again")
+        self.assertFalse(p.status()["fallback"]["active"])
+
+    def test_fallback_validation(self):
+        text = (server_toml()
+                + group_toml("a", [("a1", "http://127.0.0.1:9")], fallback=["a", "nope", "b", "b"])
+                + group_toml("b", [("b1", "http://127.0.0.1:9")]))
+        path = self.write_config(text)
+        import subprocess
+        from harness import PROXY_BIN, child_env
+        r = subprocess.run([PROXY_BIN, "--config", path, "--check-config"], capture_output=True,
+                           text=True, timeout=scaled(10), env=child_env())
+        self.assertNotEqual(r.returncode, 0)
+        err = r.stderr + r.stdout
+        self.assertIn("groups[0].fallback_groups", err)
+        self.assertIn("this group itself", err)
+        self.assertIn("no group is named \"nope\"", err)
+        self.assertIn("listed twice", err)
+
+
+class TestEndpointToken(ProvidersCase):
+    def test_endpoint_token_overrides_group_token(self):
+        a = self.start_fake("a", token="tok-endpoint-own-9")
+        text = (server_toml()
+                + group_toml("g", [("e1", a.url, {"auth_token_env": "ZT_TOK_E",
+                                                  "auth_header": "bearer"})],
+                             token_env="ZT_TOK_G"))
+        p = self.start_proxy(config_text=text, env={"ZT_TOK_G": "tok-group-shared-1",
+                                                    "ZT_TOK_E": "tok-endpoint-own-9"})
+        r, stats = self.captured(a, lambda h: self.post_messages(p.port, headers=h))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(stats_header(stats, "authorization"), ["Bearer tok-endpoint-own-9"])
+        self.assertEqual(stats_header(stats, "x-api-key"), [])
+        st = p.status()
+        self.assertEqual([e["status"] for e in st["endpoints"]], ["healthy"], st["endpoints"])
+
+
+class TestUsageCaps(ProvidersCase):
+    CAP_BODIES = [
+        (400, api_error("invalid_request_error",
+                        "Your credit balance is too low to access the Anthropic API. Please go to "
+                        "Plans & Billing to upgrade or purchase credits.")),
+        (402, api_error("billing_error", "insufficient balance")),
+        (403, api_error("permission_error", "quota exhausted for this key")),
+        (429, api_error("rate_limit_error", "usage limit reached for this account")),
+    ]
+
+    def test_usage_cap_rests_endpoint_and_fails_over(self):
+        for status, body in self.CAP_BODIES:
+            with self.subTest(status=status):
+                self._one_cap(status, body)
+
+    def _one_cap(self, status, body):
+        capped = self.scripted(lambda req: (status, {}, body))
+        good = self.scripted()
+        text = (server_toml(usage_cap_rest_s=1800)
+                + group_toml("a", [("capped", capped.url)], token_env="ZT_TOK_A", fallback=["b"])
+                + group_toml("b", [("good", good.url)], token_env="ZT_TOK_B"))
+        p = self.start_proxy(config_text=text, env={"ZT_TOK_A": "tok-group-a-111",
+                                                    "ZT_TOK_B": "tok-group-b-222"})
+        r = self.post_messages(p.port)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "good", r)
+        self.assertEqual(len(capped.seen()), 1)
+        ep = [e for e in p.status()["endpoints"] if e["name"] == "capped"][0]
+        self.assertIsNotNone(ep["rested"], ep)
+        self.assertIn("usage cap", ep["rested"]["reason"])
+        self.assertGreater(ep["rested"]["seconds_left"], 1700)
+        self.assertNotIn(ep["status"], ("failed", "auth_failed"), ep)
+        # Resting: the next request does not go there at all.
+        r = self.post_messages(p.port)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(capped.seen()), 1)
+        self._stop_proxy(p)
+
+    def test_usage_cap_rest_follows_retry_after(self):
+        capped = self.scripted(lambda req: (402, {"retry-after": "120"},
+                                            api_error("billing_error", "no credit")))
+        good = self.scripted()
+        text = (server_toml()
+                + group_toml("a", [("capped", capped.url)], fallback=["b"])
+                + group_toml("b", [("good", good.url)]))
+        p = self.start_proxy(config_text=text)
+        r = self.post_messages(p.port)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(capped.seen()), 1)
+        ep = [e for e in p.status()["endpoints"] if e["name"] == "capped"][0]
+        self.assertIsNotNone(ep["rested"], ep)
+        self.assertLess(ep["rested"]["seconds_left"], 121)
+        self.assertGreater(ep["rested"]["seconds_left"], 100)
+
+    def test_ordinary_4xx_passes_through_unchanged(self):
+        body = api_error("invalid_request_error", "max_tokens: field required")
+        up = self.scripted(lambda req: (400, {}, body))
+        text = server_toml() + group_toml("g", [("e", up.url)])
+        p = self.start_proxy(config_text=text)
+        r = self.post_messages(p.port)
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.body, body)
+        self.assertEqual(len(up.seen()), 1)
+        ep = p.status()["endpoints"][0]
+        self.assertIsNone(ep["rested"], ep)
+
+
+if __name__ == "__main__":
+    unittest.main()
