@@ -75,7 +75,8 @@ static const char *const config_server_keys[] = {
     "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
     "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
     "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
-    "overloaded_retry_in_place_ms", "http_client", "usage_cap_rest_s", NULL,
+    "overloaded_retry_in_place_ms", "http_client", "usage_cap_rest_s",
+    "stream_header_timeout_ms", NULL,
 };
 static const char *const config_group_keys[] = {
     "name", "auth_token_env", "auth_header", "default", "endpoints", "fallback_groups", NULL,
@@ -659,6 +660,46 @@ static bool config_bind_ok(const char *bind)
     return strlen(bind) <= 253;
 }
 
+/*
+ * Streaming requests wait for response headers at most
+ * stream_header_timeout_ms (default 30 s, but never longer than
+ * header_timeout_ms), and that wait must leave part of retry_budget_ms for
+ * another endpoint: otherwise a hung endpoint would hold every stream until
+ * the budget is spent and failover could never happen.
+ */
+static void config_timeouts(struct config_ctx *c, enum config_got hdr_got,
+                            enum config_got stream_got, enum config_got budget_got,
+                            enum config_got att_got, const struct tomlc_node *hdr_n,
+                            const struct tomlc_node *stream_n, const struct tomlc_node *budget_n)
+{
+    struct config *cfg = c->cfg;
+    if (hdr_got == CONFIG_BAD || stream_got == CONFIG_BAD || budget_got == CONFIG_BAD ||
+        att_got == CONFIG_BAD)
+        return;
+    if (stream_got == CONFIG_ABSENT && cfg->stream_header_timeout_ms > cfg->header_timeout_ms)
+        cfg->stream_header_timeout_ms = cfg->header_timeout_ms;
+    if (stream_got == CONFIG_OK && cfg->stream_header_timeout_ms > cfg->header_timeout_ms) {
+        config_error(c, stream_n->line, "server.stream_header_timeout_ms",
+                     "%d is longer than server.header_timeout_ms (%d); streams get their headers "
+                     "sooner than other requests, so make it at most %d",
+                     cfg->stream_header_timeout_ms, cfg->header_timeout_ms,
+                     cfg->header_timeout_ms);
+        return;
+    }
+    (void)hdr_n;
+    if (cfg->max_attempts > 1 && cfg->stream_header_timeout_ms >= cfg->retry_budget_ms) {
+        const struct tomlc_node *n = stream_got == CONFIG_OK ? stream_n : budget_n;
+        config_error(c, n ? n->line : 0,
+                     stream_got == CONFIG_OK ? "server.stream_header_timeout_ms"
+                                             : "server.retry_budget_ms",
+                     "a stream may wait %d ms for headers but all attempts may take only "
+                     "server.retry_budget_ms = %d ms, so a hung endpoint leaves no time to try "
+                     "another; make stream_header_timeout_ms smaller than retry_budget_ms "
+                     "(e.g. half of it)",
+                     cfg->stream_header_timeout_ms, cfg->retry_budget_ms);
+    }
+}
+
 static void config_server(struct config_ctx *c, const struct tomlc_node *root)
 {
     struct config *cfg = c->cfg;
@@ -680,7 +721,11 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
     if (config_int(c, t, p, "max_body_mb", 1, 4096, "", &mb, NULL) == CONFIG_OK)
         cfg->max_body_bytes = mb * 1024 * 1024;
     config_int_field(c, t, p, "connect_timeout_ms", 1, MS_DAY, "", &cfg->connect_timeout_ms, NULL);
-    config_int_field(c, t, p, "header_timeout_ms", 1, MS_DAY, "", &cfg->header_timeout_ms, NULL);
+    const struct tomlc_node *hdr_n = NULL, *stream_n = NULL, *budget_n = NULL, *att_n = NULL;
+    enum config_got hdr_got = config_int_field(c, t, p, "header_timeout_ms", 1, MS_DAY, "",
+                                               &cfg->header_timeout_ms, &hdr_n);
+    enum config_got stream_got = config_int_field(c, t, p, "stream_header_timeout_ms", 1, MS_DAY,
+                                                  "", &cfg->stream_header_timeout_ms, &stream_n);
     config_int_field(c, t, p, "idle_timeout_ms", 1, MS_DAY, "", &cfg->idle_timeout_ms, NULL);
     config_int_field(c, t, p, "client_header_timeout_ms", 1, MS_DAY, "",
                      &cfg->client_header_timeout_ms, NULL);
@@ -698,8 +743,11 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
     }
     config_str(c, t, p, "log_file", &cfg->log_file, NULL);
     config_str(c, t, p, "request_log", &cfg->request_log, NULL);
-    config_int_field(c, t, p, "max_attempts", 1, 16, "", &cfg->max_attempts, NULL);
-    config_int_field(c, t, p, "retry_budget_ms", 1, MS_DAY, "", &cfg->retry_budget_ms, NULL);
+    enum config_got att_got = config_int_field(c, t, p, "max_attempts", 1, 16, "",
+                                               &cfg->max_attempts, &att_n);
+    enum config_got budget_got = config_int_field(c, t, p, "retry_budget_ms", 1, MS_DAY, "",
+                                                  &cfg->retry_budget_ms, &budget_n);
+    config_timeouts(c, hdr_got, stream_got, budget_got, att_got, hdr_n, stream_n, budget_n);
     config_int_field(c, t, p, "stream_holdback_ms", 0, 60000, " (0 turns the hold-back off)",
                      &cfg->stream_holdback_ms, NULL);
     config_int_field(c, t, p, "overloaded_retry_in_place_ms", 0, 60000, " (0 turns it off)",
@@ -1127,6 +1175,7 @@ static struct config *config_defaults(const char *path)
     cfg->max_body_bytes = 32LL * 1024 * 1024;
     cfg->connect_timeout_ms = 10000;
     cfg->header_timeout_ms = 300000;
+    cfg->stream_header_timeout_ms = 30000;
     cfg->idle_timeout_ms = 300000;
     cfg->client_header_timeout_ms = 30000;
     cfg->keepalive_timeout_ms = 120000;
@@ -1136,7 +1185,7 @@ static struct config *config_defaults(const char *path)
     cfg->sticky_sessions = true;
     cfg->session_ttl_s = 3600;
     cfg->max_attempts = 3;
-    cfg->retry_budget_ms = 30000;
+    cfg->retry_budget_ms = 60000;
     cfg->stream_holdback_ms = 1000;
     cfg->overloaded_retry_in_place_ms = 0;
     cfg->usage_cap_rest_s = 3600;
@@ -1383,9 +1432,11 @@ char *config_summary(const struct config *cfg)
                 cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms,
                 cfg->sticky_sessions ? "on" : "off", cfg->session_ttl_s);
     buf_appendf(&b, "limits: body %lld MiB, %d connections; timeouts (ms): connect %d, "
-                "headers %d, idle %d, client headers %d, keep-alive %d, shutdown grace %d\n",
+                "headers %d (streams %d), idle %d, client headers %d, keep-alive %d, shutdown "
+                "grace %d\n",
                 cfg->max_body_bytes / (1024 * 1024), cfg->max_connections,
-                cfg->connect_timeout_ms, cfg->header_timeout_ms, cfg->idle_timeout_ms,
+                cfg->connect_timeout_ms, cfg->header_timeout_ms, cfg->stream_header_timeout_ms,
+                cfg->idle_timeout_ms,
                 cfg->client_header_timeout_ms, cfg->keepalive_timeout_ms, cfg->shutdown_grace_ms);
     buf_appendf(&b, "log: level %s, %s%s\n", cfg->log_level, cfg->log_file ? "file " : "stderr only",
                 cfg->log_file ? cfg->log_file : "");

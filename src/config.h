@@ -69,6 +69,8 @@ struct config {
     long long max_body_bytes;       /* "max_body_mb", default 32 MiB */
     int connect_timeout_ms;         /* default 10000 */
     int header_timeout_ms;          /* upstream response headers, default 300000 */
+    int stream_header_timeout_ms;   /* the same for streaming requests, default 30000
+                                     * (never above header_timeout_ms) */
     int idle_timeout_ms;            /* stream idle (every byte resets), default 300000 */
     int client_header_timeout_ms;   /* client must send headers, default 30000 */
     int keepalive_timeout_ms;       /* idle client keep-alive, default 120000 */
@@ -82,7 +84,7 @@ struct config {
     char *log_file;                 /* owns; NULL: stderr only */
     char *request_log;              /* owns; JSON-lines request log file, NULL: none */
     int max_attempts;               /* attempts per request across endpoints, default 3 */
-    int retry_budget_ms;            /* time for all attempts of a request, default 30000 */
+    int retry_budget_ms;            /* time for all attempts of a request, default 60000 */
     bool http_client_libcurl;       /* "http_client": "builtin" (default) sends http:// endpoints
                                      * through h1.c, "libcurl" sends everything through libcurl */
     int stream_holdback_ms;         /* hold message_start/ping at most this long, default 1000; 0 off */

@@ -10,11 +10,14 @@
  *
  * What decides a retry before the client has seen anything (preq_failed):
  * a transfer error (connect refused or reset, TLS, protocol), no response
- * headers within header_timeout_ms, a status of 500, 502, 503, 504 or 529,
+ * headers within header_timeout_ms (stream_header_timeout_ms for streams),
+ * the endpoint marked failed meanwhile by other traffic or a check, a usage
+ * cap (read from the small error body), a status of 500, 502, 503, 504 or 529,
  * an event stream that reports `event: error` or ends before any content
  * while its opening events are held back, or a stall while they are held.
  * Each marks the endpoint failed and moves to the next usable endpoint of
- * the group, within server.max_attempts and server.retry_budget_ms; a 529
+ * the group, then of the group's fallback_groups in order (each with its
+ * own token), within server.max_attempts and server.retry_budget_ms; a 529
  * may first be retried in place once (overloaded_retry_in_place_ms).  A
  * 429 makes the endpoint rest until its retry-after (or the
  * anthropic-ratelimit-*-reset time) and moves on.  With nowhere left to
@@ -122,6 +125,8 @@ struct preq {
     bool committed;             /* response headers went to the client */
     bool sniffing;              /* reading a small 4xx error body (into held) to decide */
     bool sniff_done;            /* the error body was read and judged */
+    bool is_stream;             /* the body asks for "stream": true */
+    bool ep_failed;             /* the attempt's endpoint was marked failed meanwhile */
     bool paused;
     bool is_sse;
     bool is_json;
@@ -918,6 +923,7 @@ static void preq_attempt(struct preq *p)
     p->saw_start = p->saw_stop = p->saw_error = false;
     p->give_up = false;
     p->sniffing = p->sniff_done = false;
+    p->ep_failed = false;
     p->paused = false;
     p->ttfb_ms = -1;
     p->resp_len = -1;
@@ -1013,6 +1019,13 @@ static void preq_timeout(struct preq *p, const char *why)
     preq_attempt_done(p, UP_ERR_TIMEOUT, why);
 }
 
+/* Streams get their headers within seconds from a working endpoint; other
+ * requests may legitimately think for minutes first. */
+static int preq_header_timeout(const struct preq *p)
+{
+    return p->is_stream ? p->cfg->stream_header_timeout_ms : p->cfg->header_timeout_ms;
+}
+
 /* When p next needs looking at, or 0 when no time limit applies (between
  * attempts, finishing).  The stream deadline counts from the last byte as
  * of now; on_tick() moves it when bytes came since, so a byte costs no
@@ -1022,8 +1035,10 @@ static uint64_t preq_deadline(const struct preq *p)
     const struct config *cfg = p->cfg;
     if (!p->ux)
         return p->wait_until_ms;
+    if (!p->headers_done && p->ep_failed)
+        return p->attempt_start_ms; /* now: move on */
     if (!p->headers_done)
-        return p->attempt_start_ms + (uint64_t)cfg->header_timeout_ms;
+        return p->attempt_start_ms + (uint64_t)preq_header_timeout(p);
     uint64_t stall = p->last_byte_ms + (uint64_t)cfg->idle_timeout_ms;
     uint64_t hold_end = p->hold_start_ms + (uint64_t)cfg->stream_holdback_ms;
     return p->holding && hold_end < stall ? hold_end : stall;
@@ -1063,8 +1078,11 @@ static void on_tick(uv_timer_t *t)
                 p->wait_until_ms = 0;
                 preq_attempt(p);
             }
+        } else if (!p->headers_done && p->ep_failed) {
+            snprintf(why, sizeof why, "endpoint marked failed while waiting for headers");
+            preq_timeout(p, why);
         } else if (!p->headers_done) {
-            snprintf(why, sizeof why, "no response headers within %d ms", cfg->header_timeout_ms);
+            snprintf(why, sizeof why, "no response headers within %d ms", preq_header_timeout(p));
             preq_timeout(p, why);
         } else if (p->holding && now - p->hold_start_ms >= (uint64_t)cfg->stream_holdback_ms) {
             preq_commit(p);
@@ -1080,6 +1098,24 @@ static void on_tick(uv_timer_t *t)
 }
 
 /* ---- public -------------------------------------------------------------- */
+
+/* State hook: endpoint ep of st was just marked failed.  Requests waiting
+ * for its headers are made due now; the tick moves them on (never from
+ * inside the state call that marked it). */
+static void proxy_ep_failed(void *ud, struct state *st, int ep)
+{
+    struct proxy *px = ud;
+    uint64_t now = now_mono_ms();
+    if (st != px->st)
+        return;
+    for (struct track *t = st->tracks; t; t = t->next) {
+        struct preq *p = (struct preq *)t;
+        if (t->ep != ep || p->st != st || !p->ux || p->headers_done || p->committed)
+            continue;
+        p->ep_failed = true;
+        dheap_set(&px->due, &p->due, now);
+    }
+}
 
 static void proxy_open_reqlog(struct proxy *px)
 {
@@ -1107,6 +1143,8 @@ struct proxy *proxy_new(uv_loop_t *loop, struct upstream *up, struct state *st,
     px->tick.data = px;
     dheap_init(&px->due);
     proxy_open_reqlog(px);
+    st->ep_failed_cb = proxy_ep_failed;
+    st->ep_failed_ud = px;
     return px;
 }
 
@@ -1114,6 +1152,8 @@ void proxy_set_config(struct proxy *px, struct state *st, const struct config *c
 {
     px->st = st;
     px->cfg = cfg;
+    st->ep_failed_cb = proxy_ep_failed;
+    st->ep_failed_ud = px;
     proxy_open_reqlog(px);
 }
 
@@ -1212,6 +1252,88 @@ static char *body_user_id(const char *body, size_t len)
     return xstrndup(v, (size_t)(u - v));
 }
 
+/* Skips a JSON string starting at b[i] == '"'; returns the index after its
+ * closing quote, or len when it does not end. */
+static size_t json_skip_string(const char *b, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (b[i] == '\\')
+            i++;
+        else if (b[i] == '"')
+            return i + 1;
+    }
+    return len;
+}
+
+static size_t json_skip_ws(const char *b, size_t len, size_t i)
+{
+    while (i < len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
+        i++;
+    return i;
+}
+
+/*
+ * The value of key in the top-level object of body, when it is a string or
+ * a scalar: *v and *vlen get its text (a string with its quotes).  A scan
+ * that follows strings and nesting only, so that a "model" or "stream" key
+ * inside messages or tool schemas is never taken for the request's own.
+ * Returns false when body is not an object or has no such scalar key.
+ */
+static bool json_top_value(const char *b, size_t len, const char *key, const char **v,
+                           size_t *vlen)
+{
+    size_t klen = strlen(key);
+    size_t i = json_skip_ws(b, len, 0);
+    if (!b || i >= len || b[i] != '{')
+        return false;
+    int depth = 0;
+    bool want_key = true;
+    while (i < len) {
+        char ch = b[i];
+        if (ch == '"') {
+            size_t s = i + 1;
+            i = json_skip_string(b, len, i);
+            if (i >= len)
+                return false;
+            if (depth != 1 || !want_key)
+                continue;
+            size_t e = i - 1;
+            size_t j = json_skip_ws(b, len, i);
+            if (j >= len || b[j] != ':')
+                return false;
+            want_key = false;
+            i = j + 1;
+            if (e - s != klen || memcmp(b + s, key, klen) != 0)
+                continue;
+            j = json_skip_ws(b, len, i);
+            if (j >= len || b[j] == '{' || b[j] == '[')
+                return false;
+            size_t vs = j;
+            if (b[j] == '"') {
+                j = json_skip_string(b, len, j);
+                if (j >= len && b[len - 1] != '"')
+                    return false;
+            } else {
+                while (j < len && !strchr(",}] \t\r\n", b[j]))
+                    j++;
+            }
+            *v = b + vs;
+            *vlen = j - vs;
+            return true;
+        }
+        if (ch == '{' || ch == '[')
+            depth++;
+        else if (ch == '}' || ch == ']')
+            depth--;
+        else if (ch == ',' && depth == 1)
+            want_key = true;
+        if (depth <= 0 && ch != '{')
+            return false;
+        i++;
+    }
+    return false;
+}
+
 /* Why nothing is usable: every endpoint resting (429), or down. */
 static void proxy_no_endpoint(struct preq *p)
 {
@@ -1276,6 +1398,10 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     sse_init(&p->sse, 256 * 1024);
     state_track_add(st, &p->t, p->method, p->target, now);
     p->t.bytes_in = p->body.len;
+    const char *sv;
+    size_t svl;
+    p->is_stream = json_top_value(p->body.data, p->body.len, "stream", &sv, &svl) && svl == 4 &&
+                   memcmp(sv, "true", 4) == 0;
     conn_attach(c, p, &preq_ops);
     if (!px->tick_running) {
         uv_timer_start(&px->tick, on_tick, PROXY_TICK_MS, PROXY_TICK_MS);

@@ -200,6 +200,8 @@ void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
     st->live_tokens = old->live_tokens;
     st->next_track_id = old->next_track_id;
     st->checks_paused = old->checks_paused;
+    st->ep_failed_cb = old->ep_failed_cb;
+    st->ep_failed_ud = old->ep_failed_ud;
     st->fallback_total = old->fallback_total;
     st->fallback_last_ms = old->fallback_last_ms;
     if (old->fallback_group >= 0)
@@ -457,6 +459,8 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
         if (before != e->status) {
             log_warn("endpoint %s failed its check: %s", e->name, e->error);
             state_event(st, "failure", e->name, "", "", "%s failed: %s", e->name, e->error);
+            if (st->ep_failed_cb)
+                st->ep_failed_cb(st->ep_failed_ud, st, ep);
         }
     }
     state_evaluate(st, now_ms);
@@ -478,6 +482,8 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, c
         log_warn("endpoint %s marked %s by live traffic: %s", e->name, ep_status_name(status),
                  error);
         state_event(st, "failure", e->name, "", "", "%s: %s", e->name, error);
+        if (st->ep_failed_cb)
+            st->ep_failed_cb(st->ep_failed_ud, st, ep);
     }
     state_evaluate(st, now_ms);
 }

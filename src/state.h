@@ -154,6 +154,11 @@ struct state {
     int fallback_group;
     uint64_t fallback_last_ms;  /* monotonic, 0 never */
     uint64_t fallback_total;    /* requests served by a fallback group */
+    /* Told when live traffic or a check has just marked an endpoint failed,
+     * so that requests still waiting for its headers can move on at once.
+     * It must not end requests from inside the call. */
+    void (*ep_failed_cb)(void *ud, struct state *st, int ep);
+    void *ep_failed_ud;
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);

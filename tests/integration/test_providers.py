@@ -284,5 +284,66 @@ class TestUsageCaps(ProvidersCase):
         self.assertIsNone(ep["rested"], ep)
 
 
+class TestStreamHeaderTimeout(ProvidersCase):
+    def _two_groups(self, **server):
+        hung = self.start_fake("hung")
+        good = self.start_fake("good")
+        text = (server_toml(header_timeout_ms=20000, **server)
+                + group_toml("a", [("hung", hung.url)], fallback=["b"])
+                + group_toml("b", [("good", good.url)]))
+        p = self.start_proxy(config_text=text)
+        hung.config(hang=True)
+        return p, hung, good
+
+    def test_stream_moves_on_after_stream_header_timeout(self):
+        p, hung, good = self._two_groups(stream_header_timeout_ms=800)
+        t0 = time.monotonic()
+        s = self.stream(p.port)
+        evs = s.read_all()
+        took = time.monotonic() - t0
+        self.assertEqual(s.resp.status, 200, s.resp)
+        self.assertEqual(s.resp.header("x-zephyr-endpoint"), "good", s.resp)
+        self.assertEqual(s.resp.header("x-zephyr-attempts"), "2", s.resp)
+        self.assertIn("message_stop", [e.event for e in evs])
+        self.assertGreaterEqual(took, 0.7)
+        self.assertLess(took, scaled(5), "a hung endpoint held the stream %.1f s" % took)
+
+    def test_waiting_request_moves_on_when_its_endpoint_is_marked_failed(self):
+        p, hung, good = self._two_groups(stream_header_timeout_ms=1000)
+        # A non-streaming request keeps the long header timeout (20 s) ...
+        c = self.raw(p.port, timeout=scaled(15))
+        from harness import build_request
+        c.send(build_request("POST", "/v1/messages", [("content-type", "application/json")],
+                             messages_body()))
+        wait_for(lambda: hung.stats()["active"] >= 1, scaled(5), desc="request waiting on hung")
+        self.assertTrue(c.no_data_within(0.3))
+        # ... until a stream on the same endpoint times out and marks it failed:
+        # then it moves on at once instead of waiting out its 20 s.
+        t0 = time.monotonic()
+        s = self.stream(p.port)
+        s.read_all()
+        self.assertEqual(s.resp.header("x-zephyr-endpoint"), "good", s.resp)
+        r = c.read_response("POST")
+        took = time.monotonic() - t0
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "good", r)
+        self.assertLess(took, scaled(5), "the waiting request stayed %.1f s" % took)
+
+    def test_timeout_validation(self):
+        import subprocess
+        from harness import PROXY_BIN, child_env
+        for server, needle in (({"stream_header_timeout_ms": 40000, "retry_budget_ms": 30000},
+                                "server.stream_header_timeout_ms"),
+                               ({"retry_budget_ms": 20000}, "server.retry_budget_ms"),
+                               ({"stream_header_timeout_ms": 9000, "header_timeout_ms": 5000},
+                                "longer than server.header_timeout_ms")):
+            text = server_toml(**server) + group_toml("a", [("a1", "http://127.0.0.1:9")])
+            path = self.write_config(text)
+            r = subprocess.run([PROXY_BIN, "--config", path, "--check-config"],
+                               capture_output=True, text=True, timeout=scaled(10), env=child_env())
+            self.assertEqual(r.returncode, 1, (server, r.stdout, r.stderr))
+            self.assertIn(needle, r.stderr, server)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -865,6 +865,38 @@ static void test_fallback_and_endpoint_tokens(void **state)
     free(e);
 }
 
+static void test_stream_header_timeout(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(GROUP_OK);
+    assert_int_equal(cfg->stream_header_timeout_ms, 30000);
+    assert_int_equal(cfg->retry_budget_ms, 60000);
+    config_free(cfg);
+    /* Never above header_timeout_ms when not given. */
+    cfg = load_ok("[server]\nheader_timeout_ms = 1000\nretry_budget_ms = 1200\n" GROUP_OK);
+    assert_int_equal(cfg->stream_header_timeout_ms, 1000);
+    config_free(cfg);
+    cfg = load_ok("[server]\nstream_header_timeout_ms = 5000\nretry_budget_ms = 20000\n" GROUP_OK);
+    assert_int_equal(cfg->stream_header_timeout_ms, 5000);
+    config_free(cfg);
+    /* One attempt: there is nothing to fail over to, so no conflict. */
+    cfg = load_ok("[server]\nmax_attempts = 1\nretry_budget_ms = 1000\n" GROUP_OK);
+    config_free(cfg);
+
+    char *e = load_err("[server]\nstream_header_timeout_ms = 30000\nretry_budget_ms = 30000\n"
+                       GROUP_OK);
+    assert_has(e, "cfg.toml:2: server.stream_header_timeout_ms: a stream may wait 30000 ms for "
+                  "headers but all attempts may take only server.retry_budget_ms = 30000 ms");
+    free(e);
+    e = load_err("[server]\nretry_budget_ms = 20000\n" GROUP_OK);
+    assert_has(e, "cfg.toml:2: server.retry_budget_ms: a stream may wait 30000 ms");
+    free(e);
+    e = load_err("[server]\nheader_timeout_ms = 5000\nstream_header_timeout_ms = 6000\n" GROUP_OK);
+    assert_has(e, "cfg.toml:3: server.stream_header_timeout_ms: 6000 is longer than "
+                  "server.header_timeout_ms (5000)");
+    free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -892,6 +924,7 @@ int main(void)
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_every_prefix),
         cmocka_unit_test(test_fallback_and_endpoint_tokens),
+        cmocka_unit_test(test_stream_header_timeout),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
