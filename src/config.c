@@ -79,10 +79,11 @@ static const char *const config_server_keys[] = {
     "stream_header_timeout_ms", NULL,
 };
 static const char *const config_group_keys[] = {
-    "name", "auth_token_env", "auth_header", "default", "endpoints", "fallback_groups", NULL,
+    "name", "auth_token_env", "auth_header", "default", "endpoints", "fallback_groups", "models",
+    NULL,
 };
 static const char *const config_endpoint_keys[] = { "url", "name", "auth_token_env",
-                                                    "auth_header", NULL };
+                                                    "auth_header", "models", NULL };
 static const char *const config_health_keys[] = {
     "interval_seconds", "min_interval_seconds", "max_interval_seconds", "timeout_seconds",
     "dynamic_scaling", "claude_binary_path", "method", "model", "prompt", "cli_args",
@@ -841,6 +842,45 @@ static const char *config_url_problem(const char *url, bool *echo)
     return NULL;
 }
 
+/*
+ * Reads a "models" table: { "client model" = "upstream model", "*" = ... }.
+ * Names go into JSON bodies and logs, so control characters are refused
+ * (quotes and backslashes are escaped when the body is written).
+ */
+static void config_models(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                          struct cfg_model **out, size_t *n_out)
+{
+    char key[256];
+    const struct tomlc_node *n = tomlc_get(t, "models");
+    if (!n)
+        return;
+    config_key(key, sizeof key, prefix, "models");
+    if (n->type != TOMLC_TABLE) {
+        config_type_error(c, n, key,
+                          "a table like { \"claude-opus-4-8\" = \"vendor/claude-opus-4.8\", "
+                          "\"*\" = \"claude-sonnet-4-6\" }");
+        return;
+    }
+    *out = xcalloc(n->n ? n->n : 1, sizeof **out);
+    for (size_t k = 0; k < n->n; k++) {
+        const struct tomlc_node *v = &n->items[k];
+        if (v->type != TOMLC_STRING) {
+            config_type_error(c, v, key, "a model name (a string) for each model");
+            continue;
+        }
+        if (!n->keys[k][0] || !v->str[0] || config_has_control(n->keys[k]) ||
+            config_has_control(v->str) || strlen(n->keys[k]) > 200 || strlen(v->str) > 200) {
+            config_error(c, v->line, key,
+                         "model names must be 1 to 200 characters without control characters; "
+                         "write e.g. \"claude-opus-4-8\" = \"vendor/claude-opus-4.8\"");
+            continue;
+        }
+        (*out)[*n_out].from = xstrdup(n->keys[k]);
+        (*out)[*n_out].to = xstrdup(v->str);
+        (*n_out)++;
+    }
+}
+
 /* Endpoint names seen so far, to keep them unique across all groups. */
 struct config_seen {
     const char *name; /* borrows; from struct cfg_endpoint */
@@ -897,6 +937,7 @@ static void config_endpoint(struct config_ctx *c, const struct tomlc_node *t, co
         ep->auth = auth == 1 ? AUTH_BEARER : AUTH_X_API_KEY;
         ep->auth_set = true;
     }
+    config_models(c, t, prefix, &ep->models, &ep->n_models);
 }
 
 static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_t index,
@@ -930,6 +971,7 @@ static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_
                       &g->auth_token_env, &g->token);
     if (config_enum(c, t, p, "auth_header", config_auth_names, &auth) == CONFIG_OK)
         g->auth = auth == 1 ? AUTH_BEARER : AUTH_X_API_KEY;
+    config_models(c, t, p, &g->models, &g->n_models);
 
     if (config_bool(c, t, p, "default", &g->is_default, &n) == CONFIG_OK && g->is_default) {
         if (*default_node)
@@ -1293,6 +1335,15 @@ static void config_free_secret(char *s)
     free(s);
 }
 
+static void config_free_models(struct cfg_model *m, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        free(m[k].from);
+        free(m[k].to);
+    }
+    free(m);
+}
+
 void config_free(struct config *cfg)
 {
     if (!cfg)
@@ -1304,8 +1355,10 @@ void config_free(struct config *cfg)
             free(g->endpoints[e].url);
             free(g->endpoints[e].auth_token_env);
             config_free_secret(g->endpoints[e].token);
+            config_free_models(g->endpoints[e].models, g->endpoints[e].n_models);
         }
         free(g->fallback);
+        config_free_models(g->models, g->n_models);
         free(g->endpoints);
         free(g->name);
         free(g->auth_token_env);
@@ -1349,6 +1402,21 @@ const char *config_ep_token(const struct cfg_group *g, const struct cfg_endpoint
 enum auth_style config_ep_auth(const struct cfg_group *g, const struct cfg_endpoint *e)
 {
     return e && e->auth_set ? e->auth : g->auth;
+}
+
+const char *config_model_for(const struct cfg_group *g, const struct cfg_endpoint *e,
+                             const char *model)
+{
+    const struct cfg_model *m = e && e->models ? e->models : g->models;
+    size_t n = e && e->models ? e->n_models : g->n_models;
+    const char *star = NULL;
+    for (size_t k = 0; k < n; k++) {
+        if (strcmp(m[k].from, model) == 0)
+            return m[k].to;
+        if (strcmp(m[k].from, "*") == 0)
+            star = m[k].to;
+    }
+    return star;
 }
 
 static const char *config_method_name(enum check_method m)

@@ -32,6 +32,13 @@ enum check_method {
     CHECK_CLI = 2,          /* run `claude -p` against the endpoint */
 };
 
+/* One entry of a "models" table: requests for from go out as to; from "*"
+ * matches every model without an entry of its own. */
+struct cfg_model {
+    char *from;           /* owns */
+    char *to;             /* owns */
+};
+
 struct cfg_endpoint {
     char *name;           /* owns */
     char *url;            /* owns; http:// or https://, no trailing slash */
@@ -41,6 +48,8 @@ struct cfg_endpoint {
     char *token;          /* owns; secret, NULL when auth_token_env is NULL */
     enum auth_style auth; /* meaningful when auth_set */
     bool auth_set;        /* "auth_header" given on the endpoint */
+    struct cfg_model *models; /* owns, n_models entries; when given, replaces the group's */
+    size_t n_models;
 };
 
 struct cfg_group {
@@ -56,6 +65,8 @@ struct cfg_group {
      * (they exist, none is this group, no repeats). */
     size_t *fallback;     /* owns, n_fallback entries */
     size_t n_fallback;
+    struct cfg_model *models; /* owns, n_models entries: "models" */
+    size_t n_models;
 };
 
 struct config {
@@ -139,6 +150,12 @@ size_t config_default_group(const struct config *cfg);
  * client's credentials through. */
 const char *config_ep_token(const struct cfg_group *g, const struct cfg_endpoint *e);
 enum auth_style config_ep_auth(const struct cfg_group *g, const struct cfg_endpoint *e);
+
+/* The model a request for model goes out as on endpoint e of group g (the
+ * endpoint's "models" when it has one, else the group's; an exact entry
+ * before "*"), or NULL when it passes unchanged. */
+const char *config_model_for(const struct cfg_group *g, const struct cfg_endpoint *e,
+                             const char *model);
 
 /* Prints a human summary (no secrets) for --check-config. */
 char *config_summary(const struct config *cfg);

@@ -126,6 +126,10 @@ struct preq {
     bool sniffing;              /* reading a small 4xx error body (into held) to decide */
     bool sniff_done;            /* the error body was read and judged */
     bool is_stream;             /* the body asks for "stream": true */
+    char *model;                /* owns; the model a Messages body asks for, NULL if none */
+    size_t model_off, model_len;/* where its JSON string (with quotes) sits in body */
+    struct buf abody;           /* owns; the body with the model mapped, for one attempt */
+    bool mapped;                /* the current attempt's model was mapped */
     bool ep_failed;             /* the attempt's endpoint was marked failed meanwhile */
     bool paused;
     bool is_sse;
@@ -221,6 +225,8 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     }
     if (!p->is_sse)
         usage_json_finish(&p->json, &p->usage);
+    if (p->mapped) /* usage is counted under the model the client asked for */
+        snprintf(p->usage.model, sizeof p->usage.model, "%s", p->model);
     if (log_enabled(LOG_INFO)) {
         const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
         char ttfb[32] = "-";
@@ -244,6 +250,8 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     dheap_remove(&px->due, &p->due);
     buf_release(&p->hdrs);
     buf_release(&p->creds);
+    buf_release(&p->abody);
+    free(p->model);
     free(p->target);
     free(p->session_key);
     free(p->tried);
@@ -434,7 +442,20 @@ static int preq_pick(const struct preq *p, uint64_t now, size_t *pos)
         const struct group *g = &st->groups[gi];
         if (g->n == 0)
             continue;
-        int e = state_next_ep(st, (int)g->first, p->tried + g->first, now);
+        /* Endpoints known not to serve the request's model count as tried. */
+        const bool *tried = p->tried + g->first;
+        bool *skip = NULL;
+        for (size_t i = 0; p->model && i < g->n; i++) {
+            if (tried[i] || state_ep_serves(st, (int)(g->first + i), p->model, now))
+                continue;
+            if (!skip) {
+                skip = xmalloc(g->n * sizeof *skip);
+                memcpy(skip, tried, g->n * sizeof *skip);
+            }
+            skip[i] = true;
+        }
+        int e = state_next_ep(st, (int)g->first, skip ? skip : tried, now);
+        free(skip);
         if (e >= 0) {
             *pos = k;
             return e;
@@ -461,6 +482,7 @@ enum fail_kind {
     FAIL_TIMEOUT = 1,    /* no headers in time, or a stall */
     FAIL_RATE_LIMIT = 2, /* 429: the endpoint rests, it is not failed */
     FAIL_USAGE_CAP = 3,  /* balance, quota or usage limit exhausted: it rests */
+    FAIL_MODEL = 4,      /* 404: the endpoint does not serve the model; not a failure */
 };
 
 /* Records a failed attempt (nothing reached the client) and sets either
@@ -485,7 +507,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         p->retry = true;
         return;
     }
-    if (kind != FAIL_RATE_LIMIT && kind != FAIL_USAGE_CAP)
+    if (kind != FAIL_RATE_LIMIT && kind != FAIL_USAGE_CAP && kind != FAIL_MODEL)
         state_live_failure(st, p->ep, why, now);
     if (!preq_can_retry(p)) {
         p->give_up = true;
@@ -497,6 +519,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         const char *reason = kind == FAIL_TIMEOUT      ? "timeout"
                              : kind == FAIL_RATE_LIMIT ? "429"
                              : kind == FAIL_USAGE_CAP  ? "usage_cap"
+                             : kind == FAIL_MODEL      ? "model"
                              : status == 529           ? "529"
                              : status >= 500           ? "5xx"
                              : status == 0             ? "transfer"
@@ -610,6 +633,19 @@ static bool body_usage_cap(int status, const char *body, size_t len, char *why, 
     return cap;
 }
 
+/* Whether a 404 body says that the model is not found (not some path). */
+static bool body_model_missing(const char *body, size_t len)
+{
+    cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    bool missing = cJSON_IsString(type) && strcmp(type->valuestring, "not_found_error") == 0 &&
+                   cJSON_IsString(msg) && strcasestr(msg->valuestring, "model");
+    cJSON_Delete(j);
+    return missing;
+}
+
 /* How long a usage cap rests the endpoint: until the reset the response
  * names (retry-after, anthropic-ratelimit-*-reset), else usage_cap_rest_s. */
 static long long usage_cap_rest_s(const struct preq *p)
@@ -638,6 +674,17 @@ static bool preq_judge_error_body(struct preq *p)
     uint64_t now = now_mono_ms();
     p->sniffing = false;
     p->sniff_done = true;
+    if (p->status == 404 && p->model && body_model_missing(p->held.data, p->held.len)) {
+        /* Not a failure of the endpoint: try one that may serve the model;
+         * when none is left, the client gets this 404 as it is. */
+        state_model_missing(p->st, p->ep, p->model, now);
+        if (!preq_can_retry(p))
+            return false;
+        snprintf(why, sizeof why, "404 model %s not served", p->model);
+        buf_reset(&p->held);
+        preq_failed(p, FAIL_MODEL, 404, why);
+        return true;
+    }
     if (!body_usage_cap(p->status, p->held.data, p->held.len, why, sizeof why))
         return false;
     long long rest = usage_cap_rest_s(p);
@@ -954,6 +1001,18 @@ static void preq_attempt(struct preq *p)
     } else if (p->creds.len) {
         buf_append(&p->hdrs, p->creds.data, p->creds.len);
     }
+    /* The model the endpoint knows the client's model by, spliced into a
+     * copy of the body for this attempt. */
+    const char *mapped = p->model ? config_model_for(g, &g->endpoints[e->index], p->model) : NULL;
+    p->mapped = mapped && strcmp(mapped, p->model) != 0;
+    buf_reset(&p->abody);
+    if (p->mapped) {
+        buf_append(&p->abody, p->body.data, p->model_off);
+        buf_append_json_str(&p->abody, mapped);
+        buf_append(&p->abody, p->body.data + p->model_off + p->model_len,
+                   p->body.len - p->model_off - p->model_len);
+    }
+    const struct buf *body = p->mapped ? &p->abody : &p->body;
     char *url = hdr_url_join(e->url, p->target);
     bool bodyless = p->is_head || (strcmp(p->method, "GET") == 0 && p->body.len == 0);
     struct up_request req = {
@@ -961,9 +1020,9 @@ static void preq_attempt(struct preq *p)
         .url = url,
         .headers = p->hdrs.data,
         .headers_len = p->hdrs.len,
-        .body = p->body.data,
-        .body_len = p->body.len,
-        .send_length = !bodyless && (p->body.len || strcmp(p->method, "POST") == 0),
+        .body = body->data,
+        .body_len = body->len,
+        .send_length = !bodyless && (body->len || strcmp(p->method, "POST") == 0),
         .connect_timeout_ms = cfg->connect_timeout_ms,
         /* Event streams come in small pieces: a small receive buffer keeps
          * the memory of thousands of idle streams low. */
@@ -1402,6 +1461,23 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     size_t svl;
     p->is_stream = json_top_value(p->body.data, p->body.len, "stream", &sv, &svl) && svl == 4 &&
                    memcmp(sv, "true", 4) == 0;
+    buf_init(&p->abody, SIZE_MAX);
+    size_t plen = strcspn(p->target, "?");
+    if (strcmp(p->method, "POST") == 0 &&
+        ((plen == 12 && strncmp(p->target, "/v1/messages", 12) == 0) ||
+         (plen == 25 && strncmp(p->target, "/v1/messages/count_tokens", 25) == 0)) &&
+        json_top_value(p->body.data, p->body.len, "model", &sv, &svl) && svl >= 3 &&
+        sv[0] == '"' && sv[svl - 1] == '"') {
+        /* Only plain printable names: they are compared, logged and mapped. */
+        bool plain = svl - 2 < 200;
+        for (size_t i = 1; plain && i + 1 < svl; i++)
+            plain = sv[i] > 0x20 && sv[i] < 0x7f && sv[i] != '\\' && sv[i] != '"';
+        if (plain) {
+            p->model = xstrndup(sv + 1, svl - 2);
+            p->model_off = (size_t)(sv - p->body.data);
+            p->model_len = svl;
+        }
+    }
     conn_attach(c, p, &preq_ops);
     if (!px->tick_running) {
         uv_timer_start(&px->tick, on_tick, PROXY_TICK_MS, PROXY_TICK_MS);
@@ -1421,6 +1497,12 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     build_headers(&p->hdrs, &p->creds, req);
     p->hdrs_client_len = p->hdrs.len;
     int ep = state_route(st, p->session_key, now);
+    if (ep >= 0 && p->model && !state_ep_serves(st, ep, p->model, now)) {
+        /* Another endpoint may serve the model; if none, ask this one anyway. */
+        int other = preq_pick(p, now, &p->chain_pos);
+        if (other >= 0)
+            ep = other;
+    }
     if (ep < 0) /* nothing in the current group: its fallback groups, in order */
         ep = preq_pick(p, now, &p->chain_pos);
     if (ep < 0) {

@@ -538,6 +538,35 @@ void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char 
     state_evaluate(st, now_ms);
 }
 
+void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms)
+{
+    struct ep *e = &st->eps[ep];
+    size_t len = strlen(model), slot = 0;
+    if (len == 0 || len >= sizeof e->missing[0].model)
+        return;
+    for (size_t k = 0; k < EP_MISSING_MODELS; k++) {
+        if (strcmp(e->missing[k].model, model) == 0) {
+            slot = k;
+            break;
+        }
+        if (e->missing[k].until_ms < e->missing[slot].until_ms)
+            slot = k; /* the free or the oldest slot */
+    }
+    memcpy(e->missing[slot].model, model, len + 1);
+    e->missing[slot].until_ms = now_ms + EP_MISSING_MODEL_MS;
+    log_info("endpoint %s does not serve model %s; other endpoints get its requests for %u s",
+             e->name, model, EP_MISSING_MODEL_MS / 1000u);
+}
+
+bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms)
+{
+    const struct ep *e = &st->eps[ep];
+    for (size_t k = 0; k < EP_MISSING_MODELS; k++)
+        if (e->missing[k].until_ms > now_ms && strcmp(e->missing[k].model, model) == 0)
+            return false;
+    return true;
+}
+
 void state_served(struct state *st, int ep, uint64_t now_ms)
 {
     size_t g = st->eps[ep].group;

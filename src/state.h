@@ -39,6 +39,8 @@ enum ep_circuit {
 };
 
 #define EP_HISTORY 32
+#define EP_MISSING_MODELS 8      /* models an endpoint is remembered not to serve */
+#define EP_MISSING_MODEL_MS (10 * 60 * 1000u)
 #define STATE_EVENTS 64
 
 struct ep_check {
@@ -74,6 +76,10 @@ struct ep {
     uint64_t circuit_retry_ms;  /* monotonic time of the next trial */
     uint64_t rest_until_ms;     /* 429 or usage cap: not routable before this (monotonic) */
     char rest_reason[96];       /* why it rests: "rate limited", "usage cap: ..." */
+    struct {
+        char model[64];         /* "" when the slot is free */
+        uint64_t until_ms;      /* monotonic */
+    } missing[EP_MISSING_MODELS]; /* answered 404 not_found_error for these models */
     bool check_running;
     bool recheck_soon;          /* a live failure asked for a quick check */
     uint64_t next_check_ms;     /* monotonic time of this endpoint's next check */
@@ -217,6 +223,12 @@ void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t no
  * until_ms like a 429, without counting as a failure; reason is shown. */
 void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
                         uint64_t now_ms);
+/* Endpoint ep answered that it does not serve model: remember that for
+ * EP_MISSING_MODEL_MS (models longer than 63 bytes are not remembered). */
+void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms);
+/* False while ep is remembered not to serve model. */
+bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms);
+
 /* A request was served by endpoint ep: when ep is not in the current group
  * it ran in fallback.  Records and logs the moves into and out of fallback. */
 void state_served(struct state *st, int ep, uint64_t now_ms);

@@ -79,6 +79,10 @@ class ScriptedUpstream:
                 self.send_header("content-length", str(len(body)))
                 for k, v in hdrs.items():
                     self.send_header(k, v)
+                # Not last: at eeb715c the proxy reads content-length with
+                # strtoll past the end of the last header's value (h1 keeps
+                # values unterminated), which the on_head rework fixes.
+                self.send_header("x-scripted", "1")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -343,6 +347,90 @@ class TestStreamHeaderTimeout(ProvidersCase):
                                capture_output=True, text=True, timeout=scaled(10), env=child_env())
             self.assertEqual(r.returncode, 1, (server, r.stdout, r.stderr))
             self.assertIn(needle, r.stderr, server)
+
+
+MODELS = '{ "claude-opus-4-8" = "vendor/claude-opus-4.8", "*" = "claude-sonnet-4-6" }'
+
+
+class TestModels(ProvidersCase):
+    def test_model_map_rewrites_the_body_sent_upstream(self):
+        up = self.scripted()
+        own = self.scripted()
+        text = (server_toml()
+                + group_toml("g", [("mapped", up.url)], extra={"models": MODELS}, fallback=["h"])
+                + group_toml("h", [("own", own.url, {"models": '{ "claude-opus-4-8" = "own-opus" }'})]))
+        p = self.start_proxy(config_text=text)
+        body = json.dumps({"model": "claude-opus-4-8", "max_tokens": 16,
+                           "metadata": {"model": "keep-me"},
+                           "messages": [{"role": "user", "content": "say \"model\": x"}]}).encode()
+        r = self.post_messages(p.port, body=body)
+        self.assertEqual(r.status, 200, r)
+        sent = up.seen()[-1]
+        self.assertEqual(sent["json"]["model"], "vendor/claude-opus-4.8")
+        self.assertEqual(sent["json"]["metadata"], {"model": "keep-me"})
+        self.assertEqual(sent["body"], body.replace(b'"claude-opus-4-8"', b'"vendor/claude-opus-4.8"'))
+        # "*" maps every other model; count_tokens bodies too.
+        r = self.post_messages(p.port, body=messages_body(model="claude-haiku-x"),
+                               path="/v1/messages/count_tokens")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(up.seen()[-1]["json"]["model"], "claude-sonnet-4-6")
+        self.assertEqual(up.seen()[-1]["path"], "/v1/messages/count_tokens")
+        # Usage is counted under the model the client asked for.
+        from harness import http_request
+        m = http_request(p.port, "GET", "/metrics").body.decode()
+        self.assertIn('model="claude-opus-4-8"', m)
+        self.assertNotIn('model="vendor/claude-opus-4.8"', m)
+
+    def test_endpoint_map_replaces_group_map_and_unmapped_pass(self):
+        up = self.scripted()
+        text = (server_toml()
+                + group_toml("g", [("e", up.url, {"models": '{ "claude-opus-4-8" = "own-opus" }'})],
+                             extra={"models": MODELS}))
+        p = self.start_proxy(config_text=text)
+        self.assertEqual(self.post_messages(p.port, body=messages_body(model="claude-opus-4-8")).status, 200)
+        self.assertEqual(up.seen()[-1]["json"]["model"], "own-opus")
+        raw = messages_body(model="claude-other")
+        self.assertEqual(self.post_messages(p.port, body=raw).status, 200)
+        self.assertEqual(up.seen()[-1]["json"]["model"], "claude-other")
+        self.assertEqual(up.seen()[-1]["body"], raw)
+
+    def test_404_model_moves_to_next_endpoint_without_health_penalty(self):
+        def no_opus(req):
+            if req["json"].get("model") == "claude-opus-4-8":
+                return 404, {}, api_error("not_found_error", "model: claude-opus-4-8")
+            return 200, {}, ok_message(req["json"].get("model", "?"))
+        a = self.scripted(no_opus)
+        b = self.scripted()
+        text = (server_toml()
+                + group_toml("a", [("a1", a.url)], fallback=["b"])
+                + group_toml("b", [("b1", b.url)]))
+        p = self.start_proxy(config_text=text)
+        r = self.post_messages(p.port, body=messages_body(model="claude-opus-4-8"))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "b1", r)
+        self.assertEqual(len(a.seen()), 1)
+        st = p.status()
+        a1 = [e for e in st["endpoints"] if e["name"] == "a1"][0]
+        self.assertEqual(a1["status"], "healthy", a1)
+        self.assertEqual(a1["failures"], 0, a1)
+        # Remembered: the next opus request goes straight to b1; others stay on a1.
+        r = self.post_messages(p.port, body=messages_body(model="claude-opus-4-8"))
+        self.assertEqual(r.header("x-zephyr-endpoint"), "b1", r)
+        self.assertEqual(len(a.seen()), 1)
+        r = self.post_messages(p.port, body=messages_body(model="claude-sonnet-4-6"))
+        self.assertEqual(r.header("x-zephyr-endpoint"), "a1", r)
+
+    def test_404_model_reaches_client_when_no_endpoint_serves_it(self):
+        body404 = api_error("not_found_error", "model: claude-nope")
+        a = self.scripted(lambda req: (404, {}, body404))
+        b = self.scripted(lambda req: (404, {}, body404))
+        text = server_toml() + group_toml("g", [("a1", a.url), ("b1", b.url)])
+        p = self.start_proxy(config_text=text)
+        r = self.post_messages(p.port, body=messages_body(model="claude-nope"))
+        self.assertEqual(r.status, 404, r)
+        self.assertEqual(r.body, body404)
+        self.assertEqual(len(a.seen()) + len(b.seen()), 2)
+        self.assertEqual(r.header("x-zephyr-attempts"), "2", r)
 
 
 if __name__ == "__main__":

@@ -897,6 +897,36 @@ static void test_stream_header_timeout(void **state)
     free(e);
 }
 
+static void test_models(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[[groups]]\nname = \"g\"\n"
+                                 "models = { \"claude-opus-4-8\" = \"vendor/claude-opus-4.8\", "
+                                 "\"*\" = \"claude-sonnet-4-6\" }\n"
+                                 "endpoints = [{ url = \"https://a.example\", name = \"a\" },\n"
+                                 "  { url = \"https://b.example\", name = \"b\", "
+                                 "models = { \"claude-opus-4-8\" = \"b-opus\" } }]\n"
+                                 "[[groups]]\nname = \"h\"\n"
+                                 "endpoints = [{ url = \"https://c.example\", name = \"c\" }]\n");
+    const struct cfg_group *g = &cfg->groups[0];
+    assert_string_equal(config_model_for(g, &g->endpoints[0], "claude-opus-4-8"),
+                        "vendor/claude-opus-4.8");
+    assert_string_equal(config_model_for(g, &g->endpoints[0], "claude-haiku"), "claude-sonnet-4-6");
+    /* An endpoint's table replaces its group's: no "*" there. */
+    assert_string_equal(config_model_for(g, &g->endpoints[1], "claude-opus-4-8"), "b-opus");
+    assert_null(config_model_for(g, &g->endpoints[1], "claude-haiku"));
+    assert_null(config_model_for(&cfg->groups[1], &cfg->groups[1].endpoints[0], "claude-haiku"));
+    config_free(cfg);
+
+    char *e = load_err("[[groups]]\nname = \"g\"\nmodels = \"x\"\n"
+                       "endpoints = [{ url = \"https://a.example\", name = \"a\", "
+                       "models = { \"m\" = 3, \"n\" = \"\" } }]\n");
+    assert_has(e, "cfg.toml:3: groups[0].models: expected a table like");
+    assert_has(e, "cfg.toml:4: groups[0].endpoints[0].models: expected a model name");
+    assert_has(e, "cfg.toml:4: groups[0].endpoints[0].models: model names must be 1 to 200");
+    free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -925,6 +955,7 @@ int main(void)
         cmocka_unit_test(test_every_prefix),
         cmocka_unit_test(test_fallback_and_endpoint_tokens),
         cmocka_unit_test(test_stream_header_timeout),
+        cmocka_unit_test(test_models),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
