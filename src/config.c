@@ -83,7 +83,8 @@ static const char *const config_group_keys[] = {
     NULL,
 };
 static const char *const config_endpoint_keys[] = { "url", "name", "auth_token_env",
-                                                    "auth_header", "models", NULL };
+                                                    "auth_header", "models", "headers",
+                                                    "proxy", "ca_file", NULL };
 static const char *const config_health_keys[] = {
     "interval_seconds", "min_interval_seconds", "max_interval_seconds", "timeout_seconds",
     "dynamic_scaling", "claude_binary_path", "method", "model", "prompt", "cli_args",
@@ -881,6 +882,151 @@ static void config_models(struct config_ctx *c, const struct tomlc_node *t, cons
     }
 }
 
+/* Headers the proxy or the client's connection owns, and the credentials,
+ * which have their own keys (auth_token_env, auth_header). */
+static bool config_header_reserved(const char *name)
+{
+    static const char *const names[] = { "host", "content-length", "transfer-encoding",
+                                         "connection", "keep-alive", "upgrade", "te", "trailer",
+                                         "proxy-connection", "expect", "x-api-key",
+                                         "authorization", NULL };
+    for (size_t k = 0; names[k]; k++)
+        if (strcasecmp(name, names[k]) == 0)
+            return true;
+    return false;
+}
+
+static bool config_header_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 128)
+        return false;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s)))
+            return false;
+    return true;
+}
+
+/*
+ * Reads an endpoint's "headers" table: extra request headers some relays
+ * need.  A value "${NAME}" comes from that environment variable (a secret,
+ * never echoed).  Names must be HTTP tokens, values must not hold control
+ * characters (no CR, LF or NUL can split the request).
+ */
+static void config_headers(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                           struct cfg_endpoint *ep)
+{
+    char key[256], shown[CONFIG_SHOW_MAX + 8];
+    const struct tomlc_node *n = tomlc_get(t, "headers");
+    if (!n)
+        return;
+    config_key(key, sizeof key, prefix, "headers");
+    if (n->type != TOMLC_TABLE) {
+        config_type_error(c, n, key,
+                          "a table like { \"X-Relay-Account\" = \"acme\", \"X-Relay-Key\" = "
+                          "\"${RELAY_KEY}\" }");
+        return;
+    }
+    ep->headers = xcalloc(n->n ? n->n : 1, sizeof *ep->headers);
+    for (size_t k = 0; k < n->n; k++) {
+        const struct tomlc_node *v = &n->items[k];
+        const char *name = n->keys[k];
+        if (!config_header_name_ok(name)) {
+            config_error(c, v->line, key,
+                         "\"%s\" is not a valid header name; use letters, digits and - only",
+                         config_show(name, shown, sizeof shown));
+            continue;
+        }
+        if (config_header_reserved(name)) {
+            config_error(c, v->line, key,
+                         "%s cannot be set here; the proxy sets it (credentials: use "
+                         "auth_token_env and auth_header)",
+                         config_show(name, shown, sizeof shown));
+            continue;
+        }
+        if (v->type != TOMLC_STRING) {
+            config_type_error(c, v, key, "a string value for each header");
+            continue;
+        }
+        if (config_has_control(v->str) || strlen(v->str) > 4096) {
+            config_error(c, v->line, key,
+                         "the value of %s holds control characters (CR, LF, ...) or is longer "
+                         "than 4096 bytes; give one line of text",
+                         config_show(name, shown, sizeof shown));
+            continue;
+        }
+        struct cfg_header *h = &ep->headers[ep->n_headers];
+        size_t vl = strlen(v->str);
+        if (vl > 3 && strncmp(v->str, "${", 2) == 0 && v->str[vl - 1] == '}') {
+            char var[160];
+            snprintf(var, sizeof var, "%.*s", (int)(vl - 3), v->str + 2);
+            if (!config_env_name_ok(var)) {
+                config_error(c, v->line, key,
+                             "the value of %s names no valid environment variable; write "
+                             "\"${RELAY_KEY}\" with letters, digits and _",
+                             config_show(name, shown, sizeof shown));
+                continue;
+            }
+            h->value = config_secret(c, v, key, var, "header value");
+            if (!h->value)
+                continue;
+            if (config_has_control(h->value)) {
+                config_error(c, v->line, key,
+                             "environment variable %s holds control characters; a header "
+                             "value must be one line",
+                             var);
+                free(h->value);
+                h->value = NULL;
+                continue;
+            }
+            h->from_env = true;
+        } else {
+            h->value = xstrdup(v->str);
+        }
+        h->name = xstrdup(name);
+        ep->n_headers++;
+    }
+}
+
+/* Reads an endpoint's "proxy" and "ca_file". */
+static void config_ep_proxy(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                            struct cfg_endpoint *ep)
+{
+    char key[256];
+    const struct tomlc_node *n = NULL;
+    if (config_str(c, t, prefix, "proxy", &ep->proxy, &n) == CONFIG_OK) {
+        static const char *const schemes[] = { "http://", "https://", "socks5://", "socks5h://",
+                                               NULL };
+        bool ok = false;
+        for (size_t k = 0; schemes[k]; k++)
+            ok |= config_starts_ci(ep->proxy, schemes[k]) &&
+                  ep->proxy[strlen(schemes[k])] != '\0';
+        for (const char *q = ep->proxy; ok && *q; q++)
+            ok = *q != ' ';
+        if (!ok) {
+            /* Not echoed: a proxy URL may carry a password. */
+            config_error(c, n->line, config_key(key, sizeof key, prefix, "proxy"),
+                         "not a proxy URL; write e.g. \"http://proxy.example:3128\" or "
+                         "\"socks5://127.0.0.1:1080\"");
+            free(ep->proxy);
+            ep->proxy = NULL;
+        }
+    }
+    if (config_str(c, t, prefix, "ca_file", &ep->ca_file, &n) == CONFIG_OK) {
+        config_key(key, sizeof key, prefix, "ca_file");
+        FILE *f = fopen(ep->ca_file, "r");
+        if (!f)
+            config_error(c, n->line, key,
+                         "cannot read %s: %s; give the path of a PEM file with the CA "
+                         "certificates that sign the endpoint's certificate",
+                         ep->ca_file, strerror(errno));
+        else
+            fclose(f);
+        if (ep->url && !config_starts_ci(ep->url, "https://"))
+            config_error(c, n->line, key,
+                         "applies to https:// endpoints only; remove it or use an https:// URL");
+    }
+}
+
 /* Endpoint names seen so far, to keep them unique across all groups. */
 struct config_seen {
     const char *name; /* borrows; from struct cfg_endpoint */
@@ -938,6 +1084,8 @@ static void config_endpoint(struct config_ctx *c, const struct tomlc_node *t, co
         ep->auth_set = true;
     }
     config_models(c, t, prefix, &ep->models, &ep->n_models);
+    config_headers(c, t, prefix, ep);
+    config_ep_proxy(c, t, prefix, ep);
 }
 
 static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_t index,
@@ -1356,6 +1504,16 @@ void config_free(struct config *cfg)
             free(g->endpoints[e].auth_token_env);
             config_free_secret(g->endpoints[e].token);
             config_free_models(g->endpoints[e].models, g->endpoints[e].n_models);
+            for (size_t h = 0; h < g->endpoints[e].n_headers; h++) {
+                free(g->endpoints[e].headers[h].name);
+                if (g->endpoints[e].headers[h].from_env)
+                    config_free_secret(g->endpoints[e].headers[h].value);
+                else
+                    free(g->endpoints[e].headers[h].value);
+            }
+            free(g->endpoints[e].headers);
+            config_free_secret(g->endpoints[e].proxy);
+            free(g->endpoints[e].ca_file);
         }
         free(g->fallback);
         config_free_models(g->models, g->n_models);

@@ -39,6 +39,14 @@ struct cfg_model {
     char *to;             /* owns */
 };
 
+/* An extra request header of an endpoint; a value written "${NAME}" is
+ * read from that environment variable and is then a secret. */
+struct cfg_header {
+    char *name;           /* owns */
+    char *value;          /* owns; secret when from_env */
+    bool from_env;
+};
+
 struct cfg_endpoint {
     char *name;           /* owns */
     char *url;            /* owns; http:// or https://, no trailing slash */
@@ -50,6 +58,10 @@ struct cfg_endpoint {
     bool auth_set;        /* "auth_header" given on the endpoint */
     struct cfg_model *models; /* owns, n_models entries; when given, replaces the group's */
     size_t n_models;
+    struct cfg_header *headers; /* owns, n_headers entries: "headers" */
+    size_t n_headers;
+    char *proxy;          /* owns; http://, https://, socks5:// or socks5h:// proxy, or NULL */
+    char *ca_file;        /* owns; PEM CA bundle for an https:// endpoint, or NULL */
 };
 
 struct cfg_group {

@@ -619,6 +619,10 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         buf_appendf(&c->hdrs, "%s%s\r\n",
                     c->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ", c->token);
     }
+    const struct cfg_group *g = h->st->groups[e->group].cfg;
+    const struct cfg_endpoint *ce = &g->endpoints[e->index];
+    for (size_t i = 0; i < ce->n_headers; i++)
+        buf_appendf(&c->hdrs, "%s: %s\r\n", ce->headers[i].name, ce->headers[i].value);
     c->ttfb_ms = -1;
     static const struct up_cbs cbs = {
         .head = on_http_head,
@@ -636,6 +640,8 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         .connect_timeout_ms = (long)c->timeout_s * 1000L,
         /* Our timer fires first; this only guards against a stalled loop. */
         .timeout_ms = (long)c->timeout_s * 1000L + 1000L,
+        .proxy = ce->proxy,
+        .ca_file = ce->ca_file,
     };
     c->ux = up_start(h->up, &req, &cbs, c);
     free(url);

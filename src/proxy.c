@@ -1001,6 +1001,13 @@ static void preq_attempt(struct preq *p)
     } else if (p->creds.len) {
         buf_append(&p->hdrs, p->creds.data, p->creds.len);
     }
+    const struct cfg_endpoint *ce = &g->endpoints[e->index];
+    for (size_t i = 0; i < ce->n_headers; i++) {
+        buf_append_str(&p->hdrs, ce->headers[i].name);
+        buf_append(&p->hdrs, ": ", 2);
+        buf_append_str(&p->hdrs, ce->headers[i].value);
+        buf_append(&p->hdrs, "\r\n", 2);
+    }
     /* The model the endpoint knows the client's model by, spliced into a
      * copy of the body for this attempt. */
     const char *mapped = p->model ? config_model_for(g, &g->endpoints[e->index], p->model) : NULL;
@@ -1027,6 +1034,8 @@ static void preq_attempt(struct preq *p)
         /* Event streams come in small pieces: a small receive buffer keeps
          * the memory of thousands of idle streams low. */
         .recv_buffer = 2048,
+        .proxy = ce->proxy,
+        .ca_file = ce->ca_file,
     };
     p->ux = up_start(p->px->up, &req, &preq_up_cbs, p);
     free(url);

@@ -41,7 +41,7 @@ class ScriptedUpstream:
     """Records requests; answers POSTs with script(req) -> (status, headers,
     body), health checks (user-agent claude-zephyr-health) always with 200."""
 
-    def __init__(self, script=None):
+    def __init__(self, script=None, tls=None):
         self.requests = []
         self.lock = threading.Lock()
         self.script = script or (lambda req: (200, {}, ok_message(req["json"].get("model", "?"))))
@@ -93,6 +93,12 @@ class ScriptedUpstream:
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
+        if tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.url = "https://127.0.0.1:%d" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -130,8 +136,8 @@ def server_toml(**keys):
 
 
 class ProvidersCase(ZephyrTestCase):
-    def scripted(self, script=None):
-        s = ScriptedUpstream(script)
+    def scripted(self, script=None, tls=None):
+        s = ScriptedUpstream(script, tls)
         self.addCleanup(s.close)
         return s
 
@@ -431,6 +437,91 @@ class TestModels(ProvidersCase):
         self.assertEqual(r.body, body404)
         self.assertEqual(len(a.seen()) + len(b.seen()), 2)
         self.assertEqual(r.header("x-zephyr-attempts"), "2", r)
+
+
+def make_private_ca(d):
+    """A CA and a server certificate for 127.0.0.1 signed by it, made with
+    the openssl command; returns (ca.pem, cert.pem, key.pem) or None."""
+    import shutil
+    import subprocess
+    if not shutil.which("openssl"):
+        return None
+    ca_key, ca, key, csr, cert = (os.path.join(d, n) for n in
+                                  ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n")
+    cmds = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=zephyr test CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", ext],
+    ]
+    for c in cmds:
+        if subprocess.run(c, capture_output=True, timeout=60).returncode != 0:
+            return None
+    return ca, cert, key
+
+
+class TestEndpointConnection(ProvidersCase):
+    def test_endpoint_headers_are_sent_and_env_values_stay_secret(self):
+        fake = self.start_fake("relay")
+        text = server_toml() + group_toml("g", [("e", fake.url, {
+            "headers": '{ "X-Relay-Account" = "acme", "X-Relay-Key" = "${ZT_RELAY_KEY}" }'})])
+        p = self.start_proxy(config_text=text, env={"ZT_RELAY_KEY": "relay-secret-7f3a9c"})
+        r, stats = self.captured(fake, lambda h: self.post_messages(p.port, headers=h))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(stats_header(stats, "x-relay-account"), ["acme"])
+        self.assertEqual(stats_header(stats, "x-relay-key"), ["relay-secret-7f3a9c"])
+        # The health check sends them too.
+        st = p.status()
+        self.assertEqual(st["endpoints"][0]["status"], "healthy")
+        self.assertNotIn("relay-secret-7f3a9c", json.dumps(st))
+        self.assertNotIn("relay-secret-7f3a9c", p.stderr_text())
+
+    def test_endpoint_proxy_carries_the_exchange(self):
+        via = self.scripted()  # acts as the HTTP proxy: it sees absolute-form targets
+        dead = self.dead_url()
+        text = server_toml() + group_toml("g", [("e", dead, {"proxy": via.url})])
+        p = self.start_proxy(config_text=text)
+        r = self.post_messages(p.port)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(via.seen()[-1]["path"], dead + "/v1/messages")
+
+    def test_ca_file_verifies_a_private_ca(self):
+        certs = make_private_ca(self.tmp)
+        if not certs:
+            self.skipTest("openssl could not make a test CA; ca_file not exercised")
+        ca, cert, key = certs
+        up = self.scripted(tls=(cert, key))
+        text = (server_toml()
+                + group_toml("a", [("private", up.url, {"ca_file": ca})], fallback=["b"])
+                + group_toml("b", [("plain", up.url)]))
+        p = self.start_proxy(config_text=text)
+        r = self.post_messages(p.port)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "private", r)
+        # Without the CA the same server is refused: verification is never off.
+        plain = [e for e in p.status()["endpoints"] if e["name"] == "plain"][0]
+        self.assertEqual(plain["status"], "failed", plain)
+
+    def test_connection_settings_validation(self):
+        import subprocess
+        from harness import PROXY_BIN, child_env
+        text = server_toml() + group_toml("g", [
+            ("a", "http://127.0.0.1:9", {"headers": '{ "Host" = "x", "Bad Name" = "y", '
+                                                    '"X-Split" = "a\\r\\nInjected: 1" }',
+                                         "proxy": "ftp://p.example", "ca_file": "/nonexistent/ca.pem"})])
+        path = self.write_config(text)
+        r = subprocess.run([PROXY_BIN, "--config", path, "--check-config"], capture_output=True,
+                           text=True, timeout=scaled(10), env=child_env())
+        self.assertEqual(r.returncode, 1, r)
+        for needle in ("Host cannot be set here", '"Bad Name" is not a valid header name', "control characters",
+                       "proxy: not a proxy URL", "ca_file: cannot read /nonexistent/ca.pem",
+                       "applies to https:// endpoints only"):
+            self.assertIn(needle, r.stderr)
 
 
 if __name__ == "__main__":

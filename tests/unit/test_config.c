@@ -927,6 +927,46 @@ static void test_models(void **state)
     free(e);
 }
 
+static void test_endpoint_connection(void **state)
+{
+    (void)state;
+    setenv("ZT_HDR", "hdr-secret-91ab3c", 1);
+    struct config *cfg = load_ok("[[groups]]\nname = \"g\"\n"
+                                 "endpoints = [{ url = \"https://a.example\", name = \"a\", "
+                                 "headers = { \"X-A\" = \"plain\", \"X-B\" = \"${ZT_HDR}\" }, "
+                                 "proxy = \"socks5h://127.0.0.1:1080\", ca_file = \"/dev/null\" }]\n");
+    const struct cfg_endpoint *e = &cfg->groups[0].endpoints[0];
+    assert_int_equal(e->n_headers, 2);
+    assert_string_equal(e->headers[0].name, "X-A");
+    assert_string_equal(e->headers[0].value, "plain");
+    assert_false(e->headers[0].from_env);
+    assert_string_equal(e->headers[1].value, "hdr-secret-91ab3c");
+    assert_true(e->headers[1].from_env);
+    assert_string_equal(e->proxy, "socks5h://127.0.0.1:1080");
+    assert_string_equal(e->ca_file, "/dev/null");
+    config_free(cfg);
+
+    setenv("ZT_HDR_NL", "a\r\nX-Injected: 1", 1);
+    char *err = load_err("[[groups]]\nname = \"g\"\n"
+                         "endpoints = [{ url = \"http://a.example\", name = \"a\", "
+                         "headers = { \"Content-Length\" = \"1\", \"X-C\" = \"a\\nb\", "
+                         "\"X-D\" = \"${ZT_HDR_NL}\", \"X-E\" = \"${ZT_UNSET}\", \"X:F\" = \"v\" }, "
+                         "proxy = \"user:pw@host\", ca_file = \"/nonexistent.pem\" }]\n");
+    assert_has(err, "cfg.toml:3: groups[0].endpoints[0].headers: Content-Length cannot be set here");
+    assert_has(err, "headers: the value of X-C holds control characters");
+    assert_has(err, "headers: environment variable ZT_HDR_NL holds control characters");
+    assert_has(err, "headers: environment variable ZT_UNSET is not set");
+    assert_has(err, "headers: \"X:F\" is not a valid header name");
+    assert_has(err, "proxy: not a proxy URL");
+    assert_lacks(err, "user:pw");
+    assert_has(err, "ca_file: cannot read /nonexistent.pem");
+    assert_has(err, "ca_file: applies to https:// endpoints only");
+    assert_lacks(err, "X-Injected");
+    free(err);
+    unsetenv("ZT_HDR");
+    unsetenv("ZT_HDR_NL");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -956,6 +996,7 @@ int main(void)
         cmocka_unit_test(test_fallback_and_endpoint_tokens),
         cmocka_unit_test(test_stream_header_timeout),
         cmocka_unit_test(test_models),
+        cmocka_unit_test(test_endpoint_connection),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
