@@ -123,11 +123,12 @@ static int app_libcurl_ready(const struct app *a, const struct config *cfg, char
     for (size_t g = 0; g < cfg->n_groups; g++) {
         for (size_t i = 0; i < cfg->groups[g].n_endpoints; i++) {
             const struct cfg_endpoint *e = &cfg->groups[g].endpoints[i];
-            if (!upstream_uses_libcurl(a->up, e->url, !cfg->http_client_libcurl))
+            if (!e->proxy && !e->ca_file &&
+                !upstream_uses_libcurl(a->up, e->url, !cfg->http_client_libcurl))
                 continue;
             if (curlso_load() == 0)
                 return 0;
-            *why = xasprintf("endpoint %s needs libcurl (https://, a proxy variable or "
+            *why = xasprintf("endpoint %s needs libcurl (https://, a proxy, a ca_file or "
                              "http_client = \"libcurl\"), which cannot be loaded; install "
                              "libcurl4\n", e->name);
             return -1;
@@ -246,6 +247,18 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     log_retire_secrets();
     for (size_t g = 0; g < cfg->n_groups; g++)
         log_add_secret(cfg->groups[g].token);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++)
+            log_add_secret(cfg->groups[g].endpoints[e].token);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
+            const struct cfg_endpoint *ce = &cfg->groups[g].endpoints[e];
+            for (size_t h = 0; h < ce->n_headers; h++)
+                if (ce->headers[h].from_env)
+                    log_add_secret(ce->headers[h].value);
+            if (ce->proxy && strchr(ce->proxy, '@'))
+                log_add_secret(ce->proxy); /* it carries a password */
+        }
     log_add_secret(cfg->access_key);
     log_add_secret(cfg->admin_key);
     if (!a->opts.log_level)
@@ -761,6 +774,18 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a->cfg = cfg;
     for (size_t g = 0; g < cfg->n_groups; g++)
         log_add_secret(cfg->groups[g].token);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++)
+            log_add_secret(cfg->groups[g].endpoints[e].token);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
+            const struct cfg_endpoint *ce = &cfg->groups[g].endpoints[e];
+            for (size_t h = 0; h < ce->n_headers; h++)
+                if (ce->headers[h].from_env)
+                    log_add_secret(ce->headers[h].value);
+            if (ce->proxy && strchr(ce->proxy, '@'))
+                log_add_secret(ce->proxy); /* it carries a password */
+        }
     log_add_secret(cfg->access_key);
     log_add_secret(cfg->admin_key);
 

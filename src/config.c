@@ -76,12 +76,16 @@ static const char *const config_server_keys[] = {
     "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
     "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
     "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
-    "overloaded_retry_in_place_ms", "http_client", "allowed_hosts", "allowed_origins", NULL,
+    "overloaded_retry_in_place_ms", "http_client", "allowed_hosts", "allowed_origins",
+    "usage_cap_rest_s", "stream_header_timeout_ms", NULL,
 };
 static const char *const config_group_keys[] = {
-    "name", "auth_token_env", "auth_header", "default", "endpoints", "check_model", NULL,
+    "name", "auth_token_env", "auth_header", "default", "endpoints", "check_model",
+    "fallback_groups", "models", NULL,
 };
-static const char *const config_endpoint_keys[] = { "url", "name", "check_model", NULL };
+static const char *const config_endpoint_keys[] = { "url", "name", "check_model",
+                                                    "auth_token_env", "auth_header", "models",
+                                                    "headers", "proxy", "ca_file", NULL };
 static const char *const config_health_keys[] = {
     "interval_seconds", "min_interval_seconds", "max_interval_seconds", "timeout_seconds",
     "dynamic_scaling", "claude_binary_path", "method", "model", "prompt", "cli_args",
@@ -696,6 +700,46 @@ static void config_str_list(struct config_ctx *c, const struct tomlc_node *t, co
     }
 }
 
+/*
+ * Streaming requests wait for response headers at most
+ * stream_header_timeout_ms (default 30 s, but never longer than
+ * header_timeout_ms), and that wait must leave part of retry_budget_ms for
+ * another endpoint: otherwise a hung endpoint would hold every stream until
+ * the budget is spent and failover could never happen.
+ */
+static void config_timeouts(struct config_ctx *c, enum config_got hdr_got,
+                            enum config_got stream_got, enum config_got budget_got,
+                            enum config_got att_got, const struct tomlc_node *hdr_n,
+                            const struct tomlc_node *stream_n, const struct tomlc_node *budget_n)
+{
+    struct config *cfg = c->cfg;
+    if (hdr_got == CONFIG_BAD || stream_got == CONFIG_BAD || budget_got == CONFIG_BAD ||
+        att_got == CONFIG_BAD)
+        return;
+    if (stream_got == CONFIG_ABSENT && cfg->stream_header_timeout_ms > cfg->header_timeout_ms)
+        cfg->stream_header_timeout_ms = cfg->header_timeout_ms;
+    if (stream_got == CONFIG_OK && cfg->stream_header_timeout_ms > cfg->header_timeout_ms) {
+        config_error(c, stream_n->line, "server.stream_header_timeout_ms",
+                     "%d is longer than server.header_timeout_ms (%d); streams get their headers "
+                     "sooner than other requests, so make it at most %d",
+                     cfg->stream_header_timeout_ms, cfg->header_timeout_ms,
+                     cfg->header_timeout_ms);
+        return;
+    }
+    (void)hdr_n;
+    if (cfg->max_attempts > 1 && cfg->stream_header_timeout_ms >= cfg->retry_budget_ms) {
+        const struct tomlc_node *n = stream_got == CONFIG_OK ? stream_n : budget_n;
+        config_error(c, n ? n->line : 0,
+                     stream_got == CONFIG_OK ? "server.stream_header_timeout_ms"
+                                             : "server.retry_budget_ms",
+                     "a stream may wait %d ms for headers but all attempts may take only "
+                     "server.retry_budget_ms = %d ms, so a hung endpoint leaves no time to try "
+                     "another; make stream_header_timeout_ms smaller than retry_budget_ms "
+                     "(e.g. half of it)",
+                     cfg->stream_header_timeout_ms, cfg->retry_budget_ms);
+    }
+}
+
 static void config_server(struct config_ctx *c, const struct tomlc_node *root)
 {
     struct config *cfg = c->cfg;
@@ -717,7 +761,11 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
     if (config_int(c, t, p, "max_body_mb", 1, 4096, "", &mb, NULL) == CONFIG_OK)
         cfg->max_body_bytes = mb * 1024 * 1024;
     config_int_field(c, t, p, "connect_timeout_ms", 1, MS_DAY, "", &cfg->connect_timeout_ms, NULL);
-    config_int_field(c, t, p, "header_timeout_ms", 1, MS_DAY, "", &cfg->header_timeout_ms, NULL);
+    const struct tomlc_node *hdr_n = NULL, *stream_n = NULL, *budget_n = NULL, *att_n = NULL;
+    enum config_got hdr_got = config_int_field(c, t, p, "header_timeout_ms", 1, MS_DAY, "",
+                                               &cfg->header_timeout_ms, &hdr_n);
+    enum config_got stream_got = config_int_field(c, t, p, "stream_header_timeout_ms", 1, MS_DAY,
+                                                  "", &cfg->stream_header_timeout_ms, &stream_n);
     config_int_field(c, t, p, "idle_timeout_ms", 1, MS_DAY, "", &cfg->idle_timeout_ms, NULL);
     config_int_field(c, t, p, "client_header_timeout_ms", 1, MS_DAY, "",
                      &cfg->client_header_timeout_ms, NULL);
@@ -739,12 +787,16 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
     }
     config_str(c, t, p, "log_file", &cfg->log_file, NULL);
     config_str(c, t, p, "request_log", &cfg->request_log, NULL);
-    config_int_field(c, t, p, "max_attempts", 1, 16, "", &cfg->max_attempts, NULL);
-    config_int_field(c, t, p, "retry_budget_ms", 1, MS_DAY, "", &cfg->retry_budget_ms, NULL);
+    enum config_got att_got = config_int_field(c, t, p, "max_attempts", 1, 16, "",
+                                               &cfg->max_attempts, &att_n);
+    enum config_got budget_got = config_int_field(c, t, p, "retry_budget_ms", 1, MS_DAY, "",
+                                                  &cfg->retry_budget_ms, &budget_n);
+    config_timeouts(c, hdr_got, stream_got, budget_got, att_got, hdr_n, stream_n, budget_n);
     config_int_field(c, t, p, "stream_holdback_ms", 0, 60000, " (0 turns the hold-back off)",
                      &cfg->stream_holdback_ms, NULL);
     config_int_field(c, t, p, "overloaded_retry_in_place_ms", 0, 60000, " (0 turns it off)",
                      &cfg->overloaded_retry_in_place_ms, NULL);
+    config_int_field(c, t, p, "usage_cap_rest_s", 1, 30 * 86400, "", &cfg->usage_cap_rest_s, NULL);
     int client = 0;
     if (config_enum(c, t, p, "http_client", config_http_client_names, &client) == CONFIG_OK)
         cfg->http_client_libcurl = client == 1;
@@ -842,6 +894,190 @@ static void config_check_model(struct config_ctx *c, const struct tomlc_node *t,
     config_str(c, t, prefix, "check_model", out, NULL);
 }
 
+/*
+ * Reads a "models" table: { "client model" = "upstream model", "*" = ... }.
+ * Names go into JSON bodies and logs, so control characters are refused
+ * (quotes and backslashes are escaped when the body is written).
+ */
+static void config_models(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                          struct cfg_model **out, size_t *n_out)
+{
+    char key[256];
+    const struct tomlc_node *n = tomlc_get(t, "models");
+    if (!n)
+        return;
+    config_key(key, sizeof key, prefix, "models");
+    if (n->type != TOMLC_TABLE) {
+        config_type_error(c, n, key,
+                          "a table like { \"claude-opus-4-8\" = \"vendor/claude-opus-4.8\", "
+                          "\"*\" = \"claude-sonnet-4-6\" }");
+        return;
+    }
+    *out = xcalloc(n->n ? n->n : 1, sizeof **out);
+    for (size_t k = 0; k < n->n; k++) {
+        const struct tomlc_node *v = &n->items[k];
+        if (v->type != TOMLC_STRING) {
+            config_type_error(c, v, key, "a model name (a string) for each model");
+            continue;
+        }
+        if (!n->keys[k][0] || !v->str[0] || config_has_control(n->keys[k]) ||
+            config_has_control(v->str) || strlen(n->keys[k]) > 200 || strlen(v->str) > 200) {
+            config_error(c, v->line, key,
+                         "model names must be 1 to 200 characters without control characters; "
+                         "write e.g. \"claude-opus-4-8\" = \"vendor/claude-opus-4.8\"");
+            continue;
+        }
+        (*out)[*n_out].from = xstrdup(n->keys[k]);
+        (*out)[*n_out].to = xstrdup(v->str);
+        (*n_out)++;
+    }
+}
+
+/* Headers the proxy or the client's connection owns, and the credentials,
+ * which have their own keys (auth_token_env, auth_header). */
+static bool config_header_reserved(const char *name)
+{
+    static const char *const names[] = { "host", "content-length", "transfer-encoding",
+                                         "connection", "keep-alive", "upgrade", "te", "trailer",
+                                         "proxy-connection", "expect", "x-api-key",
+                                         "authorization", NULL };
+    for (size_t k = 0; names[k]; k++)
+        if (strcasecmp(name, names[k]) == 0)
+            return true;
+    return false;
+}
+
+static bool config_header_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 128)
+        return false;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s)))
+            return false;
+    return true;
+}
+
+/*
+ * Reads an endpoint's "headers" table: extra request headers some relays
+ * need.  A value "${NAME}" comes from that environment variable (a secret,
+ * never echoed).  Names must be HTTP tokens, values must not hold control
+ * characters (no CR, LF or NUL can split the request).
+ */
+static void config_headers(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                           struct cfg_endpoint *ep)
+{
+    char key[256], shown[CONFIG_SHOW_MAX + 8];
+    const struct tomlc_node *n = tomlc_get(t, "headers");
+    if (!n)
+        return;
+    config_key(key, sizeof key, prefix, "headers");
+    if (n->type != TOMLC_TABLE) {
+        config_type_error(c, n, key,
+                          "a table like { \"X-Relay-Account\" = \"acme\", \"X-Relay-Key\" = "
+                          "\"${RELAY_KEY}\" }");
+        return;
+    }
+    ep->headers = xcalloc(n->n ? n->n : 1, sizeof *ep->headers);
+    for (size_t k = 0; k < n->n; k++) {
+        const struct tomlc_node *v = &n->items[k];
+        const char *name = n->keys[k];
+        if (!config_header_name_ok(name)) {
+            config_error(c, v->line, key,
+                         "\"%s\" is not a valid header name; use letters, digits and - only",
+                         config_show(name, shown, sizeof shown));
+            continue;
+        }
+        if (config_header_reserved(name)) {
+            config_error(c, v->line, key,
+                         "%s cannot be set here; the proxy sets it (credentials: use "
+                         "auth_token_env and auth_header)",
+                         config_show(name, shown, sizeof shown));
+            continue;
+        }
+        if (v->type != TOMLC_STRING) {
+            config_type_error(c, v, key, "a string value for each header");
+            continue;
+        }
+        if (config_has_control(v->str) || strlen(v->str) > 4096) {
+            config_error(c, v->line, key,
+                         "the value of %s holds control characters (CR, LF, ...) or is longer "
+                         "than 4096 bytes; give one line of text",
+                         config_show(name, shown, sizeof shown));
+            continue;
+        }
+        struct cfg_header *h = &ep->headers[ep->n_headers];
+        size_t vl = strlen(v->str);
+        if (vl > 3 && strncmp(v->str, "${", 2) == 0 && v->str[vl - 1] == '}') {
+            char var[160];
+            snprintf(var, sizeof var, "%.*s", (int)(vl - 3), v->str + 2);
+            if (!config_env_name_ok(var)) {
+                config_error(c, v->line, key,
+                             "the value of %s names no valid environment variable; write "
+                             "\"${RELAY_KEY}\" with letters, digits and _",
+                             config_show(name, shown, sizeof shown));
+                continue;
+            }
+            h->value = config_secret(c, v, key, var, "header value");
+            if (!h->value)
+                continue;
+            if (config_has_control(h->value)) {
+                config_error(c, v->line, key,
+                             "environment variable %s holds control characters; a header "
+                             "value must be one line",
+                             var);
+                free(h->value);
+                h->value = NULL;
+                continue;
+            }
+            h->from_env = true;
+        } else {
+            h->value = xstrdup(v->str);
+        }
+        h->name = xstrdup(name);
+        ep->n_headers++;
+    }
+}
+
+/* Reads an endpoint's "proxy" and "ca_file". */
+static void config_ep_proxy(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                            struct cfg_endpoint *ep)
+{
+    char key[256];
+    const struct tomlc_node *n = NULL;
+    if (config_str(c, t, prefix, "proxy", &ep->proxy, &n) == CONFIG_OK) {
+        static const char *const schemes[] = { "http://", "https://", "socks5://", "socks5h://",
+                                               NULL };
+        bool ok = false;
+        for (size_t k = 0; schemes[k]; k++)
+            ok |= config_starts_ci(ep->proxy, schemes[k]) &&
+                  ep->proxy[strlen(schemes[k])] != '\0';
+        for (const char *q = ep->proxy; ok && *q; q++)
+            ok = *q != ' ';
+        if (!ok) {
+            /* Not echoed: a proxy URL may carry a password. */
+            config_error(c, n->line, config_key(key, sizeof key, prefix, "proxy"),
+                         "not a proxy URL; write e.g. \"http://proxy.example:3128\" or "
+                         "\"socks5://127.0.0.1:1080\"");
+            free(ep->proxy);
+            ep->proxy = NULL;
+        }
+    }
+    if (config_str(c, t, prefix, "ca_file", &ep->ca_file, &n) == CONFIG_OK) {
+        config_key(key, sizeof key, prefix, "ca_file");
+        FILE *f = fopen(ep->ca_file, "r");
+        if (!f)
+            config_error(c, n->line, key,
+                         "cannot read %s: %s; give the path of a PEM file with the CA "
+                         "certificates that sign the endpoint's certificate",
+                         ep->ca_file, strerror(errno));
+        else
+            fclose(f);
+        if (ep->url && !config_starts_ci(ep->url, "https://"))
+            config_error(c, n->line, key,
+                         "applies to https:// endpoints only; remove it or use an https:// URL");
+    }
+}
+
 /* Endpoint names seen so far, to keep them unique across all groups. */
 struct config_seen {
     const char *name; /* borrows; from struct cfg_endpoint */
@@ -891,6 +1127,17 @@ static void config_endpoint(struct config_ctx *c, const struct tomlc_node *t, co
                      "/status and used by the admin API)");
     }
     config_check_model(c, t, prefix, &ep->check_model);
+    /* An endpoint with its own account: same rules as the group's keys. */
+    config_env_secret(c, t, prefix, "auth_token_env", "token", "ANTHROPIC_TOKEN_RELAY",
+                      &ep->auth_token_env, &ep->token);
+    int auth = AUTH_X_API_KEY;
+    if (config_enum(c, t, prefix, "auth_header", config_auth_names, &auth) == CONFIG_OK) {
+        ep->auth = auth == 1 ? AUTH_BEARER : AUTH_X_API_KEY;
+        ep->auth_set = true;
+    }
+    config_models(c, t, prefix, &ep->models, &ep->n_models);
+    config_headers(c, t, prefix, ep);
+    config_ep_proxy(c, t, prefix, ep);
 }
 
 static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_t index,
@@ -925,6 +1172,7 @@ static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_
     if (config_enum(c, t, p, "auth_header", config_auth_names, &auth) == CONFIG_OK)
         g->auth = auth == 1 ? AUTH_BEARER : AUTH_X_API_KEY;
     config_check_model(c, t, p, &g->check_model);
+    config_models(c, t, p, &g->models, &g->n_models);
 
     if (config_bool(c, t, p, "default", &g->is_default, &n) == CONFIG_OK && g->is_default) {
         if (*default_node)
@@ -965,6 +1213,58 @@ static void config_group(struct config_ctx *c, const struct tomlc_node *t, size_
             continue;
         }
         config_endpoint(c, &eps->items[k], ep_prefix, &g->endpoints[k], seen, n_seen);
+    }
+}
+
+/*
+ * Reads groups[index].fallback_groups once every group's name is known:
+ * each name must be another group's, and each may appear once.  Cycles
+ * between groups are fine: a request tries every group at most once.
+ */
+static void config_fallbacks(struct config_ctx *c, const struct tomlc_node *t, size_t index)
+{
+    struct cfg_group *g = &c->cfg->groups[index];
+    char key[96], shown[CONFIG_SHOW_MAX + 8];
+    const struct tomlc_node *n = tomlc_get(t, "fallback_groups");
+    if (!n)
+        return;
+    snprintf(key, sizeof key, "groups[%zu].fallback_groups", index);
+    if (n->type != TOMLC_ARRAY) {
+        config_type_error(c, n, key, "an array of group names, e.g. [\"relay-b\", \"anthropic\"]");
+        return;
+    }
+    g->fallback = xcalloc(n->n ? n->n : 1, sizeof *g->fallback);
+    for (size_t k = 0; k < n->n; k++) {
+        const struct tomlc_node *it = &n->items[k];
+        if (it->type != TOMLC_STRING) {
+            config_type_error(c, it, key, "a group name (a string)");
+            continue;
+        }
+        size_t found = c->cfg->n_groups;
+        for (size_t j = 0; j < c->cfg->n_groups; j++)
+            if (c->cfg->groups[j].name && strcmp(c->cfg->groups[j].name, it->str) == 0)
+                found = j;
+        config_show(it->str, shown, sizeof shown);
+        if (found == c->cfg->n_groups) {
+            config_error(c, it->line, key,
+                         "no group is named \"%s\"; list the names of other [[groups]]", shown);
+            continue;
+        }
+        if (found == index) {
+            config_error(c, it->line, key,
+                         "\"%s\" is this group itself; list only other groups to fall back to",
+                         shown);
+            continue;
+        }
+        bool dup = false;
+        for (size_t j = 0; j < g->n_fallback; j++)
+            dup |= g->fallback[j] == found;
+        if (dup) {
+            config_error(c, it->line, key, "\"%s\" is listed twice; list each group once",
+                         shown);
+            continue;
+        }
+        g->fallback[g->n_fallback++] = found;
     }
 }
 
@@ -1014,6 +1314,9 @@ static void config_groups(struct config_ctx *c, const struct tomlc_node *root)
         config_group(c, &t->items[k], k, seen, &n_seen, &default_node, &default_index);
     }
     free(seen);
+    for (size_t k = 0; k < t->n; k++)
+        if (t->items[k].type == TOMLC_TABLE)
+            config_fallbacks(c, &t->items[k], k);
 }
 
 static void config_health(struct config_ctx *c, const struct tomlc_node *root)
@@ -1115,6 +1418,7 @@ static struct config *config_defaults(const char *path)
     cfg->max_body_bytes = 32LL * 1024 * 1024;
     cfg->connect_timeout_ms = 10000;
     cfg->header_timeout_ms = 300000;
+    cfg->stream_header_timeout_ms = 30000;
     cfg->idle_timeout_ms = 300000;
     cfg->client_header_timeout_ms = 30000;
     cfg->keepalive_timeout_ms = 120000;
@@ -1124,9 +1428,10 @@ static struct config *config_defaults(const char *path)
     cfg->sticky_sessions = true;
     cfg->session_ttl_s = 3600;
     cfg->max_attempts = 3;
-    cfg->retry_budget_ms = 30000;
+    cfg->retry_budget_ms = 60000;
     cfg->stream_holdback_ms = 1000;
     cfg->overloaded_retry_in_place_ms = 0;
+    cfg->usage_cap_rest_s = 3600;
     cfg->interval_s = 120;
     cfg->min_interval_s = 30;
     cfg->max_interval_s = 3600;
@@ -1231,6 +1536,15 @@ static void config_free_secret(char *s)
     free(s);
 }
 
+static void config_free_models(struct cfg_model *m, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        free(m[k].from);
+        free(m[k].to);
+    }
+    free(m);
+}
+
 void config_free(struct config *cfg)
 {
     if (!cfg)
@@ -1241,7 +1555,22 @@ void config_free(struct config *cfg)
             free(g->endpoints[e].name);
             free(g->endpoints[e].url);
             free(g->endpoints[e].check_model);
+            free(g->endpoints[e].auth_token_env);
+            config_free_secret(g->endpoints[e].token);
+            config_free_models(g->endpoints[e].models, g->endpoints[e].n_models);
+            for (size_t h = 0; h < g->endpoints[e].n_headers; h++) {
+                free(g->endpoints[e].headers[h].name);
+                if (g->endpoints[e].headers[h].from_env)
+                    config_free_secret(g->endpoints[e].headers[h].value);
+                else
+                    free(g->endpoints[e].headers[h].value);
+            }
+            free(g->endpoints[e].headers);
+            config_free_secret(g->endpoints[e].proxy);
+            free(g->endpoints[e].ca_file);
         }
+        free(g->fallback);
+        config_free_models(g->models, g->n_models);
         free(g->endpoints);
         free(g->check_model);
         free(g->name);
@@ -1294,6 +1623,31 @@ size_t config_default_group(const struct config *cfg)
     return 0;
 }
 
+const char *config_ep_token(const struct cfg_group *g, const struct cfg_endpoint *e)
+{
+    return e && e->token ? e->token : g->token;
+}
+
+enum auth_style config_ep_auth(const struct cfg_group *g, const struct cfg_endpoint *e)
+{
+    return e && e->auth_set ? e->auth : g->auth;
+}
+
+const char *config_model_for(const struct cfg_group *g, const struct cfg_endpoint *e,
+                             const char *model)
+{
+    const struct cfg_model *m = e && e->models ? e->models : g->models;
+    size_t n = e && e->models ? e->n_models : g->n_models;
+    const char *star = NULL;
+    for (size_t k = 0; k < n; k++) {
+        if (strcmp(m[k].from, model) == 0)
+            return m[k].to;
+        if (strcmp(m[k].from, "*") == 0)
+            star = m[k].to;
+    }
+    return star;
+}
+
 static const char *config_method_name(enum check_method m)
 {
     switch (m) {
@@ -1343,11 +1697,24 @@ char *config_summary(const struct config *cfg)
         } else {
             buf_appendf(&b, "no token, client credentials passed through\n");
         }
+        if (g->n_fallback) {
+            buf_appendf(&b, "    falls back to:");
+            for (size_t j = 0; j < g->n_fallback; j++)
+                buf_appendf(&b, "%s %s", j ? "," : "", cfg->groups[g->fallback[j]].name);
+            buf_appendf(&b, "\n");
+        }
         for (size_t e = 0; e < g->n_endpoints; e++) {
-            const char *m = config_check_model_for(cfg, g, &g->endpoints[e]);
-            buf_appendf(&b, "      %-20s %s%s%s%s\n", g->endpoints[e].name, g->endpoints[e].url,
-                        m != cfg->check_model ? " (check model " : "",
-                        m != cfg->check_model ? m : "", m != cfg->check_model ? ")" : "");
+            const struct cfg_endpoint *ep = &g->endpoints[e];
+            const char *m = config_check_model_for(cfg, g, ep);
+            buf_appendf(&b, "      %-20s %s", ep->name, ep->url);
+            if (m != cfg->check_model)
+                buf_appendf(&b, " (check model %s)", m);
+            if (ep->auth_token_env) {
+                buf_appendf(&b, " (own token ");
+                config_summary_var(&b, ep->auth_token_env, ep->token);
+                buf_appendf(&b, ")");
+            }
+            buf_appendf(&b, "\n");
         }
     }
     buf_appendf(&b, "health check: method %s", config_method_name(cfg->method));
@@ -1365,9 +1732,11 @@ char *config_summary(const struct config *cfg)
                 cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms,
                 cfg->sticky_sessions ? "on" : "off", cfg->session_ttl_s);
     buf_appendf(&b, "limits: body %lld MiB, %d connections; timeouts (ms): connect %d, "
-                "headers %d, idle %d, client headers %d, keep-alive %d, shutdown grace %d\n",
+                "headers %d (streams %d), idle %d, client headers %d, keep-alive %d, shutdown "
+                "grace %d\n",
                 cfg->max_body_bytes / (1024 * 1024), cfg->max_connections,
-                cfg->connect_timeout_ms, cfg->header_timeout_ms, cfg->idle_timeout_ms,
+                cfg->connect_timeout_ms, cfg->header_timeout_ms, cfg->stream_header_timeout_ms,
+                cfg->idle_timeout_ms,
                 cfg->client_header_timeout_ms, cfg->keepalive_timeout_ms, cfg->shutdown_grace_ms);
     buf_appendf(&b, "log: level %s, %s%s\n", cfg->log_level, cfg->log_file ? "file " : "stderr only",
                 cfg->log_file ? cfg->log_file : "");

@@ -36,11 +36,37 @@ enum check_method {
     CHECK_CLI = 2,          /* run `claude -p` against the endpoint */
 };
 
+/* One entry of a "models" table: requests for from go out as to; from "*"
+ * matches every model without an entry of its own. */
+struct cfg_model {
+    char *from;           /* owns */
+    char *to;             /* owns */
+};
+
+/* An extra request header of an endpoint; a value written "${NAME}" is
+ * read from that environment variable and is then a secret. */
+struct cfg_header {
+    char *name;           /* owns */
+    char *value;          /* owns; secret when from_env */
+    bool from_env;
+};
+
 struct cfg_endpoint {
     char *name;           /* owns */
     char *url;            /* owns; http:// or https://, no trailing slash */
     int line;             /* line in the config file, 0 if unknown */
     char *check_model;    /* owns; "check_model", NULL: the group's */
+    /* An endpoint may carry its own account: these override the group's. */
+    char *auth_token_env; /* owns; NULL: the group's token */
+    char *token;          /* owns; secret, NULL when auth_token_env is NULL */
+    enum auth_style auth; /* meaningful when auth_set */
+    bool auth_set;        /* "auth_header" given on the endpoint */
+    struct cfg_model *models; /* owns, n_models entries; when given, replaces the group's */
+    size_t n_models;
+    struct cfg_header *headers; /* owns, n_headers entries: "headers" */
+    size_t n_headers;
+    char *proxy;          /* owns; http://, https://, socks5:// or socks5h:// proxy, or NULL */
+    char *ca_file;        /* owns; PEM CA bundle for an https:// endpoint, or NULL */
 };
 
 struct cfg_group {
@@ -52,6 +78,13 @@ struct cfg_group {
     char *check_model;    /* owns; "check_model", NULL: health_check.model */
     struct cfg_endpoint *endpoints; /* owns, n_endpoints entries */
     size_t n_endpoints;
+    /* "fallback_groups": where a request goes, in order, when no endpoint
+     * of this group can take it; indices into config.groups, validated
+     * (they exist, none is this group, no repeats). */
+    size_t *fallback;     /* owns, n_fallback entries */
+    size_t n_fallback;
+    struct cfg_model *models; /* owns, n_models entries: "models" */
+    size_t n_models;
 };
 
 struct config {
@@ -65,6 +98,8 @@ struct config {
     long long max_body_bytes;       /* "max_body_mb", default 32 MiB */
     int connect_timeout_ms;         /* default 10000 */
     int header_timeout_ms;          /* upstream response headers, default 300000 */
+    int stream_header_timeout_ms;   /* the same for streaming requests, default 30000
+                                     * (never above header_timeout_ms) */
     int idle_timeout_ms;            /* stream idle (every byte resets), default 300000 */
     int client_header_timeout_ms;   /* client must send headers, default 30000 */
     int keepalive_timeout_ms;       /* idle client keep-alive, default 120000 */
@@ -82,11 +117,12 @@ struct config {
     char *log_file;                 /* owns; NULL: stderr only */
     char *request_log;              /* owns; JSON-lines request log file, NULL: none */
     int max_attempts;               /* attempts per request across endpoints, default 3 */
-    int retry_budget_ms;            /* time for all attempts of a request, default 30000 */
+    int retry_budget_ms;            /* time for all attempts of a request, default 60000 */
     bool http_client_libcurl;       /* "http_client": "builtin" (default) sends http:// endpoints
                                      * through h1.c, "libcurl" sends everything through libcurl */
     int stream_holdback_ms;         /* hold message_start/ping at most this long, default 1000; 0 off */
     int overloaded_retry_in_place_ms; /* on 529, retry the same endpoint once after this; 0 off */
+    int usage_cap_rest_s;           /* an exhausted balance/quota without a reset time, default 3600 */
     bool sticky_sessions;           /* default true */
     int session_ttl_s;              /* default 3600 */
 
@@ -144,6 +180,17 @@ bool config_secret_ok(const char *v);
  * check_model, else the group's, else health_check.model. */
 const char *config_check_model_for(const struct config *cfg, const struct cfg_group *g,
                                    const struct cfg_endpoint *e);
+/* The token and auth header an endpoint's requests carry: its own when it
+ * names auth_token_env / auth_header, else its group's.  NULL: pass the
+ * client's credentials through. */
+const char *config_ep_token(const struct cfg_group *g, const struct cfg_endpoint *e);
+enum auth_style config_ep_auth(const struct cfg_group *g, const struct cfg_endpoint *e);
+
+/* The model a request for model goes out as on endpoint e of group g (the
+ * endpoint's "models" when it has one, else the group's; an exact entry
+ * before "*"), or NULL when it passes unchanged. */
+const char *config_model_for(const struct cfg_group *g, const struct cfg_endpoint *e,
+                             const char *model);
 
 /* Prints a human summary (no secrets) for --check-config. */
 char *config_summary(const struct config *cfg);

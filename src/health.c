@@ -119,7 +119,8 @@ struct check {
     bool abandoned;              /* health_free / set_config: touch nothing outside */
     uint64_t start_ns;           /* uv_hrtime() at start */
     int timeout_s;
-    char *token;                 /* owns; the group's token, for redaction; NULL if none */
+    char *token;                 /* owns; the endpoint's token, for redaction; NULL if none */
+    enum auth_style auth;        /* how the token is sent */
     char ep_name[64];            /* for the log line */
     uv_timer_t timer;            /* timeout, then drain grace, then reap retries */
     int handles;                 /* libuv handles not yet closed */
@@ -506,7 +507,10 @@ static struct check *check_new(struct health *h, int ep)
     c->ep = ep;
     c->method = h->cfg->method;
     c->timeout_s = h->cfg->timeout_s >= 1 ? h->cfg->timeout_s : 1;
-    c->token = g->token && g->token[0] ? xstrdup(g->token) : NULL;
+    const struct cfg_endpoint *ce = &g->endpoints[e->index];
+    const char *tok = config_ep_token(g, ce);
+    c->token = tok && tok[0] ? xstrdup(tok) : NULL;
+    c->auth = config_ep_auth(g, ce);
     snprintf(c->ep_name, sizeof c->ep_name, "%s", e->name);
     buf_init(&c->reply, HEALTH_REPLY_CAP);
     buf_init(&c->out_buf, HEALTH_OUT_KEEP);
@@ -674,7 +678,6 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
 {
     struct health *h = c->h;
     const struct ep *e = &h->st->eps[c->ep];
-    const struct cfg_group *g = h->st->groups[e->group].cfg;
     const char *path =
         c->method == CHECK_COUNT_TOKENS ? "/v1/messages/count_tokens" : "/v1/messages";
     char *url = hdr_url_join(e->url, path);
@@ -691,8 +694,12 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
     buf_append(&c->hdrs, fixed, sizeof fixed - 1);
     if (c->token) {
         buf_appendf(&c->hdrs, "%s%s\r\n",
-                    g->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ", c->token);
+                    c->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ", c->token);
     }
+    const struct cfg_group *g = h->st->groups[e->group].cfg;
+    const struct cfg_endpoint *ce = &g->endpoints[e->index];
+    for (size_t i = 0; i < ce->n_headers; i++)
+        buf_appendf(&c->hdrs, "%s: %s\r\n", ce->headers[i].name, ce->headers[i].value);
     c->ttfb_ms = -1;
     static const struct up_cbs cbs = {
         .head = on_http_head,
@@ -710,6 +717,8 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         .connect_timeout_ms = (long)c->timeout_s * 1000L,
         /* Our timer fires first; this only guards against a stalled loop. */
         .timeout_ms = (long)c->timeout_s * 1000L + 1000L,
+        .proxy = ce->proxy,
+        .ca_file = ce->ca_file,
     };
     c->ux = up_start(h->up, &req, &cbs, c);
     free(url);
@@ -738,6 +747,11 @@ static bool holds_a_token(const struct state *st, const char *value)
         const char *t = st->groups[g].cfg->token;
         if (t && strlen(t) >= 4 && strstr(value, t))
             return true;
+        for (size_t e = 0; e < st->groups[g].cfg->n_endpoints; e++) {
+            t = st->groups[g].cfg->endpoints[e].token;
+            if (t && strlen(t) >= 4 && strstr(value, t))
+                return true;
+        }
     }
     return false;
 }

@@ -10,11 +10,14 @@
  *
  * What decides a retry before the client has seen anything (preq_failed):
  * a transfer error (connect refused or reset, TLS, protocol), no response
- * headers within header_timeout_ms, a status of 500, 502, 503, 504 or 529,
+ * headers within header_timeout_ms (stream_header_timeout_ms for streams),
+ * the endpoint marked failed meanwhile by other traffic or a check, a usage
+ * cap (read from the small error body), a status of 500, 502, 503, 504 or 529,
  * an event stream that reports `event: error` or ends before any content
  * while its opening events are held back, or a stall while they are held.
  * Each marks the endpoint failed and moves to the next usable endpoint of
- * the group, within server.max_attempts and server.retry_budget_ms; a 529
+ * the group, then of the group's fallback_groups in order (each with its
+ * own token), within server.max_attempts and server.retry_budget_ms; a 529
  * may first be retried in place once (overloaded_retry_in_place_ms).  A
  * 429 makes the endpoint rest until its retry-after (or the
  * anthropic-ratelimit-*-reset time) and moves on.  With nowhere left to
@@ -32,6 +35,7 @@
  */
 #include "proxy.h"
 
+#include <cJSON.h>
 #include <ctype.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -57,6 +61,7 @@
 #define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 #define PROXY_INFLATE_CAP (32u << 20)    /* inflated for the usage readers, at most */
+#define PROXY_SNIFF_CAP (8 * 1024)      /* a 4xx error body read before deciding, at most */
 
 struct proxy {
     uv_loop_t *loop;            /* borrows */
@@ -89,11 +94,15 @@ struct preq {
     struct buf hdrs;            /* owns; the filtered client headers, "Name: value\r\n",
                                  * then the attempt's token line */
     size_t hdrs_client_len;     /* where the client's headers end in hdrs */
+    struct buf creds;           /* owns; the client's credential lines, sent only to
+                                 * endpoints without a token of their own */
     struct buf body;            /* owns */
     char *session_key;          /* owns; NULL when not sticky */
     /* attempts */
     int ep;
-    bool *tried;                /* owns; one per endpoint of the group */
+    bool *tried;                /* owns; one per endpoint of the state (all groups) */
+    size_t group0;              /* the current group when the request came */
+    size_t chain_pos;           /* 0: group0, k: group0's fallback_groups[k - 1] */
     unsigned attempts;
     struct buf attempt_log;     /* owns; "name: what happened; " per failed attempt */
     unsigned n_failed, n_rate_limited, n_timed_out;
@@ -115,6 +124,14 @@ struct preq {
     bool saw_start, saw_stop;   /* message_start / message_stop seen */
     bool saw_error;             /* the upstream sent `event: error` itself */
     bool committed;             /* response headers went to the client */
+    bool sniffing;              /* reading a small 4xx error body (into held) to decide */
+    bool sniff_done;            /* the error body was read and judged */
+    bool is_stream;             /* the body asks for "stream": true */
+    char *model;                /* owns; the model a Messages body asks for, NULL if none */
+    size_t model_off, model_len;/* where its JSON string (with quotes) sits in body */
+    struct buf abody;           /* owns; the body with the model mapped, for one attempt */
+    bool mapped;                /* the current attempt's model was mapped */
+    bool ep_failed;             /* the attempt's endpoint was marked failed meanwhile */
     bool paused;
     bool is_sse;
     bool is_json;
@@ -212,6 +229,8 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     }
     if (!p->is_sse)
         usage_json_finish(&p->json, &p->usage);
+    if (p->mapped) /* usage is counted under the model the client asked for */
+        snprintf(p->usage.model, sizeof p->usage.model, "%s", p->model);
     if (log_enabled(LOG_INFO)) {
         const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
         char ttfb[32] = "-";
@@ -234,6 +253,9 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     state_track_remove(&p->t);
     dheap_remove(&px->due, &p->due);
     buf_release(&p->hdrs);
+    buf_release(&p->creds);
+    buf_release(&p->abody);
+    free(p->model);
     free(p->target);
     free(p->session_key);
     free(p->tried);
@@ -394,9 +416,17 @@ static void preq_commit(struct preq *p)
     if (p->status >= 200 && p->status < 300) {
         state_live_success(st, p->ep, p->ttfb_ms, now);
         state_bind_session(st, p->session_key, p->ep, now);
+        state_served(st, p->ep, now);
     }
+    const char *gname = st->groups[st->eps[p->ep].group].name;
+    if (st->eps[p->ep].group != p->group0)
+        log_info("%s served by fallback group %s (%s) for group %s", p->t.idstr, gname,
+                 st->eps[p->ep].name, st->groups[p->group0].name);
     if (!p->c)
         return;
+    buf_append(&p->resp_hdrs, "x-zephyr-group: ", 16);
+    buf_append_str(&p->resp_hdrs, gname);
+    buf_append(&p->resp_hdrs, "\r\n", 2);
     buf_append(&p->resp_hdrs, "x-zephyr-endpoint: ", 19);
     buf_append_str(&p->resp_hdrs, st->eps[p->ep].name);
     buf_append(&p->resp_hdrs, "\r\nx-zephyr-attempts: ", 21);
@@ -416,17 +446,19 @@ static void preq_commit(struct preq *p)
 /* ---- building the upstream request -------------------------------------- */
 
 /* The filtered client headers; the token is added per attempt, since the
- * endpoint (and so the group) is chosen per attempt. */
-static void build_headers(struct buf *out, const struct http_req *r, bool strip_creds)
+ * endpoint (and so the group and account) is chosen per attempt.  The
+ * client's own credentials go to creds, for endpoints without a token. */
+static void build_headers(struct buf *out, struct buf *creds, const struct http_req *r)
 {
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
-        if (!http_req_forwardable(r, i, strip_creds))
+        if (!http_req_forwardable(r, i, false))
             continue;
-        buf_append(out, h->name, h->name_len);
-        buf_append(out, ": ", 2);
-        buf_append(out, h->value, h->value_len);
-        buf_append(out, "\r\n", 2);
+        struct buf *to = http_req_forwardable(r, i, true) ? out : creds;
+        buf_append(to, h->name, h->name_len);
+        buf_append(to, ": ", 2);
+        buf_append(to, h->value, h->value_len);
+        buf_append(to, "\r\n", 2);
     }
 }
 
@@ -437,6 +469,43 @@ static bool status_retryable(int status)
     return status == 500 || status == 502 || status == 503 || status == 504 || status == 529;
 }
 
+/*
+ * The next endpoint to try: the best untried usable one of the group at
+ * chain position p->chain_pos, else of the next group in group0's
+ * fallback_groups, and so on; each group is tried once per request.  *pos
+ * gets the chain position of the endpoint found.  Returns -1 when none.
+ */
+static int preq_pick(const struct preq *p, uint64_t now, size_t *pos)
+{
+    struct state *st = p->st;
+    const struct cfg_group *g0 = st->groups[p->group0].cfg;
+    for (size_t k = p->chain_pos; k <= g0->n_fallback; k++) {
+        size_t gi = k == 0 ? p->group0 : g0->fallback[k - 1];
+        const struct group *g = &st->groups[gi];
+        if (g->n == 0)
+            continue;
+        /* Endpoints known not to serve the request's model count as tried. */
+        const bool *tried = p->tried + g->first;
+        bool *skip = NULL;
+        for (size_t i = 0; p->model && i < g->n; i++) {
+            if (tried[i] || state_ep_serves(st, (int)(g->first + i), p->model, now))
+                continue;
+            if (!skip) {
+                skip = xmalloc(g->n * sizeof *skip);
+                memcpy(skip, tried, g->n * sizeof *skip);
+            }
+            skip[i] = true;
+        }
+        int e = state_next_ep(st, (int)g->first, skip ? skip : tried, now);
+        free(skip);
+        if (e >= 0) {
+            *pos = k;
+            return e;
+        }
+    }
+    return -1;
+}
+
 /* Whether another attempt is allowed and has somewhere to go. */
 static bool preq_can_retry(struct preq *p)
 {
@@ -445,15 +514,17 @@ static bool preq_can_retry(struct preq *p)
     if (p->committed || !p->c || p->attempts >= (unsigned)cfg->max_attempts ||
         now - p->t.start_ms >= (uint64_t)cfg->retry_budget_ms)
         return false;
-    struct state *st = p->st;
-    p->tried[st->eps[p->ep].index] = true;
-    return state_next_ep(st, p->ep, p->tried, now) >= 0;
+    size_t pos;
+    p->tried[p->ep] = true;
+    return preq_pick(p, now, &pos) >= 0;
 }
 
 enum fail_kind {
     FAIL_ERROR = 0,      /* transfer or protocol error, bad status */
     FAIL_TIMEOUT = 1,    /* no headers in time, or a stall */
     FAIL_RATE_LIMIT = 2, /* 429: the endpoint rests, it is not failed */
+    FAIL_USAGE_CAP = 3,  /* balance, quota or usage limit exhausted: it rests */
+    FAIL_MODEL = 4,      /* 404: the endpoint does not serve the model; not a failure */
 };
 
 /* Records a failed attempt (nothing reached the client) and sets either
@@ -465,7 +536,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
     snprintf(p->fail, sizeof p->fail, "%s", why);
     buf_appendf(&p->attempt_log, "%s: %s; ", st->eps[p->ep].name, why);
     p->n_failed++;
-    if (kind == FAIL_RATE_LIMIT)
+    if (kind == FAIL_RATE_LIMIT || kind == FAIL_USAGE_CAP)
         p->n_rate_limited++;
     else if (kind == FAIL_TIMEOUT)
         p->n_timed_out++;
@@ -477,7 +548,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         p->retry = true;
         return;
     }
-    if (kind != FAIL_RATE_LIMIT)
+    if (kind != FAIL_RATE_LIMIT && kind != FAIL_USAGE_CAP && kind != FAIL_MODEL)
         state_live_failure_status(st, p->ep, status, why, now);
     if (!preq_can_retry(p)) {
         p->give_up = true;
@@ -488,6 +559,8 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         /* A short reason word: the free text would make a poor label. */
         const char *reason = kind == FAIL_TIMEOUT      ? "timeout"
                              : kind == FAIL_RATE_LIMIT ? "429"
+                             : kind == FAIL_USAGE_CAP  ? "usage_cap"
+                             : kind == FAIL_MODEL      ? "model"
                              : status == 529           ? "529"
                              : status >= 500           ? "5xx"
                              : status == 0             ? "transfer"
@@ -554,6 +627,114 @@ static long long rate_limit_rest_s(const struct preq *p)
     return ra >= 0 ? ra : PROXY_DEFAULT_REST_S;
 }
 
+/* ---- small error bodies ------------------------------------------------- */
+
+/* Whether a status may carry an error body that changes the decision: a
+ * usage cap (402; 400, 403 or 429 by their text) or a missing model (404). */
+static bool status_sniffed(int status)
+{
+    return status == 400 || status == 402 || status == 403 || status == 404 || status == 429;
+}
+
+/* Words with which the official API and relays say that a balance, quota
+ * or usage limit is exhausted (matched without regard to case). */
+static const char *const usage_cap_words[] = {
+    "credit balance", "balance is too low", "insufficient balance", "insufficient_quota",
+    "insufficient quota", "quota", "usage limit", "billing", "out of credit",
+    "\xe4\xbd\x99\xe9\xa2\x9d" /* 余额 */, "\xe9\xa2\x9d\xe5\xba\xa6" /* 额度 */, NULL,
+};
+
+/*
+ * Reads an Anthropic-shaped error body {"type":"error","error":{"type",
+ * "message"}}.  Returns true when it says that a usage cap is reached:
+ * always for 402 and billing_error, else when the message (or type) has
+ * one of usage_cap_words.  why gets a short, printable reason.
+ */
+static bool body_usage_cap(int status, const char *body, size_t len, char *why, size_t wlen)
+{
+    cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "";
+    const char *m = cJSON_IsString(msg) ? msg->valuestring : "";
+    bool cap = status == 402 || strcmp(t, "billing_error") == 0;
+    for (size_t k = 0; !cap && usage_cap_words[k]; k++)
+        cap = strcasestr(m, usage_cap_words[k]) || strcasestr(t, usage_cap_words[k]);
+    if (cap) {
+        /* The message is the upstream's text: keep it short and printable. */
+        char clean[64];
+        size_t n = 0;
+        for (const char *q = m; *q && n + 1 < sizeof clean; q++)
+            clean[n++] = (unsigned char)*q < 0x20 || *q == '"' || *q == '\\' ? ' ' : *q;
+        clean[utf8_cut(clean, n)] = '\0';
+        snprintf(why, wlen, "%d %s%s%s", status, t[0] ? t : "error", clean[0] ? ": " : "", clean);
+    }
+    cJSON_Delete(j);
+    return cap;
+}
+
+/* Whether a 404 body says that the model is not found (not some path). */
+static bool body_model_missing(const char *body, size_t len)
+{
+    cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    bool missing = cJSON_IsString(type) && strcmp(type->valuestring, "not_found_error") == 0 &&
+                   cJSON_IsString(msg) && strcasestr(msg->valuestring, "model");
+    cJSON_Delete(j);
+    return missing;
+}
+
+/* How long a usage cap rests the endpoint: until the reset the response
+ * names (retry-after, anthropic-ratelimit-*-reset), else usage_cap_rest_s. */
+static long long usage_cap_rest_s(const struct preq *p)
+{
+    const char *v = resp_header(p, "retry-after");
+    long long s = v ? parse_retry_after(v) : -1;
+    static const char *resets[] = {
+        "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset",
+    };
+    for (size_t i = 0; s < 0 && i < sizeof resets / sizeof resets[0]; i++) {
+        v = resp_header(p, resets[i]);
+        long long r = v ? seconds_until_rfc3339(v) : -1;
+        if (r > s)
+            s = r;
+    }
+    return s > 0 ? s : p->cfg->usage_cap_rest_s;
+}
+
+/* The small error body of a 4xx (held in p->held) is complete: a usage cap
+ * rests the endpoint and fails over.  Returns true when it decided so (the
+ * caller stops the transfer); false: decide as for any response. */
+static bool preq_judge_error_body(struct preq *p)
+{
+    char why[160];
+    uint64_t now = now_mono_ms();
+    p->sniffing = false;
+    p->sniff_done = true;
+    if (p->status == 404 && p->model && body_model_missing(p->held.data, p->held.len)) {
+        /* Not a failure of the endpoint: try one that may serve the model;
+         * when none is left, the client gets this 404 as it is. */
+        state_model_missing(p->st, p->ep, p->model, now);
+        if (!preq_can_retry(p))
+            return false;
+        snprintf(why, sizeof why, "404 model %s not served", p->model);
+        buf_reset(&p->held);
+        preq_failed(p, FAIL_MODEL, 404, why);
+        return true;
+    }
+    if (!body_usage_cap(p->status, p->held.data, p->held.len, why, sizeof why))
+        return false;
+    long long rest = usage_cap_rest_s(p);
+    state_usage_capped(p->st, p->ep, now + (uint64_t)rest * 1000u, why, now);
+    buf_reset(&p->held);
+    preq_failed(p, FAIL_USAGE_CAP, p->status, why);
+    return true;
+}
+
 /* ---- upstream callbacks ------------------------------------------------- */
 
 /* The endpoint's time to answer: from the end of the upload when the
@@ -574,10 +755,18 @@ static bool preq_headers_done(struct preq *p)
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     p->headers_done = true;
-    p->ttfb_ms = preq_ttfb_ms(p, now);
+    if (!p->sniff_done)
+        p->ttfb_ms = preq_ttfb_ms(p, now);
     p->last_byte_ms = now;
     preq_scan_start(p);
 
+    if (!p->sniff_done && p->c && status_sniffed(p->status)) {
+        /* Read the small error body first (into held, up to
+         * PROXY_SNIFF_CAP): what it says decides whether this is a usage
+         * cap to fail over from.  This runs again once it was judged. */
+        p->sniffing = true;
+        return true;
+    }
     if (p->status == 429) {
         long long rest = rate_limit_rest_s(p);
         state_rate_limited(st, p->ep, now + (uint64_t)rest * 1000u, now);
@@ -592,7 +781,9 @@ static bool preq_headers_done(struct preq *p)
         preq_failed(p, FAIL_ERROR, p->status, why);
         return false;
     }
-    if ((p->status == 401 || p->status == 403) && st->groups[st->eps[p->ep].group].cfg->token)
+    const struct cfg_group *cg = st->groups[st->eps[p->ep].group].cfg;
+    if ((p->status == 401 || p->status == 403) &&
+        config_ep_token(cg, &cg->endpoints[st->eps[p->ep].index]))
         state_live_auth_failure(st, p->ep, p->status == 401 ? "token refused (401)"
                                                             : "token refused (403)", now);
     if (!p->c)
@@ -731,6 +922,16 @@ static size_t on_body(void *ud, const char *data, size_t len)
         return 0;
     }
     p->last_byte_ms = now_mono_ms();
+    if (p->sniffing) {
+        if (p->held.len + len <= PROXY_SNIFF_CAP && buf_append(&p->held, data, len) == 0)
+            return len;
+        /* Too large for an error body of interest: judge what came, then
+         * decide as for any response (held goes out with the head). */
+        if (preq_judge_error_body(p) || !preq_headers_done(p))
+            return 0;
+        if (!p->committed)
+            return 0;
+    }
     if (p->holding && buf_append(&p->held, data, len) == 0) {
         preq_scan(p, data, len);
         if (p->hold_error) {
@@ -763,6 +964,16 @@ static size_t on_body(void *ud, const char *data, size_t len)
 static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
 {
     p->ux = NULL;
+    if (!p->retry && !p->give_up && rc == UP_OK && p->sniffing) {
+        /* The whole error body is here: a usage cap fails over; anything
+         * else is decided (and, when it goes to the client, committed with
+         * the body in held) as it would have been at the head. */
+        if (preq_judge_error_body(p) || !preq_headers_done(p)) {
+            if (!p->retry && !p->give_up && p->c)
+                preq_failed(p, FAIL_ERROR, p->status, p->fail[0] ? p->fail : "upstream error");
+            goto decided;
+        }
+    }
     if (!p->retry && !p->give_up) {
         if (rc == UP_OK && (p->committed || p->holding)) {
             if (p->holding && !(p->saw_start && !p->saw_stop)) {
@@ -835,7 +1046,8 @@ static void preq_next(struct preq *p)
         preq_schedule(p);
         return;
     }
-    int next = state_next_ep(st, p->ep, p->tried, now);
+    p->tried[p->ep] = true;
+    int next = preq_pick(p, now, &p->chain_pos);
     if (next < 0) {
         preq_nowhere(p);
         return;
@@ -859,6 +1071,7 @@ static void preq_attempt(struct preq *p)
     const struct config *cfg = p->cfg;
     const struct ep *e = &st->eps[p->ep];
     const struct cfg_group *g = st->groups[e->group].cfg;
+    const char *token = config_ep_token(g, &g->endpoints[e->index]);
 
     p->attempts++;
     p->t.attempts = p->attempts;
@@ -868,6 +1081,8 @@ static void preq_attempt(struct preq *p)
     p->holding = p->hold_release = p->hold_error = false;
     p->saw_start = p->saw_stop = p->saw_error = false;
     p->give_up = false;
+    p->sniffing = p->sniff_done = false;
+    p->ep_failed = false;
     p->paused = false;
     p->ttfb_ms = -1;
     p->resp_len = -1;
@@ -883,19 +1098,42 @@ static void preq_attempt(struct preq *p)
     sse_init(&p->sse, 256 * 1024);
     p->t.state = TRACK_WAITING;
 
-    /* The token of the attempt's group follows the client's headers for
-     * this attempt only: the next attempt may be in another group. */
+    /* The token of the attempt's endpoint (its own, else its group's)
+     * follows the client's headers for this attempt only: the next attempt
+     * may be in another group or account.  Without one, the client's own
+     * credentials go. */
     p->hdrs.len = p->hdrs_client_len;
     if (p->hdrs.data)
         p->hdrs.data[p->hdrs.len] = '\0';
-    if (g->token) {
-        if (g->auth == AUTH_BEARER)
+    if (token) {
+        if (config_ep_auth(g, &g->endpoints[e->index]) == AUTH_BEARER)
             buf_append(&p->hdrs, "Authorization: Bearer ", 22);
         else
             buf_append(&p->hdrs, "x-api-key: ", 11);
-        buf_append(&p->hdrs, g->token, strlen(g->token));
+        buf_append(&p->hdrs, token, strlen(token));
+        buf_append(&p->hdrs, "\r\n", 2);
+    } else if (p->creds.len) {
+        buf_append(&p->hdrs, p->creds.data, p->creds.len);
+    }
+    const struct cfg_endpoint *ce = &g->endpoints[e->index];
+    for (size_t i = 0; i < ce->n_headers; i++) {
+        buf_append_str(&p->hdrs, ce->headers[i].name);
+        buf_append(&p->hdrs, ": ", 2);
+        buf_append_str(&p->hdrs, ce->headers[i].value);
         buf_append(&p->hdrs, "\r\n", 2);
     }
+    /* The model the endpoint knows the client's model by, spliced into a
+     * copy of the body for this attempt. */
+    const char *mapped = p->model ? config_model_for(g, &g->endpoints[e->index], p->model) : NULL;
+    p->mapped = mapped && strcmp(mapped, p->model) != 0;
+    buf_reset(&p->abody);
+    if (p->mapped) {
+        buf_append(&p->abody, p->body.data, p->model_off);
+        buf_append_json_str(&p->abody, mapped);
+        buf_append(&p->abody, p->body.data + p->model_off + p->model_len,
+                   p->body.len - p->model_off - p->model_len);
+    }
+    const struct buf *body = p->mapped ? &p->abody : &p->body;
     char *url = hdr_url_join(e->url, p->target);
     bool bodyless = p->is_head || (strcmp(p->method, "GET") == 0 && p->body.len == 0);
     struct up_request req = {
@@ -903,13 +1141,15 @@ static void preq_attempt(struct preq *p)
         .url = url,
         .headers = p->hdrs.data,
         .headers_len = p->hdrs.len,
-        .body = p->body.data,
-        .body_len = p->body.len,
-        .send_length = !bodyless && (p->body.len || strcmp(p->method, "POST") == 0),
+        .body = body->data,
+        .body_len = body->len,
+        .send_length = !bodyless && (body->len || strcmp(p->method, "POST") == 0),
         .connect_timeout_ms = cfg->connect_timeout_ms,
         /* Event streams come in small pieces: a small receive buffer keeps
          * the memory of thousands of idle streams low. */
         .recv_buffer = 2048,
+        .proxy = ce->proxy,
+        .ca_file = ce->ca_file,
     };
     p->ux = up_start(p->px->up, &req, &preq_up_cbs, p);
     free(url);
@@ -961,6 +1201,13 @@ static void preq_timeout(struct preq *p, const char *why)
     preq_attempt_done(p, UP_ERR_TIMEOUT, why);
 }
 
+/* Streams get their headers within seconds from a working endpoint; other
+ * requests may legitimately think for minutes first. */
+static int preq_header_timeout(const struct preq *p)
+{
+    return p->is_stream ? p->cfg->stream_header_timeout_ms : p->cfg->header_timeout_ms;
+}
+
 /* When p next needs looking at, or 0 when no time limit applies (between
  * attempts, finishing).  The stream deadline counts from the last byte as
  * of now; on_tick() moves it when bytes came since, so a byte costs no
@@ -970,8 +1217,10 @@ static uint64_t preq_deadline(const struct preq *p)
     const struct config *cfg = p->cfg;
     if (!p->ux)
         return p->wait_until_ms;
+    if (!p->headers_done && p->ep_failed)
+        return p->attempt_start_ms; /* now: move on */
     if (!p->headers_done)
-        return p->attempt_start_ms + (uint64_t)cfg->header_timeout_ms;
+        return p->attempt_start_ms + (uint64_t)preq_header_timeout(p);
     uint64_t stall = p->last_byte_ms + (uint64_t)cfg->idle_timeout_ms;
     uint64_t hold_end = p->hold_start_ms + (uint64_t)cfg->stream_holdback_ms;
     return p->holding && hold_end < stall ? hold_end : stall;
@@ -1011,8 +1260,11 @@ static void on_tick(uv_timer_t *t)
                 p->wait_until_ms = 0;
                 preq_attempt(p);
             }
+        } else if (!p->headers_done && p->ep_failed) {
+            snprintf(why, sizeof why, "endpoint marked failed while waiting for headers");
+            preq_timeout(p, why);
         } else if (!p->headers_done) {
-            snprintf(why, sizeof why, "no response headers within %d ms", cfg->header_timeout_ms);
+            snprintf(why, sizeof why, "no response headers within %d ms", preq_header_timeout(p));
             preq_timeout(p, why);
         } else if (p->holding && now - p->hold_start_ms >= (uint64_t)cfg->stream_holdback_ms) {
             preq_commit(p);
@@ -1028,6 +1280,24 @@ static void on_tick(uv_timer_t *t)
 }
 
 /* ---- public -------------------------------------------------------------- */
+
+/* State hook: endpoint ep of st was just marked failed.  Requests waiting
+ * for its headers are made due now; the tick moves them on (never from
+ * inside the state call that marked it). */
+static void proxy_ep_failed(void *ud, struct state *st, int ep)
+{
+    struct proxy *px = ud;
+    uint64_t now = now_mono_ms();
+    if (st != px->st)
+        return;
+    for (struct track *t = st->tracks; t; t = t->next) {
+        struct preq *p = (struct preq *)t;
+        if (t->ep != ep || p->st != st || !p->ux || p->headers_done || p->committed)
+            continue;
+        p->ep_failed = true;
+        dheap_set(&px->due, &p->due, now);
+    }
+}
 
 static void proxy_open_reqlog(struct proxy *px)
 {
@@ -1053,6 +1323,8 @@ struct proxy *proxy_new(uv_loop_t *loop, struct upstream *up, struct state *st,
     px->tick.data = px;
     dheap_init(&px->due);
     proxy_open_reqlog(px);
+    st->ep_failed_cb = proxy_ep_failed;
+    st->ep_failed_ud = px;
     return px;
 }
 
@@ -1060,6 +1332,8 @@ void proxy_set_config(struct proxy *px, struct state *st, const struct config *c
 {
     px->st = st;
     px->cfg = cfg;
+    st->ep_failed_cb = proxy_ep_failed;
+    st->ep_failed_ud = px;
     proxy_open_reqlog(px);
 }
 
@@ -1158,6 +1432,88 @@ static char *body_user_id(const char *body, size_t len)
     return xstrndup(v, (size_t)(u - v));
 }
 
+/* Skips a JSON string starting at b[i] == '"'; returns the index after its
+ * closing quote, or len when it does not end. */
+static size_t json_skip_string(const char *b, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (b[i] == '\\')
+            i++;
+        else if (b[i] == '"')
+            return i + 1;
+    }
+    return len;
+}
+
+static size_t json_skip_ws(const char *b, size_t len, size_t i)
+{
+    while (i < len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
+        i++;
+    return i;
+}
+
+/*
+ * The value of key in the top-level object of body, when it is a string or
+ * a scalar: *v and *vlen get its text (a string with its quotes).  A scan
+ * that follows strings and nesting only, so that a "model" or "stream" key
+ * inside messages or tool schemas is never taken for the request's own.
+ * Returns false when body is not an object or has no such scalar key.
+ */
+static bool json_top_value(const char *b, size_t len, const char *key, const char **v,
+                           size_t *vlen)
+{
+    size_t klen = strlen(key);
+    size_t i = json_skip_ws(b, len, 0);
+    if (!b || i >= len || b[i] != '{')
+        return false;
+    int depth = 0;
+    bool want_key = true;
+    while (i < len) {
+        char ch = b[i];
+        if (ch == '"') {
+            size_t s = i + 1;
+            i = json_skip_string(b, len, i);
+            if (i >= len)
+                return false;
+            if (depth != 1 || !want_key)
+                continue;
+            size_t e = i - 1;
+            size_t j = json_skip_ws(b, len, i);
+            if (j >= len || b[j] != ':')
+                return false;
+            want_key = false;
+            i = j + 1;
+            if (e - s != klen || memcmp(b + s, key, klen) != 0)
+                continue;
+            j = json_skip_ws(b, len, i);
+            if (j >= len || b[j] == '{' || b[j] == '[')
+                return false;
+            size_t vs = j;
+            if (b[j] == '"') {
+                j = json_skip_string(b, len, j);
+                if (j >= len && b[len - 1] != '"')
+                    return false;
+            } else {
+                while (j < len && !strchr(",}] \t\r\n", b[j]))
+                    j++;
+            }
+            *v = b + vs;
+            *vlen = j - vs;
+            return true;
+        }
+        if (ch == '{' || ch == '[')
+            depth++;
+        else if (ch == '}' || ch == ']')
+            depth--;
+        else if (ch == ',' && depth == 1)
+            want_key = true;
+        if (depth <= 0 && ch != '{')
+            return false;
+        i++;
+    }
+    return false;
+}
+
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 {
     struct state *st = px->st;
@@ -1183,6 +1539,27 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     sse_init(&p->sse, 256 * 1024);
     state_track_add(st, &p->t, p->method, p->target, now);
     p->t.bytes_in = p->body.len;
+    const char *sv;
+    size_t svl;
+    p->is_stream = json_top_value(p->body.data, p->body.len, "stream", &sv, &svl) && svl == 4 &&
+                   memcmp(sv, "true", 4) == 0;
+    buf_init(&p->abody, SIZE_MAX);
+    size_t plen = strcspn(p->target, "?");
+    if (strcmp(p->method, "POST") == 0 &&
+        ((plen == 12 && strncmp(p->target, "/v1/messages", 12) == 0) ||
+         (plen == 25 && strncmp(p->target, "/v1/messages/count_tokens", 25) == 0)) &&
+        json_top_value(p->body.data, p->body.len, "model", &sv, &svl) && svl >= 3 &&
+        sv[0] == '"' && sv[svl - 1] == '"') {
+        /* Only plain printable names: they are compared, logged and mapped. */
+        bool plain = svl - 2 < 200;
+        for (size_t i = 1; plain && i + 1 < svl; i++)
+            plain = sv[i] > 0x20 && sv[i] < 0x7f && sv[i] != '\\' && sv[i] != '"';
+        if (plain) {
+            p->model = xstrndup(sv + 1, svl - 2);
+            p->model_off = (size_t)(sv - p->body.data);
+            p->model_len = svl;
+        }
+    }
     conn_attach(c, p, &preq_ops);
     if (!px->tick_running) {
         uv_timer_start(&px->tick, on_tick, PROXY_TICK_MS, PROXY_TICK_MS);
@@ -1195,16 +1572,25 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     else
         p->session_key = body_user_id(p->body.data, p->body.len);
 
+    p->group0 = st->current_group;
+    p->tried = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *p->tried);
+    buf_init(&p->hdrs, SIZE_MAX);
+    buf_init(&p->creds, SIZE_MAX);
+    build_headers(&p->hdrs, &p->creds, req);
+    p->hdrs_client_len = p->hdrs.len;
     int ep = state_route(st, p->session_key, now);
+    if (ep >= 0 && p->model && !state_ep_serves(st, ep, p->model, now)) {
+        /* Another endpoint may serve the model; if none, ask this one anyway. */
+        int other = preq_pick(p, now, &p->chain_pos);
+        if (other >= 0)
+            ep = other;
+    }
+    if (ep < 0) /* nothing in the current group: its fallback groups, in order */
+        ep = preq_pick(p, now, &p->chain_pos);
     if (ep < 0) {
         preq_nowhere(p);
         return;
     }
-    const struct group *g = &st->groups[st->eps[ep].group];
-    p->tried = xcalloc(g->n, sizeof *p->tried);
-    buf_init(&p->hdrs, SIZE_MAX);
-    build_headers(&p->hdrs, req, g->cfg->token != NULL);
-    p->hdrs_client_len = p->hdrs.len;
     state_track_route(&p->t, p->st, ep);
     p->ep = ep;
     preq_attempt(p);

@@ -131,6 +131,7 @@ struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t no
         }
     }
     st->current_group = config_default_group(cfg);
+    st->fallback_group = -1;
     st->check_interval_s = cfg->interval_s;
     st->load_level = "idle";
     if (cfg->sticky_sessions)
@@ -237,6 +238,12 @@ void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
     st->live_tokens = old->live_tokens;
     st->next_track_id = old->next_track_id;
     st->checks_paused = old->checks_paused;
+    st->ep_failed_cb = old->ep_failed_cb;
+    st->ep_failed_ud = old->ep_failed_ud;
+    st->fallback_total = old->fallback_total;
+    st->fallback_last_ms = old->fallback_last_ms;
+    if (old->fallback_group >= 0)
+        st->fallback_group = state_find_group(st, old->groups[old->fallback_group].name);
     memcpy(st->events, old->events, sizeof st->events);
     st->n_events = old->n_events;
     st->next_event = old->next_event;
@@ -522,6 +529,8 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
         if (before != e->status) {
             log_warn("endpoint %s failed its check: %s", e->name, e->error);
             state_event(st, "failure", e->name, "", "", "%s failed: %s", e->name, e->error);
+            if (st->ep_failed_cb)
+                st->ep_failed_cb(st->ep_failed_ud, st, ep);
         }
     }
     state_evaluate(st, now_ms);
@@ -547,6 +556,8 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, i
         log_warn("endpoint %s marked %s by live traffic: %s", e->name, ep_status_name(status),
                  error);
         state_event(st, "failure", e->name, "", "", "%s: %s", e->name, error);
+        if (st->ep_failed_cb)
+            st->ep_failed_cb(st->ep_failed_ud, st, ep);
     }
     state_evaluate(st, now_ms);
 }
@@ -679,11 +690,80 @@ void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t no
     struct ep *e = &st->eps[ep];
     e->rest_until_ms = until_ms;
     e->cause = EP_CAUSE_RATE_LIMITED;
+    snprintf(e->rest_reason, sizeof e->rest_reason, "rate limited");
     log_warn("endpoint %s rate-limited for %.1f s", e->name,
              (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0);
     state_event(st, "failure", e->name, "", "", "%s rate-limited for %.0f s", e->name,
                 (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0);
     state_evaluate(st, now_ms);
+}
+
+void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
+                        uint64_t now_ms)
+{
+    struct ep *e = &st->eps[ep];
+    double secs = (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0;
+    e->rest_until_ms = until_ms;
+    snprintf(e->rest_reason, sizeof e->rest_reason, "usage cap: %s", reason);
+    log_warn("endpoint %s rests for %.0f s: %s", e->name, secs, e->rest_reason);
+    state_event(st, "failure", e->name, "", "usage_cap", "%s rests for %.0f s: %s", e->name, secs,
+                e->rest_reason);
+    state_evaluate(st, now_ms);
+}
+
+void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms)
+{
+    struct ep *e = &st->eps[ep];
+    size_t len = strlen(model), slot = 0;
+    if (len == 0 || len >= sizeof e->missing[0].model)
+        return;
+    for (size_t k = 0; k < EP_MISSING_MODELS; k++) {
+        if (strcmp(e->missing[k].model, model) == 0) {
+            slot = k;
+            break;
+        }
+        if (e->missing[k].until_ms < e->missing[slot].until_ms)
+            slot = k; /* the free or the oldest slot */
+    }
+    memcpy(e->missing[slot].model, model, len + 1);
+    e->missing[slot].until_ms = now_ms + EP_MISSING_MODEL_MS;
+    log_info("endpoint %s does not serve model %s; other endpoints get its requests for %u s",
+             e->name, model, EP_MISSING_MODEL_MS / 1000u);
+}
+
+bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms)
+{
+    const struct ep *e = &st->eps[ep];
+    for (size_t k = 0; k < EP_MISSING_MODELS; k++)
+        if (e->missing[k].until_ms > now_ms && strcmp(e->missing[k].model, model) == 0)
+            return false;
+    return true;
+}
+
+void state_served(struct state *st, int ep, uint64_t now_ms)
+{
+    size_t g = st->eps[ep].group;
+    if (g == st->current_group) {
+        if (st->fallback_group >= 0) {
+            const char *from = st->groups[st->fallback_group].name;
+            log_info("group %s serves again (fallback to %s over)", st->groups[g].name, from);
+            state_event(st, "recovery", from, st->groups[g].name, "fallback",
+                        "group %s serves again; fallback to %s over", st->groups[g].name, from);
+            st->fallback_group = -1;
+        }
+        return;
+    }
+    st->groups[g].fallback_served++;
+    st->fallback_total++;
+    st->fallback_last_ms = now_ms;
+    if (st->fallback_group != (int)g) {
+        const char *cur = st->groups[st->current_group].name;
+        log_warn("group %s has no usable endpoint: traffic falls back to group %s", cur,
+                 st->groups[g].name);
+        state_event(st, "switch", cur, st->groups[g].name, "fallback",
+                    "fallback: group %s -> %s (%s)", cur, st->groups[g].name, st->eps[ep].name);
+        st->fallback_group = (int)g;
+    }
 }
 
 int state_set_mode(struct state *st, bool manual, uint64_t now_ms, char *err, size_t errlen)

@@ -52,6 +52,8 @@ enum ep_circuit {
 };
 
 #define EP_HISTORY 32
+#define EP_MISSING_MODELS 8      /* models an endpoint is remembered not to serve */
+#define EP_MISSING_MODEL_MS (10 * 60 * 1000u)
 #define STATE_EVENTS 64
 
 struct ep_check {
@@ -85,7 +87,12 @@ struct ep {
     unsigned consecutive_failures;
     unsigned circuit_opens;     /* successive openings, for back-off */
     uint64_t circuit_retry_ms;  /* monotonic time of the next trial */
-    uint64_t rest_until_ms;     /* 429: not routable before this (monotonic) */
+    uint64_t rest_until_ms;     /* 429 or usage cap: not routable before this (monotonic) */
+    char rest_reason[96];       /* why it rests: "rate limited", "usage cap: ..." */
+    struct {
+        char model[64];         /* "" when the slot is free */
+        uint64_t until_ms;      /* monotonic */
+    } missing[EP_MISSING_MODELS]; /* answered 404 not_found_error for these models */
     bool check_running;
     bool recheck_soon;          /* a live failure asked for a quick check */
     uint64_t next_check_ms;     /* monotonic time of this endpoint's next check */
@@ -105,6 +112,7 @@ struct group {
     struct policy_ep *view;     /* owns, n entries: scratch for state.c's policy calls */
     bool panic;                 /* no endpoint passes its checks: live traffic goes on
                                  * to every endpoint live results have not removed */
+    uint64_t fallback_served;   /* requests it served in place of the current group */
 };
 
 enum track_state {
@@ -167,6 +175,17 @@ struct state {
     const char *load_level;     /* borrows a static string */
     struct sessions *sessions;  /* owns */
     struct metrics *metrics;    /* borrows; NULL: not counted */
+    /* Fallback: the group that last served a request in place of the
+     * current one (-1: none since start or since the current group came
+     * back), and when. */
+    int fallback_group;
+    uint64_t fallback_last_ms;  /* monotonic, 0 never */
+    uint64_t fallback_total;    /* requests served by a fallback group */
+    /* Told when live traffic or a check has just marked an endpoint failed,
+     * so that requests still waiting for its headers can move on at once.
+     * It must not end requests from inside the call. */
+    void (*ep_failed_cb)(void *ud, struct state *st, int ep);
+    void *ep_failed_ud;
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
@@ -261,6 +280,19 @@ void state_live_failure_status(struct state *st, int ep, int status, const char 
 void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
 void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms);
 void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms);
+/* An exhausted balance, quota or usage limit: the endpoint rests until
+ * until_ms like a 429, without counting as a failure; reason is shown. */
+void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
+                        uint64_t now_ms);
+/* Endpoint ep answered that it does not serve model: remember that for
+ * EP_MISSING_MODEL_MS (models longer than 63 bytes are not remembered). */
+void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms);
+/* False while ep is remembered not to serve model. */
+bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms);
+
+/* A request was served by endpoint ep: when ep is not in the current group
+ * it ran in fallback.  Records and logs the moves into and out of fallback. */
+void state_served(struct state *st, int ep, uint64_t now_ms);
 
 /* Operator actions; return 0 or -1 with a message in err. */
 int state_set_mode(struct state *st, bool manual, uint64_t now_ms, char *err, size_t errlen);

@@ -81,6 +81,13 @@ static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint6
         cJSON_AddNullToObject(o, "circuit_retry_in_s");
     if (e->rest_until_ms > now)
         cJSON_AddNumberToObject(o, "rate_limited_for_s", (double)(e->rest_until_ms - now) / 1000.0);
+    if (e->rest_until_ms > now) {
+        cJSON *r = cJSON_AddObjectToObject(o, "rested");
+        cJSON_AddStringToObject(r, "reason", e->rest_reason[0] ? e->rest_reason : "rate limited");
+        cJSON_AddNumberToObject(r, "seconds_left", (double)(e->rest_until_ms - now) / 1000.0);
+    } else {
+        cJSON_AddNullToObject(o, "rested");
+    }
     cJSON_AddItemToObject(o, "tokens_used", usage_json(&e->check_tokens));
     cJSON_AddItemToObject(o, "traffic_tokens", usage_json(&e->live_tokens));
     cJSON *hist = cJSON_AddArrayToObject(o, "history");
@@ -173,8 +180,25 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
                                                : (int)(gr->first + (size_t)gr->policy.current)));
         cJSON_AddNumberToObject(go, "endpoints", (double)gr->n);
         cJSON_AddBoolToObject(go, "panic", gr->panic);
+        cJSON *fb = cJSON_AddArrayToObject(go, "fallback_groups");
+        for (size_t k = 0; k < gr->cfg->n_fallback; k++)
+            cJSON_AddItemToArray(fb, cJSON_CreateString(st->groups[gr->cfg->fallback[k]].name));
+        cJSON_AddNumberToObject(go, "fallback_served", (double)gr->fallback_served);
         cJSON_AddItemToArray(groups, go);
     }
+    /* Whether traffic runs in fallback: the group that last served in
+     * place of the current one, until the current group serves again. */
+    cJSON *fo = cJSON_AddObjectToObject(o, "fallback");
+    cJSON_AddBoolToObject(fo, "active", st->fallback_group >= 0);
+    if (st->fallback_group >= 0)
+        cJSON_AddStringToObject(fo, "group", st->groups[st->fallback_group].name);
+    else
+        cJSON_AddNullToObject(fo, "group");
+    if (st->fallback_last_ms)
+        cJSON_AddNumberToObject(fo, "last_s_ago", (double)(now - st->fallback_last_ms) / 1000.0);
+    else
+        cJSON_AddNullToObject(fo, "last_s_ago");
+    cJSON_AddNumberToObject(fo, "requests", (double)st->fallback_total);
 
     cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
     for (size_t i = 0; i < st->n_eps; i++)

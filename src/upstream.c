@@ -354,6 +354,12 @@ static struct up_xfer *cx_start(struct upstream *u, const struct up_request *req
     curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cx_on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+    /* Per endpoint; fetch_easy_put() resets pooled handles, so neither
+     * leaks into the next exchange.  Verification stays on either way. */
+    if (req->proxy)
+        curl_easy_setopt(h, CURLOPT_PROXY, req->proxy);
+    if (req->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
     if (fetch_add(f, &x->x) != 0) {
         cx_free(x);
         return NULL;
@@ -407,7 +413,7 @@ bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_b
 struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
                          const struct up_cbs *cbs, void *ud)
 {
-    if (!upstream_uses_libcurl(u, req->url, u->builtin))
+    if (!req->proxy && !req->ca_file && !upstream_uses_libcurl(u, req->url, u->builtin))
         return h1_start(u->h1, req, cbs, ud);
     return cx_start(u, req, cbs, ud);
 }

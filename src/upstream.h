@@ -58,6 +58,10 @@ struct up_request {
     long connect_timeout_ms;   /* 0: 10 s */
     long timeout_ms;           /* the whole exchange; 0: no limit */
     long recv_buffer;          /* receive buffer size hint in bytes; 0: default */
+    const char *proxy;         /* the endpoint's own proxy URL, or NULL; sends the
+                                * exchange through libcurl */
+    const char *ca_file;       /* PEM CA bundle to verify the endpoint with, or NULL
+                                * (libcurl); certificates are always verified */
 };
 
 /* Returned by the body callback: deliver the same bytes again after
@@ -97,7 +101,8 @@ void upstream_set_builtin(struct upstream *u, bool use_builtin);
 void upstream_free(struct upstream *u);
 
 /* Whether exchanges with url go through libcurl (https://, a proxy
- * variable, or use_builtin false: http_client = "libcurl"). */
+ * variable, or use_builtin false: http_client = "libcurl").  An exchange
+ * whose request names a proxy or a ca_file always does. */
 bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_builtin);
 
 /* NULL when the exchange cannot start (bad URL, libcurl refused it or

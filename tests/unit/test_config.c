@@ -890,6 +890,152 @@ static void test_every_prefix(void **state)
     assert_true(ok > 0);
 }
 
+static void test_fallback_and_endpoint_tokens(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[server]\nusage_cap_rest_s = 600\n"
+                                 "[[groups]]\nname = \"a\"\nauth_token_env = \"ZT_MAIN\"\n"
+                                 "fallback_groups = [\"c\", \"b\"]\n"
+                                 "endpoints = [{ url = \"https://a.example\", name = \"a1\", "
+                                 "auth_token_env = \"ZT_RELAY\", auth_header = \"bearer\" },\n"
+                                 "  { url = \"https://a2.example\", name = \"a2\" }]\n"
+                                 "[[groups]]\nname = \"b\"\nfallback_groups = [\"a\"]\n"
+                                 "endpoints = [{ url = \"https://b.example\", name = \"b1\" }]\n"
+                                 "[[groups]]\nname = \"c\"\n"
+                                 "endpoints = [{ url = \"https://c.example\", name = \"c1\" }]\n");
+    assert_int_equal(cfg->usage_cap_rest_s, 600);
+    const struct cfg_group *a = &cfg->groups[0];
+    assert_int_equal(a->n_fallback, 2);
+    assert_int_equal(a->fallback[0], 2);
+    assert_int_equal(a->fallback[1], 1);
+    assert_int_equal(cfg->groups[1].n_fallback, 1); /* a cycle is fine */
+    assert_string_equal(config_ep_token(a, &a->endpoints[0]), "cr_0f3a9b27c4d845e6a1b2c3d4e5f60718");
+    assert_int_equal(config_ep_auth(a, &a->endpoints[0]), AUTH_BEARER);
+    assert_string_equal(config_ep_token(a, &a->endpoints[1]), REAL_TOKEN);
+    assert_int_equal(config_ep_auth(a, &a->endpoints[1]), AUTH_X_API_KEY);
+    assert_null(config_ep_token(&cfg->groups[1], &cfg->groups[1].endpoints[0]));
+    char *sum = config_summary(cfg);
+    assert_lacks(sum, "cr_0f3a9b27c4d845e6a1b2c3d4e5f60718");
+    free(sum);
+    config_free(cfg);
+
+    char *e = load_err("[[groups]]\nname = \"a\"\nfallback_groups = [\"a\", \"zz\", \"b\", \"b\", 3]\n"
+                       "endpoints = [{ url = \"https://a.example\", name = \"a1\", "
+                       "auth_token_env = \"ZT_UNSET\" }]\n"
+                       "[[groups]]\nname = \"b\"\nfallback_groups = \"a\"\n"
+                       "endpoints = [{ url = \"https://b.example\", name = \"b1\" }]\n");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: \"a\" is this group itself");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: no group is named \"zz\"");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: \"b\" is listed twice");
+    assert_has(e, "cfg.toml:3: groups[0].fallback_groups: expected a group name");
+    assert_has(e, "cfg.toml:4: groups[0].endpoints[0].auth_token_env: environment variable "
+                  "ZT_UNSET is not set");
+    assert_has(e, "cfg.toml:7: groups[1].fallback_groups: expected an array of group names");
+    free(e);
+}
+
+static void test_stream_header_timeout(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(GROUP_OK);
+    assert_int_equal(cfg->stream_header_timeout_ms, 30000);
+    assert_int_equal(cfg->retry_budget_ms, 60000);
+    config_free(cfg);
+    /* Never above header_timeout_ms when not given. */
+    cfg = load_ok("[server]\nheader_timeout_ms = 1000\nretry_budget_ms = 1200\n" GROUP_OK);
+    assert_int_equal(cfg->stream_header_timeout_ms, 1000);
+    config_free(cfg);
+    cfg = load_ok("[server]\nstream_header_timeout_ms = 5000\nretry_budget_ms = 20000\n" GROUP_OK);
+    assert_int_equal(cfg->stream_header_timeout_ms, 5000);
+    config_free(cfg);
+    /* One attempt: there is nothing to fail over to, so no conflict. */
+    cfg = load_ok("[server]\nmax_attempts = 1\nretry_budget_ms = 1000\n" GROUP_OK);
+    config_free(cfg);
+
+    char *e = load_err("[server]\nstream_header_timeout_ms = 30000\nretry_budget_ms = 30000\n"
+                       GROUP_OK);
+    assert_has(e, "cfg.toml:2: server.stream_header_timeout_ms: a stream may wait 30000 ms for "
+                  "headers but all attempts may take only server.retry_budget_ms = 30000 ms");
+    free(e);
+    e = load_err("[server]\nretry_budget_ms = 20000\n" GROUP_OK);
+    assert_has(e, "cfg.toml:2: server.retry_budget_ms: a stream may wait 30000 ms");
+    free(e);
+    e = load_err("[server]\nheader_timeout_ms = 5000\nstream_header_timeout_ms = 6000\n" GROUP_OK);
+    assert_has(e, "cfg.toml:3: server.stream_header_timeout_ms: 6000 is longer than "
+                  "server.header_timeout_ms (5000)");
+    free(e);
+}
+
+static void test_models(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[[groups]]\nname = \"g\"\n"
+                                 "models = { \"claude-opus-4-8\" = \"vendor/claude-opus-4.8\", "
+                                 "\"*\" = \"claude-sonnet-4-6\" }\n"
+                                 "endpoints = [{ url = \"https://a.example\", name = \"a\" },\n"
+                                 "  { url = \"https://b.example\", name = \"b\", "
+                                 "models = { \"claude-opus-4-8\" = \"b-opus\" } }]\n"
+                                 "[[groups]]\nname = \"h\"\n"
+                                 "endpoints = [{ url = \"https://c.example\", name = \"c\" }]\n");
+    const struct cfg_group *g = &cfg->groups[0];
+    assert_string_equal(config_model_for(g, &g->endpoints[0], "claude-opus-4-8"),
+                        "vendor/claude-opus-4.8");
+    assert_string_equal(config_model_for(g, &g->endpoints[0], "claude-haiku"), "claude-sonnet-4-6");
+    /* An endpoint's table replaces its group's: no "*" there. */
+    assert_string_equal(config_model_for(g, &g->endpoints[1], "claude-opus-4-8"), "b-opus");
+    assert_null(config_model_for(g, &g->endpoints[1], "claude-haiku"));
+    assert_null(config_model_for(&cfg->groups[1], &cfg->groups[1].endpoints[0], "claude-haiku"));
+    config_free(cfg);
+
+    char *e = load_err("[[groups]]\nname = \"g\"\nmodels = \"x\"\n"
+                       "endpoints = [{ url = \"https://a.example\", name = \"a\", "
+                       "models = { \"m\" = 3, \"n\" = \"\" } }]\n");
+    assert_has(e, "cfg.toml:3: groups[0].models: expected a table like");
+    assert_has(e, "cfg.toml:4: groups[0].endpoints[0].models: expected a model name");
+    assert_has(e, "cfg.toml:4: groups[0].endpoints[0].models: model names must be 1 to 200");
+    free(e);
+}
+
+static void test_endpoint_connection(void **state)
+{
+    (void)state;
+    setenv("ZT_HDR", "hdr-secret-91ab3c", 1);
+    struct config *cfg = load_ok("[[groups]]\nname = \"g\"\n"
+                                 "endpoints = [{ url = \"https://a.example\", name = \"a\", "
+                                 "headers = { \"X-A\" = \"plain\", \"X-B\" = \"${ZT_HDR}\" }, "
+                                 "proxy = \"socks5h://127.0.0.1:1080\", ca_file = \"/dev/null\" }]\n");
+    const struct cfg_endpoint *e = &cfg->groups[0].endpoints[0];
+    assert_int_equal(e->n_headers, 2);
+    assert_string_equal(e->headers[0].name, "X-A");
+    assert_string_equal(e->headers[0].value, "plain");
+    assert_false(e->headers[0].from_env);
+    assert_string_equal(e->headers[1].value, "hdr-secret-91ab3c");
+    assert_true(e->headers[1].from_env);
+    assert_string_equal(e->proxy, "socks5h://127.0.0.1:1080");
+    assert_string_equal(e->ca_file, "/dev/null");
+    config_free(cfg);
+
+    setenv("ZT_HDR_NL", "a\r\nX-Injected: 1", 1);
+    char *err = load_err("[[groups]]\nname = \"g\"\n"
+                         "endpoints = [{ url = \"http://a.example\", name = \"a\", "
+                         "headers = { \"Content-Length\" = \"1\", \"X-C\" = \"a\\nb\", "
+                         "\"X-D\" = \"${ZT_HDR_NL}\", \"X-E\" = \"${ZT_UNSET}\", \"X:F\" = \"v\" }, "
+                         "proxy = \"user:pw@host\", ca_file = \"/nonexistent.pem\" }]\n");
+    assert_has(err, "cfg.toml:3: groups[0].endpoints[0].headers: Content-Length cannot be set here");
+    assert_has(err, "headers: the value of X-C holds control characters");
+    assert_has(err, "headers: environment variable ZT_HDR_NL holds control characters");
+    assert_has(err, "headers: environment variable ZT_UNSET is not set");
+    assert_has(err, "headers: \"X:F\" is not a valid header name");
+    assert_has(err, "proxy: not a proxy URL");
+    assert_lacks(err, "user:pw");
+    assert_has(err, "ca_file: cannot read /nonexistent.pem");
+    assert_has(err, "ca_file: applies to https:// endpoints only");
+    assert_lacks(err, "X-Injected");
+    free(err);
+    unsetenv("ZT_HDR");
+    unsetenv("ZT_HDR_NL");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -918,6 +1064,10 @@ int main(void)
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_every_prefix),
         cmocka_unit_test(test_control_characters_in_secrets),
+        cmocka_unit_test(test_fallback_and_endpoint_tokens),
+        cmocka_unit_test(test_stream_header_timeout),
+        cmocka_unit_test(test_models),
+        cmocka_unit_test(test_endpoint_connection),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
