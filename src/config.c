@@ -1017,18 +1017,10 @@ static void config_headers(struct config_ctx *c, const struct tomlc_node *t, con
                              config_show(name, shown, sizeof shown));
                 continue;
             }
+            /* config_secret refuses a value with control characters. */
             h->value = config_secret(c, v, key, var, "header value");
             if (!h->value)
                 continue;
-            if (config_has_control(h->value)) {
-                config_error(c, v->line, key,
-                             "environment variable %s holds control characters; a header "
-                             "value must be one line",
-                             var);
-                free(h->value);
-                h->value = NULL;
-                continue;
-            }
             h->from_env = true;
         } else {
             h->value = xstrdup(v->str);

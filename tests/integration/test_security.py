@@ -187,7 +187,7 @@ class Guard(ZephyrTestCase):
                 self.assertIn("Content-Security-Policy", "".join(k.title() for k, _ in r.headers))
             else:
                 self.assertTrue(is_anthropic_error(r), r)
-            r = send(p.port, method, path, [("x-zephyr-key", key[:-1] + "0"),
+            r = send(p.port, method, path, [("x-zephyr-key", key[:-1] + ("1" if key.endswith("0") else "0")),
                                              ("Content-Type", "application/json")], body, ip=ip)
             self.assertEqual(r.status, 401, (path, r))
         self.assertEqual(self.fake.stats()["messages"], 0, "a request without the key went upstream")

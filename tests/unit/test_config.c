@@ -1023,7 +1023,7 @@ static void test_endpoint_connection(void **state)
                          "proxy = \"user:pw@host\", ca_file = \"/nonexistent.pem\" }]\n");
     assert_has(err, "cfg.toml:3: groups[0].endpoints[0].headers: Content-Length cannot be set here");
     assert_has(err, "headers: the value of X-C holds control characters");
-    assert_has(err, "headers: environment variable ZT_HDR_NL holds control characters");
+    assert_has(err, "headers: environment variable ZT_HDR_NL holds a control character");
     assert_has(err, "headers: environment variable ZT_UNSET is not set");
     assert_has(err, "headers: \"X:F\" is not a valid header name");
     assert_has(err, "proxy: not a proxy URL");
