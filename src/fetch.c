@@ -13,6 +13,7 @@
 #include "fetch.h"
 
 #include <stdbool.h>
+#include <fcntl.h>
 #include <stdlib.h>
 
 #include "util.h"
@@ -185,6 +186,18 @@ void fetch_free(struct fetch *f)
     uv_close((uv_handle_t *)&f->timer, on_timer_closed);
 }
 
+/* libcurl opens its sockets without close-on-exec: a `claude` child of the
+ * cli check would inherit every upstream connection. */
+static int fetch_on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+    (void)ud;
+    (void)purpose;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0)
+        (void)fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    return CURL_SOCKOPT_OK;
+}
+
 CURL *fetch_easy_new(struct fetch *f)
 {
     CURL *e = f->n_pool ? f->pool[--f->n_pool] : curl_easy_init();
@@ -197,6 +210,7 @@ CURL *fetch_easy_new(struct fetch *f)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 15L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, fetch_on_sockopt);
     /* Without proxy variables at start-up, tell curl so: it would look them
      * up in the environment on every request otherwise. */
     if (!f->env_proxy)

@@ -987,6 +987,7 @@ static int check_cli_start(struct check *c, char *reason, size_t rlen)
     /* A new session, hence a process group of its own that a timeout can
      * kill as a whole. */
     o.flags = UV_PROCESS_DETACHED;
+    fd_cloexec_all(); /* the child inherits nothing of ours */
     int rc = uv_spawn(h->loop, &c->proc, &o);
     c->proc.data = c;
     c->handles++;

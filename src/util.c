@@ -4,6 +4,8 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,4 +248,23 @@ size_t utf8_cut(const char *s, size_t n)
             return k - 1;
     }
     return n;
+}
+
+void fd_cloexec_all(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    int self = dirfd(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(de->d_name, &end, 10);
+        if (*end || end == de->d_name || fd <= 2 || fd == self)
+            continue;
+        int flags = fcntl((int)fd, F_GETFD);
+        if (flags >= 0 && !(flags & FD_CLOEXEC))
+            (void)fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+    closedir(d);
 }

@@ -69,4 +69,9 @@ int strn_ieq(const char *a, size_t alen, const char *b);
  */
 int host_is_loopback(const char *host);
 
+/* Marks every open descriptor above 2 close-on-exec, whoever opened it
+ * (libcurl's multi handle opens a socketpair without the flag).  Called
+ * before a child is spawned; procfs only, so it never blocks. */
+void fd_cloexec_all(void);
+
 #endif

@@ -227,10 +227,21 @@ class CoreDumps(ZephyrTestCase):
 class CloseOnExec(ZephyrTestCase):
 
     def test_every_descriptor_is_close_on_exec(self):
+        self.check_close_on_exec(None)
+
+    def test_every_descriptor_is_close_on_exec_libcurl(self):
+        """libcurl opens its sockets itself: they must not leak into the
+        `claude` children of the cli check either."""
+        self.check_close_on_exec("libcurl")
+
+    def check_close_on_exec(self, client):
         a = self.start_fake("a")
         log = os.path.join(self.tmp, "requests.log")
+        server = {"request_log": log}
+        if client:
+            server["http_client"] = client
         p = self.start_proxy([{"name": "main", "endpoints": [("a", a.url)]}], health_check=HC,
-                             server={"request_log": log})
+                             server=server)
         self.assertEqual(self.post_messages(p.port).status, 200)
         wait_for(lambda: os.path.getsize(log) > 0, scaled(5), desc="request logged")
         fds, leaky = {}, []
