@@ -141,6 +141,8 @@ struct fetch *fetch_new(uv_loop_t *loop)
         curl_share_cleanup(share);
         return NULL;
     }
+    /* The multi handle's wake-up socketpair is opened without close-on-exec. */
+    fd_cloexec_all();
     struct fetch *f = xcalloc(1, sizeof *f);
     f->loop = loop;
     f->multi = multi;
