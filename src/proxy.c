@@ -57,6 +57,8 @@
 #define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 #define PROXY_INFLATE_CAP (32u << 20)    /* inflated for the usage readers, at most */
+#define PROXY_LOG_FIELD_CAP 64          /* the asked model and the upstream's request-id,
+                                         * as logged, at most (bytes with the NUL) */
 
 struct proxy {
     uv_loop_t *loop;            /* borrows */
@@ -91,6 +93,9 @@ struct preq {
     size_t hdrs_client_len;     /* where the client's headers end in hdrs */
     struct buf body;            /* owns */
     char *session_key;          /* owns; NULL when not sticky */
+    /* for the log lines, read from the request: there on errors too */
+    char asked_model[PROXY_LOG_FIELD_CAP]; /* top-level "model" of the body; "" none */
+    bool asked_stream;          /* top-level "stream": true */
     /* attempts */
     int ep;
     bool *tried;                /* owns; one per endpoint of the group */
@@ -129,6 +134,7 @@ struct preq {
     bool unreadable;            /* its usage cannot be read (counted once) */
     struct usage usage;
     uint64_t bytes_to_client;
+    char upstream_id[PROXY_LOG_FIELD_CAP]; /* the last answer's `request-id`; "" none */
 };
 
 static const struct conn_handler_ops preq_ops;
@@ -159,8 +165,47 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->cache_creation += u->cache_creation;
 }
 
+/* The path as logged: without the `beta=true` query parameter Claude Code
+ * and the SDKs add to every request (noise in every line); other query
+ * parameters stay.  Returns path itself or out's text. */
+static const char *log_path(const char *path, struct buf *out)
+{
+    const char *q = strchr(path, '?');
+    if (!q || !strstr(q, "beta=true"))
+        return path;
+    buf_append(out, path, (size_t)(q - path));
+    char sep = '?';
+    for (const char *a = q + 1; *a;) {
+        const char *e = strchr(a, '&');
+        size_t n = e ? (size_t)(e - a) : strlen(a);
+        if (n && !(n == 9 && memcmp(a, "beta=true", 9) == 0)) {
+            buf_append(out, &sep, 1);
+            buf_append(out, a, n);
+            sep = '&';
+        }
+        a += n + (e ? 1 : 0);
+    }
+    buf_append(out, "", 0);
+    return out->data ? out->data : "";
+}
+
+/* Copies a value that came from a peer (the asked model, the upstream's
+ * request-id) into a PROXY_LOG_FIELD_CAP buffer for the log lines: cut to
+ * fit, and anything but visible ASCII (spaces, control bytes, quotes,
+ * backslashes, UTF-8) shown as '?', so it cannot split or forge a line. */
+static void log_field_copy(char *out, const char *v, size_t len)
+{
+    size_t n = len < PROXY_LOG_FIELD_CAP - 1 ? len : PROXY_LOG_FIELD_CAP - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        out[i] = ch > 0x20 && ch < 0x7f && ch != '"' && ch != '\\' ? (char)ch : '?';
+    }
+    out[n] = '\0';
+}
+
 /* One JSON line per request: no bodies, no headers, no secrets. */
-static void preq_log_json(struct preq *p, int status, const char *outcome, uint64_t total_ms)
+static void preq_log_json(struct preq *p, int status, const char *outcome, uint64_t total_ms,
+                          const char *path)
 {
     struct proxy *px = p->px;
     struct state *st = p->st;
@@ -170,7 +215,18 @@ static void preq_log_json(struct preq *p, int status, const char *outcome, uint6
                 p->t.idstr);
     buf_append_json_str(&b, p->method);
     buf_append(&b, ",\"path\":", 8);
-    buf_append_json_str(&b, p->t.path);
+    buf_append_json_str(&b, path);
+    buf_append(&b, ",\"requested_model\":", 19);
+    if (p->asked_model[0])
+        buf_append_json_str(&b, p->asked_model);
+    else
+        buf_append(&b, "null", 4);
+    buf_append_str(&b, p->asked_stream ? ",\"stream\":true" : ",\"stream\":false");
+    buf_append(&b, ",\"upstream_request_id\":", 23);
+    if (p->upstream_id[0])
+        buf_append_json_str(&b, p->upstream_id);
+    else
+        buf_append(&b, "null", 4);
     buf_append(&b, ",\"endpoint\":", 12);
     if (p->ep >= 0)
         buf_append_json_str(&b, st->eps[p->ep].name);
@@ -212,18 +268,32 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     }
     if (!p->is_sse)
         usage_json_finish(&p->json, &p->usage);
+    struct buf pathbuf;
+    buf_init(&pathbuf, SIZE_MAX);
+    const char *path = log_path(p->t.path, &pathbuf);
     if (log_enabled(LOG_INFO)) {
         const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
         char ttfb[32] = "-";
         if (p->ttfb_ms >= 0)
             snprintf(ttfb, sizeof ttfb, "%.0fms", p->ttfb_ms);
-        log_info("%s %s %s %s -> %d %s %llu B ttfb=%s total=%llums attempts=%u tokens=%lld/%lld",
-                 p->t.idstr, p->method, p->t.path, epname, status, outcome,
-                 (unsigned long long)p->bytes_to_client, ttfb, (unsigned long long)total,
-                 p->attempts, p->usage.input, p->usage.output);
+        /* The model asked for; the reply's too when it names another
+         * (a relay that maps models). */
+        const char *asked = p->asked_model[0] ? p->asked_model : "-";
+        char replied[PROXY_LOG_FIELD_CAP];
+        log_field_copy(replied, p->usage.model, strlen(p->usage.model));
+        bool other = replied[0] && strcmp(replied, asked) != 0;
+        log_info("%s %s %s model=%s%s%s stream=%s %s -> %d %s %llu B ttfb=%s total=%llums "
+                 "attempts=%u tokens=%lld/%lld cache_read=%lld cache_write=%lld request-id=%s",
+                 p->t.idstr, p->method, path, asked, other ? "->" : "",
+                 other ? replied : "", p->asked_stream ? "yes" : "no", epname, status,
+                 outcome, (unsigned long long)p->bytes_to_client, ttfb,
+                 (unsigned long long)total, p->attempts, p->usage.input, p->usage.output,
+                 p->usage.cache_read, p->usage.cache_creation,
+                 p->upstream_id[0] ? p->upstream_id : "-");
     }
     if (px->reqlog)
-        preq_log_json(p, status, outcome, total);
+        preq_log_json(p, status, outcome, total, path);
+    buf_release(&pathbuf);
     usage_add(&px->st->live_tokens, &p->usage);
     if (p->ep >= 0)
         usage_add(&st->eps[p->ep].live_tokens, &p->usage);
@@ -601,6 +671,19 @@ static bool preq_headers_done(struct preq *p)
     return true;
 }
 
+/* The upstream's id for the attempt, for the log lines: Anthropic's
+ * `request-id`, else the `x-request-id` many relays send.  The last
+ * attempt that got an answer names it (an attempt that failed to connect
+ * has none to give). */
+static void preq_note_request_id(struct preq *p, const struct up_hdr *hdrs, size_t n)
+{
+    p->upstream_id[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (strn_ieq(hdrs[i].name, hdrs[i].name_len, "request-id") ||
+            (!p->upstream_id[0] && strn_ieq(hdrs[i].name, hdrs[i].name_len, "x-request-id")))
+            log_field_copy(p->upstream_id, hdrs[i].value, hdrs[i].value_len);
+}
+
 static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
 {
     struct preq *p = ud;
@@ -612,6 +695,7 @@ static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
                  PROXY_RESP_MAX_HDRS);
         return false;
     }
+    f[0] = (struct hdr_field){0}; /* GCC 12 cannot tell only n entries are read */
     for (size_t i = 0; i < n; i++)
         f[i] = (struct hdr_field){hdrs[i].name, hdrs[i].name_len, hdrs[i].value,
                                   hdrs[i].value_len};
@@ -622,6 +706,7 @@ static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
         return false;
     }
     p->status = status;
+    preq_note_request_id(p, hdrs, n);
     p->resp_len = r.content_length;
     p->is_sse = r.is_sse;
     p->is_json = r.is_json;
@@ -1153,6 +1238,79 @@ static char *body_user_id(const char *body, size_t len)
     return xstrndup(v, (size_t)(u - v));
 }
 
+/* The end of the JSON string whose contents start at s (its closing
+ * quote), or NULL. */
+static const char *json_string_end(const char *s, const char *end)
+{
+    for (const char *q = s; q < end; q++) {
+        q = memchr(q, '"', (size_t)(end - q));
+        if (!q)
+            return NULL;
+        size_t bs = 0;
+        while (q - bs > s && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0)
+            return q;
+    }
+    return NULL;
+}
+
+static const char *json_skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* The top-level "model" and "stream" of a Messages request body, for the
+ * log lines (so they are known when the request fails too).  A scan, not a
+ * parse: strings are skipped with memchr, so a large body costs little, and
+ * a "model" key inside messages or tool schemas is not the top-level one. */
+static void body_model_stream(const char *body, size_t len, char *model, bool *stream)
+{
+    model[0] = '\0';
+    *stream = false;
+    if (!body)
+        return;
+    const char *end = body + len;
+    const char *p = json_skip_ws(body, end);
+    if (p >= end || *p != '{')
+        return;
+    int depth = 0;
+    while (p < end) {
+        char ch = *p;
+        if (ch == '"') {
+            const char *k = p + 1;
+            const char *q = json_string_end(k, end);
+            if (!q)
+                return;
+            p = q + 1;
+            if (depth != 1)
+                continue;
+            const char *v = json_skip_ws(p, end);
+            if (v >= end || *v != ':')
+                continue; /* a value, not a key */
+            v = json_skip_ws(v + 1, end);
+            size_t kl = (size_t)(q - k);
+            if (kl == 5 && memcmp(k, "model", 5) == 0 && v < end && *v == '"') {
+                const char *ve = json_string_end(v + 1, end);
+                if (!ve)
+                    return;
+                log_field_copy(model, v + 1, (size_t)(ve - v - 1));
+                p = ve + 1;
+            } else if (kl == 6 && memcmp(k, "stream", 6) == 0) {
+                *stream = end - v >= 4 && memcmp(v, "true", 4) == 0;
+            }
+            continue;
+        }
+        if (ch == '{' || ch == '[')
+            depth++;
+        else if ((ch == '}' || ch == ']') && --depth == 0)
+            return;
+        p++;
+    }
+}
+
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 {
     struct state *st = px->st;
@@ -1178,6 +1336,7 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     sse_init(&p->sse, 256 * 1024);
     state_track_add(st, &p->t, p->method, p->target, now);
     p->t.bytes_in = p->body.len;
+    body_model_stream(p->body.data, p->body.len, p->asked_model, &p->asked_stream);
     conn_attach(c, p, &preq_ops);
     if (!px->tick_running) {
         uv_timer_start(&px->tick, on_tick, PROXY_TICK_MS, PROXY_TICK_MS);
