@@ -317,10 +317,13 @@ class StartingEndpointLine(ZephyrTestCase):
         # after it gives it back is the user's terminal: no log line belongs
         # there.  The built-in demo needs no configuration.
         pid, fd = pty.fork()
-        if pid == 0:  # the child: only exec
-            os.chdir(self.tmp)
-            env = child_env({"TERM": "xterm"})
-            os.execve(PROXY_BIN, [PROXY_BIN, "--demo", "--port", "0", "--dashboard"], env)
+        if pid == 0:  # the child: only exec, and never return into the test runner
+            try:
+                os.chdir(self.tmp)
+                env = child_env({"TERM": "xterm"})
+                os.execve(PROXY_BIN, [PROXY_BIN, "--demo", "--port", "0", "--dashboard"], env)
+            finally:
+                os._exit(127)
         out = bytearray()
         status = None
 
