@@ -9,9 +9,14 @@
 #   make fuzz-ci    build them and run each for a few seconds over its seeds
 #   make install    PREFIX=/usr/local DESTDIR=
 #
-# B is the output directory; SAN=1 selects the sanitizer flags.
+# B is the output directory; SAN=1 selects the sanitizer flags; V=0 hides
+# the command lines (./run.sh builds that way; V=1 ./run.sh shows them).
 
 B       ?= build
+V       ?= 1
+ifeq ($(V),0)
+.SILENT:
+endif
 SAN     ?= 0
 PREFIX  ?= /usr/local
 DESTDIR ?=

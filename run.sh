@@ -36,12 +36,18 @@ if [ -n "$missing" ]; then
     $sudo sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$missing"
 fi
 
+# Quiet builds: compiler command lines only with V=1 (errors always show).
+V=${V:-0}
 jobs=$(nproc 2>/dev/null || echo 2)
 if [ "${1:-}" = "test" ]; then
     shift
-    make -j"$jobs" all
-    make -j"$jobs" asan
-    exec make check
+    make V="$V" -j"$jobs" all
+    make V="$V" -j"$jobs" asan
+    exec make V="$V" check
 fi
-make -j"$jobs" all
+# Running the proxy needs the proxy only: no unit tests, no fake upstream.
+if ! make V="$V" -q build/claude-zephyr 2>/dev/null; then
+    echo "run.sh: building build/claude-zephyr (V=1 ./run.sh shows the commands)" >&2
+    make V="$V" -j"$jobs" build/claude-zephyr
+fi
 exec build/claude-zephyr "$@"

@@ -62,6 +62,8 @@
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 #define PROXY_INFLATE_CAP (32u << 20)    /* inflated for the usage readers, at most */
 #define PROXY_SNIFF_CAP (8 * 1024)      /* a 4xx error body read before deciding, at most */
+#define PROXY_LOG_FIELD_CAP 64          /* the asked model and the upstream's request-id,
+                                         * as logged, at most (bytes with the NUL) */
 
 struct proxy {
     uv_loop_t *loop;            /* borrows */
@@ -98,6 +100,8 @@ struct preq {
                                  * endpoints without a token of their own */
     struct buf body;            /* owns */
     char *session_key;          /* owns; NULL when not sticky */
+    /* for the log lines, read from the request: there on errors too */
+    char asked_model[PROXY_LOG_FIELD_CAP]; /* top-level "model" of the body; "" none */
     /* attempts */
     int ep;
     bool *tried;                /* owns; one per endpoint of the state (all groups) */
@@ -146,6 +150,7 @@ struct preq {
     bool unreadable;            /* its usage cannot be read (counted once) */
     struct usage usage;
     uint64_t bytes_to_client;
+    char upstream_id[PROXY_LOG_FIELD_CAP]; /* the last answer's `request-id`; "" none */
 };
 
 static const struct conn_handler_ops preq_ops;
@@ -176,8 +181,47 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->cache_creation += u->cache_creation;
 }
 
+/* The path as logged: without the `beta=true` query parameter Claude Code
+ * and the SDKs add to every request (noise in every line); other query
+ * parameters stay.  Returns path itself or out's text. */
+static const char *log_path(const char *path, struct buf *out)
+{
+    const char *q = strchr(path, '?');
+    if (!q || !strstr(q, "beta=true"))
+        return path;
+    buf_append(out, path, (size_t)(q - path));
+    char sep = '?';
+    for (const char *a = q + 1; *a;) {
+        const char *e = strchr(a, '&');
+        size_t n = e ? (size_t)(e - a) : strlen(a);
+        if (n && !(n == 9 && memcmp(a, "beta=true", 9) == 0)) {
+            buf_append(out, &sep, 1);
+            buf_append(out, a, n);
+            sep = '&';
+        }
+        a += n + (e ? 1 : 0);
+    }
+    buf_append(out, "", 0);
+    return out->data ? out->data : "";
+}
+
+/* Copies a value that came from a peer (the asked model, the upstream's
+ * request-id) into a PROXY_LOG_FIELD_CAP buffer for the log lines: cut to
+ * fit, and anything but visible ASCII (spaces, control bytes, quotes,
+ * backslashes, UTF-8) shown as '?', so it cannot split or forge a line. */
+static void log_field_copy(char *out, const char *v, size_t len)
+{
+    size_t n = len < PROXY_LOG_FIELD_CAP - 1 ? len : PROXY_LOG_FIELD_CAP - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        out[i] = ch > 0x20 && ch < 0x7f && ch != '"' && ch != '\\' ? (char)ch : '?';
+    }
+    out[n] = '\0';
+}
+
 /* One JSON line per request: no bodies, no headers, no secrets. */
-static void preq_log_json(struct preq *p, int status, const char *outcome, uint64_t total_ms)
+static void preq_log_json(struct preq *p, int status, const char *outcome, uint64_t total_ms,
+                          const char *path)
 {
     struct proxy *px = p->px;
     struct state *st = p->st;
@@ -187,7 +231,18 @@ static void preq_log_json(struct preq *p, int status, const char *outcome, uint6
                 p->t.idstr);
     buf_append_json_str(&b, p->method);
     buf_append(&b, ",\"path\":", 8);
-    buf_append_json_str(&b, p->t.path);
+    buf_append_json_str(&b, path);
+    buf_append(&b, ",\"requested_model\":", 19);
+    if (p->asked_model[0])
+        buf_append_json_str(&b, p->asked_model);
+    else
+        buf_append(&b, "null", 4);
+    buf_append_str(&b, p->is_stream ? ",\"stream\":true" : ",\"stream\":false");
+    buf_append(&b, ",\"upstream_request_id\":", 23);
+    if (p->upstream_id[0])
+        buf_append_json_str(&b, p->upstream_id);
+    else
+        buf_append(&b, "null", 4);
     buf_append(&b, ",\"endpoint\":", 12);
     if (p->ep >= 0)
         buf_append_json_str(&b, st->eps[p->ep].name);
@@ -231,18 +286,32 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
         usage_json_finish(&p->json, &p->usage);
     if (p->mapped) /* usage is counted under the model the client asked for */
         snprintf(p->usage.model, sizeof p->usage.model, "%s", p->model);
+    struct buf pathbuf;
+    buf_init(&pathbuf, SIZE_MAX);
+    const char *path = log_path(p->t.path, &pathbuf);
     if (log_enabled(LOG_INFO)) {
         const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
         char ttfb[32] = "-";
         if (p->ttfb_ms >= 0)
             snprintf(ttfb, sizeof ttfb, "%.0fms", p->ttfb_ms);
-        log_info("%s %s %s %s -> %d %s %llu B ttfb=%s total=%llums attempts=%u tokens=%lld/%lld",
-                 p->t.idstr, p->method, p->t.path, epname, status, outcome,
-                 (unsigned long long)p->bytes_to_client, ttfb, (unsigned long long)total,
-                 p->attempts, p->usage.input, p->usage.output);
+        /* The model asked for; the reply's too when it names another
+         * (a relay that maps models). */
+        const char *asked = p->asked_model[0] ? p->asked_model : "-";
+        char replied[PROXY_LOG_FIELD_CAP];
+        log_field_copy(replied, p->usage.model, strlen(p->usage.model));
+        bool other = replied[0] && strcmp(replied, asked) != 0;
+        log_info("%s %s %s model=%s%s%s stream=%s %s -> %d %s %llu B ttfb=%s total=%llums "
+                 "attempts=%u tokens=%lld/%lld cache_read=%lld cache_write=%lld request-id=%s",
+                 p->t.idstr, p->method, path, asked, other ? "->" : "",
+                 other ? replied : "", p->is_stream ? "yes" : "no", epname, status,
+                 outcome, (unsigned long long)p->bytes_to_client, ttfb,
+                 (unsigned long long)total, p->attempts, p->usage.input, p->usage.output,
+                 p->usage.cache_read, p->usage.cache_creation,
+                 p->upstream_id[0] ? p->upstream_id : "-");
     }
     if (px->reqlog)
-        preq_log_json(p, status, outcome, total);
+        preq_log_json(p, status, outcome, total, path);
+    buf_release(&pathbuf);
     usage_add(&px->st->live_tokens, &p->usage);
     if (p->ep >= 0)
         usage_add(&st->eps[p->ep].live_tokens, &p->usage);
@@ -797,6 +866,19 @@ static bool preq_headers_done(struct preq *p)
     return true;
 }
 
+/* The upstream's id for the attempt, for the log lines: Anthropic's
+ * `request-id`, else the `x-request-id` many relays send.  The last
+ * attempt that got an answer names it (an attempt that failed to connect
+ * has none to give). */
+static void preq_note_request_id(struct preq *p, const struct up_hdr *hdrs, size_t n)
+{
+    p->upstream_id[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (strn_ieq(hdrs[i].name, hdrs[i].name_len, "request-id") ||
+            (!p->upstream_id[0] && strn_ieq(hdrs[i].name, hdrs[i].name_len, "x-request-id")))
+            log_field_copy(p->upstream_id, hdrs[i].value, hdrs[i].value_len);
+}
+
 static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
 {
     struct preq *p = ud;
@@ -808,6 +890,7 @@ static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
                  PROXY_RESP_MAX_HDRS);
         return false;
     }
+    f[0] = (struct hdr_field){0}; /* GCC 12 cannot tell only n entries are read */
     for (size_t i = 0; i < n; i++)
         f[i] = (struct hdr_field){hdrs[i].name, hdrs[i].name_len, hdrs[i].value,
                                   hdrs[i].value_len};
@@ -818,6 +901,7 @@ static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
         return false;
     }
     p->status = status;
+    preq_note_request_id(p, hdrs, n);
     p->resp_len = r.content_length;
     p->is_sse = r.is_sse;
     p->is_json = r.is_json;
@@ -914,8 +998,8 @@ static size_t on_body(void *ud, const char *data, size_t len)
     struct preq *p = ud;
     if (!p->c)
         return 0;
-    if (!p->committed && !p->holding) {
-        /* Body bytes with no head sent for them (an upstream client that
+    if (!p->committed && !p->holding && !p->sniffing) {
+        /* Body bytes with no head sent or held for them (an upstream client that
          * let a 101's raw bytes through): writing them would put bytes on
          * the client's connection that no head frames. */
         snprintf(p->fail, sizeof p->fail, "response body before a final response head");
@@ -1560,6 +1644,8 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
             p->model_len = svl;
         }
     }
+    if (json_top_value(p->body.data, p->body.len, "model", &sv, &svl) && svl >= 2 && sv[0] == '"')
+        log_field_copy(p->asked_model, sv + 1, svl - 2);
     conn_attach(c, p, &preq_ops);
     if (!px->tick_running) {
         uv_timer_start(&px->tick, on_tick, PROXY_TICK_MS, PROXY_TICK_MS);

@@ -32,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -101,6 +103,19 @@ const char *track_state_name(enum track_state s)
     return "done";
 }
 
+/* Where a process starts counting requests: random (time and pid when the
+ * kernel has no randomness to give yet), so that the ids of two runs
+ * appended to one log file do not repeat each other.  A reload's state
+ * carries the count on (state_take_over). */
+static uint64_t state_track_seed(uint64_t now_wall)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+        r = 0;
+    r ^= (uint32_t)now_wall * 2654435761u ^ (uint32_t)getpid() * 40503u;
+    return r;
+}
+
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall)
 {
     struct state *st = xcalloc(1, sizeof *st);
@@ -136,6 +151,7 @@ struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t no
     st->load_level = "idle";
     if (cfg->sticky_sessions)
         st->sessions = sessions_new((uint64_t)cfg->session_ttl_s * 1000u, 0);
+    st->next_track_id = state_track_seed(now_wall);
     state_evaluate(st, now_mono);
     return st;
 }
@@ -352,7 +368,13 @@ static void state_log_switch(struct state *st, const struct group *g,
         snprintf(fl, sizeof fl, "%.0f ms", sw->from_latency_ms);
     if (sw->to_latency_ms >= 0)
         snprintf(tl, sizeof tl, "%.0f ms", sw->to_latency_ms);
-    log_info("switch [%s] %s (%s) -> %s (%s): %s", g->name, from, fl, to, tl, reason);
+    /* A group's first choice (from none) is made while the state is built:
+     * before the proxy listens, also when start-up then fails, under
+     * --test-timing, and for a reload's new state that takes over the old
+     * choice anyway.  It is not a switch; app.c reports the starting
+     * endpoint once the proxy listens. */
+    if (sw->from >= 0 || sw->reason != POLICY_REASON_INITIAL)
+        log_info("switch [%s] %s (%s) -> %s (%s): %s", g->name, from, fl, to, tl, reason);
     if (st->metrics)
         metrics_switch(st->metrics, reason);
     state_event(st, "switch", from, to, reason, "[%s] %s (%s) -> %s (%s): %s", g->name, from, fl,
@@ -833,14 +855,18 @@ void state_track_add(struct state *st, struct track *t, const char *method, cons
 {
     memset(t, 0, sizeof *t);
     t->id = ++st->next_track_id;
-    /* A short id people can tell apart: a counter mixed so that
-     * neighbouring requests do not look alike. */
-    uint32_t h = (uint32_t)(t->id * 2654435761u);
-    static const char hex[] = "0123456789abcdef";
+    /* A short id people can tell apart: the counter (which starts at a
+     * random place, state_track_seed) mixed so that neighbouring requests
+     * do not look alike.  An odd multiplier modulo 2^30 is one-to-one, so
+     * ids repeat only after 2^30 requests; two runs of 10,000 requests
+     * share an id with a chance of about 1 in 50,000.  Six letters of
+     * Crockford's base 32 (no i, l, o, u): "r" and 6 characters. */
+    uint32_t h = (uint32_t)(t->id * 2654435761u) & 0x3fffffffu;
+    static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
     t->idstr[0] = 'r';
-    for (int i = 0; i < 5; i++) /* "r%05x" of the top 20 bits, without printf */
-        t->idstr[1 + i] = hex[(h >> (28 - 4 * i)) & 15];
-    t->idstr[6] = '\0';
+    for (int i = 0; i < 6; i++)
+        t->idstr[1 + i] = b32[(h >> (25 - 5 * i)) & 31];
+    t->idstr[7] = '\0';
     t->method = method;
     t->path = xstrdup(path);
     t->ep = -1;
