@@ -831,10 +831,10 @@ static void render_title(struct ctx *c)
     if (jstr(st, "version"))
         item_put(it, DV_TITLE, " %s", jstr(st, "version"));
     if (v->remote) {
-        it = bar_add(&bar, st ? 4 : 0);
-        item_put(it, DV_TITLE, "%s %s", tr(v, T_REMOTE), v->remote);
+        /* Which proxy this is matters more than its counters. */
+        item_put(bar_add(&bar, st ? 1 : 0), DV_TITLE, "%s %s", tr(v, T_REMOTE), v->remote);
         if (st && jstr(st, "listen"))
-            item_put(it, DV_TITLE, " (%s)", jstr(st, "listen"));
+            item_put(bar_add(&bar, 5), DV_TITLE, "(%s)", jstr(st, "listen"));
     } else if (jstr(st, "listen")) {
         item_put(bar_add(&bar, 4), DV_TITLE, "http://%s", jstr(st, "listen"));
     }
