@@ -4,19 +4,25 @@
  * A frame, top to bottom:
  *
  *   row 0       title bar: version, the proxy's address, uptime, traffic
- *   row 1       mode (and pin), group, current endpoint, next check
- *   row 2       load level, check interval, tokens spent on checks, traffic
- *   body        the endpoint table (cursor, current mark, status mark, last
- *               latency, sparkline, success rate, circuit, requests now),
- *               the requests in flight, and recent events or the log; or
+ *   row 1       mode (and pin), panic routing, group, current endpoint,
+ *               a pending switch, the switch threshold
+ *   row 2       next check (or the time until a running check times out),
+ *               load level, check interval, tokens, retries, check method
+ *   body        the endpoint table (cursor, current mark, status mark,
+ *               status, smoothed and last latency, sparkline, success
+ *               rate, circuit, requests now, requests, failures, last
+ *               error), the requests in flight, and recent events or the
+ *               log (both side by side from DV_SIDE_BY_SIDE_COLS on); or
  *               the help page; or why there is nothing to show
  *   row R-2     the outcome of the last key (or the shutdown notice)
  *   row R-1     the keys
  *
  * The body gives the endpoint table what it needs first (keeping room for
  * a header and one row in each of the other two sections), then splits the
- * rest between requests and events.  Everything is cut to the screen width
- * here, so the drawer only copies spans.
+ * rest between requests and events.  Rows are laid out by priority (see
+ * bar_render and ep_layout): whole items and columns give way, so that a
+ * number is never cut.  Everything is cut to the screen width here, so the
+ * drawer only copies spans.
  */
 #include "dashview.h"
 
@@ -33,7 +39,7 @@
 
 enum dv_text {
     T_MODE = 0, T_AUTO, T_MANUAL, T_PINNED, T_PIN_DOWN, T_GROUP, T_CURRENT, T_NONE,
-    T_NEXT_CHECK, T_CHECKING, T_LEFT, T_PAUSED, T_SWITCHING, T_LOAD, T_INTERVAL, T_DYNAMIC,
+    T_NEXT_CHECK, T_CHECKING, T_PAUSED, T_SWITCHING, T_LOAD, T_INTERVAL, T_DYNAMIC,
     T_CHECK_TOKENS, T_TRAFFIC, T_IN, T_OUT, T_REQUESTS, T_RETRIES, T_UP, T_ACTIVE,
     T_COL_ENDPOINT, T_COL_STATUS, T_COL_LATENCY, T_COL_HISTORY, T_COL_OK, T_COL_CIRCUIT,
     T_COL_NOW, T_COL_REQS, T_COL_FAIL, T_COL_ERROR, T_ALL_GROUPS,
@@ -50,6 +56,9 @@ enum dv_text {
     T_NO_STATUS, T_NOTHING_TO_PIN,
     T_HELP_TITLE, T_H_QUIT, T_H_CHECK, T_H_PAUSE, T_H_MODE, T_H_MOVE, T_H_PIN, T_H_GROUP,
     T_H_ALL, T_H_LOG, T_H_HELP, T_H_MARKS, T_H_MARKS1, T_H_MARKS2, T_H_SPARK,
+    T_COL_SMOOTHED, T_COL_LAST, T_UNTIL_TIMEOUT, T_PANIC, T_SWITCH_AT, T_METHOD,
+    T_LOAD_IDLE, T_LOAD_LIGHT, T_LOAD_BUSY, T_M_MESSAGES, T_M_COUNT_TOKENS, T_M_CLI,
+    T_LOG_REMOTE,
     T_COUNT
 };
 
@@ -64,7 +73,6 @@ static const char *const texts[T_COUNT][2] = {
     [T_NONE] = {"none", "无"},
     [T_NEXT_CHECK] = {"Next check", "下次检查"},
     [T_CHECKING] = {"checking", "检查中"},
-    [T_LEFT] = {"left", "剩余"},
     [T_PAUSED] = {"paused", "已暂停"},
     [T_SWITCHING] = {"switching to", "即将切换到"},
     [T_LOAD] = {"Load", "负载"},
@@ -161,6 +169,21 @@ static const char *const texts[T_COUNT][2] = {
     [T_H_MARKS2] = {"healthy", "健康"},
     [T_H_SPARK] = {"history: latencies of recent checks, oldest on the left; x = failed",
                    "历史：最近检查的延迟，左旧右新；x = 失败"},
+    [T_COL_SMOOTHED] = {"SMOOTHED", "平滑延迟"},
+    [T_COL_LAST] = {"LAST", "最近"},
+    [T_UNTIL_TIMEOUT] = {"until timeout", "后超时"},
+    [T_PANIC] = {"panic routing: no endpoint passes its checks",
+                 "应急路由：没有端点通过检查"},
+    [T_SWITCH_AT] = {"switches when another is faster by", "切换条件：平滑延迟快"},
+    [T_METHOD] = {"Check", "检查方式"},
+    [T_LOAD_IDLE] = {"idle", "空闲"},
+    [T_LOAD_LIGHT] = {"light", "轻度"},
+    [T_LOAD_BUSY] = {"busy", "繁忙"},
+    [T_M_MESSAGES] = {"messages", "消息请求"},
+    [T_M_COUNT_TOKENS] = {"count_tokens", "令牌计数"},
+    [T_M_CLI] = {"cli", "命令行"},
+    [T_LOG_REMOTE] = {"the log is not available with --connect: read the proxy's server.log_file",
+                      "--connect 模式下无法查看日志：请查看代理的 server.log_file"},
 };
 
 static const char *tr(const struct dv_view *v, enum dv_text t)
@@ -681,34 +704,163 @@ static const char *sep(const struct ctx *c)
     return c->utf8 ? " │ " : " | ";
 }
 
+/*
+ * The three top rows are bars of items separated by " | ".  Each item has
+ * a priority; when the row is too narrow, whole items are dropped, the
+ * least important first, so that a number is never cut in the middle
+ * ("requests 34" must not become "requests 3").  Only an item that is
+ * alone on the row may still be cut (with an ellipsis).
+ */
+#define BAR_ITEMS 12
+#define BAR_PARTS 4
+
+struct bar_part {
+    enum dv_style st;
+    char text[192];
+};
+
+struct bar_item {
+    int prio;                   /* 0 is the most important */
+    int n;
+    struct bar_part part[BAR_PARTS];
+};
+
+struct bar {
+    int n;
+    struct bar_item it[BAR_ITEMS];
+};
+
+static struct bar_item *bar_add(struct bar *b, int prio)
+{
+    if (b->n == BAR_ITEMS)
+        return NULL;
+    struct bar_item *it = &b->it[b->n++];
+    it->prio = prio;
+    it->n = 0;
+    return it;
+}
+
+static void item_put(struct bar_item *it, enum dv_style st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void item_put(struct bar_item *it, enum dv_style st, const char *fmt, ...)
+{
+    if (!it || it->n == BAR_PARTS)
+        return;
+    struct bar_part *p = &it->part[it->n++];
+    p->st = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->text, sizeof p->text, fmt, ap);
+    va_end(ap);
+}
+
+static int item_width(const struct bar_item *it, bool utf8)
+{
+    int w = 0;
+    for (int i = 0; i < it->n; i++)
+        w += text_width(it->part[i].text, utf8);
+    return w;
+}
+
+/* Fills row r with the items that fit, in their order, after lead. */
+static void bar_render(struct ctx *c, int r, enum dv_style bg, const char *lead, struct bar *b)
+{
+    bool keep[BAR_ITEMS];
+    int width = text_width(lead, c->utf8), kept = 0;
+    int sepw = text_width(sep(c), c->utf8);
+    for (int i = 0; i < b->n; i++) {
+        keep[i] = true;
+        width += item_width(&b->it[i], c->utf8) + (kept++ ? sepw : 0);
+    }
+    while (width > c->s->cols && kept > 1) {
+        int drop = -1;
+        for (int i = 0; i < b->n; i++)
+            if (keep[i] && (drop < 0 || b->it[i].prio >= b->it[drop].prio))
+                drop = i;
+        keep[drop] = false;
+        width -= item_width(&b->it[drop], c->utf8) + sepw;
+        kept--;
+    }
+    row(c, r, bg);
+    put(c, bg, lead);
+    bool first = true;
+    for (int i = 0; i < b->n; i++) {
+        if (!keep[i])
+            continue;
+        if (!first)
+            put(c, bg == DV_PLAIN ? DV_PLAIN : bg, sep(c));
+        first = false;
+        for (int k = 0; k < b->it[i].n; k++)
+            put(c, b->it[i].part[k].st, b->it[i].part[k].text);
+    }
+}
+
+/* A whole number as it is (the tests compare it with /status), or in
+ * short form once it is too long to read at a glance. */
+static char *fmt_int(char *out, size_t outsz, double n)
+{
+    if (isfinite(n) && n >= 0 && n < 1e7)
+        snprintf(out, outsz, "%.0f", n);
+    else
+        dv_fmt_count(out, outsz, n);
+    return out;
+}
+
+/* Seconds for prose: "4.8 s", "12 s". */
+static char *fmt_secs(char *out, size_t outsz, double s)
+{
+    if (!isfinite(s) || s < 0)
+        s = 0;
+    if (s < 10)
+        snprintf(out, outsz, "%.1f s", floor(s * 10) / 10);
+    else if (s < 1e9)
+        snprintf(out, outsz, "%.0f s", floor(s));
+    else
+        snprintf(out, outsz, "long");
+    return out;
+}
+
 static void render_title(struct ctx *c)
 {
     char b[64];
     const cJSON *st = c->st;
-    row(c, 0, DV_TITLE);
-    put(c, DV_TITLE, " claude-zephyr");
+    const struct dv_view *v = c->v;
+    struct bar bar = {0};
+    struct bar_item *it = bar_add(&bar, 0);
+    item_put(it, DV_TITLE, "claude-zephyr");
     if (jstr(st, "version"))
-        putf(c, DV_TITLE, " %s", jstr(st, "version"));
-    if (c->v->remote) {
-        put(c, DV_TITLE, sep(c));
-        putf(c, DV_TITLE, "%s %s", tr(c->v, T_REMOTE), c->v->remote);
+        item_put(it, DV_TITLE, " %s", jstr(st, "version"));
+    if (v->remote) {
+        /* Which proxy this is matters more than its counters. */
+        item_put(bar_add(&bar, st ? 1 : 0), DV_TITLE, "%s %s", tr(v, T_REMOTE), v->remote);
+        if (st && jstr(st, "listen"))
+            item_put(bar_add(&bar, 5), DV_TITLE, "(%s)", jstr(st, "listen"));
     } else if (jstr(st, "listen")) {
-        put(c, DV_TITLE, sep(c));
-        putf(c, DV_TITLE, "http://%s", jstr(st, "listen"));
+        item_put(bar_add(&bar, 4), DV_TITLE, "http://%s", jstr(st, "listen"));
     }
-    if (!st)
-        return;
-    if (c->v->remote && jstr(st, "listen")) {
-        putf(c, DV_TITLE, " (%s)", jstr(st, "listen"));
+    if (st) {
+        item_put(bar_add(&bar, 3), DV_TITLE, "%s %s", tr(v, T_UP),
+                 dv_fmt_duration(b, sizeof b, jnum_or(st, "uptime_s", 0)));
+        item_put(bar_add(&bar, 2), DV_TITLE, "%s %s", tr(v, T_ACTIVE),
+                 fmt_int(b, sizeof b, jnum_or(st, "active_connections", 0)));
+        item_put(bar_add(&bar, 1), DV_TITLE, "%s %s", tr(v, T_REQUESTS),
+                 fmt_int(b, sizeof b, jnum_or(st, "requests_total", 0)));
     }
-    put(c, DV_TITLE, sep(c));
-    putf(c, DV_TITLE, "%s %s", tr(c->v, T_UP),
-         dv_fmt_duration(b, sizeof b, jnum_or(st, "uptime_s", 0)));
-    put(c, DV_TITLE, sep(c));
-    putf(c, DV_TITLE, "%s %.0f", tr(c->v, T_ACTIVE), jnum_or(st, "active_connections", 0));
-    put(c, DV_TITLE, sep(c));
-    putf(c, DV_TITLE, "%s %s", tr(c->v, T_REQUESTS),
-         dv_fmt_count(b, sizeof b, jnum_or(st, "requests_total", 0)));
+    bar_render(c, 0, DV_TITLE, " ", &bar);
+}
+
+/* The current group's object in "groups", or NULL. */
+static const cJSON *current_group_obj(const cJSON *st)
+{
+    const char *cg = jstr(st, "current_group");
+    const cJSON *g;
+    cJSON_ArrayForEach(g, jarr(st, "groups"))
+    {
+        const char *n = jstr(g, "name");
+        if (n && cg && strcmp(n, cg) == 0)
+            return g;
+    }
+    return NULL;
 }
 
 static void render_mode_line(struct ctx *c)
@@ -716,38 +868,70 @@ static void render_mode_line(struct ctx *c)
     const struct dv_view *v = c->v;
     const cJSON *st = c->st;
     char b[64];
-    row(c, 1, DV_PLAIN);
+    struct bar bar = {0};
     bool manual = jstr(st, "mode") && strcmp(jstr(st, "mode"), "manual") == 0;
-    putf(c, DV_HEAD, " %s: ", tr(v, T_MODE));
-    put(c, manual ? DV_WARN : DV_GOOD, tr(v, manual ? T_MANUAL : T_AUTO));
-    put(c, DV_PLAIN, sep(c));
-    putf(c, DV_HEAD, "%s: ", tr(v, T_GROUP));
+    struct bar_item *it = bar_add(&bar, 0);
+    item_put(it, DV_HEAD, "%s: ", tr(v, T_MODE));
+    item_put(it, manual ? DV_WARN : DV_GOOD, "%s", tr(v, manual ? T_MANUAL : T_AUTO));
+    /* Panic routing is the one state that explains every other number. */
+    if (jtrue(current_group_obj(st), "panic"))
+        item_put(bar_add(&bar, 0), DV_BAD, "%s", tr(v, T_PANIC));
+    it = bar_add(&bar, 2);
+    item_put(it, DV_HEAD, "%s: ", tr(v, T_GROUP));
     const char *g = current_group(st);
-    put(c, DV_STRONG, g ? g : "-");
+    item_put(it, DV_STRONG, "%s", g ? g : "-");
     int ng = cJSON_GetArraySize(jarr(st, "groups"));
     if (ng > 1)
-        putf(c, DV_DIM, " (%d)", ng);
-    put(c, DV_PLAIN, sep(c));
-    putf(c, DV_HEAD, "%s: ", tr(v, T_CURRENT));
+        item_put(it, DV_DIM, " (%d)", ng);
+    it = bar_add(&bar, 0);
+    item_put(it, DV_HEAD, "%s: ", tr(v, T_CURRENT));
     const char *cur = jstr(jget(st, "current_endpoint"), "name");
-    put(c, cur ? DV_STRONG : DV_BAD, cur ? cur : tr(v, T_NONE));
+    item_put(it, cur ? DV_STRONG : DV_BAD, "%s", cur ? cur : tr(v, T_NONE));
     const char *pin = jstr(st, "pinned_endpoint");
     if (manual && pin) {
         if (jtrue(st, "pin_overridden"))
-            putf(c, DV_BAD, " (%s %s %s)", tr(v, T_PINNED), pin, tr(v, T_PIN_DOWN));
+            item_put(it, DV_BAD, " (%s %s %s)", tr(v, T_PINNED), pin, tr(v, T_PIN_DOWN));
         else if (cur && strcmp(pin, cur) == 0)
-            putf(c, DV_PLAIN, " (%s)", tr(v, T_PINNED));
+            item_put(it, DV_PLAIN, " (%s)", tr(v, T_PINNED));
         else
-            putf(c, DV_PLAIN, " (%s %s)", tr(v, T_PINNED), pin);
+            item_put(it, DV_PLAIN, " (%s %s)", tr(v, T_PINNED), pin);
     }
     const cJSON *ps = jget(st, "pending_switch");
     const char *to = jstr(ps, "to");
-    if (to) {
-        put(c, DV_PLAIN, sep(c));
-        putf(c, DV_WARN, "%s %s (%s, %s)", tr(v, T_SWITCHING), to,
-             jstr(ps, "reason") ? jstr(ps, "reason") : "",
-             dv_fmt_duration(b, sizeof b, jnum_or(ps, "waiting_ms", 0) / 1000.0));
-    }
+    if (to)
+        item_put(bar_add(&bar, 1), DV_WARN, "%s %s (%s, %s)", tr(v, T_SWITCHING), to,
+                 jstr(ps, "reason") ? jstr(ps, "reason") : "",
+                 dv_fmt_duration(b, sizeof b, jnum_or(ps, "waiting_ms", 0) / 1000.0));
+    /* Why the current endpoint is not always the one with the lowest
+     * number: switching compares smoothed latencies against this margin. */
+    double thr;
+    if (!manual && jnum(jget(st, "config"), "switch_threshold_ms", &thr) && thr >= 0 && thr < 1e9)
+        item_put(bar_add(&bar, 5), DV_DIM, "%s %.0f ms", tr(v, T_SWITCH_AT), thr);
+    bar_render(c, 1, DV_PLAIN, " ", &bar);
+}
+
+static const char *load_text(const struct dv_view *v, const char *level)
+{
+    if (!level)
+        return "-";
+    if (strcmp(level, "idle") == 0)
+        return tr(v, T_LOAD_IDLE);
+    if (strcmp(level, "light") == 0)
+        return tr(v, T_LOAD_LIGHT);
+    if (strcmp(level, "busy") == 0)
+        return tr(v, T_LOAD_BUSY);
+    return level;
+}
+
+static const char *method_text(const struct dv_view *v, const char *m)
+{
+    if (strcmp(m, "messages") == 0)
+        return tr(v, T_M_MESSAGES);
+    if (strcmp(m, "count_tokens") == 0)
+        return tr(v, T_M_COUNT_TOKENS);
+    if (strcmp(m, "cli") == 0)
+        return tr(v, T_M_CLI);
+    return m;
 }
 
 static void render_load_line(struct ctx *c)
@@ -757,124 +941,382 @@ static void render_load_line(struct ctx *c)
     const cJSON *ch = jget(st, "checks");
     char b[64], b2[64];
     double next;
-    row(c, 2, DV_PLAIN);
-    putf(c, DV_HEAD, " %s: ", tr(v, T_NEXT_CHECK));
+    struct bar bar = {0};
+    struct bar_item *it = bar_add(&bar, 0);
     if (jtrue(ch, "running")) {
         double timeout = jnum_or(jget(jget(st, "config"), "health_check"), "timeout_seconds", 0);
-        put(c, DV_WARN, tr(v, T_CHECKING));
+        item_put(it, DV_WARN, "%s", tr(v, T_CHECKING));
         if (timeout > 0 && c->now >= v->check_started_ms) {
             double left = timeout - (double)(c->now - v->check_started_ms) / 1000.0;
-            putf(c, DV_WARN, " (%s %s)", dv_fmt_duration(b, sizeof b, left), tr(v, T_LEFT));
+            if (v->lang == DV_LANG_ZH)
+                item_put(it, DV_WARN, "：%s%s", fmt_secs(b, sizeof b, left),
+                         tr(v, T_UNTIL_TIMEOUT));
+            else
+                item_put(it, DV_WARN, ": %s %s", fmt_secs(b, sizeof b, left),
+                         tr(v, T_UNTIL_TIMEOUT));
         }
-    } else if (jtrue(ch, "paused")) {
-        put(c, DV_WARN, tr(v, T_PAUSED));
-    } else if (jnum(ch, "next_check_in_s", &next)) {
-        put(c, DV_PLAIN, dv_fmt_duration(b, sizeof b, next));
     } else {
-        put(c, DV_DIM, "-");
+        item_put(it, DV_HEAD, "%s: ", tr(v, T_NEXT_CHECK));
+        if (jtrue(ch, "paused"))
+            item_put(it, DV_WARN, "%s", tr(v, T_PAUSED));
+        else if (jnum(ch, "next_check_in_s", &next))
+            item_put(it, DV_PLAIN, "%s", dv_fmt_duration(b, sizeof b, next));
+        else
+            item_put(it, DV_DIM, "-");
     }
-    put(c, DV_PLAIN, sep(c));
-    putf(c, DV_HEAD, "%s: ", tr(v, T_LOAD));
-    put(c, DV_PLAIN, jstr(ch, "load_level") ? jstr(ch, "load_level") : "-");
-    put(c, DV_PLAIN, sep(c));
-    putf(c, DV_HEAD, "%s: ", tr(v, T_INTERVAL));
-    put(c, DV_PLAIN, dv_fmt_duration(b, sizeof b, jnum_or(ch, "interval_s", 0)));
+    it = bar_add(&bar, 2);
+    item_put(it, DV_HEAD, "%s: ", tr(v, T_LOAD));
+    item_put(it, DV_PLAIN, "%s", load_text(v, jstr(ch, "load_level")));
+    it = bar_add(&bar, 3);
+    item_put(it, DV_HEAD, "%s: ", tr(v, T_INTERVAL));
+    item_put(it, DV_PLAIN, "%s", dv_fmt_duration(b, sizeof b, jnum_or(ch, "interval_s", 0)));
     if (jtrue(ch, "dynamic_scaling"))
-        putf(c, DV_DIM, " %s", tr(v, T_DYNAMIC));
-    put(c, DV_PLAIN, sep(c));
+        item_put(it, DV_DIM, " %s", tr(v, T_DYNAMIC));
     const cJSON *tok = jget(ch, "tokens_used");
-    putf(c, DV_HEAD, "%s: ", tr(v, T_CHECK_TOKENS));
-    putf(c, DV_PLAIN, "%s %s / %s %s", dv_fmt_count(b, sizeof b, jnum_or(tok, "input", 0)),
-         tr(v, T_IN), dv_fmt_count(b2, sizeof b2, jnum_or(tok, "output", 0)), tr(v, T_OUT));
+    it = bar_add(&bar, 5);
+    item_put(it, DV_HEAD, "%s: ", tr(v, T_CHECK_TOKENS));
+    item_put(it, DV_PLAIN, "%s %s / %s %s", dv_fmt_count(b, sizeof b, jnum_or(tok, "input", 0)),
+             tr(v, T_IN), dv_fmt_count(b2, sizeof b2, jnum_or(tok, "output", 0)), tr(v, T_OUT));
     const cJSON *tt = jget(st, "traffic_tokens");
     if (tt) {
-        put(c, DV_PLAIN, sep(c));
-        putf(c, DV_HEAD, "%s: ", tr(v, T_TRAFFIC));
-        putf(c, DV_PLAIN, "%s %s / %s %s", dv_fmt_count(b, sizeof b, jnum_or(tt, "input", 0)),
-             tr(v, T_IN), dv_fmt_count(b2, sizeof b2, jnum_or(tt, "output", 0)), tr(v, T_OUT));
+        it = bar_add(&bar, 6);
+        item_put(it, DV_HEAD, "%s: ", tr(v, T_TRAFFIC));
+        item_put(it, DV_PLAIN, "%s %s / %s %s", dv_fmt_count(b, sizeof b, jnum_or(tt, "input", 0)),
+                 tr(v, T_IN), dv_fmt_count(b2, sizeof b2, jnum_or(tt, "output", 0)),
+                 tr(v, T_OUT));
     }
     double retries;
-    if (jnum(st, "retries_total", &retries)) {
-        put(c, DV_PLAIN, sep(c));
-        putf(c, DV_PLAIN, "%s %s", tr(v, T_RETRIES), dv_fmt_count(b, sizeof b, retries));
-    }
+    if (jnum(st, "retries_total", &retries))
+        item_put(bar_add(&bar, 4), DV_PLAIN, "%s %s", tr(v, T_RETRIES),
+                 fmt_int(b, sizeof b, retries));
     if (jstr(ch, "method")) {
-        put(c, DV_PLAIN, sep(c));
-        put(c, DV_DIM, jstr(ch, "method"));
+        it = bar_add(&bar, 4);
+        item_put(it, DV_HEAD, "%s: ", tr(v, T_METHOD));
+        item_put(it, DV_DIM, "%s", method_text(v, jstr(ch, "method")));
+    }
+    bar_render(c, 2, DV_PLAIN, " ", &bar);
+}
+
+/*
+ * The endpoint table.  Every cell is formatted first, so that a column is
+ * as wide as its widest cell or its header (display width, so Chinese
+ * headers are never cut), and numbers are never cut: a column that does
+ * not fit is left out instead.  The layout, by priority:
+ *   - the name keeps up to EP_NAME_KEEP cells while columns are placed;
+ *   - the columns but the history are placed in the order of ep_prio
+ *     while they fit;
+ *   - what is left widens the name to its full width, then holds the
+ *     history (at least EP_HIST_MIN cells, at most the samples there
+ *     are), then widens the last error;
+ *   - a name is cut only when even the status does not fit beside it, in
+ *     the middle ("relay-…-east"), so that names that share a prefix stay
+ *     apart.
+ * The history is the first to shrink and to go: its width is whatever
+ * the more important columns leave.
+ */
+enum ep_col {
+    EC_STATUS = 0, EC_SMOOTH, EC_LAST, EC_HIST, EC_OK, EC_CIRC, EC_NOW, EC_REQS, EC_FAIL, EC_ERR,
+    EC_N
+};
+
+/* Placement order: most important first. */
+static const enum ep_col ep_prio[EC_N] = {
+    EC_STATUS, EC_SMOOTH, EC_REQS, EC_FAIL, EC_ERR, EC_CIRC, EC_OK, EC_NOW, EC_LAST, EC_HIST,
+};
+
+enum { EP_LEAD = 5, EP_NAME_KEEP = 24, EP_NAME_MIN = 6, EP_HIST_MIN = 8, EP_ERR_MIN = 12,
+       EP_HIST_MAX = 64 };
+
+struct ep_cols {
+    int name;               /* width of the name column */
+    int w[EC_N];            /* width of each column; 0 when left out */
+};
+
+struct ep_cell {
+    char text[256];
+    enum dv_style st;
+};
+
+static bool col_right(enum ep_col k)
+{
+    return k == EC_SMOOTH || k == EC_LAST || k == EC_OK || k == EC_NOW || k == EC_REQS ||
+           k == EC_FAIL;
+}
+
+static enum dv_text col_header(enum ep_col k)
+{
+    static const enum dv_text h[EC_N] = {
+        [EC_STATUS] = T_COL_STATUS, [EC_SMOOTH] = T_COL_SMOOTHED, [EC_LAST] = T_COL_LAST,
+        [EC_HIST] = T_COL_HISTORY, [EC_OK] = T_COL_OK, [EC_CIRC] = T_COL_CIRCUIT,
+        [EC_NOW] = T_COL_NOW, [EC_REQS] = T_COL_REQS, [EC_FAIL] = T_COL_FAIL,
+        [EC_ERR] = T_COL_ERROR,
+    };
+    return h[k];
+}
+
+/* The name as listed: "group/name" when every group is shown. */
+static void ep_display_name(const struct dv_view *v, const cJSON *ep, char *out, size_t outsz)
+{
+    const char *n = jstr(ep, "name") ? jstr(ep, "name") : "?";
+    if (v->all_groups && jstr(ep, "group"))
+        snprintf(out, outsz, "%s/%s", jstr(ep, "group"), n);
+    else
+        snprintf(out, outsz, "%s", n);
+}
+
+static enum dv_text ep_status_label(const char *status, bool available, enum dv_style *sst,
+                                    const char **mark, bool utf8)
+{
+    *sst = DV_DIM;
+    *mark = utf8 ? "·" : "?";
+    if (strcmp(status, "healthy") == 0) {
+        *sst = available ? DV_GOOD : DV_WARN, *mark = utf8 ? "●" : "+";
+        return T_HEALTHY;
+    }
+    if (strcmp(status, "failed") == 0) {
+        *sst = DV_BAD, *mark = utf8 ? "✗" : "x";
+        return T_FAILED;
+    }
+    if (strcmp(status, "checking") == 0) {
+        *sst = DV_WARN, *mark = utf8 ? "◌" : "~";
+        return T_EP_CHECKING;
+    }
+    if (strcmp(status, "auth_failed") == 0) {
+        *sst = DV_BAD, *mark = "!";
+        return T_AUTH_FAILED;
+    }
+    if (strcmp(status, "check_error") == 0) {
+        /* The check is misconfigured, not the endpoint: live traffic decides. */
+        *sst = DV_WARN, *mark = "?";
+        return T_CHECK_ERROR;
+    }
+    return T_UNKNOWN;
+}
+
+/* Every cell of one endpoint's row but the history. */
+static void ep_cells(const struct ctx *c, const cJSON *ep, struct ep_cell cell[EC_N])
+{
+    const struct dv_view *v = c->v;
+    char d[64];
+    const char *mark;
+    for (int k = 0; k < EC_N; k++) {
+        cell[k].text[0] = '\0';
+        cell[k].st = DV_PLAIN;
+    }
+    const char *status = jstr(ep, "status") ? jstr(ep, "status") : "unknown";
+    enum dv_text label = ep_status_label(status, jtrue(ep, "available"), &cell[EC_STATUS].st,
+                                         &mark, c->utf8);
+    snprintf(cell[EC_STATUS].text, sizeof cell[EC_STATUS].text, "%s", tr(v, label));
+    fmt_latency(cell[EC_SMOOTH].text, sizeof cell[EC_SMOOTH].text,
+                jnum_or(ep, "smoothed_latency_ms", -1));
+    fmt_latency(cell[EC_LAST].text, sizeof cell[EC_LAST].text, jnum_or(ep, "latency_ms", -1));
+    cell[EC_LAST].st = DV_DIM;
+    double rate;
+    if (jnum(ep, "success_rate", &rate) && rate >= 0 && rate <= 1) {
+        snprintf(cell[EC_OK].text, sizeof cell[EC_OK].text, "%.0f%%", rate * 100);
+        cell[EC_OK].st = rate >= 0.99 ? DV_PLAIN : rate >= 0.8 ? DV_WARN : DV_BAD;
+    } else {
+        snprintf(cell[EC_OK].text, sizeof cell[EC_OK].text, "-");
+        cell[EC_OK].st = DV_DIM;
+    }
+    const char *circ = jstr(ep, "circuit") ? jstr(ep, "circuit") : "closed";
+    double secs;
+    char *ct = cell[EC_CIRC].text;
+    size_t csz = sizeof cell[EC_CIRC].text;
+    if (strcmp(circ, "open") == 0) {
+        if (jnum(ep, "circuit_retry_in_s", &secs))
+            snprintf(ct, csz, "%s %s", tr(v, T_OPEN), dv_fmt_duration(d, sizeof d, secs));
+        else
+            snprintf(ct, csz, "%s", tr(v, T_OPEN));
+        cell[EC_CIRC].st = DV_BAD;
+    } else if (jnum(ep, "rate_limited_for_s", &secs)) {
+        snprintf(ct, csz, "%s %s", tr(v, T_REST), dv_fmt_duration(d, sizeof d, secs));
+        cell[EC_CIRC].st = DV_WARN;
+    } else if (strcmp(circ, "half_open") == 0) {
+        snprintf(ct, csz, "%s", tr(v, T_HALF_OPEN));
+        cell[EC_CIRC].st = DV_WARN;
+    } else {
+        snprintf(ct, csz, "%s", tr(v, T_CLOSED));
+        cell[EC_CIRC].st = DV_DIM;
+    }
+    double act = jnum_or(ep, "active_connections", 0);
+    fmt_int(cell[EC_NOW].text, sizeof cell[EC_NOW].text, act);
+    cell[EC_NOW].st = act > 0 ? DV_STRONG : DV_DIM;
+    fmt_int(cell[EC_REQS].text, sizeof cell[EC_REQS].text, jnum_or(ep, "requests", 0));
+    double f = jnum_or(ep, "failures", 0);
+    fmt_int(cell[EC_FAIL].text, sizeof cell[EC_FAIL].text, f);
+    cell[EC_FAIL].st = f > 0 ? DV_WARN : DV_DIM;
+    if (jstr(ep, "error")) {
+        snprintf(cell[EC_ERR].text, sizeof cell[EC_ERR].text, "%s", jstr(ep, "error"));
+        cell[EC_ERR].st = DV_BAD;
+    } else if (jstr(ep, "check_error")) {
+        snprintf(cell[EC_ERR].text, sizeof cell[EC_ERR].text, "%s", jstr(ep, "check_error"));
+        cell[EC_ERR].st = DV_WARN;
     }
 }
 
-/* Column widths of the endpoint table for this screen width. */
-struct ep_cols {
-    int name, spark, counts, error;
-};
-
-enum { EPC_LEAD = 5, EPC_STATUS = 10, EPC_LAT = 8, EPC_OK = 6, EPC_CIRC = 10, EPC_NOW = 4,
-       EPC_COUNTS = 14 };
-
-static struct ep_cols ep_columns(int cols)
+static int ep_history_len(const cJSON *ep)
 {
-    struct ep_cols w = {0, 0, 0, 0};
-    int avail = cols - (EPC_LEAD + EPC_STATUS + EPC_LAT + EPC_OK + EPC_CIRC + EPC_NOW);
-    if (avail < 8)
-        avail = 8;
-    w.name = avail * 2 / 5;
-    if (w.name < 8)
-        w.name = 8;
-    if (w.name > 28)
-        w.name = 28;
-    w.spark = avail - w.name - 2;
-    if (w.spark < 0)
-        w.spark = 0;
-    if (w.spark > 32)
-        w.spark = 32;
-    int left = avail - w.name - 2 - w.spark;
-    if (left >= EPC_COUNTS) {
-        w.counts = EPC_COUNTS;
-        left -= EPC_COUNTS;
+    int n = cJSON_GetArraySize(jarr(ep, "history"));
+    return n > EP_HIST_MAX ? EP_HIST_MAX : n;
+}
+
+/* The widths for the rows first..first+n-1 of the list, on this screen. */
+static struct ep_cols ep_layout(const struct ctx *c, int first, int n, int label_want)
+{
+    const struct dv_view *v = c->v;
+    struct ep_cols w;
+    int want[EC_N];
+    int name_want = text_width(tr(v, T_COL_ENDPOINT), c->utf8);
+    memset(&w, 0, sizeof w);
+    for (int k = 0; k < EC_N; k++)
+        want[k] = text_width(tr(v, col_header((enum ep_col)k)), c->utf8);
+    int hist = 0;
+    bool any_error = false;
+    for (int i = first; i < first + n; i++) {
+        const cJSON *ep = endpoint_at(c->st, v, i);
+        struct ep_cell cell[EC_N];
+        char name[160];
+        ep_display_name(v, ep, name, sizeof name);
+        int nw = text_width(name, c->utf8);
+        if (nw > name_want)
+            name_want = nw;
+        ep_cells(c, ep, cell);
+        for (int k = 0; k < EC_N; k++) {
+            if (k == EC_HIST || k == EC_ERR)
+                continue;
+            int cw = text_width(cell[k].text, c->utf8);
+            if (cw > want[k])
+                want[k] = cw;
+        }
+        if (cell[EC_ERR].text[0])
+            any_error = true;
+        if (ep_history_len(ep) > hist)
+            hist = ep_history_len(ep);
     }
-    if (left >= 12)
-        w.error = left - 1;
+    int err_full = want[EC_ERR];
+    for (int i = first; any_error && i < first + n; i++) {
+        struct ep_cell cell[EC_N];
+        ep_cells(c, endpoint_at(c->st, v, i), cell);
+        int cw = text_width(cell[EC_ERR].text, c->utf8);
+        if (cw > err_full)
+            err_full = cw;
+    }
+    if (want[EC_HIST] < EP_HIST_MIN)
+        want[EC_HIST] = EP_HIST_MIN;
+    if (want[EC_ERR] < EP_ERR_MIN)
+        want[EC_ERR] = EP_ERR_MIN;
+
+    int cols = c->s->cols;
+    w.name = name_want < EP_NAME_KEEP ? name_want : EP_NAME_KEEP;
+    /* Lead, name and status always; the name gives way if need be. */
+    int used = EP_LEAD + w.name + 1 + want[EC_STATUS] + 1;
+    if (used > cols) {
+        w.name -= used - cols;
+        if (w.name < EP_NAME_MIN)
+            w.name = EP_NAME_MIN;
+        used = EP_LEAD + w.name + 1 + want[EC_STATUS] + 1;
+    }
+    w.w[EC_STATUS] = want[EC_STATUS];
+    for (int p = 1; p < EC_N; p++) {
+        enum ep_col k = ep_prio[p];
+        if ((k == EC_ERR && !any_error) || k == EC_HIST)
+            continue;
+        if (used + want[k] + 1 <= cols) {
+            w.w[k] = want[k];
+            used += want[k] + 1;
+        }
+    }
+    /* What is left: the name, the history, the error. */
+    int left = cols - used;
+    if (left > 0 && name_want > w.name) {
+        int add = name_want - w.name < left ? name_want - w.name : left;
+        w.name += add;
+        left -= add;
+    }
+    if (hist > 0 && left >= want[EC_HIST] + 1) {
+        w.w[EC_HIST] = want[EC_HIST];
+        left -= want[EC_HIST] + 1;
+        if (hist > w.w[EC_HIST]) {
+            int add = hist - w.w[EC_HIST] < left ? hist - w.w[EC_HIST] : left;
+            w.w[EC_HIST] += add;
+            left -= add;
+        }
+    }
+    if (left > 0 && w.w[EC_ERR] && err_full > w.w[EC_ERR]) {
+        int add = err_full - w.w[EC_ERR] < left ? err_full - w.w[EC_ERR] : left;
+        w.w[EC_ERR] += add;
+        left -= add;
+    }
+    /* Last, room for the group (or the range) beside the header. */
+    if (left > 0 && label_want > w.name)
+        w.name += label_want - w.name < left ? label_want - w.name : left;
     return w;
+}
+
+/* s in exactly width columns, cut in the middle with an ellipsis when it
+ * is wider: the end of a name tells endpoints apart as often as its
+ * beginning ("relay-tokyo-1", "relay-tokyo-2"). */
+static void put_name(struct ctx *c, enum dv_style st, const char *s, int width)
+{
+    int w = text_width(s, c->utf8);
+    if (w <= width || width < 5) {
+        put_fixed(c, st, s, width, false);
+        return;
+    }
+    int start = c->l->cols;
+    int tail = (width - 1) / 2;
+    int head = width - 1 - tail;
+    /* Skip glyphs until what remains is at most tail columns wide. */
+    const unsigned char *p = (const unsigned char *)s;
+    char enc[4];
+    int elen, gw, rest = w;
+    while (rest > tail && (gw = next_glyph(&p, c->utf8, enc, &elen)) > 0)
+        rest -= gw;
+    put_n(c->l, c->utf8, st, s, head);
+    pad_to(c, start + head);
+    put_n(c->l, c->utf8, st, c->utf8 ? "…" : "~", 1);
+    pad_to(c, start + width - rest);
+    put_n(c->l, c->utf8, st, (const char *)p, rest);
+    pad_to(c, start + width);
+}
+
+/* The name column's header with the group, or the range shown when the
+ * list scrolls. */
+static void ep_header_label(const struct ctx *c, int first, int shown, int total, char *label,
+                            size_t size)
+{
+    const struct dv_view *v = c->v;
+    const char *head = tr(v, T_COL_ENDPOINT);
+    if (shown < total)
+        snprintf(label, size, "%s %d-%d/%d", head, first + 1, first + shown, total);
+    else if (v->all_groups)
+        snprintf(label, size, "%s (%s)", head, tr(v, T_ALL_GROUPS));
+    else
+        snprintf(label, size, "%s (%s)", head, current_group(c->st) ? current_group(c->st) : "-");
 }
 
 static void render_ep_header(struct ctx *c, int r, const struct ep_cols *w, int first, int shown,
                              int total)
 {
     const struct dv_view *v = c->v;
-    char label[160];
+    char label[192];
+    const char *head = tr(v, T_COL_ENDPOINT);
     row(c, r, DV_PLAIN);
-    /* When the list scrolls, the range shown replaces the title (the group
-     * is on the mode line anyway). */
-    if (shown < total)
+    /* The group (or the range) only when it fits: a header is never cut. */
+    ep_header_label(c, first, shown, total, label, sizeof label);
+    if (text_width(label, c->utf8) > w->name && shown < total)
         snprintf(label, sizeof label, "%d-%d/%d", first + 1, first + shown, total);
-    else if (v->all_groups)
-        snprintf(label, sizeof label, "%s (%s)", tr(v, T_COL_ENDPOINT), tr(v, T_ALL_GROUPS));
-    else
-        snprintf(label, sizeof label, "%s (%s)", tr(v, T_COL_ENDPOINT),
-                 current_group(c->st) ? current_group(c->st) : "-");
+    if (text_width(label, c->utf8) > w->name)
+        snprintf(label, sizeof label, "%s", head);
     put(c, DV_HEAD, "     ");
     put_fixed(c, DV_HEAD, label, w->name, false);
     put(c, DV_HEAD, " ");
-    put_fixed(c, DV_HEAD, tr(v, T_COL_STATUS), EPC_STATUS, false);
-    put_fixed(c, DV_HEAD, tr(v, T_COL_LATENCY), EPC_LAT - 1, true);
-    put(c, DV_HEAD, " ");
-    if (w->spark > 0) {
-        put_fixed(c, DV_HEAD, tr(v, T_COL_HISTORY), w->spark, false);
+    for (int k = 0; k < EC_N; k++) {
+        if (!w->w[k])
+            continue;
+        put_fixed(c, DV_HEAD, tr(v, col_header((enum ep_col)k)), w->w[k], col_right((enum ep_col)k));
         put(c, DV_HEAD, " ");
-    }
-    put_fixed(c, DV_HEAD, tr(v, T_COL_OK), EPC_OK - 2, true);
-    put(c, DV_HEAD, "  ");
-    put_fixed(c, DV_HEAD, tr(v, T_COL_CIRCUIT), EPC_CIRC, false);
-    put_fixed(c, DV_HEAD, tr(v, T_COL_NOW), EPC_NOW - 1, true);
-    put(c, DV_HEAD, " ");
-    if (w->counts) {
-        put_fixed(c, DV_HEAD, tr(v, T_COL_REQS), EPC_COUNTS / 2, true);
-        put_fixed(c, DV_HEAD, tr(v, T_COL_FAIL), EPC_COUNTS / 2, true);
-    }
-    if (w->error) {
-        put(c, DV_HEAD, " ");
-        put_fixed(c, DV_HEAD, tr(v, T_COL_ERROR), w->error, false);
     }
 }
 
@@ -882,104 +1324,50 @@ static void render_ep_row(struct ctx *c, int r, const struct ep_cols *w, const c
                           bool under_cursor)
 {
     const struct dv_view *v = c->v;
-    char b[96], name[160];
+    char name[160];
+    struct ep_cell cell[EC_N];
+    enum dv_style sst;
+    const char *mark;
     row(c, r, under_cursor ? DV_SEL : DV_PLAIN);
-    const char *status = jstr(ep, "status") ? jstr(ep, "status") : "unknown";
-    bool available = jtrue(ep, "available");
-    enum dv_text label = T_UNKNOWN;
-    enum dv_style sst = DV_DIM;
-    const char *mark = c->utf8 ? "·" : "?";
-    if (strcmp(status, "healthy") == 0) {
-        label = T_HEALTHY, sst = available ? DV_GOOD : DV_WARN, mark = c->utf8 ? "●" : "+";
-    } else if (strcmp(status, "failed") == 0) {
-        label = T_FAILED, sst = DV_BAD, mark = c->utf8 ? "✗" : "x";
-    } else if (strcmp(status, "checking") == 0) {
-        label = T_EP_CHECKING, sst = DV_WARN, mark = c->utf8 ? "◌" : "~";
-    } else if (strcmp(status, "auth_failed") == 0) {
-        label = T_AUTH_FAILED, sst = DV_BAD, mark = "!";
-    } else if (strcmp(status, "check_error") == 0) {
-        /* The check is misconfigured, not the endpoint: live traffic decides. */
-        label = T_CHECK_ERROR, sst = DV_WARN, mark = "?";
-    }
+    ep_status_label(jstr(ep, "status") ? jstr(ep, "status") : "unknown", jtrue(ep, "available"),
+                    &sst, &mark, c->utf8);
+    ep_cells(c, ep, cell);
     put(c, DV_STRONG, under_cursor ? ">" : " ");
     put(c, DV_GOOD, jtrue(ep, "current") ? "*" : " ");
     put(c, DV_PLAIN, " ");
     put(c, sst, mark);
     put(c, DV_PLAIN, " ");
-    const char *n = jstr(ep, "name") ? jstr(ep, "name") : "?";
-    if (v->all_groups && jstr(ep, "group"))
-        snprintf(name, sizeof name, "%s/%s", jstr(ep, "group"), n);
-    else
-        snprintf(name, sizeof name, "%s", n);
-    put_fixed(c, jtrue(ep, "current") ? DV_STRONG : DV_PLAIN, name, w->name, false);
+    ep_display_name(v, ep, name, sizeof name);
+    put_name(c, jtrue(ep, "current") ? DV_STRONG : DV_PLAIN, name, w->name);
     put(c, DV_PLAIN, " ");
-    put_fixed(c, sst, tr(v, label), EPC_STATUS, false);
-    double lat = jnum_or(ep, "latency_ms", -1);
-    put_fixed(c, DV_PLAIN, fmt_latency(b, sizeof b, lat), EPC_LAT - 1, true);
-    put(c, DV_PLAIN, " ");
-    if (w->spark > 0) {
-        double samples[64];
-        size_t ns = 0;
-        const cJSON *h;
-        const cJSON *hist = jarr(ep, "history");
-        int total = cJSON_GetArraySize(hist);
-        int skip = total > 64 ? total - 64 : 0;
-        cJSON_ArrayForEach(h, hist)
-        {
-            if (skip > 0) {
-                skip--;
-                continue;
+    for (int k = 0; k < EC_N; k++) {
+        if (!w->w[k])
+            continue;
+        if (k == EC_HIST) {
+            double samples[EP_HIST_MAX];
+            size_t ns = 0;
+            const cJSON *h;
+            const cJSON *hist = jarr(ep, "history");
+            int total = cJSON_GetArraySize(hist);
+            int skip = total > EP_HIST_MAX ? total - EP_HIST_MAX : 0;
+            cJSON_ArrayForEach(h, hist)
+            {
+                if (skip > 0) {
+                    skip--;
+                    continue;
+                }
+                double ms;
+                if (!jtrue(h, "ok") || !jnum(h, "latency_ms", &ms))
+                    ms = -1;
+                samples[ns++] = ms;
             }
-            double ms;
-            if (!jtrue(h, "ok") || !jnum(h, "latency_ms", &ms))
-                ms = -1;
-            samples[ns++] = ms;
+            char spark[EP_HIST_MAX * 4 + 1];
+            dv_sparkline(spark, sizeof spark, samples, ns, w->w[k], c->utf8);
+            put_fixed(c, DV_PLAIN, spark, w->w[k], false);
+        } else {
+            put_fixed(c, cell[k].st, cell[k].text, w->w[k], col_right((enum ep_col)k));
         }
-        char spark[64 * 4 + 1];
-        dv_sparkline(spark, sizeof spark, samples, ns, w->spark, c->utf8);
-        put_fixed(c, DV_PLAIN, spark, w->spark, false);
         put(c, DV_PLAIN, " ");
-    }
-    double rate;
-    if (jnum(ep, "success_rate", &rate)) {
-        snprintf(b, sizeof b, "%.0f%%", rate * 100);
-        put_fixed(c, rate >= 0.99 ? DV_PLAIN : rate >= 0.8 ? DV_WARN : DV_BAD, b, EPC_OK - 2, true);
-    } else {
-        put_fixed(c, DV_DIM, "-", EPC_OK - 2, true);
-    }
-    put(c, DV_PLAIN, "  ");
-    const char *circ = jstr(ep, "circuit") ? jstr(ep, "circuit") : "closed";
-    double secs;
-    if (strcmp(circ, "open") == 0) {
-        if (jnum(ep, "circuit_retry_in_s", &secs))
-            snprintf(b, sizeof b, "%s %s", tr(v, T_OPEN), dv_fmt_duration(name, sizeof name, secs));
-        else
-            snprintf(b, sizeof b, "%s", tr(v, T_OPEN));
-        put_fixed(c, DV_BAD, b, EPC_CIRC, false);
-    } else if (jnum(ep, "rate_limited_for_s", &secs)) {
-        snprintf(b, sizeof b, "%s %s", tr(v, T_REST), dv_fmt_duration(name, sizeof name, secs));
-        put_fixed(c, DV_WARN, b, EPC_CIRC, false);
-    } else if (strcmp(circ, "half_open") == 0) {
-        put_fixed(c, DV_WARN, tr(v, T_HALF_OPEN), EPC_CIRC, false);
-    } else {
-        put_fixed(c, DV_DIM, tr(v, T_CLOSED), EPC_CIRC, false);
-    }
-    double act = jnum_or(ep, "active_connections", 0);
-    snprintf(b, sizeof b, "%.0f", act);
-    put_fixed(c, act > 0 ? DV_STRONG : DV_DIM, b, EPC_NOW - 1, true);
-    put(c, DV_PLAIN, " ");
-    if (w->counts) {
-        put_fixed(c, DV_PLAIN, dv_fmt_count(b, sizeof b, jnum_or(ep, "requests", 0)),
-                  EPC_COUNTS / 2, true);
-        double f = jnum_or(ep, "failures", 0);
-        put_fixed(c, f > 0 ? DV_WARN : DV_DIM, dv_fmt_count(b, sizeof b, f), EPC_COUNTS / 2, true);
-    }
-    if (w->error && jstr(ep, "error")) {
-        put(c, DV_PLAIN, " ");
-        put_fixed(c, DV_BAD, jstr(ep, "error"), w->error, false);
-    } else if (w->error && jstr(ep, "check_error")) {
-        put(c, DV_PLAIN, " ");
-        put_fixed(c, DV_WARN, jstr(ep, "check_error"), w->error, false);
     }
 }
 
@@ -1028,12 +1416,55 @@ static void render_request_row(struct ctx *c, int r, const cJSON *q, int name_w)
          jstr(q, "path") ? jstr(q, "path") : "");
 }
 
-static void render_event_row(struct ctx *c, int r, const cJSON *e)
+/* The fixed English phrases of the event messages state.c writes, and
+ * their Chinese; the names, numbers and upstream errors in between stay as
+ * they are.  A message that matches none is shown as it came. */
+static const struct {
+    const char *kind;
+    const char *en, *zh;
+} ev_phrases[] = {
+    {"switch", "group ", "分组 "},
+    {"switch", "): faster", ")：更快"},
+    {"switch", "): failure", ")：故障"},
+    {"switch", "): manual", ")：手动"},
+    {"switch", "): recovered", ")：已恢复"},
+    {"switch", "): initial", ")：初始选择"},
+    {"recovery", " recovered (", " 已恢复 ("},
+    {"failure", " failed: ", " 检查失败："},
+    {"failure", " rate-limited for ", " 被限流 "},
+    {"info", " panic routing: no endpoint passes its checks", " 应急路由：没有端点通过检查"},
+    {"info", "mode: manual, pinned to ", "模式：手动，固定到 "},
+    {"info", "mode: auto", "模式：自动"},
+    {"info", "configuration reloaded", "配置已重新加载"},
+    {"info", ": check misconfigured: ", "：检查配置错误："},
+};
+
+static void event_text(const struct dv_view *v, const char *kind, const char *msg, char *out,
+                       size_t outsz)
+{
+    snprintf(out, outsz, "%s", msg);
+    if (v->lang != DV_LANG_ZH)
+        return;
+    for (size_t i = 0; i < sizeof ev_phrases / sizeof ev_phrases[0]; i++) {
+        if (strcmp(kind, ev_phrases[i].kind) != 0)
+            continue;
+        char *at = strstr(out, ev_phrases[i].en);
+        if (!at)
+            continue;
+        size_t en = strlen(ev_phrases[i].en), zh = strlen(ev_phrases[i].zh);
+        size_t tail = strlen(at + en);
+        if ((size_t)(at - out) + zh + tail + 1 > outsz)
+            continue;
+        memmove(at + zh, at + en, tail + 1);
+        memcpy(at, ev_phrases[i].zh, zh);
+    }
+}
+
+static void render_event_row(struct ctx *c, const cJSON *e)
 {
     const struct dv_view *v = c->v;
-    char when[32] = "--:--:--";
+    char when[32] = "--:--:--", text[1024];
     double t;
-    row(c, r, DV_PLAIN);
     if (jnum(e, "t", &t) && t > 0 && t < 1e15) {
         time_t secs = (time_t)(t / 1000);
         struct tm tm;
@@ -1051,7 +1482,8 @@ static void render_event_row(struct ctx *c, int r, const cJSON *e)
     else if (strcmp(kind, "recovery") == 0)
         kt = T_EV_RECOVERY, ks = DV_GOOD;
     put_fixed(c, ks, tr(v, kt), 9, false);
-    put(c, DV_PLAIN, jstr(e, "message") ? jstr(e, "message") : "");
+    event_text(v, kind, jstr(e, "message") ? jstr(e, "message") : "", text, sizeof text);
+    put(c, DV_PLAIN, text);
 }
 
 /* "a b" from a third of the way down, wrapped over as many rows as it
@@ -1114,10 +1546,72 @@ static void render_help(struct ctx *c, int top, int bottom)
         putf(c, DV_WARN, "  %s %s", c->utf8 ? "◌" : "~", tr(v, T_EP_CHECKING));
         putf(c, DV_DIM, "  %s %s", c->utf8 ? "·" : "?", tr(v, T_UNKNOWN));
         putf(c, DV_BAD, "  ! %s", tr(v, T_AUTH_FAILED));
+        putf(c, DV_WARN, "  ? %s", tr(v, T_CHECK_ERROR));
     }
     if (r < bottom) {
         row(c, r++, DV_PLAIN);
         putf(c, DV_PLAIN, "   %s", tr(v, T_H_SPARK));
+    }
+}
+
+/* Starts row r of a pane over the columns x0..x1-1: the left pane starts
+ * the row afresh, a right one continues it from x0.  render_body() puts
+ * the rows' width back when the panes are done. */
+static void pane_row(struct ctx *c, int r, int x0, int x1)
+{
+    if (x0 == 0) {
+        row(c, r, DV_PLAIN);
+    } else {
+        c->l = &c->s->lines[r];
+        pad_to(c, x0);
+    }
+    c->l->max = x1 < c->s->cols ? x1 : c->s->cols;
+}
+
+static void render_events(struct ctx *c, int r, int bottom, int x0, int x1)
+{
+    const struct dv_view *v = c->v;
+    if (r >= bottom)
+        return;
+    pane_row(c, r++, x0, x1);
+    putf(c, DV_HEAD, " %s", tr(v, T_EVENTS));
+    const cJSON *evs = jarr(c->st, "events");
+    if (cJSON_GetArraySize(evs) == 0 && r < bottom) {
+        pane_row(c, r++, x0, x1);
+        putf(c, DV_DIM, "  %s", tr(v, T_NO_EVENTS));
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs)
+    {
+        if (r >= bottom)
+            break;
+        pane_row(c, r++, x0, x1);
+        render_event_row(c, e);
+    }
+}
+
+static void render_log(struct ctx *c, int r, int bottom, int x0, int x1)
+{
+    const struct dv_view *v = c->v;
+    if (r >= bottom)
+        return;
+    pane_row(c, r++, x0, x1);
+    putf(c, DV_HEAD, " %s", tr(v, T_LOG));
+    /* A --connect dashboard has no log of its own: say so, rather than
+     * that there are no lines. */
+    if (v->remote || v->n_log == 0) {
+        if (r < bottom) {
+            pane_row(c, r++, x0, x1);
+            putf(c, DV_DIM, "  %s", tr(v, v->remote ? T_LOG_REMOTE : T_NO_LOG));
+        }
+        return;
+    }
+    int rows_left = bottom - r;
+    size_t from = v->n_log > (size_t)rows_left ? v->n_log - (size_t)rows_left : 0;
+    for (size_t i = from; i < v->n_log && r < bottom; i++) {
+        pane_row(c, r++, x0, x1);
+        put(c, DV_PLAIN, " ");
+        put(c, DV_PLAIN, v->log[i] ? v->log[i] : "");
     }
 }
 
@@ -1143,9 +1637,12 @@ static void render_body(struct ctx *c, int top, int bottom)
     int first = 0;
     if (total > ep_rows && cursor >= ep_rows)
         first = cursor - ep_rows + 1;
-    struct ep_cols w = ep_columns(c->s->cols);
+    int shown = ep_rows < total ? ep_rows : total;
+    char label[192];
+    ep_header_label(c, first, shown, total, label, sizeof label);
+    struct ep_cols w = ep_layout(c, first, shown, text_width(label, c->utf8));
     int r = top;
-    render_ep_header(c, r++, &w, first, ep_rows < total ? ep_rows : total, total);
+    render_ep_header(c, r++, &w, first, shown, total);
     if (total == 0 && r < bottom) {
         row(c, r++, DV_PLAIN);
         putf(c, DV_DIM, "     %s", tr(v, T_NO_ENDPOINTS));
@@ -1195,35 +1692,20 @@ static void render_body(struct ctx *c, int top, int bottom)
     }
     if (bottom - r < 1)
         return;
-    row(c, r++, DV_PLAIN);
-    if (v->show_log) {
-        putf(c, DV_HEAD, " %s", tr(v, T_LOG));
-        int rows_left = bottom - r;
-        if (v->n_log == 0 && r < bottom) {
-            row(c, r++, DV_PLAIN);
-            putf(c, DV_DIM, "  %s", tr(v, T_NO_LOG));
-        }
-        size_t from = v->n_log > (size_t)rows_left ? v->n_log - (size_t)rows_left : 0;
-        for (size_t i = from; i < v->n_log && r < bottom; i++) {
-            row(c, r++, DV_PLAIN);
-            put(c, DV_PLAIN, " ");
-            put(c, DV_PLAIN, v->log[i] ? v->log[i] : "");
-        }
-        return;
+    /* A wide screen has room for both: events on the left, the log on the
+     * right (a --connect dashboard has no log to show). */
+    int cols = c->s->cols;
+    if (cols >= DV_SIDE_BY_SIDE_COLS && !v->remote) {
+        int split = cols / 2;
+        render_events(c, r, bottom, 0, split - 1);
+        render_log(c, r, bottom, split + 1, cols);
+    } else if (v->show_log) {
+        render_log(c, r, bottom, 0, cols);
+    } else {
+        render_events(c, r, bottom, 0, cols);
     }
-    putf(c, DV_HEAD, " %s", tr(v, T_EVENTS));
-    const cJSON *evs = jarr(st, "events");
-    if (cJSON_GetArraySize(evs) == 0 && r < bottom) {
-        row(c, r++, DV_PLAIN);
-        putf(c, DV_DIM, "  %s", tr(v, T_NO_EVENTS));
-    }
-    const cJSON *e;
-    cJSON_ArrayForEach(e, evs)
-    {
-        if (r >= bottom)
-            break;
-        render_event_row(c, r++, e);
-    }
+    for (int k = r; k < bottom; k++)
+        c->s->lines[k].max = cols;
 }
 
 static void render_keys(struct ctx *c, int r)
@@ -1246,16 +1728,24 @@ static void render_keys(struct ctx *c, int r)
         {"?", tr(v, T_K_HELP)},
     };
     int n = (int)(sizeof items / sizeof items[0]);
-    /* Drop optional items ("a", "l") from the end when the screen is narrow;
-     * "?" always stays. */
+    /* On a narrow screen the least needed keys go first, whole; "q" and
+     * "?" (which lists them all) always stay. */
+    static const int drop_order[] = {7, 8, 6, 4, 5, 3, 2, 1};
+    bool keep[sizeof items / sizeof items[0]];
     int width = 1;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        keep[i] = true;
         width += text_width(items[i].key, c->utf8) + 1 + text_width(items[i].what, c->utf8) + 2;
-    bool drop_optional = width > c->s->cols;
+    }
+    for (size_t k = 0; k < sizeof drop_order / sizeof drop_order[0] && width > c->s->cols; k++) {
+        int i = drop_order[k];
+        keep[i] = false;
+        width -= text_width(items[i].key, c->utf8) + 1 + text_width(items[i].what, c->utf8) + 2;
+    }
     row(c, r, DV_KEYS);
     put(c, DV_KEYS, " ");
     for (int i = 0; i < n; i++) {
-        if (drop_optional && (i == 7 || i == 8))
+        if (!keep[i])
             continue;
         put(c, DV_STRONG, items[i].key);
         putf(c, DV_KEYS, " %s  ", items[i].what);

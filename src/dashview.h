@@ -44,6 +44,8 @@ enum dv_lang {
 #define DV_MAX_COLS 400
 #define DV_LINE_BYTES (DV_MAX_COLS * 4 + 8)
 #define DV_MAX_SPANS 32
+/* From this width on, the events and the log are shown side by side. */
+#define DV_SIDE_BY_SIDE_COLS 200
 
 struct dv_span {
     size_t off, len;        /* bytes of dv_line.text */

@@ -61,6 +61,19 @@ static void on_step(uv_timer_t *t)
     }
 }
 
+/* The demo has no configuration file to hold ui.language: like a --connect
+ * dashboard it takes $ZEPHYR_UI_LANGUAGE, else the locale. */
+static const char *demo_language(void)
+{
+    const char *vars[] = {"ZEPHYR_UI_LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return strncmp(v, "zh", 2) == 0 ? "zh" : "en";
+    }
+    return "en";
+}
+
 struct demo *demo_start(uv_loop_t *loop, struct config **cfg)
 {
     struct demo *d = xcalloc(1, sizeof *d);
@@ -70,8 +83,9 @@ struct demo *demo_start(uv_loop_t *loop, struct config **cfg)
     buf_appendf(&toml, "[server]\nport = 8080\nswitch_threshold_ms = 50\n"
                        "graceful_switch_timeout_ms = 10000\n\n"
                        "[health_check]\ninterval_seconds = 10\ntimeout_seconds = 5\n"
-                       "method = \"messages\"\n\n"
-                       "[[groups]]\nname = \"demo\"\ndefault = true\nendpoints = [\n");
+                       "method = \"messages\"\n\n[ui]\nlanguage = \"%s\"\n\n"
+                       "[[groups]]\nname = \"demo\"\ndefault = true\nendpoints = [\n",
+                demo_language());
     for (int i = 0; i < DEMO_N; i++) {
         struct fakeup_opts o;
         fakeup_opts_init(&o);

@@ -21,11 +21,13 @@ import shutil
 import signal
 import subprocess
 import time
+import unicodedata
 import unittest
 import uuid
 
-from harness import (PROXY_BIN, SANITIZER_MARKERS, Proxy, ZephyrTestCase, child_env, free_port,
-                     http_json, make_config, port_accepts, scaled, wait_for)
+from harness import (PROXY_BIN, SANITIZER_MARKERS, Proxy, ZephyrTestCase, child_env, fake_headers,
+                     free_port, http_json, http_request, make_config, messages_body, port_accepts,
+                     scaled, wait_for)
 
 TMUX = shutil.which("tmux")
 LISTEN_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
@@ -111,6 +113,11 @@ class Pane:
 
     def wait_text(self, needle, timeout=None):
         return self.wait(lambda t: needle in t and t, "%r on the pane" % needle, timeout)
+
+
+def display_width(s):
+    """Terminal cells of s: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in s)
 
 
 def rows_of(text):
@@ -232,9 +239,11 @@ class Dashboard(ZephyrTestCase):
         text = pane.wait(lambda t: set(rows_of(t)) == {"alpha", "bravo", "charlie"} and t,
                          "the three endpoint rows")
         for label in ("claude-zephyr", "127.0.0.1:%d" % self.port, "Mode:", "Group:", "Current:",
-                      "Next check:", "Load:", "Interval:", "Check tokens:", "ACTIVE REQUESTS",
-                      "RECENT EVENTS"):
+                      "Load:", "Interval:", "ACTIVE REQUESTS", "RECENT EVENTS"):
             self.assertIn(label, text, text)
+        # The next check, or how long the running one has until its timeout.
+        self.assertRegex(text.splitlines()[2],
+                         r"^ (Next check: |checking: \d+(\.\d)? s until timeout)")
         keys_line = text.rstrip("\n").splitlines()[-1]
         for k in ("q quit", "r check", "p pause", "m mode", "Enter pin", "g/Tab group", "? help"):
             self.assertIn(k, keys_line, text)
@@ -472,6 +481,179 @@ class Dashboard(ZephyrTestCase):
                   "the proxy that came up")
         self.assert_quits_cleanly(pane, "q")
         self.assertTrue(proxy.running())
+
+    # ---- layout by priority (issue 14) ---------------------------------
+
+    LONG = ("relay-frankfurt-primary-1", "relay-frankfurt-primary-2", "relay-frankfurt-primary-3")
+
+    def start_crowded(self, cols, rows, language=None):
+        """Three endpoints whose names differ only at the end, with traffic
+        of different amounts (some failing) on each; waits until the pane
+        shows the same request total as /status."""
+        fakes = {n: self.start_fake(n, latency_ms=i * 120) for i, n in enumerate(self.LONG)}
+        pane = self.start_dashboard(self.main_group(fakes), language=language, cols=cols,
+                                    rows=rows)
+        self.wait_status(lambda s: all(e["status"] == "healthy" for e in s["endpoints"]),
+                         "every endpoint checked")
+        plan = {self.LONG[0]: (34, 0), self.LONG[1]: (3, 2), self.LONG[2]: (11, 1)}
+        for name, (ok, bad) in plan.items():
+            st, _ = http_json(self.port, "POST", "/admin/pin", {"endpoint": name})
+            self.assertEqual(st, 200)
+            for i in range(ok + bad):
+                hdrs = {"content-type": "application/json"}
+                if i >= ok:
+                    hdrs.update(fake_headers(status=500))
+                http_request(self.port, "POST", "/v1/messages", messages_body(), hdrs)
+        st = self.status()
+        word = "请求" if language == "zh" else "requests"
+        want = "%s %d" % (word, st["requests_total"])
+        pane.wait(lambda t: re.search(re.escape(want) + r"\s*$", t.splitlines()[0]),
+                  "%r at the end of the title" % want)
+        return pane, self.status()
+
+    @staticmethod
+    def table(text, head_word, status_head):
+        """(header line, {row line}) of the endpoint table on the pane."""
+        lines = text.splitlines()
+        h = [i for i, l in enumerate(lines) if l.startswith("     " + head_word)]
+        if not h:
+            raise AssertionError("no table header on the pane:\n" + text)
+        rows = []
+        for l in lines[h[0] + 1:]:
+            if not re.match(r"^[> ][* ] \S ", l):
+                break
+            rows.append(l)
+        return lines[h[0]], rows
+
+    def cell_ending_at(self, row, end):
+        """The right-aligned number whose last digit is at column end-1."""
+        m = re.search(r"(\S+)$", row[:end])
+        self.assertIsNotNone(m, row)
+        return m.group(1)
+
+    def test_80x24_numbers_exact_names_apart(self):
+        pane, st = self.start_crowded(80, 24)
+        # The pane redraws every 250 ms: wait for a frame and a /status that
+        # agree on every endpoint's counters, then check that frame in full.
+        seen = {}
+
+        def agree(t):
+            s = self.status()
+            try:
+                head, rows = self.table(t, "ENDPOINT", "STATUS")
+                ends = [head.index(w) + len(w) for w in ("REQS", "FAIL")]
+            except (AssertionError, ValueError):
+                return False
+            want = sorted((str(int(e["requests"])), str(int(e["failures"])))
+                          for e in s["endpoints"])
+            got = sorted(tuple(re.search(r"(\S+)$", r[:end]).group(1) for end in ends)
+                         for r in rows)
+            seen.update(text=t, st=s)
+            return want == got
+        pane.wait(agree, "the pane's REQS and FAIL equal to /status's")
+        text, st = seen["text"], seen["st"]
+        lines = text.splitlines()
+        self.assertLessEqual(max(len(l) for l in lines), 80)
+        title = lines[0]
+        self.assertRegex(title, r"requests %d\s*$" % st["requests_total"])
+        head, rows = self.table(text, "ENDPOINT", "STATUS")
+        for col in ("STATUS", "SMOOTHED", "REQS", "FAIL", "LAST ERROR"):
+            self.assertIn(col, head, text)
+        self.assertNotIn("…", head)
+        self.assertEqual(len(rows), 3, text)
+        reqs_end = head.index("REQS") + len("REQS")
+        fail_end = head.index("FAIL") + len("FAIL")
+        name_end = head.index("STATUS")
+        by_status = {e["name"]: e for e in st["endpoints"]}
+        shown = []
+        for row in rows:
+            name = row[5:name_end].strip()
+            shown.append(name)
+            # A cut name says so, and keeps its distinguishing end.
+            full = [n for n in self.LONG if n == name or
+                    ("…" in name and n.startswith(name.split("…")[0])
+                     and n.endswith(name.split("…")[1]))]
+            self.assertEqual(len(full), 1, "name %r matches %r\n%s" % (name, full, text))
+            e = by_status[full[0]]
+            self.assertEqual(self.cell_ending_at(row, reqs_end), str(int(e["requests"])), text)
+            self.assertEqual(self.cell_ending_at(row, fail_end), str(int(e["failures"])), text)
+            sm = e["smoothed_latency_ms"]
+            self.assertIn(" %.0fms " % sm if sm < 1000 else " %.2fs " % (sm / 1000), row)
+        self.assertEqual(len(set(shown)), 3, text)
+        self.assertGreater(sum(int(e["requests"]) for e in st["endpoints"]), 34)
+        self.assertGreater(sum(int(e["failures"]) for e in st["endpoints"]), 0)
+        self.assert_quits_cleanly(pane, "q", port=self.port)
+
+    def test_160x45_every_column(self):
+        pane, st = self.start_crowded(160, 45)
+        text = pane.text()
+        head, rows = self.table(text, "ENDPOINT", "STATUS")
+        for col in ("STATUS", "SMOOTHED", "LAST", "HISTORY", "OK%", "CIRCUIT", "NOW", "REQS",
+                    "FAIL"):
+            self.assertIn(col, head, text)
+        # Room enough: the names whole, the history there.
+        for n in self.LONG:
+            self.assertTrue(any(n in r for r in rows), text)
+        self.assertTrue(all(re.search(r"[▁▂▃▄▅▆▇█]", r) for r in rows), text)
+        self.assertIn("Check tokens:", text.splitlines()[2])
+        # One panel below at this width.
+        self.assertIn("RECENT EVENTS", text)
+        self.assertNotRegex(text, r" LOG\b")
+        self.assert_quits_cleanly(pane, "q", port=self.port)
+
+    def test_250x70_events_and_log_side_by_side(self):
+        pane, st = self.start_crowded(250, 70)
+        text = pane.wait(lambda t: any("RECENT EVENTS" in l and re.search(r" LOG\b", l)
+                                       for l in t.splitlines()) and t,
+                         "the events and the log headers on one row")
+        lines = text.splitlines()
+        h = [i for i, l in enumerate(lines) if "RECENT EVENTS" in l][0]
+        self.assertGreaterEqual(lines[h].index(" LOG"), 120)
+        # Below: an event on the left and a log line on the right, same row.
+        self.assertRegex(lines[h + 1], r"^\s+\d\d:\d\d:\d\d \S+.*\s\d{4}-\d\d-\d\dT", text)
+        used = [l for l in lines[h:-2] if l.strip()]
+        self.assertGreater(len(used), 10, text)
+        self.assert_quits_cleanly(pane, "q", port=self.port)
+
+    def test_chinese_80x24_whole_headers_and_texts(self):
+        pane, st = self.start_crowded(80, 24, language="zh")
+        text = pane.text()
+        lines = text.splitlines()
+        for l in lines:
+            self.assertLessEqual(display_width(l), 80, l)
+        self.assertRegex(lines[0], r"请求 %d\s*$" % st["requests_total"])
+        head, rows = self.table(text, "端点", "状态")
+        for col in ("状态", "平滑延迟", "请求", "失败", "最近错误"):
+            self.assertIn(col, head, text)
+        self.assertNotIn("…", head)
+        self.assertEqual(len(rows), 3, text)
+        # The load level and the check method in Chinese too.
+        self.assertRegex(lines[2], r"负载: (空闲|轻度|繁忙)")
+        self.assertNotRegex(lines[2], r"\b(idle|light|busy|messages)\b")
+        # Event texts: the pins made manual-mode events.
+        self.assertIn("模式：手动，固定到", text)
+        self.assertNotIn("mode: manual", text)
+        self.assert_quits_cleanly(pane, "q", port=self.port)
+
+    def test_demo_takes_the_language(self):
+        cmd = "%s --demo --port 0 --dashboard" % shlex.quote(PROXY_BIN)
+        pane = Pane(self, cmd, env={"ZEPHYR_UI_LANGUAGE": "zh"})
+        self.addCleanup(self.stop_leftover, pane)
+        text = pane.wait(lambda t: "relay-tokyo" in t and "模式" in t and t, "the demo in Chinese")
+        self.assertIn("q 退出", text.rstrip("\n").splitlines()[-1])
+        self.assert_quits_cleanly(pane, "q")
+
+    def test_connect_log_key_says_log_is_remote(self):
+        fakes = self.start_fakes(("alpha",))
+        proxy = self.start_proxy(self.main_group(fakes))
+        cmd = "%s --dashboard --connect %s" % (shlex.quote(PROXY_BIN), proxy.url)
+        pane = Pane(self, cmd)
+        self.addCleanup(self.stop_leftover, pane)
+        pane.wait(lambda t: "alpha" in rows_of(t), "the remote endpoint")
+        pane.keys("l")
+        text = pane.wait_text("the log is not available with --connect")
+        self.assertNotIn("no log lines", text)
+        self.assert_quits_cleanly(pane, "q")
 
 
 if __name__ == "__main__":

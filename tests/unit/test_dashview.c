@@ -139,7 +139,9 @@ static void test_frame_80x24(void **state)
     assert_true(strstr(s.lines[2].text, "Load: idle") != NULL);
     assert_true(strstr(s.lines[2].text, "Next check: 1m35s") != NULL);
     assert_true(strstr(s.lines[2].text, "Interval: 2m00s") != NULL);
-    assert_true(strstr(s.lines[2].text, "Check tokens: 8 in / 1 out") != NULL);
+    /* Lower-priority items give way whole at 80 columns; never a cut number. */
+    assert_true(strstr(s.lines[0].text, "requests 40") != NULL);
+    assert_true(strstr(s.lines[2].text, "retries 2") != NULL);
     /* The current group's endpoints only; the cursor starts on the current. */
     assert_true(screen_has(&s, ">* ● alpha"));
     assert_true(screen_has(&s, "   ● bravo"));
@@ -148,10 +150,15 @@ static void test_frame_80x24(void **state)
     int r = row_with(&s, "● alpha ");
     assert_true(r > 0);
     assert_int_equal(s.lines[r].bg, DV_SEL);
-    assert_true(strstr(s.lines[r].text, "812ms") != NULL);
+    /* The smoothed latency (what switching compares) and the last check's. */
+    assert_true(strstr(s.lines[r].text, "790ms 812ms") != NULL);
     assert_true(strstr(s.lines[r].text, "100%") != NULL);
     assert_true(strstr(s.lines[r].text, "closed") != NULL);
-    assert_true(strstr(s.lines[r].text, "▂x█") != NULL);
+    /* REQS and FAIL, exact. */
+    assert_true(strstr(s.lines[r].text, " 40    0 ") != NULL);
+    assert_true(screen_has(&s, "SMOOTHED"));
+    assert_true(screen_has(&s, "LAST ERROR"));
+    assert_true(strstr(s.lines[row_with(&s, "charlie")].text, "HTTP 529 ") != NULL);
     assert_true(strstr(s.lines[row_with(&s, "charlie")].text, "open 12s") != NULL);
     assert_true(strstr(s.lines[row_with(&s, "bravo")].text, "429 30s") != NULL);
     assert_true(strstr(s.lines[row_with(&s, "bravo")].text, "90%") != NULL);
@@ -222,7 +229,12 @@ static void test_ascii_and_chinese(void **state)
     render(&s, 24, 80, st, &v);
     assert_true(screen_has(&s, "模式: 自动"));
     assert_true(screen_has(&s, "分组: main"));
-    assert_true(screen_has(&s, "端点 (main)"));
+    assert_true(screen_has(&s, "     端点 "));
+    /* The load level and the check method are translated too. */
+    assert_true(screen_has(&s, "负载: 空闲"));
+    assert_true(screen_has(&s, "检查方式: 消息请求"));
+    assert_false(screen_has(&s, "idle"));
+    assert_false(screen_has(&s, ": messages"));
     assert_true(screen_has(&s, "健康"));
     assert_true(screen_has(&s, "活动请求"));
     assert_true(screen_has(&s, "最近事件"));
@@ -257,11 +269,14 @@ static void test_manual_pin_pending_checking(void **state)
     check_screen(&s, false);
     assert_true(strstr(s.lines[1].text, "Mode: manual") != NULL);
     assert_true(strstr(s.lines[1].text, "Current: alpha (pinned charlie is unhealthy)") != NULL);
-    assert_true(strstr(s.lines[2].text, "Next check: checking (11s left)") != NULL);
+    assert_true(strstr(s.lines[2].text, " checking: 11 s until timeout") != NULL);
     assert_true(strstr(s.lines[1].text, "switching to bravo (faster, 3.0s)") != NULL);
-    /* Wide screens get the counters and the last error. */
+    /* Wide screens get every column, the history and the whole last error. */
     assert_true(screen_has(&s, "REQS"));
+    assert_true(screen_has(&s, "HISTORY"));
+    assert_true(screen_has(&s, "▂x█"));
     assert_true(screen_has(&s, "HTTP 529 overloaded"));
+    assert_true(strstr(s.lines[2].text, "Check tokens: 8 in / 1 out") != NULL);
     dv_screen_release(&s);
 
     /* Pinned and serving: no need to repeat the name. */
@@ -655,6 +670,282 @@ static void test_formats(void **state)
     assert_int_equal(dv_str_width(NULL), 0);
 }
 
+/* Replaces (or adds) key in o. */
+static void set_item(cJSON *o, const char *key, cJSON *val)
+{
+    if (cJSON_GetObjectItem(o, key))
+        cJSON_ReplaceItemInObject(o, key, val);
+    else
+        cJSON_AddItemToObject(o, key, val);
+}
+
+/* A document made to be hard to lay out: long names that differ only at
+ * the end, numbers of many digits, a long error, a full history. */
+static cJSON *crowded(void)
+{
+    cJSON *st = sample();
+    set_item(st, "requests_total", cJSON_CreateNumber(1234567));
+    set_item(st, "active_connections", cJSON_CreateNumber(345));
+    cJSON *eps = cJSON_GetObjectItem(st, "endpoints");
+    static const char *names[] = {"relay-frankfurt-primary-1", "relay-frankfurt-primary-2",
+                                  "relay-frankfurt-primary-3"};
+    static const double reqs[] = {987654, 55, 3210};
+    static const double fails[] = {4321, 0, 76543};
+    for (int i = 0; i < 3; i++) {
+        cJSON *e = cJSON_GetArrayItem(eps, i);
+        set_item(e, "name", cJSON_CreateString(names[i]));
+        set_item(e, "requests", cJSON_CreateNumber(reqs[i]));
+        set_item(e, "failures", cJSON_CreateNumber(fails[i]));
+        set_item(e, "status", cJSON_CreateString("healthy"));
+        set_item(e, "smoothed_latency_ms", cJSON_CreateNumber(1000 + i * 111));
+        cJSON *h = cJSON_CreateArray();
+        for (int k = 0; k < 32; k++) {
+            cJSON *one = cJSON_CreateObject();
+            cJSON_AddBoolToObject(one, "ok", 1);
+            cJSON_AddNumberToObject(one, "latency_ms", 100 + k * 10);
+            cJSON_AddItemToArray(h, one);
+        }
+        set_item(e, "history", h);
+    }
+    set_item(cJSON_GetArrayItem(eps, 1), "error",
+             cJSON_CreateString("HTTP 529 overloaded: the upstream is busy, retry later"));
+    set_item(cJSON_GetObjectItem(st, "current_endpoint"), "name",
+             cJSON_CreateString("relay-frankfurt-primary-1"));
+    return st;
+}
+
+/* The name cell of an endpoint row: after the 5 lead columns, up to the
+ * status label. */
+static void name_cell(const char *line, const char *label, char *out, size_t outsz)
+{
+    const char *p = line;
+    for (int col = 0; col < 5 && *p; col++) {
+        p++;
+        while ((*p & 0xC0) == 0x80)
+            p++;
+    }
+    const char *end = strstr(p, label);
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    while (n > 0 && p[n - 1] == ' ')
+        n--;
+    snprintf(out, outsz, "%.*s", (int)n, p);
+}
+
+/* A number shown whole, or not at all: never a prefix of it alone. */
+static void assert_whole_or_absent(const char *line, double n, bool must, int cols)
+{
+    char whole[32], cut[32];
+    snprintf(whole, sizeof whole, " %.0f ", n);
+    snprintf(cut, sizeof cut, " %.0f", n);
+    cut[strlen(cut) - 1] = '\0';    /* drop the last digit */
+    if (must && !strstr(line, whole))
+        fail_msg("%d cols: %s missing from \"%s\"", cols, whole, line);
+    if (strstr(line, cut) && !strstr(line, whole))
+        fail_msg("%d cols: %s cut in \"%s\"", cols, whole, line);
+}
+
+/* Issue 14: at every width the layout drops whole columns (the history
+ * first) rather than cut a number; names are cut last, in the middle, and
+ * stay apart; headers are never cut. */
+static void test_layout_priority(void **state)
+{
+    (void)state;
+    cJSON *st = crowded();
+    static const double reqs[] = {987654, 55, 3210};
+    static const double fails[] = {4321, 0, 76543};
+    for (int lang = 0; lang <= 1; lang++) {
+        for (int utf8 = 0; utf8 <= 1; utf8++) {
+            if (lang == DV_LANG_ZH && !utf8)
+                continue;
+            for (int cols = 60; cols <= 300; cols++) {
+                struct dv_view v;
+                struct dv_screen s;
+                dv_view_init(&v, (enum dv_lang)lang, utf8);
+                render(&s, 24, cols, st, &v);
+                const char *reqs_h = lang ? "请求" : "REQS", *fail_h = lang ? "失败" : "FAIL";
+                const char *err_h = lang ? "最近错误" : "LAST ERROR";
+                const char *hist_h = lang ? "历史" : "HISTORY";
+                const char *ok_label = lang ? "健康" : "healthy";
+                /* The title's numbers: whole, or the item is gone. */
+                const char *t = s.lines[0].text;
+                const char *req_word = lang ? "请求" : "requests";
+                if (strstr(t, req_word)) {
+                    char want[64];
+                    snprintf(want, sizeof want, "%s 1234567", req_word);
+                    assert_non_null(strstr(t, want));
+                }
+                if (cols >= 80)
+                    assert_non_null(strstr(t, req_word));
+                /* The table header: whole words, no ellipsis. */
+                int h = row_with(&s, lang ? "端点" : "ENDPOINT");
+                assert_true(h > 0);
+                const char *head = s.lines[h].text;
+                if (strstr(head, "…") || strstr(head, "~"))
+                    fail_msg("%d cols: a cut header: \"%s\"", cols, head);
+                bool has_reqs = strstr(head, reqs_h) != NULL;
+                bool has_fail = strstr(head, fail_h) != NULL;
+                bool has_err = strstr(head, err_h) != NULL;
+                bool has_hist = strstr(head, hist_h) != NULL;
+                /* At 80 columns REQS, FAIL and LAST ERROR are there. */
+                if (cols >= 80 && !(has_reqs && has_fail && has_err))
+                    fail_msg("%d cols: REQS/FAIL/LAST ERROR missing: \"%s\"", cols, head);
+                /* The history is the first to go. */
+                if (has_hist && !(has_reqs && has_fail && has_err))
+                    fail_msg("%d cols: history kept before a counter: \"%s\"", cols, head);
+                char names[3][256];
+                for (int i = 0; i < 3; i++) {
+                    char key[32];
+                    snprintf(key, sizeof key, "-%d", i + 1);
+                    int r = -1;
+                    for (int k = h + 1; k < h + 4; k++)
+                        if (strstr(s.lines[k].text, key))
+                            r = k;
+                    if (r < 0)
+                        fail_msg("%d cols: endpoint %d not told apart", cols, i + 1);
+                    const char *line = s.lines[r].text;
+                    assert_whole_or_absent(line, reqs[i], has_reqs, cols);
+                    assert_whole_or_absent(line, fails[i], has_fail, cols);
+                    name_cell(line, ok_label, names[i], sizeof names[i]);
+                    /* Cut names say so. */
+                    if (!strstr(names[i], "relay-frankfurt-primary-"))
+                        assert_non_null(strstr(names[i], utf8 ? "…" : "~"));
+                }
+                assert_string_not_equal(names[0], names[1]);
+                assert_string_not_equal(names[1], names[2]);
+                /* Names are cut only when nothing else is left to drop. */
+                if (cols >= 100 && !strstr(names[0], "relay-frankfurt-primary-1"))
+                    fail_msg("%d cols: a name cut while a column could go: \"%s\"", cols, names[0]);
+                dv_screen_release(&s);
+            }
+        }
+    }
+    cJSON_Delete(st);
+}
+
+/* A big terminal: a longer history, and events and the log side by side. */
+static void test_big_screen_side_by_side(void **state)
+{
+    (void)state;
+    cJSON *st = crowded();
+    const char *lines[40];
+    char buf[40][64];
+    for (int i = 0; i < 40; i++) {
+        snprintf(buf[i], sizeof buf[i], "2025-01-01T00:00:%02dZ INFO  line %d", i, i);
+        lines[i] = buf[i];
+    }
+    struct dv_view v;
+    struct dv_screen s;
+    dv_view_init(&v, DV_LANG_EN, true);
+    v.log = lines;
+    v.n_log = 40;
+    render(&s, 70, 250, st, &v);
+    int r = row_with(&s, " RECENT EVENTS");
+    assert_true(r > 0);
+    assert_non_null(strstr(s.lines[r].text, " LOG"));
+    assert_true(strstr(s.lines[r].text, " LOG") - s.lines[r].text >= 120);
+    assert_non_null(strstr(s.lines[r + 1].text, "faster"));
+    assert_non_null(strstr(s.lines[r + 1].text, "INFO  line"));
+    /* All forty log lines fit beside the events. */
+    assert_non_null(strstr(s.lines[r + 1].text, "line 0"));
+    assert_non_null(strstr(s.lines[r + 40].text, "line 39"));
+    /* The whole history (32 checks) fits. */
+    assert_true(screen_has(&s, "▃▃▃▃▃▄▄▄▄▄▄▅▅▅▅▅▅▆▆▆▆▆▆▇▇▇▇▇▇███ "));
+    dv_screen_release(&s);
+
+    /* 160 columns: one panel at a time, l switches. */
+    render(&s, 45, 160, st, &v);
+    assert_true(screen_has(&s, " RECENT EVENTS"));
+    assert_false(screen_has(&s, " LOG"));
+    assert_true(screen_has(&s, "HISTORY"));
+    dv_screen_release(&s);
+    v.show_log = true;
+    render(&s, 45, 160, st, &v);
+    assert_false(screen_has(&s, " RECENT EVENTS"));
+    assert_true(screen_has(&s, "line 39"));
+    dv_screen_release(&s);
+
+    /* --connect has no log: l says so, and a wide screen keeps one panel. */
+    v.remote = "http://127.0.0.1:8080";
+    render(&s, 45, 160, st, &v);
+    assert_true(screen_has(&s, "the log is not available with --connect"));
+    assert_false(screen_has(&s, "line 39"));
+    assert_false(screen_has(&s, "no log lines"));
+    dv_screen_release(&s);
+    v.show_log = false;
+    render(&s, 70, 250, st, &v);
+    assert_true(screen_has(&s, " RECENT EVENTS"));
+    assert_false(screen_has(&s, " LOG"));
+    dv_screen_release(&s);
+    cJSON_Delete(st);
+}
+
+/* ui.language = "zh": event texts, the load level, the check method, a
+ * running check, check_error and panic routing. */
+static void test_chinese_everywhere(void **state)
+{
+    (void)state;
+    cJSON *st = sample();
+    cJSON *evs = cJSON_CreateArray();
+    static const char *ev[][2] = {
+        {"switch", "[main] alpha (812 ms) -> bravo (300 ms): faster"},
+        {"failure", "charlie failed: HTTP 529"},
+        {"recovery", "charlie recovered (200 ms)"},
+        {"info", "[main] panic routing: no endpoint passes its checks"},
+        {"info", "mode: manual, pinned to bravo"},
+        {"switch", "group main -> backup (alpha -> delta)"},
+    };
+    for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "t", 1764000000000.0);
+        cJSON_AddStringToObject(e, "kind", ev[i][0]);
+        cJSON_AddStringToObject(e, "message", ev[i][1]);
+        cJSON_AddItemToArray(evs, e);
+    }
+    cJSON_ReplaceItemInObject(st, "events", evs);
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(st, "endpoints"), 1),
+                              "status", cJSON_CreateString("check_error"));
+    cJSON_AddTrueToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(st, "groups"), 0), "panic");
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(st, "checks"), "running", cJSON_CreateTrue());
+    struct dv_view v;
+    struct dv_screen s;
+    dv_view_init(&v, DV_LANG_ZH, true);
+    dv_screen_init(&s, 30, 100);
+    dv_view_observe(&v, st, 10000);
+    dv_render(&s, st, &v, 14000);
+    check_screen(&s, false);
+    assert_true(screen_has(&s, "[main] alpha (812 ms) -> bravo (300 ms)：更快"));
+    assert_true(screen_has(&s, "charlie 检查失败：HTTP 529"));
+    assert_true(screen_has(&s, "charlie 已恢复 (200 ms)"));
+    assert_true(screen_has(&s, "[main] 应急路由：没有端点通过检查"));
+    assert_true(screen_has(&s, "模式：手动，固定到 bravo"));
+    assert_true(screen_has(&s, "分组 main -> backup"));
+    assert_true(strstr(s.lines[2].text, "检查中：11 秒后超时") != NULL ||
+                strstr(s.lines[2].text, "检查中：11 s后超时") != NULL);
+    assert_true(strstr(s.lines[1].text, "应急路由") != NULL);
+    assert_true(screen_has(&s, "检查配置错"));
+    /* Every header whole, measured in display columns. */
+    int h = row_with(&s, "     端点");
+    assert_true(h > 0);
+    static const char *heads[] = {"状态", "平滑延迟", "成功", "熔断", "并发", "请求", "失败"};
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++)
+        if (!strstr(s.lines[h].text, heads[i]))
+            fail_msg("header %s cut or missing: \"%s\"", heads[i], s.lines[h].text);
+    assert_null(strstr(s.lines[h].text, "…"));
+    dv_screen_release(&s);
+
+    /* English: the same statuses, and the events as they came. */
+    dv_view_init(&v, DV_LANG_EN, true);
+    dv_screen_init(&s, 30, 100);
+    dv_view_observe(&v, st, 10000);
+    dv_render(&s, st, &v, 14000);
+    assert_true(strstr(s.lines[1].text, "panic routing: no endpoint passes its checks") != NULL);
+    assert_true(strstr(s.lines[2].text, "checking: 11 s until timeout") != NULL);
+    assert_true(screen_has(&s, "charlie failed: HTTP 529"));
+    assert_true(screen_has(&s, "check err"));
+    dv_screen_release(&s);
+    cJSON_Delete(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +962,9 @@ int main(void)
         cmocka_unit_test(test_log_panel),
         cmocka_unit_test(test_sparkline),
         cmocka_unit_test(test_formats),
+        cmocka_unit_test(test_layout_priority),
+        cmocka_unit_test(test_big_screen_side_by_side),
+        cmocka_unit_test(test_chinese_everywhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
