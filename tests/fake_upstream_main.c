@@ -11,7 +11,7 @@
 
 #include <uv.h>
 
-#include "fakeup.h"
+#include "fake/fakeup.h"
 
 struct app {
     uv_signal_t sigint, sigterm;
