@@ -129,8 +129,8 @@ struct fake_conn;
 
 struct wreq {
     uv_write_t req;
-    struct fake_conn *c;    /* borrows */
-    struct wreq *next; /* free list link */
+    struct fake_conn *c; /* borrows */
+    struct wreq *next;   /* free list link */
     size_t head_len;
     char head[WREQ_HEAD];
     char *heap;        /* owns; NULL while the body fits inl */
@@ -186,7 +186,7 @@ struct fakeup {
     struct fakeup_stats st;
     int port;
     uint64_t next_id;
-    struct fake_conn *conns;       /* owns every connection not yet freed */
+    struct fake_conn *conns;  /* owns every connection not yet freed */
     struct wreq *free_wreqs;  /* owns */
     size_t n_free;
     int open_handles;         /* listener + connections not yet freed */
@@ -544,7 +544,8 @@ static void head_add(struct wreq *w, const char *fmt, ...)
 }
 
 /* Formats the response head into w->head; clen < 0 means a chunked body. */
-static void put_head(struct fake_conn *c, struct wreq *w, int status, const char *ctype, long long clen)
+static void put_head(struct fake_conn *c, struct wreq *w, int status, const char *ctype,
+                     long long clen)
 {
     bool api = route_is_api(c->route);
     w->head_len = 0;
@@ -1310,7 +1311,8 @@ static void request_take(struct fake_conn *c, const struct http_req *r)
     size_t tlen = strlen(r->target);
     c->k = c->f->opts;
     c->route = route_of(method, r->target, tlen);
-    c->models_path = method == HTTP_GET && suffix_eq(r->target, path_len(r->target, tlen), "/v1/models");
+    c->models_path =
+        method == HTTP_GET && suffix_eq(r->target, path_len(r->target, tlen), "/v1/models");
     c->keep_alive = r->keep_alive;
     c->http10 = r->http_minor == 0;
     c->is_head = r->is_head;
@@ -1506,7 +1508,8 @@ static void fake_conn_resume(struct fake_conn *c)
 {
     if (c->pending.len > c->pending_off)
         fake_conn_parse(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, true);
-    if ((c->state == FAKE_CONN_READING || fake_conn_busy(c)) && c->pending.len - c->pending_off < PENDING_STOP)
+    if ((c->state == FAKE_CONN_READING || fake_conn_busy(c)) &&
+        c->pending.len - c->pending_off < PENDING_STOP)
         fake_conn_read_start(c);
     if (c->eof && c->state == FAKE_CONN_READING)
         fake_conn_end(c);
