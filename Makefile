@@ -59,6 +59,14 @@ SRC_CXX := $(wildcard src/*.cpp)
 OBJ     := $(SRC_C:src/%.c=$(B)/obj/%.o) $(SRC_CXX:src/%.cpp=$(B)/obj/%.o) \
            $(B)/obj/llhttp/llhttp.o $(B)/obj/llhttp/api.o $(B)/obj/llhttp/http.o
 
+# The demo and the fake upstream (src/fake/) are no part of libzephyr.a, so
+# unit tests and fuzzers never link them: the product links them for --demo
+# (app.c calls demo.h), build/fake-upstream links the fake alone.  They are
+# objects, not an archive, because app.o (in the archive) needs demo.o and
+# demo.o needs the archive.
+FAKE_SRC := $(wildcard src/fake/*.c)
+FAKE_OBJ := $(FAKE_SRC:src/%.c=$(B)/obj/%.o)
+
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
@@ -88,14 +96,14 @@ $(B)/libzephyr.a: $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/claude-zephyr: $(B)/obj/main.o $(B)/libzephyr.a
+$(B)/claude-zephyr: $(B)/obj/main.o $(FAKE_OBJ) $(B)/libzephyr.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/obj/tests/%.o: tests/%.c | $(LLHTTP_DIR)/llhttp.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(B)/fake-upstream: $(B)/obj/tests/fake_upstream_main.o $(B)/libzephyr.a
+$(B)/fake-upstream: $(B)/obj/tests/fake_upstream_main.o $(B)/obj/fake/fakeup.o $(B)/libzephyr.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(B)/libzephyr.a
@@ -135,10 +143,10 @@ install: $(B)/claude-zephyr
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr -Isrc src
-	clang-tidy src/*.c -- $(CPPFLAGS) -std=c11
+	clang-tidy src/*.c src/fake/*.c -- $(CPPFLAGS) -std=c11
 
 format:
-	clang-format -i src/*.c src/*.h tests/*.c tests/unit/*.c
+	clang-format -i src/*.c src/*.h src/fake/*.c src/fake/*.h tests/*.c tests/unit/*.c
 
 clean:
 	rm -rf build

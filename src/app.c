@@ -34,7 +34,7 @@
 #include "conn.h"
 #include "curlso.h"
 #include "dashboard.h"
-#include "demo.h"
+#include "fake/demo.h"
 #include "dotenv.h"
 #include "guard.h"
 #include "health.h"

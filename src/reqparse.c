@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "hdr.h"
 
@@ -37,6 +38,23 @@ bool http_req_forwardable(const struct http_req *r, size_t i, bool strip_creds)
         if (strn_ieq(h->name, h->name_len, own[k]))
             return false;
     return !(strip_creds && hdr_is_credential(h->name, h->name_len));
+}
+
+/* An absolute-form target (RFC 9112 3.2.2): http:// or https://, an
+ * authority of visible characters, then an origin-form path or nothing. */
+static bool target_absolute_valid(const char *t, size_t len)
+{
+    size_t i = len >= 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+               : len >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                 : 0;
+    size_t start = i;
+    if (i == 0)
+        return false;
+    for (; i < len && t[i] != '/'; i++)
+        if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f || t[i] == '#' ||
+            t[i] == '?')
+            return false;
+    return i > start && (i == len || hdr_target_valid(t + i, len - i));
 }
 
 static struct reqparse *rp_of(llhttp_t *p)
@@ -143,7 +161,9 @@ static int on_headers_complete(llhttp_t *p)
     r->is_head = p->method == HTTP_HEAD;
     if (p->http_major != 1)
         return bad_request(rp, "only HTTP/1.0 and HTTP/1.1 are supported");
-    if (!hdr_target_valid(rp->target.data ? rp->target.data : "", rp->target.len))
+    const char *t = rp->target.data ? rp->target.data : "";
+    if (!hdr_target_valid(t, rp->target.len) &&
+        !(rp->absolute_ok && target_absolute_valid(t, rp->target.len)))
         return bad_request(rp, "request target must be an origin-form path starting with '/'");
     r->target = xstrndup(rp->target.data, rp->target.len);
 

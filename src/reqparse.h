@@ -87,6 +87,10 @@ struct reqparse {
     bool in_value;
     struct buf target;         /* owns; the target while it is read */
     size_t max_body;
+    bool absolute_ok;          /* also take an absolute-form target (http://host/path), as
+                                  a forward proxy gets; false after reqparse_init(), kept by
+                                  reqparse_next().  The fake upstream sets it: it stands in
+                                  for the proxy of http_proxy in a test. */
     bool send_continue;        /* answer "100 Continue" now (set once per request) */
     int status;                /* ERROR: the status to answer */
     const char *type;          /* ERROR: the Anthropic error type (static) */

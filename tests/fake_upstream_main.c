@@ -1,5 +1,5 @@
 /*
- * fake-upstream: the command-line wrapper around src/fakeup.c used by the
+ * fake-upstream: the command-line wrapper around src/fake/fakeup.c used by the
  * tests and the benchmarks.  Parses the flags, starts one fake server, prints
  * "PORT <n>" once it listens and runs until SIGINT or SIGTERM, which close
  * everything and exit 0.  Contract: docs/INTERFACES.md, "The fake upstream".
@@ -11,7 +11,7 @@
 
 #include <uv.h>
 
-#include "fakeup.h"
+#include "fake/fakeup.h"
 
 struct app {
     uv_signal_t sigint, sigterm;
@@ -33,6 +33,7 @@ static void usage(FILE *out)
           "  --error-after N   send event: error after N deltas when >= 0 (-1)\n"
           "  --hang [BOOL]     accept requests and never answer (false)\n"
           "  --body-bytes N    pad the non-stream reply text to N bytes (0)\n"
+          "  --models LIST     models served: \"\" any, real, or a comma-separated list (\"\")\n"
           "Prints \"PORT <n>\" on stdout once listening; exits 0 on SIGINT/SIGTERM.\n"
           "See docs/INTERFACES.md for the /_fake/ paths and x-fake-* headers.\n",
           out);
