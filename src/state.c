@@ -207,6 +207,9 @@ static int state_find_in_group(const struct state *st, const char *group, const 
 
 void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
 {
+    /* A reload is not a restart: uptime and start time go on. */
+    st->start_mono_ms = old->start_mono_ms;
+    st->start_wall_ms = old->start_wall_ms;
     for (size_t i = 0; i < st->n_eps; i++) {
         struct ep *e = &st->eps[i];
         int o = state_find_in_group(old, st->groups[e->group].name, e->name);

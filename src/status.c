@@ -119,6 +119,9 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
     cJSON_AddStringToObject(o, "version", info->version);
     cJSON_AddStringToObject(o, "listen", info->listen);
     cJSON_AddNumberToObject(o, "uptime_s", (double)((now - st->start_mono_ms) / 1000));
+    /* When this process started (wall ms): a client that sees it change knows
+     * the proxy restarted, which a reload (same process) does not do. */
+    cJSON_AddNumberToObject(o, "started_at", (double)st->start_wall_ms);
     cJSON_AddStringToObject(o, "mode", cg->policy.manual ? "manual" : "auto");
     cJSON_AddStringToObject(o, "current_group", cg->name);
     cJSON_AddItemToObject(o, "current_endpoint", endpoint_ref(st, current));

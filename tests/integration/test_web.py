@@ -9,6 +9,14 @@ within 3 s, go back to auto mode with its mode control, show an error the
 admin API returns, and render without script errors.  A screenshot is saved to
 build/test-artifacts/dashboard.png.
 
+The lifecycle test follows a proxy that stops and starts again under the open
+page (the proxy is unreachable: greyed data, "disconnected since", nothing
+counting down; back as a new process: a restart marker, no "switched" banner,
+old notices gone, chart lines broken), a reload that is not a restart, the
+chart's tooltip, failure marks and legend, check_error and panic routing, and
+a 390 px phone (no sideways scrolling, pin buttons on screen, the cards leave
+room).  Its screenshots go to build/screenshots/web-lifecycle/.
+
 Needs /usr/bin/chromium (Debian packages chromium, chromium-driver), node and
 npm; playwright-core is installed once into build/node-web from npm.  Without
 any of them the test is skipped, loudly.
@@ -16,21 +24,25 @@ any of them the test is skipped, loudly.
 
 import json
 import os
+import queue
 import re
 import shutil
 import socket
 import struct
 import subprocess
 import threading
+import time
 import unittest
 
-from harness import REPO_ROOT, ZephyrTestCase, http_request, npm_ensure, scaled, wait_for
+from harness import (REPO_ROOT, Proxy, ZephyrTestCase, child_env, http_request, npm_ensure, scaled,
+                     wait_for)
 
 NODE_DIR = os.path.join(REPO_ROOT, "build", "node-web")
 PW_PKG = "playwright-core@1"
 CHROMIUM = os.environ.get("ZEPHYR_CHROMIUM", "/usr/bin/chromium")
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_check.mjs")
 ARTIFACTS = os.path.join(REPO_ROOT, "build", "test-artifacts")
+SHOTS = os.path.join(REPO_ROOT, "build", "screenshots", "web-lifecycle")
 
 
 
@@ -189,6 +201,178 @@ class WebDashboard(ZephyrTestCase):
         self.assertGreaterEqual(w, 1000)
         self.assertGreaterEqual(h, 600)
         print("\n    screenshot: %s (%dx%d)" % (os.path.relpath(shot, REPO_ROOT), w, h), flush=True)
+
+    @staticmethod
+    def _end_node(node):
+        if node.poll() is None:
+            node.kill()
+            node.wait(timeout=10)
+        for f in (node.stdin, node.stdout, node.stderr):
+            f.close()
+
+    def test_dashboard_lifecycle_in_chromium(self):
+        fa = self.start_fake("fa")
+        fb = self.start_fake("fb")
+        fc = self.start_fake("fc", latency_ms=int(scaled(30)))
+        endpoints = ["alpha", "bravo", "charlie"]
+        groups = [{"name": "main", "endpoints": [("alpha", fa.url), ("bravo", fb.url), ("charlie", fc.url)]}]
+        hc = {"interval_seconds": 3, "min_interval_seconds": 3, "timeout_seconds": 2}
+        procs = {"p": self.start_proxy(groups, health_check=hc)}
+        p = procs["p"]
+        wait_for(lambda: (p.status().get("current_endpoint") or {}).get("name") == "alpha",
+                 scaled(10), desc="alpha current")
+        wait_for(lambda: all(len(e["history"]) >= 2 for e in p.status()["endpoints"]),
+                 scaled(20), interval=0.2, desc="two checks per endpoint")
+        # bravo's checks fail from now on: failure marks on the chart.
+        fb.config(status=500)
+        wait_for(lambda: any(not h["ok"] for e in p.status()["endpoints"] if e["name"] == "bravo"
+                             for h in e["history"]), scaled(20), interval=0.2, desc="a failed check of bravo")
+        started = p.status()["started_at"]
+
+        shutil.rmtree(SHOTS, ignore_errors=True)
+        os.makedirs(SHOTS)
+        user_data = os.path.join(self.tmp, "chromium-profile")
+        os.makedirs(user_data)
+        env = dict(os.environ)
+        env.update({
+            "PW_DIR": NODE_DIR, "CHROMIUM": CHROMIUM, "BASE_URL": p.url, "SCENARIO": "lifecycle",
+            "ENDPOINTS": json.dumps(endpoints), "PIN_CLICK": "charlie", "FAILING": "bravo",
+            "SHOT_DIR": SHOTS, "USER_DATA": user_data, "HOME": self.tmp,
+        })
+
+        def do(what):
+            """What web_check.mjs asks of the proxy while the page is open."""
+            if what == "reload":
+                code, body = procs["p"].admin("reload")
+                self.assertEqual(code, 200, body)
+                self.assertEqual(procs["p"].status()["started_at"], started,
+                                 "a reload changed started_at: it is not a restart")
+            elif what == "stop":
+                code, killed = procs["p"].stop(scaled(15))
+                self.assertEqual((code, killed), (0, False), procs["p"].stderr_text()[-2000:])
+            elif what == "start":
+                p2 = Proxy(p.config_path, env=child_env(), port_arg=str(p.port))
+                self.addCleanup(self._stop_proxy, p2)
+                procs["p"] = p2
+                p2.settle()
+                self.assertNotEqual(p2.status()["started_at"], started)
+            else:
+                raise AssertionError("unknown request %r" % what)
+
+        node = subprocess.Popen(["node", SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=self.tmp)
+        self.addCleanup(self._end_node, node)
+        lines, errs = queue.Queue(), []
+        threading.Thread(target=lambda: [lines.put(l) for l in node.stdout] + [lines.put(None)],
+                         daemon=True).start()
+        threading.Thread(target=lambda: errs.extend(node.stderr), daemon=True).start()
+        out_lines, deadline = [], time.monotonic() + 200
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                node.kill()
+                self.fail("web_check.mjs did not finish in 200 s\nstdout: %s\nstderr: %s"
+                          % ("".join(out_lines), "".join(errs)))
+            if line is None:
+                break
+            if line.startswith("@@ask "):
+                try:
+                    do(line[6:].strip())
+                    reply = "ok"
+                except Exception as e:  # noqa: BLE001 - told to the script, raised again below
+                    reply = "err %s" % e
+                node.stdin.write(reply + "\n")
+                node.stdin.flush()
+                if reply != "ok":
+                    self.fail("while the page was open: " + reply)
+            else:
+                out_lines.append(line)
+        rc = node.wait(timeout=10)
+        self.assertEqual(rc, 0, "web_check.mjs failed:\n%s\n%s\nproxy stderr:\n%s"
+                         % ("".join(out_lines)[-3000:], "".join(errs)[-5000:],
+                            procs["p"].stderr_text()[-3000:]))
+        out = json.loads(out_lines[-1])
+        print("\n    screenshots: %s" % os.path.relpath(SHOTS, REPO_ROOT), flush=True)
+
+        # Each part is a subtest, so that a page that gets several wrong
+        # reports all of them.
+        errors = out["phase_errors"]
+        with self.subTest("chart"):
+            # Failure marks in the endpoint's colour.
+            self.assertNotIn("chart", errors)
+            self.assertTrue(out["fail_colours"])
+            for c in out["fail_colours"]:
+                self.assertEqual(c, out["ok_colour"], "bravo's failure marks are not in bravo's colour")
+        with self.subTest("legend"):
+            # The legend draws what the smoothed line looks like.
+            smoothed = [k for k in out["legend_samples"] if "smoothed" in k["text"]]
+            self.assertTrue(smoothed and smoothed[0]["drawn"] >= 1 and smoothed[0]["w"] >= 10, out["legend_samples"])
+        with self.subTest("tooltip"):
+            self.assertNotIn("tooltip", errors)
+            self.assertTrue(out["tooltip"]["visible"])
+            self.assertIn(out["tooltip"]["ep"], out["tooltip"]["text"])
+            self.assertRegex(out["tooltip"]["text"], r"\d\d:\d\d:\d\d .* ms")
+        with self.subTest("1400 px layout"):
+            # Whole card subtitles, no empty band under the controls.
+            self.assertFalse(out["wide"]["tokens_cut"], out["wide"])
+            self.assertLessEqual(out["wide"]["below_controls"], 16, out["wide"])
+        with self.subTest("before the stop"):
+            # A reload is not a restart; a click's switch and an error show.
+            self.assertNotIn("before", errors)
+            self.assertEqual(out["restarts_before"], "0")
+            self.assertIn("charlie", out["banner_before"])
+            self.assertIn("zt stale notice", out["notice_before"])
+        with self.subTest("disconnected"):
+            # The proxy stopped: said so, greyed, nothing counting on.
+            self.assertNotIn("down", errors)
+            for d in (out["down"]["first"], out["down"]["later"]):
+                self.assertTrue(d["page_text"], "no 'disconnected since' on the page")
+                self.assertRegex(d["banner"], r"disconnected since \d\d:\d\d:\d\d")
+                self.assertTrue(d["banner_shown"])
+                self.assertTrue(d["opacity"] < 0.8 or "grayscale" in d["filter"], d)
+                self.assertNotIn("next in", d["checks_sub"])
+                self.assertEqual(d["uptime"], "\u2013")
+                self.assertFalse(d["switch_shown"], "the old switch banner is still up")
+            self.assertEqual(out["down"]["first"]["checks_sub"], out["down"]["later"]["checks_sub"])
+            self.assertEqual(out["down"]["first"]["banner"], out["down"]["later"]["banner"])
+        with self.subTest("restarted"):
+            # A restart, not a switch; the old notice is gone.
+            a = out["after"]
+            self.assertTrue(a["restart_shown"], a)
+            self.assertIn("restarted", a["restart_banner"])
+            self.assertFalse(a["switch_shown"], a)
+            self.assertNotIn("switched", a["switch_text"])
+            self.assertNotIn("zt stale notice", a["notice"])
+            self.assertFalse(a["greyed"] or a["down_shown"], a)
+            self.assertGreaterEqual(a["restart_marks"], 1)
+            self.assertTrue(any("restart" in e for e in a["events"]), a["events"])
+        with self.subTest("line breaks"):
+            self.assertGreaterEqual(out["check_runs"], 2, "alpha's check line joins straight across the restart")
+        with self.subTest("check_error and panic"):
+            self.assertNotIn("flags", errors)
+            f = out["flags"]
+            self.assertIn("zt model claude-gone", f["row"])
+            self.assertIn("check error", f["row"])
+            self.assertTrue(f["cerr_shown"])
+            self.assertIn("panic", f["group_card"])
+            self.assertGreaterEqual(f["panic_tags"], 1)
+        with self.subTest("390 px phone"):
+            ph = out["phone"]
+            self.assertEqual(ph["inner_width"], 390)
+            self.assertLessEqual(ph["scroll_width"], ph["inner_width"], "the page scrolls sideways")
+            self.assertEqual(len(ph["pins"]), 3)
+            for b in ph["pins"]:
+                self.assertGreaterEqual(b["l"], 0, ph["pins"])
+                self.assertLessEqual(b["r"], ph["inner_width"], ph["pins"])
+            self.assertLess(ph["cards"]["b"], 0.6 * ph["inner_height"], "the cards fill the first screen")
+            self.assertGreaterEqual(ph["labels"], 7)
+            self.assertEqual(ph["label_overlaps"], 0, "chart axis labels overlap")
+        self.assertEqual(out["phase_errors"], {})
+        self.assertEqual(out["external_requests"], [])
+        self.assertEqual(out["problems"], [], "script errors in the page")
+        for name in ("wide-live.png", "wide-down.png", "wide-restarted.png", "phone.png"):
+            self.assertGreater(os.path.getsize(os.path.join(SHOTS, name)), 10000, name)
 
 
 if __name__ == "__main__":
