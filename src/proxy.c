@@ -168,14 +168,6 @@ static void proxy_maybe_idle(struct proxy *px)
         px->idle_cb(px->idle_ud);
 }
 
-static void usage_add(struct usage *to, const struct usage *u)
-{
-    to->input += u->input;
-    to->output += u->output;
-    to->cache_read += u->cache_read;
-    to->cache_creation += u->cache_creation;
-}
-
 /* One JSON line per request: no bodies, no headers, no secrets. */
 static void preq_log_json(struct preq *p, int status, const char *outcome, uint64_t total_ms)
 {
@@ -243,9 +235,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     }
     if (px->reqlog)
         preq_log_json(p, status, outcome, total);
-    usage_add(&px->st->live_tokens, &p->usage);
-    if (p->ep >= 0)
-        usage_add(&st->eps[p->ep].live_tokens, &p->usage);
+    state_count_tokens(px->st, st, p->ep, &p->usage);
     if (px->metrics)
         metrics_request(px->metrics, p->ep >= 0 ? st->eps[p->ep].name : NULL,
                         st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,
@@ -414,7 +404,10 @@ static void preq_commit(struct preq *p)
     p->holding = false;
     p->t.state = TRACK_STREAMING;
     if (p->status >= 200 && p->status < 300) {
-        state_live_success(st, p->ep, p->ttfb_ms, now);
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_OK,
+                                             .ttfb_ms = p->ttfb_ms},
+                     now, 0);
         state_bind_session(st, p->session_key, p->ep, now);
         state_served(st, p->ep, now);
     }
@@ -549,7 +542,10 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         return;
     }
     if (kind != FAIL_RATE_LIMIT && kind != FAIL_USAGE_CAP && kind != FAIL_MODEL)
-        state_live_failure_status(st, p->ep, status, why, now);
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
+                                             .status = status, .error = why},
+                     now, 0);
     if (!preq_can_retry(p)) {
         p->give_up = true;
         return;
@@ -718,7 +714,11 @@ static bool preq_judge_error_body(struct preq *p)
     if (p->status == 404 && p->model && body_model_missing(p->held.data, p->held.len)) {
         /* Not a failure of the endpoint: try one that may serve the model;
          * when none is left, the client gets this 404 as it is. */
-        state_model_missing(p->st, p->ep, p->model, now);
+        state_report(p->st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                             .kind = STATE_MODEL_MISSING, .status = 404,
+                                             .model = p->model},
+                     now, 0);
         if (!preq_can_retry(p))
             return false;
         snprintf(why, sizeof why, "404 model %s not served", p->model);
@@ -729,7 +729,11 @@ static bool preq_judge_error_body(struct preq *p)
     if (!body_usage_cap(p->status, p->held.data, p->held.len, why, sizeof why))
         return false;
     long long rest = usage_cap_rest_s(p);
-    state_usage_capped(p->st, p->ep, now + (uint64_t)rest * 1000u, why, now);
+    state_report(p->st, p->ep,
+                 &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_USAGE_CAPPED,
+                                         .status = p->status, .error = why,
+                                         .rest_until_ms = now + (uint64_t)rest * 1000u},
+                 now, 0);
     buf_reset(&p->held);
     preq_failed(p, FAIL_USAGE_CAP, p->status, why);
     return true;
@@ -769,7 +773,11 @@ static bool preq_headers_done(struct preq *p)
     }
     if (p->status == 429) {
         long long rest = rate_limit_rest_s(p);
-        state_rate_limited(st, p->ep, now + (uint64_t)rest * 1000u, now);
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                             .kind = STATE_RATE_LIMITED, .status = 429,
+                                             .rest_until_ms = now + (uint64_t)rest * 1000u},
+                     now, 0);
         char why[64];
         snprintf(why, sizeof why, "429 rate limited for %llds", rest);
         preq_failed(p, FAIL_RATE_LIMIT, 429, why);
@@ -784,8 +792,12 @@ static bool preq_headers_done(struct preq *p)
     const struct cfg_group *cg = st->groups[st->eps[p->ep].group].cfg;
     if ((p->status == 401 || p->status == 403) &&
         config_ep_token(cg, &cg->endpoints[st->eps[p->ep].index]))
-        state_live_auth_failure(st, p->ep, p->status == 401 ? "token refused (401)"
-                                                            : "token refused (403)", now);
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                             .kind = STATE_AUTH_FAILED, .status = p->status,
+                                             .error = p->status == 401 ? "token refused (401)"
+                                                                       : "token refused (403)"},
+                     now, 0);
     if (!p->c)
         return false;
     if (p->status == 200 && p->is_sse && p->cfg->stream_holdback_ms > 0) {
@@ -985,8 +997,11 @@ static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
             if (p->is_sse && p->saw_start && !p->saw_stop && !p->saw_error) {
                 /* A clean close without message_stop is not a success.  (An
                  * upstream error event already told the client so.) */
-                state_live_failure(p->st, p->ep, "stream ended without message_stop",
-                                   now_mono_ms());
+                state_report(p->st, p->ep,
+                             &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                                     .kind = STATE_DOWN,
+                                                     .error = "stream ended without message_stop"},
+                             now_mono_ms(), 0);
                 preq_break(p, "stream ended without message_stop");
                 return;
             }
@@ -1001,7 +1016,10 @@ static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
         }
         if (p->committed) {
             snprintf(p->fail, sizeof p->fail, "%s", msg);
-            state_live_failure(p->st, p->ep, p->fail, now_mono_ms());
+            state_report(p->st, p->ep,
+                         &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
+                                                 .error = p->fail},
+                         now_mono_ms(), 0);
             preq_break(p, p->fail);
             return;
         }
@@ -1036,7 +1054,7 @@ static void preq_next(struct preq *p)
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     p->retry = false;
-    p->px->st->retries_total++; /* the totals live in the newest state */
+    state_count_retry(p->px->st); /* the totals live in the newest state */
     if (p->wait_until_ms) {
         /* In place, once its wait is over: the tick starts it. */
         log_info("%s attempt %u on %s failed (%s); retrying it in %d ms", p->t.idstr,
@@ -1193,7 +1211,10 @@ static void preq_timeout(struct preq *p, const char *why)
     up_abort(p->ux);
     p->ux = NULL;
     if (p->committed) {
-        state_live_failure(p->st, p->ep, why, now_mono_ms());
+        state_report(p->st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
+                                             .error = why},
+                     now_mono_ms(), 0);
         preq_break(p, why);
         return;
     }
@@ -1323,8 +1344,7 @@ struct proxy *proxy_new(uv_loop_t *loop, struct upstream *up, struct state *st,
     px->tick.data = px;
     dheap_init(&px->due);
     proxy_open_reqlog(px);
-    st->ep_failed_cb = proxy_ep_failed;
-    st->ep_failed_ud = px;
+    state_set_failed_cb(st, proxy_ep_failed, px);
     return px;
 }
 
@@ -1332,8 +1352,7 @@ void proxy_set_config(struct proxy *px, struct state *st, const struct config *c
 {
     px->st = st;
     px->cfg = cfg;
-    st->ep_failed_cb = proxy_ep_failed;
-    st->ep_failed_ud = px;
+    state_set_failed_cb(st, proxy_ep_failed, px);
     proxy_open_reqlog(px);
 }
 

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "state.h"
+#include "state_reports.h"
 #include "util.h"
 
 #define BIG 300
@@ -52,7 +53,7 @@ static const char *ep_name(const struct state *st, int ep)
 static void all_healthy(struct state *st, uint64_t now)
 {
     for (size_t i = 0; i < st->n_eps; i++)
-        state_check_result(st, (int)i, true, false, 100.0 + (double)i, -1, NULL, NULL, now, now);
+        report_check(st, (int)i, true, false, 100.0 + (double)i, -1, NULL, NULL, now, now);
 }
 
 static void test_big_group_routes(void **unused)
@@ -60,7 +61,7 @@ static void test_big_group_routes(void **unused)
     (void)unused;
     struct config *cfg = load_groups();
     struct state *st = state_new(cfg, 1000, 1000);
-    st->owned_cfg = cfg;
+    state_own_config(st, cfg);
     int big = state_find_group(st, "big");
     assert_true(big >= 0);
     char err[128] = "";
@@ -92,7 +93,7 @@ static void test_pin_beyond_256(void **unused)
     (void)unused;
     struct config *cfg = load_groups();
     struct state *st = state_new(cfg, 1000, 1000);
-    st->owned_cfg = cfg;
+    state_own_config(st, cfg);
     all_healthy(st, 1500);
     char err[128] = "";
     int e = state_find_ep(st, "e299");
@@ -103,13 +104,13 @@ static void test_pin_beyond_256(void **unused)
     assert_string_equal(ep_name(st, state_current_ep(st)), "e299");
     assert_string_equal(ep_name(st, state_route(st, NULL, 2000)), "e299");
     /* A check result re-evaluates every group; the pin holds. */
-    state_check_result(st, e, true, false, 500, -1, NULL, NULL, 3000, 3000);
+    report_check(st, e, true, false, 500, -1, NULL, NULL, 3000, 3000);
     assert_string_equal(ep_name(st, state_route(st, NULL, 3000)), "e299");
 
     /* Pinned state survives a reload into another state of the same size. */
     struct config *cfg2 = load_groups();
     struct state *st2 = state_new(cfg2, 4000, 4000);
-    st2->owned_cfg = cfg2;
+    state_own_config(st2, cfg2);
     state_take_over(st2, st, 4000);
     state_evaluate(st2, 4000);
     assert_string_equal(ep_name(st2, state_route(st2, NULL, 4000)), "e299");
@@ -124,12 +125,12 @@ static void test_auto_picks_last_when_fastest(void **unused)
     (void)unused;
     struct config *cfg = load_groups();
     struct state *st = state_new(cfg, 1000, 1000);
-    st->owned_cfg = cfg;
+    state_own_config(st, cfg);
     char err[128] = "";
     assert_int_equal(state_set_group(st, state_find_group(st, "big"), 1000, err, sizeof err), 0);
     int last = state_find_ep(st, "e299");
     for (size_t i = 0; i < st->n_eps; i++)
-        state_check_result(st, (int)i, true, false, (int)i == last ? 5.0 : 900.0, -1, NULL, NULL,
+        report_check(st, (int)i, true, false, (int)i == last ? 5.0 : 900.0, -1, NULL, NULL,
                            2000, 2000);
     assert_string_equal(ep_name(st, state_current_ep(st)), "e299");
     assert_string_equal(ep_name(st, state_route(st, NULL, 2000)), "e299");
