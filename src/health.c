@@ -508,17 +508,16 @@ static void on_check_timer(uv_timer_t *t);
 static struct check *check_new(struct health *h, int ep)
 {
     struct check *c = xcalloc(1, sizeof *c);
-    const struct ep *e = &h->st->eps[ep];
-    const struct cfg_group *g = h->st->groups[e->group].cfg;
+    const struct cfg_group *g;
+    const struct cfg_endpoint *ce = state_ep_cfg(h->st, ep, &g);
     c->h = h;
     c->ep = ep;
     c->method = h->cfg->method;
     c->timeout_s = h->cfg->timeout_s >= 1 ? h->cfg->timeout_s : 1;
-    const struct cfg_endpoint *ce = &g->endpoints[e->index];
     const char *tok = config_ep_token(g, ce);
     c->token = tok && tok[0] ? xstrdup(tok) : NULL;
     c->auth = config_ep_auth(g, ce);
-    snprintf(c->ep_name, sizeof c->ep_name, "%s", e->name);
+    snprintf(c->ep_name, sizeof c->ep_name, "%s", state_ep_name(h->st, ep));
     buf_init(&c->reply, HEALTH_REPLY_CAP);
     buf_init(&c->out_buf, HEALTH_OUT_KEEP);
     buf_init(&c->err_buf, HEALTH_ERR_KEEP);
@@ -684,10 +683,9 @@ static char *http_body(const struct health *h, const char *model)
 static int check_http_start(struct check *c, char *reason, size_t rlen)
 {
     struct health *h = c->h;
-    const struct ep *e = &h->st->eps[c->ep];
     const char *path =
         c->method == CHECK_COUNT_TOKENS ? "/v1/messages/count_tokens" : "/v1/messages";
-    char *url = hdr_url_join(e->url, path);
+    char *url = hdr_url_join(state_ep_url(h->st, c->ep), path);
     if (!url) {
         snprintf(reason, rlen, "endpoint url is not usable");
         return -1;
@@ -703,8 +701,7 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         buf_appendf(&c->hdrs, "%s%s\r\n",
                     c->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ", c->token);
     }
-    const struct cfg_group *g = h->st->groups[e->group].cfg;
-    const struct cfg_endpoint *ce = &g->endpoints[e->index];
+    const struct cfg_endpoint *ce = state_ep_cfg(h->st, c->ep, NULL);
     for (size_t i = 0; i < ce->n_headers; i++)
         buf_appendf(&c->hdrs, "%s: %s\r\n", ce->headers[i].name, ce->headers[i].value);
     c->ttfb_ms = -1;
@@ -748,14 +745,14 @@ static const char *const health_env_keep[] = {
 };
 
 /* True when value holds the token of any group. */
-static bool holds_a_token(const struct state *st, const char *value)
+static bool holds_a_token(const struct config *cfg, const char *value)
 {
-    for (size_t g = 0; g < st->n_groups; g++) {
-        const char *t = st->groups[g].cfg->token;
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        const char *t = cfg->groups[g].token;
         if (t && strlen(t) >= 4 && strstr(value, t))
             return true;
-        for (size_t e = 0; e < st->groups[g].cfg->n_endpoints; e++) {
-            t = st->groups[g].cfg->endpoints[e].token;
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
+            t = cfg->groups[g].endpoints[e].token;
             if (t && strlen(t) >= 4 && strstr(value, t))
                 return true;
         }
@@ -767,14 +764,13 @@ static bool holds_a_token(const struct state *st, const char *value)
 static char **cli_env(const struct check *c)
 {
     const struct health *h = c->h;
-    const struct ep *e = &h->st->eps[c->ep];
     size_t n = sizeof health_env_keep / sizeof health_env_keep[0] + 4;
     char **env = xcalloc(n, sizeof *env);
     size_t k = 0;
     bool have_path = false;
     for (size_t i = 0; health_env_keep[i]; i++) {
         const char *v = getenv(health_env_keep[i]);
-        if (!v || holds_a_token(h->st, v))
+        if (!v || holds_a_token(h->cfg, v))
             continue;
         if (strcmp(health_env_keep[i], "PATH") == 0)
             have_path = true;
@@ -782,7 +778,7 @@ static char **cli_env(const struct check *c)
     }
     if (!have_path)
         env[k++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
-    env[k++] = xasprintf("ANTHROPIC_BASE_URL=%s", e->url);
+    env[k++] = xasprintf("ANTHROPIC_BASE_URL=%s", state_ep_url(h->st, c->ep));
     if (c->token)
         env[k++] = xasprintf("ANTHROPIC_AUTH_TOKEN=%s", c->token);
     env[k++] = xstrdup("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1");
@@ -1286,7 +1282,7 @@ static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
 {
     struct probe *p = ud;
     struct health *h = p->h;
-    const struct ep *e = &h->st->eps[p->ep];
+    const char *name = state_ep_name(h->st, p->ep);
     p->ux = NULL;
     cJSON *j = rc == UP_OK && p->status == 200
                    ? cJSON_ParseWithLength(p->reply.data ? p->reply.data : "", p->reply.len)
@@ -1294,7 +1290,7 @@ static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
     if (!cJSON_IsArray(data)) {
         log_debug("health: %s: GET /v1/models gave no model list (%s, HTTP %d); not checked",
-                  e->name, rc == UP_OK ? "ok" : msg, p->status);
+                  name, rc == UP_OK ? "ok" : msg, p->status);
     } else {
         bool found = false;
         const char *first = NULL;
@@ -1317,7 +1313,7 @@ static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
                                 shown);
             state_publish_models_warning(h->st, p->ep, w);
             free(w);
-            log_warn("endpoint %s: %s", e->name, e->models_warning);
+            log_warn("endpoint %s: %s", name, state_ep_models_warning(h->st, p->ep));
         } else {
             state_publish_models_warning(h->st, p->ep, NULL);
         }
@@ -1337,9 +1333,9 @@ static void probes_start(struct health *h)
     if (h->cfg->method == CHECK_CLI || h->timing)
         return;
     for (size_t i = 0; i < h->n_eps; i++) {
-        const struct ep *e = &h->st->eps[i];
-        const struct cfg_group *g = h->st->groups[e->group].cfg;
-        char *url = hdr_url_join(e->url, "/v1/models");
+        const struct cfg_group *g;
+        state_ep_cfg(h->st, (int)i, &g);
+        char *url = hdr_url_join(state_ep_url(h->st, (int)i), "/v1/models");
         if (!url)
             continue;
         struct probe *p = xcalloc(1, sizeof *p);
@@ -1748,7 +1744,7 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
     t.cycles = xcalloc((size_t)cycles, sizeof *t.cycles);
     for (int k = 0; k < cycles; k++)
         buf_init(&t.cycles[k].detail, 4096);
-    t.n_eps = st->n_eps;
+    t.n_eps = state_n_eps(st);
     t.tol_ms = 0.05 * interval_s * 1000.0;
     if (t.tol_ms < 100)
         t.tol_ms = 100;
@@ -1765,7 +1761,8 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
 
     printf("claude-zephyr timing test: %d cycle%s every %.3f s, %zu endpoint%s, method %s, "
            "timeout %d s, tolerance %.0f ms\n",
-           cycles, cycles == 1 ? "" : "s", interval_s, st->n_eps, st->n_eps == 1 ? "" : "s",
+           cycles, cycles == 1 ? "" : "s", interval_s, state_n_eps(st),
+           state_n_eps(st) == 1 ? "" : "s",
            method_name(cfg->method), cfg->timeout_s, t.tol_ms);
     if ((double)cfg->timeout_s >= interval_s)
         printf("note: timeout_seconds (%d) is not below the interval; a check that hangs "
@@ -1790,11 +1787,11 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
         if (timing_cycle_passes(&t, c))
             passed++;
     }
-    bool pass = passed == cycles && st->n_eps > 0;
+    bool pass = passed == cycles && state_n_eps(st) > 0;
     printf("\nsummary: %s: %d of %d cycle%s on time and complete (worst start error %+.1f ms, "
            "tolerance %.0f ms)%s\n",
            pass ? "PASS" : "FAIL", passed, cycles, cycles == 1 ? "" : "s", worst, t.tol_ms,
-           st->n_eps ? "" : "; no endpoints configured");
+           state_n_eps(st) ? "" : "; no endpoints configured");
     fflush(stdout);
 
     for (int k = 0; k < cycles; k++)

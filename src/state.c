@@ -889,6 +889,11 @@ const char *state_ep_url(const struct state *st, int ep)
     return st->eps[ep].url;
 }
 
+const char *state_ep_models_warning(const struct state *st, int ep)
+{
+    return st->eps[ep].models_warning;
+}
+
 const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
                                         const struct cfg_group **group)
 {

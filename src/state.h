@@ -377,6 +377,8 @@ size_t state_n_eps(const struct state *st);
 size_t state_n_tracks(const struct state *st);
 const char *state_ep_name(const struct state *st, int ep);
 const char *state_ep_url(const struct state *st, int ep);
+/* The models warning state_publish_models_warning() kept (cut to fit), "" when none. */
+const char *state_ep_models_warning(const struct state *st, int ep);
 /* The configuration of endpoint ep and of its group. */
 const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
                                         const struct cfg_group **group);
