@@ -508,8 +508,8 @@ static bool access_allowed(struct app *a, const struct http_req *req, bool own)
     const struct http_hdr *h = http_req_header(req, "x-zephyr-key");
     if (h)
         return guard_key_eq(h->value, h->value_len, key);
-    const struct group *g = &a->st->groups[a->st->current_group];
-    if (!own && !g->cfg->token)
+    const struct cfg_group *g = state_group_cfg(a->st, state_current_group(a->st));
+    if (!own && !g->token)
         return false; /* the client's credentials belong to the upstream */
     h = http_req_header(req, "x-api-key");
     if (!own && h && guard_key_eq(h->value, h->value_len, key))
@@ -865,8 +865,8 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     }
     log_info("claude-zephyr %s listening on http://%s", ZEPHYR_VERSION, a->listen);
     int cur = state_current_ep(a->st);
-    log_info("group %s, endpoint %s", a->st->groups[a->st->current_group].name,
-             cur >= 0 ? a->st->eps[cur].name : "none");
+    log_info("group %s, endpoint %s", state_group_name(a->st, state_current_group(a->st)),
+             cur >= 0 ? state_ep_name(a->st, cur) : "none");
     if (a->demo)
         demo_announce(a->demo, a->listen);
     health_start(a->health);

@@ -158,13 +158,13 @@ static void preq_scan_start(struct preq *p);
 
 static void proxy_maybe_idle(struct proxy *px)
 {
-    if (px->st->n_tracks == 0 && px->tick_running) {
+    if (state_n_tracks(px->st) == 0 && px->tick_running) {
         uv_timer_stop(&px->tick);
         px->tick_running = false;
     }
     if (px->end_cb)
         px->end_cb(px->end_ud);
-    if (px->st->n_tracks == 0 && px->idle_cb)
+    if (state_n_tracks(px->st) == 0 && px->idle_cb)
         px->idle_cb(px->idle_ud);
 }
 
@@ -331,8 +331,8 @@ static const char *utc_after(unsigned secs, char *out, size_t size)
 static void preq_nowhere(struct preq *p)
 {
     struct state *st = p->st;
-    size_t gi = p->ep >= 0 ? st->eps[p->ep].group : st->current_group;
-    const struct group *g = &st->groups[gi];
+    size_t gi = p->ep >= 0 ? state_ep_group(st, p->ep) : state_current_group(st);
+    const char *gname = state_group_name(st, gi);
     struct state_unusable why;
     state_why_unusable(st, gi, now_mono_ms(), &why);
     if (why.cause == EP_CAUSE_DOWN && p->n_failed && p->n_rate_limited == p->n_failed)
@@ -379,10 +379,10 @@ static void preq_nowhere(struct preq *p)
     }
     char *msg;
     if (p->attempts)
-        msg = xasprintf("all %u attempt(s) failed in group %s%s%s: %s", p->attempts, g->name,
+        msg = xasprintf("all %u attempt(s) failed in group %s%s%s: %s", p->attempts, gname,
                         what[0] ? "; " : "", what, detail);
     else
-        msg = xasprintf("%s in group %s: %s", what, g->name, detail);
+        msg = xasprintf("%s in group %s: %s", what, gname, detail);
     if (status == 429 || status == 529 || status == 503)
         snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
     /* Drop the trailing "; " of the attempt log. */
@@ -411,17 +411,17 @@ static void preq_commit(struct preq *p)
         state_bind_session(st, p->session_key, p->ep, now);
         state_served(st, p->ep, now);
     }
-    const char *gname = st->groups[st->eps[p->ep].group].name;
-    if (st->eps[p->ep].group != p->group0)
+    const char *gname = state_group_name(st, state_ep_group(st, p->ep));
+    if (state_ep_group(st, p->ep) != p->group0)
         log_info("%s served by fallback group %s (%s) for group %s", p->t.idstr, gname,
-                 st->eps[p->ep].name, st->groups[p->group0].name);
+                 state_ep_name(st, p->ep), state_group_name(st, p->group0));
     if (!p->c)
         return;
     buf_append(&p->resp_hdrs, "x-zephyr-group: ", 16);
     buf_append_str(&p->resp_hdrs, gname);
     buf_append(&p->resp_hdrs, "\r\n", 2);
     buf_append(&p->resp_hdrs, "x-zephyr-endpoint: ", 19);
-    buf_append_str(&p->resp_hdrs, st->eps[p->ep].name);
+    buf_append_str(&p->resp_hdrs, state_ep_name(st, p->ep));
     buf_append(&p->resp_hdrs, "\r\nx-zephyr-attempts: ", 21);
     buf_append_ull(&p->resp_hdrs, p->attempts);
     buf_append(&p->resp_hdrs, "\r\n", 2);
@@ -471,25 +471,25 @@ static bool status_retryable(int status)
 static int preq_pick(const struct preq *p, uint64_t now, size_t *pos)
 {
     struct state *st = p->st;
-    const struct cfg_group *g0 = st->groups[p->group0].cfg;
+    const struct cfg_group *g0 = state_group_cfg(st, p->group0);
     for (size_t k = p->chain_pos; k <= g0->n_fallback; k++) {
         size_t gi = k == 0 ? p->group0 : g0->fallback[k - 1];
-        const struct group *g = &st->groups[gi];
-        if (g->n == 0)
+        size_t first, n = state_group_eps(st, gi, &first);
+        if (n == 0)
             continue;
         /* Endpoints known not to serve the request's model count as tried. */
-        const bool *tried = p->tried + g->first;
+        const bool *tried = p->tried + first;
         bool *skip = NULL;
-        for (size_t i = 0; p->model && i < g->n; i++) {
-            if (tried[i] || state_ep_serves(st, (int)(g->first + i), p->model, now))
+        for (size_t i = 0; p->model && i < n; i++) {
+            if (tried[i] || state_ep_serves(st, (int)(first + i), p->model, now))
                 continue;
             if (!skip) {
-                skip = xmalloc(g->n * sizeof *skip);
-                memcpy(skip, tried, g->n * sizeof *skip);
+                skip = xmalloc(n * sizeof *skip);
+                memcpy(skip, tried, n * sizeof *skip);
             }
             skip[i] = true;
         }
-        int e = state_next_ep(st, (int)g->first, skip ? skip : tried, now);
+        int e = state_next_ep(st, (int)first, skip ? skip : tried, now);
         free(skip);
         if (e >= 0) {
             *pos = k;
@@ -527,7 +527,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     snprintf(p->fail, sizeof p->fail, "%s", why);
-    buf_appendf(&p->attempt_log, "%s: %s; ", st->eps[p->ep].name, why);
+    buf_appendf(&p->attempt_log, "%s: %s; ", state_ep_name(st, p->ep), why);
     p->n_failed++;
     if (kind == FAIL_RATE_LIMIT || kind == FAIL_USAGE_CAP)
         p->n_rate_limited++;
@@ -561,7 +561,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
                              : status >= 500           ? "5xx"
                              : status == 0             ? "transfer"
                                                        : "stream";
-        metrics_retry(p->px->metrics, st->eps[p->ep].name, reason);
+        metrics_retry(p->px->metrics, state_ep_name(st, p->ep), reason);
     }
 }
 
@@ -789,9 +789,9 @@ static bool preq_headers_done(struct preq *p)
         preq_failed(p, FAIL_ERROR, p->status, why);
         return false;
     }
-    const struct cfg_group *cg = st->groups[st->eps[p->ep].group].cfg;
-    if ((p->status == 401 || p->status == 403) &&
-        config_ep_token(cg, &cg->endpoints[st->eps[p->ep].index]))
+    const struct cfg_group *cg;
+    const struct cfg_endpoint *ce = state_ep_cfg(st, p->ep, &cg);
+    if ((p->status == 401 || p->status == 403) && config_ep_token(cg, ce))
         state_report(st, p->ep,
                      &(struct state_outcome){.source = STATE_FROM_LIVE,
                                              .kind = STATE_AUTH_FAILED, .status = p->status,
@@ -873,9 +873,9 @@ static void preq_unreadable(struct preq *p, const char *reason)
     usage_inflate_release(&p->gz);
     p->unreadable = true;
     log_info("%s usage of the reply from %s not counted: %s", p->t.idstr,
-             p->st->eps[p->ep].name, reason);
+             state_ep_name(p->st, p->ep), reason);
     if (p->px->metrics)
-        metrics_usage_unreadable(p->px->metrics, p->st->eps[p->ep].name, reason);
+        metrics_usage_unreadable(p->px->metrics, state_ep_name(p->st, p->ep), reason);
 }
 
 /* Called once the response head is in: a compressed reply gets an inflater
@@ -1058,7 +1058,7 @@ static void preq_next(struct preq *p)
     if (p->wait_until_ms) {
         /* In place, once its wait is over: the tick starts it. */
         log_info("%s attempt %u on %s failed (%s); retrying it in %d ms", p->t.idstr,
-                 p->attempts, st->eps[p->ep].name, p->fail,
+                 p->attempts, state_ep_name(st, p->ep), p->fail,
                  p->cfg->overloaded_retry_in_place_ms);
         p->t.state = TRACK_WAITING;
         preq_schedule(p);
@@ -1071,7 +1071,7 @@ static void preq_next(struct preq *p)
         return;
     }
     log_info("%s attempt %u on %s failed (%s); retrying on %s", p->t.idstr, p->attempts,
-             st->eps[p->ep].name, p->fail, st->eps[next].name);
+             state_ep_name(st, p->ep), p->fail, state_ep_name(st, next));
     state_track_route(&p->t, p->st, next);
     p->ep = next;
     preq_attempt(p);
@@ -1311,7 +1311,7 @@ static void proxy_ep_failed(void *ud, struct state *st, int ep)
     uint64_t now = now_mono_ms();
     if (st != px->st)
         return;
-    for (struct track *t = st->tracks; t; t = t->next) {
+    for (struct track *t = state_tracks(st); t; t = t->next) {
         struct preq *p = (struct preq *)t;
         if (t->ep != ep || p->st != st || !p->ux || p->headers_done || p->committed)
             continue;
@@ -1372,8 +1372,8 @@ void proxy_free(struct proxy *px)
         return;
     px->idle_cb = NULL;
     px->end_cb = NULL;
-    while (px->st->tracks) {
-        struct preq *p = (struct preq *)px->st->tracks;
+    while (state_tracks(px->st)) {
+        struct preq *p = (struct preq *)state_tracks(px->st);
         if (p->committed)
             preq_break(p, "proxy shutting down");
         else
@@ -1388,7 +1388,7 @@ void proxy_free(struct proxy *px)
 
 size_t proxy_active(const struct proxy *px)
 {
-    return px->st->n_tracks;
+    return state_n_tracks(px->st);
 }
 
 void proxy_on_idle(struct proxy *px, void (*cb)(void *ud), void *ud)
@@ -1591,8 +1591,8 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     else
         p->session_key = body_user_id(p->body.data, p->body.len);
 
-    p->group0 = st->current_group;
-    p->tried = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *p->tried);
+    p->group0 = state_current_group(st);
+    p->tried = xcalloc(state_n_eps(st) ? state_n_eps(st) : 1, sizeof *p->tried);
     buf_init(&p->hdrs, SIZE_MAX);
     buf_init(&p->creds, SIZE_MAX);
     build_headers(&p->hdrs, &p->creds, req);

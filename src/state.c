@@ -889,6 +889,37 @@ const char *state_ep_url(const struct state *st, int ep)
     return st->eps[ep].url;
 }
 
+size_t state_ep_group(const struct state *st, int ep)
+{
+    return st->eps[ep].group;
+}
+
+size_t state_current_group(const struct state *st)
+{
+    return st->current_group;
+}
+
+const char *state_group_name(const struct state *st, size_t g)
+{
+    return st->groups[g].name;
+}
+
+const struct cfg_group *state_group_cfg(const struct state *st, size_t g)
+{
+    return st->groups[g].cfg;
+}
+
+size_t state_group_eps(const struct state *st, size_t g, size_t *first)
+{
+    *first = st->groups[g].first;
+    return st->groups[g].n;
+}
+
+struct track *state_tracks(const struct state *st)
+{
+    return st->tracks;
+}
+
 const char *state_ep_models_warning(const struct state *st, int ep)
 {
     return st->eps[ep].models_warning;

@@ -18,8 +18,9 @@
  * state_report(); what the checker knows about its schedule through the
  * state_check_* and state_publish_* calls; the proxy's counters through
  * state_count_*.  Readers outside use the accessors or a snapshot
- * (state_snapshot_take); the struct definitions are still visible for
- * status.c and the tests (making them private is the next step).
+ * (state_snapshot_take); the struct definitions are still visible, read-only,
+ * for status.c, the tests and a few proxy.c lines (making them private is
+ * the next step).
  */
 #ifndef ZEPHYR_STATE_H
 #define ZEPHYR_STATE_H
@@ -379,6 +380,15 @@ const char *state_ep_name(const struct state *st, int ep);
 const char *state_ep_url(const struct state *st, int ep);
 /* The models warning state_publish_models_warning() kept (cut to fit), "" when none. */
 const char *state_ep_models_warning(const struct state *st, int ep);
+/* Endpoint ep's group; the current group; a group's name and configuration;
+ * the endpoints of group g are first .. first + n - 1 (returns n). */
+size_t state_ep_group(const struct state *st, int ep);
+size_t state_current_group(const struct state *st);
+const char *state_group_name(const struct state *st, size_t g);
+const struct cfg_group *state_group_cfg(const struct state *st, size_t g);
+size_t state_group_eps(const struct state *st, size_t g, size_t *first);
+/* The first of the requests in flight (follow track.next), or NULL. */
+struct track *state_tracks(const struct state *st);
 /* The configuration of endpoint ep and of its group. */
 const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
                                         const struct cfg_group **group);
