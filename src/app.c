@@ -81,6 +81,12 @@ static void respond_json(struct conn *c, int status, cJSON *o)
     cJSON_Delete(o);
 }
 
+/* The state's switch callback: switches are counted in the metrics. */
+static void app_on_switch(void *ud, const char *reason)
+{
+    metrics_switch(ud, reason);
+}
+
 static cJSON *app_status(struct app *a)
 {
     struct status_info info = {
@@ -267,7 +273,7 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     uint64_t now = now_mono_ms();
     struct state *old = a->st;
     struct state *st = state_new(cfg, now, now_wall_ms());
-    st->owned_cfg = cfg;
+    state_own_config(st, cfg);
     state_take_over(st, old, now);
     a->st = st;
     a->cfg = cfg;
@@ -277,7 +283,7 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     health_set_config(a->health, st, cfg);
     state_retire(old);
     log_info("configuration reloaded from %s (%zu group(s), %zu endpoint(s))", path,
-             cfg->n_groups, st->n_eps);
+             cfg->n_groups, state_n_eps(st));
     state_event(st, "info", "", "", "reload", "configuration reloaded");
     health_poke(a->health);
     return 0;
@@ -502,8 +508,8 @@ static bool access_allowed(struct app *a, const struct http_req *req, bool own)
     const struct http_hdr *h = http_req_header(req, "x-zephyr-key");
     if (h)
         return guard_key_eq(h->value, h->value_len, key);
-    const struct group *g = &a->st->groups[a->st->current_group];
-    if (!own && !g->cfg->token)
+    const struct cfg_group *g = state_group_cfg(a->st, state_current_group(a->st));
+    if (!own && !g->token)
         return false; /* the client's credentials belong to the upstream */
     h = http_req_header(req, "x-api-key");
     if (!own && h && guard_key_eq(h->value, h->value_len, key))
@@ -606,7 +612,10 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         struct metrics_upstream up;
         upstream_counts(a->up, &up.open, &up.idle);
         up.log_lines_dropped = log_lines_dropped();
-        metrics_render(a->metrics, a->st, &up, &out);
+        struct state_snapshot snap;
+        state_snapshot_take(a->st, &snap);
+        metrics_render(a->metrics, &snap, &up, &out);
+        state_snapshot_release(&snap);
         conn_respond(c, 200, METRICS_CONTENT_TYPE, out.data ? out.data : "", out.len, NULL);
         buf_release(&out);
         return;
@@ -790,9 +799,9 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     log_add_secret(cfg->admin_key);
 
     a->st = state_new(cfg, now_mono_ms(), now_wall_ms());
-    a->st->owned_cfg = cfg; /* the state owns its configuration from here on */
+    state_own_config(a->st, cfg); /* the state owns its configuration from here on */
     a->metrics = metrics_new();
-    a->st->metrics = a->metrics;
+    state_set_switch_cb(a->st, app_on_switch, a->metrics);
     a->up = upstream_new(&a->loop, !cfg->http_client_libcurl);
     a->srv = conn_server_new(&a->loop, cfg, app_dispatch, a);
     a->px = proxy_new(&a->loop, a->up, a->st, cfg);
@@ -800,6 +809,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     proxy_on_idle(a->px, on_proxy_idle, a);
     proxy_on_request_end(a->px, on_request_end, a);
     a->health = health_new(&a->loop, a->up, a->st, cfg);
+    health_set_metrics(a->health, a->metrics);
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sighup);
@@ -855,8 +865,8 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     }
     log_info("claude-zephyr %s listening on http://%s", ZEPHYR_VERSION, a->listen);
     int cur = state_current_ep(a->st);
-    log_info("group %s, endpoint %s", a->st->groups[a->st->current_group].name,
-             cur >= 0 ? a->st->eps[cur].name : "none");
+    log_info("group %s, endpoint %s", state_group_name(a->st, state_current_group(a->st)),
+             cur >= 0 ? state_ep_name(a->st, cur) : "none");
     if (a->demo)
         demo_announce(a->demo, a->listen);
     health_start(a->health);

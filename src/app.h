@@ -10,6 +10,8 @@
 
 #include <stdbool.h>
 
+#include "version.h" /* ZEPHYR_VERSION, for main.c and app.c */
+
 struct config;
 
 struct app_opts {
@@ -23,7 +25,5 @@ struct app_opts {
 
 /* Runs until shut down; takes ownership of cfg.  Returns the exit code. */
 int app_run(struct config *cfg, const struct app_opts *opts);
-
-#define ZEPHYR_VERSION "0.1.0"
 
 #endif

@@ -83,6 +83,7 @@
 #include "hdr.h"
 #include "interval.h"
 #include "log.h"
+#include "metrics.h"
 #include "state.h"
 #include "upstream.h"
 #include "usage.h"
@@ -186,6 +187,7 @@ struct health {
     unsigned cycle_no;
     struct timing *timing;       /* borrows; only under --test-timing */
     struct probe *probes;        /* owns the list: /v1/models probes in flight */
+    struct metrics *metrics;     /* borrows; NULL: checks are not counted */
 };
 
 static void health_tick(struct health *h);
@@ -302,7 +304,7 @@ static void health_kick(struct health *h)
 static struct interval_load health_load(const struct health *h, uint64_t now)
 {
     struct interval_load l;
-    l.active = (unsigned)h->st->n_tracks;
+    l.active = (unsigned)state_n_tracks(h->st);
     l.rate_per_min = interval_rate_value(&h->rate, now);
     l.idle_s = now > h->last_activity_ms ? (double)(now - h->last_activity_ms) / 1000.0 : 0;
     return l;
@@ -312,7 +314,6 @@ static struct interval_load health_load(const struct health *h, uint64_t now)
 static double health_interval_s(struct health *h, uint64_t now)
 {
     struct interval_load l = health_load(h, now);
-    h->st->load_level = interval_load_level(&l);
     double s;
     if (h->timing) {
         s = timing_interval_s(h->timing);
@@ -325,7 +326,7 @@ static double health_interval_s(struct health *h, uint64_t now)
         };
         s = interval_next_s(&c, &l);
     }
-    h->st->check_interval_s = s;
+    state_publish_interval(h->st, s, interval_load_level(&l));
     return s;
 }
 
@@ -420,8 +421,8 @@ static void check_close(struct check *c)
  * The one place a check's outcome goes.  Reached from: the HTTP done
  * callback (reply or transport error), the CLI evaluation after exit, the
  * timeout timer of either, and a start that failed at once.  Idempotent;
- * gives the concurrency slot back, feeds state_check_result() (unless the
- * check was abandoned), writes the summary log line and kicks the
+ * gives the concurrency slot back, feeds state_report() and the metrics
+ * (unless the check was abandoned), writes the summary log line and kicks the
  * scheduler.  reason is NULL or empty on success.
  */
 static void check_report(struct check *c, bool ok, bool auth_failed, double latency_ms,
@@ -432,15 +433,20 @@ static void check_report(struct check *c, bool ok, bool auth_failed, double late
     c->reported = true;
     struct health *h = c->h;
     struct state *st = h->st;
-    struct ep *e = &st->eps[c->ep];
     h->running--;
-    if (st->checks_running)
-        st->checks_running--;
-    e->check_running = false;
     if (!ok && (!reason || !reason[0]))
         reason = "check failed";
-    state_check_result(st, c->ep, ok, auth_failed, ok ? latency_ms : -1, ok ? ttfb_ms : -1,
-                       ok ? NULL : reason, tokens, now_mono_ms(), now_wall_ms());
+    if (h->metrics)
+        metrics_check(h->metrics, state_ep_name(st, c->ep), ok, ok ? latency_ms : -1);
+    struct state_outcome o = {
+        .source = STATE_FROM_CHECK,
+        .kind = ok ? STATE_OK : auth_failed ? STATE_AUTH_FAILED : STATE_DOWN,
+        .latency_ms = ok ? latency_ms : -1,
+        .ttfb_ms = ok ? ttfb_ms : -1,
+        .error = ok ? NULL : reason,
+        .tokens = tokens,
+    };
+    state_report(st, c->ep, &o, now_mono_ms(), now_wall_ms());
     if (ok)
         log_debug("check %s: ok in %.0f ms", c->ep_name, latency_ms);
     else
@@ -459,12 +465,16 @@ static void check_report_misconfigured(struct check *c, const char *what, const 
         return;
     c->reported = true;
     struct health *h = c->h;
-    struct state *st = h->st;
     h->running--;
-    if (st->checks_running)
-        st->checks_running--;
-    st->eps[c->ep].check_running = false;
-    state_check_error(st, c->ep, what, fix, now_mono_ms(), now_wall_ms());
+    struct state_outcome o = {
+        .source = STATE_FROM_CHECK,
+        .kind = STATE_CHECK_MISCONFIGURED,
+        .latency_ms = -1,
+        .ttfb_ms = -1,
+        .error = what,
+        .fix = fix,
+    };
+    state_report(h->st, c->ep, &o, now_mono_ms(), now_wall_ms());
     log_debug("check %s: misconfigured: %s", c->ep_name, what);
     if (h->timing)
         timing_result(h, c, false, -1, what);
@@ -474,9 +484,8 @@ static void check_report_misconfigured(struct check *c, const char *what, const 
 /* The model endpoint ep is checked with. */
 static const char *health_model(const struct health *h, int ep)
 {
-    const struct ep *e = &h->st->eps[ep];
-    const struct cfg_group *g = h->st->groups[e->group].cfg;
-    const struct cfg_endpoint *ce = e->index < g->n_endpoints ? &g->endpoints[e->index] : NULL;
+    const struct cfg_group *g;
+    const struct cfg_endpoint *ce = state_ep_cfg(h->st, ep, &g);
     return config_check_model_for(h->cfg, g, ce);
 }
 
@@ -489,9 +498,7 @@ static void check_abandon(struct check *c)
     if (!c->reported) {
         c->reported = true;
         c->h->running--;
-        if (c->h->st->checks_running)
-            c->h->st->checks_running--;
-        c->h->st->eps[c->ep].check_running = false;
+        state_check_abandon(c->h->st, c->ep);
     }
     check_teardown(c);
 }
@@ -501,17 +508,16 @@ static void on_check_timer(uv_timer_t *t);
 static struct check *check_new(struct health *h, int ep)
 {
     struct check *c = xcalloc(1, sizeof *c);
-    const struct ep *e = &h->st->eps[ep];
-    const struct cfg_group *g = h->st->groups[e->group].cfg;
+    const struct cfg_group *g;
+    const struct cfg_endpoint *ce = state_ep_cfg(h->st, ep, &g);
     c->h = h;
     c->ep = ep;
     c->method = h->cfg->method;
     c->timeout_s = h->cfg->timeout_s >= 1 ? h->cfg->timeout_s : 1;
-    const struct cfg_endpoint *ce = &g->endpoints[e->index];
     const char *tok = config_ep_token(g, ce);
     c->token = tok && tok[0] ? xstrdup(tok) : NULL;
     c->auth = config_ep_auth(g, ce);
-    snprintf(c->ep_name, sizeof c->ep_name, "%s", e->name);
+    snprintf(c->ep_name, sizeof c->ep_name, "%s", state_ep_name(h->st, ep));
     buf_init(&c->reply, HEALTH_REPLY_CAP);
     buf_init(&c->out_buf, HEALTH_OUT_KEEP);
     buf_init(&c->err_buf, HEALTH_ERR_KEEP);
@@ -677,10 +683,9 @@ static char *http_body(const struct health *h, const char *model)
 static int check_http_start(struct check *c, char *reason, size_t rlen)
 {
     struct health *h = c->h;
-    const struct ep *e = &h->st->eps[c->ep];
     const char *path =
         c->method == CHECK_COUNT_TOKENS ? "/v1/messages/count_tokens" : "/v1/messages";
-    char *url = hdr_url_join(e->url, path);
+    char *url = hdr_url_join(state_ep_url(h->st, c->ep), path);
     if (!url) {
         snprintf(reason, rlen, "endpoint url is not usable");
         return -1;
@@ -696,8 +701,7 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         buf_appendf(&c->hdrs, "%s%s\r\n",
                     c->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ", c->token);
     }
-    const struct cfg_group *g = h->st->groups[e->group].cfg;
-    const struct cfg_endpoint *ce = &g->endpoints[e->index];
+    const struct cfg_endpoint *ce = state_ep_cfg(h->st, c->ep, NULL);
     for (size_t i = 0; i < ce->n_headers; i++)
         buf_appendf(&c->hdrs, "%s: %s\r\n", ce->headers[i].name, ce->headers[i].value);
     c->ttfb_ms = -1;
@@ -741,14 +745,14 @@ static const char *const health_env_keep[] = {
 };
 
 /* True when value holds the token of any group. */
-static bool holds_a_token(const struct state *st, const char *value)
+static bool holds_a_token(const struct config *cfg, const char *value)
 {
-    for (size_t g = 0; g < st->n_groups; g++) {
-        const char *t = st->groups[g].cfg->token;
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        const char *t = cfg->groups[g].token;
         if (t && strlen(t) >= 4 && strstr(value, t))
             return true;
-        for (size_t e = 0; e < st->groups[g].cfg->n_endpoints; e++) {
-            t = st->groups[g].cfg->endpoints[e].token;
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
+            t = cfg->groups[g].endpoints[e].token;
             if (t && strlen(t) >= 4 && strstr(value, t))
                 return true;
         }
@@ -760,14 +764,13 @@ static bool holds_a_token(const struct state *st, const char *value)
 static char **cli_env(const struct check *c)
 {
     const struct health *h = c->h;
-    const struct ep *e = &h->st->eps[c->ep];
     size_t n = sizeof health_env_keep / sizeof health_env_keep[0] + 4;
     char **env = xcalloc(n, sizeof *env);
     size_t k = 0;
     bool have_path = false;
     for (size_t i = 0; health_env_keep[i]; i++) {
         const char *v = getenv(health_env_keep[i]);
-        if (!v || holds_a_token(h->st, v))
+        if (!v || holds_a_token(h->cfg, v))
             continue;
         if (strcmp(health_env_keep[i], "PATH") == 0)
             have_path = true;
@@ -775,7 +778,7 @@ static char **cli_env(const struct check *c)
     }
     if (!have_path)
         env[k++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
-    env[k++] = xasprintf("ANTHROPIC_BASE_URL=%s", e->url);
+    env[k++] = xasprintf("ANTHROPIC_BASE_URL=%s", state_ep_url(h->st, c->ep));
     if (c->token)
         env[k++] = xasprintf("ANTHROPIC_AUTH_TOKEN=%s", c->token);
     env[k++] = xstrdup("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1");
@@ -1083,8 +1086,6 @@ static void on_check_timer(uv_timer_t *t)
 /* Starts a check of endpoint i now. */
 static void check_start(struct health *h, size_t i, uint64_t now)
 {
-    struct state *st = h->st;
-    struct ep *e = &st->eps[i];
     struct health_ep *he = &h->eps[i];
     struct check *c = check_new(h, (int)i);
     c->cycle = he->cycle;
@@ -1092,10 +1093,7 @@ static void check_start(struct health *h, size_t i, uint64_t now)
     he->cycle = 0;
     he->last_start_ms = now;
     h->running++;
-    st->checks_running++;
-    e->check_running = true;
-    if (e->status == EP_UNKNOWN)
-        e->status = EP_CHECKING;
+    state_check_begin(h->st, (int)i, now);
     c->start_ns = uv_hrtime();
     char reason[HEALTH_REASON_MAX + 1] = "";
     int rc = c->method == CHECK_CLI ? check_cli_start(c, reason, sizeof reason)
@@ -1122,14 +1120,15 @@ static void check_start(struct health *h, size_t i, uint64_t now)
  * re-check asked for), or 0. */
 static uint64_t health_ep_due(const struct health *h, size_t i)
 {
-    const struct ep *e = &h->st->eps[i];
+    const struct state *st = h->st;
     const struct health_ep *he = &h->eps[i];
-    if (h->paused || h->timing || he->queued || e->check_running)
+    if (h->paused || h->timing || he->queued || state_ep_check_running(st, (int)i))
         return 0;
     uint64_t due = 0;
-    if (e->recheck_soon)
+    if (state_ep_recheck_soon(st, (int)i))
         due = he->last_start_ms + HEALTH_RECHECK_GAP_MS;
-    if (e->status == EP_FAILED || e->status == EP_AUTH_FAILED) {
+    bool failed = state_ep_failed(st, (int)i);
+    if (failed) {
         int fi = h->cfg->failed_interval_s >= 1 ? h->cfg->failed_interval_s : 1;
         uint64_t d = he->last_start_ms + (uint64_t)fi * 1000u;
         if (!due || d < due)
@@ -1137,19 +1136,21 @@ static uint64_t health_ep_due(const struct health *h, size_t i)
     }
     /* An open circuit lets nothing through, checks included, until its
      * back-off is over; then one check is the trial. */
-    if (e->circuit == CIRCUIT_OPEN && (e->status == EP_FAILED || due))
-        due = e->circuit_retry_ms;
+    uint64_t retry = state_ep_circuit_retry_ms(st, (int)i);
+    if (retry && (failed || due))
+        due = retry;
     return due;
 }
 
-static bool health_circuit_blocks(const struct ep *e, uint64_t now)
+static bool health_circuit_blocks(const struct health *h, size_t i, uint64_t now)
 {
-    return e->circuit == CIRCUIT_OPEN && now < e->circuit_retry_ms;
+    uint64_t retry = state_ep_circuit_retry_ms(h->st, (int)i);
+    return retry && now < retry;
 }
 
 static void health_queue(struct health *h, size_t i, unsigned cycle)
 {
-    if (h->eps[i].queued || h->st->eps[i].check_running)
+    if (h->eps[i].queued || state_ep_check_running(h->st, (int)i))
         return;
     h->eps[i].queued = true;
     h->eps[i].cycle = cycle;
@@ -1163,8 +1164,8 @@ static void health_cycle(struct health *h, uint64_t now)
     h->cycle_start_ms = start;
     unsigned queued = 0;
     for (size_t i = 0; i < h->n_eps; i++) {
-        if (!h->eps[i].queued && !h->st->eps[i].check_running &&
-            !health_circuit_blocks(&h->st->eps[i], now)) {
+        if (!h->eps[i].queued && !state_ep_check_running(h->st, (int)i) &&
+            !health_circuit_blocks(h, i, now)) {
             health_queue(h, i, h->cycle_no);
             queued++;
         }
@@ -1209,12 +1210,12 @@ static void health_tick(struct health *h)
             next = due;
         if (h->eps[i].queued)
             next = now;
-        st->eps[i].next_check_ms = st->eps[i].check_running ? 0 : next;
+        state_publish_ep_next(st, (int)i, state_ep_check_running(st, (int)i) ? 0 : next);
         if (due && (!wake || due < wake))
             wake = due;
     }
-    st->next_cycle_ms = cycle;
-    st->checks_paused = h->paused;
+    state_publish_cycle(st, cycle);
+    state_publish_paused(st, h->paused);
     if (!wake) {
         uv_timer_stop(&h->timer);
         return;
@@ -1282,7 +1283,7 @@ static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
 {
     struct probe *p = ud;
     struct health *h = p->h;
-    struct ep *e = &h->st->eps[p->ep];
+    const char *name = state_ep_name(h->st, p->ep);
     p->ux = NULL;
     cJSON *j = rc == UP_OK && p->status == 200
                    ? cJSON_ParseWithLength(p->reply.data ? p->reply.data : "", p->reply.len)
@@ -1290,7 +1291,7 @@ static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
     if (!cJSON_IsArray(data)) {
         log_debug("health: %s: GET /v1/models gave no model list (%s, HTTP %d); not checked",
-                  e->name, rc == UP_OK ? "ok" : msg, p->status);
+                  name, rc == UP_OK ? "ok" : msg, p->status);
     } else {
         bool found = false;
         const char *first = NULL;
@@ -1311,15 +1312,11 @@ static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
             char *w = xasprintf("GET /v1/models does not list %s%s%s", p->model,
                                 shown[0] ? "; set check_model to one it lists, e.g. " : "",
                                 shown);
-            size_t wl = strlen(w);
-            if (wl >= sizeof e->models_warning)
-                wl = utf8_cut(w, sizeof e->models_warning - 1);
-            memcpy(e->models_warning, w, wl);
-            e->models_warning[wl] = '\0';
+            state_publish_models_warning(h->st, p->ep, w);
             free(w);
-            log_warn("endpoint %s: %s", e->name, e->models_warning);
+            log_warn("endpoint %s: %s", name, state_ep_models_warning(h->st, p->ep));
         } else {
-            e->models_warning[0] = '\0';
+            state_publish_models_warning(h->st, p->ep, NULL);
         }
     }
     cJSON_Delete(j);
@@ -1337,9 +1334,9 @@ static void probes_start(struct health *h)
     if (h->cfg->method == CHECK_CLI || h->timing)
         return;
     for (size_t i = 0; i < h->n_eps; i++) {
-        const struct ep *e = &h->st->eps[i];
-        const struct cfg_group *g = h->st->groups[e->group].cfg;
-        char *url = hdr_url_join(e->url, "/v1/models");
+        const struct cfg_group *g;
+        state_ep_cfg(h->st, (int)i, &g);
+        char *url = hdr_url_join(state_ep_url(h->st, (int)i), "/v1/models");
         if (!url)
             continue;
         struct probe *p = xcalloc(1, sizeof *p);
@@ -1455,10 +1452,11 @@ static void health_adopt(struct health *h, struct state *st, const struct config
     h->st = st;
     h->cfg = cfg;
     free(h->eps);
-    h->n_eps = st->n_eps;
+    h->n_eps = state_n_eps(st);
     h->eps = xcalloc(h->n_eps ? h->n_eps : 1, sizeof *h->eps);
-    st->checks_paused = h->paused;
-    st->checks_running = 0;
+    /* No check of st runs now: a new state starts with none, and the old
+     * one's were abandoned (state_check_abandon) before a reload adopts it. */
+    state_publish_paused(st, h->paused);
     char *warn = h->timing ? NULL : health_validate(cfg, false);
     if (warn) {
         warn[strcspn(warn, "\n")] = '\0';
@@ -1507,16 +1505,21 @@ void health_run_now(struct health *h)
     health_kick(h);
 }
 
+void health_set_metrics(struct health *h, struct metrics *m)
+{
+    h->metrics = m;
+}
+
 void health_set_paused(struct health *h, bool paused)
 {
     if (h->paused == paused)
         return;
     h->paused = paused;
-    h->st->checks_paused = paused;
+    state_publish_paused(h->st, paused);
     if (paused) {
         for (size_t i = 0; i < h->n_eps; i++)
             h->eps[i].queued = false;
-        h->st->next_cycle_ms = 0;
+        state_publish_cycle(h->st, 0);
     }
     if (!h->closing)
         log_info("health: checks %s", paused ? "paused" : "resumed");
@@ -1573,7 +1576,7 @@ void health_free(struct health *h)
         next = c->next;
         check_abandon(c);
     }
-    h->st->next_cycle_ms = 0;
+    state_publish_cycle(h->st, 0);
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, on_health_timer_closed);
 }
@@ -1742,7 +1745,7 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
     t.cycles = xcalloc((size_t)cycles, sizeof *t.cycles);
     for (int k = 0; k < cycles; k++)
         buf_init(&t.cycles[k].detail, 4096);
-    t.n_eps = st->n_eps;
+    t.n_eps = state_n_eps(st);
     t.tol_ms = 0.05 * interval_s * 1000.0;
     if (t.tol_ms < 100)
         t.tol_ms = 100;
@@ -1759,7 +1762,8 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
 
     printf("claude-zephyr timing test: %d cycle%s every %.3f s, %zu endpoint%s, method %s, "
            "timeout %d s, tolerance %.0f ms\n",
-           cycles, cycles == 1 ? "" : "s", interval_s, st->n_eps, st->n_eps == 1 ? "" : "s",
+           cycles, cycles == 1 ? "" : "s", interval_s, state_n_eps(st),
+           state_n_eps(st) == 1 ? "" : "s",
            method_name(cfg->method), cfg->timeout_s, t.tol_ms);
     if ((double)cfg->timeout_s >= interval_s)
         printf("note: timeout_seconds (%d) is not below the interval; a check that hangs "
@@ -1784,11 +1788,11 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
         if (timing_cycle_passes(&t, c))
             passed++;
     }
-    bool pass = passed == cycles && st->n_eps > 0;
+    bool pass = passed == cycles && state_n_eps(st) > 0;
     printf("\nsummary: %s: %d of %d cycle%s on time and complete (worst start error %+.1f ms, "
            "tolerance %.0f ms)%s\n",
            pass ? "PASS" : "FAIL", passed, cycles, cycles == 1 ? "" : "s", worst, t.tol_ms,
-           st->n_eps ? "" : "; no endpoints configured");
+           state_n_eps(st) ? "" : "; no endpoints configured");
     fflush(stdout);
 
     for (int k = 0; k < cycles; k++)

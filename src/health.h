@@ -19,16 +19,17 @@
  * Checks run concurrently, at most max_concurrent at once, and each one is
  * bounded by timeout_seconds: an HTTP check that overruns is aborted, a CLI
  * check's whole process group is killed and reaped.  Results go to
- * state_check_result(), which keeps the history and the health rules.
+ * state_report(), which keeps the history and the health rules, and to the
+ * metrics (health_set_metrics).
  *
  * Scheduling: full cycles (every endpoint) run every interval_seconds,
  * measured from scheduled start to scheduled start so they never drift, or,
  * with dynamic_scaling, at the interval interval.h computes from the load.
  * Failed endpoints are re-checked every failed_interval_seconds in between,
  * and an endpoint live traffic saw failing (ep.recheck_soon) within about
- * two seconds.  The module keeps state.checks_paused, checks_running,
- * check_interval_s, next_cycle_ms, load_level and each endpoint's
- * check_running and next_check_ms up to date for /status.
+ * two seconds.  The module publishes its schedule to the state for /status
+ * (state_check_begin, state_publish_*): checks running, paused, interval,
+ * load level, next cycle and each endpoint's next check.
  */
 #ifndef ZEPHYR_HEALTH_H
 #define ZEPHYR_HEALTH_H
@@ -38,6 +39,7 @@
 #include <uv.h>
 
 struct config;
+struct metrics;
 struct upstream;
 struct state;
 struct health;
@@ -52,6 +54,10 @@ struct health;
  */
 struct health *health_new(uv_loop_t *loop, struct upstream *up, struct state *st,
                           const struct config *cfg);
+
+/* Counts every finished check in m (metrics_check); m is borrowed and must
+ * outlive h; NULL stops counting. */
+void health_set_metrics(struct health *h, struct metrics *m);
 
 /* Starts the first cycle at once (on the next turn of the loop), then
  * keeps checking on schedule. */

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app.h"
 #include "state.h"
+#include "version.h"
 
 /* Bucket bounds in milliseconds and the same in seconds as `le` shows them. */
 #define N_BUCKETS 13
@@ -466,7 +466,7 @@ struct rrow {
 static const struct rseries empty_rseries;
 static const struct eseries empty_eseries;
 
-static struct rrow *rrows(const struct metrics *m, const struct state *st, size_t *n)
+static struct rrow *rrows(const struct metrics *m, const struct state_snapshot *st, size_t *n)
 {
     size_t cap = m->n_r + (st ? st->n_eps : 0);
     struct rrow *rows = xcalloc(cap ? cap : 1, sizeof *rows);
@@ -474,7 +474,7 @@ static struct rrow *rrows(const struct metrics *m, const struct state *st, size_
     for (size_t i = 0; i < m->n_r; i++)
         rows[k++] = (struct rrow){&m->r[i], m->r[i].endpoint, m->r[i].group};
     for (size_t i = 0; st && i < st->n_eps; i++) {
-        const char *g = st->groups[st->eps[i].group].name;
+        const char *g = st->eps[i].group;
         if (!rseries_find(m, st->eps[i].name, g))
             rows[k++] = (struct rrow){&empty_rseries, st->eps[i].name, g};
     }
@@ -487,7 +487,7 @@ struct erow {
     const char *endpoint;       /* borrows */
 };
 
-static struct erow *erows(const struct metrics *m, const struct state *st, size_t *n)
+static struct erow *erows(const struct metrics *m, const struct state_snapshot *st, size_t *n)
 {
     size_t cap = m->n_e + (st ? st->n_eps : 0);
     struct erow *rows = xcalloc(cap ? cap : 1, sizeof *rows);
@@ -619,19 +619,18 @@ static void render_checks(struct out *o, const struct metrics *m, const struct e
     }
 }
 
-/* The families read from the state at render time. */
-static void render_state(struct out *o, const struct state *st)
+/* The families read from the state's snapshot at render time. */
+static void render_state(struct out *o, const struct state_snapshot *st)
 {
     static const enum ep_status statuses[] = {EP_UNKNOWN, EP_CHECKING, EP_HEALTHY, EP_FAILED,
                                               EP_AUTH_FAILED, EP_CHECK_ERROR};
     static const enum ep_circuit circuits[] = {CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN};
     struct lbl l[4];
-    int current = state_current_ep(st);
 
 #define EP_LABELS(i)                                                                      \
     do {                                                                                  \
         l[0] = (struct lbl){"endpoint", st->eps[i].name};                                 \
-        l[1] = (struct lbl){"group", st->groups[st->eps[i].group].name};                  \
+        l[1] = (struct lbl){"group", st->eps[i].group};                                   \
     } while (0)
 
     family(o, "zephyr_check_tokens_total", "counter",
@@ -706,23 +705,22 @@ static void render_state(struct out *o, const struct state *st)
            "1 for the endpoint new requests go to, 0 for the others.");
     for (size_t i = 0; i < st->n_eps; i++) {
         EP_LABELS(i);
-        sample_u64(o, "zephyr_endpoint_current", l, 2, (int)i == current);
+        sample_u64(o, "zephyr_endpoint_current", l, 2, st->eps[i].current);
     }
 #undef EP_LABELS
 
     family(o, "zephyr_group_current", "gauge", "1 for the group in use, 0 for the others.");
     for (size_t g = 0; g < st->n_groups; g++) {
-        l[0] = (struct lbl){"group", st->groups[g].name};
+        l[0] = (struct lbl){"group", st->groups[g]};
         sample_u64(o, "zephyr_group_current", l, 1, g == st->current_group);
     }
 
     family(o, "zephyr_manual_mode", "gauge",
            "1 when the current group is in manual mode (pinned), 0 in auto mode.");
-    sample_u64(o, "zephyr_manual_mode", NULL, 0,
-               st->groups[st->current_group].policy.manual ? 1 : 0);
+    sample_u64(o, "zephyr_manual_mode", NULL, 0, st->manual ? 1 : 0);
 
     family(o, "zephyr_active_connections", "gauge", "Proxied requests in flight.");
-    sample_u64(o, "zephyr_active_connections", NULL, 0, st->n_tracks);
+    sample_u64(o, "zephyr_active_connections", NULL, 0, st->active);
 
     family(o, "zephyr_checks_paused", "gauge", "1 while periodic health checks are paused.");
     sample_u64(o, "zephyr_checks_paused", NULL, 0, st->checks_paused ? 1 : 0);
@@ -731,11 +729,11 @@ static void render_state(struct out *o, const struct state *st)
            "The check interval in effect (follows load with dynamic scaling).");
     sample_double(o, "zephyr_check_interval_seconds", NULL, 0, st->check_interval_s);
 
-    if (st->cfg) {
+    if (st->has_config) {
         family(o, "zephyr_config_check_interval_seconds", "gauge",
                "health_check.interval_seconds from the configuration.");
         sample_u64(o, "zephyr_config_check_interval_seconds", NULL, 0,
-                   (uint64_t)(st->cfg->interval_s > 0 ? st->cfg->interval_s : 0));
+                   (uint64_t)(st->config_interval_s > 0 ? st->config_interval_s : 0));
     }
 
     family(o, "zephyr_start_time_seconds", "gauge",
@@ -743,7 +741,7 @@ static void render_state(struct out *o, const struct state *st)
     sample_double(o, "zephyr_start_time_seconds", NULL, 0, (double)st->start_wall_ms / 1000.0);
 }
 
-void metrics_render(const struct metrics *m, const struct state *st,
+void metrics_render(const struct metrics *m, const struct state_snapshot *st,
                     const struct metrics_upstream *up, struct buf *out)
 {
     struct out o = {.b = out, .full = false};

@@ -7,8 +7,11 @@
  * and tokens by model), failed attempts that moved elsewhere, health checks
  * and their latency.  What the proxy *is* at a moment (endpoint health,
  * circuit, requests in flight, current endpoint, check interval, tokens
- * spent on checks) is not copied here: metrics_render() reads it from the
- * same struct state that /status renders, so the two never disagree.
+ * spent on checks) is not copied here: metrics_render() reads it from a
+ * snapshot of the state (state_snapshot_take), taken from the same state
+ * that /status renders, so the two never disagree.  The registry is fed by
+ * the callers: the proxy (requests, retries), the checker (checks) and the
+ * state's switch callback (switches); state.c does not know this module.
  *
  * Cardinality is bounded: at most METRICS_MAX_SERIES endpoint/group pairs
  * (more become endpoint "(other)"), METRICS_MAX_MODELS models per pair
@@ -31,7 +34,7 @@
 #include "util.h"
 
 struct metrics;
-struct state;
+struct state_snapshot;
 
 /* The Content-Type to answer GET /metrics with. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -88,7 +91,7 @@ void metrics_switch(struct metrics *m, const char *reason);
 
 /*
  * Appends the whole exposition text to out: the registry's counters and
- * histograms, then the gauges read from st and up (either may be NULL in
+ * histograms, then the gauges read from the snapshot st and from up (either may be NULL in
  * tests: its gauges are left out).  Every family has HELP and TYPE lines; every
  * configured endpoint appears in the per-endpoint families even before
  * anything happened to it.  Stops quietly when out reaches its cap.
@@ -98,7 +101,7 @@ struct metrics_upstream {
     size_t idle;   /* of which idle in its keep-alive pools */
     uint64_t log_lines_dropped; /* not the upstream's: log lines dropped (log.h) */
 };
-void metrics_render(const struct metrics *m, const struct state *st,
+void metrics_render(const struct metrics *m, const struct state_snapshot *st,
                     const struct metrics_upstream *up, struct buf *out);
 
 #endif

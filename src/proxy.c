@@ -163,22 +163,14 @@ static void preq_scan_start(struct preq *p);
 
 static void proxy_maybe_idle(struct proxy *px)
 {
-    if (px->st->n_tracks == 0 && px->tick_running) {
+    if (state_n_tracks(px->st) == 0 && px->tick_running) {
         uv_timer_stop(&px->tick);
         px->tick_running = false;
     }
     if (px->end_cb)
         px->end_cb(px->end_ud);
-    if (px->st->n_tracks == 0 && px->idle_cb)
+    if (state_n_tracks(px->st) == 0 && px->idle_cb)
         px->idle_cb(px->idle_ud);
-}
-
-static void usage_add(struct usage *to, const struct usage *u)
-{
-    to->input += u->input;
-    to->output += u->output;
-    to->cache_read += u->cache_read;
-    to->cache_creation += u->cache_creation;
 }
 
 /* The path as logged: without the `beta=true` query parameter Claude Code
@@ -312,9 +304,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     if (px->reqlog)
         preq_log_json(p, status, outcome, total, path);
     buf_release(&pathbuf);
-    usage_add(&px->st->live_tokens, &p->usage);
-    if (p->ep >= 0)
-        usage_add(&st->eps[p->ep].live_tokens, &p->usage);
+    state_count_tokens(px->st, st, p->ep, &p->usage);
     if (px->metrics)
         metrics_request(px->metrics, p->ep >= 0 ? st->eps[p->ep].name : NULL,
                         st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,
@@ -410,8 +400,8 @@ static const char *utc_after(unsigned secs, char *out, size_t size)
 static void preq_nowhere(struct preq *p)
 {
     struct state *st = p->st;
-    size_t gi = p->ep >= 0 ? st->eps[p->ep].group : st->current_group;
-    const struct group *g = &st->groups[gi];
+    size_t gi = p->ep >= 0 ? state_ep_group(st, p->ep) : state_current_group(st);
+    const char *gname = state_group_name(st, gi);
     struct state_unusable why;
     state_why_unusable(st, gi, now_mono_ms(), &why);
     if (why.cause == EP_CAUSE_DOWN && p->n_failed && p->n_rate_limited == p->n_failed)
@@ -458,10 +448,10 @@ static void preq_nowhere(struct preq *p)
     }
     char *msg;
     if (p->attempts)
-        msg = xasprintf("all %u attempt(s) failed in group %s%s%s: %s", p->attempts, g->name,
+        msg = xasprintf("all %u attempt(s) failed in group %s%s%s: %s", p->attempts, gname,
                         what[0] ? "; " : "", what, detail);
     else
-        msg = xasprintf("%s in group %s: %s", what, g->name, detail);
+        msg = xasprintf("%s in group %s: %s", what, gname, detail);
     if (status == 429 || status == 529 || status == 503)
         snprintf(extra, sizeof extra, "Retry-After: %u\r\n", secs);
     /* Drop the trailing "; " of the attempt log. */
@@ -483,21 +473,24 @@ static void preq_commit(struct preq *p)
     p->holding = false;
     p->t.state = TRACK_STREAMING;
     if (p->status >= 200 && p->status < 300) {
-        state_live_success(st, p->ep, p->ttfb_ms, now);
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_OK,
+                                             .ttfb_ms = p->ttfb_ms},
+                     now, 0);
         state_bind_session(st, p->session_key, p->ep, now);
         state_served(st, p->ep, now);
     }
-    const char *gname = st->groups[st->eps[p->ep].group].name;
-    if (st->eps[p->ep].group != p->group0)
+    const char *gname = state_group_name(st, state_ep_group(st, p->ep));
+    if (state_ep_group(st, p->ep) != p->group0)
         log_info("%s served by fallback group %s (%s) for group %s", p->t.idstr, gname,
-                 st->eps[p->ep].name, st->groups[p->group0].name);
+                 state_ep_name(st, p->ep), state_group_name(st, p->group0));
     if (!p->c)
         return;
     buf_append(&p->resp_hdrs, "x-zephyr-group: ", 16);
     buf_append_str(&p->resp_hdrs, gname);
     buf_append(&p->resp_hdrs, "\r\n", 2);
     buf_append(&p->resp_hdrs, "x-zephyr-endpoint: ", 19);
-    buf_append_str(&p->resp_hdrs, st->eps[p->ep].name);
+    buf_append_str(&p->resp_hdrs, state_ep_name(st, p->ep));
     buf_append(&p->resp_hdrs, "\r\nx-zephyr-attempts: ", 21);
     buf_append_ull(&p->resp_hdrs, p->attempts);
     buf_append(&p->resp_hdrs, "\r\n", 2);
@@ -547,25 +540,25 @@ static bool status_retryable(int status)
 static int preq_pick(const struct preq *p, uint64_t now, size_t *pos)
 {
     struct state *st = p->st;
-    const struct cfg_group *g0 = st->groups[p->group0].cfg;
+    const struct cfg_group *g0 = state_group_cfg(st, p->group0);
     for (size_t k = p->chain_pos; k <= g0->n_fallback; k++) {
         size_t gi = k == 0 ? p->group0 : g0->fallback[k - 1];
-        const struct group *g = &st->groups[gi];
-        if (g->n == 0)
+        size_t first, n = state_group_eps(st, gi, &first);
+        if (n == 0)
             continue;
         /* Endpoints known not to serve the request's model count as tried. */
-        const bool *tried = p->tried + g->first;
+        const bool *tried = p->tried + first;
         bool *skip = NULL;
-        for (size_t i = 0; p->model && i < g->n; i++) {
-            if (tried[i] || state_ep_serves(st, (int)(g->first + i), p->model, now))
+        for (size_t i = 0; p->model && i < n; i++) {
+            if (tried[i] || state_ep_serves(st, (int)(first + i), p->model, now))
                 continue;
             if (!skip) {
-                skip = xmalloc(g->n * sizeof *skip);
-                memcpy(skip, tried, g->n * sizeof *skip);
+                skip = xmalloc(n * sizeof *skip);
+                memcpy(skip, tried, n * sizeof *skip);
             }
             skip[i] = true;
         }
-        int e = state_next_ep(st, (int)g->first, skip ? skip : tried, now);
+        int e = state_next_ep(st, (int)first, skip ? skip : tried, now);
         free(skip);
         if (e >= 0) {
             *pos = k;
@@ -603,7 +596,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     snprintf(p->fail, sizeof p->fail, "%s", why);
-    buf_appendf(&p->attempt_log, "%s: %s; ", st->eps[p->ep].name, why);
+    buf_appendf(&p->attempt_log, "%s: %s; ", state_ep_name(st, p->ep), why);
     p->n_failed++;
     if (kind == FAIL_RATE_LIMIT || kind == FAIL_USAGE_CAP)
         p->n_rate_limited++;
@@ -618,7 +611,10 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
         return;
     }
     if (kind != FAIL_RATE_LIMIT && kind != FAIL_USAGE_CAP && kind != FAIL_MODEL)
-        state_live_failure_status(st, p->ep, status, why, now);
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
+                                             .status = status, .error = why},
+                     now, 0);
     if (!preq_can_retry(p)) {
         p->give_up = true;
         return;
@@ -634,7 +630,7 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
                              : status >= 500           ? "5xx"
                              : status == 0             ? "transfer"
                                                        : "stream";
-        metrics_retry(p->px->metrics, st->eps[p->ep].name, reason);
+        metrics_retry(p->px->metrics, state_ep_name(st, p->ep), reason);
     }
 }
 
@@ -787,7 +783,11 @@ static bool preq_judge_error_body(struct preq *p)
     if (p->status == 404 && p->model && body_model_missing(p->held.data, p->held.len)) {
         /* Not a failure of the endpoint: try one that may serve the model;
          * when none is left, the client gets this 404 as it is. */
-        state_model_missing(p->st, p->ep, p->model, now);
+        state_report(p->st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                             .kind = STATE_MODEL_MISSING, .status = 404,
+                                             .model = p->model},
+                     now, 0);
         if (!preq_can_retry(p))
             return false;
         snprintf(why, sizeof why, "404 model %s not served", p->model);
@@ -798,7 +798,11 @@ static bool preq_judge_error_body(struct preq *p)
     if (!body_usage_cap(p->status, p->held.data, p->held.len, why, sizeof why))
         return false;
     long long rest = usage_cap_rest_s(p);
-    state_usage_capped(p->st, p->ep, now + (uint64_t)rest * 1000u, why, now);
+    state_report(p->st, p->ep,
+                 &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_USAGE_CAPPED,
+                                         .status = p->status, .error = why,
+                                         .rest_until_ms = now + (uint64_t)rest * 1000u},
+                 now, 0);
     buf_reset(&p->held);
     preq_failed(p, FAIL_USAGE_CAP, p->status, why);
     return true;
@@ -838,7 +842,11 @@ static bool preq_headers_done(struct preq *p)
     }
     if (p->status == 429) {
         long long rest = rate_limit_rest_s(p);
-        state_rate_limited(st, p->ep, now + (uint64_t)rest * 1000u, now);
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                             .kind = STATE_RATE_LIMITED, .status = 429,
+                                             .rest_until_ms = now + (uint64_t)rest * 1000u},
+                     now, 0);
         char why[64];
         snprintf(why, sizeof why, "429 rate limited for %llds", rest);
         preq_failed(p, FAIL_RATE_LIMIT, 429, why);
@@ -850,11 +858,15 @@ static bool preq_headers_done(struct preq *p)
         preq_failed(p, FAIL_ERROR, p->status, why);
         return false;
     }
-    const struct cfg_group *cg = st->groups[st->eps[p->ep].group].cfg;
-    if ((p->status == 401 || p->status == 403) &&
-        config_ep_token(cg, &cg->endpoints[st->eps[p->ep].index]))
-        state_live_auth_failure(st, p->ep, p->status == 401 ? "token refused (401)"
-                                                            : "token refused (403)", now);
+    const struct cfg_group *cg;
+    const struct cfg_endpoint *ce = state_ep_cfg(st, p->ep, &cg);
+    if ((p->status == 401 || p->status == 403) && config_ep_token(cg, ce))
+        state_report(st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                             .kind = STATE_AUTH_FAILED, .status = p->status,
+                                             .error = p->status == 401 ? "token refused (401)"
+                                                                       : "token refused (403)"},
+                     now, 0);
     if (!p->c)
         return false;
     if (p->status == 200 && p->is_sse && p->cfg->stream_holdback_ms > 0) {
@@ -945,9 +957,9 @@ static void preq_unreadable(struct preq *p, const char *reason)
     usage_inflate_release(&p->gz);
     p->unreadable = true;
     log_info("%s usage of the reply from %s not counted: %s", p->t.idstr,
-             p->st->eps[p->ep].name, reason);
+             state_ep_name(p->st, p->ep), reason);
     if (p->px->metrics)
-        metrics_usage_unreadable(p->px->metrics, p->st->eps[p->ep].name, reason);
+        metrics_usage_unreadable(p->px->metrics, state_ep_name(p->st, p->ep), reason);
 }
 
 /* Called once the response head is in: a compressed reply gets an inflater
@@ -1069,8 +1081,11 @@ static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
             if (p->is_sse && p->saw_start && !p->saw_stop && !p->saw_error) {
                 /* A clean close without message_stop is not a success.  (An
                  * upstream error event already told the client so.) */
-                state_live_failure(p->st, p->ep, "stream ended without message_stop",
-                                   now_mono_ms());
+                state_report(p->st, p->ep,
+                             &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                                     .kind = STATE_DOWN,
+                                                     .error = "stream ended without message_stop"},
+                             now_mono_ms(), 0);
                 preq_break(p, "stream ended without message_stop");
                 return;
             }
@@ -1085,7 +1100,10 @@ static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
         }
         if (p->committed) {
             snprintf(p->fail, sizeof p->fail, "%s", msg);
-            state_live_failure(p->st, p->ep, p->fail, now_mono_ms());
+            state_report(p->st, p->ep,
+                         &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
+                                                 .error = p->fail},
+                         now_mono_ms(), 0);
             preq_break(p, p->fail);
             return;
         }
@@ -1120,11 +1138,11 @@ static void preq_next(struct preq *p)
     struct state *st = p->st;
     uint64_t now = now_mono_ms();
     p->retry = false;
-    p->px->st->retries_total++; /* the totals live in the newest state */
+    state_count_retry(p->px->st); /* the totals live in the newest state */
     if (p->wait_until_ms) {
         /* In place, once its wait is over: the tick starts it. */
         log_info("%s attempt %u on %s failed (%s); retrying it in %d ms", p->t.idstr,
-                 p->attempts, st->eps[p->ep].name, p->fail,
+                 p->attempts, state_ep_name(st, p->ep), p->fail,
                  p->cfg->overloaded_retry_in_place_ms);
         p->t.state = TRACK_WAITING;
         preq_schedule(p);
@@ -1137,7 +1155,7 @@ static void preq_next(struct preq *p)
         return;
     }
     log_info("%s attempt %u on %s failed (%s); retrying on %s", p->t.idstr, p->attempts,
-             st->eps[p->ep].name, p->fail, st->eps[next].name);
+             state_ep_name(st, p->ep), p->fail, state_ep_name(st, next));
     state_track_route(&p->t, p->st, next);
     p->ep = next;
     preq_attempt(p);
@@ -1277,7 +1295,10 @@ static void preq_timeout(struct preq *p, const char *why)
     up_abort(p->ux);
     p->ux = NULL;
     if (p->committed) {
-        state_live_failure(p->st, p->ep, why, now_mono_ms());
+        state_report(p->st, p->ep,
+                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
+                                             .error = why},
+                     now_mono_ms(), 0);
         preq_break(p, why);
         return;
     }
@@ -1374,7 +1395,7 @@ static void proxy_ep_failed(void *ud, struct state *st, int ep)
     uint64_t now = now_mono_ms();
     if (st != px->st)
         return;
-    for (struct track *t = st->tracks; t; t = t->next) {
+    for (struct track *t = state_tracks(st); t; t = t->next) {
         struct preq *p = (struct preq *)t;
         if (t->ep != ep || p->st != st || !p->ux || p->headers_done || p->committed)
             continue;
@@ -1407,8 +1428,7 @@ struct proxy *proxy_new(uv_loop_t *loop, struct upstream *up, struct state *st,
     px->tick.data = px;
     dheap_init(&px->due);
     proxy_open_reqlog(px);
-    st->ep_failed_cb = proxy_ep_failed;
-    st->ep_failed_ud = px;
+    state_set_failed_cb(st, proxy_ep_failed, px);
     return px;
 }
 
@@ -1416,8 +1436,7 @@ void proxy_set_config(struct proxy *px, struct state *st, const struct config *c
 {
     px->st = st;
     px->cfg = cfg;
-    st->ep_failed_cb = proxy_ep_failed;
-    st->ep_failed_ud = px;
+    state_set_failed_cb(st, proxy_ep_failed, px);
     proxy_open_reqlog(px);
 }
 
@@ -1437,8 +1456,8 @@ void proxy_free(struct proxy *px)
         return;
     px->idle_cb = NULL;
     px->end_cb = NULL;
-    while (px->st->tracks) {
-        struct preq *p = (struct preq *)px->st->tracks;
+    while (state_tracks(px->st)) {
+        struct preq *p = (struct preq *)state_tracks(px->st);
         if (p->committed)
             preq_break(p, "proxy shutting down");
         else
@@ -1453,7 +1472,7 @@ void proxy_free(struct proxy *px)
 
 size_t proxy_active(const struct proxy *px)
 {
-    return px->st->n_tracks;
+    return state_n_tracks(px->st);
 }
 
 void proxy_on_idle(struct proxy *px, void (*cb)(void *ud), void *ud)
@@ -1658,8 +1677,8 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     else
         p->session_key = body_user_id(p->body.data, p->body.len);
 
-    p->group0 = st->current_group;
-    p->tried = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *p->tried);
+    p->group0 = state_current_group(st);
+    p->tried = xcalloc(state_n_eps(st) ? state_n_eps(st) : 1, sizeof *p->tried);
     buf_init(&p->hdrs, SIZE_MAX);
     buf_init(&p->creds, SIZE_MAX);
     build_headers(&p->hdrs, &p->creds, req);

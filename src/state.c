@@ -36,7 +36,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "metrics.h"
 #include "util.h"
 
 #define STATE_CIRCUIT_FAILURES 3
@@ -251,7 +250,8 @@ void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
     int cg = state_find_group(st, old->groups[old->current_group].name);
     if (cg >= 0)
         st->current_group = (size_t)cg;
-    st->metrics = old->metrics;
+    st->switch_cb = old->switch_cb;
+    st->switch_ud = old->switch_ud;
     st->requests_total = old->requests_total;
     st->retries_total = old->retries_total;
     st->live_tokens = old->live_tokens;
@@ -378,8 +378,8 @@ static void state_log_switch(struct state *st, const struct group *g,
      * endpoint once the proxy listens. */
     if (sw->from >= 0 || sw->reason != POLICY_REASON_INITIAL)
         log_info("switch [%s] %s (%s) -> %s (%s): %s", g->name, from, fl, to, tl, reason);
-    if (st->metrics)
-        metrics_switch(st->metrics, reason);
+    if (st->switch_cb)
+        st->switch_cb(st->switch_ud, reason);
     state_event(st, "switch", from, to, reason, "[%s] %s (%s) -> %s (%s): %s", g->name, from, fl,
                 to, tl, reason);
 }
@@ -509,9 +509,9 @@ static void ep_circuit_tick(struct ep *e, uint64_t now_ms)
         e->circuit = CIRCUIT_HALF_OPEN;
 }
 
-void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, double latency_ms,
-                        double ttfb_ms, const char *error, const struct usage *tokens,
-                        uint64_t now_ms, uint64_t now_wall)
+static void state_check_result(struct state *st, int ep, bool ok, bool auth_failed,
+                               double latency_ms, double ttfb_ms, const char *error,
+                               const struct usage *tokens, uint64_t now_ms, uint64_t now_wall)
 {
     struct ep *e = &st->eps[ep];
     enum ep_status before = e->status;
@@ -525,8 +525,6 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
     }
     ep_history_add(e, ok, latency_ms, error, now_wall);
     ep_circuit_tick(e, now_ms);
-    if (st->metrics)
-        metrics_check(st->metrics, e->name, ok, latency_ms);
     e->check_error[0] = '\0'; /* the check works again, whatever it found */
     if (ok) {
         e->cause = EP_CAUSE_NONE;
@@ -587,8 +585,8 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, i
     state_evaluate(st, now_ms);
 }
 
-void state_check_error(struct state *st, int ep, const char *what, const char *fix,
-                       uint64_t now_ms, uint64_t now_wall)
+static void state_check_error(struct state *st, int ep, const char *what, const char *fix,
+                              uint64_t now_ms, uint64_t now_wall)
 {
     struct ep *e = &st->eps[ep];
     char text[sizeof e->check_error];
@@ -678,23 +676,7 @@ void state_why_unusable(const struct state *st, size_t g, uint64_t now_ms,
     out->retry_after_s = until ? (unsigned)((until - now_ms + 999) / 1000) : 0;
 }
 
-void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms)
-{
-    state_mark_failed(st, ep, EP_FAILED, 0, error, now_ms);
-}
-
-void state_live_failure_status(struct state *st, int ep, int status, const char *error,
-                               uint64_t now_ms)
-{
-    state_mark_failed(st, ep, EP_FAILED, status, error, now_ms);
-}
-
-void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms)
-{
-    state_mark_failed(st, ep, EP_AUTH_FAILED, 0, error, now_ms);
-}
-
-void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms)
+static void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms)
 {
     struct ep *e = &st->eps[ep];
     e->consecutive_failures = 0;
@@ -710,7 +692,7 @@ void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_m
     }
 }
 
-void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms)
+static void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms)
 {
     struct ep *e = &st->eps[ep];
     e->rest_until_ms = until_ms;
@@ -723,8 +705,8 @@ void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t no
     state_evaluate(st, now_ms);
 }
 
-void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
-                        uint64_t now_ms)
+static void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
+                               uint64_t now_ms)
 {
     struct ep *e = &st->eps[ep];
     double secs = (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0;
@@ -736,7 +718,7 @@ void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char 
     state_evaluate(st, now_ms);
 }
 
-void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms)
+static void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms)
 {
     struct ep *e = &st->eps[ep];
     size_t len = strlen(model), slot = 0;
@@ -754,6 +736,270 @@ void state_model_missing(struct state *st, int ep, const char *model, uint64_t n
     e->missing[slot].until_ms = now_ms + EP_MISSING_MODEL_MS;
     log_info("endpoint %s does not serve model %s; other endpoints get its requests for %u s",
              e->name, model, EP_MISSING_MODEL_MS / 1000u);
+}
+
+void state_report(struct state *st, int ep, const struct state_outcome *o, uint64_t now_ms,
+                  uint64_t now_wall)
+{
+    struct ep *e = &st->eps[ep];
+    bool check = o->source == STATE_FROM_CHECK;
+    if (check && e->check_running) { /* the check state_check_begin() started is over */
+        e->check_running = false;
+        if (st->checks_running)
+            st->checks_running--;
+    }
+    const char *error = o->error ? o->error : "";
+    switch (o->kind) {
+    case STATE_OK:
+        if (check)
+            state_check_result(st, ep, true, false, o->latency_ms, o->ttfb_ms, NULL, o->tokens,
+                               now_ms, now_wall);
+        else
+            state_live_success(st, ep, o->ttfb_ms, now_ms);
+        break;
+    case STATE_DOWN:
+    case STATE_AUTH_FAILED:
+        if (check)
+            state_check_result(st, ep, false, o->kind == STATE_AUTH_FAILED, -1, -1,
+                               o->error ? o->error : "check failed", o->tokens, now_ms, now_wall);
+        else
+            state_mark_failed(st, ep, o->kind == STATE_AUTH_FAILED ? EP_AUTH_FAILED : EP_FAILED,
+                              o->status, error, now_ms);
+        break;
+    case STATE_RATE_LIMITED:
+        state_rate_limited(st, ep, o->rest_until_ms, now_ms);
+        break;
+    case STATE_USAGE_CAPPED:
+        state_usage_capped(st, ep, o->rest_until_ms, error, now_ms);
+        break;
+    case STATE_MODEL_MISSING:
+        if (o->model)
+            state_model_missing(st, ep, o->model, now_ms);
+        break;
+    case STATE_CHECK_MISCONFIGURED:
+        state_check_error(st, ep, error, o->fix, now_ms, now_wall);
+        break;
+    }
+}
+
+void state_check_begin(struct state *st, int ep, uint64_t now_ms)
+{
+    (void)now_ms;
+    struct ep *e = &st->eps[ep];
+    if (!e->check_running) {
+        e->check_running = true;
+        st->checks_running++;
+    }
+    if (e->status == EP_UNKNOWN)
+        e->status = EP_CHECKING;
+}
+
+void state_check_abandon(struct state *st, int ep)
+{
+    struct ep *e = &st->eps[ep];
+    if (!e->check_running)
+        return;
+    e->check_running = false;
+    if (st->checks_running)
+        st->checks_running--;
+}
+
+void state_publish_interval(struct state *st, double interval_s, const char *load_level)
+{
+    st->check_interval_s = interval_s;
+    st->load_level = load_level;
+}
+
+void state_publish_cycle(struct state *st, uint64_t next_cycle_ms)
+{
+    st->next_cycle_ms = next_cycle_ms;
+}
+
+void state_publish_paused(struct state *st, bool paused)
+{
+    st->checks_paused = paused;
+}
+
+void state_publish_ep_next(struct state *st, int ep, uint64_t next_check_ms)
+{
+    st->eps[ep].next_check_ms = next_check_ms;
+}
+
+void state_publish_models_warning(struct state *st, int ep, const char *warning)
+{
+    struct ep *e = &st->eps[ep];
+    size_t len = warning ? strlen(warning) : 0;
+    if (len >= sizeof e->models_warning)
+        len = utf8_cut(warning, sizeof e->models_warning - 1);
+    if (len)
+        memcpy(e->models_warning, warning, len);
+    e->models_warning[len] = '\0';
+}
+
+bool state_ep_check_running(const struct state *st, int ep)
+{
+    return st->eps[ep].check_running;
+}
+
+bool state_ep_recheck_soon(const struct state *st, int ep)
+{
+    return st->eps[ep].recheck_soon;
+}
+
+bool state_ep_failed(const struct state *st, int ep)
+{
+    return st->eps[ep].status == EP_FAILED || st->eps[ep].status == EP_AUTH_FAILED;
+}
+
+uint64_t state_ep_circuit_retry_ms(const struct state *st, int ep)
+{
+    return st->eps[ep].circuit == CIRCUIT_OPEN ? st->eps[ep].circuit_retry_ms : 0;
+}
+
+static void state_usage_add(struct usage *to, const struct usage *u)
+{
+    to->input += u->input;
+    to->output += u->output;
+    to->cache_read += u->cache_read;
+    to->cache_creation += u->cache_creation;
+}
+
+void state_count_tokens(struct state *st, struct state *st_ep, int ep, const struct usage *u)
+{
+    state_usage_add(&st->live_tokens, u);
+    if (st_ep && ep >= 0)
+        state_usage_add(&st_ep->eps[ep].live_tokens, u);
+}
+
+void state_count_retry(struct state *st)
+{
+    st->retries_total++;
+}
+
+void state_own_config(struct state *st, struct config *cfg)
+{
+    st->owned_cfg = cfg;
+}
+
+void state_set_failed_cb(struct state *st, void (*cb)(void *ud, struct state *st, int ep),
+                         void *ud)
+{
+    st->ep_failed_cb = cb;
+    st->ep_failed_ud = ud;
+}
+
+void state_set_switch_cb(struct state *st, void (*cb)(void *ud, const char *reason), void *ud)
+{
+    st->switch_cb = cb;
+    st->switch_ud = ud;
+}
+
+size_t state_n_eps(const struct state *st)
+{
+    return st->n_eps;
+}
+
+size_t state_n_tracks(const struct state *st)
+{
+    return st->n_tracks;
+}
+
+const char *state_ep_name(const struct state *st, int ep)
+{
+    return st->eps[ep].name;
+}
+
+const char *state_ep_url(const struct state *st, int ep)
+{
+    return st->eps[ep].url;
+}
+
+size_t state_ep_group(const struct state *st, int ep)
+{
+    return st->eps[ep].group;
+}
+
+size_t state_current_group(const struct state *st)
+{
+    return st->current_group;
+}
+
+const char *state_group_name(const struct state *st, size_t g)
+{
+    return st->groups[g].name;
+}
+
+const struct cfg_group *state_group_cfg(const struct state *st, size_t g)
+{
+    return st->groups[g].cfg;
+}
+
+size_t state_group_eps(const struct state *st, size_t g, size_t *first)
+{
+    *first = st->groups[g].first;
+    return st->groups[g].n;
+}
+
+struct track *state_tracks(const struct state *st)
+{
+    return st->tracks;
+}
+
+const char *state_ep_models_warning(const struct state *st, int ep)
+{
+    return st->eps[ep].models_warning;
+}
+
+const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
+                                        const struct cfg_group **group)
+{
+    const struct ep *e = &st->eps[ep];
+    const struct cfg_group *g = st->groups[e->group].cfg;
+    if (group)
+        *group = g;
+    return e->index < g->n_endpoints ? &g->endpoints[e->index] : NULL;
+}
+
+void state_snapshot_take(const struct state *st, struct state_snapshot *out)
+{
+    memset(out, 0, sizeof *out);
+    int current = state_current_ep(st);
+    out->n_eps = st->n_eps;
+    out->eps = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *out->eps);
+    for (size_t i = 0; i < st->n_eps; i++) {
+        const struct ep *e = &st->eps[i];
+        out->eps[i] = (struct state_ep_snapshot){
+            .name = e->name,
+            .group = st->groups[e->group].name,
+            .status = e->status,
+            .circuit = e->circuit,
+            .current = (int)i == current,
+            .active = e->active,
+            .latency_ms = e->latency_ms,
+            .smoothed_ms = e->smoothed_ms,
+            .check_tokens = e->check_tokens,
+        };
+    }
+    out->n_groups = st->n_groups;
+    out->groups = xcalloc(st->n_groups ? st->n_groups : 1, sizeof *out->groups);
+    for (size_t g = 0; g < st->n_groups; g++)
+        out->groups[g] = st->groups[g].name;
+    out->current_group = st->current_group;
+    out->manual = st->n_groups && st->groups[st->current_group].policy.manual;
+    out->active = st->n_tracks;
+    out->checks_paused = st->checks_paused;
+    out->check_interval_s = st->check_interval_s;
+    out->has_config = st->cfg != NULL;
+    out->config_interval_s = st->cfg ? st->cfg->interval_s : 0;
+    out->start_wall_ms = st->start_wall_ms;
+}
+
+void state_snapshot_release(struct state_snapshot *s)
+{
+    free(s->eps);
+    free(s->groups);
+    s->eps = NULL;
+    s->groups = NULL;
 }
 
 bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms)

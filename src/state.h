@@ -12,6 +12,15 @@
  * This module does no I/O and never touches the loop: callers pass the
  * monotonic and wall clocks in.  It logs switches, because a switch must be
  * logged wherever it is decided.
+ *
+ * One way in: only state.c writes the fields below.  What happened at an
+ * endpoint (a check's or a live request's outcome) arrives through
+ * state_report(); what the checker knows about its schedule through the
+ * state_check_* and state_publish_* calls; the proxy's counters through
+ * state_count_*.  Readers outside use the accessors or a snapshot
+ * (state_snapshot_take); the struct definitions are still visible, read-only,
+ * for status.c, the tests and a few proxy.c lines (making them private is
+ * the next step).
  */
 #ifndef ZEPHYR_STATE_H
 #define ZEPHYR_STATE_H
@@ -174,7 +183,6 @@ struct state {
     uint64_t next_cycle_ms;     /* monotonic, 0 when unscheduled */
     const char *load_level;     /* borrows a static string */
     struct sessions *sessions;  /* owns */
-    struct metrics *metrics;    /* borrows; NULL: not counted */
     /* Fallback: the group that last served a request in place of the
      * current one (-1: none since start or since the current group came
      * back), and when. */
@@ -186,6 +194,10 @@ struct state {
      * It must not end requests from inside the call. */
     void (*ep_failed_cb)(void *ud, struct state *st, int ep);
     void *ep_failed_ud;
+    /* Told of every switch of a group's current endpoint, with its reason
+     * word (the metrics count them); NULL: nobody. */
+    void (*switch_cb)(void *ud, const char *reason);
+    void *switch_ud;
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
@@ -261,32 +273,158 @@ void state_why_unusable(const struct state *st, size_t g, uint64_t now_ms,
 enum ep_cause state_cause_of(const char *error);
 const char *ep_cause_name(enum ep_cause c);
 
-/* Outcome of a check or of live traffic. */
-void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, double latency_ms,
-                        double ttfb_ms, const char *error, const struct usage *tokens,
-                        uint64_t now_ms, uint64_t now_wall);
-/* The check itself is refused (the model, the body or the path is not
- * served; the cli binary is missing): the endpoint becomes CHECK_ERROR,
- * which routing treats like "not checked" (live results and latency
- * decide), and the problem is logged once, with what to change (fix). */
-void state_check_error(struct state *st, int ep, const char *what, const char *fix,
-                       uint64_t now_ms, uint64_t now_wall);
-void state_live_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
-/* The same for a failure that was an HTTP answer: a 529 or 503 makes the
- * endpoint's cause EP_CAUSE_OVERLOADED whatever the error text says, so that
- * a request with nowhere to go can name the cause (state_why_unusable). */
-void state_live_failure_status(struct state *st, int ep, int status, const char *error,
-                               uint64_t now_ms);
-void state_live_auth_failure(struct state *st, int ep, const char *error, uint64_t now_ms);
-void state_live_success(struct state *st, int ep, double ttfb_ms, uint64_t now_ms);
-void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t now_ms);
-/* An exhausted balance, quota or usage limit: the endpoint rests until
- * until_ms like a 429, without counting as a failure; reason is shown. */
-void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
-                        uint64_t now_ms);
-/* Endpoint ep answered that it does not serve model: remember that for
- * EP_MISSING_MODEL_MS (models longer than 63 bytes are not remembered). */
-void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms);
+/*
+ * What happened at an endpoint: the outcome of a health check (source
+ * STATE_FROM_CHECK) or of a live request (STATE_FROM_LIVE).
+ *
+ *   STATE_OK             the check passed (latency_ms, ttfb_ms, tokens), or
+ *                        a live request got its first byte (ttfb_ms);
+ *   STATE_DOWN           connect error, timeout, 5xx, broken stream, failed
+ *                        check; status is the HTTP status when the failure
+ *                        was an answer (a 529 or 503 makes the cause
+ *                        EP_CAUSE_OVERLOADED whatever error says), else 0;
+ *   STATE_AUTH_FAILED    the token was refused (401/403);
+ *   STATE_RATE_LIMITED   a 429: rest until rest_until_ms;
+ *   STATE_USAGE_CAPPED   an exhausted balance, quota or usage limit: rest
+ *                        until rest_until_ms like a 429, without counting
+ *                        as a failure; error is the reason shown;
+ *   STATE_MODEL_MISSING  the endpoint does not serve model: remembered for
+ *                        EP_MISSING_MODEL_MS (models longer than 63 bytes
+ *                        are not remembered);
+ *   STATE_CHECK_MISCONFIGURED  the check itself is refused (the model, the
+ *                        body or the path is not served; the cli binary is
+ *                        missing): error says what, fix what to change.  The
+ *                        endpoint becomes CHECK_ERROR, routed like "not
+ *                        checked" (live results and latency decide), and
+ *                        the problem is logged once.
+ *
+ * error is a redacted text (never a secret); the strings are copied.
+ */
+enum state_source {
+    STATE_FROM_CHECK = 0,
+    STATE_FROM_LIVE = 1,
+};
+
+enum state_kind {
+    STATE_OK = 0,
+    STATE_DOWN = 1,
+    STATE_AUTH_FAILED = 2,
+    STATE_RATE_LIMITED = 3,
+    STATE_USAGE_CAPPED = 4,
+    STATE_MODEL_MISSING = 5,
+    STATE_CHECK_MISCONFIGURED = 6,
+};
+
+struct state_outcome {
+    enum state_source source;
+    enum state_kind kind;
+    int status;                 /* HTTP status of the answer, 0 when none */
+    double latency_ms;          /* check latency, < 0 unknown */
+    double ttfb_ms;             /* time to first byte, < 0 unknown */
+    uint64_t rest_until_ms;     /* RATE_LIMITED, USAGE_CAPPED: monotonic */
+    const char *error;          /* borrows; NULL: "check failed" for a failed check */
+    const char *fix;            /* borrows; CHECK_MISCONFIGURED, may be NULL */
+    const char *model;          /* borrows; MODEL_MISSING */
+    const struct usage *tokens; /* borrows; tokens a check spent, may be NULL */
+};
+
+/* The one entry point for what happened at endpoint ep.  A check's report
+ * also ends the check state_check_begin() started.  The health rules it
+ * applies are listed at the top of state.c. */
+void state_report(struct state *st, int ep, const struct state_outcome *o, uint64_t now_ms,
+                  uint64_t now_wall);
+
+/*
+ * What the checker (health.c) publishes about its schedule, for /status
+ * and the metrics: a check of ep begins (an unchecked endpoint shows
+ * "checking") or is abandoned without a result; the interval in effect and
+ * the load level it follows (a static string); the next cycle (monotonic,
+ * 0 when unscheduled); whether checks are paused; each endpoint's next
+ * check (0 while one runs); the warning that GET /v1/models does not list
+ * the check model ("" or NULL: none).
+ */
+void state_check_begin(struct state *st, int ep, uint64_t now_ms);
+void state_check_abandon(struct state *st, int ep);
+void state_publish_interval(struct state *st, double interval_s, const char *load_level);
+void state_publish_cycle(struct state *st, uint64_t next_cycle_ms);
+void state_publish_paused(struct state *st, bool paused);
+void state_publish_ep_next(struct state *st, int ep, uint64_t next_check_ms);
+void state_publish_models_warning(struct state *st, int ep, const char *warning);
+
+/* The checker's questions: whether a check of ep runs now; whether live
+ * traffic asked for a quick re-check; whether ep failed (FAILED or
+ * AUTH_FAILED); when an open circuit lets its trial through (monotonic, 0
+ * when the circuit is not open). */
+bool state_ep_check_running(const struct state *st, int ep);
+bool state_ep_recheck_soon(const struct state *st, int ep);
+bool state_ep_failed(const struct state *st, int ep);
+uint64_t state_ep_circuit_retry_ms(const struct state *st, int ep);
+
+/* The proxy's counters: a finished request's tokens (to the totals of st
+ * and to endpoint ep of st_ep, which may be an older state; ep < 0: totals
+ * only), and a failed attempt that moved elsewhere. */
+void state_count_tokens(struct state *st, struct state *st_ep, int ep, const struct usage *u);
+void state_count_retry(struct state *st);
+
+/* Wiring: st takes ownership of cfg (freed with the state); the callbacks
+ * described at struct state (NULL: none).  state_take_over() carries them. */
+void state_own_config(struct state *st, struct config *cfg);
+void state_set_failed_cb(struct state *st, void (*cb)(void *ud, struct state *st, int ep),
+                         void *ud);
+void state_set_switch_cb(struct state *st, void (*cb)(void *ud, const char *reason), void *ud);
+
+/* Read-only accessors. */
+size_t state_n_eps(const struct state *st);
+size_t state_n_tracks(const struct state *st);
+const char *state_ep_name(const struct state *st, int ep);
+const char *state_ep_url(const struct state *st, int ep);
+/* The models warning state_publish_models_warning() kept (cut to fit), "" when none. */
+const char *state_ep_models_warning(const struct state *st, int ep);
+/* Endpoint ep's group; the current group; a group's name and configuration;
+ * the endpoints of group g are first .. first + n - 1 (returns n). */
+size_t state_ep_group(const struct state *st, int ep);
+size_t state_current_group(const struct state *st);
+const char *state_group_name(const struct state *st, size_t g);
+const struct cfg_group *state_group_cfg(const struct state *st, size_t g);
+size_t state_group_eps(const struct state *st, size_t g, size_t *first);
+/* The first of the requests in flight (follow track.next), or NULL. */
+struct track *state_tracks(const struct state *st);
+/* The configuration of endpoint ep and of its group. */
+const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
+                                        const struct cfg_group **group);
+
+/*
+ * The figures /metrics shows, copied at one moment.  Strings borrow from
+ * the state and stay valid while it is not changed or freed, so render the
+ * snapshot at once; state_snapshot_release() frees the arrays.
+ */
+struct state_ep_snapshot {
+    const char *name;           /* borrows */
+    const char *group;          /* borrows: the group's name */
+    enum ep_status status;
+    enum ep_circuit circuit;
+    bool current;               /* the endpoint new requests go to */
+    unsigned active;
+    double latency_ms;          /* < 0 unknown */
+    double smoothed_ms;         /* < 0 unknown */
+    struct usage check_tokens;
+};
+struct state_snapshot {
+    struct state_ep_snapshot *eps; /* owns, n_eps entries */
+    size_t n_eps;
+    const char **groups;        /* owns the array, borrows the names */
+    size_t n_groups;
+    size_t current_group;
+    bool manual;                /* the current group is pinned */
+    size_t active;              /* requests in flight */
+    bool checks_paused;
+    double check_interval_s;
+    bool has_config;
+    int config_interval_s;      /* health_check.interval_seconds */
+    uint64_t start_wall_ms;
+};
+void state_snapshot_take(const struct state *st, struct state_snapshot *out);
+void state_snapshot_release(struct state_snapshot *s);
 /* False while ep is remembered not to serve model. */
 bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms);
 

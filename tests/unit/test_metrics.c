@@ -70,10 +70,28 @@ static int teardown(void **state)
     return 0;
 }
 
+/* metrics_render() over a snapshot of st, as app.c renders /metrics. */
+static void render_state(struct fixture *f, const struct metrics_upstream *up, struct buf *out)
+{
+    struct state_snapshot snap;
+    state_snapshot_take(f->st, &snap);
+    metrics_render(f->m, &snap, up, out);
+    state_snapshot_release(&snap);
+}
+
+/* A passing check's report, as health.c sends it. */
+static void check_passed(struct state *st, int ep, double latency_ms, double ttfb_ms,
+                         const struct usage *tokens, uint64_t now, uint64_t wall)
+{
+    struct state_outcome o = {.source = STATE_FROM_CHECK, .kind = STATE_OK,
+                              .latency_ms = latency_ms, .ttfb_ms = ttfb_ms, .tokens = tokens};
+    state_report(st, ep, &o, now, wall);
+}
+
 static const char *render(struct fixture *f)
 {
     buf_reset(&f->out);
-    metrics_render(f->m, f->st, NULL, &f->out);
+    render_state(f, NULL, &f->out);
     assert_non_null(f->out.data);
     return f->out.data;
 }
@@ -473,9 +491,9 @@ static void test_gauges_follow_state(void **state)
     int c = state_find_ep(st, "charlie");
     assert_true(a >= 0 && b >= 0 && c >= 0);
     struct usage spent = {.input = 8, .output = 1};
-    state_check_result(st, a, true, false, 250.0, 200.0, NULL, &spent, 2000, 1764000001000ull);
-    state_check_result(st, b, true, false, 900.0, 800.0, NULL, &spent, 2000, 1764000001000ull);
-    state_check_result(st, b, true, false, 900.0, 800.0, NULL, &spent, 2001, 1764000001001ull);
+    check_passed(st, a, 250.0, 200.0, &spent, 2000, 1764000001000ull);
+    check_passed(st, b, 900.0, 800.0, &spent, 2000, 1764000001000ull);
+    check_passed(st, b, 900.0, 800.0, &spent, 2001, 1764000001001ull);
     st->eps[b].active = 3;
     st->eps[c].circuit = CIRCUIT_OPEN;
     st->eps[c].status = EP_FAILED;
@@ -525,7 +543,7 @@ static void test_upstream_connection_gauges(void **state)
     struct fixture *f = *state;
     struct metrics_upstream up = {.open = 5, .idle = 2};
     buf_reset(&f->out);
-    metrics_render(f->m, f->st, &up, &f->out);
+    render_state(f, &up, &f->out);
     const char *t = f->out.data;
     check_well_formed(t);
     assert_true(has_line(t, "zephyr_upstream_connections{client=\"builtin\",state=\"busy\"} 3"));
@@ -543,7 +561,7 @@ static void test_capped_output_ends_on_a_line(void **state)
     for (size_t cap = 0; cap < whole; cap += 97) {
         struct buf small;
         buf_init(&small, cap);
-        metrics_render(f->m, f->st, NULL, &small);
+        render_state(f, NULL, &small);
         if (small.len) {
             assert_int_equal(small.data[small.len - 1], '\n');
             assert_memory_equal(small.data, full, small.len);

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "policy.h"
 #include "state.h"
+#include "state_reports.h"
 #include "util.h"
 
 #define THRESHOLD 50
@@ -931,8 +932,8 @@ static void test_state_panic_routing(void **state)
     struct state *st = state_new(cfg, 1000, 1764000000000ull);
     uint64_t t = 1000;
     for (int k = 0; k < 5; k++) {
-        state_check_result(st, 0, false, false, -1, -1, "HTTP 503", NULL, t, 0);
-        state_check_result(st, 1, false, false, -1, -1, "connect failed", NULL, t, 0);
+        report_check(st, 0, false, false, -1, -1, "HTTP 503", NULL, t, 0);
+        report_check(st, 1, false, false, -1, -1, "connect failed", NULL, t, 0);
     }
     assert_int_equal(st->eps[0].circuit, CIRCUIT_OPEN);
     assert_false(state_ep_usable(st, &st->eps[0], t));
@@ -941,20 +942,20 @@ static void test_state_panic_routing(void **state)
     assert_int_equal(ep, 0);
     assert_true(st->groups[0].panic);
     /* A live success on b puts it first. */
-    state_live_success(st, 1, 120, t + 1);
+    report_live_success(st, 1, 120, t + 1);
     assert_int_equal(state_route(st, NULL, t + 2), 1);
     bool tried[2] = { false, true };
     assert_int_equal(state_next_ep(st, 1, tried, t + 2), 0);
     /* Three live failures in a row on b: its circuit keeps live traffic off. */
     for (int k = 0; k < 3; k++)
-        state_live_failure(st, 1, "upstream answered 502", t + 3);
+        report_live_failure(st, 1, "upstream answered 502", t + 3);
     assert_true(state_ep_live_blocked(&st->eps[1], t + 3));
     assert_int_equal(state_route(st, NULL, t + 3), 0);
     for (int k = 0; k < 3; k++)
-        state_live_failure(st, 0, "upstream answered 502", t + 4);
+        report_live_failure(st, 0, "upstream answered 502", t + 4);
     assert_int_equal(state_route(st, NULL, t + 4), -1);
     /* A passing check ends the panic. */
-    state_check_result(st, 0, true, false, 80, 70, NULL, NULL, t + 60000000, 0);
+    report_check(st, 0, true, false, 80, 70, NULL, NULL, t + 60000000, 0);
     assert_int_equal(state_route(st, NULL, t + 60000000), 0);
     assert_false(st->groups[0].panic);
     state_free(st);
@@ -970,7 +971,7 @@ static void test_state_check_error(void **state)
     struct config *cfg = load_cfg(TWO_EPS);
     struct state *st = state_new(cfg, 1000, 1764000000000ull);
     for (int k = 0; k < 6; k++)
-        state_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
+        report_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
                           "set check_model: this endpoint does not serve m", 1000 + (uint64_t)k, 0);
     const struct ep *e = &st->eps[0];
     assert_int_equal(e->status, EP_CHECK_ERROR);
@@ -981,14 +982,14 @@ static void test_state_check_error(void **state)
     assert_int_equal(state_route(st, NULL, 2000), 0);
     assert_false(st->groups[0].panic);
     /* A live failure takes it off until the next check result... */
-    state_live_failure(st, 0, "upstream answered 500", 2001);
+    report_live_failure(st, 0, "upstream answered 500", 2001);
     assert_int_equal(state_route(st, NULL, 2002), 1);
     /* ...and a refused check (the endpoint answered) brings it back. */
-    state_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
+    report_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
                       "set check_model: this endpoint does not serve m", 2003, 0);
     assert_true(state_ep_usable(st, &st->eps[0], 2004));
     /* A real check result clears the check error. */
-    state_check_result(st, 0, true, false, 50, 40, NULL, NULL, 2005, 0);
+    report_check(st, 0, true, false, 50, 40, NULL, NULL, 2005, 0);
     assert_string_equal(st->eps[0].check_error, "");
     state_free(st);
     config_free(cfg);
@@ -1002,32 +1003,32 @@ static void test_state_why_unusable(void **state)
     struct state *st = state_new(cfg, 1000, 1764000000000ull);
     struct state_unusable why;
 
-    state_live_auth_failure(st, 0, "token refused (401)", 1000);
-    state_check_result(st, 1, false, true, -1, -1, "HTTP 401: authentication_error: invalid x-api-key",
+    report_live_auth_failure(st, 0, "token refused (401)", 1000);
+    report_check(st, 1, false, true, -1, -1, "HTTP 401: authentication_error: invalid x-api-key",
                        NULL, 1000, 0);
     state_why_unusable(st, 0, 1001, &why);
     assert_int_equal(why.cause, EP_CAUSE_AUTH);
     assert_non_null(strstr(why.detail, "a: token refused (401)"));
     assert_non_null(strstr(why.detail, "b: HTTP 401"));
 
-    state_live_failure(st, 0, "SSL certificate problem: self-signed certificate", 1002);
-    state_check_result(st, 1, false, false, -1, -1,
+    report_live_failure(st, 0, "SSL certificate problem: self-signed certificate", 1002);
+    report_check(st, 1, false, false, -1, -1,
                        "SSL certificate problem: self-signed certificate", NULL, 1002, 0);
     state_why_unusable(st, 0, 1003, &why);
     assert_int_equal(why.cause, EP_CAUSE_TLS);
     assert_non_null(strstr(why.detail, "a: TLS problem: SSL certificate problem"));
 
-    state_live_failure(st, 0, "upstream answered 529", 1004);
-    state_live_failure(st, 1, "upstream answered 529", 1004);
+    report_live_failure(st, 0, "upstream answered 529", 1004);
+    report_live_failure(st, 1, "upstream answered 529", 1004);
     state_why_unusable(st, 0, 1005, &why);
     assert_int_equal(why.cause, EP_CAUSE_OVERLOADED);
 
-    state_live_failure(st, 1, "connect failed", 1006);
+    report_live_failure(st, 1, "connect failed", 1006);
     state_why_unusable(st, 0, 1007, &why);
     assert_int_equal(why.cause, EP_CAUSE_DOWN);
 
-    state_rate_limited(st, 0, 31000, 1008);
-    state_rate_limited(st, 1, 11000, 1008);
+    report_rate_limited(st, 0, 31000, 1008);
+    report_rate_limited(st, 1, 11000, 1008);
     state_why_unusable(st, 0, 1008, &why);
     assert_int_equal(why.cause, EP_CAUSE_RATE_LIMITED);
     assert_int_equal(why.retry_after_s, 10);
