@@ -46,8 +46,10 @@ if [ "${1:-}" = "test" ]; then
     exec make V="$V" check
 fi
 # Running the proxy needs the proxy only: no unit tests, no fake upstream.
-if ! make V="$V" -q build/claude-zephyr 2>/dev/null; then
+# --no-print-directory: no "Entering directory" lines when run.sh itself
+# runs under make (the test suite does that).
+if ! make --no-print-directory V="$V" -q build/claude-zephyr 2>/dev/null; then
     echo "run.sh: building build/claude-zephyr (V=1 ./run.sh shows the commands)" >&2
-    make V="$V" -j"$jobs" build/claude-zephyr
+    make --no-print-directory V="$V" -j"$jobs" build/claude-zephyr
 fi
 exec build/claude-zephyr "$@"
