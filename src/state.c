@@ -107,6 +107,7 @@ struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t no
     st->cfg = cfg;
     st->start_mono_ms = now_mono;
     st->start_wall_ms = now_wall;
+    st->wall_clock_ms = now_wall_ms;
     st->n_groups = cfg->n_groups;
     st->groups = xcalloc(cfg->n_groups, sizeof *st->groups);
     for (size_t g = 0; g < cfg->n_groups; g++)
@@ -814,7 +815,7 @@ void state_event(struct state *st, const char *kind, const char *from, const cha
 {
     struct event *ev = &st->events[st->next_event];
     memset(ev, 0, sizeof *ev);
-    ev->t_wall_ms = now_wall_ms();
+    ev->t_wall_ms = st->wall_clock_ms();
     snprintf(ev->kind, sizeof ev->kind, "%s", kind);
     snprintf(ev->from, sizeof ev->from, "%s", from);
     snprintf(ev->to, sizeof ev->to, "%s", to);

@@ -8,6 +8,7 @@
 #define ZEPHYR_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,5 +69,15 @@ int strn_ieq(const char *a, size_t alen, const char *b);
  * matched by prefix: "127.evil.example" is a name, not loopback.
  */
 int host_is_loopback(const char *host);
+
+/*
+ * Whether a proxy variable that libcurl honours is set to a non-empty
+ * value: for http:// URLs http_proxy, HTTP_PROXY, all_proxy or ALL_PROXY;
+ * with https also https_proxy or HTTPS_PROXY.  The one rule for "a proxy
+ * variable is set", so that the choice of client (upstream.c) and what
+ * libcurl is told (fetch.c) cannot drift apart.  Reads the environment:
+ * call it at start-up, not per request.
+ */
+bool env_proxy_set(bool https);
 
 #endif
