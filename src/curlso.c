@@ -149,6 +149,11 @@ void curlso_cleanup(void)
  * runs the one, curlso_cleanup() the other, and a call to either would
  * fail to link rather than map libcurl for nothing. */
 
+const char *curlso_version(void)
+{
+    return curlso_loaded() ? curlso_fns.version() : NULL;
+}
+
 /* Constructors: load on first use, NULL when libcurl is not there. */
 
 char *curl_version(void)

@@ -35,6 +35,10 @@ int curlso_load(void);
 /* True once libcurl is loaded and initialised. */
 bool curlso_loaded(void);
 
+/* libcurl's version line when it is loaded, else NULL.  Never loads it:
+ * --version has no reason to map 8 MB of libraries. */
+const char *curlso_version(void);
+
 /* curl_global_cleanup() if libcurl was loaded; otherwise nothing.  The
  * library stays mapped: OpenSSL's exit handlers live in it. */
 void curlso_cleanup(void);
