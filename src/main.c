@@ -8,6 +8,7 @@
  * what to do next.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,32 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
     return -1;
 }
 
+/* The --connect mode's process: its loop, its signals, the remote view. */
+struct main_remote {
+    uv_signal_t sigint, sigterm, sighup;
+    struct remote *r; /* owns */
+    bool ending;
+};
+
+static void main_remote_end(void *ud)
+{
+    struct main_remote *m = ud;
+    if (m->ending)
+        return;
+    m->ending = true;
+    remote_free(m->r);
+    m->r = NULL;
+    uv_close((uv_handle_t *)&m->sigint, NULL);
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+    uv_close((uv_handle_t *)&m->sighup, NULL);
+}
+
+static void on_remote_signal(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    main_remote_end(s->data);
+}
+
 /* --dashboard --connect URL: watch a proxy that runs elsewhere. */
 static int main_run_remote(const struct main_opts *o)
 {
@@ -247,7 +274,26 @@ static int main_run_remote(const struct main_opts *o)
                         "it to the admin key alone, on one line\n");
         return 1;
     }
-    int rc = remote_dashboard_run(o->connect, admin_key);
+    uv_loop_t loop;
+    struct main_remote m;
+    int rc = 0;
+    memset(&m, 0, sizeof m);
+    uv_loop_init(&loop);
+    /* Signals first, so that ncurses does not install its own handlers. */
+    uv_signal_init(&loop, &m.sigint);
+    uv_signal_init(&loop, &m.sigterm);
+    uv_signal_init(&loop, &m.sighup);
+    m.sigint.data = m.sigterm.data = m.sighup.data = &m;
+    uv_signal_start(&m.sigint, on_remote_signal, SIGINT);
+    uv_signal_start(&m.sigterm, on_remote_signal, SIGTERM);
+    uv_signal_start(&m.sighup, on_remote_signal, SIGHUP);
+    m.r = remote_new(&loop, o->connect, admin_key, main_remote_end, &m);
+    if (!m.r) {
+        rc = 1;
+        main_remote_end(&m);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
     curlso_cleanup();
     return rc;
 }

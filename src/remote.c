@@ -2,7 +2,8 @@
  * remote: the dashboard's source when it watches a proxy elsewhere
  * (--dashboard --connect URL).
  *
- * It runs its own loop: the dashboard (terminal, keys, redraws), a poll
+ * It lives on the loop main() runs for this mode (main also owns the
+ * signals, as everywhere): the dashboard (terminal, keys, redraws), a poll
  * timer, and the exchanges, which go through the upstream layer like any
  * other (the built-in client for http://, libcurl for https:// or behind a
  * proxy variable), so nothing here blocks.  A proxy that is slow to answer
@@ -16,18 +17,17 @@
  *            returns 1 and the outcome reaches the screen when the reply
  *            is in (dashboard_admin_done).  One at a time: a key pressed
  *            while one runs says so.
- *   signals  SIGINT, SIGTERM and SIGHUP end the session
  *
  * The document on screen is the last /status that parsed, shown only
  * while the last fetch succeeded; when the proxy cannot be reached the
  * screen says why and polling goes on.  Replies are capped at
- * REMOTE_REPLY_CAP bytes.  Lifetime: remote_stop() aborts what is running,
- * frees the upstream layer and closes the handles; uv_run() then returns.
+ * REMOTE_REPLY_CAP bytes.  Lifetime: remote_free() aborts what is running,
+ * frees the upstream layer and the dashboard and closes the timer, whose
+ * close callback frees the rest.
  */
 #include "remote.h"
 
 #include <cjson/cJSON.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,30 +50,31 @@ struct remote;
 
 /* One exchange with the proxy: a GET of /status or a POST of an operation. */
 struct rx {
-    struct remote *r;           /* borrows */
-    struct up_xfer *ux;         /* the running exchange; NULL once done */
-    char *url;                  /* owns */
-    char *headers;              /* owns; "Name: value\r\n" lines */
-    char *json;                 /* owns; the operation's body, NULL for /status */
-    char op[16];                /* the operation, "" for /status */
-    int status;                 /* the reply's status; 0 before the head */
-    bool too_big;               /* the reply went over REMOTE_REPLY_CAP */
-    struct buf body;            /* owns; the reply */
+    struct remote *r;   /* borrows */
+    struct up_xfer *ux; /* the running exchange; NULL once done */
+    char *url;          /* owns */
+    char *headers;      /* owns; "Name: value\r\n" lines */
+    char *json;         /* owns; the operation's body, NULL for /status */
+    char op[16];        /* the operation, "" for /status */
+    int status;         /* the reply's status; 0 before the head */
+    bool too_big;       /* the reply went over REMOTE_REPLY_CAP */
+    struct buf body;    /* owns; the reply */
 };
 
 struct remote {
-    uv_loop_t loop;
-    struct upstream *up;        /* owns */
-    char *base;                 /* owns; scheme://host:port, no trailing '/' */
-    const char *admin_key;      /* borrows */
-    const char *access_key;     /* borrows; $ZEPHYR_ACCESS_KEY, sent on every request */
-    struct dashboard *d;        /* owns */
+    uv_loop_t *loop;        /* borrows */
+    struct upstream *up;    /* owns */
+    char *base;             /* owns; scheme://host:port, no trailing '/' */
+    const char *admin_key;  /* borrows */
+    const char *access_key; /* borrows; $ZEPHYR_ACCESS_KEY, sent on every request */
+    struct dashboard *d;    /* owns */
     uv_timer_t poll;
-    uv_signal_t sigint, sigterm, sighup;
-    struct rx *fetching;        /* owns; the /status exchange running, or NULL */
-    struct rx *acting;          /* owns; the operation running, or NULL */
-    cJSON *doc;                 /* owns; the last /status that parsed */
-    char error[320];            /* why there is no fresh document, or "" */
+    void (*on_quit)(void *); /* the operator asked to quit */
+    void *quit_ud;           /* borrows */
+    struct rx *fetching;     /* owns; the /status exchange running, or NULL */
+    struct rx *acting;       /* owns; the operation running, or NULL */
+    cJSON *doc;              /* owns; the last /status that parsed */
+    char error[320];         /* why there is no fresh document, or "" */
     bool stopping;
 };
 
@@ -226,8 +227,10 @@ static struct rx *remote_start(struct remote *r, const char *path, char *json, c
     };
     x->ux = up_start(r->up, &req, &cbs, x);
     if (!x->ux) {
-        snprintf(err, errlen, "%s: the request cannot start (a malformed URL, or libcurl "
-                              "cannot be loaded)", x->url);
+        snprintf(err, errlen,
+                 "%s: the request cannot start (a malformed URL, or libcurl "
+                 "cannot be loaded)",
+                 x->url);
         rx_free(x);
         return NULL;
     }
@@ -268,9 +271,17 @@ static int remote_admin(void *ud, const char *op, const cJSON *body, char *err, 
     return r->acting ? 1 : -1;
 }
 
-static void remote_stop(struct remote *r)
+static void on_poll_closed(uv_handle_t *h)
 {
-    if (r->stopping)
+    struct remote *r = h->data;
+    cJSON_Delete(r->doc);
+    free(r->base);
+    free(r);
+}
+
+void remote_free(struct remote *r)
+{
+    if (!r || r->stopping)
         return;
     r->stopping = true;
     rx_free(r->fetching);
@@ -281,26 +292,19 @@ static void remote_stop(struct remote *r)
     r->up = NULL;
     dashboard_free(r->d);
     r->d = NULL;
-    uv_close((uv_handle_t *)&r->poll, NULL);
-    uv_close((uv_handle_t *)&r->sigint, NULL);
-    uv_close((uv_handle_t *)&r->sigterm, NULL);
-    uv_close((uv_handle_t *)&r->sighup, NULL);
+    uv_close((uv_handle_t *)&r->poll, on_poll_closed);
 }
 
 static void remote_quit(void *ud)
 {
-    remote_stop(ud);
+    struct remote *r = ud;
+    if (r->on_quit)
+        r->on_quit(r->quit_ud);
 }
 
 static void on_remote_poll(uv_timer_t *t)
 {
     remote_fetch(t->data);
-}
-
-static void on_remote_signal(uv_signal_t *s, int signum)
-{
-    (void)signum;
-    remote_stop(s->data);
 }
 
 static enum dv_lang remote_lang(void)
@@ -325,30 +329,24 @@ static char *remote_base(const char *url)
     return base;
 }
 
-int remote_dashboard_run(const char *url, const char *admin_key)
+struct remote *remote_new(uv_loop_t *loop, const char *url, const char *admin_key,
+                          void (*on_quit)(void *ud), void *ud)
 {
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
         fprintf(stderr, "claude-zephyr: --dashboard needs a terminal (stdin and stdout)\n");
-        return 1;
+        return NULL;
     }
     struct remote *r = xcalloc(1, sizeof *r);
-    int code = 0;
+    r->loop = loop;
+    r->on_quit = on_quit;
+    r->quit_ud = ud;
     r->base = remote_base(url);
     r->admin_key = admin_key && *admin_key ? admin_key : NULL;
     r->access_key = getenv("ZEPHYR_ACCESS_KEY");
     if (r->access_key && !*r->access_key)
         r->access_key = NULL;
-    uv_loop_init(&r->loop);
-    r->up = upstream_new(&r->loop, true);
-    /* Signals first, so that ncurses does not install its own handlers. */
-    uv_signal_init(&r->loop, &r->sigint);
-    uv_signal_init(&r->loop, &r->sigterm);
-    uv_signal_init(&r->loop, &r->sighup);
-    r->sigint.data = r->sigterm.data = r->sighup.data = r;
-    uv_signal_start(&r->sigint, on_remote_signal, SIGINT);
-    uv_signal_start(&r->sigterm, on_remote_signal, SIGTERM);
-    uv_signal_start(&r->sighup, on_remote_signal, SIGHUP);
-    uv_timer_init(&r->loop, &r->poll);
+    r->up = upstream_new(loop, true);
+    uv_timer_init(loop, &r->poll);
     r->poll.data = r;
 
     struct dash_source src = {
@@ -358,20 +356,14 @@ int remote_dashboard_run(const char *url, const char *admin_key)
         .quit = remote_quit,
     };
     enum dv_lang lang = remote_lang();
-    r->d = dashboard_new(&r->loop, &src, lang == DV_LANG_ZH ? "zh" : "en");
+    r->d = dashboard_new(loop, &src, lang == DV_LANG_ZH ? "zh" : "en");
     if (!r->d) {
         fprintf(stderr, "claude-zephyr: cannot take over the terminal (TERM=%s)\n",
                 getenv("TERM") ? getenv("TERM") : "");
-        code = 1;
-        remote_stop(r);
-    } else {
-        dashboard_set_remote(r->d, r->base);
-        uv_timer_start(&r->poll, on_remote_poll, 0, REMOTE_POLL_MS);
+        remote_free(r);
+        return NULL;
     }
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r->loop);
-    cJSON_Delete(r->doc);
-    free(r->base);
-    free(r);
-    return code;
+    dashboard_set_remote(r->d, r->base);
+    uv_timer_start(&r->poll, on_remote_poll, 0, REMOTE_POLL_MS);
+    return r;
 }

@@ -5,12 +5,24 @@
 #ifndef ZEPHYR_REMOTE_H
 #define ZEPHYR_REMOTE_H
 
+#include <uv.h>
+
+struct remote;
+
 /*
- * Runs its own loop against the proxy at url (scheme optional, "/status"
- * optional) until the operator quits; returns the exit code (0, or 1 when
- * there is no terminal to take over).  admin_key (may be NULL) is sent
- * with operations, $ZEPHYR_ACCESS_KEY with every request.
+ * Takes over the terminal and starts watching the proxy at url (scheme
+ * optional, "/status" optional) on loop.  admin_key (may be NULL, borrowed)
+ * is sent with operations, $ZEPHYR_ACCESS_KEY with every request.
+ * on_quit(ud) is called when the operator asks to quit (q, Ctrl-C, the
+ * terminal hung up); the caller then calls remote_free().  Returns NULL,
+ * with a line on stderr, when there is no terminal to take over.  The
+ * caller owns the loop and the signals.
  */
-int remote_dashboard_run(const char *url, const char *admin_key);
+struct remote *remote_new(uv_loop_t *loop, const char *url, const char *admin_key,
+                          void (*on_quit)(void *ud), void *ud);
+
+/* Restores the terminal, aborts what is running and frees r once its
+ * handles have closed (NULL, or a second call: no-op). */
+void remote_free(struct remote *r);
 
 #endif

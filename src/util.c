@@ -250,8 +250,8 @@ size_t utf8_cut(const char *s, size_t n)
 
 bool env_proxy_set(bool https)
 {
-    static const char *const vars[] = {"http_proxy",  "HTTP_PROXY",  "all_proxy",
-                                       "ALL_PROXY",   "https_proxy", "HTTPS_PROXY"};
+    static const char *const vars[] = {"http_proxy", "HTTP_PROXY",  "all_proxy",
+                                       "ALL_PROXY",  "https_proxy", "HTTPS_PROXY"};
     size_t n = https ? 6 : 4;
     for (size_t i = 0; i < n; i++) {
         const char *v = getenv(vars[i]);
