@@ -266,14 +266,19 @@ static void on_remote_signal(uv_signal_t *s, int signum)
 /* --dashboard --connect URL: watch a proxy that runs elsewhere. */
 static int main_run_remote(const struct main_opts *o)
 {
-    const char *admin_key = getenv("ZEPHYR_ADMIN_KEY");
-    if (admin_key && !config_secret_ok(admin_key)) {
-        fprintf(stderr, "claude-zephyr: --connect: environment variable ZEPHYR_ADMIN_KEY "
-                        "holds a control character (CR, LF, tab or another byte below "
-                        "0x20, or DEL), which would break the header it is sent in; set "
-                        "it to the admin key alone, on one line\n");
-        return 1;
+    /* Both keys go into request headers: CR LF in one would add lines. */
+    static const char *const keys[] = {"ZEPHYR_ADMIN_KEY", "ZEPHYR_ACCESS_KEY"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = getenv(keys[i]);
+        if (v && !config_secret_ok(v)) {
+            fprintf(stderr, "claude-zephyr: --connect: environment variable %s holds a "
+                            "control character (CR, LF, tab or another byte below 0x20, or "
+                            "DEL), which would break the header it is sent in; set it to the "
+                            "key alone, on one line\n", keys[i]);
+            return 1;
+        }
     }
+    const char *admin_key = getenv("ZEPHYR_ADMIN_KEY");
     uv_loop_t loop;
     struct main_remote m;
     int rc = 0;
