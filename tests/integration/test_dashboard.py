@@ -530,16 +530,30 @@ class Dashboard(ZephyrTestCase):
         def open_request():
             with lock:
                 return next((r for r in conns if r[1] is not None and r[2] is None), None)
-        rec = wait_for(open_request, STEP, interval=0.01, desc="a /status request held open")
-        pane.keys("?")
-        pane.wait(lambda t: "KEYS" in t and "MARKS" in t, "the help page")
-        with lock:
-            closed = rec[2]
-        self.assertIsNone(closed, "the key was handled only after the /status request ended "
-                                  "(%.2f s after it arrived): the screen froze while it waited"
-                          % ((closed or 0) - rec[1]))
+        # Up to three tries, so that a machine too busy to redraw within the
+        # request's 1.5 s does not fail the test; a frozen screen fails all.
+        late = []
+        help_on = False
+        for _ in range(3):
+            rec = wait_for(open_request, STEP, interval=0.01, desc="a /status request held open")
+            pane.keys("?")
+            help_on = not help_on
+            if help_on:
+                pane.wait(lambda t: "KEYS" in t and "MARKS" in t, "the help page")
+            else:
+                pane.wait(lambda t: "KEYS" not in t, "the help page gone")
+            with lock:
+                closed = rec[2]
+            if closed is None:
+                break
+            late.append(closed - rec[1])
+        else:
+            self.fail("every key was handled only after the /status request ended (%s s after "
+                      "it arrived): the screen froze while it waited"
+                      % ", ".join("%.2f" % x for x in late))
         # The request times out and the screen says so; polling goes on.
-        pane.keys("?")
+        if help_on:
+            pane.keys("?")
         pane.wait_text("cannot reach http://127.0.0.1:%d" % port)
         self.assert_quits_cleanly(pane, "q")
 
