@@ -143,28 +143,9 @@ static int app_libcurl_ready(const struct app *a, const struct config *cfg, char
     return 0;
 }
 
-/*
- * Live reload (SIGHUP, POST /admin/reload, the dashboard).  Nothing is
- * read on the loop: a worker (uv_queue_work) reads the config file and the
- * .env files into memory (regular files only, with size caps, so a FIFO or
- * a huge file is an error, not a freeze).  Back on the loop the .env values
- * are applied to the environment (dotenv_apply: setenv is not thread-safe,
- * and config resolves *_env names with getenv), then the config text is
- * parsed and validated completely; on any error the environment is put
- * back, the running configuration stays and the errors are reported.  On
- * success a new state is built and takes over what stays true from the old
- * one (see state_take_over); requests in flight finish on what they
- * started with, and the old state and configuration are freed when the
- * last of them ends.  The listen address cannot change without a restart.
- *
- * One reload reads at a time.  A reload asked for meanwhile is queued: it
- * starts when the running one ends (the files may have changed since that
- * one read them), and every request that asked for it gets its result.
- * Clients of POST /admin/reload are answered when their reload ends; a
- * client that leaves before is forgotten (client_gone).
- */
+/* ---- live reload: the contract is above app_reload_start() ---- */
 
-/* The cap config.c puts on a config file it reads itself. */
+/* The cap config_load() (config_file.c) puts on a config file it reads. */
 #define APP_CONFIG_MAX_FILE (4 * 1024 * 1024)
 
 /* A client of POST /admin/reload waiting for the outcome. */
@@ -227,7 +208,7 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
         return -1;
     struct config *cfg = NULL;
     if (config_load_string(path, r->cfg_text, r->cfg_len, &cfg, errors) != 0 ||
-        app_libcurl_ready(a, cfg, errors) != 0) {
+        config_check_files(path, cfg, errors) != 0 || app_libcurl_ready(a, cfg, errors) != 0) {
         /* The environment goes back to what the running configuration
          * was resolved with (proxy variables are read from it, too). */
         config_free(cfg);
@@ -365,9 +346,28 @@ static void app_reload_begin(struct app *a, struct app_waiter *waiters, bool sig
 }
 
 /*
- * Asks for a reload.  c (may be NULL: SIGHUP, dashboard) is answered when
- * it ends.  Returns 0, or -1 with err set when there is nothing to reload
- * (then c has not been answered).
+ * Live reload (SIGHUP, POST /admin/reload, the dashboard).  Nothing is
+ * read on the loop: a worker (uv_queue_work) reads the config file and the
+ * .env files into memory (regular files only, with size caps, so a FIFO or
+ * a huge file is an error, not a freeze).  Back on the loop the .env values
+ * are applied to the environment (dotenv_apply: setenv is not thread-safe,
+ * and config resolves *_env names with getenv), then the config text is
+ * parsed and validated completely; on any error the environment is put
+ * back, the running configuration stays and the errors are reported.  On
+ * success a new state is built and takes over what stays true from the old
+ * one (see state_take_over); requests in flight finish on what they
+ * started with, and the old state and configuration are freed when the
+ * last of them ends.  The listen address cannot change without a restart.
+ *
+ * One reload reads at a time.  A reload asked for meanwhile is queued: it
+ * starts when the running one ends (the files may have changed since that
+ * one read them), and every request that asked for it gets its result.
+ * Clients of POST /admin/reload are answered when their reload ends; a
+ * client that leaves before is forgotten (client_gone).
+ *
+ * app_reload_start() asks for a reload.  c (may be NULL: SIGHUP, dashboard)
+ * is answered when it ends.  Returns 0, or -1 with err set when there is
+ * nothing to reload (then c has not been answered).
  */
 static int app_reload_start(struct app *a, struct conn *c, bool sighup, char *err,
                             size_t errlen)

@@ -17,13 +17,14 @@
  * Secrets (group tokens, access and admin keys) come only from environment
  * variables named in the file.  Their values are never copied into error
  * text, and neither is any config string long or token-like enough to be a
- * pasted secret.  The module does no I/O besides reading the file.
+ * pasted secret.  The module does no I/O: it reads the environment (the
+ * *_env names) and nothing else; config_load(), which reads the file, is
+ * in config_file.c.
  */
 #include "config.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -36,8 +37,6 @@
 #include "tomlc.h"
 #include "util.h"
 
-/* A configuration file is a few kilobytes; anything bigger is a wrong path. */
-#define CONFIG_MAX_FILE (4 * 1024 * 1024)
 /* Bound on the error text, whatever the input. */
 #define CONFIG_MAX_ERRORS_TEXT (1024 * 1024)
 /* Longest dotted key or echoed value put into a message. */
@@ -1055,15 +1054,9 @@ static void config_ep_proxy(struct config_ctx *c, const struct tomlc_node *t, co
         }
     }
     if (config_str(c, t, prefix, "ca_file", &ep->ca_file, &n) == CONFIG_OK) {
+        /* Whether the file can be read is config_check_files()'s part
+         * (config_file.c): this module does no I/O. */
         config_key(key, sizeof key, prefix, "ca_file");
-        FILE *f = fopen(ep->ca_file, "r");
-        if (!f)
-            config_error(c, n->line, key,
-                         "cannot read %s: %s; give the path of a PEM file with the CA "
-                         "certificates that sign the endpoint's certificate",
-                         ep->ca_file, strerror(errno));
-        else
-            fclose(f);
         if (ep->url && !config_starts_ci(ep->url, "https://"))
             config_error(c, n->line, key,
                          "applies to https:// endpoints only; remove it or use an https:// URL");
@@ -1488,35 +1481,6 @@ out:
     }
     free(terr.message);
     tomlc_free(root);
-    return rc;
-}
-
-int config_load(const char *path, struct config **out, char **errors)
-{
-    struct buf b;
-    int rc = -1;
-
-    *out = NULL;
-    if (errors)
-        *errors = NULL;
-    buf_init(&b, CONFIG_MAX_FILE);
-    switch (buf_read_file(&b, path)) {
-    case 0:
-        rc = config_load_string(path, b.data, b.len, out, errors);
-        break;
-    case -2:
-        if (errors)
-            *errors = xasprintf("%s: file is larger than %d bytes; is this the right "
-                                "config file?\n",
-                                path, CONFIG_MAX_FILE);
-        break;
-    default:
-        if (errors)
-            *errors = xasprintf("%s: cannot read: %s; check the path given with --config\n",
-                                path, strerror(errno));
-        break;
-    }
-    buf_release(&b);
     return rc;
 }
 

@@ -161,6 +161,16 @@ int config_load(const char *path, struct config **out, char **errors);
 int config_load_string(const char *path, const char *text, size_t len,
                        struct config **out, char **errors);
 
+/*
+ * What a loaded configuration names on disk and can be checked without
+ * opening anything that could block (a FIFO, a device): each endpoint's
+ * ca_file must be a regular, readable file.  Returns 0, or -1 with
+ * file:line errors appended to *errors (malloc'd; the caller frees).
+ * config_load() runs it; a reload, which parses text read elsewhere, runs
+ * it after config_load_string().
+ */
+int config_check_files(const char *path, const struct config *cfg, char **errors);
+
 /* Frees everything the config owns; NULL is a no-op. */
 void config_free(struct config *cfg);
 

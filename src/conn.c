@@ -833,7 +833,15 @@ int conn_listen(struct conn_server *s, const char *bind, int port, char *err, si
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", bind, port, uv_strerror(rc));
+        /* Say what to do next: a port in use is most often this proxy
+         * already running. */
+        snprintf(err, errlen, "cannot listen on %s:%d: %s%s", bind, port, uv_strerror(rc),
+                 rc == UV_EADDRINUSE ? "; another program holds the port (perhaps another "
+                                       "claude-zephyr is running): stop it, or choose another "
+                                       "port with --port or server.port"
+                 : rc == UV_EACCES   ? "; ports below 1024 need privileges: choose another "
+                                       "port with --port or server.port"
+                                     : "");
         return rc;
     }
     struct sockaddr_storage got;

@@ -52,7 +52,6 @@ struct curlso_fns {
     void (*easy_reset)(CURL *);
     CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
     CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-    CURLcode (*easy_perform)(CURL *);
     CURLcode (*easy_pause)(CURL *, int);
     const char *(*easy_strerror)(CURLcode);
     CURLM *(*multi_init)(void);
@@ -76,14 +75,14 @@ static const struct {
     const char *name;
     size_t offset;
 } curlso_syms[] = {
-    CURLSO_SYM(global_init),         CURLSO_SYM(global_cleanup),      CURLSO_SYM(version),
-    CURLSO_SYM(easy_init),           CURLSO_SYM(easy_cleanup),        CURLSO_SYM(easy_reset),
-    CURLSO_SYM(easy_setopt),         CURLSO_SYM(easy_getinfo),        CURLSO_SYM(easy_perform),
-    CURLSO_SYM(easy_pause),          CURLSO_SYM(easy_strerror),       CURLSO_SYM(multi_init),
-    CURLSO_SYM(multi_cleanup),       CURLSO_SYM(multi_setopt),        CURLSO_SYM(multi_add_handle),
-    CURLSO_SYM(multi_remove_handle), CURLSO_SYM(multi_assign),        CURLSO_SYM(multi_socket_action),
-    CURLSO_SYM(multi_info_read),     CURLSO_SYM(share_init),          CURLSO_SYM(share_cleanup),
-    CURLSO_SYM(share_setopt),        CURLSO_SYM(slist_append),        CURLSO_SYM(slist_free_all),
+    CURLSO_SYM(global_init),   CURLSO_SYM(global_cleanup),      CURLSO_SYM(version),
+    CURLSO_SYM(easy_init),     CURLSO_SYM(easy_cleanup),        CURLSO_SYM(easy_reset),
+    CURLSO_SYM(easy_setopt),   CURLSO_SYM(easy_getinfo),        CURLSO_SYM(easy_pause),
+    CURLSO_SYM(easy_strerror), CURLSO_SYM(multi_init),          CURLSO_SYM(multi_cleanup),
+    CURLSO_SYM(multi_setopt),  CURLSO_SYM(multi_add_handle),    CURLSO_SYM(multi_remove_handle),
+    CURLSO_SYM(multi_assign),  CURLSO_SYM(multi_socket_action), CURLSO_SYM(multi_info_read),
+    CURLSO_SYM(share_init),    CURLSO_SYM(share_cleanup),       CURLSO_SYM(share_setopt),
+    CURLSO_SYM(slist_append),  CURLSO_SYM(slist_free_all),
 };
 
 /* The library to load: $ZEPHYR_LIBCURL (a libcurl of one's own), else
@@ -149,13 +148,12 @@ void curlso_cleanup(void)
  * runs the one, curlso_cleanup() the other, and a call to either would
  * fail to link rather than map libcurl for nothing. */
 
-/* Constructors: load on first use, NULL when libcurl is not there. */
-
-char *curl_version(void)
+const char *curlso_version(void)
 {
-    static char missing[] = "libcurl not loaded";
-    return curlso_load() == 0 ? curlso_fns.version() : missing;
+    return curlso_loaded() ? curlso_fns.version() : NULL;
 }
+
+/* Constructors: load on first use, NULL when libcurl is not there. */
 
 CURL *curl_easy_init(void)
 {
@@ -202,11 +200,6 @@ void curl_easy_reset(CURL *curl)
 {
     if (curlso_loaded())
         curlso_fns.easy_reset(curl);
-}
-
-CURLcode curl_easy_perform(CURL *curl)
-{
-    return curlso_loaded() ? curlso_fns.easy_perform(curl) : CURLE_FAILED_INIT;
 }
 
 CURLcode curl_easy_pause(CURL *handle, int bitmask)

@@ -22,22 +22,18 @@
  * hands the signal to whoever handled it before (AddressSanitizer, or the
  * default action).  Only one dashboard exists at a time: ncurses is global.
  *
- * Remote mode (--dashboard --connect URL) runs its own loop and a source
- * backed by libcurl: GET URL/status every DASH_REMOTE_MS (and after every
- * operation), POST URL/admin/<op>.  Transfers are blocking with short
- * timeouts: this loop has nothing else to serve.  When the proxy cannot be
- * reached the screen says why and the polling goes on.
+ * Remote mode (--dashboard --connect URL) is remote.c: a source that
+ * fetches the document over the network on the same loop, and reports the
+ * outcome of an operation later (dashboard_admin_done).
  */
 #include "dashboard.h"
 
-#include <curl/curl.h>
 #include <curses.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <langinfo.h>
 #include <locale.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,8 +50,6 @@
 #define DASH_SOON_MS 20
 #define DASH_MSG_MS 10000
 #define DASH_LOG_LINES 200
-#define DASH_REMOTE_MS 500
-#define DASH_REMOTE_CAP (16u << 20)
 
 struct dashboard {
     uv_loop_t *loop;            /* borrows */
@@ -74,6 +68,7 @@ struct dashboard {
     struct dv_screen screen;
     cJSON *status;              /* owns; the document on screen */
     uint64_t msg_ms;            /* when view.msg was set */
+    char pending_what[160];     /* what an operation still running will do, or "" */
     char *log[DASH_LOG_LINES];  /* owns; a ring of log lines */
     size_t log_first, n_log;
     const char *log_view[DASH_LOG_LINES]; /* borrows log[], oldest first */
@@ -322,7 +317,9 @@ static bool dash_key(struct dashboard *d, int ch)
             dv_action_release(&a);
             return false;
         }
-        if (rc == 0)
+        if (rc == 1)
+            snprintf(d->pending_what, sizeof d->pending_what, "%s", a.what);
+        else if (rc == 0)
             dash_say(d, false, a.what);
         else
             dash_say(d, true, err[0] ? err : "the operation failed");
@@ -512,273 +509,28 @@ void dashboard_log(struct dashboard *d, const char *line)
     dashboard_notify(d);
 }
 
-/* ---- remote mode ---------------------------------------------------------- */
-
-struct remote {
-    uv_loop_t loop;
-    CURL *curl;                 /* owns */
-    char *base;                 /* owns; scheme://host:port, no trailing '/' */
-    const char *admin_key;      /* borrows */
-    const char *access_key;     /* borrows; $ZEPHYR_ACCESS_KEY, sent on every request */
-    struct dashboard *d;        /* owns */
-    uv_timer_t poll;
-    uv_signal_t sigint, sigterm, sighup;
-    cJSON *doc;                 /* owns; the last /status that parsed */
-    char error[320];            /* why there is no fresh document, or "" */
-    bool stopping;
-};
-
-static size_t on_curl_data(char *p, size_t size, size_t n, void *ud)
+void dashboard_admin_done(struct dashboard *d, const char *err)
 {
-    struct buf *b = ud;
-    if (buf_append(b, p, size * n) != 0)
-        return 0;   /* over the cap: the transfer fails */
-    return size * n;
-}
-
-/* One request; returns the HTTP status (0 when there was no answer, with
- * the reason in err) and the body in out. */
-static long remote_request(struct remote *r, const char *path, const char *body, struct buf *out,
-                           char *err, size_t errlen)
-{
-    char ebuf[CURL_ERROR_SIZE] = "";
-    char *url = xasprintf("%s%s", r->base, path);
-    struct curl_slist *hdrs = NULL;
-    CURL *c = r->curl;
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, body ? 3000L : 1500L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_curl_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "claude-zephyr-dashboard");
-    if (body) {
-        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    if (r->access_key) {
-        char *h = xasprintf("x-zephyr-key: %s", r->access_key);
-        hdrs = curl_slist_append(hdrs, h);
-        free(h);
-    }
-    if (r->admin_key && body) {
-        char *h = xasprintf("x-zephyr-admin-key: %s", r->admin_key);
-        hdrs = curl_slist_append(hdrs, h);
-        free(h);
-    }
-    if (hdrs)
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    long code = 0;
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    } else {
-        snprintf(err, errlen, "%s", ebuf[0] ? ebuf : curl_easy_strerror(rc));
-        if (rc == CURLE_WRITE_ERROR)
-            snprintf(err, errlen, "the reply is larger than %u bytes", DASH_REMOTE_CAP);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(hdrs);
-    free(url);
-    return code;
-}
-
-static void remote_set_error(struct remote *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void remote_set_error(struct remote *r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->error, sizeof r->error, fmt, ap);
-    va_end(ap);
-}
-
-static void remote_fetch(struct remote *r)
-{
-    struct buf b;
-    char err[CURL_ERROR_SIZE + 64] = "";
-    buf_init(&b, DASH_REMOTE_CAP);
-    long code = remote_request(r, "/status", NULL, &b, err, sizeof err);
-    if (code == 0) {
-        remote_set_error(r, "%s: %s", r->base, err);
-    } else if (code != 200) {
-        remote_set_error(r, "%s: HTTP %ld from /status", r->base, code);
-    } else {
-        cJSON *doc = cJSON_ParseWithLength(b.data ? b.data : "", b.len);
-        if (!cJSON_IsObject(doc)) {
-            cJSON_Delete(doc);
-            remote_set_error(r, "%s: the reply to /status is not a JSON object", r->base);
-        } else {
-            cJSON_Delete(r->doc);
-            r->doc = doc;
-            r->error[0] = '\0';
-        }
-    }
-    buf_release(&b);
-    if (r->d) {
-        r->d->view.error = r->error[0] ? r->error : NULL;
-        dashboard_notify(r->d);
-    }
-}
-
-static cJSON *remote_status(void *ud)
-{
-    struct remote *r = ud;
-    /* Only the last good document is shown, and only while it is fresh. */
-    return r->doc && !r->error[0] ? cJSON_Duplicate(r->doc, 1) : NULL;
-}
-
-static int remote_admin(void *ud, const char *op, const cJSON *body, char *err, size_t errlen)
-{
-    struct remote *r = ud;
-    struct buf b;
-    char cerr[CURL_ERROR_SIZE + 64] = "";
-    char *path = xasprintf("/admin/%s", op);
-    char *json = body ? cJSON_PrintUnformatted(body) : NULL;
-    buf_init(&b, DASH_REMOTE_CAP);
-    long code = remote_request(r, path, json ? json : "", &b, cerr, sizeof cerr);
-    int rc = -1;
-    cJSON *reply = code ? cJSON_ParseWithLength(b.data ? b.data : "", b.len) : NULL;
-    if (code == 0) {
-        snprintf(err, errlen, "%s: %s", op, cerr);
-    } else if (code == 200) {
-        rc = 0;
-        const cJSON *st = cJSON_GetObjectItemCaseSensitive(reply, "status");
-        if (cJSON_IsObject(st)) {
-            cJSON_Delete(r->doc);
-            r->doc = cJSON_Duplicate(st, 1);
-            r->error[0] = '\0';
-            if (r->d)
-                r->d->view.error = NULL;
-        }
-    } else {
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
-        snprintf(err, errlen, "%s: HTTP %ld%s%s", op, code, cJSON_IsString(m) ? ": " : "",
-                 cJSON_IsString(m) ? m->valuestring : "");
-    }
-    cJSON_Delete(reply);
-    buf_release(&b);
-    free(json);
-    free(path);
-    return rc;
-}
-
-static void remote_stop(struct remote *r)
-{
-    if (r->stopping)
+    if (!d || d->closing)
         return;
-    r->stopping = true;
-    dashboard_free(r->d);
-    r->d = NULL;
-    uv_close((uv_handle_t *)&r->poll, NULL);
-    uv_close((uv_handle_t *)&r->sigint, NULL);
-    uv_close((uv_handle_t *)&r->sigterm, NULL);
-    uv_close((uv_handle_t *)&r->sighup, NULL);
+    if (err)
+        dash_say(d, true, err[0] ? err : "the operation failed");
+    else
+        dash_say(d, false, d->pending_what);
+    d->pending_what[0] = '\0';
+    dashboard_notify(d);
 }
 
-static void remote_quit(void *ud)
+void dashboard_set_remote(struct dashboard *d, const char *url)
 {
-    remote_stop(ud);
+    if (d)
+        d->view.remote = url;
 }
 
-static void on_remote_poll(uv_timer_t *t)
+void dashboard_set_error(struct dashboard *d, const char *error)
 {
-    struct remote *r = t->data;
-    if (!r->stopping)
-        remote_fetch(r);
-}
-
-static void on_remote_signal(uv_signal_t *s, int signum)
-{
-    (void)signum;
-    remote_stop(s->data);
-}
-
-static enum dv_lang remote_lang(void)
-{
-    const char *vars[] = {"ZEPHYR_UI_LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v)
-            return strncmp(v, "zh", 2) == 0 ? DV_LANG_ZH : DV_LANG_EN;
-    }
-    return DV_LANG_EN;
-}
-
-static char *remote_base(const char *url)
-{
-    char *base = strstr(url, "://") ? xstrdup(url) : xasprintf("http://%s", url);
-    size_t n = strlen(base);
-    while (n > 0 && base[n - 1] == '/')
-        base[--n] = '\0';
-    if (n >= 7 && strcmp(base + n - 7, "/status") == 0)
-        base[n - 7] = '\0';
-    return base;
-}
-
-int dashboard_run_remote(const char *url, const char *admin_key)
-{
-    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
-        fprintf(stderr, "claude-zephyr: --dashboard needs a terminal (stdin and stdout)\n");
-        return 1;
-    }
-    struct remote *r = xcalloc(1, sizeof *r);
-    int code = 0;
-    r->base = remote_base(url);
-    r->admin_key = admin_key && *admin_key ? admin_key : NULL;
-    r->access_key = getenv("ZEPHYR_ACCESS_KEY");
-    if (r->access_key && !*r->access_key)
-        r->access_key = NULL;
-    r->curl = curl_easy_init();
-    if (!r->curl) {
-        fprintf(stderr, "claude-zephyr: curl_easy_init failed\n");
-        free(r->base);
-        free(r);
-        return 1;
-    }
-    uv_loop_init(&r->loop);
-    /* Signals first, so that ncurses does not install its own handlers. */
-    uv_signal_init(&r->loop, &r->sigint);
-    uv_signal_init(&r->loop, &r->sigterm);
-    uv_signal_init(&r->loop, &r->sighup);
-    r->sigint.data = r->sigterm.data = r->sighup.data = r;
-    uv_signal_start(&r->sigint, on_remote_signal, SIGINT);
-    uv_signal_start(&r->sigterm, on_remote_signal, SIGTERM);
-    uv_signal_start(&r->sighup, on_remote_signal, SIGHUP);
-    uv_timer_init(&r->loop, &r->poll);
-    r->poll.data = r;
-
-    struct dash_source src = {
-        .ud = r,
-        .status = remote_status,
-        .admin = remote_admin,
-        .quit = remote_quit,
-    };
-    enum dv_lang lang = remote_lang();
-    r->d = dashboard_new(&r->loop, &src, lang == DV_LANG_ZH ? "zh" : "en");
-    if (!r->d) {
-        fprintf(stderr, "claude-zephyr: cannot take over the terminal (TERM=%s)\n",
-                getenv("TERM") ? getenv("TERM") : "");
-        code = 1;
-        r->stopping = true;
-        uv_close((uv_handle_t *)&r->poll, NULL);
-        uv_close((uv_handle_t *)&r->sigint, NULL);
-        uv_close((uv_handle_t *)&r->sigterm, NULL);
-        uv_close((uv_handle_t *)&r->sighup, NULL);
-    } else {
-        r->d->view.remote = r->base;
-        uv_timer_start(&r->poll, on_remote_poll, 0, DASH_REMOTE_MS);
-    }
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r->loop);
-    cJSON_Delete(r->doc);
-    curl_easy_cleanup(r->curl);
-    free(r->base);
-    free(r);
-    return code;
+    if (!d || d->closing)
+        return;
+    d->view.error = error;
+    dashboard_notify(d);
 }

@@ -5,7 +5,8 @@
  * operations, nothing else: in the proxy's own process it reads the
  * document through dash_source.status() and acts through
  * dash_source.admin(); attached to a proxy already running
- * (--dashboard --connect URL) it fetches /status and POSTs /admin/<op>.
+ * (--dashboard --connect URL, remote.c) the document comes from the
+ * network.
  * In-process it runs on the proxy's loop (a redraw timer and a poll on
  * stdin), so the proxy keeps serving while it draws.
  */
@@ -23,7 +24,9 @@ struct dash_source {
     cJSON *(*status)(void *ud);
     /* Runs an admin operation ("check", "pause", "resume", "mode", "pin",
      * "group") with a JSON body (may be NULL); returns 0 or -1 with a
-     * message in err. */
+     * message in err, or 1 when the outcome comes later through
+     * dashboard_admin_done() (a proxy elsewhere answers over the network,
+     * and the screen must not wait for it). */
     int (*admin)(void *ud, const char *op, const cJSON *body, char *err, size_t errlen);
     /* The operator asked to quit (q, Q, Ctrl-C, or the terminal hung up).
      * Called again on a second Ctrl-C while requests drain: quit now. */
@@ -41,8 +44,13 @@ void dashboard_free(struct dashboard *d);
  * 200 are kept.  Meant for a log hook while stderr is quiet; d may be NULL. */
 void dashboard_log(struct dashboard *d, const char *line);
 
-/* --dashboard --connect URL: runs its own loop against a proxy elsewhere
- * until the operator quits; returns the exit code.  admin_key may be NULL. */
-int dashboard_run_remote(const char *url, const char *admin_key);
+/* The outcome of an operation whose admin() returned 1: err NULL when it
+ * was done (the message line says what), else what went wrong. */
+void dashboard_admin_done(struct dashboard *d, const char *err);
+/* For a source that fetches the document from a proxy elsewhere (remote.c):
+ * the proxy's URL, and why there is no fresh document (NULL: there is one).
+ * Both strings are borrowed until they are set again or d is freed. */
+void dashboard_set_remote(struct dashboard *d, const char *url);
+void dashboard_set_error(struct dashboard *d, const char *error);
 
 #endif

@@ -765,7 +765,7 @@ static int item_width(const struct bar_item *it, bool utf8)
 /* Fills row r with the items that fit, in their order, after lead. */
 static void bar_render(struct ctx *c, int r, enum dv_style bg, const char *lead, struct bar *b)
 {
-    bool keep[BAR_ITEMS];
+    bool keep[BAR_ITEMS] = {false};
     int width = text_width(lead, c->utf8), kept = 0;
     int sepw = text_width(sep(c), c->utf8);
     for (int i = 0; i < b->n; i++) {
@@ -777,6 +777,8 @@ static void bar_render(struct ctx *c, int r, enum dv_style bg, const char *lead,
         for (int i = 0; i < b->n; i++)
             if (keep[i] && (drop < 0 || b->it[i].prio >= b->it[drop].prio))
                 drop = i;
+        if (drop < 0)
+            break;
         keep[drop] = false;
         width -= item_width(&b->it[drop], c->utf8) + sepw;
         kept--;

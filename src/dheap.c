@@ -70,6 +70,8 @@ void dheap_set(struct dheap *h, struct dheap_node *n, uint64_t at)
     }
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 64;
+        /* An array of node pointers: the element is a pointer on purpose. */
+        // NOLINTNEXTLINE(bugprone-sizeof-expression)
         h->v = xrealloc(h->v, h->cap * sizeof *h->v);
     }
     n->at = at;

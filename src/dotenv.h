@@ -17,6 +17,10 @@
  * or unset when .env no longer assigns them.  Error
  * text never repeats a value (or anything else from a malformed line),
  * because a malformed line is often a pasted secret.
+ *
+ * Two halves: dotenv_parse() (dotenv.c) is pure; reading files and
+ * changing the environment (everything from dotenv_read_file() on) is
+ * dotenv_env.c.
  */
 #ifndef ZEPHYR_DOTENV_H
 #define ZEPHYR_DOTENV_H

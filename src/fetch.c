@@ -158,11 +158,7 @@ struct fetch *fetch_new(uv_loop_t *loop)
      * evict the oldest on every transfer (measured: 16% of the CPU at
      * thousands of streams). */
     curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, 20000L);
-    static const char *proxy_vars[] = {"http_proxy", "HTTP_PROXY", "https_proxy",
-                                       "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
-    for (size_t i = 0; i < sizeof proxy_vars / sizeof proxy_vars[0]; i++)
-        if (getenv(proxy_vars[i]))
-            f->env_proxy = true;
+    f->env_proxy = env_proxy_set(true);
     f->pool = xcalloc(FETCH_POOL_MAX, sizeof *f->pool);
     uv_timer_init(loop, &f->timer);
     f->timer.data = f;

@@ -46,7 +46,7 @@ struct health;
 
 /*
  * A checker for the endpoints of st, with the settings of cfg.  Borrows
- * loop, f, st and cfg, which must outlive it (f and st until the loop has
+ * loop, up, st and cfg, which must outlive it (up and st until the loop has
  * run the close callbacks after health_free()).  Nothing runs before
  * health_start().  With method "cli" on Linux the process becomes a child
  * subreaper, so that whatever a killed CLI left behind is reparented to us

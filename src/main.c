@@ -1,11 +1,14 @@
 /*
- * main: the command line.  Finds the configuration file, loads the .env
- * files, validates, and hands over to app_run() (the proxy), to the timing
- * test, or to the dashboard client.  Exit codes: 0 success, 1 a
- * configuration or start-up error, 2 a usage error.
+ * main: the command line.  main() parses the arguments (main_parse_args),
+ * loads the configuration with its .env files (main_load_config), and runs
+ * one mode: the remote dashboard (main_run_remote), --check-config
+ * (main_run_check), --test-timing (main_run_timing) or the proxy
+ * (main_run_proxy, which hands over to app_run()).  Exit codes: 0 success,
+ * 1 a configuration or start-up error, 2 a usage error.  Every error says
+ * what to do next.
  */
-#include <curl/curl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +20,10 @@
 #include "app.h"
 #include "config.h"
 #include "curlso.h"
-#include "dashboard.h"
 #include "dotenv.h"
 #include "health.h"
 #include "log.h"
+#include "remote.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -133,9 +136,21 @@ static void main_no_core_dumps(void)
     (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
-int main(int argc, char **argv)
+/* What the command line asked for. */
+struct main_opts {
+    const char *config;     /* borrows argv; --config, or NULL */
+    const char *port_arg;   /* borrows argv; --port, or NULL */
+    const char *bind;       /* borrows argv; --bind, or NULL */
+    const char *level;      /* borrows argv; --log-level, or NULL */
+    const char *connect;    /* borrows argv; --connect, or NULL */
+    bool check, dash, timing, demo;
+    int cycles, interval, port;
+};
+
+/* Fills o from argv.  Returns -1 to go on, or the exit code when there is
+ * nothing more to do (--help, --version, a usage error: 2). */
+static int main_parse_args(int argc, char **argv, struct main_opts *o)
 {
-    main_no_core_dumps();
     enum {
         OPT_CONFIG = 256, OPT_PORT, OPT_BIND, OPT_LOG_LEVEL, OPT_CHECK, OPT_DASH, OPT_CONNECT,
         OPT_TIMING, OPT_CYCLES, OPT_INTERVAL, OPT_DEMO, OPT_VERSION, OPT_HELP,
@@ -156,44 +171,49 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    const char *config_arg = NULL, *port_arg = NULL, *bind_arg = NULL, *level_arg = NULL;
-    const char *connect_arg = NULL;
-    bool check = false, dash = false, timing = false, demo = false;
-    int cycles = 3, interval = 0, port = -1;
 
+    memset(o, 0, sizeof *o);
+    o->cycles = 3;
+    o->port = -1;
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    /* The leading ':' makes a missing value ':' rather than '?'. */
+    while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         switch (ch) {
-        case OPT_CONFIG: config_arg = optarg; break;
-        case OPT_PORT: port_arg = optarg; break;
-        case OPT_BIND: bind_arg = optarg; break;
-        case OPT_LOG_LEVEL: level_arg = optarg; break;
-        case OPT_CHECK: check = true; break;
-        case OPT_DASH: dash = true; break;
-        case OPT_CONNECT: connect_arg = optarg; break;
-        case OPT_TIMING: timing = true; break;
+        case OPT_CONFIG: o->config = optarg; break;
+        case OPT_PORT: o->port_arg = optarg; break;
+        case OPT_BIND: o->bind = optarg; break;
+        case OPT_LOG_LEVEL: o->level = optarg; break;
+        case OPT_CHECK: o->check = true; break;
+        case OPT_DASH: o->dash = true; break;
+        case OPT_CONNECT: o->connect = optarg; break;
+        case OPT_TIMING: o->timing = true; break;
         case OPT_CYCLES:
-            if (parse_int("--cycles", optarg, 1, 1000, &cycles) != 0)
+            if (parse_int("--cycles", optarg, 1, 1000, &o->cycles) != 0)
                 return 2;
             break;
         case OPT_INTERVAL:
-            if (parse_int("--interval", optarg, 1, 86400, &interval) != 0)
+            if (parse_int("--interval", optarg, 1, 86400, &o->interval) != 0)
                 return 2;
             break;
-        case OPT_DEMO: demo = true; break;
-        case OPT_VERSION:
-            printf("claude-zephyr %s (%s)\n", ZEPHYR_VERSION, curl_version());
+        case OPT_DEMO: o->demo = true; break;
+        case OPT_VERSION: {
+            /* libcurl is not loaded for this: it is loaded on demand. */
+            const char *cv = curlso_version();
+            printf("claude-zephyr %s (%s)\n", ZEPHYR_VERSION,
+                   cv ? cv : "libcurl: loaded on demand");
             return 0;
+        }
         case OPT_HELP:
             fputs(usage_text, stdout);
             return 0;
+        case ':':
+            /* One line: the whole help would bury what is wrong. */
+            fprintf(stderr, "claude-zephyr: %s needs a value (usage: %s VALUE; --help lists "
+                            "every option)\n", argv[optind - 1], argv[optind - 1]);
+            return 2;
         default:
-            if (optopt)
-                fprintf(stderr, "claude-zephyr: option needs a value or is unknown: %s\n\n",
-                        argv[optind - 1]);
-            else
-                fprintf(stderr, "claude-zephyr: unknown option: %s\n\n", argv[optind - 1]);
+            fprintf(stderr, "claude-zephyr: unknown option: %s\n\n", argv[optind - 1]);
             fputs(usage_text, stderr);
             return 2;
         }
@@ -203,144 +223,245 @@ int main(int argc, char **argv)
         fputs(usage_text, stderr);
         return 2;
     }
-    if (port_arg && parse_int("--port", port_arg, 0, 65535, &port) != 0)
+    if (o->port_arg && parse_int("--port", o->port_arg, 0, 65535, &o->port) != 0)
         return 2;
-    if (level_arg && log_level_parse(level_arg) < 0) {
+    if (o->level && log_level_parse(o->level) < 0) {
         fprintf(stderr, "claude-zephyr: --log-level: \"%s\" is not one of error, warn, info, "
-                        "debug\n", level_arg);
+                        "debug\n", o->level);
         return 2;
     }
-    if (connect_arg && !dash) {
+    if (o->connect && !o->dash) {
         fprintf(stderr, "claude-zephyr: --connect goes with --dashboard\n");
         return 2;
     }
-    /* libcurl is loaded and initialised by its first use (curlso.c), so a
-     * configuration that never needs it never maps it; only the paths that
-     * may have used it clean it up (app_run does its own). */
+    return -1;
+}
 
-    if (dash && connect_arg) {
-        const char *admin_key = getenv("ZEPHYR_ADMIN_KEY");
-        if (admin_key && !config_secret_ok(admin_key)) {
-            fprintf(stderr, "claude-zephyr: --connect: environment variable ZEPHYR_ADMIN_KEY "
-                            "holds a control character (CR, LF, tab or another byte below "
-                            "0x20, or DEL), which would break the header it is sent in; set "
-                            "it to the admin key alone, on one line\n");
+/* The --connect mode's process: its loop, its signals, the remote view. */
+struct main_remote {
+    uv_signal_t sigint, sigterm, sighup;
+    struct remote *r; /* owns */
+    bool ending;
+};
+
+static void main_remote_end(void *ud)
+{
+    struct main_remote *m = ud;
+    if (m->ending)
+        return;
+    m->ending = true;
+    remote_free(m->r);
+    m->r = NULL;
+    uv_close((uv_handle_t *)&m->sigint, NULL);
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+    uv_close((uv_handle_t *)&m->sighup, NULL);
+}
+
+static void on_remote_signal(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    main_remote_end(s->data);
+}
+
+/* --dashboard --connect URL: watch a proxy that runs elsewhere. */
+static int main_run_remote(const struct main_opts *o)
+{
+    /* Both keys go into request headers: CR LF in one would add lines. */
+    static const char *const keys[] = {"ZEPHYR_ADMIN_KEY", "ZEPHYR_ACCESS_KEY"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = getenv(keys[i]);
+        if (v && !config_secret_ok(v)) {
+            fprintf(stderr, "claude-zephyr: --connect: environment variable %s holds a "
+                            "control character (CR, LF, tab or another byte below 0x20, or "
+                            "DEL), which would break the header it is sent in; set it to the "
+                            "key alone, on one line\n", keys[i]);
             return 1;
         }
-        int rc = dashboard_run_remote(connect_arg, admin_key);
-        curlso_cleanup();
-        return rc;
     }
+    const char *admin_key = getenv("ZEPHYR_ADMIN_KEY");
+    uv_loop_t loop;
+    struct main_remote m;
+    int rc = 0;
+    memset(&m, 0, sizeof m);
+    uv_loop_init(&loop);
+    /* Signals first, so that ncurses does not install its own handlers. */
+    uv_signal_init(&loop, &m.sigint);
+    uv_signal_init(&loop, &m.sigterm);
+    uv_signal_init(&loop, &m.sighup);
+    m.sigint.data = m.sigterm.data = m.sighup.data = &m;
+    uv_signal_start(&m.sigint, on_remote_signal, SIGINT);
+    uv_signal_start(&m.sigterm, on_remote_signal, SIGTERM);
+    uv_signal_start(&m.sighup, on_remote_signal, SIGHUP);
+    m.r = remote_new(&loop, o->connect, admin_key, main_remote_end, &m);
+    if (!m.r) {
+        rc = 1;
+        main_remote_end(&m);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    curlso_cleanup();
+    return rc;
+}
 
-    char *path = demo ? NULL : find_config(config_arg);
-    if (!path && (check || timing)) {
+/*
+ * Finds and loads the configuration: *path and *cfg stay NULL for the
+ * demo.  Applies the .env files first (the configuration names variables
+ * they may set), then --port and --bind.  Returns -1 to go on, or the exit
+ * code (1) after saying what is wrong and what to do.
+ */
+static int main_load_config(const struct main_opts *o, char **path_out, struct config **cfg_out)
+{
+    char *path = o->demo ? NULL : find_config(o->config);
+    struct config *cfg = NULL;
+
+    *path_out = NULL;
+    *cfg_out = NULL;
+    if (!path && (o->check || o->timing)) {
         fprintf(stderr, "claude-zephyr: no configuration file: looked for ./config.toml and "
                         "$XDG_CONFIG_HOME/claude-zephyr/config.toml; pass --config PATH "
-                        "(config.example.toml is a start)\n");
+                        "(config.example.toml is a start; --demo runs without one)\n");
         return 1;
     }
-    if (!path && bind_arg && !host_is_loopback(bind_arg)) {
+    if (!path && o->bind && !host_is_loopback(o->bind)) {
         /* The demo has no configuration file, so no access key: the same
          * rule as any configuration keeps it on loopback. */
         fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an access "
                         "key, and the demo has none; run the demo on 127.0.0.1, or use a "
-                        "configuration file that sets server.access_key_env\n", bind_arg);
+                        "configuration file that sets server.access_key_env\n", o->bind);
         return 1;
     }
-    struct config *cfg = NULL;
-    if (path) {
-        if (config_arg && !file_exists(path)) {
-            fprintf(stderr, "%s: cannot read the configuration file (no such file)\n", path);
-            free(path);
-            return 1;
-        }
-        char *env_errors = NULL;
-        if (dotenv_load_for_config(path, &env_errors) != 0) {
-            fputs(env_errors ? env_errors : ".env: cannot be read\n", stderr);
-            free(env_errors);
-            free(path);
-            return 1;
-        }
-        char *errors = NULL;
-        if (config_load(path, &cfg, &errors) != 0) {
-            fprintf(stderr, "%s", errors ? errors : "configuration error\n");
-            if (errors && errors[0] && errors[strlen(errors) - 1] != '\n')
-                fputc('\n', stderr);
-            fprintf(stderr, "claude-zephyr: %s has errors; nothing started\n", path);
-            free(errors);
-            free(path);
-            return 1;
-        }
-        if (port >= 0)
-            cfg->port = port;
-        if (bind_arg) {
-            free(cfg->bind);
-            cfg->bind = xstrdup(bind_arg);
-            if (!host_is_loopback(bind_arg) && !cfg->access_key) {
-                fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an "
-                                "access key; set server.access_key_env in %s\n", bind_arg, path);
-                config_free(cfg);
-                free(path);
-                return 1;
-            }
-        }
+    if (!path)
+        return -1;
+    if (o->config && !file_exists(path)) {
+        fprintf(stderr, "%s: cannot read the configuration file (no such file); copy "
+                        "config.example.toml there to start one, or run with --demo to try "
+                        "the proxy without one\n", path);
+        free(path);
+        return 1;
     }
-
-    if (check) {
-        /* What start would refuse (libcurl that cannot be loaded) is an
-         * error here too; what only degrades the checks is a warning. */
-        char *curl_err = check_config_libcurl(cfg);
-        char *warn = health_validate(cfg, true);
-        if (warn)
-            fprintf(stderr, "%s: warning: %s", path, warn);
-        free(warn);
-        if (curl_err) {
-            fprintf(stderr, "%s: %s", path, curl_err);
-            fprintf(stderr, "claude-zephyr: %s cannot start as it is\n", path);
-            free(curl_err);
+    char *env_errors = NULL;
+    if (dotenv_load_for_config(path, &env_errors) != 0) {
+        fputs(env_errors ? env_errors : ".env: cannot be read\n", stderr);
+        free(env_errors);
+        free(path);
+        return 1;
+    }
+    char *errors = NULL;
+    if (config_load(path, &cfg, &errors) != 0) {
+        fprintf(stderr, "%s", errors ? errors : "configuration error\n");
+        if (errors && errors[0] && errors[strlen(errors) - 1] != '\n')
+            fputc('\n', stderr);
+        fprintf(stderr, "claude-zephyr: %s has errors; nothing started\n", path);
+        free(errors);
+        free(path);
+        return 1;
+    }
+    if (o->port >= 0)
+        cfg->port = o->port;
+    if (o->bind) {
+        free(cfg->bind);
+        cfg->bind = xstrdup(o->bind);
+        if (!host_is_loopback(o->bind) && !cfg->access_key) {
+            fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an "
+                            "access key; set server.access_key_env in %s\n", o->bind, path);
             config_free(cfg);
             free(path);
-            curlso_cleanup();
             return 1;
         }
-        char *sum = config_summary(cfg);
-        printf("%s: OK\n%s", path, sum);
-        free(sum);
-        config_free(cfg);
-        free(path);
-        curlso_cleanup();
-        return 0;
     }
-    if (timing) {
-        int rc = health_test_timing(cfg, cycles, interval > 0 ? interval : cfg->min_interval_s);
-        config_free(cfg);
-        free(path);
-        curlso_cleanup();
-        return rc;
-    }
+    *path_out = path;
+    *cfg_out = cfg;
+    return -1;
+}
 
+/* --check-config: what start would refuse (libcurl that cannot be loaded)
+ * is an error here too; what only degrades the checks is a warning. */
+static int main_run_check(const char *path, const struct config *cfg)
+{
+    char *curl_err = check_config_libcurl(cfg);
+    char *warn = health_validate(cfg, true);
+    if (warn)
+        fprintf(stderr, "%s: warning: %s", path, warn);
+    free(warn);
+    if (curl_err) {
+        fprintf(stderr, "%s: %s", path, curl_err);
+        fprintf(stderr, "claude-zephyr: %s cannot start as it is\n", path);
+        free(curl_err);
+        curlso_cleanup();
+        return 1;
+    }
+    char *sum = config_summary(cfg);
+    printf("%s: OK\n%s", path, sum);
+    free(sum);
+    curlso_cleanup();
+    return 0;
+}
+
+/* --test-timing: check cycles without serving. */
+static int main_run_timing(const struct main_opts *o, const struct config *cfg)
+{
+    int rc = health_test_timing(cfg, o->cycles, o->interval > 0 ? o->interval
+                                                                 : cfg->min_interval_s);
+    curlso_cleanup();
+    return rc;
+}
+
+/* The proxy (cfg NULL: the built-in demo); takes over cfg. */
+static int main_run_proxy(const struct main_opts *o, const char *path, struct config *cfg)
+{
     if (cfg) {
-        log_set_level((enum log_level)log_level_parse(level_arg ? level_arg : cfg->log_level));
+        log_set_level((enum log_level)log_level_parse(o->level ? o->level : cfg->log_level));
         if (cfg->log_file && log_set_file(cfg->log_file) != 0) {
-            fprintf(stderr, "claude-zephyr: server.log_file: cannot open %s for appending\n",
+            fprintf(stderr, "claude-zephyr: server.log_file: cannot open %s for appending; "
+                            "check that its directory exists and is writable\n",
                     cfg->log_file);
             config_free(cfg);
-            free(path);
             return 1;
         }
-    } else if (level_arg) {
-        log_set_level((enum log_level)log_level_parse(level_arg));
+    } else if (o->level) {
+        log_set_level((enum log_level)log_level_parse(o->level));
     }
     struct app_opts opts = {
-        .port = port,
-        .bind = bind_arg,
-        .log_level = level_arg,
-        .dashboard = dash,
+        .port = o->port,
+        .bind = o->bind,
+        .log_level = o->level,
+        .dashboard = o->dash,
         .demo = cfg == NULL,
         .config_path = path,
     };
     int rc = app_run(cfg, &opts);
     log_set_file(NULL);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct main_opts o;
+    char *path = NULL;
+    struct config *cfg = NULL;
+    int rc;
+
+    main_no_core_dumps();
+    rc = main_parse_args(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    /* libcurl is loaded and initialised by its first use (curlso.c), so a
+     * configuration that never needs it never maps it; only the modes that
+     * may have used it clean it up (app_run does its own). */
+    if (o.dash && o.connect)
+        return main_run_remote(&o);
+    rc = main_load_config(&o, &path, &cfg);
+    if (rc >= 0)
+        return rc;
+    if (o.check) {
+        rc = main_run_check(path, cfg);
+        config_free(cfg);
+    } else if (o.timing) {
+        rc = main_run_timing(&o, cfg);
+        config_free(cfg);
+    } else {
+        rc = main_run_proxy(&o, path, cfg);
+    }
     free(path);
     return rc;
 }

@@ -153,6 +153,11 @@ struct preq {
     char upstream_id[PROXY_LOG_FIELD_CAP]; /* the last answer's `request-id`; "" none */
 };
 
+/* The request that embeds *ptr as its member (a track in state's list, a
+ * node in the deadline heap): one way back from a member to its request,
+ * that does not depend on the member's place in the struct. */
+#define preq_of(ptr, member) ((struct preq *)((char *)(ptr) - offsetof(struct preq, member)))
+
 static const struct conn_handler_ops preq_ops;
 static void preq_attempt(struct preq *p);
 static void preq_next(struct preq *p);
@@ -369,10 +374,27 @@ static void preq_break(struct preq *p, const char *why)
     preq_finish(p, p->status, why);
 }
 
+/*
+ * The one rule for how long an endpoint rests after a 429: secs seconds,
+ * or PROXY_DEFAULT_REST_S when the answer said nothing usable (secs < 0).
+ * rest_end_ms() puts the end on the clock now_ms reads: the monotonic one
+ * for the endpoint's rest (the 429 handler), the wall clock for what the
+ * client is told (preq_nowhere).
+ */
+static long long rest_s(long long secs)
+{
+    return secs >= 0 ? secs : PROXY_DEFAULT_REST_S;
+}
+
+static uint64_t rest_end_ms(uint64_t now_ms, long long secs)
+{
+    return now_ms + (uint64_t)rest_s(secs) * 1000u;
+}
+
 /* The UTC time secs seconds from now, as 2026-11-26T03:10:00Z. */
 static const char *utc_after(unsigned secs, char *out, size_t size)
 {
-    time_t when = (time_t)((now_wall_ms() + (uint64_t)secs * 1000u) / 1000u);
+    time_t when = (time_t)(rest_end_ms(now_wall_ms(), secs) / 1000u);
     struct tm tm;
     gmtime_r(&when, &tm);
     strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -407,7 +429,7 @@ static void preq_nowhere(struct preq *p)
     if (why.cause == EP_CAUSE_DOWN && p->n_failed && p->n_rate_limited == p->n_failed)
         why.cause = EP_CAUSE_RATE_LIMITED; /* every attempt met a 429, none rests yet */
     const char *detail = p->attempts && p->attempt_log.data ? p->attempt_log.data : why.detail;
-    unsigned secs = why.retry_after_s ? why.retry_after_s : PROXY_DEFAULT_REST_S;
+    unsigned secs = (unsigned)rest_s(why.retry_after_s ? (long long)why.retry_after_s : -1);
     char extra[64] = "", ts[32], what[96];
     int status;
     const char *type = "api_error";
@@ -689,7 +711,7 @@ static long long rate_limit_rest_s(const struct preq *p)
         if (s > ra)
             ra = s;
     }
-    return ra >= 0 ? ra : PROXY_DEFAULT_REST_S;
+    return rest_s(ra);
 }
 
 /* ---- small error bodies ------------------------------------------------- */
@@ -845,7 +867,7 @@ static bool preq_headers_done(struct preq *p)
         state_report(st, p->ep,
                      &(struct state_outcome){.source = STATE_FROM_LIVE,
                                              .kind = STATE_RATE_LIMITED, .status = 429,
-                                             .rest_until_ms = now + (uint64_t)rest * 1000u},
+                                             .rest_until_ms = rest_end_ms(now, rest)},
                      now, 0);
         char why[64];
         snprintf(why, sizeof why, "429 rate limited for %llds", rest);
@@ -1352,7 +1374,7 @@ static void on_tick(uv_timer_t *t)
     char why[96];
     struct dheap_node *n;
     while ((n = dheap_first(&px->due)) && n->at <= now) {
-        struct preq *p = (struct preq *)((char *)n - offsetof(struct preq, due));
+        struct preq *p = preq_of(n, due);
         const struct config *cfg = p->cfg;
         uint64_t at = preq_deadline(p);
         if (at > now) { /* bytes came since it was queued */
@@ -1457,7 +1479,7 @@ void proxy_free(struct proxy *px)
     px->idle_cb = NULL;
     px->end_cb = NULL;
     while (state_tracks(px->st)) {
-        struct preq *p = (struct preq *)state_tracks(px->st);
+        struct preq *p = preq_of(state_tracks(px->st), t);
         if (p->committed)
             preq_break(p, "proxy shutting down");
         else

@@ -32,8 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -102,25 +100,13 @@ const char *track_state_name(enum track_state s)
     return "done";
 }
 
-/* Where a process starts counting requests: random (time and pid when the
- * kernel has no randomness to give yet), so that the ids of two runs
- * appended to one log file do not repeat each other.  A reload's state
- * carries the count on (state_take_over). */
-static uint64_t state_track_seed(uint64_t now_wall)
-{
-    uint32_t r = 0;
-    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
-        r = 0;
-    r ^= (uint32_t)now_wall * 2654435761u ^ (uint32_t)getpid() * 40503u;
-    return r;
-}
-
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall)
 {
     struct state *st = xcalloc(1, sizeof *st);
     st->cfg = cfg;
     st->start_mono_ms = now_mono;
     st->start_wall_ms = now_wall;
+    st->wall_clock_ms = now_wall_ms;
     st->n_groups = cfg->n_groups;
     st->groups = xcalloc(cfg->n_groups, sizeof *st->groups);
     for (size_t g = 0; g < cfg->n_groups; g++)
@@ -150,7 +136,9 @@ struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t no
     st->load_level = "idle";
     if (cfg->sticky_sessions)
         st->sessions = sessions_new((uint64_t)cfg->session_ttl_s * 1000u, 0);
-    st->next_track_id = state_track_seed(now_wall);
+    /* random, so that the ids of two runs appended to one log file do not
+     * repeat each other; a reload's state carries the count on */
+    st->next_track_id = random_u32(now_wall);
     state_evaluate(st, now_mono);
     return st;
 }
@@ -1105,7 +1093,7 @@ void state_track_add(struct state *st, struct track *t, const char *method, cons
     memset(t, 0, sizeof *t);
     t->id = ++st->next_track_id;
     /* A short id people can tell apart: the counter (which starts at a
-     * random place, state_track_seed) mixed so that neighbouring requests
+     * random place, random_u32) mixed so that neighbouring requests
      * do not look alike.  An odd multiplier modulo 2^30 is one-to-one, so
      * ids repeat only after 2^30 requests; two runs of 10,000 requests
      * share an id with a chance of about 1 in 50,000.  Six letters of
@@ -1169,7 +1157,7 @@ void state_event(struct state *st, const char *kind, const char *from, const cha
 {
     struct event *ev = &st->events[st->next_event];
     memset(ev, 0, sizeof *ev);
-    ev->t_wall_ms = now_wall_ms();
+    ev->t_wall_ms = st->wall_clock_ms();
     snprintf(ev->kind, sizeof ev->kind, "%s", kind);
     snprintf(ev->from, sizeof ev->from, "%s", from);
     snprintf(ev->to, sizeof ev->to, "%s", to);

@@ -172,6 +172,9 @@ struct state {
     size_t n_events, next_event;
     uint64_t start_mono_ms;
     uint64_t start_wall_ms;
+    /* The clock events are stamped with (now_wall_ms unless a test sets
+     * another): passed in, so that this module reads no clock itself. */
+    uint64_t (*wall_clock_ms)(void);
     /* totals for /status and metrics */
     uint64_t requests_total;
     uint64_t retries_total;

@@ -118,6 +118,8 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
 
     cJSON_AddStringToObject(o, "version", info->version);
     cJSON_AddStringToObject(o, "listen", info->listen);
+    /* Whole seconds, on purpose. */
+    // NOLINTNEXTLINE(bugprone-integer-division)
     cJSON_AddNumberToObject(o, "uptime_s", (double)((now - st->start_mono_ms) / 1000));
     /* When this process started (wall ms): a client that sees it change knows
      * the proxy restarted, which a reload (same process) does not do. */

@@ -377,12 +377,7 @@ struct upstream *upstream_new(uv_loop_t *loop, bool use_builtin)
     u->h1 = h1_new(loop);
     /* For http:// URLs curl honours these (and no_proxy); the built-in
      * client does not speak to proxies, so they send http:// to curl. */
-    static const char *vars[] = {"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v)
-            u->env_proxy = true;
-    }
+    u->env_proxy = env_proxy_set(false);
     return u;
 }
 

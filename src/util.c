@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 static void oom(size_t n)
 {
@@ -267,4 +269,26 @@ void fd_cloexec_all(void)
             (void)fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
     }
     closedir(d);
+}
+
+bool env_proxy_set(bool https)
+{
+    static const char *const vars[] = {"http_proxy", "HTTP_PROXY",  "all_proxy",
+                                       "ALL_PROXY",  "https_proxy", "HTTPS_PROXY"};
+    size_t n = https ? 6 : 4;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return true;
+    }
+    return false;
+}
+
+uint32_t random_u32(uint64_t now_wall)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+        r = 0;
+    /* time and pid when the kernel has no randomness to give yet */
+    return r ^ (uint32_t)now_wall * 2654435761u ^ (uint32_t)getpid() * 40503u;
 }

@@ -8,6 +8,7 @@
 #define ZEPHYR_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,5 +74,18 @@ int host_is_loopback(const char *host);
  * (libcurl's multi handle opens a socketpair without the flag).  Called
  * before a child is spawned; procfs only, so it never blocks. */
 void fd_cloexec_all(void);
+/*
+ * Whether a proxy variable that libcurl honours is set to a non-empty
+ * value: for http:// URLs http_proxy, HTTP_PROXY, all_proxy or ALL_PROXY;
+ * with https also https_proxy or HTTPS_PROXY.  The one rule for "a proxy
+ * variable is set", so that the choice of client (upstream.c) and what
+ * libcurl is told (fetch.c) cannot drift apart.  Reads the environment:
+ * call it at start-up, not per request.
+ */
+bool env_proxy_set(bool https);
+
+/* A random number for seeds (request ids), never blocking: getrandom's,
+ * mixed with now_wall and the pid when the kernel has none yet. */
+uint32_t random_u32(uint64_t now_wall);
 
 #endif

@@ -268,6 +268,49 @@ class ConfigErrors(unittest.TestCase):
         self.assertIn("--config", out)
         self.assertIn("--check-config", out)
 
+    # -- errors that say what to do next --
+
+    def test_option_without_value_is_one_line(self):
+        r = run(["--port"], ENV_OK)
+        err = r.stderr.decode("utf-8", "replace")
+        self.check_clean("", err)
+        self.assertEqual(r.returncode, 2, err)
+        self.assertEqual(err.count("\n"), 1, "one line, not the whole help:\n" + err)
+        self.assertIn("--port needs a value", err)
+
+    def test_missing_config_file_names_the_way_out(self):
+        r = run(["--config", os.path.join(self.dir, "nothing-here.toml")], ENV_OK)
+        err = r.stderr.decode("utf-8", "replace")
+        self.check_clean("", err)
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("nothing-here.toml", err)
+        self.assertIn("config.example.toml", err)
+        self.assertIn("--demo", err)
+
+    def test_port_in_use_suggests_another(self):
+        import socket
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        r = run(["--demo", "--port", str(port)], {})
+        err = r.stderr.decode("utf-8", "replace")
+        self.check_clean("", err)
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("cannot listen on 127.0.0.1:%d" % port, err)
+        self.assertIn("--port", err)
+        self.assertIn("another claude-zephyr", err)
+
+    def test_version_does_not_load_libcurl(self):
+        # A libcurl that cannot be loaded: loading it would log an error.
+        r = run(["--version"], dict(ENV_OK, ZEPHYR_LIBCURL="/nonexistent/libcurl.so.4"))
+        out, err = r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+        self.check_clean(out, err)
+        self.assertEqual(r.returncode, 0, err)
+        self.assertEqual(err, "", "--version tried to load libcurl")
+        self.assertIn("libcurl: loaded on demand", out)
+
 
 def _add_cases():
     for name in CASES:

@@ -19,7 +19,9 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 import unicodedata
 import unittest
@@ -653,6 +655,87 @@ class Dashboard(ZephyrTestCase):
         pane.keys("l")
         text = pane.wait_text("the log is not available with --connect")
         self.assertNotIn("no log lines", text)
+
+    def test_connect_slow_proxy_never_freezes_the_screen(self):
+        """A proxy that takes its time with /status (here: never answers)
+        does not hold up the screen: a key is handled while the request is
+        still open.  The fetch used to be a blocking libcurl transfer on the
+        dashboard's loop, so a key waited until it timed out (1.5 s)."""
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        self.addCleanup(srv.close)
+        port = srv.getsockname()[1]
+        conns = []            # [socket, time the request arrived, time the client closed]
+        lock = threading.Lock()
+        done = threading.Event()
+        self.addCleanup(done.set)
+
+        def serve():
+            srv.settimeout(0.05)
+            while not done.is_set():
+                try:
+                    c, _ = srv.accept()
+                    c.setblocking(False)
+                    with lock:
+                        conns.append([c, None, None])
+                except OSError:
+                    pass
+                with lock:
+                    for rec in conns:
+                        if rec[2] is not None:
+                            continue
+                        try:
+                            data = rec[0].recv(65536)
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            data = b""
+                        if data and rec[1] is None and b"\r\n\r\n" in data:
+                            rec[1] = time.monotonic()
+                        if not data:
+                            rec[2] = time.monotonic()
+                            rec[0].close()
+            with lock:
+                for rec in conns:
+                    if rec[2] is None:
+                        rec[0].close()
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 5)
+
+        cmd = "%s --dashboard --connect http://127.0.0.1:%d" % (shlex.quote(PROXY_BIN), port)
+        pane = Pane(self, cmd)
+        self.addCleanup(self.stop_leftover, pane)
+
+        def open_request():
+            with lock:
+                return next((r for r in conns if r[1] is not None and r[2] is None), None)
+        # Up to three tries, so that a machine too busy to redraw within the
+        # request's 1.5 s does not fail the test; a frozen screen fails all.
+        late = []
+        help_on = False
+        for _ in range(3):
+            rec = wait_for(open_request, STEP, interval=0.01, desc="a /status request held open")
+            pane.keys("?")
+            help_on = not help_on
+            if help_on:
+                pane.wait(lambda t: "KEYS" in t and "MARKS" in t, "the help page")
+            else:
+                pane.wait(lambda t: "KEYS" not in t, "the help page gone")
+            with lock:
+                closed = rec[2]
+            if closed is None:
+                break
+            late.append(closed - rec[1])
+        else:
+            self.fail("every key was handled only after the /status request ended (%s s after "
+                      "it arrived): the screen froze while it waited"
+                      % ", ".join("%.2f" % x for x in late))
+        # The request times out and the screen says so; polling goes on.
+        if help_on:
+            pane.keys("?")
+        pane.wait_text("cannot reach http://127.0.0.1:%d" % port)
         self.assert_quits_cleanly(pane, "q")
 
 

@@ -150,6 +150,20 @@ class SecretsWithControlCharacters(ZephyrTestCase):
         self.assertIn("ZEPHYR_ADMIN_KEY holds a control character", err)
         self.assertNotIn("Q9zr", err)
 
+    def test_connect_refuses_access_key(self):
+        # The access key goes into every request header of --connect too.
+        try:
+            cp = subprocess.run([PROXY_BIN, "--dashboard", "--connect", "http://127.0.0.1:9"],
+                                stdin=subprocess.DEVNULL, capture_output=True,
+                                env=child_env({"ZEPHYR_ACCESS_KEY": "acc-W7yq\r\nx-evil: 1"}),
+                                cwd=self.tmp, timeout=scaled(8))
+        except subprocess.TimeoutExpired:
+            self.fail("--connect ran with an access key holding CR LF")
+        err = cp.stderr.decode(errors="replace")
+        self.assertEqual(cp.returncode, 1, err)
+        self.assertIn("ZEPHYR_ACCESS_KEY holds a control character", err)
+        self.assertNotIn("W7yq", err)
+
 
 def _proc_status_uid(pid):
     with open("/proc/%d/status" % pid) as f:
