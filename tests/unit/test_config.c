@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -1028,12 +1030,54 @@ static void test_endpoint_connection(void **state)
     assert_has(err, "headers: \"X:F\" is not a valid header name");
     assert_has(err, "proxy: not a proxy URL");
     assert_lacks(err, "user:pw");
-    assert_has(err, "ca_file: cannot read /nonexistent.pem");
     assert_has(err, "ca_file: applies to https:// endpoints only");
     assert_lacks(err, "X-Injected");
     free(err);
     unsetenv("ZT_HDR");
     unsetenv("ZT_HDR_NL");
+}
+
+/* ca_file is checked on disk apart from the pure loader, with stat() and
+ * access() only: a FIFO named there must not be opened (it would block the
+ * loop that runs a reload). */
+static void test_ca_file_checked_without_opening(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/zt-cafile-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char fifo[64], pem[64];
+    snprintf(fifo, sizeof fifo, "%s/fifo.pem", dir);
+    snprintf(pem, sizeof pem, "%s/ca.pem", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    FILE *f = fopen(pem, "w");
+    assert_non_null(f);
+    fputs("-----BEGIN CERTIFICATE-----\n", f);
+    fclose(f);
+    const char *paths[] = { "/nonexistent.pem", fifo, "/dev/null", pem };
+    const char *want[] = { "cannot read /nonexistent.pem: No such file or directory",
+                           "not a regular file", "not a regular file", NULL };
+    for (size_t i = 0; i < 4; i++) {
+        char text[512];
+        snprintf(text, sizeof text,
+                 "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"https://a.example\", "
+                 "name = \"a\", ca_file = \"%s\" }]\n", paths[i]);
+        struct config *cfg = load_ok(text);
+        char *err = NULL;
+        int rc = config_check_files("cfg.toml", cfg, &err);
+        if (want[i]) {
+            assert_int_equal(rc, -1);
+            assert_has(err, "cfg.toml:3: groups[0].endpoints[0].ca_file: cannot read");
+            assert_has(err, want[i]);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_null(err);
+        }
+        free(err);
+        config_free(cfg);
+    }
+    unlink(fifo);
+    unlink(pem);
+    rmdir(dir);
 }
 
 int main(void)
@@ -1068,6 +1112,7 @@ int main(void)
         cmocka_unit_test(test_stream_header_timeout),
         cmocka_unit_test(test_models),
         cmocka_unit_test(test_endpoint_connection),
+        cmocka_unit_test(test_ca_file_checked_without_opening),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
