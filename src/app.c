@@ -208,7 +208,7 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
         return -1;
     struct config *cfg = NULL;
     if (config_load_string(path, r->cfg_text, r->cfg_len, &cfg, errors) != 0 ||
-        config_check_files(path, cfg, errors) != 0 || app_libcurl_ready(a, cfg, errors) != 0) {
+        app_libcurl_ready(a, cfg, errors) != 0) {
         /* The environment goes back to what the running configuration
          * was resolved with (proxy variables are read from it, too). */
         config_free(cfg);

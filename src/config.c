@@ -37,6 +37,16 @@
 #include "tomlc.h"
 #include "util.h"
 
+/* How a file the configuration names is looked at: set by the process
+ * (config_file.c's config_file_check), NULL in the unit tests and fuzzers,
+ * which then skip the check.  This module does no I/O of its own. */
+static int (*config_file_probe)(const char *path, char *why, size_t len);
+
+void config_set_file_probe(int (*probe)(const char *path, char *why, size_t len))
+{
+    config_file_probe = probe;
+}
+
 /* Bound on the error text, whatever the input. */
 #define CONFIG_MAX_ERRORS_TEXT (1024 * 1024)
 /* Longest dotted key or echoed value put into a message. */
@@ -1054,9 +1064,14 @@ static void config_ep_proxy(struct config_ctx *c, const struct tomlc_node *t, co
         }
     }
     if (config_str(c, t, prefix, "ca_file", &ep->ca_file, &n) == CONFIG_OK) {
-        /* Whether the file can be read is config_check_files()'s part
-         * (config_file.c): this module does no I/O. */
         config_key(key, sizeof key, prefix, "ca_file");
+        char why[128];
+        if (config_file_probe &&
+            config_file_probe(ep->ca_file, why, sizeof why) != 0)
+            config_error(c, n->line, key,
+                         "cannot read %s: %s; give the path of a PEM file with the CA "
+                         "certificates that sign the endpoint's certificate",
+                         ep->ca_file, why);
         if (ep->url && !config_starts_ci(ep->url, "https://"))
             config_error(c, n->line, key,
                          "applies to https:// endpoints only; remove it or use an https:// URL");

@@ -162,14 +162,18 @@ int config_load_string(const char *path, const char *text, size_t len,
                        struct config **out, char **errors);
 
 /*
- * What a loaded configuration names on disk and can be checked without
- * opening anything that could block (a FIFO, a device): each endpoint's
- * ca_file must be a regular, readable file.  Returns 0, or -1 with
- * file:line errors appended to *errors (malloc'd; the caller frees).
- * config_load() runs it; a reload, which parses text read elsewhere, runs
- * it after config_load_string().
+ * The files a configuration names (each endpoint's ca_file) are checked by
+ * probe while the configuration is loaded, so that their problems are
+ * reported with all the others: probe returns 0, or -1 with the reason in
+ * why.  config.c does no I/O itself; the process sets config_file_check
+ * (config_file.c) once at start; unset, files are not checked.
  */
-int config_check_files(const char *path, const struct config *cfg, char **errors);
+void config_set_file_probe(int (*probe)(const char *path, char *why, size_t len));
+
+/* A regular file that can be read: stat() and access() only, never an
+ * open(), so a FIFO named in the configuration cannot hold up the loop
+ * that runs a reload. */
+int config_file_check(const char *path, char *why, size_t len);
 
 /* Frees everything the config owns; NULL is a no-op. */
 void config_free(struct config *cfg);

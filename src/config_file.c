@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,14 +27,7 @@ int config_load(const char *path, struct config **out, char **errors)
         *errors = NULL;
     buf_init(&b, CONFIG_MAX_FILE);
     switch (buf_read_file(&b, path)) {
-    case 0:
-        rc = config_load_string(path, b.data, b.len, out, errors);
-        if (rc == 0 && config_check_files(path, *out, errors) != 0) {
-            config_free(*out);
-            *out = NULL;
-            rc = -1;
-        }
-        break;
+    case 0: rc = config_load_string(path, b.data, b.len, out, errors); break;
     case -2:
         if (errors)
             *errors = xasprintf("%s: file is larger than %d bytes; is this the right "
@@ -50,40 +44,16 @@ int config_load(const char *path, struct config **out, char **errors)
     return rc;
 }
 
-int config_check_files(const char *path, const struct config *cfg, char **errors)
+int config_file_check(const char *path, char *why, size_t len)
 {
-    struct buf out;
-    buf_init(&out, SIZE_MAX);
-    for (size_t g = 0; g < cfg->n_groups; g++) {
-        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
-            const struct cfg_endpoint *ep = &cfg->groups[g].endpoints[e];
-            if (!ep->ca_file)
-                continue;
-            /* stat() and access() never open the file: a FIFO named here
-             * cannot hold up the loop that runs a reload. */
-            struct stat sb;
-            const char *why = NULL;
-            if (stat(ep->ca_file, &sb) != 0 || access(ep->ca_file, R_OK) != 0)
-                why = strerror(errno);
-            else if (!S_ISREG(sb.st_mode))
-                why = "not a regular file";
-            if (why)
-                buf_appendf(&out,
-                            "%s:%d: groups[%zu].endpoints[%zu].ca_file: cannot read %s: %s; "
-                            "give the path of a PEM file with the CA certificates that sign "
-                            "the endpoint's certificate\n",
-                            path, ep->line, g, e, ep->ca_file, why);
-        }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || access(path, R_OK) != 0) {
+        snprintf(why, len, "%s", strerror(errno));
+        return -1;
     }
-    if (!out.len) {
-        buf_release(&out);
-        return 0;
+    if (!S_ISREG(sb.st_mode)) {
+        snprintf(why, len, "not a regular file");
+        return -1;
     }
-    if (errors) {
-        char *prev = *errors;
-        *errors = xasprintf("%s%s", prev ? prev : "", out.data);
-        free(prev);
-    }
-    buf_release(&out);
-    return -1;
+    return 0;
 }

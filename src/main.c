@@ -442,6 +442,7 @@ int main(int argc, char **argv)
     int rc;
 
     main_no_core_dumps();
+    config_set_file_probe(config_file_check);
     rc = main_parse_args(argc, argv, &o);
     if (rc >= 0)
         return rc;

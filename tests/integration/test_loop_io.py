@@ -171,6 +171,34 @@ class ReloadOffLoop(ZephyrTestCase):
         self.assertEqual(sorted(c for c, _ in results), [200] * 4, results)
 
 
+    def test_fifo_ca_file_does_not_freeze_reload(self):
+        """A ca_file that is a FIFO is refused at reload without being
+        opened: the check looks with stat(), so the loop never waits for a
+        writer (review finding: fopen() on the loop froze every stream)."""
+        a = self.start_fake("a")
+        p = self.start_proxy(config_text=self._config(a))
+        fifo = os.path.join(self.tmp, "ca.pem")
+        os.mkfifo(fifo)
+        text = (self._config(a) + '\n[[groups]]\nname = "tls"\n'
+                'endpoints = [{ url = "https://127.0.0.1:9", name = "t", ca_file = "%s" }]\n'
+                % fifo)
+        self.write_config(text)
+        try:
+            t0 = time.monotonic()
+            code, body = http_json(p.port, "POST", "/admin/reload", {}, timeout=scaled(5))
+            self.assertLess(time.monotonic() - t0, scaled(3))
+            self.assertEqual(code, 400, body)
+            self.assertIn("ca_file: cannot read %s: not a regular file" % fifo,
+                          body["error"]["message"])
+            self.assertEqual(http_request(p.port, "GET", "/health", timeout=scaled(2)).status, 200)
+            self.assertEqual(self.post_messages(p.port).status, 200)
+        finally:
+            try:  # unfreeze a proxy that opened the FIFO (the old code)
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+
+
 class DotenvFollowsReload(ZephyrTestCase):
 
     def test_dotenv_change_reaches_upstream_and_user_env_wins(self):

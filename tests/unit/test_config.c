@@ -1061,9 +1061,11 @@ static void test_ca_file_checked_without_opening(void **state)
         snprintf(text, sizeof text,
                  "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"https://a.example\", "
                  "name = \"a\", ca_file = \"%s\" }]\n", paths[i]);
-        struct config *cfg = load_ok(text);
+        config_set_file_probe(config_file_check);
         char *err = NULL;
-        int rc = config_check_files("cfg.toml", cfg, &err);
+        struct config *cfg = NULL;
+        int rc = config_load_string("cfg.toml", text, strlen(text), &cfg, &err);
+        config_set_file_probe(NULL);
         if (want[i]) {
             assert_int_equal(rc, -1);
             assert_has(err, "cfg.toml:3: groups[0].endpoints[0].ca_file: cannot read");
