@@ -18,10 +18,10 @@ DESTDIR ?=
 
 CC  ?= cc
 CXX ?= c++
-PKGS := libuv libcurl libcjson ncursesw zlib
+PKGS := libuv libcurl libcjson ncursesw zlib openssl
 # libcurl is not linked: src/curlso.c loads it on first use, so only its
 # headers come from pkg-config.
-LINK_PKGS := libuv libcjson ncursesw zlib
+LINK_PKGS := libuv libcjson ncursesw zlib openssl
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Werror
 CWARN := $(WARN) -Wstrict-prototypes -Wmissing-prototypes

@@ -127,7 +127,7 @@ static int app_libcurl_ready(const struct app *a, const struct config *cfg, char
                 continue;
             if (curlso_load() == 0)
                 return 0;
-            *why = xasprintf("endpoint %s needs libcurl (https://, a proxy variable or "
+            *why = xasprintf("endpoint %s needs libcurl (a proxy variable or "
                              "http_client = \"libcurl\"), which cannot be loaded; install "
                              "libcurl4\n", e->name);
             return -1;
@@ -592,6 +592,7 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         buf_init(&out, SIZE_MAX);
         struct metrics_upstream up;
         upstream_counts(a->up, &up.open, &up.idle);
+        upstream_tls_counts(a->up, &up.tls_full, &up.tls_resumed);
         up.log_lines_dropped = log_lines_dropped();
         metrics_render(a->metrics, a->st, &up, &out);
         conn_respond(c, 200, METRICS_CONTENT_TYPE, out.data ? out.data : "", out.len, NULL);
