@@ -121,6 +121,7 @@ fuzz: $(LLHTTP_DIR)/llhttp.h
 
 bench: all
 	bench/run.sh
+	bench/https.sh
 
 install: $(B)/claude-zephyr
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1

@@ -1138,9 +1138,19 @@ static void tls_send(struct h1_xchg *x, bool defer)
 {
     struct h1_conn *conn = x->conn;
     struct h1_tls *t = conn->tls;
-    ERR_clear_error();
-    bool ok = SSL_write(t->ssl, x->head, (int)x->head_len) > 0;
-    for (size_t off = 0; ok && off < x->body_len;) {
+    size_t off = 0;
+    if (x->body_len > 0 && x->head_len + x->body_len <= H1_TLS_PLAIN) {
+        /* One record for head and body: each record costs a cipher setup
+         * and a tag, far more than copying a small body once. */
+        if (x->head_len + x->body_len > x->head_size) {
+            x->head = xrealloc(x->head, x->head_len + x->body_len);
+            x->head_size = x->head_len + x->body_len;
+        }
+        memcpy(x->head + x->head_len, x->body, x->body_len);
+        off = x->body_len;
+    }
+    bool ok = SSL_write(t->ssl, x->head, (int)(x->head_len + off)) > 0;
+    for (; ok && off < x->body_len;) {
         size_t n = x->body_len - off;
         if (n > (1u << 30))
             n = 1u << 30;
@@ -1242,9 +1252,11 @@ static void tls_pump(struct h1_conn *conn, bool defer)
         buf = own = xmalloc(H1_TLS_PLAIN); /* a callback resumed another exchange */
     else
         c->pbuf_busy = true;
+    /* OpenSSL's error queue is emptied after every failure (tls_error_msg,
+     * the paths below), so it is empty before each call without clearing
+     * it first, which costs a thread-local lookup per call. */
     for (;;) {
         struct h1_xchg *x = conn->x;
-        ERR_clear_error();
         int r = SSL_read(t->ssl, buf, H1_TLS_PLAIN);
         if (r > 0) {
             if (!x) {
