@@ -236,6 +236,53 @@ for col in nginx haproxy zephyr; do
 done
 printf 'rss_start\t0\tzephyr\t1\trss_kb=%s\n' "$ZIDLE" >>"$RES"
 
+# The first request after a pause longer than zephyr's pool idle timeout
+# (50 s): with warm connections it finds a verified connection; without, it
+# pays a connect and a (resumed) handshake.  One request per proxy, then a
+# second one for comparison.
+IDLE_S=${BENCH_IDLE_S:-65}
+if [ "${BENCH_SKIP_IDLE:-0}" != 1 ]; then
+    say "idle for ${IDLE_S}s before the first-request-after-idle row"
+    sleep "$IDLE_S" # the pause being measured, not a synchronisation
+    for col in nginx haproxy zephyr; do
+        a=$("$ZLOAD" short --port "${PORT[$col]}" --conns 1 --requests 1 || echo "lat_p50_us=0")
+        b=$("$ZLOAD" short --port "${PORT[$col]}" --conns 1 --requests 1 || echo "lat_p50_us=0")
+        printf 'idle\t%s\t%s\t1\tfirst_us=%s next_us=%s\n' "$IDLE_S" "$col" "$(field lat_p50_us "$a")" "$(field lat_p50_us "$b")" >>"$RES"
+    done
+fi
+
+# Concurrent SSE streams through a fresh proxy (a cold pool: every stream
+# needs a new TLS connection): memory per stream from the peak over the idle
+# resident size, and the time to the first event.
+NSTREAMS=${BENCH_HTTPS_STREAMS:-2000}
+if [ "${BENCH_SKIP_SSE:-0}" != 1 ]; then
+    for col in nginx zephyr; do
+        port=$(free_port)
+        case $col in
+        nginx) sed "s/listen 127.0.0.1:${PORT[nginx]} /listen 127.0.0.1:$port /; s#pid $T/nginx/nginx.pid#pid $T/nginx/sse.pid#" "$T/nginx.conf" >"$T/nginx-sse.conf"
+               set -- nginx -p "$T/nginx/" -e "$T/nginx.log" -c "$T/nginx-sse.conf" ;;
+        zephyr) sed "s/^port = .*/port = $port/" "$T/zephyr.toml" >"$T/zephyr-sse.toml"
+                set -- "$B/claude-zephyr" --config "$T/zephyr-sse.toml" ;;
+        esac
+        SSL_CERT_FILE=$T/ca.pem start_cmd "$col-sse" "$port" "$@"
+        pid=$STARTED_PID
+        sleep 0.5 # the start-up check (bounded; not a synchronisation)
+        idle=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+        # The resident size in the middle of the streams (all open, the
+        # handshakes over) besides the peak, which includes the ramp's
+        # concurrent handshakes.
+        ( sleep 7; awk '/^VmRSS/ {print $2}' "/proc/$pid/status" >"$T/mid.$col" ) &
+        mid_pid=$!
+        out=$(timeout -k 2 120 "$ZLOAD" sse --port "$port" --streams "$NSTREAMS" --events 10 \
+            --gap-ms 1000 --ramp-ms 1000 --timeout-s 60 || echo "failed=1")
+        wait "$mid_pid" 2>/dev/null || true
+        peak=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+        printf 'sse\t%s\t%s\t1\t%s idle_kb=%s peak_kb=%s mid_kb=%s\n' "$NSTREAMS" "$col" "$out" "$idle" "$peak" "$(cat "$T/mid.$col" 2>/dev/null || echo 0)" >>"$RES"
+        say "$NSTREAMS streams via $col: $out idle_kb=$idle peak_kb=$peak"
+        kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    done
+fi
+
 # CPU cost: instructions per proxied request (callgrind; exact where the
 # shared machine makes req/s noisy).  Each proxy runs again under valgrind
 # on its own port, instrumented only around the measured requests.
@@ -293,6 +340,23 @@ print("%-28s %12.3f   (plain origin, no TLS)" % ("direct p50 at c=1, ms", d / 10
 v = [med("rss", "0", col, "rss_kb") for col in cols]
 print("%-28s %12.1f %12.1f %12.1f" % ("RSS after the load, MB", *[x / 1024.0 for x in v]))
 print("%-28s %38.1f" % ("zephyr RSS at start, MB", med("rss_start", "0", "zephyr", "rss_kb") / 1024.0))
+for col in ("nginx", "zephyr"):
+    r = [x for x in rows if x[0] == "sse" and x[2] == col]
+    if r:
+        kv, n = r[0][4], int(r[0][1])
+        pk, idle = val(kv, "peak_kb"), val(kv, "idle_kb")
+        mid = val(kv, "mid_kb")
+        print("%-28s %s: %.1f KB per stream in the middle of the streams" % ("", col, (mid - idle) / n if mid and idle else 0))
+        print("%-28s %s: %.1f KB per stream (peak %.1f MB), TTFE p50 %.1f ms p99 %.1f ms, failed %s"
+              % ("%d SSE streams, cold pool" % n, col, (pk - idle) / n if pk and idle else 0,
+                 (pk or 0) / 1024.0, (val(kv, "ttfe_p50_us") or 0) / 1000.0,
+                 (val(kv, "ttfe_p99_us") or 0) / 1000.0, val(kv, "failed")))
+r = {x[2]: x for x in rows if x[0] == "idle"}
+if r:
+    print("%-28s %12s %12s %12s" % ("first request after %ss idle" % list(r.values())[0][1],
+          *["%.2f ms" % ((val(r[c][4], "first_us") or 0) / 1000.0) if c in r else "-" for c in cols]))
+    print("%-28s %12s %12s %12s" % ("  the request after it",
+          *["%.2f ms" % ((val(r[c][4], "next_us") or 0) / 1000.0) if c in r else "-" for c in cols]))
 v = [med("cpu", "8", col, "ir_per_req") for col in cols]
 if all(v):
     print("%-28s %12.0f %12.0f %12.0f %9.2fx" % ("instructions per request", *v, v[2] / v[0]))

@@ -90,6 +90,9 @@
 #define H1_TCP_KEEPALIVE_S 60
 #define H1_KEEP_BUF 8192 /* a recycled exchange keeps buffers up to this size */
 #define H1_TLS_PLAIN 16384 /* one TLS record of plaintext, the most SSL_read returns */
+#define H1_WARM_MS (30 * 60 * 1000) /* a pool stays warm this long after a user's request */
+#define H1_WARM_AHEAD_MS 12000      /* renew the warm connection this long before it expires */
+#define H1_WARM_RETRY_MS 30000      /* after a failed warm-up */
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
 
@@ -122,6 +125,10 @@ struct h1_pool {
     SSL_CTX *ctx;                   /* borrows from h1.ctxs; NULL until one could be made */
     SSL_SESSION *sess;              /* owns: the session the next connection offers */
     char *ca_file;                  /* owns; NULL: the system store */
+    struct h1 *c;                   /* borrows */
+    struct h1_xchg *warm_x;         /* borrows: the warm-up connecting now, or NULL */
+    uint64_t warm_until;            /* loop time: keep a connection ready until then */
+    uint64_t warm_retry_at;         /* loop time: no warm-up before then */
     unsigned port;
     uint32_t hash;
     size_t host_len;
@@ -199,6 +206,7 @@ struct h1_xchg {
     enum up_rc rc;
     const char *msg;                /* borrows: a literal or msgbuf */
     bool is_head;
+    bool warm_only;                 /* a warm-up: connect (and handshake), then pool it */
     bool reused;                    /* the connection came from the pool */
     bool retried;                   /* already sent again once */
     bool got_byte;                  /* a response byte arrived on this connection */
@@ -432,6 +440,7 @@ static struct h1_pool *pool_get(struct h1 *c, const char *host, size_t len, unsi
     p->numeric = numeric;
     p->tls = tls;
     p->ca_file = ca_file ? xstrdup(ca_file) : NULL;
+    p->c = c;
     if (numeric) {
         p->addrs = xmalloc(sizeof ss);
         p->addrs[0] = ss;
@@ -458,17 +467,73 @@ static void pool_unlink(struct h1_conn *conn)
     conn->c->n_idle--;
 }
 
+/* ---- warm connections ------------------------------------------------------
+ *
+ * A pool that served a user's request (up_request.keep_warm) in the last
+ * H1_WARM_MS keeps one connection ready: the sweep opens one (connect and
+ * TLS handshake, no request) when the pool has none idle, or when the
+ * youngest idle one is H1_WARM_AHEAD_MS from the idle timeout, so the first
+ * request after a pause finds a verified connection.  A warm-up is an
+ * internal exchange (warm_only) that ends by pooling its connection. */
+
+static void on_warm_done(void *ud, enum up_rc rc, const char *msg)
+{
+    struct h1_pool *p = ud;
+    (void)msg;
+    p->warm_x = NULL;
+    if (rc != UP_OK)
+        p->warm_retry_at = uv_now(p->c->loop) + H1_WARM_RETRY_MS;
+}
+
+static struct h1_xchg *x_get(struct h1 *c);
+
+static void warm_start(struct h1 *c, struct h1_pool *p)
+{
+    struct h1_xchg *x = x_get(c);
+    x->pool = p;
+    x->conn = NULL;
+    x->dns = NULL;
+    memset(&x->cbs, 0, sizeof x->cbs);
+    x->cbs.done = on_warm_done;
+    x->ud = p;
+    x->body = NULL;
+    x->body_len = x->head_len = 0;
+    x->hdr_bytes = x->hb_len = 0;
+    x->nhdrs = 0;
+    x->in_field = false;
+    x->start_ms = uv_now(c->loop);
+    x->timeout_ms = x->connect_timeout_ms = 0;
+    x->addr_idx = 0;
+    x->rc = UP_OK;
+    x->msg = "";
+    x->is_head = false;
+    x->warm_only = true;
+    x->reused = x->retried = x->got_byte = x->write_done = false;
+    x->sent_ms = 0;
+    x->final_seen = x->complete = x->paused = x->busy = x->aborted = false;
+    p->warm_x = x;
+    x_connect_start(x, false);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     struct h1 *c = t->data;
     uint64_t now = uv_now(c->loop);
+    bool warm = false;
     for (size_t i = 0; i < H1_POOL_BUCKETS; i++) {
         for (struct h1_pool *p = c->pools[i]; p; p = p->next) {
             while (p->idle_tail && now - p->idle_tail->idle_since >= H1_IDLE_TIMEOUT_MS)
                 conn_close(p->idle_tail);
+            if (p->warm_until <= now || c->free_requested)
+                continue;
+            warm = true;
+            if (!p->warm_x && now >= p->warm_retry_at &&
+                (!p->idle_head ||
+                 now - p->idle_head->idle_since >= H1_IDLE_TIMEOUT_MS - H1_WARM_AHEAD_MS))
+                warm_start(c, p);
         }
     }
-    if (c->n_idle == 0)
+    if (c->n_idle == 0 && !warm)
         uv_timer_stop(t);
 }
 
@@ -1257,6 +1322,12 @@ static void tls_pump(struct h1_conn *conn, bool defer)
      * it first, which costs a thread-local lookup per call. */
     for (;;) {
         struct h1_xchg *x = conn->x;
+        /* Not called without input: SSL_read would set up its 16 KB record
+         * buffer to wait for the next header, and a waiting stream would
+         * keep it (SSL_MODE_RELEASE_BUFFERS frees it once a record is
+         * consumed). */
+        if (t->io.in_len == 0 && !SSL_has_pending(t->ssl))
+            break;
         int r = SSL_read(t->ssl, buf, H1_TLS_PLAIN);
         if (r > 0) {
             if (!x) {
@@ -1366,6 +1437,20 @@ static void x_attach(struct h1_xchg *x, struct h1_conn *conn)
  * https:): the connect timeout gives way to the whole-exchange one. */
 static void x_connected(struct h1_xchg *x, struct h1_conn *conn)
 {
+    if (x->warm_only) {
+        /* The client's Finished still has to go; then the connection waits
+         * in the pool for the next request. */
+        conn->x = NULL;
+        x->conn = NULL;
+        if (conn->tls && tls_flush(conn) < 0) {
+            conn_close(conn);
+            x_finish(x, UP_ERR_SEND, "warm-up: could not finish the TLS handshake", false);
+            return;
+        }
+        pool_put(conn);
+        x_finish(x, UP_OK, "", false);
+        return;
+    }
     x_attach(x, conn);
     if (x->timeout_ms > 0) {
         uint64_t used = uv_now(x->c->loop) - x->start_ms;
@@ -1645,10 +1730,16 @@ void h1_free(struct h1 *c)
     if (!c)
         return;
     c->free_requested = true;
-    for (size_t i = 0; i < H1_POOL_BUCKETS; i++)
-        for (struct h1_pool *p = c->pools[i]; p; p = p->next)
+    for (size_t i = 0; i < H1_POOL_BUCKETS; i++) {
+        for (struct h1_pool *p = c->pools[i]; p; p = p->next) {
+            if (p->warm_x) {
+                h1_abort(&p->warm_x->base);
+                p->warm_x = NULL;
+            }
             while (p->idle_head)
                 conn_close(p->idle_head);
+        }
+    }
     while (c->free_x) {
         struct h1_xchg *x = c->free_x;
         c->free_x = x->next_free;
@@ -1694,6 +1785,12 @@ struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struc
     x->rc = UP_OK;
     x->msg = "";
     x->is_head = mlen == 4 && memcmp(req->method, "HEAD", 4) == 0;
+    x->warm_only = false;
+    if (req->keep_warm) {
+        pool->warm_until = x->start_ms + H1_WARM_MS;
+        if (!uv_is_active((uv_handle_t *)&c->sweep))
+            uv_timer_start(&c->sweep, on_sweep, H1_SWEEP_MS, H1_SWEEP_MS);
+    }
     x->reused = x->retried = x->got_byte = x->write_done = false;
     x->sent_ms = 0;
     x->final_seen = x->complete = x->paused = x->busy = x->aborted = false;

@@ -23,6 +23,10 @@
  *   or address checked; sessions are resumed per pool.  A failed handshake
  *   ends the exchange with UP_ERR_CONNECT and a message starting "TLS".
  *   Pools are per scheme, host:port and CA source.
+ * - A pool that served a request with keep_warm in the last 30 minutes
+ *   keeps one verified idle connection ready (re-opened when the upstream
+ *   closes it, renewed before the idle timeout), so the first request after
+ *   a pause pays no connect or handshake.
  */
 #ifndef ZEPHYR_H1_H
 #define ZEPHYR_H1_H

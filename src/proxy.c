@@ -905,6 +905,7 @@ static void preq_attempt(struct preq *p)
         /* Event streams come in small pieces: a small receive buffer keeps
          * the memory of thousands of idle streams low. */
         .recv_buffer = 2048,
+        .keep_warm = true,
     };
     p->ux = up_start(p->px->up, &req, &preq_up_cbs, p);
     free(url);

@@ -62,6 +62,8 @@ struct up_request {
     long recv_buffer;          /* receive buffer size hint in bytes; 0: default */
     const char *ca_file;       /* https: CA certificates to trust instead of the
                                 * system store; NULL or "": the system store */
+    bool keep_warm;            /* a user's request: the built-in client keeps a
+                                * connection to this host ready for a while */
 };
 
 /* Returned by the body callback: deliver the same bytes again after

@@ -166,6 +166,25 @@ class TlsBehaviour(ZephyrTestCase):
         self.post_messages(p.port)  # fails: nothing listens on the proxy's port
         self.assertIn("libcurl", maps_of(p.pid))
 
+    def test_warm_connection_reopened_after_the_origin_closes(self):
+        # After a user's request the pool keeps a verified connection ready:
+        # when the origin closes it, the client opens (and handshakes) a new
+        # one by itself, so the next request pays no handshake.
+        fake, relay, p = self.tls_proxy(health_check={"interval_seconds": 3600})
+        self.assertEqual(self.post_messages(p.port).status, 200)
+        relay.drop_all()
+        wait_for(lambda: relay.open_count() == 0, scaled(5), desc="relay connections closed")
+        before = relay.counts()["handshakes"]
+        # The sweep runs every 5 s.
+        wait_for(lambda: relay.open_count() == 1 and relay.counts()["handshakes"] > before,
+                 scaled(15), desc="a warm connection opened without a request")
+        warmed = relay.counts()
+        self.assertGreater(warmed["resumed"], 0, "the warm-up resumes the session")
+        r = self.post_messages(p.port)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(relay.counts()["handshakes"], warmed["handshakes"],
+                         "the request after the pause paid a handshake")
+
     def test_streaming_over_tls(self):
         fake, relay, p = self.tls_proxy()
         s = self.stream(p.port)
