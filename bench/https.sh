@@ -235,6 +235,9 @@ for col in nginx haproxy zephyr; do
     printf 'rss\t0\t%s\t1\trss_kb=%s\n' "$col" "$(tree_rss "${PID[$col]}")" >>"$RES"
 done
 printf 'rss_start\t0\tzephyr\t1\trss_kb=%s\n' "$ZIDLE" >>"$RES"
+# One TLS handshake per pooled connection, not per request: zephyr's count.
+hs=$(curl -s -m 5 "http://127.0.0.1:${PORT[zephyr]}/metrics" | awk '/^zephyr_upstream_tls_handshakes_total/ {n += $2} END {print n + 0}')
+printf 'handshakes\t0\tzephyr\t1\tn=%s\n' "$hs" >>"$RES"
 
 # The first request after a pause longer than zephyr's pool idle timeout
 # (50 s): with warm connections it finds a verified connection; without, it
@@ -351,6 +354,9 @@ for col in ("nginx", "zephyr"):
               % ("%d SSE streams, cold pool" % n, col, (pk - idle) / n if pk and idle else 0,
                  (pk or 0) / 1024.0, (val(kv, "ttfe_p50_us") or 0) / 1000.0,
                  (val(kv, "ttfe_p99_us") or 0) / 1000.0, val(kv, "failed")))
+r = [x for x in rows if x[0] == "handshakes"]
+if r:
+    print("%-28s %38s" % ("zephyr TLS handshakes, run", "%d" % val(r[0][4], "n")))
 r = {x[2]: x for x in rows if x[0] == "idle"}
 if r:
     print("%-28s %12s %12s %12s" % ("first request after %ss idle" % list(r.values())[0][1],

@@ -54,6 +54,17 @@
  * cap, h1_abort(), h1_free().  Memory of loop objects is freed in close
  * callbacks; the client itself once n_handles reaches zero.
  *
+ * TLS (https:, see tls.h): a connection's struct h1_tls holds the SSL and
+ * the ciphertext on its way out (io.out, then fly while uv_write has it).
+ * After the TCP connect the handshake runs (the exchange stays
+ * X_CONNECTING, under the connect timeout); then x_connected() continues as
+ * for http:.  Reads go through tls_pump(): SSL_read into the shared pbuf,
+ * then x_feed() as usual.  When the exchange pauses, the ciphertext not yet
+ * decrypted is kept in cpend (besides the plaintext in pend) and decrypted
+ * by h1_resume().  Writes: SSL_write into io.out, flushed by tls_flush().
+ *
+ * Warm connections: see the section of that name.
+ *
  * Limits: response heads up to 64 KiB and 200 header lines (UP_ERR_PROTOCOL
  * beyond), 1024 idle connections per pool, idle connections closed after
  * 50 s.  Pools are kept until h1_free(): there is one per host:port the
