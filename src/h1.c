@@ -751,8 +751,10 @@ static void x_complete(struct h1_xchg *x, bool may_keep, bool defer)
     struct h1_conn *conn = x->conn;
     x->conn = NULL;
     conn->x = NULL;
-    if (conn->tls && (conn->tls->io.in_len > 0 || SSL_pending(conn->tls->ssl) > 0))
-        may_keep = false; /* more arrived after the response */
+    if (conn->tls && (conn->tls->io.in_len > 0 || conn->tls->cpend_len > 0 ||
+                      SSL_has_pending(conn->tls->ssl)))
+        may_keep = false; /* more arrived after the response: the TLS stream
+                           * cannot be kept without it */
     if (may_keep && x->write_done && !conn->write_pending && llhttp_should_keep_alive(&conn->parser))
         pool_put(conn);
     else
@@ -1388,13 +1390,9 @@ static void tls_pump(struct h1_conn *conn, bool defer)
     }
     if (conn->x && conn->x->paused && t->io.in_len > 0) {
         size_t keep = t->io.in_len;
-        if (t->cpend && t->io.in >= t->cpend && t->io.in < t->cpend + t->cpend_len) {
-            memmove(t->cpend, t->io.in, keep);
-        } else {
-            free(t->cpend);
-            t->cpend = xmalloc(keep);
-            memcpy(t->cpend, t->io.in, keep);
-        }
+        free(t->cpend);
+        t->cpend = xmalloc(keep);
+        memcpy(t->cpend, t->io.in, keep);
         t->cpend_len = keep;
     }
     t->io.in_len = 0;
@@ -1856,14 +1854,15 @@ void h1_resume(struct up_xfer *xf)
     if (conn->tls && conn->tls->cpend_len > 0) {
         /* Ciphertext that came after the paused record. */
         struct h1_tls *t = conn->tls;
-        t->io.in = t->cpend;
+        char *cp = t->cpend; /* taken: tls_pump keeps what a new pause leaves */
+        t->io.in = cp;
         t->io.in_len = t->cpend_len;
-        tls_pump(conn, true);
-        if (x->state != X_ACTIVE || x->paused || x->conn != conn)
-            return;
-        free(t->cpend);
         t->cpend = NULL;
         t->cpend_len = 0;
+        tls_pump(conn, true);
+        free(cp);
+        if (x->state != X_ACTIVE || x->paused || x->conn != conn)
+            return;
     }
     if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
         x_finish(x, UP_ERR_RECV, "receive failed: cannot read", true);
