@@ -28,10 +28,10 @@ DESTDIR ?=
 
 CC  ?= cc
 CXX ?= c++
-PKGS := libuv libcurl libcjson ncursesw zlib
+PKGS := libuv libcurl libcjson ncursesw zlib openssl
 # libcurl is not linked: src/curlso.c loads it on first use, so only its
 # headers come from pkg-config.
-LINK_PKGS := libuv libcjson ncursesw zlib
+LINK_PKGS := libuv libcjson ncursesw zlib openssl
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Werror
 CWARN := $(WARN) -Wstrict-prototypes -Wmissing-prototypes
@@ -143,6 +143,7 @@ fuzz: $(LLHTTP_DIR)/llhttp.h
 
 bench: all
 	bench/run.sh
+	bench/https.sh
 
 install: $(B)/claude-zephyr
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1

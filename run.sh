@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 # promtool (package prometheus) for /metrics, chromium for the web page, and
 # node + npm for the real clients (Claude Code, the SDK) and Playwright.
 PKGS="gcc g++ make pkg-config ca-certificates curl libuv1-dev libcurl4-openssl-dev \
-libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev zlib1g-dev"
+libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev zlib1g-dev libssl-dev"
 TEST_PKGS="python3 tmux clang libclang-rt-14-dev clang-tidy clang-format cppcheck prometheus chromium chromium-driver"
 
 want=$PKGS

@@ -129,12 +129,12 @@ static int app_libcurl_ready(const struct app *a, const struct config *cfg, char
     for (size_t g = 0; g < cfg->n_groups; g++) {
         for (size_t i = 0; i < cfg->groups[g].n_endpoints; i++) {
             const struct cfg_endpoint *e = &cfg->groups[g].endpoints[i];
-            if (!e->proxy && !e->ca_file &&
+            if (!e->proxy &&
                 !upstream_uses_libcurl(a->up, e->url, !cfg->http_client_libcurl))
                 continue;
             if (curlso_load() == 0)
                 return 0;
-            *why = xasprintf("endpoint %s needs libcurl (https://, a proxy, a ca_file or "
+            *why = xasprintf("endpoint %s needs libcurl (its own proxy, a proxy variable or "
                              "http_client = \"libcurl\"), which cannot be loaded; install "
                              "libcurl4\n", e->name);
             return -1;
@@ -611,6 +611,7 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         buf_init(&out, SIZE_MAX);
         struct metrics_upstream up;
         upstream_counts(a->up, &up.open, &up.idle);
+        upstream_tls_counts(a->up, &up.tls_full, &up.tls_resumed);
         up.log_lines_dropped = log_lines_dropped();
         struct state_snapshot snap;
         state_snapshot_take(a->st, &snap);

@@ -158,7 +158,7 @@ struct fetch *fetch_new(uv_loop_t *loop)
      * evict the oldest on every transfer (measured: 16% of the CPU at
      * thousands of streams). */
     curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, 20000L);
-    f->env_proxy = env_proxy_set(true);
+    f->env_proxy = env_proxy_set(ENV_PROXY_HTTP | ENV_PROXY_HTTPS);
     f->pool = xcalloc(FETCH_POOL_MAX, sizeof *f->pool);
     uv_timer_init(loop, &f->timer);
     f->timer.data = f;

@@ -54,6 +54,17 @@
  * cap, h1_abort(), h1_free().  Memory of loop objects is freed in close
  * callbacks; the client itself once n_handles reaches zero.
  *
+ * TLS (https:, see tls.h): a connection's struct h1_tls holds the SSL and
+ * the ciphertext on its way out (io.out, then fly while uv_write has it).
+ * After the TCP connect the handshake runs (the exchange stays
+ * X_CONNECTING, under the connect timeout); then x_connected() continues as
+ * for http:.  Reads go through tls_pump(): SSL_read into the shared pbuf,
+ * then x_feed() as usual.  When the exchange pauses, the ciphertext not yet
+ * decrypted is kept in cpend (besides the plaintext in pend) and decrypted
+ * by h1_resume().  Writes: SSL_write into io.out, flushed by tls_flush().
+ *
+ * Warm connections: see the section of that name.
+ *
  * Limits: response heads up to 64 KiB and 200 header lines (UP_ERR_PROTOCOL
  * beyond), 1024 idle connections per pool, idle connections closed after
  * 50 s.  Pools are kept until h1_free(): there is one per host:port the
@@ -71,7 +82,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+
 #include "llhttp.h"
+#include "tls.h"
 #include "util.h"
 
 #define H1_READ_SIZE (64 * 1024)
@@ -86,6 +100,10 @@
 #define H1_POOL_BUCKETS 64
 #define H1_TCP_KEEPALIVE_S 60
 #define H1_KEEP_BUF 8192 /* a recycled exchange keeps buffers up to this size */
+#define H1_TLS_PLAIN 16384 /* one TLS record of plaintext, the most SSL_read returns */
+#define H1_WARM_MS (30 * 60 * 1000) /* a pool stays warm this long after a user's request */
+#define H1_WARM_AHEAD_MS 12000      /* renew the warm connection this long before it expires */
+#define H1_WARM_RETRY_MS 30000      /* after a failed warm-up */
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
 
@@ -114,10 +132,31 @@ struct h1_pool {
     size_t n_addrs;
     uint64_t addrs_expire;          /* loop time; unused for numeric hosts */
     bool numeric;
+    bool tls;                       /* https: */
+    SSL_CTX *ctx;                   /* borrows from h1.ctxs; NULL until one could be made */
+    SSL_SESSION *sess;              /* owns: the session the next connection offers */
+    char *ca_file;                  /* owns; NULL: the system store */
+    struct h1 *c;                   /* borrows */
+    struct h1_xchg *warm_x;         /* borrows: the warm-up connecting now, or NULL */
+    uint64_t warm_until;            /* loop time: keep a connection ready until then */
+    uint64_t warm_retry_at;         /* loop time: no warm-up before then */
     unsigned port;
     uint32_t hash;
     size_t host_len;
     char host[];                    /* as in the URL (brackets kept), NUL-terminated */
+};
+
+/* The TLS side of a connection (see tls.h): OpenSSL reads ciphertext from
+ * io.in (the shared read buffer) and appends what it sends to io.out. */
+struct h1_tls {
+    SSL *ssl;                       /* owns */
+    struct tls_io io;               /* io.out owns */
+    char *fly;                      /* owns: the ciphertext uv_write is sending */
+    char *cpend;                    /* owns: ciphertext kept while the exchange is paused */
+    size_t cpend_len;
+    bool hs_done;                   /* the handshake succeeded */
+    bool req_queued;                /* the exchange's request went through SSL_write */
+    bool failed;                    /* a TLS error: the session is not kept */
 };
 
 struct h1_conn {
@@ -131,6 +170,7 @@ struct h1_conn {
     struct h1_pool *pool;           /* borrows */
     struct h1_xchg *x;              /* borrows; NULL when idle or closing */
     struct h1_conn *prev, *next;    /* borrow: the pool's idle list */
+    struct h1_tls *tls;             /* owns; NULL for http: */
     char *pend;                     /* owns: bytes kept while the exchange is paused */
     uint32_t pend_len;              /* bytes in pend */
     uint32_t pend_body;             /* the first pend_body bytes go to body() again */
@@ -177,6 +217,7 @@ struct h1_xchg {
     enum up_rc rc;
     const char *msg;                /* borrows: a literal or msgbuf */
     bool is_head;
+    bool warm_only;                 /* a warm-up: connect (and handshake), then pool it */
     bool reused;                    /* the connection came from the pool */
     bool retried;                   /* already sent again once */
     bool got_byte;                  /* a response byte arrived on this connection */
@@ -200,7 +241,11 @@ struct h1 {
     size_t n_open, n_idle;
     size_t n_handles;               /* handles and requests whose callbacks are pending */
     bool free_requested;
+    struct tls_ctxs *ctxs;          /* owns: one SSL_CTX per CA source */
+    uint64_t tls_full, tls_resumed; /* handshakes completed */
+    bool pbuf_busy;                 /* pbuf holds plaintext being parsed */
     struct up_hdr hdrs[H1_MAX_HEADERS];
+    char pbuf[H1_TLS_PLAIN];        /* decrypted bytes on their way to llhttp */
     char rbuf[H1_READ_SIZE];        /* the read buffer every connection shares */
 };
 
@@ -209,6 +254,11 @@ static void x_finish(struct h1_xchg *x, enum up_rc rc, const char *msg, bool def
 static void x_connect_start(struct h1_xchg *x, bool defer);
 static void x_connect(struct h1_xchg *x, bool defer);
 static void on_x_timeout(uv_timer_t *t);
+static void x_connected(struct h1_xchg *x, struct h1_conn *conn);
+static void tls_on_read(struct h1_conn *conn, ssize_t n, const uv_buf_t *b);
+static void tls_start(struct h1_xchg *x, struct h1_conn *conn);
+static void tls_send(struct h1_xchg *x, bool defer);
+static void tls_pump(struct h1_conn *conn, bool defer);
 
 /* ---- the client ---------------------------------------------------------- */
 
@@ -220,9 +270,13 @@ static void h1_maybe_free(struct h1 *c)
         for (struct h1_pool *p = c->pools[i], *next; p; p = next) {
             next = p->next;
             free(p->addrs);
+            if (p->sess)
+                SSL_SESSION_free(p->sess);
+            free(p->ca_file);
             free(p);
         }
     }
+    tls_ctxs_free(c->ctxs);
     free(c);
 }
 
@@ -264,6 +318,7 @@ static bool blank(char ch)
 /* ---- URLs and pools ------------------------------------------------------- */
 
 struct h1_url {
+    bool tls;           /* https: */
     const char *host;   /* brackets kept */
     size_t host_len;
     unsigned port;
@@ -273,18 +328,24 @@ struct h1_url {
     size_t path_len;
 };
 
-/* http://host[:port][/path][?query][#fragment]; the fragment is dropped. */
+/* http[s]://host[:port][/path][?query][#fragment]; the fragment is dropped. */
 static int url_parse(const char *url, struct h1_url *u)
 {
-    static const char scheme[] = "http://";
-    for (size_t i = 0; i < 7; i++) {
+    static const char scheme[] = "https://";
+    size_t i = 0;
+    for (; i < 8; i++) {
         char ch = url[i];
         if (ch >= 'A' && ch <= 'Z')
             ch = (char)(ch - 'A' + 'a');
+        if (i == 4 && ch == ':')
+            break; /* http: */
         if (ch != scheme[i])
             return -1;
     }
-    const char *p = url + 7;
+    u->tls = i == 8;
+    if (!u->tls && (url[5] != '/' || url[6] != '/'))
+        return -1;
+    const char *p = url + (u->tls ? 8 : 7);
     u->auth = p;
     u->host = p;
     if (*p == '[') {
@@ -299,7 +360,7 @@ static int url_parse(const char *url, struct h1_url *u)
     u->host_len = (size_t)(p - u->host);
     if (u->host_len == 0)
         return -1;
-    u->port = 80;
+    u->port = u->tls ? 443 : 80;
     if (*p == ':') {
         unsigned port = 0;
         size_t digits = 0;
@@ -333,15 +394,23 @@ static uint32_t pool_hash(const char *host, size_t len, unsigned port)
     return (h ^ port) * 16777619u;
 }
 
-/* The pool for host:port, created on first use; NULL when host is neither
- * an address nor a plausible DNS name. */
-static struct h1_pool *pool_get(struct h1 *c, const char *host, size_t len, unsigned port)
+static bool same_ca(const char *a, const char *b)
 {
-    uint32_t h = pool_hash(host, len, port);
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The pool for scheme, host:port and CA source, created on first use; NULL
+ * when host is neither an address nor a plausible DNS name. */
+static struct h1_pool *pool_get(struct h1 *c, const char *host, size_t len, unsigned port,
+                                bool tls, const char *ca_file)
+{
+    if (!tls || (ca_file && !*ca_file))
+        ca_file = NULL;
+    uint32_t h = pool_hash(host, len, port) ^ (tls ? 0x5bd1e995u : 0);
     struct h1_pool **slot = &c->pools[h % H1_POOL_BUCKETS];
     for (struct h1_pool *p = *slot; p; p = p->next) {
-        if (p->hash == h && p->port == port && p->host_len == len &&
-            memcmp(p->host, host, len) == 0)
+        if (p->hash == h && p->port == port && p->tls == tls && p->host_len == len &&
+            memcmp(p->host, host, len) == 0 && same_ca(p->ca_file, ca_file))
             return p;
     }
     struct sockaddr_storage ss;
@@ -380,6 +449,9 @@ static struct h1_pool *pool_get(struct h1 *c, const char *host, size_t len, unsi
     p->port = port;
     p->hash = h;
     p->numeric = numeric;
+    p->tls = tls;
+    p->ca_file = ca_file ? xstrdup(ca_file) : NULL;
+    p->c = c;
     if (numeric) {
         p->addrs = xmalloc(sizeof ss);
         p->addrs[0] = ss;
@@ -406,17 +478,73 @@ static void pool_unlink(struct h1_conn *conn)
     conn->c->n_idle--;
 }
 
+/* ---- warm connections ------------------------------------------------------
+ *
+ * A pool that served a user's request (up_request.keep_warm) in the last
+ * H1_WARM_MS keeps one connection ready: the sweep opens one (connect and
+ * TLS handshake, no request) when the pool has none idle, or when the
+ * youngest idle one is H1_WARM_AHEAD_MS from the idle timeout, so the first
+ * request after a pause finds a verified connection.  A warm-up is an
+ * internal exchange (warm_only) that ends by pooling its connection. */
+
+static void on_warm_done(void *ud, enum up_rc rc, const char *msg)
+{
+    struct h1_pool *p = ud;
+    (void)msg;
+    p->warm_x = NULL;
+    if (rc != UP_OK)
+        p->warm_retry_at = uv_now(p->c->loop) + H1_WARM_RETRY_MS;
+}
+
+static struct h1_xchg *x_get(struct h1 *c);
+
+static void warm_start(struct h1 *c, struct h1_pool *p)
+{
+    struct h1_xchg *x = x_get(c);
+    x->pool = p;
+    x->conn = NULL;
+    x->dns = NULL;
+    memset(&x->cbs, 0, sizeof x->cbs);
+    x->cbs.done = on_warm_done;
+    x->ud = p;
+    x->body = NULL;
+    x->body_len = x->head_len = 0;
+    x->hdr_bytes = x->hb_len = 0;
+    x->nhdrs = 0;
+    x->in_field = false;
+    x->start_ms = uv_now(c->loop);
+    x->timeout_ms = x->connect_timeout_ms = 0;
+    x->addr_idx = 0;
+    x->rc = UP_OK;
+    x->msg = "";
+    x->is_head = false;
+    x->warm_only = true;
+    x->reused = x->retried = x->got_byte = x->write_done = false;
+    x->sent_ms = 0;
+    x->final_seen = x->complete = x->paused = x->busy = x->aborted = false;
+    p->warm_x = x;
+    x_connect_start(x, false);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     struct h1 *c = t->data;
     uint64_t now = uv_now(c->loop);
+    bool warm = false;
     for (size_t i = 0; i < H1_POOL_BUCKETS; i++) {
         for (struct h1_pool *p = c->pools[i]; p; p = p->next) {
             while (p->idle_tail && now - p->idle_tail->idle_since >= H1_IDLE_TIMEOUT_MS)
                 conn_close(p->idle_tail);
+            if (p->warm_until <= now || c->free_requested)
+                continue;
+            warm = true;
+            if (!p->warm_x && now >= p->warm_retry_at &&
+                (!p->idle_head ||
+                 now - p->idle_head->idle_since >= H1_IDLE_TIMEOUT_MS - H1_WARM_AHEAD_MS))
+                warm_start(c, p);
         }
     }
-    if (c->n_idle == 0)
+    if (c->n_idle == 0 && !warm)
         uv_timer_stop(t);
 }
 
@@ -431,6 +559,11 @@ static void pool_put(struct h1_conn *conn)
     free(conn->pend);
     conn->pend = NULL;
     conn->pend_len = conn->pend_body = 0;
+    if (conn->tls) {
+        free(conn->tls->cpend);
+        conn->tls->cpend = NULL;
+        conn->tls->cpend_len = 0;
+    }
     if (!conn->reading) {
         if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
             conn_close(conn);
@@ -469,6 +602,14 @@ static void on_conn_closed(uv_handle_t *h)
 {
     struct h1_conn *conn = h->data;
     struct h1 *c = conn->c;
+    if (conn->tls) {
+        struct h1_tls *t = conn->tls;
+        tls_ssl_free(t->ssl, t->hs_done && !t->failed);
+        free(t->io.out);
+        free(t->fly);
+        free(t->cpend);
+        free(t);
+    }
     free(conn->pend);
     free(conn);
     c->n_handles--;
@@ -610,6 +751,10 @@ static void x_complete(struct h1_xchg *x, bool may_keep, bool defer)
     struct h1_conn *conn = x->conn;
     x->conn = NULL;
     conn->x = NULL;
+    if (conn->tls && (conn->tls->io.in_len > 0 || conn->tls->cpend_len > 0 ||
+                      SSL_has_pending(conn->tls->ssl)))
+        may_keep = false; /* more arrived after the response: the TLS stream
+                           * cannot be kept without it */
     if (may_keep && x->write_done && !conn->write_pending && llhttp_should_keep_alive(&conn->parser))
         pool_put(conn);
     else
@@ -782,9 +927,10 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* stop right here: what follows is not ours */
 }
 
-/* Feeds response bytes to the parser.  data is the shared read buffer, or
- * (from_pend, under h1_resume) the connection's kept bytes. */
-static void x_feed(struct h1_xchg *x, const char *data, size_t len, bool from_pend)
+/* Feeds response bytes to the parser.  data is the shared read buffer (or
+ * the plaintext buffer), or (from_pend) the connection's kept bytes.  defer:
+ * called under h1_resume(), done must wait for the loop. */
+static void x_feed(struct h1_xchg *x, const char *data, size_t len, bool from_pend, bool defer)
 {
     struct h1_conn *conn = x->conn;
     x->busy = true;
@@ -799,7 +945,7 @@ static void x_feed(struct h1_xchg *x, const char *data, size_t len, bool from_pe
     if (err == HPE_PAUSED) {
         const char *pos = llhttp_get_error_pos(&conn->parser);
         if (x->complete) {
-            x_complete(x, pos == data + len, from_pend);
+            x_complete(x, pos == data + len, defer);
             return;
         }
         /* body() paused: keep the span and everything after it. */
@@ -819,13 +965,13 @@ static void x_feed(struct h1_xchg *x, const char *data, size_t len, bool from_pe
         return;
     }
     if (x->rc != UP_OK) {
-        x_finish(x, x->rc, x->msg, from_pend);
+        x_finish(x, x->rc, x->msg, defer);
         return;
     }
     const char *reason = llhttp_get_error_reason(&conn->parser);
     snprintf(x->msgbuf, sizeof x->msgbuf, "malformed response from upstream: %s",
              reason && *reason ? reason : llhttp_errno_name(err));
-    x_finish(x, UP_ERR_PROTOCOL, x->msgbuf, from_pend);
+    x_finish(x, UP_ERR_PROTOCOL, x->msgbuf, defer);
 }
 
 /* ---- sending and receiving ------------------------------------------------ */
@@ -883,6 +1029,10 @@ static void on_write(uv_write_t *w, int status)
 static void x_send(struct h1_xchg *x, bool defer)
 {
     struct h1_conn *conn = x->conn;
+    if (conn->tls) {
+        tls_send(x, defer);
+        return;
+    }
     uv_buf_t b[2] = {
         uv_buf_init(x->head, (unsigned)x->head_len),
         uv_buf_init((char *)x->body, (unsigned)x->body_len),
@@ -914,7 +1064,7 @@ static void x_send(struct h1_xchg *x, bool defer)
     conn->write_pending = true;
 }
 
-static void x_read_failed(struct h1_xchg *x, int err)
+static void x_read_failed(struct h1_xchg *x, int err, bool defer)
 {
     struct h1_conn *conn = x->conn;
     if (err == UV_EOF && x->got_byte) {
@@ -927,12 +1077,12 @@ static void x_read_failed(struct h1_xchg *x, int err)
             return;
         }
         if (x->complete) {
-            x_complete(x, false, false);
+            x_complete(x, false, defer);
             return;
         }
     }
     if (may_resend(x, err)) {
-        x_resend(x, false);
+        x_resend(x, defer);
         return;
     }
     const char *msg;
@@ -944,7 +1094,7 @@ static void x_read_failed(struct h1_xchg *x, int err)
         snprintf(x->msgbuf, sizeof x->msgbuf, "receive failed: %s", uv_strerror(err));
         msg = x->msgbuf;
     }
-    x_finish(x, UP_ERR_RECV, msg, false);
+    x_finish(x, UP_ERR_RECV, msg, defer);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -952,17 +1102,330 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     struct h1_conn *conn = s->data;
     if (n == 0 || conn->state == CONN_CLOSING)
         return;
+    if (conn->tls) {
+        tls_on_read(conn, n, b);
+        return;
+    }
     struct h1_xchg *x = conn->x;
     if (!x) {
         conn_close(conn); /* idle: the upstream closed it or sent something */
         return;
     }
     if (n < 0) {
-        x_read_failed(x, (int)n);
+        x_read_failed(x, (int)n, false);
         return;
     }
     x->got_byte = true;
-    x_feed(x, b->base, (size_t)n, false);
+    x_feed(x, b->base, (size_t)n, false, false);
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+static void tls_peer(const struct h1_pool *p, char *out, size_t len)
+{
+    snprintf(out, len, "%s:%u", p->host, p->port);
+}
+
+static void tls_free_out(struct h1_tls *t)
+{
+    free(t->io.out);
+    t->io.out = NULL;
+    t->io.out_len = t->io.out_cap = 0;
+}
+
+static void on_tls_write(uv_write_t *w, int status);
+
+/* Sends what OpenSSL wrote: directly when the socket takes it all, else
+ * the buffer moves to uv_write (t->fly) and new output collects in a
+ * fresh one.  0 or a libuv error. */
+static int tls_flush(struct h1_conn *conn)
+{
+    struct h1_tls *t = conn->tls;
+    if (conn->write_pending || t->io.out_len == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init(t->io.out, (unsigned)t->io.out_len);
+    int n = uv_try_write((uv_stream_t *)&conn->tcp, &b, 1);
+    if (n >= 0 && (size_t)n == t->io.out_len) {
+        tls_free_out(t); /* a waiting connection keeps no buffer */
+        return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN)
+        return n;
+    size_t skip = n > 0 ? (size_t)n : 0;
+    t->fly = t->io.out;
+    b = uv_buf_init(t->fly + skip, (unsigned)(t->io.out_len - skip));
+    t->io.out = NULL;
+    t->io.out_len = t->io.out_cap = 0;
+    int rc = uv_write(&conn->req.write, (uv_stream_t *)&conn->tcp, &b, 1, on_tls_write);
+    if (rc < 0) {
+        free(t->fly);
+        t->fly = NULL;
+        return rc;
+    }
+    conn->write_pending = true;
+    return 0;
+}
+
+/* A write failed; what it means depends on where the connection is. */
+static void tls_write_failed(struct h1_conn *conn, int err, bool defer)
+{
+    struct h1_xchg *x = conn->x;
+    if (!x) {
+        conn_close(conn);
+        return;
+    }
+    if (!conn->tls->hs_done) {
+        conn->tls->failed = true;
+        snprintf(x->msgbuf, sizeof x->msgbuf, "TLS handshake with %s:%u failed: %s",
+                 conn->pool->host, conn->pool->port, uv_strerror(err));
+        x_finish(x, UP_ERR_CONNECT, x->msgbuf, defer);
+        return;
+    }
+    x_send_failed(x, err, defer);
+}
+
+static void tls_maybe_sent(struct h1_conn *conn)
+{
+    struct h1_xchg *x = conn->x;
+    if (x && x->state == X_ACTIVE && conn->tls->req_queued && !x->write_done &&
+        !conn->write_pending && conn->tls->io.out_len == 0) {
+        x->write_done = true;
+        x->sent_ms = now_mono_ms();
+    }
+}
+
+static void on_tls_write(uv_write_t *w, int status)
+{
+    struct h1_conn *conn = container_of(w, struct h1_conn, req.write);
+    struct h1_tls *t = conn->tls;
+    free(t->fly);
+    t->fly = NULL;
+    conn->write_pending = false;
+    if (conn->state == CONN_CLOSING)
+        return;
+    int rc = status < 0 ? status : tls_flush(conn);
+    if (rc < 0) {
+        tls_write_failed(conn, rc, false);
+        return;
+    }
+    tls_maybe_sent(conn);
+}
+
+/* The request goes through SSL_write into one buffer, then out. */
+static void tls_send(struct h1_xchg *x, bool defer)
+{
+    struct h1_conn *conn = x->conn;
+    struct h1_tls *t = conn->tls;
+    size_t off = 0;
+    if (x->body_len > 0 && x->head_len + x->body_len <= H1_TLS_PLAIN) {
+        /* One record for head and body: each record costs a cipher setup
+         * and a tag, far more than copying a small body once. */
+        if (x->head_len + x->body_len > x->head_size) {
+            x->head = xrealloc(x->head, x->head_len + x->body_len);
+            x->head_size = x->head_len + x->body_len;
+        }
+        memcpy(x->head + x->head_len, x->body, x->body_len);
+        off = x->body_len;
+    }
+    bool ok = SSL_write(t->ssl, x->head, (int)(x->head_len + off)) > 0;
+    for (; ok && off < x->body_len;) {
+        size_t n = x->body_len - off;
+        if (n > (1u << 30))
+            n = 1u << 30;
+        ok = SSL_write(t->ssl, x->body + off, (int)n) > 0;
+        off += n;
+    }
+    if (!ok) {
+        /* The session is over (the peer ended it while the connection was
+         * idle): for a reused connection that is the stale case. */
+        ERR_clear_error();
+        t->failed = true;
+        x_send_failed(x, UV_EPIPE, defer);
+        return;
+    }
+    t->req_queued = true;
+    int rc = tls_flush(conn);
+    if (rc < 0) {
+        x_send_failed(x, rc, defer);
+        return;
+    }
+    tls_maybe_sent(conn);
+}
+
+static void tls_handshake_failed(struct h1_conn *conn, int err)
+{
+    struct h1_xchg *x = conn->x;
+    char peer[300];
+    tls_peer(conn->pool, peer, sizeof peer);
+    conn->tls->failed = true;
+    tls_error_msg(conn->tls->ssl, err, peer, x->msgbuf, sizeof x->msgbuf);
+    x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+}
+
+/* One step of the handshake, after the connect and after each read. */
+static void tls_handshake(struct h1_conn *conn)
+{
+    struct h1_tls *t = conn->tls;
+    struct h1 *c = conn->c;
+    ERR_clear_error();
+    int r = SSL_do_handshake(t->ssl);
+    if (r != 1) {
+        int e = SSL_get_error(t->ssl, r);
+        if (e != SSL_ERROR_WANT_READ) {
+            tls_handshake_failed(conn, e);
+            return;
+        }
+        int rc = tls_flush(conn);
+        if (rc < 0)
+            tls_write_failed(conn, rc, false);
+        return;
+    }
+    t->hs_done = true;
+    if (SSL_session_reused(t->ssl))
+        c->tls_resumed++;
+    else
+        c->tls_full++;
+    /* The client's Finished goes out with the request, in one write. */
+    x_connected(conn->x, conn);
+}
+
+static void tls_start(struct h1_xchg *x, struct h1_conn *conn)
+{
+    struct h1_pool *pool = conn->pool;
+    if (!pool->ctx)
+        pool->ctx = tls_ctx_get(&x->c->ctxs, pool->ca_file, x->msgbuf, sizeof x->msgbuf);
+    if (!pool->ctx) {
+        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        return;
+    }
+    char name[256];
+    const char *h = pool->host;
+    size_t n = pool->host_len;
+    if (h[0] == '[') {
+        h++;
+        n -= 2;
+    }
+    snprintf(name, sizeof name, "%.*s", (int)n, h);
+    struct h1_tls *t = xcalloc(1, sizeof *t);
+    conn->tls = t;
+    t->ssl = tls_ssl_new(pool->ctx, name, &t->io, &pool->sess);
+    if (!t->ssl) {
+        snprintf(x->msgbuf, sizeof x->msgbuf, "TLS: cannot set up a connection to %s:%u",
+                 pool->host, pool->port);
+        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        return;
+    }
+    tls_handshake(conn);
+}
+
+/* Decrypts t->io.in and feeds the plaintext to the exchange; on an idle
+ * connection, anything but a session ticket closes it.  Ciphertext left
+ * when the exchange pauses is kept in t->cpend. */
+static void tls_pump(struct h1_conn *conn, bool defer)
+{
+    struct h1 *c = conn->c;
+    struct h1_tls *t = conn->tls;
+    char *buf = c->pbuf, *own = NULL;
+    if (c->pbuf_busy)
+        buf = own = xmalloc(H1_TLS_PLAIN); /* a callback resumed another exchange */
+    else
+        c->pbuf_busy = true;
+    /* OpenSSL's error queue is emptied after every failure (tls_error_msg,
+     * the paths below), so it is empty before each call without clearing
+     * it first, which costs a thread-local lookup per call. */
+    for (;;) {
+        struct h1_xchg *x = conn->x;
+        /* Not called without input: SSL_read would set up its 16 KB record
+         * buffer to wait for the next header, and a waiting stream would
+         * keep it (SSL_MODE_RELEASE_BUFFERS frees it once a record is
+         * consumed). */
+        if (t->io.in_len == 0 && !SSL_has_pending(t->ssl))
+            break;
+        int r = SSL_read(t->ssl, buf, H1_TLS_PLAIN);
+        if (r > 0) {
+            if (!x) {
+                conn_close(conn); /* idle: the upstream sent something */
+                break;
+            }
+            x->got_byte = true;
+            x_feed(x, buf, (size_t)r, false, defer);
+            if (conn->state == CONN_CLOSING || conn->x != x || x->paused)
+                break;
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (!x) {
+            conn_close(conn);
+            break;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+            ERR_clear_error();
+            x_read_failed(x, UV_EOF, defer);
+            break;
+        }
+        char peer[300];
+        tls_peer(conn->pool, peer, sizeof peer);
+        t->failed = true;
+        tls_error_msg(t->ssl, e, peer, x->msgbuf, sizeof x->msgbuf);
+        x_finish(x, UP_ERR_RECV, x->msgbuf, defer);
+        break;
+    }
+    if (own)
+        free(own);
+    else
+        c->pbuf_busy = false;
+    if (conn->state == CONN_CLOSING) {
+        t->io.in_len = 0;
+        return;
+    }
+    if (t->io.out_len > 0) {
+        int rc = tls_flush(conn); /* OpenSSL answered something (a key update) */
+        if (rc < 0) {
+            t->io.in_len = 0;
+            tls_write_failed(conn, rc, defer);
+            return;
+        }
+    }
+    if (conn->x && conn->x->paused && t->io.in_len > 0) {
+        size_t keep = t->io.in_len;
+        free(t->cpend);
+        t->cpend = xmalloc(keep);
+        memcpy(t->cpend, t->io.in, keep);
+        t->cpend_len = keep;
+    }
+    t->io.in_len = 0;
+}
+
+static void tls_on_read(struct h1_conn *conn, ssize_t n, const uv_buf_t *b)
+{
+    struct h1_tls *t = conn->tls;
+    struct h1_xchg *x = conn->x;
+    if (n < 0) {
+        if (!x) {
+            conn_close(conn);
+        } else if (!t->hs_done) {
+            t->failed = true;
+            snprintf(x->msgbuf, sizeof x->msgbuf, "TLS handshake with %s:%u failed: %s",
+                     conn->pool->host, conn->pool->port,
+                     n == UV_EOF ? "connection closed by the peer" : uv_strerror((int)n));
+            x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        } else {
+            x_read_failed(x, (int)n, false);
+        }
+        return;
+    }
+    t->io.in = b->base;
+    t->io.in_len = (size_t)n;
+    if (!t->hs_done) {
+        tls_handshake(conn);
+        if (conn->state == CONN_CLOSING || !t->hs_done || conn->x != x || t->io.in_len == 0) {
+            t->io.in_len = 0;
+            return;
+        }
+    }
+    tls_pump(conn, false);
 }
 
 /* ---- connecting ----------------------------------------------------------- */
@@ -975,6 +1438,37 @@ static void x_attach(struct h1_xchg *x, struct h1_conn *conn)
     conn->state = CONN_ACTIVE;
     llhttp_init(&conn->parser, HTTP_RESPONSE, &x->c->settings);
     conn->parser.data = x;
+    if (conn->tls)
+        conn->tls->req_queued = false;
+}
+
+/* The connection is ready for the request (after the TLS handshake for
+ * https:): the connect timeout gives way to the whole-exchange one. */
+static void x_connected(struct h1_xchg *x, struct h1_conn *conn)
+{
+    if (x->warm_only) {
+        /* The client's Finished still has to go; then the connection waits
+         * in the pool for the next request. */
+        conn->x = NULL;
+        x->conn = NULL;
+        if (conn->tls && tls_flush(conn) < 0) {
+            conn_close(conn);
+            x_finish(x, UP_ERR_SEND, "warm-up: could not finish the TLS handshake", false);
+            return;
+        }
+        pool_put(conn);
+        x_finish(x, UP_OK, "", false);
+        return;
+    }
+    x_attach(x, conn);
+    if (x->timeout_ms > 0) {
+        uint64_t used = uv_now(x->c->loop) - x->start_ms;
+        uint64_t t = (uint64_t)x->timeout_ms;
+        uv_timer_start(&x->timer, on_x_timeout, used < t ? t - used : 0, 0);
+    } else {
+        uv_timer_stop(&x->timer);
+    }
+    x_send(x, false);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -1006,15 +1500,11 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     conn->reading = true;
-    x_attach(x, conn);
-    if (x->timeout_ms > 0) {
-        uint64_t used = uv_now(x->c->loop) - x->start_ms;
-        uint64_t t = (uint64_t)x->timeout_ms;
-        uv_timer_start(&x->timer, on_x_timeout, used < t ? t - used : 0, 0);
-    } else {
-        uv_timer_stop(&x->timer);
+    if (pool->tls) {
+        tls_start(x, conn);
+        return;
     }
-    x_send(x, false);
+    x_connected(x, conn);
 }
 
 /* Tries the pool's addresses from x->addr_idx on; the last failure is in
@@ -1148,6 +1638,12 @@ static void on_x_timeout(uv_timer_t *t)
     if (!overall && (x->state == X_CONNECTING || x->state == X_RESOLVING)) {
         long ct = x->connect_timeout_ms > 0 ? x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
         char a[80];
+        if (x->state == X_CONNECTING && x->conn && x->conn->tls) {
+            snprintf(x->msgbuf, sizeof x->msgbuf, "TLS handshake with %s:%u timed out after %ld ms",
+                     x->pool->host, x->pool->port, ct);
+            x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+            return;
+        }
         if (x->state == X_CONNECTING && x->addr_idx < x->pool->n_addrs)
             addr_str(&x->pool->addrs[x->addr_idx], a, sizeof a);
         else
@@ -1243,10 +1739,16 @@ void h1_free(struct h1 *c)
     if (!c)
         return;
     c->free_requested = true;
-    for (size_t i = 0; i < H1_POOL_BUCKETS; i++)
-        for (struct h1_pool *p = c->pools[i]; p; p = p->next)
+    for (size_t i = 0; i < H1_POOL_BUCKETS; i++) {
+        for (struct h1_pool *p = c->pools[i]; p; p = p->next) {
+            if (p->warm_x) {
+                h1_abort(&p->warm_x->base);
+                p->warm_x = NULL;
+            }
             while (p->idle_head)
                 conn_close(p->idle_head);
+        }
+    }
     while (c->free_x) {
         struct h1_xchg *x = c->free_x;
         c->free_x = x->next_free;
@@ -1270,7 +1772,7 @@ struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struc
     }
     if (mlen == 0)
         return NULL;
-    struct h1_pool *pool = pool_get(c, u.host, u.host_len, u.port);
+    struct h1_pool *pool = pool_get(c, u.host, u.host_len, u.port, u.tls, req->ca_file);
     if (!pool)
         return NULL;
     struct h1_xchg *x = x_get(c);
@@ -1292,6 +1794,12 @@ struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struc
     x->rc = UP_OK;
     x->msg = "";
     x->is_head = mlen == 4 && memcmp(req->method, "HEAD", 4) == 0;
+    x->warm_only = false;
+    if (req->keep_warm) {
+        pool->warm_until = x->start_ms + H1_WARM_MS;
+        if (!uv_is_active((uv_handle_t *)&c->sweep))
+            uv_timer_start(&c->sweep, on_sweep, H1_SWEEP_MS, H1_SWEEP_MS);
+    }
     x->reused = x->retried = x->got_byte = x->write_done = false;
     x->sent_ms = 0;
     x->final_seen = x->complete = x->paused = x->busy = x->aborted = false;
@@ -1337,12 +1845,25 @@ void h1_resume(struct up_xfer *xf)
     }
     llhttp_resume(&conn->parser);
     conn->pend_body = 0;
-    x_feed(x, conn->pend + blen, conn->pend_len - blen, true);
+    x_feed(x, conn->pend + blen, conn->pend_len - blen, true, true);
     if (x->state != X_ACTIVE || x->paused || x->conn != conn)
         return;
     free(conn->pend);
     conn->pend = NULL;
     conn->pend_len = 0;
+    if (conn->tls && conn->tls->cpend_len > 0) {
+        /* Ciphertext that came after the paused record. */
+        struct h1_tls *t = conn->tls;
+        char *cp = t->cpend; /* taken: tls_pump keeps what a new pause leaves */
+        t->io.in = cp;
+        t->io.in_len = t->cpend_len;
+        t->cpend = NULL;
+        t->cpend_len = 0;
+        tls_pump(conn, true);
+        free(cp);
+        if (x->state != X_ACTIVE || x->paused || x->conn != conn)
+            return;
+    }
     if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
         x_finish(x, UP_ERR_RECV, "receive failed: cannot read", true);
         return;
@@ -1371,6 +1892,12 @@ void h1_abort(struct up_xfer *xf)
         return;
     }
     x_recycle(x);
+}
+
+void h1_tls_counts(const struct h1 *c, uint64_t *full, uint64_t *resumed)
+{
+    *full = c->tls_full;
+    *resumed = c->tls_resumed;
 }
 
 void h1_counts(const struct h1 *c, size_t *open, size_t *idle)

@@ -1,5 +1,5 @@
 /*
- * h1: the built-in HTTP/1.1 client for plain http:// upstreams.
+ * h1: the built-in HTTP/1.1 client for http:// and https:// upstreams.
  *
  * Used through upstream.h (read its contract: callbacks, lifetime, result
  * codes); this header is what upstream.c calls.
@@ -17,6 +17,16 @@
  *   parsed with llhttp (chunked and close-delimited bodies, HEAD).
  * - Reading uses one buffer shared by all connections: a connection keeps
  *   bytes of its own only while its exchange is paused.
+ * - https: TLS through OpenSSL on the same loop (tls.h): the handshake runs
+ *   once per pooled connection, under the connect timeout; the peer is
+ *   verified against the system store or the request's ca_file, its name
+ *   or address checked; sessions are resumed per pool.  A failed handshake
+ *   ends the exchange with UP_ERR_CONNECT and a message starting "TLS".
+ *   Pools are per scheme, host:port and CA source.
+ * - A pool that served a request with keep_warm in the last 30 minutes
+ *   keeps one verified idle connection ready (re-opened when the upstream
+ *   closes it, renewed before the idle timeout), so the first request after
+ *   a pause pays no connect or handshake.
  */
 #ifndef ZEPHYR_H1_H
 #define ZEPHYR_H1_H
@@ -33,7 +43,7 @@ struct h1 *h1_new(uv_loop_t *loop);
  * closed.  Every exchange must have ended or been aborted. NULL: no-op. */
 void h1_free(struct h1 *c);
 
-/* Starts an exchange on req->url, which must be http://.  Returns NULL
+/* Starts an exchange on req->url, which must be http:// or https://.  Returns NULL
  * (and calls nothing) for a URL it cannot use. The returned handle's
  * kind is UP_KIND_H1. */
 struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struct up_cbs *cbs,
@@ -42,6 +52,9 @@ void h1_resume(struct up_xfer *x);
 void h1_abort(struct up_xfer *x);
 /* See up_sent_ms(). */
 uint64_t h1_sent_ms(const struct up_xfer *x);
+
+/* TLS handshakes completed: full ones and resumed ones (/metrics). */
+void h1_tls_counts(const struct h1 *c, uint64_t *full, uint64_t *resumed);
 
 /* Connections open now, idle ones among them (for tests and /status). */
 void h1_counts(const struct h1 *c, size_t *open, size_t *idle);

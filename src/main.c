@@ -97,7 +97,7 @@ static char *check_config_libcurl(const struct config *cfg)
             const struct cfg_endpoint *e = &cfg->groups[g].endpoints[i];
             if (upstream_uses_libcurl(up, e->url, !cfg->http_client_libcurl) &&
                 curlso_load() != 0)
-                why = xasprintf("endpoint %s needs libcurl (https://, a proxy variable or "
+                why = xasprintf("endpoint %s needs libcurl (a proxy variable or "
                                 "http_client = \"libcurl\"), which cannot be loaded; install "
                                 "libcurl4\n", e->name);
         }

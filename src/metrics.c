@@ -762,13 +762,19 @@ void metrics_render(const struct metrics *m, const struct state_snapshot *st,
         render_state(&o, st);
     if (up) {
         family(&o, "zephyr_upstream_connections", "gauge",
-               "Connections of the built-in HTTP/1.1 client to http:// endpoints, by state "
-               "(libcurl's are not counted).");
+               "Connections of the built-in HTTP/1.1 client to http:// and https:// endpoints, "
+               "by state (libcurl's are not counted).");
         struct lbl l[2] = {{"client", "builtin"}, {"state", "busy"}};
         sample_u64(&o, "zephyr_upstream_connections", l, 2,
                    up->open >= up->idle ? up->open - up->idle : 0);
         l[1].v = "idle";
         sample_u64(&o, "zephyr_upstream_connections", l, 2, up->idle);
+        family(&o, "zephyr_upstream_tls_handshakes_total", "counter",
+               "TLS handshakes of the built-in client, by whether the session was resumed.");
+        const struct lbl r = {"resumed", "false"};
+        sample_u64(&o, "zephyr_upstream_tls_handshakes_total", &r, 1, up->tls_full);
+        const struct lbl rt = {"resumed", "true"};
+        sample_u64(&o, "zephyr_upstream_tls_handshakes_total", &rt, 1, up->tls_resumed);
         family(&o, "zephyr_log_lines_dropped_total", "counter",
                "Log and request-log lines dropped because their output could not keep up.");
         sample_u64(&o, "zephyr_log_lines_dropped_total", NULL, 0, up->log_lines_dropped);

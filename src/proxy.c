@@ -1274,6 +1274,7 @@ static void preq_attempt(struct preq *p)
         .recv_buffer = 2048,
         .proxy = ce->proxy,
         .ca_file = ce->ca_file,
+        .keep_warm = true,
     };
     p->ux = up_start(p->px->up, &req, &preq_up_cbs, p);
     free(url);

@@ -35,6 +35,7 @@ struct upstream {
     struct fetch *fetch;    /* owns; NULL until a transfer needs libcurl */
     bool builtin;
     bool env_proxy;         /* http_proxy or all_proxy is set: http:// goes through curl */
+    bool env_proxy_tls;     /* https_proxy or all_proxy is set: https:// goes through curl */
 };
 
 enum cx_stop {
@@ -377,7 +378,8 @@ struct upstream *upstream_new(uv_loop_t *loop, bool use_builtin)
     u->h1 = h1_new(loop);
     /* For http:// URLs curl honours these (and no_proxy); the built-in
      * client does not speak to proxies, so they send http:// to curl. */
-    u->env_proxy = env_proxy_set(false);
+    u->env_proxy = env_proxy_set(ENV_PROXY_HTTP);
+    u->env_proxy_tls = env_proxy_set(ENV_PROXY_HTTPS);
     return u;
 }
 
@@ -391,6 +393,11 @@ void upstream_counts(const struct upstream *u, size_t *open, size_t *idle)
     h1_counts(u->h1, open, idle);
 }
 
+void upstream_tls_counts(const struct upstream *u, uint64_t *full, uint64_t *resumed)
+{
+    h1_tls_counts(u->h1, full, resumed);
+}
+
 void upstream_free(struct upstream *u)
 {
     if (!u)
@@ -402,13 +409,19 @@ void upstream_free(struct upstream *u)
 
 bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_builtin)
 {
-    return !(use_builtin && !u->env_proxy && strncasecmp(url, "http://", 7) == 0);
+    if (!use_builtin)
+        return true;
+    if (strncasecmp(url, "http://", 7) == 0)
+        return u->env_proxy;
+    if (strncasecmp(url, "https://", 8) == 0)
+        return u->env_proxy_tls;
+    return true;
 }
 
 struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
                          const struct up_cbs *cbs, void *ud)
 {
-    if (!req->proxy && !req->ca_file && !upstream_uses_libcurl(u, req->url, u->builtin))
+    if (!req->proxy && !upstream_uses_libcurl(u, req->url, u->builtin))
         return h1_start(u->h1, req, cbs, ud);
     return cx_start(u, req, cbs, ud);
 }

@@ -3,12 +3,14 @@
  *
  * Two clients sit behind this interface, both driven by the same libuv
  * loop:
- *   - the built-in HTTP/1.1 client (h1.c) for http:// URLs when no proxy
- *     variable is set: keep-alive pools per host and port, llhttp for the
- *     responses, no per-request work beyond writing the request head;
- *   - libcurl's multi interface (fetch.c) for https:// URLs (TLS, HTTP/2
- *     multiplexing), for http:// URLs behind a proxy variable, and for
- *     every URL when [server] http_client = "libcurl".
+ *   - the built-in HTTP/1.1 client (h1.c) for http:// and https:// URLs
+ *     when no proxy variable for the scheme is set: keep-alive pools per
+ *     scheme, host and port, TLS through OpenSSL on the loop (tls.h),
+ *     llhttp for the responses, no per-request work beyond writing the
+ *     request head;
+ *   - libcurl's multi interface (fetch.c) for URLs behind a proxy
+ *     variable (http_proxy / https_proxy / all_proxy), and for every URL
+ *     when [server] http_client = "libcurl".
  * Callers (the proxy and the health checks) see one set of callbacks and
  * one set of result codes.  libcurl is only loaded (curlso.c) and
  * initialised when an exchange first needs it.
@@ -60,8 +62,11 @@ struct up_request {
     long recv_buffer;          /* receive buffer size hint in bytes; 0: default */
     const char *proxy;         /* the endpoint's own proxy URL, or NULL; sends the
                                 * exchange through libcurl */
-    const char *ca_file;       /* PEM CA bundle to verify the endpoint with, or NULL
-                                * (libcurl); certificates are always verified */
+    const char *ca_file;       /* https: CA certificates to trust instead of the
+                                * system store; NULL or "": the system store.
+                                * Certificates are always verified. */
+    bool keep_warm;            /* a user's request: the built-in client keeps a
+                                * connection to this host ready for a while */
 };
 
 /* Returned by the body callback: deliver the same bytes again after
@@ -100,9 +105,9 @@ void upstream_set_builtin(struct upstream *u, bool use_builtin);
  * the memory is released once the loop has closed the handles. */
 void upstream_free(struct upstream *u);
 
-/* Whether exchanges with url go through libcurl (https://, a proxy
- * variable, or use_builtin false: http_client = "libcurl").  An exchange
- * whose request names a proxy or a ca_file always does. */
+/* Whether exchanges with url go through libcurl (a proxy variable for its
+ * scheme, or use_builtin false: http_client = "libcurl").  An exchange
+ * whose request names a proxy always does. */
 bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_builtin);
 
 /* NULL when the exchange cannot start (bad URL, libcurl refused it or
@@ -122,6 +127,8 @@ uint64_t up_sent_ms(const struct up_xfer *x);
 
 /* Connections of the built-in client: open, and idle among them. */
 void upstream_counts(const struct upstream *u, size_t *open, size_t *idle);
+/* TLS handshakes the built-in client completed: full and resumed. */
+void upstream_tls_counts(const struct upstream *u, uint64_t *full, uint64_t *resumed);
 
 /* Short name of the result, for logs: "connect failed", "timed out", ... */
 const char *up_rc_str(enum up_rc rc);

@@ -271,13 +271,21 @@ void fd_cloexec_all(void)
     closedir(d);
 }
 
-bool env_proxy_set(bool https)
+bool env_proxy_set(unsigned which)
 {
-    static const char *const vars[] = {"http_proxy", "HTTP_PROXY",  "all_proxy",
-                                       "ALL_PROXY",  "https_proxy", "HTTPS_PROXY"};
-    size_t n = https ? 6 : 4;
-    for (size_t i = 0; i < n; i++) {
-        const char *v = getenv(vars[i]);
+    static const struct {
+        const char *name;
+        unsigned for_;
+    } vars[] = {
+        {"http_proxy", ENV_PROXY_HTTP},   {"HTTP_PROXY", ENV_PROXY_HTTP},
+        {"https_proxy", ENV_PROXY_HTTPS}, {"HTTPS_PROXY", ENV_PROXY_HTTPS},
+        {"all_proxy", ENV_PROXY_HTTP | ENV_PROXY_HTTPS},
+        {"ALL_PROXY", ENV_PROXY_HTTP | ENV_PROXY_HTTPS},
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        if (!(vars[i].for_ & which))
+            continue;
+        const char *v = getenv(vars[i].name);
         if (v && *v)
             return true;
     }

@@ -75,14 +75,15 @@ int host_is_loopback(const char *host);
  * before a child is spawned; procfs only, so it never blocks. */
 void fd_cloexec_all(void);
 /*
- * Whether a proxy variable that libcurl honours is set to a non-empty
- * value: for http:// URLs http_proxy, HTTP_PROXY, all_proxy or ALL_PROXY;
- * with https also https_proxy or HTTPS_PROXY.  The one rule for "a proxy
- * variable is set", so that the choice of client (upstream.c) and what
- * libcurl is told (fetch.c) cannot drift apart.  Reads the environment:
- * call it at start-up, not per request.
+ * Whether a proxy variable libcurl honours is set for the schemes in which:
+ * ENV_PROXY_HTTP looks at http_proxy, HTTP_PROXY, all_proxy and ALL_PROXY;
+ * ENV_PROXY_HTTPS at https_proxy, HTTPS_PROXY and the all_proxy pair.  The
+ * one rule for "a proxy variable is set", so that the choice of client
+ * (upstream.c) and what libcurl is told (fetch.c) cannot drift apart.  Reads
+ * the environment: call it at start-up, not per request.
  */
-bool env_proxy_set(bool https);
+enum { ENV_PROXY_HTTP = 1, ENV_PROXY_HTTPS = 2 };
+bool env_proxy_set(unsigned which);
 
 /* A random number for seeds (request ids), never blocking: getrandom's,
  * mixed with now_wall and the pid when the kernel has none yet. */

@@ -76,7 +76,8 @@ class ClientChoice(ZephyrTestCase):
 
     def test_https_endpoint_without_libcurl_refuses_to_start(self):
         path = self.write_config(make_config(
-            [{"name": "main", "endpoints": [("tls", "https://127.0.0.1:9")]}]))
+            [{"name": "main", "endpoints": [("tls", "https://127.0.0.1:9")]}],
+            server={"http_client": "libcurl"}))
         r = subprocess.run([PROXY_BIN, "--config", path, "--port", "0"], stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=scaled(20),
                            env=child_env({"ZEPHYR_LIBCURL": "/nonexistent/libcurl.so.4"}))
@@ -88,7 +89,8 @@ class ClientChoice(ZephyrTestCase):
         fake = self.start_fake()
         p = self.proxy_for(fake, env={"ZEPHYR_LIBCURL": "/nonexistent/libcurl.so.4"})
         self.write_config(make_config(
-            [{"name": "main", "endpoints": [("tls", "https://127.0.0.1:9")]}]))
+            [{"name": "main", "endpoints": [("tls", "https://127.0.0.1:9")]}],
+            server={"http_client": "libcurl"}))
         code, body = p.admin("reload")
         self.assertEqual(code, 400, body)
         self.assertIn("endpoint tls needs libcurl", body["error"]["message"])

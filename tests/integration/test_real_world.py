@@ -180,7 +180,9 @@ class TestRealWorld(ZephyrTestCase):
 
     def test_check_config_says_when_libcurl_cannot_be_loaded(self):
         path = self.write_config(config([("tls-ep", "https://127.0.0.1:9", None)]))
-        env = dict(os.environ, ZEPHYR_LIBCURL=os.path.join(self.tmp, "no-libcurl.so"))
+        # https:// goes through libcurl only behind a proxy variable.
+        env = dict(os.environ, ZEPHYR_LIBCURL=os.path.join(self.tmp, "no-libcurl.so"),
+                   https_proxy="http://127.0.0.1:9")
         from harness import PROXY_BIN
         cp = subprocess.run([PROXY_BIN, "--check-config", "--config", path], env=env,
                             capture_output=True, text=True, timeout=scaled(20))

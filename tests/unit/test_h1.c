@@ -610,10 +610,11 @@ static void test_bad_urls(void **state)
     struct env e;
     env_init(&e);
     static const char *bad[] = {
-        "https://127.0.0.1/",    "http://",           "http:///x",         "http://h:0/",
+        "https:/h",              "http://",           "http:///x",         "http://h:0/",
         "http://h:65536/",       "http://h:/",        "http://[::1/",      "http://[zz]/",
         "http://a b/",           "http://h/a b",      "http://u@h/",       "ftp://h/",
         "http://h:80x/",         "http://h/\r\nX: y", "",                  "http:/h",
+        "https://",              "httpx://h/",        "https://h:0/",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct rec r;

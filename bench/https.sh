@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# The https rows of `make bench` (after bench/run.sh): the proxies in front of
+# one origin reached over TLS.
+#
+#   origin-tls  build/fake-upstream behind HAProxy terminating TLS (1 thread,
+#               ALPN h2 and http/1.1), with a certificate for 127.0.0.1 from
+#               a CA this run generates
+#   nginx       proxy_pass https://, upstream keepalive 256,
+#               proxy_ssl_session_reuse on, proxy_ssl_verify on, 1 worker
+#   haproxy     server ... ssl verify required, http-reuse always, 1 thread
+#   zephyr      an https:// endpoint (built-in client; BENCH_ZEPHYR_CLIENT=
+#               libcurl for the libcurl path), trusting the CA via SSL_CERT_FILE
+#
+# The load tool (bench/zload) speaks plain HTTP to each proxy; TLS is on the
+# proxy's upstream side, as for a real endpoint.  Rows: requests per second
+# (non-streaming POST /v1/messages) at 50 and 256 connections, p50 latency at
+# 1 connection (and the same through the plain origin: "added" is the
+# difference, so the origin's own TLS hop is in every proxy's figure alike),
+# and the resident memory after the load (pooled connections open).
+#
+# Knobs: BENCH_REPS (3), BENCH_SHORT_S (5), BENCH_QUICK=1 (1 repetition, 3 s),
+# BENCH_OUT (build/bench), BENCH_BUILD (build).  Bounded: every load phase
+# has a timeout and every process started here is stopped on exit.
+# shellcheck disable=SC2086
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+B=${BENCH_BUILD:-$ROOT/build}
+OUT=${BENCH_OUT:-$ROOT/build/bench}
+REPS=${BENCH_REPS:-3}
+DUR=${BENCH_SHORT_S:-5}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then REPS=1 DUR=3; fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+say() { printf '[https %5ss] %s\n' "$SECONDS" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+for t in nginx haproxy openssl python3 cc curl; do command -v "$t" >/dev/null || die "$t is missing (bench/run.sh installs it)"; done
+[ -x "$B/claude-zephyr" ] && [ -x "$B/fake-upstream" ] || die "run 'make' first"
+mkdir -p "$OUT"
+ZLOAD=$OUT/zload
+if [ ! -x "$ZLOAD" ] || [ bench/zload.c -nt "$ZLOAD" ]; then
+    cc -O2 -g -std=c11 -Wall -Wextra -o "$ZLOAD" bench/zload.c || die "cannot build bench/zload.c"
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+T=$(mktemp -d /tmp/zhttps.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+cleanup() {
+    local p
+    set +e
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$T"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+tree_rss() { # a process and its children, kB
+    local p r=0
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        r=$((r + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+    done
+    echo "$r"
+}
+start_cmd() { # name port command... -> STARTED_PID
+    local name=$1 port=$2 i; shift 2
+    "$@" >>"$T/$name.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    for ((i = 0; i < 30; i++)); do
+        if [ "$name" = origin-tls ]; then # TLS: any HTTP answer over https
+            curl -s -o /dev/null -m 0.5 --cacert "$T/ca.pem" "https://127.0.0.1:$port/" && return 0
+            sleep 0.1
+        else
+            "$ZLOAD" probe --port "$port" --timeout-s 0.5 && return 0
+        fi
+    done
+    cat "$T/$name.log" >&2
+    die "$name did not answer on port $port"
+}
+
+# ---- certificates ------------------------------------------------------------
+(
+    cd "$T"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 30 -subj "/CN=zephyr bench CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req "${ec[@]}" -keyout srv.key -out srv.csr -subj "/CN=127.0.0.1"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >srv.ext
+    openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+        -extfile srv.ext -out srv.pem
+    cat srv.pem srv.key >srv.combined.pem
+) >"$T/pki.log" 2>&1 || { cat "$T/pki.log" >&2; die "openssl could not make the test certificates"; }
+
+# ---- the origin and its TLS front ---------------------------------------------
+"$B/fake-upstream" --port 0 --bind 127.0.0.1 --name origin >"$T/origin.port" 2>"$T/origin.log" &
+PIDS+=($!)
+for ((i = 0; i < 100; i++)); do
+    OPORT=$(awk '/^PORT/ {print $2}' "$T/origin.port")
+    [ -n "$OPORT" ] && break
+    sleep 0.05
+done
+[ -n "$OPORT" ] || die "fake-upstream did not start"
+TPORT=$(free_port)
+cat >"$T/origin-tls.conf" <<EOF
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    option http-no-delay
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$TPORT ssl crt $T/srv.combined.pem alpn h2,http/1.1
+    default_backend be
+backend be
+    server origin 127.0.0.1:$OPORT maxconn 4000
+EOF
+start_cmd origin-tls "$TPORT" haproxy -db -f "$T/origin-tls.conf"
+
+# ---- the proxies -----------------------------------------------------------------
+declare -A PORT PID
+PORT[nginx]=$(free_port)
+mkdir -p "$T/nginx"
+cat >"$T/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx.log warn;
+events { worker_connections 4000; }
+http {
+    access_log off;
+    client_body_temp_path $T/nginx/body;
+    proxy_temp_path $T/nginx/proxy;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    upstream origin {
+        server 127.0.0.1:$TPORT;
+        keepalive 256;
+        keepalive_requests 10000000;
+        keepalive_timeout 120s;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]} backlog=4096;
+        location / {
+            proxy_pass https://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_ssl_session_reuse on;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $T/ca.pem;
+            proxy_ssl_name localhost;
+            proxy_read_timeout 300s;
+        }
+    }
+}
+EOF
+start_cmd nginx "${PORT[nginx]}" nginx -p "$T/nginx/" -e "$T/nginx.log" -c "$T/nginx.conf"
+PID[nginx]=$STARTED_PID
+
+PORT[haproxy]=$(free_port)
+cat >"$T/haproxy.conf" <<EOF
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    option http-no-delay
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 120s
+frontend fe
+    bind 127.0.0.1:${PORT[haproxy]}
+    default_backend be
+backend be
+    server origin 127.0.0.1:$TPORT ssl verify required ca-file $T/ca.pem maxconn 4000
+EOF
+start_cmd haproxy "${PORT[haproxy]}" haproxy -db -f "$T/haproxy.conf"
+PID[haproxy]=$STARTED_PID
+
+PORT[zephyr]=$(free_port)
+cat >"$T/zephyr.toml" <<EOF
+[server]
+bind = "127.0.0.1"
+port = ${PORT[zephyr]}
+log_level = "warn"
+max_connections = 40000
+keepalive_timeout_ms = 120000
+http_client = "${BENCH_ZEPHYR_CLIENT:-builtin}"
+
+[[groups]]
+name = "bench"
+endpoints = [ { url = "https://127.0.0.1:$TPORT", name = "origin" } ]
+
+[health_check]
+method = "count_tokens"
+interval_seconds = 3600
+timeout_seconds = 10
+EOF
+SSL_CERT_FILE=$T/ca.pem CURL_CA_BUNDLE=$T/ca.pem start_cmd zephyr "${PORT[zephyr]}" "$B/claude-zephyr" --config "$T/zephyr.toml"
+PID[zephyr]=$STARTED_PID
+sleep 1 # the start-up health check (bounded; not a synchronisation)
+ZIDLE=$(tree_rss "${PID[zephyr]}")
+
+# ---- measurements --------------------------------------------------------------------
+RES=$OUT/https.tsv
+: >"$RES"
+field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+for col in nginx haproxy zephyr; do
+    "$ZLOAD" short --port "${PORT[$col]}" --conns 8 --requests 500 >/dev/null || true
+done
+for ((rep = 1; rep <= REPS; rep++)); do
+    for c in 50 256; do
+        for col in nginx haproxy zephyr; do
+            out=$(timeout -k 2 60 "$ZLOAD" short --port "${PORT[$col]}" --conns $c --duration-s "$DUR" || echo "rps=0 failed=-1")
+            printf 'rps\t%s\t%s\t%s\t%s\n' "$c" "$col" "$rep" "$out" >>"$RES"
+        done
+    done
+    for col in direct nginx haproxy zephyr; do
+        port=${PORT[$col]:-$OPORT}
+        out=$(timeout -k 2 60 "$ZLOAD" short --port "$port" --conns 1 --duration-s "$DUR" || echo "lat_p50_us=0")
+        printf 'c1\t1\t%s\t%s\t%s\n' "$col" "$rep" "$out" >>"$RES"
+    done
+    say "repetition $rep/$REPS done"
+done
+for col in nginx haproxy zephyr; do
+    printf 'rss\t0\t%s\t1\trss_kb=%s\n' "$col" "$(tree_rss "${PID[$col]}")" >>"$RES"
+done
+printf 'rss_start\t0\tzephyr\t1\trss_kb=%s\n' "$ZIDLE" >>"$RES"
+# One TLS handshake per pooled connection, not per request: zephyr's count.
+hs=$(curl -s -m 5 "http://127.0.0.1:${PORT[zephyr]}/metrics" | awk '/^zephyr_upstream_tls_handshakes_total/ {n += $2} END {print n + 0}')
+printf 'handshakes\t0\tzephyr\t1\tn=%s\n' "$hs" >>"$RES"
+
+# The first request after a pause longer than zephyr's pool idle timeout
+# (50 s): with warm connections it finds a verified connection; without, it
+# pays a connect and a (resumed) handshake.  One request per proxy, then a
+# second one for comparison.
+IDLE_S=${BENCH_IDLE_S:-65}
+if [ "${BENCH_SKIP_IDLE:-0}" != 1 ]; then
+    say "idle for ${IDLE_S}s before the first-request-after-idle row"
+    sleep "$IDLE_S" # the pause being measured, not a synchronisation
+    for col in nginx haproxy zephyr; do
+        a=$("$ZLOAD" short --port "${PORT[$col]}" --conns 1 --requests 1 || echo "lat_p50_us=0")
+        b=$("$ZLOAD" short --port "${PORT[$col]}" --conns 1 --requests 1 || echo "lat_p50_us=0")
+        printf 'idle\t%s\t%s\t1\tfirst_us=%s next_us=%s\n' "$IDLE_S" "$col" "$(field lat_p50_us "$a")" "$(field lat_p50_us "$b")" >>"$RES"
+    done
+fi
+
+# Concurrent SSE streams through a fresh proxy (a cold pool: every stream
+# needs a new TLS connection): memory per stream from the peak over the idle
+# resident size, and the time to the first event.
+NSTREAMS=${BENCH_HTTPS_STREAMS:-2000}
+if [ "${BENCH_SKIP_SSE:-0}" != 1 ]; then
+    for col in nginx zephyr; do
+        port=$(free_port)
+        case $col in
+        nginx) sed "s/listen 127.0.0.1:${PORT[nginx]} /listen 127.0.0.1:$port /; s#pid $T/nginx/nginx.pid#pid $T/nginx/sse.pid#" "$T/nginx.conf" >"$T/nginx-sse.conf"
+               set -- nginx -p "$T/nginx/" -e "$T/nginx.log" -c "$T/nginx-sse.conf" ;;
+        zephyr) sed "s/^port = .*/port = $port/" "$T/zephyr.toml" >"$T/zephyr-sse.toml"
+                set -- "$B/claude-zephyr" --config "$T/zephyr-sse.toml" ;;
+        esac
+        SSL_CERT_FILE=$T/ca.pem start_cmd "$col-sse" "$port" "$@"
+        pid=$STARTED_PID
+        sleep 0.5 # the start-up check (bounded; not a synchronisation)
+        idle=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+        # The resident size in the middle of the streams (all open, the
+        # handshakes over) besides the peak, which includes the ramp's
+        # concurrent handshakes.
+        ( sleep 7; awk '/^VmRSS/ {print $2}' "/proc/$pid/status" >"$T/mid.$col" ) &
+        mid_pid=$!
+        out=$(timeout -k 2 120 "$ZLOAD" sse --port "$port" --streams "$NSTREAMS" --events 10 \
+            --gap-ms 1000 --ramp-ms 1000 --timeout-s 60 || echo "failed=1")
+        wait "$mid_pid" 2>/dev/null || true
+        peak=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+        printf 'sse\t%s\t%s\t1\t%s idle_kb=%s peak_kb=%s mid_kb=%s\n' "$NSTREAMS" "$col" "$out" "$idle" "$peak" "$(cat "$T/mid.$col" 2>/dev/null || echo 0)" >>"$RES"
+        say "$NSTREAMS streams via $col: $out idle_kb=$idle peak_kb=$peak"
+        kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    done
+fi
+
+# CPU cost: instructions per proxied request (callgrind; exact where the
+# shared machine makes req/s noisy).  Each proxy runs again under valgrind
+# on its own port, instrumented only around the measured requests.
+NREQ=${BENCH_CPU_REQUESTS:-1000}
+if [ "${BENCH_SKIP_CPU:-0}" != 1 ] && command -v valgrind >/dev/null; then
+    for col in nginx haproxy zephyr; do
+        port=$(free_port)
+        case $col in
+        nginx) sed "s/listen 127.0.0.1:${PORT[nginx]} /listen 127.0.0.1:$port /; s#pid $T/nginx/nginx.pid#pid $T/nginx/cg.pid#" "$T/nginx.conf" >"$T/nginx-cg.conf"
+               set -- nginx -p "$T/nginx/" -e "$T/nginx.log" -c "$T/nginx-cg.conf" ;;
+        haproxy) sed "s/bind 127.0.0.1:${PORT[haproxy]}/bind 127.0.0.1:$port/" "$T/haproxy.conf" >"$T/haproxy-cg.conf"
+                 set -- haproxy -db -f "$T/haproxy-cg.conf" ;;
+        zephyr) sed "s/^port = .*/port = $port/" "$T/zephyr.toml" >"$T/zephyr-cg.toml"
+                set -- "$B/claude-zephyr" --config "$T/zephyr-cg.toml" ;;
+        esac
+        SSL_CERT_FILE=$T/ca.pem CURL_CA_BUNDLE=$T/ca.pem start_cmd "$col-cg" "$port" valgrind --tool=callgrind --instr-atstart=no \
+            --callgrind-out-file="$T/cg.$col.out" "$@" || continue
+        pid=$STARTED_PID
+        "$ZLOAD" short --port "$port" --conns 8 --requests 200 >/dev/null || true
+        timeout 20 callgrind_control -i on "$pid" >/dev/null 2>&1 || true
+        timeout -k 2 180 "$ZLOAD" short --port "$port" --conns 8 --requests "$NREQ" >/dev/null || true
+        timeout 20 callgrind_control -d "$pid" >/dev/null 2>&1 || true
+        ir=$(awk '/^totals:/ {print $2}' "$T/cg.$col.out"* 2>/dev/null | sort -n | tail -1)
+        printf 'cpu\t8\t%s\t1\tir_per_req=%s\n' "$col" "$(( ${ir:-0} / NREQ ))" >>"$RES"
+        if [ "$col" = zephyr ]; then
+            f=$(ls -S "$T/cg.$col.out"* | head -1)
+            cp "$f" "$OUT/callgrind.zephyr-https.out"
+            callgrind_annotate --inclusive=no "$f" 2>/dev/null | head -60 >"$OUT/profile-zephyr-https.txt" || true
+        fi
+        kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+        say "CPU cost via $col: $(( ${ir:-0} / NREQ )) instructions per request"
+    done
+fi
+
+python3 - "$RES" <<'EOF'
+import re, statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+def val(kv, k):
+    m = re.search(r"\b%s=([0-9.]+)" % k, kv)
+    return float(m.group(1)) if m else None
+def med(kind, lv, col, k):
+    v = [val(r[4], k) for r in rows if r[0] == kind and r[1] == lv and r[2] == col]
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+cols = ["nginx", "haproxy", "zephyr"]
+print("https rows (TLS between proxy and origin), medians of %d run(s)" % max(int(r[3]) for r in rows))
+print("%-28s %12s %12s %12s %10s" % ("", *cols, "z/nginx"))
+for c in ("50", "256"):
+    v = [med("rps", c, col, "rps") for col in cols]
+    print("%-28s %12.0f %12.0f %12.0f %9.2fx" % ("req/s, %s connections" % c, *v, v[2] / v[0] if v[0] else 0))
+d = med("c1", "1", "direct", "lat_p50_us")
+v = [med("c1", "1", col, "lat_p50_us") for col in cols]
+print("%-28s %12.3f %12.3f %12.3f" % ("added p50 at c=1, ms", *[(x - d) / 1000.0 for x in v]))
+print("%-28s %12.3f   (plain origin, no TLS)" % ("direct p50 at c=1, ms", d / 1000.0))
+v = [med("rss", "0", col, "rss_kb") for col in cols]
+print("%-28s %12.1f %12.1f %12.1f" % ("RSS after the load, MB", *[x / 1024.0 for x in v]))
+print("%-28s %38.1f" % ("zephyr RSS at start, MB", med("rss_start", "0", "zephyr", "rss_kb") / 1024.0))
+for col in ("nginx", "zephyr"):
+    r = [x for x in rows if x[0] == "sse" and x[2] == col]
+    if r:
+        kv, n = r[0][4], int(r[0][1])
+        pk, idle = val(kv, "peak_kb"), val(kv, "idle_kb")
+        mid = val(kv, "mid_kb")
+        print("%-28s %s: %.1f KB per stream in the middle of the streams" % ("", col, (mid - idle) / n if mid and idle else 0))
+        print("%-28s %s: %.1f KB per stream (peak %.1f MB), TTFE p50 %.1f ms p99 %.1f ms, failed %s"
+              % ("%d SSE streams, cold pool" % n, col, (pk - idle) / n if pk and idle else 0,
+                 (pk or 0) / 1024.0, (val(kv, "ttfe_p50_us") or 0) / 1000.0,
+                 (val(kv, "ttfe_p99_us") or 0) / 1000.0, val(kv, "failed")))
+r = [x for x in rows if x[0] == "handshakes"]
+if r:
+    print("%-28s %38s" % ("zephyr TLS handshakes, run", "%d" % val(r[0][4], "n")))
+r = {x[2]: x for x in rows if x[0] == "idle"}
+if r:
+    print("%-28s %12s %12s %12s" % ("first request after %ss idle" % list(r.values())[0][1],
+          *["%.2f ms" % ((val(r[c][4], "first_us") or 0) / 1000.0) if c in r else "-" for c in cols]))
+    print("%-28s %12s %12s %12s" % ("  the request after it",
+          *["%.2f ms" % ((val(r[c][4], "next_us") or 0) / 1000.0) if c in r else "-" for c in cols]))
+v = [med("cpu", "8", col, "ir_per_req") for col in cols]
+if all(v):
+    print("%-28s %12.0f %12.0f %12.0f %9.2fx" % ("instructions per request", *v, v[2] / v[0]))
+fails = [r for r in rows if r[0] in ("rps", "c1") and (val(r[4], "failed") or 0) != 0]
+if fails:
+    print("failed requests in %d measurement(s): %s" % (len(fails), "; ".join("%s %s %s" % (r[0], r[1], r[2]) for r in fails)))
+EOF
