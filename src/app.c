@@ -122,6 +122,27 @@ static void admin_ok(struct app *a, struct conn *c, const char *what)
     respond_json(c, 200, o);
 }
 
+/* Every secret cfg holds goes to the log redactor: group and endpoint
+ * tokens, header values read from the environment, a proxy URL with a
+ * password, the access and admin keys.  One list for start and reload. */
+static void app_register_secrets(const struct config *cfg)
+{
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        log_add_secret(cfg->groups[g].token);
+        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
+            const struct cfg_endpoint *ce = &cfg->groups[g].endpoints[e];
+            log_add_secret(ce->token);
+            for (size_t h = 0; h < ce->n_headers; h++)
+                if (ce->headers[h].from_env)
+                    log_add_secret(ce->headers[h].value);
+            if (ce->proxy && strchr(ce->proxy, '@'))
+                log_add_secret(ce->proxy); /* it carries a password */
+        }
+    }
+    log_add_secret(cfg->access_key);
+    log_add_secret(cfg->admin_key);
+}
+
 /* 0 when cfg can run: libcurl is loaded if an endpoint needs it.  Else
  * -1 and *why names the endpoint (curlso has logged why it failed). */
 static int app_libcurl_ready(const struct app *a, const struct config *cfg, char **why)
@@ -232,22 +253,7 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     /* Old tokens stay redacted (retired) while requests that use them may
      * still run; the new configuration's are current. */
     log_retire_secrets();
-    for (size_t g = 0; g < cfg->n_groups; g++)
-        log_add_secret(cfg->groups[g].token);
-    for (size_t g = 0; g < cfg->n_groups; g++)
-        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++)
-            log_add_secret(cfg->groups[g].endpoints[e].token);
-    for (size_t g = 0; g < cfg->n_groups; g++)
-        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
-            const struct cfg_endpoint *ce = &cfg->groups[g].endpoints[e];
-            for (size_t h = 0; h < ce->n_headers; h++)
-                if (ce->headers[h].from_env)
-                    log_add_secret(ce->headers[h].value);
-            if (ce->proxy && strchr(ce->proxy, '@'))
-                log_add_secret(ce->proxy); /* it carries a password */
-        }
-    log_add_secret(cfg->access_key);
-    log_add_secret(cfg->admin_key);
+    app_register_secrets(cfg);
     if (!a->opts.log_level)
         log_set_level((enum log_level)log_level_parse(cfg->log_level));
 
@@ -782,22 +788,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
         cfg->bind = xstrdup(opts->bind);
     }
     a->cfg = cfg;
-    for (size_t g = 0; g < cfg->n_groups; g++)
-        log_add_secret(cfg->groups[g].token);
-    for (size_t g = 0; g < cfg->n_groups; g++)
-        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++)
-            log_add_secret(cfg->groups[g].endpoints[e].token);
-    for (size_t g = 0; g < cfg->n_groups; g++)
-        for (size_t e = 0; e < cfg->groups[g].n_endpoints; e++) {
-            const struct cfg_endpoint *ce = &cfg->groups[g].endpoints[e];
-            for (size_t h = 0; h < ce->n_headers; h++)
-                if (ce->headers[h].from_env)
-                    log_add_secret(ce->headers[h].value);
-            if (ce->proxy && strchr(ce->proxy, '@'))
-                log_add_secret(ce->proxy); /* it carries a password */
-        }
-    log_add_secret(cfg->access_key);
-    log_add_secret(cfg->admin_key);
+    app_register_secrets(cfg);
 
     a->st = state_new(cfg, now_mono_ms(), now_wall_ms());
     state_own_config(a->st, cfg); /* the state owns its configuration from here on */

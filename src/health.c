@@ -797,13 +797,9 @@ static void free_strv(char **v)
     free(v);
 }
 
-/* True when the CLI's output says the credentials were refused. */
-static bool cli_says_auth(const struct check *c)
+/* True when the CLI's output (stderr or stdout) holds one of marks. */
+static bool cli_says(const struct check *c, const char *const *marks)
 {
-    static const char *const marks[] = {
-        "authentication_error", "permission_error", "API Error: 401", "API Error: 403",
-        "Invalid API key", "invalid x-api-key", "Invalid bearer token", NULL,
-    };
     const struct buf *bufs[2] = { &c->err_buf, &c->out_buf };
     for (int b = 0; b < 2; b++) {
         if (!bufs[b]->data)
@@ -815,6 +811,16 @@ static bool cli_says_auth(const struct check *c)
     return false;
 }
 
+/* True when the CLI's output says the credentials were refused. */
+static bool cli_says_auth(const struct check *c)
+{
+    static const char *const marks[] = {
+        "authentication_error", "permission_error", "API Error: 401", "API Error: 403",
+        "Invalid API key", "invalid x-api-key", "Invalid bearer token", NULL,
+    };
+    return cli_says(c, marks);
+}
+
 /* True when the CLI's output says the request itself was refused (unknown
  * model, invalid request), which says nothing about the endpoint. */
 static bool cli_says_refused(const struct check *c)
@@ -823,15 +829,7 @@ static bool cli_says_refused(const struct check *c)
         "not_found_error", "invalid_request_error", "API Error: 404", "API Error: 400",
         "API Error: 422", NULL,
     };
-    const struct buf *bufs[2] = { &c->err_buf, &c->out_buf };
-    for (int b = 0; b < 2; b++) {
-        if (!bufs[b]->data)
-            continue;
-        for (size_t i = 0; marks[i]; i++)
-            if (strcasestr(bufs[b]->data, marks[i]))
-                return true;
-    }
-    return false;
+    return cli_says(c, marks);
 }
 
 /* The CLI has exited and its pipes are drained (or the grace ran out). */
