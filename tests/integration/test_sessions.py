@@ -62,6 +62,16 @@ class Sessions(ZephyrTestCase):
                 return
         self.fail("after %d checks: %s" % (limit, desc))
 
+    def wait_log(self, p, pattern, count=1):
+        """Waits until the proxy's log holds pattern count times (the log
+        is read by a thread: a line may arrive just after the reply)."""
+        try:
+            wait_for(lambda: len(re.findall(pattern, p.stderr_text())) >= count, scaled(5),
+                     desc="log line %r" % pattern)
+        except AssertionError:
+            self.fail("no log line %r:\n%s" % (pattern, p.stderr_text()))
+        self.assertEqual(len(re.findall(pattern, p.stderr_text())), count, p.stderr_text())
+
     def sessions_on(self, p):
         return {e["name"]: e["sessions"] for e in p.status()["endpoints"]}
 
@@ -82,8 +92,7 @@ class Sessions(ZephyrTestCase):
         self.assertEqual(self.served_by(p, sid(SID2)), "b")
         self.assertEqual(self.served_by(p, sid(SID1)), "b")
         self.assertEqual(self.sessions_on(p), {"a": 0, "b": 2})
-        log = p.stderr_text()
-        self.assertEqual(len(re.findall(r"pin: 2 sessions of group g move to b", log)), 1, log)
+        self.wait_log(p, r"pin: 2 sessions of group g move to b")
         # Back to auto: b is slower by less than the session threshold
         # (500 ms by default), so the sessions stay on b for their cache.
         code, _ = p.admin("mode", {"mode": "auto"})
@@ -110,8 +119,7 @@ class Sessions(ZephyrTestCase):
         st = p.status()
         self.assertEqual([(s["id"], s["endpoint"]) for s in st["sessions"]["list"]], [(short, "b")])
         self.assertEqual(self.sessions_on(p), {"a": 0, "b": 1})
-        self.assertRegex(p.stderr_text(), r"session %s \[g\] moves a \(\d+ ms\) -> b \(\d+ ms\): failure"
-                         % short)
+        self.wait_log(p, r"session %s \[g\] moves a \(\d+ ms\) -> b \(\d+ ms\): failure" % short)
         # a recovers: the session keeps its new endpoint (its cache is there now).
         a.config(status=200)
         self.check(p)
@@ -153,8 +161,7 @@ class Sessions(ZephyrTestCase):
                          "a slower than b by > 400 ms")
         self.assertEqual(self.served_by(p, sid(SID1)), "b", "stayed beyond the session threshold")
         self.assertEqual(self.served_by(p, sid(SID1)), "b")
-        self.assertEqual(len(re.findall(r"session [0-9a-f]{8} \[g\] moves a \(\d+ ms\) -> b "
-                                        r"\(\d+ ms\): faster", p.stderr_text())), 1)
+        self.wait_log(p, r"session [0-9a-f]{8} \[g\] moves a \(\d+ ms\) -> b \(\d+ ms\): faster")
 
     def test_session_threshold_zero_never_moves_for_speed(self):
         a = self.start_named("a")
@@ -199,13 +206,13 @@ class Sessions(ZephyrTestCase):
         self.assertEqual(self.sessions_on(p), {"a": 0, "b": 1})
         self.assertEqual(self.served_by(p, sid(SID1)), "b")
         self.assertEqual(self.sessions_on(p), {"a": 0, "b": 2})
-        self.assertRegex(p.stderr_text(), r"sessions released: 1 \(endpoint a\)")
+        self.wait_log(p, r"sessions released: 1 \(endpoint a\)")
         # Release all.
         code, body = p.admin("sessions/release", {})
         self.assertEqual(code, 200, body)
         st = p.status()["sessions"]
         self.assertEqual((st["total"], st["list"]), (0, []))
-        self.assertRegex(p.stderr_text(), r"sessions released: 2 \(all endpoints\)")
+        self.wait_log(p, r"sessions released: 2 \(all endpoints\)")
 
     def test_status_never_shows_the_session_id(self):
         a = self.start_named("a")
