@@ -459,10 +459,11 @@ void state_bind_session(struct state *st, const char *session_key, int ep, uint6
     sessions_bind(st->sessions, key, (int)e->index, now_ms);
 }
 
-/* "group" SESSIONS_KEY_SEP: the scope of a group's session keys. */
-static void state_session_prefix(const struct group *g, char *out, size_t outsz)
+/* "group" SESSIONS_KEY_SEP: the scope of a group's session keys (whole,
+ * however long the name: a cut prefix would match other groups). */
+static char *state_session_prefix(const struct group *g)
 {
-    snprintf(out, outsz, "%s" SESSIONS_KEY_SEP, g->name);
+    return xasprintf("%s" SESSIONS_KEY_SEP, g->name);
 }
 
 size_t state_release_sessions(struct state *st, int ep)
@@ -474,9 +475,9 @@ size_t state_release_sessions(struct state *st, int ep)
         n = sessions_release(st->sessions, NULL, -1);
         log_info("sessions released: %zu (all endpoints)", n);
     } else {
-        char prefix[256];
-        state_session_prefix(&st->groups[st->eps[ep].group], prefix, sizeof prefix);
+        char *prefix = state_session_prefix(&st->groups[st->eps[ep].group]);
         n = sessions_release(st->sessions, prefix, (int)st->eps[ep].index);
+        free(prefix);
         log_info("sessions released: %zu (endpoint %s)", n, st->eps[ep].name);
     }
     return n;
@@ -1148,9 +1149,9 @@ int state_pin(struct state *st, int ep, uint64_t now_ms, char *err, size_t errle
     if (st->sessions && g->policy.current == (int)e->index) {
         /* The pin is the user's explicit choice: every session of the group
          * moves (routing keeps them there, policy_route_session), said once. */
-        char prefix[256];
-        state_session_prefix(g, prefix, sizeof prefix);
+        char *prefix = state_session_prefix(g);
         size_t moved = sessions_rebind(st->sessions, prefix, (int)e->index, now_ms);
+        free(prefix);
         if (moved)
             log_info("pin: %zu session%s of group %s move%s to %s", moved, moved == 1 ? "" : "s",
                      g->name, moved == 1 ? "s" : "", e->name);
