@@ -436,6 +436,19 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
             return -1;
         }
         rc = state_pin(a->st, ep, now, err, errlen);
+    } else if (strcmp(op, "sessions/release") == 0) {
+        /* {} releases every session, {"endpoint": NAME} those of one endpoint. */
+        const cJSON *name = body ? cJSON_GetObjectItemCaseSensitive(body, "endpoint") : NULL;
+        int ep = -1;
+        if (name) {
+            ep = cJSON_IsString(name) ? state_find_ep(a->st, name->valuestring) : -1;
+            if (ep < 0) {
+                snprintf(err, errlen, "admin sessions/release: body must be {} or "
+                                      "{\"endpoint\": NAME} naming a configured endpoint");
+                return -1;
+            }
+        }
+        state_release_sessions(a->st, ep);
     } else if (strcmp(op, "reload") == 0) {
         /* Only the dashboard comes here: the outcome goes to the log. */
         if (app_reload_start(a, NULL, false, err, errlen) != 0)
@@ -451,7 +464,8 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
         rc = state_set_group(a->st, g, now, err, errlen);
     } else {
         snprintf(err, errlen,
-                 "unknown admin operation (check, pause, resume, mode, pin, group, reload)");
+                 "unknown admin operation (check, pause, resume, mode, pin, group, reload, "
+                 "sessions/release)");
         return -2;
     }
     if (rc != 0)

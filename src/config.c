@@ -84,6 +84,7 @@ static const char *const config_server_keys[] = {
     "connect_timeout_ms", "header_timeout_ms", "idle_timeout_ms", "client_header_timeout_ms",
     "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
     "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
+    "session_switch_threshold_ms",
     "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
     "overloaded_retry_in_place_ms", "http_client", "allowed_hosts", "allowed_origins",
     "usage_cap_rest_s", "stream_header_timeout_ms", NULL,
@@ -811,6 +812,8 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
         cfg->http_client_libcurl = client == 1;
     config_bool(c, t, p, "sticky_sessions", &cfg->sticky_sessions, NULL);
     config_int_field(c, t, p, "session_ttl_s", 1, 30 * 86400, "", &cfg->session_ttl_s, NULL);
+    config_int_field(c, t, p, "session_switch_threshold_ms", 0, 3600000, " (0: never for speed)",
+                     &cfg->session_switch_threshold_ms, NULL);
 
     if (bind_got != CONFIG_OK)
         return;
@@ -1427,6 +1430,7 @@ static struct config *config_defaults(const char *path)
     cfg->log_level = xstrdup("info");
     cfg->sticky_sessions = true;
     cfg->session_ttl_s = 3600;
+    cfg->session_switch_threshold_ms = 500;
     cfg->max_attempts = 3;
     cfg->retry_budget_ms = 60000;
     cfg->stream_holdback_ms = 1000;
@@ -1699,9 +1703,10 @@ char *config_summary(const struct config *cfg)
     buf_appendf(&b, "dynamic scaling: %s (%d..%d s)\n", cfg->dynamic_scaling ? "on" : "off",
                 cfg->min_interval_s, cfg->max_interval_s);
     buf_appendf(&b, "switching: threshold %d ms, graceful switch timeout %d ms, sticky sessions "
-                "%s (ttl %d s)\n",
+                "%s (ttl %d s, switch threshold %d ms)\n",
                 cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms,
-                cfg->sticky_sessions ? "on" : "off", cfg->session_ttl_s);
+                cfg->sticky_sessions ? "on" : "off", cfg->session_ttl_s,
+                cfg->session_switch_threshold_ms);
     buf_appendf(&b, "limits: body %lld MiB, %d connections; timeouts (ms): connect %d, "
                 "headers %d (streams %d), idle %d, client headers %d, keep-alive %d, shutdown "
                 "grace %d\n",

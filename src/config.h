@@ -125,6 +125,8 @@ struct config {
     int usage_cap_rest_s;           /* an exhausted balance/quota without a reset time, default 3600 */
     bool sticky_sessions;           /* default true */
     int session_ttl_s;              /* default 3600 */
+    int session_switch_threshold_ms;/* a session leaves its endpoint for one this much
+                                     * faster; default 500, 0 never for speed alone */
 
     /* [[groups]] */
     struct cfg_group *groups;       /* owns, n_groups entries */

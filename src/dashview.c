@@ -59,6 +59,8 @@ enum dv_text {
     T_COL_SMOOTHED, T_COL_LAST, T_UNTIL_TIMEOUT, T_PANIC, T_SWITCH_AT, T_METHOD,
     T_LOAD_IDLE, T_LOAD_LIGHT, T_LOAD_BUSY, T_M_MESSAGES, T_M_COUNT_TOKENS, T_M_CLI,
     T_LOG_REMOTE,
+    T_COL_SESS, T_SESSIONS, T_NO_SESSIONS, T_SESS_OFF, T_SESS_COLS, T_K_SESSIONS, T_K_RELEASE,
+    T_H_SESSIONS, T_H_RELEASE, T_DO_RELEASE, T_DO_RELEASE_ALL, T_SESS_KEEP,
     T_COUNT
 };
 
@@ -184,6 +186,21 @@ static const char *const texts[T_COUNT][2] = {
     [T_M_CLI] = {"cli", "命令行"},
     [T_LOG_REMOTE] = {"the log is not available with --connect: read the proxy's server.log_file",
                       "--connect 模式下无法查看日志：请查看代理的 server.log_file"},
+    [T_COL_SESS] = {"SESS", "会话"},
+    [T_SESSIONS] = {"SESSIONS", "会话"},
+    [T_NO_SESSIONS] = {"no sessions", "没有会话"},
+    [T_SESS_OFF] = {"sticky sessions are off", "会话粘滞已关闭"},
+    [T_SESS_COLS] = {"id        endpoint            age     idle", "编号      端点                时长    空闲"},
+    [T_K_SESSIONS] = {"sessions", "会话"},
+    [T_K_RELEASE] = {"release", "释放"},
+    [T_H_SESSIONS] = {"show the sessions instead of the events", "显示会话而不是事件"},
+    [T_H_RELEASE] = {"release the sessions of the endpoint under the cursor (X: all)",
+                     "释放光标处端点的会话（X：全部）"},
+    [T_DO_RELEASE] = {"sessions released:", "已释放会话："},
+    [T_DO_RELEASE_ALL] = {"all sessions released", "已释放全部会话"},
+    [T_SESS_KEEP] = {"a session stays on its endpoint (prompt cache) unless it fails, a pin, or "
+                     "another is faster by",
+                     "会话保持在原端点（提示缓存），除非端点故障、手动固定，或另一端点快"},
 };
 
 static const char *tr(const struct dv_view *v, enum dv_text t)
@@ -1006,7 +1023,8 @@ static void render_load_line(struct ctx *c)
  * not fit is left out instead.  The layout, by priority:
  *   - the name keeps up to EP_NAME_KEEP cells while columns are placed;
  *   - the columns but the history are placed in the order of ep_prio
- *     while they fit;
+ *     while they fit (the last error only when there is one, the session
+ *     count only when an endpoint listed holds a session);
  *   - what is left widens the name to its full width, then holds the
  *     history (at least EP_HIST_MIN cells, at most the samples there
  *     are), then widens the last error;
@@ -1017,13 +1035,14 @@ static void render_load_line(struct ctx *c)
  * the more important columns leave.
  */
 enum ep_col {
-    EC_STATUS = 0, EC_SMOOTH, EC_LAST, EC_HIST, EC_OK, EC_CIRC, EC_NOW, EC_REQS, EC_FAIL, EC_ERR,
-    EC_N
+    EC_STATUS = 0, EC_SMOOTH, EC_LAST, EC_HIST, EC_OK, EC_CIRC, EC_NOW, EC_SESS, EC_REQS, EC_FAIL,
+    EC_ERR, EC_N
 };
 
 /* Placement order: most important first. */
 static const enum ep_col ep_prio[EC_N] = {
-    EC_STATUS, EC_SMOOTH, EC_REQS, EC_FAIL, EC_ERR, EC_CIRC, EC_OK, EC_NOW, EC_LAST, EC_HIST,
+    EC_STATUS, EC_SMOOTH, EC_REQS, EC_FAIL, EC_ERR, EC_CIRC, EC_OK, EC_NOW, EC_SESS, EC_LAST,
+    EC_HIST,
 };
 
 enum { EP_LEAD = 5, EP_NAME_KEEP = 24, EP_NAME_MIN = 6, EP_HIST_MIN = 8, EP_ERR_MIN = 12,
@@ -1041,8 +1060,8 @@ struct ep_cell {
 
 static bool col_right(enum ep_col k)
 {
-    return k == EC_SMOOTH || k == EC_LAST || k == EC_OK || k == EC_NOW || k == EC_REQS ||
-           k == EC_FAIL;
+    return k == EC_SMOOTH || k == EC_LAST || k == EC_OK || k == EC_NOW || k == EC_SESS ||
+           k == EC_REQS || k == EC_FAIL;
 }
 
 static enum dv_text col_header(enum ep_col k)
@@ -1050,7 +1069,7 @@ static enum dv_text col_header(enum ep_col k)
     static const enum dv_text h[EC_N] = {
         [EC_STATUS] = T_COL_STATUS, [EC_SMOOTH] = T_COL_SMOOTHED, [EC_LAST] = T_COL_LAST,
         [EC_HIST] = T_COL_HISTORY, [EC_OK] = T_COL_OK, [EC_CIRC] = T_COL_CIRCUIT,
-        [EC_NOW] = T_COL_NOW, [EC_REQS] = T_COL_REQS, [EC_FAIL] = T_COL_FAIL,
+        [EC_NOW] = T_COL_NOW, [EC_SESS] = T_COL_SESS, [EC_REQS] = T_COL_REQS, [EC_FAIL] = T_COL_FAIL,
         [EC_ERR] = T_COL_ERROR,
     };
     return h[k];
@@ -1144,6 +1163,11 @@ static void ep_cells(const struct ctx *c, const cJSON *ep, struct ep_cell cell[E
     double act = jnum_or(ep, "active_connections", 0);
     fmt_int(cell[EC_NOW].text, sizeof cell[EC_NOW].text, act);
     cell[EC_NOW].st = act > 0 ? DV_STRONG : DV_DIM;
+    /* Sessions bound here: why traffic may stay on an endpoint that is not
+     * current. */
+    double sess = jnum_or(ep, "sessions", 0);
+    fmt_int(cell[EC_SESS].text, sizeof cell[EC_SESS].text, sess);
+    cell[EC_SESS].st = sess > 0 ? DV_STRONG : DV_DIM;
     fmt_int(cell[EC_REQS].text, sizeof cell[EC_REQS].text, jnum_or(ep, "requests", 0));
     double f = jnum_or(ep, "failures", 0);
     fmt_int(cell[EC_FAIL].text, sizeof cell[EC_FAIL].text, f);
@@ -1174,7 +1198,7 @@ static struct ep_cols ep_layout(const struct ctx *c, int first, int n, int label
     for (int k = 0; k < EC_N; k++)
         want[k] = text_width(tr(v, col_header((enum ep_col)k)), c->utf8);
     int hist = 0;
-    bool any_error = false;
+    bool any_error = false, any_session = false;
     for (int i = first; i < first + n; i++) {
         const cJSON *ep = endpoint_at(c->st, v, i);
         struct ep_cell cell[EC_N];
@@ -1193,6 +1217,8 @@ static struct ep_cols ep_layout(const struct ctx *c, int first, int n, int label
         }
         if (cell[EC_ERR].text[0])
             any_error = true;
+        if (jnum_or(ep, "sessions", 0) > 0)
+            any_session = true;
         if (ep_history_len(ep) > hist)
             hist = ep_history_len(ep);
     }
@@ -1222,7 +1248,7 @@ static struct ep_cols ep_layout(const struct ctx *c, int first, int n, int label
     w.w[EC_STATUS] = want[EC_STATUS];
     for (int p = 1; p < EC_N; p++) {
         enum ep_col k = ep_prio[p];
-        if ((k == EC_ERR && !any_error) || k == EC_HIST)
+        if ((k == EC_ERR && !any_error) || (k == EC_SESS && !any_session) || k == EC_HIST)
             continue;
         if (used + want[k] + 1 <= cols) {
             w.w[k] = want[k];
@@ -1514,7 +1540,7 @@ static void render_help(struct ctx *c, int top, int bottom)
     } items[] = {
         {"q  Q  Ctrl-C", T_H_QUIT}, {"r", T_H_CHECK}, {"p", T_H_PAUSE}, {"m", T_H_MODE},
         {NULL, T_H_MOVE}, {"Enter", T_H_PIN}, {"g  Tab", T_H_GROUP}, {"a", T_H_ALL},
-        {"l", T_H_LOG}, {"?  Esc", T_H_HELP},
+        {"l", T_H_LOG}, {"s", T_H_SESSIONS}, {"x  X", T_H_RELEASE}, {"?  Esc", T_H_HELP},
     };
     int r = top;
     if (r < bottom) {
@@ -1617,6 +1643,63 @@ static void render_log(struct ctx *c, int r, int bottom, int x0, int x1)
     }
 }
 
+/* The sessions view: where each session is bound, most recently used
+ * first (short ids only: /status never shows a session id). */
+static void render_sessions(struct ctx *c, int r, int bottom, int x0, int x1)
+{
+    const struct dv_view *v = c->v;
+    const cJSON *so = jget(c->st, "sessions");
+    if (r >= bottom)
+        return;
+    pane_row(c, r++, x0, x1);
+    putf(c, DV_HEAD, " %s (%.0f)", tr(v, T_SESSIONS), jnum_or(so, "total", 0));
+    double thr;
+    if (jnum(so, "switch_threshold_ms", &thr) && thr >= 0 && thr < 1e9) {
+        if (thr > 0)
+            putf(c, DV_DIM, "  %s %.0f ms", tr(v, T_SESS_KEEP), thr);
+    }
+    if (so && !jtrue(so, "enabled")) {
+        if (r < bottom) {
+            pane_row(c, r++, x0, x1);
+            putf(c, DV_DIM, "  %s", tr(v, T_SESS_OFF));
+        }
+        return;
+    }
+    const cJSON *list = jarr(so, "list");
+    if (cJSON_GetArraySize(list) == 0) {
+        if (r < bottom) {
+            pane_row(c, r++, x0, x1);
+            putf(c, DV_DIM, "  %s", tr(v, T_NO_SESSIONS));
+        }
+        return;
+    }
+    if (r < bottom) {
+        pane_row(c, r++, x0, x1);
+        putf(c, DV_DIM, "  %s", tr(v, T_SESS_COLS));
+    }
+    const cJSON *x;
+    cJSON_ArrayForEach(x, list)
+    {
+        if (r >= bottom)
+            break;
+        char age[32], idle[32], name[160];
+        pane_row(c, r++, x0, x1);
+        put(c, DV_PLAIN, "  ");
+        put_fixed(c, DV_STRONG, jstr(x, "id") ? jstr(x, "id") : "?", 8, false);
+        put(c, DV_PLAIN, "  ");
+        if (v->all_groups && jstr(x, "group"))
+            snprintf(name, sizeof name, "%s/%s", jstr(x, "group"),
+                     jstr(x, "endpoint") ? jstr(x, "endpoint") : "?");
+        else
+            snprintf(name, sizeof name, "%s", jstr(x, "endpoint") ? jstr(x, "endpoint") : "?");
+        put_name(c, DV_PLAIN, name, 18);
+        put(c, DV_PLAIN, "  ");
+        put_fixed(c, DV_DIM, dv_fmt_duration(age, sizeof age, jnum_or(x, "age_s", 0)), 6, true);
+        put(c, DV_PLAIN, "  ");
+        put_fixed(c, DV_DIM, dv_fmt_duration(idle, sizeof idle, jnum_or(x, "idle_s", 0)), 6, true);
+    }
+}
+
 static void render_body(struct ctx *c, int top, int bottom)
 {
     const struct dv_view *v = c->v;
@@ -1699,8 +1782,13 @@ static void render_body(struct ctx *c, int top, int bottom)
     int cols = c->s->cols;
     if (cols >= DV_SIDE_BY_SIDE_COLS && !v->remote) {
         int split = cols / 2;
-        render_events(c, r, bottom, 0, split - 1);
+        if (v->show_sessions)
+            render_sessions(c, r, bottom, 0, split - 1);
+        else
+            render_events(c, r, bottom, 0, split - 1);
         render_log(c, r, bottom, split + 1, cols);
+    } else if (v->show_sessions) {
+        render_sessions(c, r, bottom, 0, cols);
     } else if (v->show_log) {
         render_log(c, r, bottom, 0, cols);
     } else {
@@ -1728,11 +1816,13 @@ static void render_keys(struct ctx *c, int r)
         {"a", tr(v, T_K_ALL)},
         {"l", tr(v, T_K_LOG)},
         {"?", tr(v, T_K_HELP)},
+        {"s", tr(v, T_K_SESSIONS)},
+        {"x", tr(v, T_K_RELEASE)},
     };
     int n = (int)(sizeof items / sizeof items[0]);
     /* On a narrow screen the least needed keys go first, whole; "q" and
      * "?" (which lists them all) always stay. */
-    static const int drop_order[] = {7, 8, 6, 4, 5, 3, 2, 1};
+    static const int drop_order[] = {11, 10, 7, 8, 6, 4, 5, 3, 2, 1};
     bool keep[sizeof items / sizeof items[0]];
     int width = 1;
     for (int i = 0; i < n; i++) {
@@ -1850,6 +1940,15 @@ enum dv_act dv_handle_key(struct dv_view *v, const cJSON *status, int key, struc
     case 'l':
     case 'L':
         v->show_log = !v->show_log;
+        if (v->show_log)
+            v->show_sessions = false;
+        a->kind = DV_ACT_REDRAW;
+        return a->kind;
+    case 's':
+    case 'S':
+        v->show_sessions = !v->show_sessions;
+        if (v->show_sessions)
+            v->show_log = false;
         a->kind = DV_ACT_REDRAW;
         return a->kind;
     default:
@@ -1940,6 +2039,19 @@ enum dv_act dv_handle_key(struct dv_view *v, const cJSON *status, int key, struc
             v->cursor = -1;
         return a->kind;
     }
+    case 'x': {
+        const char *name = dv_endpoint_name(st, v, cursor);
+        if (!name)
+            return say(v, a, true, tr(v, T_NOTHING_TO_PIN));
+        cJSON *body = cJSON_CreateObject();
+        cJSON_AddStringToObject(body, "endpoint", name);
+        snprintf(what, sizeof what, "%s %s", tr(v, T_DO_RELEASE), name);
+        action_admin(a, "sessions/release", body, what);
+        return a->kind;
+    }
+    case 'X':
+        action_admin(a, "sessions/release", cJSON_CreateObject(), tr(v, T_DO_RELEASE_ALL));
+        return a->kind;
     case 'a':
     case 'A': {
         const char *name = dv_endpoint_name(st, v, cursor);

@@ -77,6 +77,7 @@ struct dv_view {
     bool all_groups;            /* list every group's endpoints */
     bool help;                  /* the help page replaces the body */
     bool show_log;              /* the bottom panel shows log lines, not events */
+    bool show_sessions;         /* the bottom panel shows the sessions, not events */
     bool quitting;              /* quit was asked for; the proxy is draining */
     const char *remote;         /* borrows; the URL in --connect mode, else NULL */
     const char *error;          /* borrows; why there is no document, or NULL */
@@ -129,7 +130,8 @@ enum dv_act {
 
 struct dv_action {
     enum dv_act kind;
-    char op[16];        /* "check", "pause", "resume", "mode", "pin", "group" */
+    char op[24];        /* "check", "pause", "resume", "mode", "pin", "group",
+                         * "sessions/release" */
     cJSON *body;        /* owns; NULL or a JSON object for the operation */
     char what[160];     /* what the operation does, for the message line */
 };

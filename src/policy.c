@@ -12,6 +12,7 @@
  */
 #include "policy.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,14 +256,54 @@ int policy_activate(struct policy *p, const struct policy_ep *eps, size_t n,
     return policy_route(p, eps, n, -1);
 }
 
-int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n,
-                 int session_ep)
+void policy_set_session_threshold(struct policy *p, int session_threshold_ms)
 {
-    if (in_range(session_ep, n) && policy_usable(&eps[session_ep]))
-        return session_ep;
+    p->session_threshold_ms = session_threshold_ms > 0 ? session_threshold_ms : 0;
+}
+
+static int route_plain(const struct policy *p, const struct policy_ep *eps, size_t n)
+{
     if (in_range(p->current, n) && policy_usable(&eps[p->current]))
         return p->current;
     return policy_best(eps, n, NULL);
+}
+
+int policy_route_session(const struct policy *p, const struct policy_ep *eps, size_t n,
+                         int session_ep, enum policy_reason *moved)
+{
+    enum policy_reason why = POLICY_REASON_NONE;
+    int to;
+    if (!in_range(session_ep, n)) {
+        to = route_plain(p, eps, n);
+    } else if (!policy_usable(&eps[session_ep])) {
+        to = route_plain(p, eps, n);
+        why = POLICY_REASON_FAILURE;
+    } else if (p->manual && in_range(p->pinned, n) && p->current == p->pinned &&
+               session_ep != p->pinned) {
+        /* The pin is the user's explicit choice: it beats the cache. */
+        to = p->pinned;
+        why = POLICY_REASON_MANUAL;
+    } else if (!p->manual && p->session_threshold_ms > 0 && in_range(p->current, n) &&
+               p->current != session_ep && policy_usable(&eps[p->current]) &&
+               latency_known(&eps[p->current]) && latency_known(&eps[session_ep]) &&
+               eps[session_ep].latency_ms - eps[p->current].latency_ms >=
+                   (double)p->session_threshold_ms) {
+        to = p->current;
+        why = POLICY_REASON_FASTER;
+    } else {
+        to = session_ep;
+    }
+    if (to < 0 || to == session_ep)
+        why = POLICY_REASON_NONE;
+    if (moved)
+        *moved = why;
+    return to;
+}
+
+int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n,
+                 int session_ep)
+{
+    return policy_route_session(p, eps, n, session_ep, NULL);
 }
 
 const char *policy_reason_name(enum policy_reason r)
@@ -307,6 +348,7 @@ struct session_entry {
     char *key;          /* owns; NULL when the slot is free */
     uint64_t hash;
     uint64_t used_ms;   /* last lookup hit or bind */
+    uint64_t created_ms;/* first bind */
     int ep;
     int hnext;          /* next in the hash chain, or next free slot */
     int newer, older;   /* last-used list, -1 at the ends */
@@ -464,6 +506,7 @@ void sessions_bind(struct sessions *s, const char *key, int ep, uint64_t now_ms)
         x->key = xstrndup(key, len);
         x->hash = h;
         x->used_ms = now_ms;
+        x->created_ms = now_ms;
         size_t b = h & (s->nbuckets - 1);
         x->hnext = s->buckets[b];
         s->buckets[b] = i;
@@ -487,4 +530,67 @@ void sessions_forget_endpoint(struct sessions *s, int ep)
 size_t sessions_count(const struct sessions *s)
 {
     return s->count;
+}
+
+/* Whether key belongs to the scope prefix ("group" SESSIONS_KEY_SEP); NULL: any. */
+static bool in_scope(const char *key, const char *prefix)
+{
+    return !prefix || strncmp(key, prefix, strlen(prefix)) == 0;
+}
+
+size_t sessions_rebind(struct sessions *s, const char *prefix, int ep, uint64_t now_ms)
+{
+    purge_expired(s, now_ms);
+    size_t moved = 0;
+    for (size_t i = 0; i < s->max; i++) {
+        struct session_entry *x = &s->e[i];
+        if (x->key && x->ep != ep && in_scope(x->key, prefix)) {
+            x->ep = ep;
+            moved++;
+        }
+    }
+    return moved;
+}
+
+size_t sessions_release(struct sessions *s, const char *prefix, int ep)
+{
+    size_t gone = 0;
+    for (size_t i = 0; i < s->max; i++) {
+        struct session_entry *x = &s->e[i];
+        if (x->key && (ep < 0 || x->ep == ep) && in_scope(x->key, prefix)) {
+            entry_remove(s, (int)i);
+            gone++;
+        }
+    }
+    return gone;
+}
+
+size_t sessions_list(const struct sessions *s, uint64_t now_ms, struct session_info *out,
+                     size_t max)
+{
+    size_t k = 0;
+    for (int i = s->newest; i >= 0 && k < max; i = s->e[i].older) {
+        const struct session_entry *x = &s->e[i];
+        if (expired(s, x, now_ms))
+            break; /* older ones are expired too */
+        out[k].key = x->key;
+        out[k].ep = x->ep;
+        out[k].created_ms = x->created_ms;
+        out[k].used_ms = x->used_ms;
+        k++;
+    }
+    return k;
+}
+
+char *sessions_short_id(const char *id, char out[SESSIONS_SHORT_ID])
+{
+    /* A hash, not a prefix: the id (or metadata.user_id, which starts the
+     * same for every session of one account) is never shown, and two
+     * sessions still read apart.  FNV-1a folded to 32 bits. */
+    const char *sep = strstr(id, SESSIONS_KEY_SEP);
+    if (sep)
+        id = sep + 1;
+    uint64_t h = key_hash(id, strlen(id));
+    snprintf(out, SESSIONS_SHORT_ID, "%08x", (unsigned)(h ^ (h >> 32)));
+    return out;
 }

@@ -45,7 +45,9 @@
  * metadata.user_id, prefixed by the caller with the group name, see
  * SESSIONS_KEY_SEP) to the endpoint index that served it, with a time-to-live
  * and a hard cap on entries.  The off switch is the caller's: it simply
- * passes session_ep = -1 to policy_route().
+ * passes session_ep = -1 to policy_route().  When a session leaves its
+ * endpoint (failure, the pin, a faster endpoint by session_threshold_ms) is
+ * policy_route_session()'s rule.
  */
 #ifndef ZEPHYR_POLICY_H
 #define ZEPHYR_POLICY_H
@@ -99,6 +101,7 @@ struct policy {
     uint64_t pending_since_ms; /* when pending was set */
     int threshold_ms;          /* switch_threshold_ms */
     int graceful_timeout_ms;   /* graceful_switch_timeout_ms */
+    int session_threshold_ms;  /* session_switch_threshold_ms; 0: never for speed */
 };
 
 /* Auto mode, no current endpoint, nothing pending.  Negative settings are
@@ -151,12 +154,33 @@ int policy_activate(struct policy *p, const struct policy_ep *eps, size_t n,
 bool policy_usable(const struct policy_ep *ep);
 
 /*
- * Where a new request goes: eps[session_ep] if session_ep >= 0 and it is
- * usable (sticky session), else the current endpoint if usable, else the best
- * usable one, else -1 (answer 503).  Never changes the policy.
+ * Where a new request goes: eps[session_ep] if session_ep >= 0 and the
+ * session stays there (policy_route_session), else the current endpoint if
+ * usable, else the best usable one, else -1 (answer 503).  Never changes the
+ * policy.
  */
 int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n,
                  int session_ep);
+
+/*
+ * policy_route() for a request whose session is bound to session_ep (-1:
+ * none), saying in *moved (may be NULL) why the session leaves its endpoint,
+ * POLICY_REASON_NONE when it stays or has none.  Stickiness keeps the
+ * upstream's prompt cache, so a session stays on its endpoint unless:
+ *   - the endpoint is unusable (failed, circuit open, resting): FAILURE,
+ *     to where a request without a session goes;
+ *   - manual mode and the pin is current (usable): MANUAL, to the pin.
+ *     While the pin is overridden sessions keep their usable endpoints;
+ *   - auto mode, session_threshold_ms > 0, and the current endpoint beats
+ *     the session's by at least session_threshold_ms, both latencies known:
+ *     FASTER, to the current endpoint.
+ */
+int policy_route_session(const struct policy *p, const struct policy_ep *eps, size_t n,
+                         int session_ep, enum policy_reason *moved);
+
+/* Sets session_switch_threshold_ms (policy_init leaves 0: sessions never
+ * move for speed); negative is taken as 0. */
+void policy_set_session_threshold(struct policy *p, int session_threshold_ms);
 
 /*
  * The best usable endpoint, skipping every i with tried[i] true (tried may
@@ -212,5 +236,29 @@ void sessions_forget_endpoint(struct sessions *s, int ep);
 
 /* Entries held, expired ones not yet purged included. */
 size_t sessions_count(const struct sessions *s);
+
+/* Binds every live key that starts with prefix (NULL: every key) to ep;
+ * returns how many changed endpoint.  Keeps their creation times. */
+size_t sessions_rebind(struct sessions *s, const char *prefix, int ep, uint64_t now_ms);
+
+/* Drops the keys that start with prefix (NULL: any) bound to ep (-1: any);
+ * returns how many. */
+size_t sessions_release(struct sessions *s, const char *prefix, int ep);
+
+/* The live entries, most recently used first, at most max of them.  key
+ * borrows from s until it next changes. */
+struct session_info {
+    const char *key;
+    int ep;
+    uint64_t created_ms;
+    uint64_t used_ms;
+};
+size_t sessions_list(const struct sessions *s, uint64_t now_ms, struct session_info *out,
+                     size_t max);
+
+/* What people see of a session: 8 hex digits of a hash of its id (the part
+ * of a scoped key after SESSIONS_KEY_SEP), never the id itself. */
+#define SESSIONS_SHORT_ID 9
+char *sessions_short_id(const char *id, char out[SESSIONS_SHORT_ID]);
 
 #endif

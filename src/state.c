@@ -121,6 +121,7 @@ struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t no
         gr->n = cfg->groups[g].n_endpoints;
         gr->view = xcalloc(gr->n ? gr->n : 1, sizeof *gr->view);
         policy_init(&gr->policy, cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms);
+        policy_set_session_threshold(&gr->policy, cfg->session_switch_threshold_ms);
         for (size_t i = 0; i < gr->n; i++, k++) {
             struct ep *e = &st->eps[k];
             e->name = xstrdup(cfg->groups[g].endpoints[i].name);
@@ -398,6 +399,8 @@ int state_route(struct state *st, const char *session_key, uint64_t now_ms)
         if (sess >= (int)g->n)
             sess = -1;
     }
+    /* A session leaves its endpoint by policy_route_session()'s rules; the
+     * move is logged when the request that made it binds the session. */
     int i = policy_route(&g->policy, view, g->n, sess);
     bool panic = i < 0;
     if (panic)
@@ -425,7 +428,80 @@ void state_bind_session(struct state *st, const char *session_key, int ep, uint6
     const struct group *g = &st->groups[e->group];
     char key[SESSIONS_KEY_MAX + 1];
     snprintf(key, sizeof key, "%s" SESSIONS_KEY_SEP "%s", g->name, session_key);
+    int old = sessions_lookup(st->sessions, key, now_ms);
+    if (old >= 0 && (size_t)old < g->n && old != (int)e->index) {
+        /* Said once per move: why the session left (the rule that moved it,
+         * or "retry" when its request failed over on the way). */
+        enum policy_reason why = POLICY_REASON_NONE;
+        policy_route_session(&g->policy, state_policy_view(st, g, now_ms), g->n, old, &why);
+        const struct ep *fe = &st->eps[g->first + (size_t)old];
+        char sid[SESSIONS_SHORT_ID], fl[32] = "?", tl[32] = "?";
+        if (fe->smoothed_ms >= 0)
+            snprintf(fl, sizeof fl, "%.0f", fe->smoothed_ms);
+        if (e->smoothed_ms >= 0)
+            snprintf(tl, sizeof tl, "%.0f", e->smoothed_ms);
+        log_info("session %s [%s] moves %s (%s ms) -> %s (%s ms): %s",
+                 sessions_short_id(session_key, sid), g->name, fe->name, fl, e->name, tl,
+                 why == POLICY_REASON_NONE ? "retry" : policy_reason_name(why));
+    }
     sessions_bind(st->sessions, key, (int)e->index, now_ms);
+}
+
+/* "group" SESSIONS_KEY_SEP: the scope of a group's session keys (whole,
+ * however long the name: a cut prefix would match other groups). */
+static char *state_session_prefix(const struct group *g)
+{
+    return xasprintf("%s" SESSIONS_KEY_SEP, g->name);
+}
+
+size_t state_release_sessions(struct state *st, int ep)
+{
+    if (!st->sessions)
+        return 0;
+    size_t n;
+    if (ep < 0) {
+        n = sessions_release(st->sessions, NULL, -1);
+        log_info("sessions released: %zu (all endpoints)", n);
+    } else {
+        char *prefix = state_session_prefix(&st->groups[st->eps[ep].group]);
+        n = sessions_release(st->sessions, prefix, (int)st->eps[ep].index);
+        free(prefix);
+        log_info("sessions released: %zu (endpoint %s)", n, st->eps[ep].name);
+    }
+    return n;
+}
+
+size_t state_sessions_list(const struct state *st, uint64_t now_ms, struct state_session *out,
+                           size_t max)
+{
+    if (!st->sessions || max == 0)
+        return 0;
+    struct session_info *info = xmalloc(max * sizeof *info);
+    size_t n = sessions_list(st->sessions, now_ms, info, max), k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *sep = strstr(info[i].key, SESSIONS_KEY_SEP);
+        if (!sep)
+            continue;
+        int g = -1;
+        for (size_t j = 0; j < st->n_groups; j++)
+            if (strlen(st->groups[j].name) == (size_t)(sep - info[i].key) &&
+                strncmp(st->groups[j].name, info[i].key, (size_t)(sep - info[i].key)) == 0)
+                g = (int)j;
+        if (g < 0 || info[i].ep < 0 || (size_t)info[i].ep >= st->groups[g].n)
+            continue;
+        out[k].ep = (int)(st->groups[g].first + (size_t)info[i].ep);
+        sessions_short_id(info[i].key, out[k].id);
+        out[k].created_ms = info[i].created_ms;
+        out[k].used_ms = info[i].used_ms;
+        k++;
+    }
+    free(info);
+    return k;
+}
+
+size_t state_sessions_count(const struct state *st)
+{
+    return st->sessions ? sessions_count(st->sessions) : 0;
 }
 
 int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms)
@@ -1058,6 +1134,16 @@ int state_pin(struct state *st, int ep, uint64_t now_ms, char *err, size_t errle
     if (policy_set_manual(&g->policy, (int)e->index, state_policy_view(st, g, now_ms), g->n, &sw))
         state_log_switch(st, g, &sw);
     log_info("mode: manual, pinned to %s", e->name);
+    if (st->sessions && g->policy.current == (int)e->index) {
+        /* The pin is the user's explicit choice: every session of the group
+         * moves (routing keeps them there, policy_route_session), said once. */
+        char *prefix = state_session_prefix(g);
+        size_t moved = sessions_rebind(st->sessions, prefix, (int)e->index, now_ms);
+        free(prefix);
+        if (moved)
+            log_info("pin: %zu session%s of group %s move%s to %s", moved, moved == 1 ? "" : "s",
+                     g->name, moved == 1 ? "s" : "", e->name);
+    }
     state_event(st, "info", "", e->name, "manual", "mode: manual, pinned to %s", e->name);
     state_evaluate(st, now_ms);
     return 0;

@@ -240,6 +240,22 @@ void state_evaluate(struct state *st, uint64_t now_ms);
 int state_route(struct state *st, const char *session_key, uint64_t now_ms);
 /* Records that session_key was served by ep. */
 void state_bind_session(struct state *st, const char *session_key, int ep, uint64_t now_ms);
+/* Drops the session bindings to endpoint ep (-1: every binding) and logs
+ * how many; returns that count.  Those sessions are routed afresh. */
+size_t state_release_sessions(struct state *st, int ep);
+/* The live session bindings, most recently used first, at most max: the
+ * endpoint (index into state.eps), the short id (sessions_short_id, never
+ * the session id itself), and when it was bound and last used (monotonic). */
+struct state_session {
+    int ep;
+    char id[SESSIONS_SHORT_ID];
+    uint64_t created_ms;
+    uint64_t used_ms;
+};
+size_t state_sessions_list(const struct state *st, uint64_t now_ms, struct state_session *out,
+                           size_t max);
+/* Bindings held (0 when sticky sessions are off); expired ones may count. */
+size_t state_sessions_count(const struct state *st);
 /* The next endpoint of ep's group to try after the ones in tried[] (one
  * bool per endpoint of the group), or -1. */
 int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms);

@@ -6,7 +6,13 @@
 
 #include "config.h"
 #include "state.h"
+#include <stdlib.h>
+
 #include "util.h"
+
+/* /status lists this many sessions at most, most recently used first (the
+ * counts cover them all). */
+#define STATUS_SESSIONS_LISTED 50
 
 static void add_ms_or_null(cJSON *o, const char *key, double v)
 {
@@ -38,7 +44,8 @@ static cJSON *endpoint_ref(const struct state *st, int ep)
     return o;
 }
 
-static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint64_t now)
+static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint64_t now,
+                            size_t sessions)
 {
     const struct ep *e = &st->eps[i];
     cJSON *o = cJSON_CreateObject();
@@ -71,6 +78,7 @@ static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint6
     else
         cJSON_AddNullToObject(o, "error");
     cJSON_AddNumberToObject(o, "active_connections", e->active);
+    cJSON_AddNumberToObject(o, "sessions", (double)sessions);
     cJSON_AddNumberToObject(o, "requests", (double)e->requests);
     cJSON_AddNumberToObject(o, "failures", (double)e->failures);
     cJSON_AddStringToObject(o, "circuit", ep_circuit_name(e->circuit));
@@ -205,9 +213,36 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
         cJSON_AddNullToObject(fo, "last_s_ago");
     cJSON_AddNumberToObject(fo, "requests", (double)st->fallback_total);
 
+    /* Sessions bound to each endpoint, and the most recently used of them
+     * (short ids only: a hash, never the session id). */
+    size_t n_held = state_sessions_count(st);
+    struct state_session *ss = xmalloc((n_held ? n_held : 1) * sizeof *ss);
+    size_t n_sess = state_sessions_list(st, now, ss, n_held);
+    size_t *per_ep = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *per_ep);
+    for (size_t k = 0; k < n_sess; k++)
+        per_ep[ss[k].ep]++;
+    cJSON *so = cJSON_AddObjectToObject(o, "sessions");
+    cJSON_AddBoolToObject(so, "enabled", cfg->sticky_sessions);
+    cJSON_AddNumberToObject(so, "total", (double)n_sess);
+    cJSON_AddNumberToObject(so, "switch_threshold_ms", cfg->session_switch_threshold_ms);
+    cJSON *sl = cJSON_AddArrayToObject(so, "list");
+    for (size_t k = 0; k < n_sess && k < STATUS_SESSIONS_LISTED; k++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "id", ss[k].id);
+        cJSON_AddStringToObject(x, "endpoint", st->eps[ss[k].ep].name);
+        cJSON_AddStringToObject(x, "group", st->groups[st->eps[ss[k].ep].group].name);
+        cJSON_AddNumberToObject(x, "age_s",
+                                now > ss[k].created_ms ? (double)((now - ss[k].created_ms) / 1000) : 0);
+        cJSON_AddNumberToObject(x, "idle_s",
+                                now > ss[k].used_ms ? (double)((now - ss[k].used_ms) / 1000) : 0);
+        cJSON_AddItemToArray(sl, x);
+    }
+
     cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
     for (size_t i = 0; i < st->n_eps; i++)
-        cJSON_AddItemToArray(eps, endpoint_json(st, i, current, now));
+        cJSON_AddItemToArray(eps, endpoint_json(st, i, current, now, per_ep[i]));
+    free(per_ep);
+    free(ss);
 
     cJSON *reqs = cJSON_AddArrayToObject(o, "requests");
     for (const struct track *t = st->tracks; t; t = t->next) {
@@ -250,6 +285,7 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
     cJSON_AddStringToObject(c, "bind", cfg->bind);
     cJSON_AddNumberToObject(c, "switch_threshold_ms", cfg->switch_threshold_ms);
     cJSON_AddNumberToObject(c, "graceful_switch_timeout_ms", cfg->graceful_switch_timeout_ms);
+    cJSON_AddNumberToObject(c, "session_switch_threshold_ms", cfg->session_switch_threshold_ms);
     cJSON_AddNumberToObject(c, "max_body_bytes", (double)cfg->max_body_bytes);
     cJSON_AddStringToObject(c, "ui_language", cfg->language ? cfg->language : "en");
     cJSON *hc = cJSON_AddObjectToObject(c, "health_check");

@@ -294,6 +294,27 @@ class Dashboard(ZephyrTestCase):
         self.wait_status(lambda s: s["mode"] == "manual", "manual mode in /status")
         self.assert_quits_cleanly(pane, "Q", port=self.port)
 
+    def test_sessions_column_view_and_release_key(self):
+        """Issue 14: a session's count in its endpoint row, the sessions view
+        (s) with its short id, and x releasing the cursor's endpoint's."""
+        fakes = self.start_fakes(("alpha", "bravo"))
+        pane = self.start_dashboard(self.main_group(fakes))
+        self.wait_status(lambda s: (s.get("current_endpoint") or {}).get("name") == "alpha",
+                         "alpha current")
+        r = http_request(self.port, "POST", "/v1/messages", messages_body(),
+                         dict(fake_headers(), **{"x-claude-code-session-id": "tmux-sess-0042"}))
+        self.assertEqual(r.status, 200, r)
+        short = self.status()["sessions"]["list"][0]["id"]
+        pane.wait(lambda t: re.search(r"SESS", t) and re.search(r"alpha .* 1 ", t), "SESS 1 on alpha")
+        pane.keys("s")
+        text = pane.wait(lambda t: "SESSIONS (1)" in t and short in t and t, "the sessions view")
+        self.assertNotIn("tmux-sess", text)
+        pane.wait(lambda t: cursor_on_pane(t) == "alpha", "the cursor on alpha")
+        pane.keys("x")
+        pane.wait(lambda t: "SESSIONS (0)" in t and "no sessions" in t, "released on the pane")
+        self.assertEqual(self.status()["sessions"]["total"], 0)
+        self.assert_quits_cleanly(pane, "q", port=self.port)
+
     def test_pause_resume_help_and_check_now(self):
         fakes = self.start_fakes(("alpha", "bravo"))
         pane = self.start_dashboard(self.main_group(fakes))

@@ -127,8 +127,9 @@ class WebDashboard(ZephyrTestCase):
         # a few checks so that the charts have lines, and a slow stream that
         # is in flight while the page is looked at.
         kh = [("x-zephyr-key", access_key)] if access_key else []
+        session = [("x-claude-code-session-id", "web-session-7c1f9e2a")]
         for _ in range(2):
-            self.assertEqual(self.post_messages(p.port, headers=kh).status, 200)
+            self.assertEqual(self.post_messages(p.port, headers=kh + session).status, 200)
         wait_for(lambda: all(len(e["history"]) >= 3 for e in p.status()["endpoints"]),
                  scaled(20), interval=0.2, desc="three checks per endpoint")
         slow = self.stream(p.port, headers=[("x-fake-events", "100"), ("x-fake-gap-ms", "200")] + kh)
@@ -147,6 +148,7 @@ class WebDashboard(ZephyrTestCase):
             "PW_DIR": NODE_DIR, "CHROMIUM": CHROMIUM, "BASE_URL": p.url,
             "ENDPOINTS": json.dumps(endpoints), "PIN_CLICK": "bravo", "PIN_API": "charlie-\u03b3",
             "SCREENSHOT": shot, "USER_DATA": user_data, "HOME": self.tmp, "EXPECT_ACTIVE": "1",
+            "SESSION_ON": "alpha",
         })
         if access_key:
             env["ACCESS_KEY"] = access_key
@@ -175,6 +177,11 @@ class WebDashboard(ZephyrTestCase):
             self.assertFalse(out["reload_asked"], "a reload asked for the key again")
         self.assertEqual(sorted(out["shown"]), sorted(endpoints))
         self.assertEqual(out["initial_current"], "alpha")
+        # The session's row: a short id (never the session id), on alpha; released by the button.
+        self.assertEqual(len(out["sessions_rows"]), 1, out["sessions_rows"])
+        self.assertRegex(out["sessions_rows"][0], r"^[0-9a-f]{8}alpha")
+        self.assertNotIn("web-sess", out["sessions_rows"][0])
+        self.assertTrue(out["sessions_released"])
         self.assertLessEqual(out["click_switch_ms"], 3000)
         self.assertEqual(out["mode_after_click"], "manual")
         self.assertIn("bravo", out["banner"])

@@ -375,6 +375,26 @@ async function main() {
     step("active request shown");
   }
 
+  // Sessions (issue 14): the count in the endpoint row and the sessions
+  // table; the row's release button lets them go.
+  if (env.SESSION_ON) {
+    const on = env.SESSION_ON;
+    await page.waitForFunction((n) => {
+      const c = document.querySelector(`#endpoints tr[data-endpoint="${n}"] td.c-sess`);
+      return c && c.textContent.trim() === "1";
+    }, on, { timeout: 5000 });
+    result.sessions_rows = await page.$$eval("#sessions tbody tr[data-session]",
+      (rows) => rows.map((r) => r.textContent));
+    await page.click(`button[data-release="${on}"]`);
+    await page.waitForFunction((n) => {
+      const c = document.querySelector(`#endpoints tr[data-endpoint="${n}"] td.c-sess`);
+      return c && c.textContent.trim() === "0" &&
+        document.querySelectorAll("#sessions tbody tr[data-session]").length === 0;
+    }, on, { timeout: 5000 });
+    result.sessions_released = true;
+    step("sessions shown and released");
+  }
+
   // A click on a pin button switches, and the page shows it.
   await page.click(`button[data-pin="${env.PIN_CLICK}"]`);
   result.click_switch_ms = await waitCurrent(page, env.PIN_CLICK, 3000);

@@ -946,6 +946,78 @@ static void test_chinese_everywhere(void **state)
     cJSON_Delete(st);
 }
 
+/* Issue 14: the session count in each endpoint row (when any endpoint
+ * holds one), the sessions view ('s') and the release keys ('x' for the
+ * endpoint under the cursor, 'X' for all). */
+static void test_sessions_column_view_and_release(void **state)
+{
+    (void)state;
+    cJSON *st = sample();
+    cJSON *eps = cJSON_GetObjectItem(st, "endpoints");
+    cJSON_AddNumberToObject(cJSON_GetArrayItem(eps, 0), "sessions", 0);
+    cJSON_AddNumberToObject(cJSON_GetArrayItem(eps, 1), "sessions", 7);
+    cJSON *so = cJSON_AddObjectToObject(st, "sessions");
+    cJSON_AddBoolToObject(so, "enabled", 1);
+    cJSON_AddNumberToObject(so, "total", 7);
+    cJSON_AddNumberToObject(so, "switch_threshold_ms", 500);
+    cJSON *list = cJSON_AddArrayToObject(so, "list");
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddStringToObject(x, "id", "1dd16ba1");
+    cJSON_AddStringToObject(x, "endpoint", "bravo");
+    cJSON_AddStringToObject(x, "group", "main");
+    cJSON_AddNumberToObject(x, "age_s", 95);
+    cJSON_AddNumberToObject(x, "idle_s", 3);
+    cJSON_AddItemToArray(list, x);
+    struct dv_view v;
+    struct dv_screen s;
+    dv_view_init(&v, DV_LANG_EN, true);
+    render(&s, 24, 100, st, &v);
+    int h = row_with(&s, "ENDPOINT");
+    assert_true(h > 0);
+    assert_non_null(strstr(s.lines[h].text, "SESS"));
+    int r = row_with(&s, "● bravo ");
+    assert_true(r > 0);
+    assert_non_null(strstr(s.lines[r].text, "   7 "));
+    assert_true(screen_has(&s, "RECENT EVENTS"));
+    assert_false(screen_has(&s, "1dd16ba1"));
+    dv_screen_release(&s);
+    /* 's' shows the sessions in place of the events. */
+    struct dv_action a;
+    assert_int_equal(dv_handle_key(&v, st, 's', &a), DV_ACT_REDRAW);
+    assert_true(v.show_sessions);
+    render(&s, 24, 100, st, &v);
+    assert_true(screen_has(&s, "SESSIONS (7)"));
+    assert_false(screen_has(&s, "RECENT EVENTS"));
+    r = row_with(&s, "1dd16ba1");
+    assert_true(r > 0);
+    assert_non_null(strstr(s.lines[r].text, "bravo"));
+    assert_non_null(strstr(s.lines[r].text, "1m35s"));
+    dv_screen_release(&s);
+    /* 'l' and 's' take turns. */
+    dv_handle_key(&v, st, 'l', &a);
+    assert_false(v.show_sessions);
+    dv_handle_key(&v, st, 's', &a);
+    assert_false(v.show_log);
+    /* 'x' releases the cursor's endpoint's sessions, 'X' all. */
+    dv_handle_key(&v, st, DV_KEY_DOWN, &a);
+    assert_int_equal(dv_handle_key(&v, st, 'x', &a), DV_ACT_ADMIN);
+    assert_string_equal(a.op, "sessions/release");
+    assert_string_equal(cJSON_GetObjectItem(a.body, "endpoint")->valuestring, "bravo");
+    dv_action_release(&a);
+    assert_int_equal(dv_handle_key(&v, st, 'X', &a), DV_ACT_ADMIN);
+    assert_string_equal(a.op, "sessions/release");
+    assert_non_null(a.body);
+    assert_null(cJSON_GetObjectItem(a.body, "endpoint"));
+    dv_action_release(&a);
+    /* No endpoint holds a session: no column. */
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(eps, 1), "sessions", cJSON_CreateNumber(0));
+    v.show_sessions = false;
+    render(&s, 24, 100, st, &v);
+    assert_null(strstr(s.lines[row_with(&s, "ENDPOINT")].text, "SESS"));
+    dv_screen_release(&s);
+    cJSON_Delete(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -965,6 +1037,7 @@ int main(void)
         cmocka_unit_test(test_layout_priority),
         cmocka_unit_test(test_big_screen_side_by_side),
         cmocka_unit_test(test_chinese_everywhere),
+        cmocka_unit_test(test_sessions_column_view_and_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

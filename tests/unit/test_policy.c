@@ -628,6 +628,125 @@ static void test_session_follows_until_failure(void **state)
     sessions_free(s);
 }
 
+/* Issue 14: the pin beats the session; a session leaves for a faster
+ * endpoint only by session_threshold_ms (0: never for speed); a failed or
+ * resting endpoint always lets it go. */
+static void test_route_session_pin_failure_threshold(void **state)
+{
+    (void)state;
+    struct policy_ep eps[3] = { healthy(100), healthy(300), healthy(450) };
+    struct policy p;
+    settle(&p, eps, 3, 0);
+    enum policy_reason why = POLICY_REASON_GROUP;
+    /* No session: where new traffic goes, nothing moved. */
+    assert_int_equal(policy_route_session(&p, eps, 3, -1, &why), 0);
+    assert_int_equal(why, POLICY_REASON_NONE);
+    /* Threshold 0 (policy_init's): never for speed, however large the gap. */
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), 2);
+    assert_int_equal(why, POLICY_REASON_NONE);
+    /* 300 ms: a 200 ms gap keeps the session, a 350 ms gap moves it. */
+    policy_set_session_threshold(&p, 300);
+    assert_int_equal(policy_route_session(&p, eps, 3, 1, &why), 1);
+    assert_int_equal(why, POLICY_REASON_NONE);
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), 0);
+    assert_int_equal(why, POLICY_REASON_FASTER);
+    assert_int_equal(policy_route(&p, eps, 3, 2), 0);
+    /* Exactly the threshold moves; an unknown latency never does. */
+    eps[1].latency_ms = 400;
+    assert_int_equal(policy_route_session(&p, eps, 3, 1, &why), 0);
+    assert_int_equal(why, POLICY_REASON_FASTER);
+    eps[1].latency_ms = -1;
+    assert_int_equal(policy_route_session(&p, eps, 3, 1, &why), 1);
+    assert_int_equal(why, POLICY_REASON_NONE);
+    eps[1].latency_ms = 300;
+    policy_set_session_threshold(&p, -5);
+    assert_int_equal(p.session_threshold_ms, 0);
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), 2);
+    /* The session's endpoint fails or rests: it moves, reason failure. */
+    eps[2].health = POLICY_FAILED;
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), 0);
+    assert_int_equal(why, POLICY_REASON_FAILURE);
+    eps[2].health = POLICY_HEALTHY;
+    eps[2].blocked = true;
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), 0);
+    assert_int_equal(why, POLICY_REASON_FAILURE);
+    eps[2].blocked = false;
+    /* Pinned to 1 (slower than 0): every session goes to the pin. */
+    assert_true(policy_set_manual(&p, 1, eps, 3, NULL));
+    assert_int_equal(policy_route_session(&p, eps, 3, 0, &why), 1);
+    assert_int_equal(why, POLICY_REASON_MANUAL);
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), 1);
+    assert_int_equal(why, POLICY_REASON_MANUAL);
+    assert_int_equal(policy_route_session(&p, eps, 3, 1, &why), 1);
+    assert_int_equal(why, POLICY_REASON_NONE);
+    /* The pin fails (overridden): sessions keep their usable endpoints,
+     * and the threshold does not apply in manual mode. */
+    policy_set_session_threshold(&p, 1);
+    eps[1].health = POLICY_FAILED;
+    assert_true(policy_evaluate(&p, eps, 3, 10, NULL));
+    assert_true(policy_pin_overridden(&p));
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), 2);
+    assert_int_equal(why, POLICY_REASON_NONE);
+    assert_int_equal(policy_route_session(&p, eps, 3, 1, &why), 0);
+    assert_int_equal(why, POLICY_REASON_FAILURE);
+    /* Nothing usable: -1, and no move is reported. */
+    eps[0].health = eps[2].health = POLICY_FAILED;
+    assert_int_equal(policy_route_session(&p, eps, 3, 2, &why), -1);
+    assert_int_equal(why, POLICY_REASON_NONE);
+}
+
+/* Rebinding (the pin), release, the list /status shows and short ids. */
+static void test_sessions_rebind_release_list(void **state)
+{
+    (void)state;
+    struct sessions *s = sessions_new(1000, 8);
+    sessions_bind(s, "g" SESSIONS_KEY_SEP "one", 0, 100);
+    sessions_bind(s, "g" SESSIONS_KEY_SEP "two", 1, 200);
+    sessions_bind(s, "h" SESSIONS_KEY_SEP "one", 0, 300);
+    sessions_bind(s, "g" SESSIONS_KEY_SEP "one", 0, 400); /* used again; created stays */
+    struct session_info li[8];
+    assert_int_equal(sessions_list(s, 500, li, 8), 3);
+    assert_string_equal(li[0].key, "g" SESSIONS_KEY_SEP "one"); /* most recent first */
+    assert_int_equal(li[0].created_ms, 100);
+    assert_int_equal(li[0].used_ms, 400);
+    assert_string_equal(li[2].key, "g" SESSIONS_KEY_SEP "two");
+    assert_int_equal(sessions_list(s, 500, li, 2), 2);
+    /* Expired entries are not listed (two was used at 200, ttl 1000). */
+    assert_int_equal(sessions_list(s, 1250, li, 8), 2);
+    /* Rebind group g to 2: two entries there, h untouched. */
+    assert_int_equal(sessions_rebind(s, "g" SESSIONS_KEY_SEP, 2, 500), 2);
+    assert_int_equal(sessions_lookup(s, "g" SESSIONS_KEY_SEP "one", 510), 2);
+    assert_int_equal(sessions_lookup(s, "g" SESSIONS_KEY_SEP "two", 510), 2);
+    assert_int_equal(sessions_lookup(s, "h" SESSIONS_KEY_SEP "one", 510), 0);
+    assert_int_equal(sessions_rebind(s, "g" SESSIONS_KEY_SEP, 2, 520), 0);
+    /* Release h's endpoint 2: none; g's endpoint 2: both; then all. */
+    assert_int_equal(sessions_release(s, "h" SESSIONS_KEY_SEP, 2), 0);
+    assert_int_equal(sessions_release(s, "g" SESSIONS_KEY_SEP, 2), 2);
+    assert_int_equal(sessions_lookup(s, "g" SESSIONS_KEY_SEP "one", 530), -1);
+    assert_int_equal(sessions_count(s), 1);
+    sessions_bind(s, "g" SESSIONS_KEY_SEP "three", 1, 540);
+    assert_int_equal(sessions_release(s, NULL, -1), 2);
+    assert_int_equal(sessions_count(s), 0);
+    assert_int_equal(sessions_list(s, 550, li, 8), 0);
+    /* Freed slots are reused. */
+    for (int i = 0; i < 8; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "g" SESSIONS_KEY_SEP "%d", i);
+        sessions_bind(s, k, i, 600);
+    }
+    assert_int_equal(sessions_count(s), 8);
+    sessions_free(s);
+    /* Short ids: 8 hex digits of the id part, never a piece of it. */
+    char a[SESSIONS_SHORT_ID], b[SESSIONS_SHORT_ID], c[SESSIONS_SHORT_ID];
+    sessions_short_id("g" SESSIONS_KEY_SEP "5f0c3a9e-1d2b", a);
+    sessions_short_id("5f0c3a9e-1d2b", b);
+    sessions_short_id("5f0c3a9e-1d2c", c);
+    assert_int_equal(strlen(a), 8);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_null(strstr("5f0c3a9e-1d2b", a));
+}
+
 static void test_groups_are_independent(void **state)
 {
     (void)state;
@@ -962,6 +1081,56 @@ static void test_state_panic_routing(void **state)
     config_free(cfg);
 }
 
+/* The state's side of issue 14: server.session_switch_threshold_ms reaches
+ * the policy (default 500), a pin rebinds every session of its group, and
+ * release and the list go by endpoint. */
+static void test_state_sessions(void **state)
+{
+    (void)state;
+    struct config *cfg = load_cfg(TWO_EPS);
+    assert_int_equal(cfg->session_switch_threshold_ms, 500);
+    struct state *st = state_new(cfg, 1000, 1764000000000ull);
+    uint64_t t = 1000;
+    assert_int_equal(st->groups[0].policy.session_threshold_ms, 500);
+    report_check(st, 0, true, false, 100, 100, NULL, NULL, t, 0);
+    report_check(st, 1, true, false, 300, 300, NULL, NULL, t, 0);
+    assert_int_equal(state_route(st, "s1", t), 0);
+    state_bind_session(st, "s1", 0, t);
+    state_bind_session(st, "s2", 0, t);
+    struct state_session ss[4];
+    assert_int_equal(state_sessions_list(st, t, ss, 4), 2);
+    assert_int_equal(ss[0].ep, 0);
+    assert_int_equal(strlen(ss[0].id), 8);
+    /* The pin moves both at once; routing keeps them there. */
+    char err[128];
+    assert_int_equal(state_pin(st, 1, t + 1, err, sizeof err), 0);
+    assert_int_equal(state_sessions_list(st, t + 1, ss, 4), 2);
+    assert_int_equal(ss[0].ep, 1);
+    assert_int_equal(ss[1].ep, 1);
+    assert_int_equal(state_route(st, "s1", t + 2), 1);
+    /* Release b's: s1 and s2 are gone and routed afresh. */
+    assert_int_equal(state_set_mode(st, false, t + 3, err, sizeof err), 0);
+    assert_int_equal(state_release_sessions(st, 1), 2);
+    assert_int_equal(state_sessions_list(st, t + 3, ss, 4), 0);
+    assert_int_equal(state_route(st, "s1", t + 3), 0);
+    state_bind_session(st, "s1", 0, t + 3);
+    assert_int_equal(state_release_sessions(st, 1), 0);
+    assert_int_equal(state_release_sessions(st, -1), 1);
+    assert_int_equal(state_sessions_count(st), 0);
+    state_free(st);
+    config_free(cfg);
+    /* Sticky sessions off: nothing held, nothing to release. */
+    cfg = load_cfg("[server]\nsticky_sessions = false\nsession_switch_threshold_ms = 0\n" TWO_EPS);
+    assert_int_equal(cfg->session_switch_threshold_ms, 0);
+    st = state_new(cfg, 1000, 1764000000000ull);
+    state_bind_session(st, "s1", 0, t);
+    assert_int_equal(state_sessions_count(st), 0);
+    assert_int_equal(state_sessions_list(st, t, ss, 4), 0);
+    assert_int_equal(state_release_sessions(st, -1), 0);
+    state_free(st);
+    config_free(cfg);
+}
+
 /* A check the endpoint refuses as a request (wrong model) is not a failure:
  * the endpoint stays routable however often it happens, its circuit stays
  * closed, and the problem is kept for /status. */
@@ -1083,10 +1252,13 @@ int main(void)
         cmocka_unit_test(test_sessions_eviction_bound),
         cmocka_unit_test(test_sessions_forget_and_long_keys),
         cmocka_unit_test(test_sessions_against_model),
+        cmocka_unit_test(test_route_session_pin_failure_threshold),
+        cmocka_unit_test(test_sessions_rebind_release_list),
         cmocka_unit_test(test_panic_order),
         cmocka_unit_test(test_state_panic_routing),
         cmocka_unit_test(test_state_check_error),
         cmocka_unit_test(test_state_why_unusable),
+        cmocka_unit_test(test_state_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
