@@ -231,10 +231,11 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
         cJSON_AddStringToObject(x, "id", ss[k].id);
         cJSON_AddStringToObject(x, "endpoint", st->eps[ss[k].ep].name);
         cJSON_AddStringToObject(x, "group", st->groups[st->eps[ss[k].ep].group].name);
-        cJSON_AddNumberToObject(x, "age_s",
-                                now > ss[k].created_ms ? (double)((now - ss[k].created_ms) / 1000) : 0);
-        cJSON_AddNumberToObject(x, "idle_s",
-                                now > ss[k].used_ms ? (double)((now - ss[k].used_ms) / 1000) : 0);
+        /* whole seconds */
+        uint64_t age_s = now > ss[k].created_ms ? (now - ss[k].created_ms) / 1000u : 0;
+        uint64_t idle_s = now > ss[k].used_ms ? (now - ss[k].used_ms) / 1000u : 0;
+        cJSON_AddNumberToObject(x, "age_s", (double)age_s);
+        cJSON_AddNumberToObject(x, "idle_s", (double)idle_s);
         cJSON_AddItemToArray(sl, x);
     }
 
