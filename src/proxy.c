@@ -720,31 +720,81 @@ static bool status_sniffed(int status)
     return status == 400 || status == 402 || status == 403 || status == 404 || status == 429;
 }
 
-/* Words with which the official API and relays say that a balance, quota
- * or usage limit is exhausted (matched without regard to case). */
-static const char *const usage_cap_words[] = {
-    "credit balance", "balance is too low", "insufficient balance", "insufficient_quota",
-    "insufficient quota", "quota", "usage limit", "billing", "out of credit",
-    "\xe4\xbd\x99\xe9\xa2\x9d" /* 余额 */, "\xe9\xa2\x9d\xe5\xba\xa6" /* 额度 */, NULL,
+/* Phrases with which the official API and relays say that a balance,
+ * quota or usage limit is exhausted (matched without regard to case).
+ * Whole phrases only, never a bare "quota" or "billing": an error may
+ * repeat the client's own words, and one request must not rest every
+ * endpoint (see body_usage_cap). */
+static const char *const usage_cap_phrases[] = {
+    "credit balance is too low", "insufficient_quota", "insufficient quota",
+    "insufficient balance", "usage limit", "quota exceeded", "exceeded your current quota",
+    "quota exhausted", "out of credit",
+    "\xe4\xbd\x99\xe9\xa2\x9d\xe4\xb8\x8d\xe8\xb6\xb3" /* 余额不足 */,
+    "\xe9\xa2\x9d\xe5\xba\xa6\xe5\xb7\xb2\xe7\x94\xa8\xe5\xae\x8c" /* 额度已用完 */,
+    "\xe9\xa2\x9d\xe5\xba\xa6\xe4\xb8\x8d\xe8\xb6\xb3" /* 额度不足 */, NULL,
 };
+
+/* A copy of an error message without its quoted parts (`...`, "...",
+ * '...' opened at a word start, and the typographic double quotes): that
+ * is where an API repeats what the client sent (a header value, a model
+ * name), and the client's words must not decide.  An unclosed quote drops
+ * the rest.  The caller frees. */
+static char *message_unquoted(const char *m)
+{
+    size_t n = strlen(m), o = 0;
+    char *out = xmalloc(n + 1);
+    for (size_t i = 0; i < n;) {
+        const char *close = NULL;
+        size_t skip = 1;
+        if (m[i] == '`' || m[i] == '"')
+            close = m[i] == '`' ? "`" : "\"";
+        else if (m[i] == '\'' && (i == 0 || !isalnum((unsigned char)m[i - 1])))
+            close = "'";
+        else if (strncmp(m + i, "\xe2\x80\x9c", 3) == 0) /* “ ... ” */
+            close = "\xe2\x80\x9d", skip = 3;
+        if (!close) {
+            out[o++] = m[i++];
+            continue;
+        }
+        const char *end = strstr(m + i + skip, close);
+        if (!end)
+            break;
+        out[o++] = ' ';
+        i = (size_t)(end - m) + strlen(close);
+    }
+    out[o] = '\0';
+    return out;
+}
 
 /*
  * Reads an Anthropic-shaped error body {"type":"error","error":{"type",
  * "message"}}.  Returns true when it says that a usage cap is reached:
- * always for 402 and billing_error, else when the message (or type) has
- * one of usage_cap_words.  why gets a short, printable reason.
+ * always for 402 and billing_error (or a relay's insufficient_quota type);
+ * never for 404; for a 400 invalid_request_error only with Anthropic's own
+ * "credit balance is too low"; else when the message, without its quoted
+ * parts, has one of usage_cap_phrases.  why gets a short, printable reason.
  */
 static bool body_usage_cap(int status, const char *body, size_t len, char *why, size_t wlen)
 {
+    if (status == 404)
+        return false;
     cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *t = cJSON_IsString(type) ? type->valuestring : "";
     const char *m = cJSON_IsString(msg) ? msg->valuestring : "";
-    bool cap = status == 402 || strcmp(t, "billing_error") == 0;
-    for (size_t k = 0; !cap && usage_cap_words[k]; k++)
-        cap = strcasestr(m, usage_cap_words[k]) || strcasestr(t, usage_cap_words[k]);
+    bool cap = status == 402 || strcmp(t, "billing_error") == 0 ||
+               strcmp(t, "insufficient_quota") == 0;
+    if (!cap) {
+        char *own = message_unquoted(m);
+        if (status == 400 && strcmp(t, "invalid_request_error") == 0)
+            cap = strcasestr(own, "credit balance is too low") != NULL;
+        else
+            for (size_t k = 0; !cap && usage_cap_phrases[k]; k++)
+                cap = strcasestr(own, usage_cap_phrases[k]) != NULL;
+        free(own);
+    }
     if (cap) {
         /* The message is the upstream's text: keep it short and printable. */
         char clean[64];

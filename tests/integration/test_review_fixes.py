@@ -72,5 +72,80 @@ class TestAccessKeyNeverForwarded(ProvidersCase):
         self.assertEqual(good.seen()[-1]["headers"].get("x-api-key"), "sk-client-own-42")
 
 
+def echo_beta(req):
+    """Anthropic's real answer to an unknown anthropic-beta value: a 400 that
+    repeats the client's words in backticks."""
+    beta = req["headers"].get("anthropic-beta")
+    if beta:
+        msg = ("Unexpected value(s) `%s` for the `anthropic-beta` header. Please consult our "
+               "documentation at docs.anthropic.com or try again without the header." % beta)
+        return 400, {}, api_error("invalid_request_error", msg)
+    return 200, {}, ok_message(req["json"].get("model", "?"))
+
+
+class TestClientWordsAreNoUsageCap(ProvidersCase):
+    def test_echoed_client_words_rest_no_endpoint(self):
+        for beta in ("my-quota-feature", "billing-2025", "credit balance is too low",
+                     "insufficient balance, usage limit"):
+            with self.subTest(beta=beta):
+                ups = [self.scripted(echo_beta) for _ in range(3)]
+                text = server_toml() + group_toml("g", [("e%d" % i, u.url)
+                                                        for i, u in enumerate(ups)])
+                p = self.start_proxy(config_text=text)
+                r = self.post_messages(p.port, headers=[("anthropic-beta", beta)])
+                self.assertEqual(r.status, 400, r)
+                self.assertIn(beta.encode(), r.body)
+                st = p.status()
+                self.assertEqual([e["rested"] for e in st["endpoints"]], [None] * 3,
+                                 st["endpoints"])
+                r = self.post_messages(p.port)
+                self.assertEqual(r.status, 200, r)
+                self._stop_proxy(p)
+
+    def test_bare_words_and_404_are_no_usage_cap(self):
+        cases = [
+            (400, api_error("invalid_request_error", "quota: the field is not permitted")),
+            (400, api_error("invalid_request_error", "insufficient balance in tools.billing")),
+            (403, api_error("permission_error", "billing address missing for this org")),
+            (404, api_error("not_found_error", "insufficient_quota: no such path")),
+            (429, api_error("rate_limit_error", "Number of request tokens has exceeded your "
+                                                "per-minute rate limit")),
+        ]
+        for status, body in cases:
+            with self.subTest(status=status, body=body):
+                up = self.scripted(lambda req, s=status, b=body: (s, {}, b))
+                text = server_toml() + group_toml("g", [("e", up.url)])
+                p = self.start_proxy(config_text=text)
+                self.post_messages(p.port)
+                ep = p.status()["endpoints"][0]
+                self.assertTrue(ep["rested"] is None or "usage cap" not in ep["rested"]["reason"],
+                                ep)
+                self._stop_proxy(p)
+
+    def test_provider_cap_phrases_still_rest(self):
+        cases = [
+            (429, api_error("rate_limit_error", "You exceeded your current quota, please check "
+                                                "your plan and billing details.")),
+            (403, api_error("permission_error",
+                            "\u4f59\u989d\u4e0d\u8db3\uff0c\u8bf7\u5145\u503c")),
+            (400, api_error("invalid_request_error", "Your credit balance is too low to access "
+                                                     "the Anthropic API.")),
+            (400, api_error("insufficient_quota", "quota used up")),
+        ]
+        for status, body in cases:
+            with self.subTest(status=status, body=body):
+                capped = self.scripted(lambda req, s=status, b=body: (s, {}, b))
+                good = self.scripted()
+                text = (server_toml() + group_toml("a", [("capped", capped.url)], fallback=["b"])
+                        + group_toml("b", [("good", good.url)]))
+                p = self.start_proxy(config_text=text)
+                r = self.post_messages(p.port)
+                self.assertEqual(r.status, 200, r)
+                ep = [e for e in p.status()["endpoints"] if e["name"] == "capped"][0]
+                self.assertIsNotNone(ep["rested"], ep)
+                self.assertIn("usage cap", ep["rested"]["reason"])
+                self._stop_proxy(p)
+
+
 if __name__ == "__main__":
     unittest.main()
