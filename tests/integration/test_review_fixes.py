@@ -31,8 +31,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import DEFAULT_TIMEOUT, messages_body, scaled, wait_for  # noqa: E402
-from test_providers import (ProvidersCase, api_error, group_toml, ok_message,  # noqa: E402
-                            server_toml)
+from test_providers import (ProvidersCase, api_error, group_toml, make_private_ca,  # noqa: E402
+                            ok_message, server_toml)
 
 ACCESS = "zk-access-SECRET-1234567890abcdef"
 
@@ -145,6 +145,103 @@ class TestClientWordsAreNoUsageCap(ProvidersCase):
                 self.assertIsNotNone(ep["rested"], ep)
                 self.assertIn("usage cap", ep["rested"]["reason"])
                 self._stop_proxy(p)
+
+
+class ConnectProxy:
+    """A minimal HTTP proxy that only tunnels (CONNECT to 127.0.0.1), as
+    corporate proxies in front of https endpoints do; counts tunnels."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.tunnels = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _handle(self, c):
+        c.settimeout(DEFAULT_TIMEOUT)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                d = c.recv(4096)
+                if not d:
+                    return
+                data += d
+            line = data.split(b"\r\n")[0].split()
+            host, port = line[1].rsplit(b":", 1)
+            if line[0] != b"CONNECT" or host not in (b"127.0.0.1", b"localhost"):
+                c.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                return
+            u = socket.create_connection(("127.0.0.1", int(port)), timeout=DEFAULT_TIMEOUT)
+        except (OSError, ValueError, IndexError):
+            c.close()
+            return
+        self.tunnels += 1
+        c.sendall(b"HTTP/1.1 200 Connection established\r\nProxy-Agent: zt-tunnel\r\n\r\n")
+        c.settimeout(None)
+        threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+        self._pump(u, c)
+
+    def close(self):
+        self.sock.close()
+
+
+class TestConnectTunnel(ProvidersCase):
+    def test_tunnel_reply_is_not_taken_for_the_upstream_head(self):
+        certs = make_private_ca(self.tmp)
+        if not certs:
+            self.skipTest("openssl could not make a test CA; no https endpoint to tunnel to")
+        ca, cert, key = certs
+
+        def overloaded(req):
+            return 529, {"x-upstream": "real"}, api_error("overloaded_error", "Overloaded")
+        tls = self.scripted(overloaded, tls=(cert, key))
+        # Every answer closes its connection, so that each exchange (the
+        # health check's, then the request's) opens its own tunnel.
+        tls.server.RequestHandlerClass.protocol_version = "HTTP/1.0"
+        plain = self.scripted()
+        tunnel = ConnectProxy()
+        self.addCleanup(tunnel.close)
+        text = (server_toml(overloaded_retry_in_place_ms=0, http_client="libcurl")
+                + group_toml("g", [("tls", tls.url, {"proxy": tunnel.url, "ca_file": ca}),
+                                   ("plain", plain.url)])
+                + "[health_check]\ninterval_seconds = 3600\n")
+        p = self.start_proxy(config_text=text)
+        p.admin("pin", {"endpoint": "tls"})
+        r = self.post_messages(p.port)
+        self.assertGreaterEqual(tunnel.tunnels, 2)
+        self.assertEqual(len(tls.seen()), 1)
+        # The 529 behind the tunnel is what decides: the request moves on.
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "plain", r)
+        self.assertIsNone(r.header("proxy-agent"), r)
+        self.assertEqual(json.loads(r.body)["content"][0]["text"], "hello")
 
 
 if __name__ == "__main__":
