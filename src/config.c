@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -31,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "guard.h"
 #include "tomlc.h"
@@ -1056,14 +1059,22 @@ static void config_ep_proxy(struct config_ctx *c, const struct tomlc_node *t, co
     }
     if (config_str(c, t, prefix, "ca_file", &ep->ca_file, &n) == CONFIG_OK) {
         config_key(key, sizeof key, prefix, "ca_file");
-        FILE *f = fopen(ep->ca_file, "r");
-        if (!f)
+        /* Checked, not read: a reload runs on the loop, where opening a FIFO
+         * would block, so O_NONBLOCK, and only a regular file passes. */
+        int fd = open(ep->ca_file, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        struct stat sb;
+        if (fd < 0)
             config_error(c, n->line, key,
                          "cannot read %s: %s; give the path of a PEM file with the CA "
                          "certificates that sign the endpoint's certificate",
                          ep->ca_file, strerror(errno));
-        else
-            fclose(f);
+        else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+            config_error(c, n->line, key,
+                         "%s is not a regular file; give the path of a PEM file with the CA "
+                         "certificates that sign the endpoint's certificate",
+                         ep->ca_file);
+        if (fd >= 0)
+            close(fd);
         if (ep->url && !config_starts_ci(ep->url, "https://"))
             config_error(c, n->line, key,
                          "applies to https:// endpoints only; remove it or use an https:// URL");

@@ -37,6 +37,7 @@
 
 #include <cJSON.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1480,8 +1481,10 @@ static void proxy_open_reqlog(struct proxy *px)
     if (px->cfg->request_log) {
         px->reqlog = log_writer_open(px->cfg->request_log, true);
         if (!px->reqlog)
-            log_error("server.request_log: cannot open %s for appending; requests are not "
-                      "logged there", px->cfg->request_log);
+            log_error("server.request_log: cannot open %s for appending: %s; requests are "
+                      "not logged there",
+                      px->cfg->request_log,
+                      errno == ENXIO ? "a FIFO or socket with no reader" : strerror(errno));
     }
 }
 

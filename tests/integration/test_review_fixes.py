@@ -30,7 +30,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import DEFAULT_TIMEOUT, messages_body, scaled, wait_for  # noqa: E402
+from harness import (DEFAULT_TIMEOUT, http_request, messages_body, scaled,  # noqa: E402
+                     wait_for)
 from test_providers import (ProvidersCase, api_error, group_toml, make_private_ca,  # noqa: E402
                             ok_message, server_toml)
 
@@ -242,6 +243,64 @@ class TestConnectTunnel(ProvidersCase):
         self.assertEqual(r.header("x-zephyr-endpoint"), "plain", r)
         self.assertIsNone(r.header("proxy-agent"), r)
         self.assertEqual(json.loads(r.body)["content"][0]["text"], "hello")
+
+
+class TestReloadNeverBlocksOnAFifo(ProvidersCase):
+    """A reload runs on the loop: opening a FIFO there (request_log for
+    writing, ca_file for reading) waited for the other end, and the proxy
+    stopped answering, /health included."""
+
+    def _fifo(self, name):
+        path = os.path.join(self.tmp, name)
+        os.mkfifo(path)
+        return path
+
+    def _unblock(self, path, flags):
+        # Should the open on the loop hang (the defect), the other end lets
+        # it go so that the proxy can still be stopped cleanly.
+        def go():
+            try:
+                fd = os.open(path, flags | os.O_NONBLOCK)
+            except OSError:
+                return
+            self.addCleanup(os.close, fd)
+        self.addCleanup(go)
+
+    def _health_answers(self, p):
+        r = http_request(p.port, "GET", "/health", timeout=scaled(3))
+        self.assertEqual(r.status, 200, r)
+
+    def test_fifo_request_log_on_reload(self):
+        up = self.scripted()
+        text = server_toml() + group_toml("g", [("e", up.url)])
+        p = self.start_proxy(config_text=text)
+        fifo = self._fifo("requests.fifo")
+        self._unblock(fifo, os.O_RDONLY)
+        with open(p.config_path, "w") as f:
+            f.write(server_toml(request_log=fifo) + group_toml("g", [("e", up.url)]))
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "request_log" in p.stderr_text(), scaled(5),
+                 desc="request_log refused after SIGHUP")
+        self.assertIn("no reader", p.stderr_text())
+        self._health_answers(p)
+        r = self.post_messages(p.port, timeout=scaled(5))
+        self.assertEqual(r.status, 200, r)
+
+    def test_fifo_ca_file_on_reload(self):
+        up = self.scripted()
+        text = server_toml() + group_toml("g", [("e", up.url)])
+        p = self.start_proxy(config_text=text)
+        fifo = self._fifo("ca.fifo")
+        self._unblock(fifo, os.O_WRONLY)
+        with open(p.config_path, "w") as f:
+            f.write(server_toml() + group_toml("g", [("e", up.url), ("t", "https://127.0.0.1:1",
+                                                                    {"ca_file": fifo})]))
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in p.stderr_text(), scaled(5),
+                 desc="reload refused after SIGHUP")
+        self.assertIn("not a regular file", p.stderr_text())
+        self._health_answers(p)
+        self.assertEqual([e["name"] for e in p.status()["endpoints"]], ["e"])
 
 
 if __name__ == "__main__":
