@@ -64,6 +64,7 @@
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 #define PROXY_INFLATE_CAP (32u << 20)    /* inflated for the usage readers, at most */
 #define PROXY_SNIFF_CAP (8 * 1024)      /* a 4xx error body read before deciding, at most */
+#define PROXY_SNIFF_INFLATED (64 * 1024) /* that body inflated, at most */
 #define PROXY_LOG_FIELD_CAP 64          /* the asked model and the upstream's request-id,
                                          * as logged, at most (bytes with the NUL) */
 
@@ -841,16 +842,38 @@ static long long usage_cap_rest_s(const struct preq *p)
     return s > 0 ? s : p->cfg->usage_cap_rest_s;
 }
 
-/* The small error body of a 4xx (held in p->held) is complete: a usage cap
- * rests the endpoint and fails over.  Returns true when it decided so (the
- * caller stops the transfer); false: decide as for any response. */
-static bool preq_judge_error_body(struct preq *p)
+static void sniff_sink(void *ud, const char *data, size_t len)
+{
+    buf_append(ud, data, len); /* capped: what does not fit is not judged */
+}
+
+/* The held error body as text: a compressed one (SDKs ask for gzip, and
+ * relays compress errors too) is inflated into plain, up to
+ * PROXY_SNIFF_INFLATED bytes.  Returns the bytes to judge; held itself is
+ * untouched, since it may still go to the client as it came. */
+static const struct buf *preq_sniffed_text(const struct preq *p, struct buf *plain)
+{
+    const char *ce = resp_header(p, "content-encoding");
+    size_t cl = ce ? strcspn(ce, "\r") : 0;
+    if (!ce || usage_coding_identity(ce, cl))
+        return &p->held;
+    struct usage_inflate gz = {0};
+    if (usage_inflate_init(&gz, ce, cl, PROXY_SNIFF_INFLATED) == 0 &&
+        usage_inflate_feed(&gz, p->held.data, p->held.len, sniff_sink, plain) != USAGE_INFLATE_OK)
+        buf_reset(plain);
+    usage_inflate_release(&gz);
+    return plain;
+}
+
+/* Judges the error body (text: held, inflated when compressed); see
+ * preq_judge_error_body. */
+static bool preq_judge_error_text(struct preq *p, const struct buf *body)
 {
     char why[160];
     uint64_t now = now_mono_ms();
     p->sniffing = false;
     p->sniff_done = true;
-    if (p->status == 404 && p->model && body_model_missing(p->held.data, p->held.len)) {
+    if (p->status == 404 && p->model && body_model_missing(body->data, body->len)) {
         /* Not a failure of the endpoint: try one that may serve the model;
          * when none is left, the client gets this 404 as it is. */
         state_report(p->st, p->ep,
@@ -865,7 +888,7 @@ static bool preq_judge_error_body(struct preq *p)
         preq_failed(p, FAIL_MODEL, 404, why);
         return true;
     }
-    if (!body_usage_cap(p->status, p->held.data, p->held.len, why, sizeof why))
+    if (!body_usage_cap(p->status, body->data, body->len, why, sizeof why))
         return false;
     long long rest = usage_cap_rest_s(p);
     state_report(p->st, p->ep,
@@ -876,6 +899,18 @@ static bool preq_judge_error_body(struct preq *p)
     buf_reset(&p->held);
     preq_failed(p, FAIL_USAGE_CAP, p->status, why);
     return true;
+}
+
+/* The small error body of a 4xx (held in p->held) is complete: a usage cap
+ * rests the endpoint and fails over.  Returns true when it decided so (the
+ * caller stops the transfer); false: decide as for any response. */
+static bool preq_judge_error_body(struct preq *p)
+{
+    struct buf plain;
+    buf_init(&plain, PROXY_SNIFF_INFLATED);
+    bool decided = preq_judge_error_text(p, preq_sniffed_text(p, &plain));
+    buf_release(&plain);
+    return decided;
 }
 
 /* ---- upstream callbacks ------------------------------------------------- */

@@ -303,5 +303,53 @@ class TestReloadNeverBlocksOnAFifo(ProvidersCase):
         self.assertEqual([e["name"] for e in p.status()["endpoints"]], ["e"])
 
 
+CREDIT = api_error("invalid_request_error",
+                   "Your credit balance is too low to access the Anthropic API. Please go to "
+                   "Plans & Billing to upgrade or purchase credits.")
+
+
+class TestCompressedErrorBodiesAreJudged(ProvidersCase):
+    def _gz_when_asked(self, status, body):
+        def script(req):
+            if "gzip" in (req["headers"].get("accept-encoding") or ""):
+                return status, {"content-encoding": "gzip"}, gzip.compress(body)
+            return status, {}, body
+        return script
+
+    def _chain(self, status, body):
+        bad = self.scripted(self._gz_when_asked(status, body))
+        good = self.scripted()
+        text = (server_toml() + group_toml("a", [("bad", bad.url)], fallback=["b"])
+                + group_toml("b", [("good", good.url)]))
+        return self.start_proxy(config_text=text), bad, good
+
+    def test_gzip_usage_cap_rests_and_fails_over(self):
+        p, bad, good = self._chain(400, CREDIT)
+        r = self.post_messages(p.port, headers=[("accept-encoding", "gzip, deflate")])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "good", r)
+        ep = [e for e in p.status()["endpoints"] if e["name"] == "bad"][0]
+        self.assertIsNotNone(ep["rested"], ep)
+        self.assertIn("credit balance", ep["rested"]["reason"])
+
+    def test_gzip_missing_model_moves_on(self):
+        body = api_error("not_found_error", "model: claude-zt-test")
+        p, bad, good = self._chain(404, body)
+        r = self.post_messages(p.port, headers=[("accept-encoding", "gzip")])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-zephyr-endpoint"), "good", r)
+        self.assertEqual(len(bad.seen()), 1)
+
+    def test_gzip_ordinary_4xx_reaches_client_as_sent(self):
+        body = api_error("invalid_request_error", "max_tokens: field required")
+        up = self.scripted(self._gz_when_asked(400, body))
+        p = self.start_proxy(config_text=server_toml() + group_toml("g", [("e", up.url)]))
+        r = self.post_messages(p.port, headers=[("accept-encoding", "gzip")])
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.header("content-encoding"), "gzip", r)
+        self.assertEqual(gzip.decompress(r.body), body)
+        self.assertIsNone(p.status()["endpoints"][0]["rested"])
+
+
 if __name__ == "__main__":
     unittest.main()
