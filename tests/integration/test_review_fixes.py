@@ -351,5 +351,29 @@ class TestCompressedErrorBodiesAreJudged(ProvidersCase):
         self.assertIsNone(p.status()["endpoints"][0]["rested"])
 
 
+class TestHostRequiredOnLoopback(ProvidersCase):
+    def _send(self, p, data, method="GET"):
+        c = self.raw(p.port, timeout=scaled(5))
+        c.send(data)
+        return c.read_response(method)
+
+    def test_http10_without_host_is_refused_except_health(self):
+        up = self.scripted()
+        p = self.start_proxy(config_text=server_toml() + group_toml("g", [("e", up.url)]))
+        r = self._send(p, b"GET /status HTTP/1.0\r\n\r\n")
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(r.json()["error"]["type"], "permission_error")
+        body = messages_body()
+        r = self._send(p, b"POST /v1/messages HTTP/1.0\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body, "POST")
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(up.seen(), [])
+        r = self._send(p, b"GET /health HTTP/1.0\r\n\r\n")
+        self.assertEqual(r.status, 200, r)
+        r = self._send(p, b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("without Host", p.stderr_text())
+
+
 if __name__ == "__main__":
     unittest.main()
