@@ -1662,18 +1662,59 @@ static size_t json_skip_ws(const char *b, size_t len, size_t i)
     return i;
 }
 
+/* Whether the JSON string text s (without its quotes, escapes undone
+ * here) spells the ASCII name key: a member name may be written with
+ * escapes ("mod\u0065l"), and the upstream's parser reads it as "model". */
+static bool json_name_is(const char *s, size_t n, const char *key)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++, k++) {
+        unsigned c = (unsigned char)s[i];
+        if (c == '\\') {
+            if (++i >= n)
+                return false;
+            static const char esc[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
+            const char *m = s[i] == 'u' || s[i] == '\0' ? NULL : strchr(esc, s[i]);
+            if (s[i] == 'u') {
+                c = 0;
+                for (size_t h = 1; h <= 4; h++) {
+                    if (i + h >= n || !isxdigit((unsigned char)s[i + h]))
+                        return false;
+                    char d = s[i + h];
+                    c = c * 16 + (unsigned)(isdigit((unsigned char)d) ? d - '0'
+                                                                      : (d | 0x20) - 'a' + 10);
+                }
+                i += 4;
+            } else if (m && (m - esc) % 2 == 0) {
+                c = (unsigned char)m[1];
+            } else {
+                return false;
+            }
+        }
+        if (key[k] == '\0' || c != (unsigned char)key[k])
+            return false;
+    }
+    return key[k] == '\0';
+}
+
 /*
  * The value of key in the top-level object of body, when it is a string or
  * a scalar: *v and *vlen get its text (a string with its quotes).  A scan
  * that follows strings and nesting only, so that a "model" or "stream" key
  * inside messages or tool schemas is never taken for the request's own.
- * Returns false when body is not an object or has no such scalar key.
+ * A name spelled with escapes counts as the name.  Where the name repeats,
+ * the last one counts, as with the parsers upstreams use; *count (when not
+ * NULL) gets how many there are.  Returns false when body is not an object
+ * or has no such scalar key.
  */
-static bool json_top_value(const char *b, size_t len, const char *key, const char **v,
-                           size_t *vlen)
+static bool json_top_value_n(const char *b, size_t len, const char *key, const char **v,
+                             size_t *vlen, size_t *count)
 {
     size_t klen = strlen(key);
-    size_t i = json_skip_ws(b, len, 0);
+    size_t found = 0;
+    if (count)
+        *count = 0;
+    size_t i = b ? json_skip_ws(b, len, 0) : 0;
     if (!b || i >= len || b[i] != '{')
         return false;
     int depth = 0;
@@ -1684,32 +1725,36 @@ static bool json_top_value(const char *b, size_t len, const char *key, const cha
             size_t s = i + 1;
             i = json_skip_string(b, len, i);
             if (i >= len)
-                return false;
+                break;
             if (depth != 1 || !want_key)
                 continue;
             size_t e = i - 1;
             size_t j = json_skip_ws(b, len, i);
             if (j >= len || b[j] != ':')
-                return false;
+                break;
             want_key = false;
             i = j + 1;
-            if (e - s != klen || memcmp(b + s, key, klen) != 0)
+            if (memchr(b + s, '\\', e - s) ? !json_name_is(b + s, e - s, key)
+                                           : e - s != klen || memcmp(b + s, key, klen) != 0)
                 continue;
+            found++;
             j = json_skip_ws(b, len, i);
-            if (j >= len || b[j] == '{' || b[j] == '[')
-                return false;
+            if (j >= len || b[j] == '{' || b[j] == '[') {
+                *vlen = 0; /* not a scalar: this one counts as none */
+                continue;
+            }
             size_t vs = j;
             if (b[j] == '"') {
                 j = json_skip_string(b, len, j);
                 if (j >= len && b[len - 1] != '"')
-                    return false;
+                    break;
             } else {
                 while (j < len && !strchr(",}] \t\r\n", b[j]))
                     j++;
             }
             *v = b + vs;
             *vlen = j - vs;
-            return true;
+            continue;
         }
         if (ch == '{' || ch == '[')
             depth++;
@@ -1718,14 +1763,37 @@ static bool json_top_value(const char *b, size_t len, const char *key, const cha
         else if (ch == ',' && depth == 1)
             want_key = true;
         if (depth <= 0 && ch != '{')
-            return false;
+            break;
         i++;
     }
-    return false;
+    if (count)
+        *count = found;
+    return found > 0 && *vlen > 0;
+}
+
+static bool json_top_value(const char *b, size_t len, const char *key, const char **v,
+                           size_t *vlen)
+{
+    *vlen = 0;
+    return json_top_value_n(b, len, key, v, vlen, NULL);
 }
 
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 {
+    const char *mv;
+    size_t mvl, n_model;
+    mvl = 0;
+    json_top_value_n(req->body.data, req->body.len, "model", &mv, &mvl, &n_model);
+    if (n_model > 1 && strcmp(req->method, "POST") == 0) {
+        /* Which one counts depends on the upstream's parser; mapping or
+         * routing by one while the upstream reads another would be wrong,
+         * so such a body is refused. */
+        conn_respond_error(c, 400, "invalid_request_error",
+                           "the request body has more than one top-level \"model\" member; "
+                           "send exactly one",
+                           NULL);
+        return;
+    }
     struct state *st = px->st;
     uint64_t now = now_mono_ms();
     struct preq *p = xcalloc(1, sizeof *p);

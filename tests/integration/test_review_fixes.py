@@ -375,5 +375,43 @@ class TestHostRequiredOnLoopback(ProvidersCase):
         self.assertIn("without Host", p.stderr_text())
 
 
+class TestModelKeyAsUpstreamsReadIt(ProvidersCase):
+    def _proxy(self):
+        up = self.scripted()
+        text = server_toml() + group_toml("g", [("e", up.url)],
+                                          extra={"models": '{ "claude-opus-4-8" = "vendor-opus" }'})
+        return self.start_proxy(config_text=text), up
+
+    def test_escaped_model_key_is_mapped(self):
+        p, up = self._proxy()
+        body = (b'{"mod\\u0065l": "claude-opus-4-8", "max_tokens": 16, '
+                b'"messages": [{"role": "user", "content": "hi"}]}')
+        r = self.post_messages(p.port, body=body)
+        self.assertEqual(r.status, 200, r)
+        sent = up.seen()[-1]
+        self.assertEqual(sent["json"]["model"], "vendor-opus", sent["body"])
+
+    def test_duplicate_model_keys_are_refused(self):
+        p, up = self._proxy()
+        bodies = [
+            b'{"model": "claude-haiku-x", "max_tokens": 16, "model": "claude-opus-4-8", '
+            b'"messages": [{"role": "user", "content": "hi"}]}',
+            b'{"model": "claude-opus-4-8", "max_tokens": 16, "mod\\u0065l": "claude-haiku-x", '
+            b'"messages": [{"role": "user", "content": "hi"}]}',
+        ]
+        for body in bodies:
+            with self.subTest(body=body):
+                r = self.post_messages(p.port, body=body)
+                self.assertEqual(r.status, 400, r)
+                self.assertIn(b"more than one", r.body)
+        self.assertEqual(up.seen(), [])
+        # A "model" inside nested objects is no duplicate.
+        r = self.post_messages(p.port, body=json.dumps({
+            "model": "claude-opus-4-8", "max_tokens": 16, "metadata": {"model": "x"},
+            "messages": [{"role": "user", "content": "hi"}]}).encode())
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(up.seen()[-1]["json"]["model"], "vendor-opus")
+
+
 if __name__ == "__main__":
     unittest.main()
