@@ -556,10 +556,16 @@ static bool app_guard(struct app *a, struct conn *c, const struct http_req *req)
     switch (guard_check(a->cfg, host ? host->value : NULL, host ? host->value_len : 0,
                         origin ? origin->value : NULL, origin ? origin->value_len : 0)) {
     case GUARD_BAD_HOST:
+        if (!host && strcspn(req->target, "?") == 7 && strncmp(req->target, "/health", 7) == 0 &&
+            (strcmp(req->method, "GET") == 0 || req->is_head))
+            break; /* liveness probes (HTTP/1.0 ones too) need no Host */
         /* The name is logged (capped) so that an operator behind a reverse
          * proxy sees what to add to server.allowed_hosts. */
-        log_info("refused %s with Host %.*s: not one of this proxy's names", req->method,
-                 (int)(host->value_len < 64 ? host->value_len : 64), host->value);
+        if (!host)
+            log_info("refused %s without Host while bound to loopback", req->method);
+        else
+            log_info("refused %s with Host %.*s: not one of this proxy's names", req->method,
+                     (int)(host->value_len < 64 ? host->value_len : 64), host->value);
         conn_respond_error(c, 403, "permission_error",
                            "Host refused: while bound to loopback this proxy answers only "
                            "localhost, 127.0.0.1, [::1], its bind address and the names in "

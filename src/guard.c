@@ -164,7 +164,7 @@ static bool guard_own_origin(const char *origin, size_t olen, const char *host, 
 enum guard_verdict guard_check(const struct config *cfg, const char *host, size_t host_len,
                                const char *origin, size_t origin_len)
 {
-    if (host && !guard_host_ok(cfg, host, host_len))
+    if (host ? !guard_host_ok(cfg, host, host_len) : host_is_loopback(cfg->bind))
         return GUARD_BAD_HOST;
     if (!origin)
         return GUARD_PASS;

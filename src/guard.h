@@ -40,8 +40,10 @@ enum guard_verdict {
 
 /*
  * The verdict for a request with these Host and Origin values (NULL when
- * the header is absent).  A request without Host is not from a browser
- * (browsers always send it) and passes the Host rule.
+ * the header is absent).  A request without Host (HTTP/1.0 allows that)
+ * is refused while bound to loopback, like a Host that is not ours: a
+ * page's request smuggled through some other client must not pass for
+ * lack of the header.  The caller exempts GET /health.
  */
 enum guard_verdict guard_check(const struct config *cfg, const char *host, size_t host_len,
                                const char *origin, size_t origin_len);

@@ -402,9 +402,16 @@ static struct log_writer *log_writer_start(int fd, bool own_fd, bool json)
 
 struct log_writer *log_writer_open(const char *path, bool json)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+    /* O_NONBLOCK: this runs on the loop (a reload), and opening a FIFO for
+     * writing would wait for a reader; with it, a FIFO nobody reads fails
+     * at once (ENXIO).  Writes are the writer thread's, so blocking ones
+     * are fine there: the flag is cleared again. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
     if (fd < 0)
         return NULL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     return log_writer_start(fd, true, json);
 }
 

@@ -37,6 +37,7 @@
 
 #include <cJSON.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@
 
 #include "config.h"
 #include "dheap.h"
+#include "guard.h"
 #include "hdr.h"
 #include "log.h"
 #include "metrics.h"
@@ -62,6 +64,7 @@
 #define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
 #define PROXY_INFLATE_CAP (32u << 20)    /* inflated for the usage readers, at most */
 #define PROXY_SNIFF_CAP (8 * 1024)      /* a 4xx error body read before deciding, at most */
+#define PROXY_SNIFF_INFLATED (64 * 1024) /* that body inflated, at most */
 #define PROXY_LOG_FIELD_CAP 64          /* the asked model and the upstream's request-id,
                                          * as logged, at most (bytes with the NUL) */
 
@@ -529,16 +532,34 @@ static void preq_commit(struct preq *p)
 
 /* ---- building the upstream request -------------------------------------- */
 
+/* Whether a credential header carries the proxy's access key (x-api-key:
+ * KEY or Authorization: Bearer KEY).  Such a credential was meant for this
+ * proxy, not for an upstream. */
+static bool cred_is_access_key(const struct http_hdr *h, const char *key)
+{
+    if (!key)
+        return false;
+    if (h->name_len == 13 && h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0)
+        return guard_key_eq(h->value + 7, h->value_len - 7, key);
+    return guard_key_eq(h->value, h->value_len, key);
+}
+
 /* The filtered client headers; the token is added per attempt, since the
  * endpoint (and so the group and account) is chosen per attempt.  The
- * client's own credentials go to creds, for endpoints without a token. */
-static void build_headers(struct buf *out, struct buf *creds, const struct http_req *r)
+ * client's own credentials go to creds, for endpoints without a token,
+ * except one that is the access key: that one goes nowhere, or a fallback
+ * group without a token would hand the key to its endpoint. */
+static void build_headers(struct buf *out, struct buf *creds, const struct http_req *r,
+                          const char *access_key)
 {
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
         if (!http_req_forwardable(r, i, false))
             continue;
-        struct buf *to = http_req_forwardable(r, i, true) ? out : creds;
+        bool cred = !http_req_forwardable(r, i, true);
+        if (cred && cred_is_access_key(h, access_key))
+            continue;
+        struct buf *to = cred ? creds : out;
         buf_append(to, h->name, h->name_len);
         buf_append(to, ": ", 2);
         buf_append(to, h->value, h->value_len);
@@ -723,31 +744,81 @@ static bool status_sniffed(int status)
     return status == 400 || status == 402 || status == 403 || status == 404 || status == 429;
 }
 
-/* Words with which the official API and relays say that a balance, quota
- * or usage limit is exhausted (matched without regard to case). */
-static const char *const usage_cap_words[] = {
-    "credit balance", "balance is too low", "insufficient balance", "insufficient_quota",
-    "insufficient quota", "quota", "usage limit", "billing", "out of credit",
-    "\xe4\xbd\x99\xe9\xa2\x9d" /* 余额 */, "\xe9\xa2\x9d\xe5\xba\xa6" /* 额度 */, NULL,
+/* Phrases with which the official API and relays say that a balance,
+ * quota or usage limit is exhausted (matched without regard to case).
+ * Whole phrases only, never a bare "quota" or "billing": an error may
+ * repeat the client's own words, and one request must not rest every
+ * endpoint (see body_usage_cap). */
+static const char *const usage_cap_phrases[] = {
+    "credit balance is too low", "insufficient_quota", "insufficient quota",
+    "insufficient balance", "usage limit", "quota exceeded", "exceeded your current quota",
+    "quota exhausted", "out of credit",
+    "\xe4\xbd\x99\xe9\xa2\x9d\xe4\xb8\x8d\xe8\xb6\xb3" /* 余额不足 */,
+    "\xe9\xa2\x9d\xe5\xba\xa6\xe5\xb7\xb2\xe7\x94\xa8\xe5\xae\x8c" /* 额度已用完 */,
+    "\xe9\xa2\x9d\xe5\xba\xa6\xe4\xb8\x8d\xe8\xb6\xb3" /* 额度不足 */, NULL,
 };
+
+/* A copy of an error message without its quoted parts (`...`, "...",
+ * '...' opened at a word start, and the typographic double quotes): that
+ * is where an API repeats what the client sent (a header value, a model
+ * name), and the client's words must not decide.  An unclosed quote drops
+ * the rest.  The caller frees. */
+static char *message_unquoted(const char *m)
+{
+    size_t n = strlen(m), o = 0;
+    char *out = xmalloc(n + 1);
+    for (size_t i = 0; i < n;) {
+        const char *close = NULL;
+        size_t skip = 1;
+        if (m[i] == '`' || m[i] == '"')
+            close = m[i] == '`' ? "`" : "\"";
+        else if (m[i] == '\'' && (i == 0 || !isalnum((unsigned char)m[i - 1])))
+            close = "'";
+        else if (strncmp(m + i, "\xe2\x80\x9c", 3) == 0) /* “ ... ” */
+            close = "\xe2\x80\x9d", skip = 3;
+        if (!close) {
+            out[o++] = m[i++];
+            continue;
+        }
+        const char *end = strstr(m + i + skip, close);
+        if (!end)
+            break;
+        out[o++] = ' ';
+        i = (size_t)(end - m) + strlen(close);
+    }
+    out[o] = '\0';
+    return out;
+}
 
 /*
  * Reads an Anthropic-shaped error body {"type":"error","error":{"type",
  * "message"}}.  Returns true when it says that a usage cap is reached:
- * always for 402 and billing_error, else when the message (or type) has
- * one of usage_cap_words.  why gets a short, printable reason.
+ * always for 402 and billing_error (or a relay's insufficient_quota type);
+ * never for 404; for a 400 invalid_request_error only with Anthropic's own
+ * "credit balance is too low"; else when the message, without its quoted
+ * parts, has one of usage_cap_phrases.  why gets a short, printable reason.
  */
 static bool body_usage_cap(int status, const char *body, size_t len, char *why, size_t wlen)
 {
+    if (status == 404)
+        return false;
     cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *t = cJSON_IsString(type) ? type->valuestring : "";
     const char *m = cJSON_IsString(msg) ? msg->valuestring : "";
-    bool cap = status == 402 || strcmp(t, "billing_error") == 0;
-    for (size_t k = 0; !cap && usage_cap_words[k]; k++)
-        cap = strcasestr(m, usage_cap_words[k]) || strcasestr(t, usage_cap_words[k]);
+    bool cap = status == 402 || strcmp(t, "billing_error") == 0 ||
+               strcmp(t, "insufficient_quota") == 0;
+    if (!cap) {
+        char *own = message_unquoted(m);
+        if (status == 400 && strcmp(t, "invalid_request_error") == 0)
+            cap = strcasestr(own, "credit balance is too low") != NULL;
+        else
+            for (size_t k = 0; !cap && usage_cap_phrases[k]; k++)
+                cap = strcasestr(own, usage_cap_phrases[k]) != NULL;
+        free(own);
+    }
     if (cap) {
         /* The message is the upstream's text: keep it short and printable. */
         char clean[64];
@@ -793,16 +864,38 @@ static long long usage_cap_rest_s(const struct preq *p)
     return s > 0 ? s : p->cfg->usage_cap_rest_s;
 }
 
-/* The small error body of a 4xx (held in p->held) is complete: a usage cap
- * rests the endpoint and fails over.  Returns true when it decided so (the
- * caller stops the transfer); false: decide as for any response. */
-static bool preq_judge_error_body(struct preq *p)
+static void sniff_sink(void *ud, const char *data, size_t len)
+{
+    buf_append(ud, data, len); /* capped: what does not fit is not judged */
+}
+
+/* The held error body as text: a compressed one (SDKs ask for gzip, and
+ * relays compress errors too) is inflated into plain, up to
+ * PROXY_SNIFF_INFLATED bytes.  Returns the bytes to judge; held itself is
+ * untouched, since it may still go to the client as it came. */
+static const struct buf *preq_sniffed_text(const struct preq *p, struct buf *plain)
+{
+    const char *ce = resp_header(p, "content-encoding");
+    size_t cl = ce ? strcspn(ce, "\r") : 0;
+    if (!ce || usage_coding_identity(ce, cl))
+        return &p->held;
+    struct usage_inflate gz = {0};
+    if (usage_inflate_init(&gz, ce, cl, PROXY_SNIFF_INFLATED) == 0 &&
+        usage_inflate_feed(&gz, p->held.data, p->held.len, sniff_sink, plain) != USAGE_INFLATE_OK)
+        buf_reset(plain);
+    usage_inflate_release(&gz);
+    return plain;
+}
+
+/* Judges the error body (text: held, inflated when compressed); see
+ * preq_judge_error_body. */
+static bool preq_judge_error_text(struct preq *p, const struct buf *body)
 {
     char why[160];
     uint64_t now = now_mono_ms();
     p->sniffing = false;
     p->sniff_done = true;
-    if (p->status == 404 && p->model && body_model_missing(p->held.data, p->held.len)) {
+    if (p->status == 404 && p->model && body_model_missing(body->data, body->len)) {
         /* Not a failure of the endpoint: try one that may serve the model;
          * when none is left, the client gets this 404 as it is. */
         state_report(p->st, p->ep,
@@ -817,7 +910,7 @@ static bool preq_judge_error_body(struct preq *p)
         preq_failed(p, FAIL_MODEL, 404, why);
         return true;
     }
-    if (!body_usage_cap(p->status, p->held.data, p->held.len, why, sizeof why))
+    if (!body_usage_cap(p->status, body->data, body->len, why, sizeof why))
         return false;
     long long rest = usage_cap_rest_s(p);
     state_report(p->st, p->ep,
@@ -828,6 +921,18 @@ static bool preq_judge_error_body(struct preq *p)
     buf_reset(&p->held);
     preq_failed(p, FAIL_USAGE_CAP, p->status, why);
     return true;
+}
+
+/* The small error body of a 4xx (held in p->held) is complete: a usage cap
+ * rests the endpoint and fails over.  Returns true when it decided so (the
+ * caller stops the transfer); false: decide as for any response. */
+static bool preq_judge_error_body(struct preq *p)
+{
+    struct buf plain;
+    buf_init(&plain, PROXY_SNIFF_INFLATED);
+    bool decided = preq_judge_error_text(p, preq_sniffed_text(p, &plain));
+    buf_release(&plain);
+    return decided;
 }
 
 /* ---- upstream callbacks ------------------------------------------------- */
@@ -1434,8 +1539,10 @@ static void proxy_open_reqlog(struct proxy *px)
     if (px->cfg->request_log) {
         px->reqlog = log_writer_open(px->cfg->request_log, true);
         if (!px->reqlog)
-            log_error("server.request_log: cannot open %s for appending; requests are not "
-                      "logged there", px->cfg->request_log);
+            log_error("server.request_log: cannot open %s for appending: %s; requests are "
+                      "not logged there",
+                      px->cfg->request_log,
+                      errno == ENXIO ? "a FIFO or socket with no reader" : strerror(errno));
     }
 }
 
@@ -1578,18 +1685,59 @@ static size_t json_skip_ws(const char *b, size_t len, size_t i)
     return i;
 }
 
+/* Whether the JSON string text s (without its quotes, escapes undone
+ * here) spells the ASCII name key: a member name may be written with
+ * escapes ("mod\u0065l"), and the upstream's parser reads it as "model". */
+static bool json_name_is(const char *s, size_t n, const char *key)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++, k++) {
+        unsigned c = (unsigned char)s[i];
+        if (c == '\\') {
+            if (++i >= n)
+                return false;
+            static const char esc[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
+            const char *m = s[i] == 'u' || s[i] == '\0' ? NULL : strchr(esc, s[i]);
+            if (s[i] == 'u') {
+                c = 0;
+                for (size_t h = 1; h <= 4; h++) {
+                    if (i + h >= n || !isxdigit((unsigned char)s[i + h]))
+                        return false;
+                    char d = s[i + h];
+                    c = c * 16 + (unsigned)(isdigit((unsigned char)d) ? d - '0'
+                                                                      : (d | 0x20) - 'a' + 10);
+                }
+                i += 4;
+            } else if (m && (m - esc) % 2 == 0) {
+                c = (unsigned char)m[1];
+            } else {
+                return false;
+            }
+        }
+        if (key[k] == '\0' || c != (unsigned char)key[k])
+            return false;
+    }
+    return key[k] == '\0';
+}
+
 /*
  * The value of key in the top-level object of body, when it is a string or
  * a scalar: *v and *vlen get its text (a string with its quotes).  A scan
  * that follows strings and nesting only, so that a "model" or "stream" key
  * inside messages or tool schemas is never taken for the request's own.
- * Returns false when body is not an object or has no such scalar key.
+ * A name spelled with escapes counts as the name.  Where the name repeats,
+ * the last one counts, as with the parsers upstreams use; *count (when not
+ * NULL) gets how many there are.  Returns false when body is not an object
+ * or has no such scalar key.
  */
-static bool json_top_value(const char *b, size_t len, const char *key, const char **v,
-                           size_t *vlen)
+static bool json_top_value_n(const char *b, size_t len, const char *key, const char **v,
+                             size_t *vlen, size_t *count)
 {
     size_t klen = strlen(key);
-    size_t i = json_skip_ws(b, len, 0);
+    size_t found = 0;
+    if (count)
+        *count = 0;
+    size_t i = b ? json_skip_ws(b, len, 0) : 0;
     if (!b || i >= len || b[i] != '{')
         return false;
     int depth = 0;
@@ -1600,32 +1748,36 @@ static bool json_top_value(const char *b, size_t len, const char *key, const cha
             size_t s = i + 1;
             i = json_skip_string(b, len, i);
             if (i >= len)
-                return false;
+                break;
             if (depth != 1 || !want_key)
                 continue;
             size_t e = i - 1;
             size_t j = json_skip_ws(b, len, i);
             if (j >= len || b[j] != ':')
-                return false;
+                break;
             want_key = false;
             i = j + 1;
-            if (e - s != klen || memcmp(b + s, key, klen) != 0)
+            if (memchr(b + s, '\\', e - s) ? !json_name_is(b + s, e - s, key)
+                                           : e - s != klen || memcmp(b + s, key, klen) != 0)
                 continue;
+            found++;
             j = json_skip_ws(b, len, i);
-            if (j >= len || b[j] == '{' || b[j] == '[')
-                return false;
+            if (j >= len || b[j] == '{' || b[j] == '[') {
+                *vlen = 0; /* not a scalar: this one counts as none */
+                continue;
+            }
             size_t vs = j;
             if (b[j] == '"') {
                 j = json_skip_string(b, len, j);
                 if (j >= len && b[len - 1] != '"')
-                    return false;
+                    break;
             } else {
                 while (j < len && !strchr(",}] \t\r\n", b[j]))
                     j++;
             }
             *v = b + vs;
             *vlen = j - vs;
-            return true;
+            continue;
         }
         if (ch == '{' || ch == '[')
             depth++;
@@ -1634,14 +1786,37 @@ static bool json_top_value(const char *b, size_t len, const char *key, const cha
         else if (ch == ',' && depth == 1)
             want_key = true;
         if (depth <= 0 && ch != '{')
-            return false;
+            break;
         i++;
     }
-    return false;
+    if (count)
+        *count = found;
+    return found > 0 && *vlen > 0;
+}
+
+static bool json_top_value(const char *b, size_t len, const char *key, const char **v,
+                           size_t *vlen)
+{
+    *vlen = 0;
+    return json_top_value_n(b, len, key, v, vlen, NULL);
 }
 
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
 {
+    const char *mv;
+    size_t mvl, n_model;
+    mvl = 0;
+    json_top_value_n(req->body.data, req->body.len, "model", &mv, &mvl, &n_model);
+    if (n_model > 1 && strcmp(req->method, "POST") == 0) {
+        /* Which one counts depends on the upstream's parser; mapping or
+         * routing by one while the upstream reads another would be wrong,
+         * so such a body is refused. */
+        conn_respond_error(c, 400, "invalid_request_error",
+                           "the request body has more than one top-level \"model\" member; "
+                           "send exactly one",
+                           NULL);
+        return;
+    }
     struct state *st = px->st;
     uint64_t now = now_mono_ms();
     struct preq *p = xcalloc(1, sizeof *p);
@@ -1704,7 +1879,7 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     p->tried = xcalloc(state_n_eps(st) ? state_n_eps(st) : 1, sizeof *p->tried);
     buf_init(&p->hdrs, SIZE_MAX);
     buf_init(&p->creds, SIZE_MAX);
-    build_headers(&p->hdrs, &p->creds, req);
+    build_headers(&p->hdrs, &p->creds, req, p->cfg->access_key);
     p->hdrs_client_len = p->hdrs.len;
     int ep = state_route(st, p->session_key, now);
     if (ep >= 0 && p->model && !state_ep_serves(st, ep, p->model, now)) {

@@ -357,6 +357,7 @@ static struct up_xfer *cx_start(struct upstream *u, const struct up_request *req
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
     /* Per endpoint; fetch_easy_put() resets pooled handles, so neither
      * leaks into the next exchange.  Verification stays on either way. */
+    curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L); /* CONNECT's reply: no head */
     if (req->proxy)
         curl_easy_setopt(h, CURLOPT_PROXY, req->proxy);
     if (req->ca_file)

@@ -1005,7 +1005,7 @@ static void test_endpoint_connection(void **state)
     struct config *cfg = load_ok("[[groups]]\nname = \"g\"\n"
                                  "endpoints = [{ url = \"https://a.example\", name = \"a\", "
                                  "headers = { \"X-A\" = \"plain\", \"X-B\" = \"${ZT_HDR}\" }, "
-                                 "proxy = \"socks5h://127.0.0.1:1080\", ca_file = \"/dev/null\" }]\n");
+                                 "proxy = \"socks5h://127.0.0.1:1080\", ca_file = \"/etc/passwd\" }]\n");
     const struct cfg_endpoint *e = &cfg->groups[0].endpoints[0];
     assert_int_equal(e->n_headers, 2);
     assert_string_equal(e->headers[0].name, "X-A");
@@ -1014,8 +1014,11 @@ static void test_endpoint_connection(void **state)
     assert_string_equal(e->headers[1].value, "hdr-secret-91ab3c");
     assert_true(e->headers[1].from_env);
     assert_string_equal(e->proxy, "socks5h://127.0.0.1:1080");
-    assert_string_equal(e->ca_file, "/dev/null");
+    assert_string_equal(e->ca_file, "/etc/passwd"); /* any regular file passes the check */
     config_free(cfg);
+
+    /* Whether the file is a regular, readable one is the file probe's part:
+     * test_ca_file_checked_without_opening. */
 
     setenv("ZT_HDR_NL", "a\r\nX-Injected: 1", 1);
     char *err = load_err("[[groups]]\nname = \"g\"\n"

@@ -91,7 +91,9 @@ static void test_origin(void **state)
     (void)state;
     struct config c = make_cfg("127.0.0.1");
     assert_int_equal(check(&c, "127.0.0.1:8080", NULL), GUARD_PASS);
-    assert_int_equal(check(&c, NULL, NULL), GUARD_PASS);
+    assert_int_equal(check(&c, NULL, NULL), GUARD_BAD_HOST); /* HTTP/1.0 without Host */
+    struct config wide = make_cfg("0.0.0.0");
+    assert_int_equal(check(&wide, NULL, NULL), GUARD_PASS); /* the access key guards */
     assert_int_equal(check(&c, "127.0.0.1:8080", "http://127.0.0.1:8080"), GUARD_PASS);
     assert_int_equal(check(&c, "localhost:8080", "HTTP://LOCALHOST:8080"), GUARD_PASS);
     assert_int_equal(check(&c, "zephyr.lan", "https://zephyr.lan"), GUARD_PASS);
@@ -103,7 +105,7 @@ static void test_origin(void **state)
     assert_int_equal(check(&c, "127.0.0.1:8080", "null"), GUARD_BAD_ORIGIN);
     assert_int_equal(check(&c, "127.0.0.1:8080", ""), GUARD_BAD_ORIGIN);
     assert_int_equal(check(&c, "127.0.0.1:8080", "http://localhost:30000"), GUARD_BAD_ORIGIN);
-    assert_int_equal(check(&c, NULL, "http://127.0.0.1:8080"), GUARD_BAD_ORIGIN);
+    assert_int_equal(check(&wide, NULL, "http://127.0.0.1:8080"), GUARD_BAD_ORIGIN);
     /* the rebinding page: its Origin matches its Host, and the Host is refused */
     assert_int_equal(check(&c, "127.evil.example:8080", "http://127.evil.example:8080"),
                      GUARD_BAD_HOST);
