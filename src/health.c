@@ -1124,7 +1124,8 @@ static uint64_t health_ep_due(const struct health *h, size_t i)
 {
     const struct ep *e = &h->st->eps[i];
     const struct health_ep *he = &h->eps[i];
-    if (h->paused || h->timing || he->queued || e->check_running)
+    if (h->paused || h->timing || he->queued || e->check_running ||
+        !state_may_check(h->st, (int)i)) /* another instance of the fleet checks it */
         return 0;
     uint64_t due = 0;
     if (e->recheck_soon)
@@ -1164,7 +1165,7 @@ static void health_cycle(struct health *h, uint64_t now)
     unsigned queued = 0;
     for (size_t i = 0; i < h->n_eps; i++) {
         if (!h->eps[i].queued && !h->st->eps[i].check_running &&
-            !health_circuit_blocks(&h->st->eps[i], now)) {
+            !health_circuit_blocks(&h->st->eps[i], now) && state_may_check(h->st, (int)i)) {
             health_queue(h, i, h->cycle_no);
             queued++;
         }

@@ -315,6 +315,8 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     usage_add(&px->st->live_tokens, &p->usage);
     if (p->ep >= 0)
         usage_add(&st->eps[p->ep].live_tokens, &p->usage);
+    state_tell(st, p->ep, &(struct state_outcome){ .kind = OUTCOME_SERVED,
+               .text = p->usage.model[0] ? p->usage.model : p->asked_model, .usage = &p->usage });
     if (px->metrics)
         metrics_request(px->metrics, p->ep >= 0 ? st->eps[p->ep].name : NULL,
                         st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,

@@ -438,6 +438,7 @@ void state_bind_session(struct state *st, const char *session_key, int ep, uint6
     char key[SESSIONS_KEY_MAX + 1];
     snprintf(key, sizeof key, "%s" SESSIONS_KEY_SEP "%s", g->name, session_key);
     sessions_bind(st->sessions, key, (int)e->index, now_ms);
+    state_tell(st, ep, &(struct state_outcome){ .kind = OUTCOME_SESSION, .text = session_key });
 }
 
 int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms)
@@ -559,6 +560,9 @@ void state_check_result(struct state *st, int ep, bool ok, bool auth_failed, dou
         }
     }
     state_evaluate(st, now_ms);
+    state_tell(st, ep, &(struct state_outcome){ .kind = OUTCOME_CHECK, .ok = ok,
+               .auth_failed = auth_failed, .latency_ms = latency_ms, .ttfb_ms = ttfb_ms,
+               .text = error });
 }
 
 static void state_mark_failed(struct state *st, int ep, enum ep_status status, int http_status,
@@ -585,6 +589,8 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, i
             st->ep_failed_cb(st->ep_failed_ud, st, ep);
     }
     state_evaluate(st, now_ms);
+    state_tell(st, ep, &(struct state_outcome){ .kind = OUTCOME_FAILURE, .http_status = http_status,
+               .auth_failed = status == EP_AUTH_FAILED, .text = error });
 }
 
 void state_check_error(struct state *st, int ep, const char *what, const char *fix,
@@ -721,6 +727,7 @@ void state_rate_limited(struct state *st, int ep, uint64_t until_ms, uint64_t no
     state_event(st, "failure", e->name, "", "", "%s rate-limited for %.0f s", e->name,
                 (double)(until_ms > now_ms ? until_ms - now_ms : 0) / 1000.0);
     state_evaluate(st, now_ms);
+    state_tell(st, ep, &(struct state_outcome){ .kind = OUTCOME_RATE_LIMITED, .until_ms = until_ms });
 }
 
 void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char *reason,
@@ -734,6 +741,8 @@ void state_usage_capped(struct state *st, int ep, uint64_t until_ms, const char 
     state_event(st, "failure", e->name, "", "usage_cap", "%s rests for %.0f s: %s", e->name, secs,
                 e->rest_reason);
     state_evaluate(st, now_ms);
+    state_tell(st, ep, &(struct state_outcome){ .kind = OUTCOME_USAGE_CAP, .until_ms = until_ms,
+               .text = reason });
 }
 
 void state_model_missing(struct state *st, int ep, const char *model, uint64_t now_ms)

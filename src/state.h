@@ -146,6 +146,33 @@ struct event {
     char reason[16];
 };
 
+/* What just happened to an endpoint, told to st->observer (cluster.c shares
+ * it with the other instances of a fleet).  Fields beyond kind are read as
+ * the kind says; text and usage are borrowed for the call only. */
+enum state_outcome_kind {
+    OUTCOME_CHECK = 0,        /* ok, auth_failed, latency_ms, ttfb_ms, text (the error) */
+    OUTCOME_FAILURE = 1,      /* live: http_status (0: none), auth_failed, text */
+    OUTCOME_RATE_LIMITED = 2, /* until_ms (monotonic) */
+    OUTCOME_USAGE_CAP = 3,    /* until_ms, text (the reason) */
+    OUTCOME_SESSION = 4,      /* text: the session key, now bound to ep */
+    OUTCOME_SERVED = 5,       /* a request ended on ep: text the model, usage */
+};
+struct state_outcome {
+    enum state_outcome_kind kind;
+    bool ok, auth_failed;
+    int http_status;
+    double latency_ms, ttfb_ms;
+    uint64_t until_ms;
+    const char *text;             /* borrows */
+    const struct usage *usage;    /* borrows */
+};
+struct state_observer {
+    void (*outcome)(void *ud, struct state *st, int ep, const struct state_outcome *o);
+    /* false: another instance checks ep, this one must not */
+    bool (*may_check)(void *ud, const struct state *st, int ep);
+    void *ud;
+};
+
 struct state {
     const struct config *cfg;   /* borrows, or owns when owned_cfg is set */
     struct config *owned_cfg;   /* owns; freed with the state */
@@ -186,7 +213,20 @@ struct state {
      * It must not end requests from inside the call. */
     void (*ep_failed_cb)(void *ud, struct state *st, int ep);
     void *ep_failed_ud;
+    const struct state_observer *observer; /* borrows; NULL: nobody listens */
 };
+
+static inline void state_tell(struct state *st, int ep, const struct state_outcome *o)
+{
+    if (st->observer && st->observer->outcome && ep >= 0)
+        st->observer->outcome(st->observer->ud, st, ep, o);
+}
+
+static inline bool state_may_check(const struct state *st, int ep)
+{
+    return !st->observer || !st->observer->may_check ||
+           st->observer->may_check(st->observer->ud, st, ep);
+}
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
 /* Frees the state (and the config it owns).  NULL is a no-op. */
