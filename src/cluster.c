@@ -84,6 +84,8 @@ enum tag_kind {
     TAG_RENEW = 3,      /* the renew script */
     TAG_TOTALS = 4,     /* HGETALL usage:total */
     TAG_AUTH = 5,
+    TAG_LAST = 6,       /* GET last:EPID, catching up */
+    TAG_REST = 7,       /* GET and PTTL of rest:EPID, catching up */
 };
 
 struct out_msg {
@@ -286,6 +288,17 @@ static void render_and_publish(struct cluster *cl, const struct out_msg *m, uint
         cl->published++;
     else
         cl->dropped++;
+    /* What an instance that connects later reads (catch_up): the last check
+     * result for 10 minutes, a rest for as long as it lasts. */
+    bool rest = m->kind == OUTCOME_RATE_LIMITED || m->kind == OUTCOME_USAGE_CAP;
+    if ((m->kind == OUTCOME_CHECK || rest) && strlen(s) < CLUSTER_MSG_MAX) {
+        char key[256], px[24];
+        snprintf(key, sizeof key, "%s%s:%s", cl->prefix, rest ? "rest" : "last", m->epid);
+        snprintf(px, sizeof px, "%llu",
+                 rest ? (unsigned long long)(m->until_ms - now) : 600000ull);
+        const char *sv[] = { "SET", key, s, "PX", px };
+        cmd_send(cl, tag(cl, TAG_NONE, 0), 5, sv);
+    }
     free(s);
     if (m->kind == OUTCOME_SESSION) {
         /* The binding is also kept with its TTL, for whoever looks it up. */
@@ -492,7 +505,10 @@ static bool jbool(const cJSON *o, const char *k)
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
-static void apply_message(struct cluster *cl, const char *text, size_t len)
+/* Applies one message: live from the channel (stored_ms < 0), or read back
+ * at catch-up, where a check result only fills in an endpoint never checked
+ * here and a rest lasts what its key has left (stored_ms). */
+static void apply_message(struct cluster *cl, const char *text, size_t len, long long stored_ms)
 {
     if (len >= CLUSTER_MSG_MAX || !cl->st)
         return;
@@ -508,6 +524,11 @@ static void apply_message(struct cluster *cl, const char *text, size_t len)
     const char *k = jstr(o, "k");
     uint64_t now = now_mono_ms();
     char why[200];
+    if (stored_ms >= 0 && strcmp(k, "check") == 0 && st->eps[ep].status != EP_UNKNOWN &&
+        st->eps[ep].status != EP_CHECKING)
+        goto out; /* what this instance knows is newer */
+    if (stored_ms >= 0 && cJSON_GetObjectItemCaseSensitive(o, "ms"))
+        cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "ms"), (double)stored_ms);
     cl->applying = true;
     if (strcmp(k, "check") == 0) {
         /* Another instance's check: counted in the history, not in this
@@ -565,7 +586,7 @@ static void on_message(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
     if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING)
-        apply_message(cl, payload->str, payload->len);
+        apply_message(cl, payload->str, payload->len, -1);
 }
 
 /* ---- leases ------------------------------------------------------------------ */
@@ -677,6 +698,23 @@ static void totals_answer(struct cluster *cl, const redisReply *rep)
     cl->have_totals = true;
 }
 
+static const char rest_script[] =
+    "return {redis.call('get', KEYS[1]), redis.call('pttl', KEYS[1])}";
+
+/* Just connected: what the fleet learnt before (or while we were away). */
+static void catch_up(struct cluster *cl)
+{
+    char key[256];
+    for (size_t i = 0; i < cl->n_leases; i++) {
+        snprintf(key, sizeof key, "%slast:%s", cl->prefix, cl->leases[i].epid);
+        const char *gv[] = { "GET", key };
+        cmd_send(cl, tag(cl, TAG_LAST, i), 2, gv);
+        snprintf(key, sizeof key, "%srest:%s", cl->prefix, cl->leases[i].epid);
+        const char *ev[] = { "EVAL", rest_script, "1", key };
+        cmd_send(cl, tag(cl, TAG_REST, i), 4, ev);
+    }
+}
+
 static void link_up(struct cluster *cl)
 {
     bool first = cl->down_since_ms == 0 && cl->reconnects == 0;
@@ -689,6 +727,7 @@ static void link_up(struct cluster *cl)
     else
         log_info("cluster: Redis %s:%d is back; sharing state again", cl->host, cl->port);
     cl->down_since_ms = 0;
+    catch_up(cl);
     queue_flush(cl);
     leases_round(cl, now_mono_ms());
     counters_flush(cl);
@@ -729,6 +768,17 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         break;
     case TAG_TOTALS:
         totals_answer(cl, rep);
+        break;
+    case TAG_LAST:
+        if (rep && rep->type == REDIS_REPLY_STRING)
+            apply_message(cl, rep->str, rep->len, 0);
+        break;
+    case TAG_REST:
+        if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+            rep->element[0]->type == REDIS_REPLY_STRING &&
+            rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer > 0)
+            apply_message(cl, rep->element[0]->str, rep->element[0]->len,
+                          rep->element[1]->integer);
         break;
     default:
         break;
