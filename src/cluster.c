@@ -22,7 +22,9 @@
  * SET NX PX lease_ms, renewed by a compare-and-pexpire script at a third of
  * the lease); P"sess:"GROUP":"KEY (endpoint id, PX session_ttl);
  * P"usage:total" and P"usage:"YYYYMMDDHH (hashes, fields EPID|MODEL|what,
- * the hourly ones expire after 8 days); channel P"events".  EPID is a hash
+ * the hourly ones expire after 8 days); P"last:"EPID (the last check
+ * result, 10 min) and P"rest:"EPID (a running rest, until it ends), read by
+ * an instance when it connects (catch_up); channel P"events".  EPID is a hash
  * of group, name and URL, so instances whose configurations differ never
  * mix up endpoints: an outcome for an endpoint this instance lacks is
  * ignored.
@@ -97,7 +99,7 @@ struct out_msg {
     double latency_ms, ttfb_ms;
     uint64_t at_ms;       /* monotonic, when it happened */
     uint64_t until_ms;    /* monotonic end of a rest */
-    char text[160];       /* error, reason or session key */
+    char text[SESSIONS_KEY_MAX + 1]; /* error, reason or session key */
 };
 
 struct counter {
@@ -302,7 +304,7 @@ static void render_and_publish(struct cluster *cl, const struct out_msg *m, uint
     free(s);
     if (m->kind == OUTCOME_SESSION) {
         /* The binding is also kept with its TTL, for whoever looks it up. */
-        char key[512], px[24];
+        char key[sizeof cl->prefix + sizeof m->group + sizeof m->text + 8], px[24];
         snprintf(key, sizeof key, "%ssess:%s:%s", cl->prefix, m->group, m->text);
         snprintf(px, sizeof px, "%u", cl->session_ttl_s * 1000u);
         const char *sv[] = { "SET", key, m->epid, "PX", px };
@@ -747,12 +749,15 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     size_t i;
     enum tag_kind k = tag_read(cl, privdata, &i);
     if (rep && rep->type == REDIS_REPLY_ERROR) {
-        snprintf(cl->last_error, sizeof cl->last_error, "%.150s", rep->str);
+        char err[160];
+        snprintf(err, sizeof err, "%.150s", rep->str);
         if (k == TAG_AUTH || k == TAG_READY) {
-            log_warn("cluster: Redis refused us: %s; check redis_password_env", cl->last_error);
-            cluster_down(cl, cl->last_error);
+            if (strcmp(cl->last_error, err) != 0) /* once, not at every retry */
+                log_warn("cluster: Redis refused us: %s; check redis_password_env", err);
+            cluster_down(cl, err);
             return;
         }
+        snprintf(cl->last_error, sizeof cl->last_error, "%s", err);
     }
     switch (k) {
     case TAG_READY:
@@ -965,8 +970,9 @@ static void on_sub_auth(redisAsyncContext *ac, void *r, void *privdata)
     struct cluster *cl = ac->data;
     redisReply *rep = r;
     if (cl && rep && rep->type == REDIS_REPLY_ERROR) {
-        snprintf(cl->last_error, sizeof cl->last_error, "%.150s", rep->str);
-        cluster_down(cl, cl->last_error);
+        char err[160];
+        snprintf(err, sizeof err, "%.150s", rep->str);
+        cluster_down(cl, err);
     }
 }
 
@@ -1001,7 +1007,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     cl->cmd = ctx_open(cl, ip);
     cl->sub = cl->cmd ? ctx_open(cl, ip) : NULL;
     if (!cl->cmd || !cl->sub) {
-        cluster_down(cl, cl->last_error[0] ? cl->last_error : "cannot connect");
+        char err[160];
+        snprintf(err, sizeof err, "%s", cl->last_error[0] ? cl->last_error : "cannot connect");
+        cluster_down(cl, err);
         return;
     }
     if (cl->password) {

@@ -13,6 +13,7 @@ Without redis-server every test here is skipped, loudly.
                     fails, each instance says so, and sharing resumes
 """
 
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ import uuid
 from harness import (Proxy, ZephyrTestCase, child_env, free_port, http_request, make_config,
                      messages_body, port_accepts, scaled, wait_for)
 
+PROMTOOL = shutil.which("promtool")
 REDIS_BIN = shutil.which("redis-server") or ("/usr/bin/redis-server"
                                              if os.path.exists("/usr/bin/redis-server") else None)
 
@@ -32,9 +34,10 @@ REDIS_BIN = shutil.which("redis-server") or ("/usr/bin/redis-server"
 class RedisServer:
     """A redis-server of our own: loopback, a free port, no persistence."""
 
-    def __init__(self, tmpdir, port=None):
+    def __init__(self, tmpdir, port=None, password=None):
         self.dir = tmpdir
         self.port = port or free_port()
+        self.password = password
         self.proc = None
         self.start()
 
@@ -42,6 +45,8 @@ class RedisServer:
         args = [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--protected-mode", "yes", "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_for(lambda: port_accepts(self.port), scaled(10), desc="redis-server accepting")
@@ -81,16 +86,20 @@ class FleetCase(ZephyrTestCase):
         self.fleet = "t" + uuid.uuid4().hex[:8]
         self.n_cfg = 0
 
-    def instance(self, groups, health_check, lease_ms=3000, server=None):
+    def instance(self, groups, health_check, lease_ms=3000, server=None, password=None):
         """One proxy of the fleet.  Its cleanup accepts that a test killed it."""
         extra = ("[cluster]\nredis_url = \"redis://127.0.0.1:%d/0\"\nfleet = \"%s\"\n"
                  "lease_ms = %d\n" % (self.redis.port, self.fleet, lease_ms))
+        env = {}
+        if password is not None:
+            extra += "redis_password_env = \"ZT_REDIS_PW\"\n"
+            env["ZT_REDIS_PW"] = password
         server = dict(server or {})
         server.setdefault("shutdown_grace_ms", 2000)
         text = make_config(groups, server, health_check, extra)
         self.n_cfg += 1
         path = self.write_config(text, name="fleet%d.toml" % self.n_cfg)
-        p = Proxy(path, env=child_env())
+        p = Proxy(path, env=child_env(env))
         p.killed = False
         self.addCleanup(lambda: None if p.killed else self._stop_proxy(p))
         return p
@@ -303,6 +312,44 @@ class RedisOutage(FleetCase):
         self.assertEqual(self.ep(A, "a")["status"], "failed")
         wait_for(lambda: self.ep(B, "a")["status"] == "failed", scaled(2), interval=0.01,
                  desc="the failure reached B after the outage")
+
+
+class RedisPassword(FleetCase):
+    """AUTH with the password from the environment; the password never shows."""
+
+    PW = "zt-redis-Secret-4f9a2c77e1"
+
+    def setUp(self):
+        super().setUp()
+        self.redis.stop()
+        self.redis = RedisServer(self.tmp, password=self.PW)
+        self.addCleanup(self.redis.stop)
+
+    def test_password_from_the_environment_and_never_shown(self):
+        a = self.start_fake("a")
+        groups = [{"name": "g", "endpoints": [("a", a.url)]}]
+        hc = {"interval_seconds": 600, "timeout_seconds": 2}
+        good = self.instance(groups, hc, password=self.PW)
+        wrong = self.instance(groups, hc, password="zt-wrong-Password-77")
+        wait_for(lambda: good.status()["cluster"]["redis"] == "connected", scaled(10),
+                 desc="connected with the password")
+        wait_for(lambda: "WRONGPASS" in wrong.status()["cluster"]["last_error"]
+                 or "invalid" in wrong.status()["cluster"]["last_error"], scaled(10),
+                 desc="the wrong password refused")
+        self.assertNotEqual(wrong.status()["cluster"]["redis"], "connected")
+        r = served(wrong.port)  # a refused Redis fails no request
+        self.assertEqual(r.status, 200, r)
+        for p, pw in ((good, self.PW), (wrong, "zt-wrong-Password-77")):
+            texts = [json.dumps(p.status()), http_request(p.port, "GET", "/metrics").body.decode()]
+            self.assertIn("zephyr_cluster_redis_up %d" % (p is good), texts[1])
+            if PROMTOOL:
+                chk = subprocess.run([PROMTOOL, "check", "metrics"], input=texts[1].encode(),
+                                     capture_output=True, timeout=30)
+                self.assertEqual(chk.returncode, 0, chk.stdout + chk.stderr)
+            p.stop(scaled(10))
+            texts.append(p.stderr_text())
+            for t in texts:
+                self.assertNotIn(pw, t)
 
 
 if __name__ == "__main__":
