@@ -1092,13 +1092,25 @@ void cluster_set_state(struct cluster *cl, struct state *st)
         /* A new endpoint table: leases are taken afresh (the old ones run
          * out by themselves), replies for the old table are ignored. */
         cl->gen++;
-        free(cl->leases);
+        struct lease *old = cl->leases;
+        size_t n_old = cl->n_leases;
         free(cl->totals);
         cl->n_leases = st->n_eps;
         cl->leases = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *cl->leases);
         cl->totals = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *cl->totals);
-        for (size_t i = 0; i < st->n_eps; i++)
-            ep_id(st, (int)i, cl->leases[i].epid);
+        for (size_t i = 0; i < st->n_eps; i++) {
+            struct lease *l = &cl->leases[i];
+            ep_id(st, (int)i, l->epid);
+            /* An endpoint kept by a reload keeps its lease: the key in
+             * Redis still names this instance, and SET NX would not. */
+            for (size_t k = 0; k < n_old; k++)
+                if (strcmp(old[k].epid, l->epid) == 0) {
+                    l->held = old[k].held;
+                    l->held_until = old[k].held_until;
+                    l->sent_ms = old[k].sent_ms;
+                }
+        }
+        free(old);
         cl->st = st;
         st->observer = &cl->obs;
     }

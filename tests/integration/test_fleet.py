@@ -15,6 +15,7 @@ Without redis-server every test here is skipped, loudly.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -251,6 +252,25 @@ class CheckerFailover(FleetCase):
         self.assertLessEqual(took, lease_ms / 1000 + 0.3)
         # and it checks: the new checker looks at once
         wait_for(lambda: a.stats()["messages"] > before, scaled(5), desc="a check by the new holder")
+
+
+class Reload(FleetCase):
+
+    def test_a_reload_keeps_the_checker_lease(self):
+        a = self.start_fake("a")
+        groups = [{"name": "g", "endpoints": [("a", a.url)]}]
+        ps = self.fleet_of(2, groups, {"interval_seconds": 600, "timeout_seconds": 2},
+                           lease_ms=3000)
+        holder = self.one_checker_each(ps, ["a"])["a"][0]
+        p = ps[holder]
+        p.signal(signal.SIGHUP)
+        self.assertTrue(p.stderr.wait_match(re.compile(r"configuration reloaded"), scaled(10)),
+                        "no reload logged")
+        # Still the checker at once: the key in Redis names it, and a fresh
+        # SET NX after the reload would have left the endpoint unchecked
+        # until the key ran out.
+        self.assertEqual(self.checkers(ps), {"a": [holder]})
+        self.assertEqual(p.status()["cluster"]["redis"], "connected")
 
 
 class RedisOutage(FleetCase):
