@@ -827,10 +827,29 @@ static void rpoll_set(struct rpoll *p, int events)
         uv_poll_stop(&p->handle);
 }
 
-static void rpoll_add_read(void *d) { struct rpoll *p = d; rpoll_set(p, p->events | UV_READABLE); }
-static void rpoll_del_read(void *d) { struct rpoll *p = d; rpoll_set(p, p->events & ~UV_READABLE); }
-static void rpoll_add_write(void *d) { struct rpoll *p = d; rpoll_set(p, p->events | UV_WRITABLE); }
-static void rpoll_del_write(void *d) { struct rpoll *p = d; rpoll_set(p, p->events & ~UV_WRITABLE); }
+static void rpoll_add_read(void *d)
+{
+    struct rpoll *p = d;
+    rpoll_set(p, p->events | UV_READABLE);
+}
+
+static void rpoll_del_read(void *d)
+{
+    struct rpoll *p = d;
+    rpoll_set(p, p->events & ~UV_READABLE);
+}
+
+static void rpoll_add_write(void *d)
+{
+    struct rpoll *p = d;
+    rpoll_set(p, p->events | UV_WRITABLE);
+}
+
+static void rpoll_del_write(void *d)
+{
+    struct rpoll *p = d;
+    rpoll_set(p, p->events & ~UV_WRITABLE);
+}
 
 static void on_rpoll_closed(uv_handle_t *h)
 {
