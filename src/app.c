@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "curlso.h"
@@ -58,6 +59,7 @@ struct app {
     struct demo *demo;          /* owns; NULL unless --demo */
     struct dashboard *dash;     /* owns; NULL unless --dashboard */
     struct metrics *metrics;    /* owns */
+    struct cluster *cluster;    /* owns; NULL without [cluster] redis_url */
     struct app_reload *reload;  /* owns; the reload whose files are being read, or NULL */
     struct app_waiter *reload_next; /* owns; clients waiting for the reload after it */
     bool reload_again;          /* a reload was asked for while one was reading */
@@ -95,7 +97,9 @@ static cJSON *app_status(struct app *a)
         .now_mono_ms = now_mono_ms(),
         .now_wall_ms = now_wall_ms(),
     };
-    return status_render(a->st, &info);
+    cJSON *o = status_render(a->st, &info);
+    cluster_status(a->cluster, o);
+    return o;
 }
 
 static bool admin_allowed(struct app *a, struct conn *c, const struct http_req *req)
@@ -262,6 +266,8 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     upstream_set_builtin(a->up, !cfg->http_client_libcurl);
     proxy_set_config(a->px, st, cfg);
     health_set_config(a->health, st, cfg);
+    if (a->cluster)
+        cluster_set_state(a->cluster, st);
     state_retire(old);
     log_info("configuration reloaded from %s (%zu group(s), %zu endpoint(s))", path,
              cfg->n_groups, state_n_eps(st));
@@ -617,6 +623,7 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         state_snapshot_take(a->st, &snap);
         metrics_render(a->metrics, &snap, &up, &out);
         state_snapshot_release(&snap);
+        cluster_metrics(a->cluster, &out);
         conn_respond(c, 200, METRICS_CONTENT_TYPE, out.data ? out.data : "", out.len, NULL);
         buf_release(&out);
         return;
@@ -738,6 +745,8 @@ static void app_close_all(struct app *a)
     proxy_on_request_end(a->px, NULL, NULL);
     proxy_free(a->px);          /* aborts what is left: clients see the failure */
     health_free(a->health);
+    cluster_free(a->cluster);
+    a->cluster = NULL;
     conn_server_free(a->srv);
     upstream_free(a->up);
     if (a->demo)
@@ -756,6 +765,14 @@ static void app_close_all(struct app *a)
 }
 
 /* ---- run ------------------------------------------------------------------- */
+
+/* The fleet's checker of an endpoint changed: the check plan changes too. */
+static void app_cluster_poke(void *ud)
+{
+    struct app *a = ud;
+    if (a->health && !a->shutting_down)
+        health_poke(a->health);
+}
 
 int app_run(struct config *cfg, const struct app_opts *opts)
 {
@@ -798,6 +815,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
         }
     log_add_secret(cfg->access_key);
     log_add_secret(cfg->admin_key);
+    log_add_secret(cfg->cluster_password);
 
     a->st = state_new(cfg, now_mono_ms(), now_wall_ms());
     state_own_config(a->st, cfg); /* the state owns its configuration from here on */
@@ -811,6 +829,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     proxy_on_request_end(a->px, on_request_end, a);
     a->health = health_new(&a->loop, a->up, a->st, cfg);
     health_set_metrics(a->health, a->metrics);
+    a->cluster = cluster_new(&a->loop, cfg, a->st, app_cluster_poke, a);
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sighup);
