@@ -30,8 +30,9 @@ CC  ?= cc
 CXX ?= c++
 PKGS := libuv libcurl libcjson ncursesw zlib openssl
 # libcurl is not linked: src/curlso.c loads it on first use, so only its
-# headers come from pkg-config.
-LINK_PKGS := libuv libcjson ncursesw zlib openssl
+# headers come from pkg-config.  hiredis (cluster.c) is linked; its headers are
+# included as <hiredis/...>, so its -D_XOPEN_SOURCE cflag stays out.
+LINK_PKGS := libuv libcjson ncursesw zlib openssl hiredis
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Werror
 CWARN := $(WARN) -Wstrict-prototypes -Wmissing-prototypes

@@ -12,11 +12,12 @@ cd "$(dirname "$0")"
 # Build and run-time packages, plus what the tests drive: python3 for the
 # integration suite, tmux for the terminal dashboard, clang for the fuzzers,
 # clang-tidy, clang-format and cppcheck for make lint,
-# promtool (package prometheus) for /metrics, chromium for the web page, and
+# promtool (package prometheus) for /metrics, redis-server for the fleet tests
+# ([cluster]; the tests start their own on a free port), chromium for the web page, and
 # node + npm for the real clients (Claude Code, the SDK) and Playwright.
 PKGS="gcc g++ make pkg-config ca-certificates curl libuv1-dev libcurl4-openssl-dev \
-libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev zlib1g-dev libssl-dev"
-TEST_PKGS="python3 tmux clang libclang-rt-14-dev clang-tidy clang-format cppcheck prometheus chromium chromium-driver"
+libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev zlib1g-dev libssl-dev libhiredis-dev"
+TEST_PKGS="python3 tmux clang libclang-rt-14-dev clang-tidy clang-format cppcheck prometheus chromium chromium-driver redis-server"
 
 want=$PKGS
 if [ "${1:-}" = "test" ]; then

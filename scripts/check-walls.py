@@ -11,6 +11,12 @@ The walls between modules, checked by `make lint` (see docs/DESIGN.md,
   3. Only main.c and app.c own process-wide signal handling (sigaction,
      signal, uv_signal_*).  Exception: dashboard.c, whose handler restores
      the terminal when the process dies, and which follows SIGWINCH.
+  4. Only cluster.c (a loop-layer module) talks to Redis: hiredis headers
+     and redis* calls.
+  5. Modules of the loop layer that state.c does not trust with its fields
+     (LOOP_NO_STATE_FIELDS: cluster.c) reach the state through state.h's
+     functions only: no `st->field` (state_report, the accessors,
+     state_ep_ask_recheck ...).
 
 Comments and string literals are removed before matching, so prose may name
 any function.  Prints one line per breach (file:line: rule: what) and exits
@@ -53,6 +59,8 @@ IO_INCLUDES = ["uv.h", "curl/curl.h", "fcntl.h", "unistd.h", "pthread.h", "diren
 
 CURL_OK = {"upstream.c", "fetch.c", "fetch.h", "curlso.c", "curlso.h"}
 SIGNAL_OK = {"main.c", "app.c", "dashboard.c"}
+REDIS_OK = {"cluster.c"}
+LOOP_NO_STATE_FIELDS = {"cluster.c"}
 SIGNAL_CALLS = ["sigaction", "signal", "uv_signal_init", "uv_signal_start"]
 
 
@@ -133,6 +141,17 @@ def main():
             for ln, name in calls(code, SIGNAL_CALLS):
                 bad.append("%s:%d: only main.c and app.c own signal handling: calls %s()"
                            % (f, ln, name))
+        if f not in REDIS_OK:
+            for ln, inc in includes(raw):
+                if inc.startswith("hiredis/"):
+                    bad.append("%s:%d: only cluster.c talks to Redis: includes <%s>" % (f, ln, inc))
+            for m in re.finditer(r"(?<![A-Za-z0-9_.>])(redis[A-Z][A-Za-z]*)\s*\(", code):
+                bad.append("%s:%d: only cluster.c talks to Redis: calls %s()"
+                           % (f, code.count("\n", 0, m.start()) + 1, m.group(1)))
+        if f in LOOP_NO_STATE_FIELDS:
+            for m in re.finditer(r"(?<![A-Za-z0-9_])(?:st|cl->st)->([a-z_]+)\b(?!\s*\()", code):
+                bad.append("%s:%d: reads or writes state field %s; use state.h's functions"
+                           % (f, code.count("\n", 0, m.start()) + 1, m.group(1)))
     for b in bad:
         print("src/" + b)
     if bad:

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "curlso.h"
@@ -58,6 +59,7 @@ struct app {
     struct demo *demo;          /* owns; NULL unless --demo */
     struct dashboard *dash;     /* owns; NULL unless --dashboard */
     struct metrics *metrics;    /* owns */
+    struct cluster *cluster;    /* owns; NULL without [cluster] redis_url */
     struct app_reload *reload;  /* owns; the reload whose files are being read, or NULL */
     struct app_waiter *reload_next; /* owns; clients waiting for the reload after it */
     bool reload_again;          /* a reload was asked for while one was reading */
@@ -95,7 +97,9 @@ static cJSON *app_status(struct app *a)
         .now_mono_ms = now_mono_ms(),
         .now_wall_ms = now_wall_ms(),
     };
-    return status_render(a->st, &info);
+    cJSON *o = status_render(a->st, &info);
+    cluster_status(a->cluster, o);
+    return o;
 }
 
 static bool admin_allowed(struct app *a, struct conn *c, const struct http_req *req)
@@ -124,7 +128,7 @@ static void admin_ok(struct app *a, struct conn *c, const char *what)
 
 /* Every secret cfg holds goes to the log redactor: group and endpoint
  * tokens, header values read from the environment, a proxy URL with a
- * password, the access and admin keys.  One list for start and reload. */
+ * password, the access, admin and Redis keys.  One list for start and reload. */
 static void app_register_secrets(const struct config *cfg)
 {
     for (size_t g = 0; g < cfg->n_groups; g++) {
@@ -141,6 +145,7 @@ static void app_register_secrets(const struct config *cfg)
     }
     log_add_secret(cfg->access_key);
     log_add_secret(cfg->admin_key);
+    log_add_secret(cfg->cluster_password);
 }
 
 /* 0 when cfg can run: libcurl is loaded if an endpoint needs it.  Else
@@ -268,6 +273,8 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     upstream_set_builtin(a->up, !cfg->http_client_libcurl);
     proxy_set_config(a->px, st, cfg);
     health_set_config(a->health, st, cfg);
+    if (a->cluster)
+        cluster_set_state(a->cluster, st);
     state_retire(old);
     log_info("configuration reloaded from %s (%zu group(s), %zu endpoint(s))", path,
              cfg->n_groups, state_n_eps(st));
@@ -643,6 +650,7 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         state_snapshot_take(a->st, &snap);
         metrics_render(a->metrics, &snap, &up, &out);
         state_snapshot_release(&snap);
+        cluster_metrics(a->cluster, &out);
         conn_respond(c, 200, METRICS_CONTENT_TYPE, out.data ? out.data : "", out.len, NULL);
         buf_release(&out);
         return;
@@ -764,6 +772,8 @@ static void app_close_all(struct app *a)
     proxy_on_request_end(a->px, NULL, NULL);
     proxy_free(a->px);          /* aborts what is left: clients see the failure */
     health_free(a->health);
+    cluster_free(a->cluster);
+    a->cluster = NULL;
     conn_server_free(a->srv);
     upstream_free(a->up);
     if (a->demo)
@@ -782,6 +792,14 @@ static void app_close_all(struct app *a)
 }
 
 /* ---- run ------------------------------------------------------------------- */
+
+/* The fleet's checker of an endpoint changed: the check plan changes too. */
+static void app_cluster_poke(void *ud)
+{
+    struct app *a = ud;
+    if (a->health && !a->shutting_down)
+        health_poke(a->health);
+}
 
 int app_run(struct config *cfg, const struct app_opts *opts)
 {
@@ -822,6 +840,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     proxy_on_request_end(a->px, on_request_end, a);
     a->health = health_new(&a->loop, a->up, a->st, cfg);
     health_set_metrics(a->health, a->metrics);
+    a->cluster = cluster_new(&a->loop, cfg, a->st, app_cluster_poke, a);
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sighup);

@@ -78,7 +78,8 @@ enum config_got {
     CONFIG_BAD = 2,
 };
 
-static const char *const config_top_keys[] = { "server", "groups", "health_check", "ui", NULL };
+static const char *const config_top_keys[] = { "server", "groups", "health_check", "ui",
+                                                "cluster", NULL };
 static const char *const config_server_keys[] = {
     "port", "bind", "switch_threshold_ms", "graceful_switch_timeout_ms", "max_body_mb",
     "connect_timeout_ms", "header_timeout_ms", "idle_timeout_ms", "client_header_timeout_ms",
@@ -102,6 +103,8 @@ static const char *const config_health_keys[] = {
     "max_concurrent", "failed_interval_seconds", NULL,
 };
 static const char *const config_ui_keys[] = { "language", NULL };
+static const char *const config_cluster_keys[] = { "redis_url", "redis_password_env",
+                                                   "key_prefix", "fleet", "lease_ms", NULL };
 
 /* Where each known key lives, to say so when it is written elsewhere. */
 static const struct config_section {
@@ -114,6 +117,7 @@ static const struct config_section {
     { "each endpoint { url, name }", config_endpoint_keys },
     { "[health_check]", config_health_keys },
     { "[ui]", config_ui_keys },
+    { "[cluster]", config_cluster_keys },
 };
 
 static const char *const config_auth_names[] = { "x-api-key", "bearer", NULL };
@@ -1409,6 +1413,123 @@ static void config_ui(struct config_ctx *c, const struct tomlc_node *root)
     }
 }
 
+/*
+ * [cluster].  redis_url is redis://HOST[:PORT][/DB]: no user or password in
+ * it (the password comes from the variable redis_password_env names, so the
+ * file never holds it) and no rediss:// (hiredis 0.14 has no TLS; the link
+ * is secured with stunnel or a tunnel, see docs/FLEET.md).  key_prefix and
+ * fleet become part of every Redis key, so they take no spaces or control
+ * characters.
+ */
+static bool config_redis_url(struct config *cfg, const char *url, char *why, size_t wlen)
+{
+    static const char scheme[] = "redis://";
+    if (strncmp(url, "rediss://", 9) == 0) {
+        snprintf(why, wlen, "rediss:// (TLS) is not supported by this hiredis; use redis:// to a "
+                 "local stunnel or Redis TLS proxy (see docs/FLEET.md)");
+        return false;
+    }
+    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
+        snprintf(why, wlen, "must start with redis://, e.g. \"redis://127.0.0.1:6379/0\"");
+        return false;
+    }
+    const char *h = url + sizeof scheme - 1;
+    const char *end = h + strcspn(h, "/");
+    if (memchr(h, '@', (size_t)(end - h))) {
+        snprintf(why, wlen, "holds credentials; remove them and name the variable that holds "
+                 "the password in redis_password_env");
+        return false;
+    }
+    const char *host = h, *hend, *port = NULL;
+    if (*h == '[') {
+        host = h + 1;
+        hend = memchr(host, ']', (size_t)(end - host));
+        if (!hend) {
+            snprintf(why, wlen, "an IPv6 address needs its closing ]");
+            return false;
+        }
+        if (hend + 1 < end && hend[1] == ':')
+            port = hend + 2;
+        else if (hend + 1 != end) {
+            snprintf(why, wlen, "expected :PORT or /DB after ]");
+            return false;
+        }
+    } else {
+        hend = memchr(h, ':', (size_t)(end - h));
+        if (hend)
+            port = hend + 1;
+        else
+            hend = end;
+    }
+    if (hend == host || hend - host > 253) {
+        snprintf(why, wlen, "has no host; e.g. \"redis://127.0.0.1:6379/0\"");
+        return false;
+    }
+    long pv = 6379, dv = 0;
+    if (port) {
+        char *pe;
+        pv = strtol(port, &pe, 10);
+        if (pe != end || port == end || pv < 1 || pv > 65535) {
+            snprintf(why, wlen, "the port must be a number from 1 to 65535");
+            return false;
+        }
+    }
+    if (*end == '/' && end[1]) {
+        char *de;
+        dv = strtol(end + 1, &de, 10);
+        if (*de || dv < 0 || dv > 1000000) {
+            snprintf(why, wlen, "the database after / must be a number, e.g. /0");
+            return false;
+        }
+    }
+    free(cfg->cluster_host);
+    cfg->cluster_host = xstrndup(host, (size_t)(hend - host));
+    for (const char *p = cfg->cluster_host; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == ':' || *p == '_')) {
+            snprintf(why, wlen, "the host is not a name or an address");
+            return false;
+        }
+    cfg->cluster_port = (int)pv;
+    cfg->cluster_db = (int)dv;
+    return true;
+}
+
+static void config_cluster(struct config_ctx *c, const struct tomlc_node *root)
+{
+    struct config *cfg = c->cfg;
+    const struct tomlc_node *t = config_table(c, root, "cluster", "a table ([cluster])");
+    const struct tomlc_node *n = NULL;
+    if (!t)
+        return;
+    config_unknown_keys(c, t, "cluster", config_cluster_keys);
+    if (config_str(c, t, "cluster", "redis_url", &cfg->cluster_url, &n) == CONFIG_OK) {
+        char why[200];
+        if (!config_redis_url(cfg, cfg->cluster_url, why, sizeof why)) {
+            config_error(c, n->line, "cluster.redis_url", "%s", why);
+            free(cfg->cluster_url);
+            cfg->cluster_url = NULL;
+        }
+    }
+    config_env_secret(c, t, "cluster", "redis_password_env", "Redis password", "REDIS_PASSWORD",
+                      &cfg->cluster_password_env, &cfg->cluster_password);
+    static const char *const names[] = { "key_prefix", "fleet" };
+    char **fields[] = { &cfg->cluster_key_prefix, &cfg->cluster_fleet };
+    for (size_t k = 0; k < 2; k++) {
+        if (config_str(c, t, "cluster", names[k], fields[k], &n) != CONFIG_OK)
+            continue;
+        const char *v = *fields[k];
+        if (strlen(v) > 64 || strpbrk(v, " \t\"*?[]{}")) {
+            char key[64];
+            snprintf(key, sizeof key, "cluster.%s", names[k]);
+            config_error(c, n->line, key, "must be at most 64 characters without spaces, quotes "
+                         "or glob characters (*?[]{}); e.g. \"%s\"",
+                         k ? "team-a" : "zephyr:");
+        }
+    }
+    config_int_field(c, t, "cluster", "lease_ms", 500, 600000, " (the checker lease)",
+                     &cfg->cluster_lease_ms, NULL);
+}
+
 /* A config with every default of config.h applied and no groups. */
 static struct config *config_defaults(const char *path)
 {
@@ -1448,6 +1569,10 @@ static struct config *config_defaults(const char *path)
     cfg->max_concurrent_checks = 4;
     cfg->failed_interval_s = 15;
     cfg->language = xstrdup("en");
+    cfg->cluster_key_prefix = xstrdup("zephyr:");
+    cfg->cluster_fleet = xstrdup("default");
+    cfg->cluster_port = 6379;
+    cfg->cluster_lease_ms = 10000;
     return cfg;
 }
 
@@ -1486,6 +1611,7 @@ int config_load_string(const char *path, const char *text, size_t len, struct co
     config_groups(&c, root);
     config_health(&c, root);
     config_ui(&c, root);
+    config_cluster(&c, root);
 out:
     if (c.n_errors == 0 && c.n_dropped == 0) {
         *out = c.cfg;
@@ -1575,6 +1701,12 @@ void config_free(struct config *cfg)
     free(cfg->check_model);
     free(cfg->check_prompt);
     free(cfg->language);
+    free(cfg->cluster_url);
+    free(cfg->cluster_host);
+    free(cfg->cluster_password_env);
+    free(cfg->cluster_password);
+    free(cfg->cluster_key_prefix);
+    free(cfg->cluster_fleet);
     free(cfg);
 }
 

@@ -149,6 +149,18 @@ struct config {
 
     /* [ui] */
     char *language;                 /* owns; "en" (default) or "zh" */
+
+    /* [cluster]: state shared with other instances through Redis
+     * (cluster.c); no cluster unless redis_url is set.  Read at start only. */
+    char *cluster_url;              /* owns; "redis_url" as written, NULL: no cluster */
+    char *cluster_host;             /* owns; host of the URL (no brackets) */
+    int cluster_port;               /* of the URL, default 6379 */
+    int cluster_db;                 /* the URL's /N, default 0 */
+    char *cluster_password_env;     /* owns; "redis_password_env", NULL: no AUTH */
+    char *cluster_password;         /* owns; secret */
+    char *cluster_key_prefix;       /* owns; "key_prefix", default "zephyr:" */
+    char *cluster_fleet;            /* owns; "fleet", default "default" */
+    int cluster_lease_ms;           /* checker lease, "lease_ms", default 10000 */
 };
 
 /*

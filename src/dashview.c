@@ -1013,6 +1013,13 @@ static void render_load_line(struct ctx *c)
         item_put(it, DV_HEAD, "%s: ", tr(v, T_METHOD));
         item_put(it, DV_DIM, "%s", method_text(v, jstr(ch, "method")));
     }
+    const cJSON *fleet = jget(st, "cluster"); /* [cluster]: is state shared right now? */
+    if (fleet) {
+        it = bar_add(&bar, 1);
+        item_put(it, DV_HEAD, "fleet: ");
+        item_put(it, jtrue(fleet, "shared") ? DV_PLAIN : DV_WARN, "%s",
+                 jtrue(fleet, "shared") ? "Redis" : "Redis down, local state");
+    }
     bar_render(c, 2, DV_PLAIN, " ", &bar);
 }
 

@@ -1120,7 +1120,8 @@ static uint64_t health_ep_due(const struct health *h, size_t i)
 {
     const struct state *st = h->st;
     const struct health_ep *he = &h->eps[i];
-    if (h->paused || h->timing || he->queued || state_ep_check_running(st, (int)i))
+    if (h->paused || h->timing || he->queued || state_ep_check_running(st, (int)i) ||
+        !state_may_check(st, (int)i)) /* another instance of the fleet checks it */
         return 0;
     uint64_t due = 0;
     if (state_ep_recheck_soon(st, (int)i))
@@ -1163,7 +1164,7 @@ static void health_cycle(struct health *h, uint64_t now)
     unsigned queued = 0;
     for (size_t i = 0; i < h->n_eps; i++) {
         if (!h->eps[i].queued && !state_ep_check_running(h->st, (int)i) &&
-            !health_circuit_blocks(h, i, now)) {
+            !health_circuit_blocks(h, i, now) && state_may_check(h->st, (int)i)) {
             health_queue(h, i, h->cycle_no);
             queued++;
         }

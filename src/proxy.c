@@ -313,6 +313,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
         preq_log_json(p, status, outcome, total, path);
     buf_release(&pathbuf);
     state_count_tokens(px->st, st, p->ep, &p->usage);
+    state_note_served(st, p->ep, p->usage.model[0] ? p->usage.model : p->asked_model, &p->usage);
     if (px->metrics)
         metrics_request(px->metrics, p->ep >= 0 ? st->eps[p->ep].name : NULL,
                         st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,

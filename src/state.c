@@ -445,6 +445,8 @@ void state_bind_session(struct state *st, const char *session_key, int ep, uint6
                  why == POLICY_REASON_NONE ? "retry" : policy_reason_name(why));
     }
     sessions_bind(st->sessions, key, (int)e->index, now_ms);
+    if (st->observer && st->observer->session)
+        st->observer->session(st->observer->ud, st, ep, session_key);
 }
 
 /* "group" SESSIONS_KEY_SEP: the scope of a group's session keys (whole,
@@ -807,7 +809,7 @@ void state_report(struct state *st, int ep, const struct state_outcome *o, uint6
 {
     struct ep *e = &st->eps[ep];
     bool check = o->source == STATE_FROM_CHECK;
-    if (check && e->check_running) { /* the check state_check_begin() started is over */
+    if (check && !o->remote && e->check_running) { /* the check state_check_begin() started is over */
         e->check_running = false;
         if (st->checks_running)
             st->checks_running--;
@@ -844,6 +846,8 @@ void state_report(struct state *st, int ep, const struct state_outcome *o, uint6
         state_check_error(st, ep, error, o->fix, now_ms, now_wall);
         break;
     }
+    if (!o->remote && st->observer && st->observer->outcome)
+        st->observer->outcome(st->observer->ud, st, ep, o);
 }
 
 void state_check_begin(struct state *st, int ep, uint64_t now_ms)
@@ -956,6 +960,38 @@ void state_set_switch_cb(struct state *st, void (*cb)(void *ud, const char *reas
 {
     st->switch_cb = cb;
     st->switch_ud = ud;
+}
+
+void state_set_observer(struct state *st, const struct state_observer *obs)
+{
+    st->observer = obs;
+}
+
+const struct state_observer *state_observer_of(const struct state *st)
+{
+    return st->observer;
+}
+
+bool state_may_check(const struct state *st, int ep)
+{
+    return !st->observer || !st->observer->may_check ||
+           st->observer->may_check(st->observer->ud, st, ep);
+}
+
+void state_note_served(struct state *st, int ep, const char *model, const struct usage *tokens)
+{
+    if (ep >= 0 && st->observer && st->observer->served)
+        st->observer->served(st->observer->ud, st, ep, model, tokens);
+}
+
+void state_ep_ask_recheck(struct state *st, int ep)
+{
+    st->eps[ep].recheck_soon = true;
+}
+
+enum ep_status state_ep_status(const struct state *st, int ep)
+{
+    return st->eps[ep].status;
 }
 
 size_t state_n_eps(const struct state *st)

@@ -155,6 +155,34 @@ struct event {
     char reason[16];
 };
 
+/*
+ * A fleet's member (cluster.c) listening to this state: told what happens
+ * here, asked whether this instance checks an endpoint.  The calls are made
+ * inside the state function that caused them; they must not call back into
+ * state functions that report (state_report, state_bind_session).
+ *
+ *   outcome    at the end of state_report(), for an outcome that happened
+ *              here (o->remote false); o and its strings are borrowed for
+ *              the call;
+ *   session    state_bind_session() bound session_key (the client's key,
+ *              without its group) to ep;
+ *   served     a request ended on ep (state_note_served): model is the one
+ *              the reply named, else the one asked for; tokens may be NULL;
+ *   may_check  false: another instance of the fleet checks ep, this one
+ *              must not.
+ *
+ * Any member may be NULL.
+ */
+struct state_outcome;
+struct state_observer {
+    void (*outcome)(void *ud, struct state *st, int ep, const struct state_outcome *o);
+    void (*session)(void *ud, struct state *st, int ep, const char *session_key);
+    void (*served)(void *ud, struct state *st, int ep, const char *model,
+                   const struct usage *tokens);
+    bool (*may_check)(void *ud, const struct state *st, int ep);
+    void *ud;
+};
+
 struct state {
     const struct config *cfg;   /* borrows, or owns when owned_cfg is set */
     struct config *owned_cfg;   /* owns; freed with the state */
@@ -201,6 +229,7 @@ struct state {
      * word (the metrics count them); NULL: nobody. */
     void (*switch_cb)(void *ud, const char *reason);
     void *switch_ud;
+    const struct state_observer *observer; /* borrows; NULL: nobody listens */
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
@@ -345,6 +374,9 @@ struct state_outcome {
     const char *fix;            /* borrows; CHECK_MISCONFIGURED, may be NULL */
     const char *model;          /* borrows; MODEL_MISSING */
     const struct usage *tokens; /* borrows; tokens a check spent, may be NULL */
+    bool remote;                /* another instance of the fleet saw it (cluster.c):
+                                 * applied, not told to the observer again, and a
+                                 * check's does not end a check running here */
 };
 
 /* The one entry point for what happened at endpoint ep.  A check's report
@@ -392,11 +424,23 @@ void state_set_failed_cb(struct state *st, void (*cb)(void *ud, struct state *st
                          void *ud);
 void state_set_switch_cb(struct state *st, void (*cb)(void *ud, const char *reason), void *ud);
 
+/* The fleet (cluster.c, see struct state_observer): attaches obs (NULL:
+ * none; borrowed, not carried by state_take_over); whether this instance
+ * may check ep (true without an observer); a request ended on ep (ep < 0:
+ * nothing is told); a live failure elsewhere or a new checker asks for a
+ * quick check of ep, as a local live failure does. */
+void state_set_observer(struct state *st, const struct state_observer *obs);
+const struct state_observer *state_observer_of(const struct state *st);
+bool state_may_check(const struct state *st, int ep);
+void state_note_served(struct state *st, int ep, const char *model, const struct usage *tokens);
+void state_ep_ask_recheck(struct state *st, int ep);
+
 /* Read-only accessors. */
 size_t state_n_eps(const struct state *st);
 size_t state_n_tracks(const struct state *st);
 const char *state_ep_name(const struct state *st, int ep);
 const char *state_ep_url(const struct state *st, int ep);
+enum ep_status state_ep_status(const struct state *st, int ep);
 /* The models warning state_publish_models_warning() kept (cut to fit), "" when none. */
 const char *state_ep_models_warning(const struct state *st, int ep);
 /* Endpoint ep's group; the current group; a group's name and configuration;

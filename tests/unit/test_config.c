@@ -722,6 +722,56 @@ static void test_bind_and_keys(void **state)
     unsetenv("ZT_PH");
 }
 
+/* [cluster]: the URL parsed, its defaults, and no password in the file. */
+static void test_cluster(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(GROUP_OK);
+    assert_null(cfg->cluster_url);
+    assert_string_equal(cfg->cluster_key_prefix, "zephyr:");
+    config_free(cfg);
+
+    cfg = load_ok(GROUP_OK "[cluster]\nredis_url = \"redis://10.0.0.5\"\n");
+    assert_string_equal(cfg->cluster_host, "10.0.0.5");
+    assert_int_equal(cfg->cluster_port, 6379);
+    assert_int_equal(cfg->cluster_db, 0);
+    assert_string_equal(cfg->cluster_fleet, "default");
+    assert_int_equal(cfg->cluster_lease_ms, 10000);
+    assert_null(cfg->cluster_password);
+    config_free(cfg);
+
+    cfg = load_ok(GROUP_OK "[cluster]\nredis_url = \"redis://[::1]:7000/3\"\n"
+                  "redis_password_env = \"ZT_RELAY\"\nkey_prefix = \"zz:\"\nfleet = \"team\"\n"
+                  "lease_ms = 1500\n");
+    assert_string_equal(cfg->cluster_host, "::1");
+    assert_int_equal(cfg->cluster_port, 7000);
+    assert_int_equal(cfg->cluster_db, 3);
+    assert_string_equal(cfg->cluster_password, "cr_0f3a9b27c4d845e6a1b2c3d4e5f60718");
+    assert_string_equal(cfg->cluster_key_prefix, "zz:");
+    assert_string_equal(cfg->cluster_fleet, "team");
+    assert_int_equal(cfg->cluster_lease_ms, 1500);
+    config_free(cfg);
+
+    char *e = load_err(GROUP_OK "[cluster]\nredis_url = \"redis://u:s3cretpass@h:1/0\"\n");
+    assert_has(e, "cfg.toml:5: cluster.redis_url: holds credentials; remove them and name the "
+                  "variable that holds the password in redis_password_env");
+    free(e);
+    e = load_err(GROUP_OK "[cluster]\nredis_url = \"rediss://h\"\n");
+    assert_has(e, "cluster.redis_url: rediss:// (TLS) is not supported");
+    free(e);
+    e = load_err(GROUP_OK "[cluster]\nredis_url = \"http://h\"\nlease_ms = 10\n"
+                 "fleet = \"a b\"\nredis_password_env = \"ZT_UNSET\"\nport = 1\n");
+    assert_has(e, "cfg.toml:5: cluster.redis_url: must start with redis://");
+    assert_has(e, "cfg.toml:6: cluster.lease_ms: 10 is out of range");
+    assert_has(e, "cfg.toml:7: cluster.fleet: must be at most 64 characters");
+    assert_has(e, "cfg.toml:8: cluster.redis_password_env: environment variable ZT_UNSET is not set");
+    assert_has(e, "cfg.toml:9: cluster.port: unknown key");
+    free(e);
+    e = load_err(GROUP_OK "[cluster]\nredis_url = \"redis://h:99999\"\n");
+    assert_has(e, "the port must be a number from 1 to 65535");
+    free(e);
+}
+
 static void test_health_cross_checks(void **state)
 {
     (void)state;
@@ -1118,6 +1168,7 @@ int main(void)
         cmocka_unit_test(test_models),
         cmocka_unit_test(test_endpoint_connection),
         cmocka_unit_test(test_ca_file_checked_without_opening),
+        cmocka_unit_test(test_cluster),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }

@@ -186,6 +186,28 @@ static void test_frame_80x24(void **state)
     cJSON_Delete(st);
 }
 
+/* With [cluster], the load line says whether state is shared, and warns
+ * when Redis is down; without it, nothing about a fleet. */
+static void test_fleet_state(void **state)
+{
+    (void)state;
+    cJSON *st = sample();
+    struct dv_view v;
+    struct dv_screen s;
+    dv_view_init(&v, DV_LANG_EN, true);
+    render(&s, 24, 120, st, &v);
+    assert_false(screen_has(&s, "fleet:"));
+    cJSON *cl = cJSON_AddObjectToObject(st, "cluster");
+    cJSON_AddBoolToObject(cl, "shared", false);
+    render(&s, 24, 120, st, &v);
+    assert_true(strstr(s.lines[2].text, "fleet: Redis down, local state") != NULL);
+    cJSON_ReplaceItemInObject(cl, "shared", cJSON_CreateTrue());
+    render(&s, 24, 120, st, &v);
+    assert_true(strstr(s.lines[2].text, "fleet: Redis") != NULL);
+    assert_false(screen_has(&s, "Redis down"));
+    cJSON_Delete(st);
+}
+
 static void test_every_size(void **state)
 {
     (void)state;
@@ -1022,6 +1044,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frame_80x24),
+        cmocka_unit_test(test_fleet_state),
         cmocka_unit_test(test_every_size),
         cmocka_unit_test(test_ascii_and_chinese),
         cmocka_unit_test(test_manual_pin_pending_checking),

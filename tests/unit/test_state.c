@@ -355,12 +355,127 @@ static void test_switch_callback(void **unused)
     state_free(st);
 }
 
+/* The fleet's observer (cluster.c): fed from the one entry point.  A
+ * local outcome is told once, after it was applied; a remote one (another
+ * instance saw it) is applied but not told again, and a remote check
+ * result does not end the check running here; session bindings and served
+ * requests have their own calls; may_check gates the checker. */
+struct seen {
+    int outcomes, sessions, served;
+    enum state_kind last_kind;
+    enum ep_status status_when_told;
+    char last_session[32], last_model[32];
+    bool allow_check;
+};
+
+static void seen_outcome(void *ud, struct state *st, int ep, const struct state_outcome *o)
+{
+    struct seen *s = ud;
+    s->outcomes++;
+    s->last_kind = o->kind;
+    s->status_when_told = state_ep_status(st, ep);
+}
+
+static void seen_session(void *ud, struct state *st, int ep, const char *key)
+{
+    (void)st;
+    (void)ep;
+    struct seen *s = ud;
+    s->sessions++;
+    snprintf(s->last_session, sizeof s->last_session, "%s", key);
+}
+
+static void seen_served(void *ud, struct state *st, int ep, const char *model,
+                        const struct usage *tokens)
+{
+    (void)st;
+    (void)ep;
+    (void)tokens;
+    struct seen *s = ud;
+    s->served++;
+    snprintf(s->last_model, sizeof s->last_model, "%s", model);
+}
+
+static bool seen_may_check(void *ud, const struct state *st, int ep)
+{
+    (void)st;
+    (void)ep;
+    return ((const struct seen *)ud)->allow_check;
+}
+
+static void test_observer(void **unused)
+{
+    (void)unused;
+    struct config *cfg = load_groups();
+    struct state *st = state_new(cfg, 1000, 1000);
+    state_own_config(st, cfg);
+    int a = state_find_ep(st, "e001");
+    assert_true(state_may_check(st, a)); /* no observer: this instance checks */
+    struct seen seen = {.allow_check = false};
+    struct state_observer obs = {.outcome = seen_outcome, .session = seen_session,
+                                 .served = seen_served, .may_check = seen_may_check,
+                                 .ud = &seen};
+    state_set_observer(st, &obs);
+    assert_ptr_equal(state_observer_of(st), &obs);
+    assert_false(state_may_check(st, a));
+    seen.allow_check = true;
+    assert_true(state_may_check(st, a));
+
+    /* local live failure: applied first, then told */
+    report_live_failure_status(st, a, 529, "overloaded", 1100);
+    assert_int_equal(seen.outcomes, 1);
+    assert_int_equal(seen.last_kind, STATE_DOWN);
+    assert_int_equal(seen.status_when_told, EP_FAILED);
+
+    /* remote check while a local one runs: applied, not told, check still running */
+    state_check_begin(st, a, 1200);
+    struct state_outcome ok = {.source = STATE_FROM_CHECK, .kind = STATE_OK, .latency_ms = 50,
+                               .ttfb_ms = 40, .remote = true};
+    state_report(st, a, &ok, 1200, 1200);
+    assert_int_equal(seen.outcomes, 1);
+    assert_int_equal(state_ep_status(st, a), EP_HEALTHY);
+    assert_true(state_ep_check_running(st, a));
+    assert_int_equal(st->checks_running, 1);
+    ok.remote = false; /* the local check's own result ends it and is told */
+    state_report(st, a, &ok, 1300, 1300);
+    assert_false(state_ep_check_running(st, a));
+    assert_int_equal(seen.outcomes, 2);
+    assert_int_equal(seen.last_kind, STATE_OK);
+
+    /* remote rest: applied (not routable), not told */
+    struct state_outcome rest = {.source = STATE_FROM_LIVE, .kind = STATE_RATE_LIMITED,
+                                 .rest_until_ms = 9000, .remote = true};
+    state_report(st, a, &rest, 1400, 1400);
+    assert_int_equal(seen.outcomes, 2);
+    assert_true(state_ep_live_blocked(&st->eps[a], 1500));
+
+    state_bind_session(st, "sess-1", a, 1500);
+    assert_int_equal(seen.sessions, 1);
+    assert_string_equal(seen.last_session, "sess-1"); /* the client's key, without the group */
+
+    struct usage u = {.input = 3, .output = 4};
+    state_note_served(st, a, "claude-x", &u);
+    state_note_served(st, -1, "claude-x", &u); /* no endpoint: nothing told */
+    assert_int_equal(seen.served, 1);
+    assert_string_equal(seen.last_model, "claude-x");
+
+    assert_false(state_ep_recheck_soon(st, a));
+    state_ep_ask_recheck(st, a);
+    assert_true(state_ep_recheck_soon(st, a));
+
+    state_set_observer(st, NULL);
+    report_live_failure(st, a, "down", 1600);
+    assert_int_equal(seen.outcomes, 2);
+    state_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rules_table),
         cmocka_unit_test(test_check_begin_and_end),
         cmocka_unit_test(test_switch_callback),
+        cmocka_unit_test(test_observer),
         cmocka_unit_test(test_big_group_routes),
         cmocka_unit_test(test_pin_beyond_256),
         cmocka_unit_test(test_auto_picks_last_when_fastest),
