@@ -56,7 +56,7 @@ enum dv_text {
     T_NO_STATUS, T_NOTHING_TO_PIN,
     T_HELP_TITLE, T_H_QUIT, T_H_CHECK, T_H_PAUSE, T_H_MODE, T_H_MOVE, T_H_PIN, T_H_GROUP,
     T_H_ALL, T_H_LOG, T_H_HELP, T_H_MARKS, T_H_MARKS1, T_H_MARKS2, T_H_SPARK,
-    T_COL_SMOOTHED, T_COL_LAST, T_UNTIL_TIMEOUT, T_PANIC, T_SWITCH_AT, T_METHOD,
+    T_COL_SMOOTHED, T_COL_LAST, T_UNTIL_TIMEOUT, T_PANIC, T_FALLBACK, T_SWITCH_AT, T_METHOD,
     T_LOAD_IDLE, T_LOAD_LIGHT, T_LOAD_BUSY, T_M_MESSAGES, T_M_COUNT_TOKENS, T_M_CLI,
     T_LOG_REMOTE,
     T_COL_SESS, T_SESSIONS, T_NO_SESSIONS, T_SESS_OFF, T_SESS_COLS, T_K_SESSIONS, T_K_RELEASE,
@@ -176,6 +176,7 @@ static const char *const texts[T_COUNT][2] = {
     [T_UNTIL_TIMEOUT] = {"until timeout", "后超时"},
     [T_PANIC] = {"panic routing: no endpoint passes its checks",
                  "应急路由：没有端点通过检查"},
+    [T_FALLBACK] = {"fallback: served by group", "回退：由分组提供服务"},
     [T_SWITCH_AT] = {"switches when another is faster by", "切换条件：平滑延迟快"},
     [T_METHOD] = {"Check", "检查方式"},
     [T_LOAD_IDLE] = {"idle", "空闲"},
@@ -895,6 +896,11 @@ static void render_mode_line(struct ctx *c)
     /* Panic routing is the one state that explains every other number. */
     if (jtrue(current_group_obj(st), "panic"))
         item_put(bar_add(&bar, 0), DV_BAD, "%s", tr(v, T_PANIC));
+    /* Traffic served by a fallback group (another account) while the
+     * current group cannot take it. */
+    const cJSON *fb = jget(st, "fallback");
+    if (jtrue(fb, "active") && jstr(fb, "group"))
+        item_put(bar_add(&bar, 0), DV_WARN, "%s %s", tr(v, T_FALLBACK), jstr(fb, "group"));
     it = bar_add(&bar, 2);
     item_put(it, DV_HEAD, "%s: ", tr(v, T_GROUP));
     const char *g = current_group(st);

@@ -364,6 +364,9 @@ class WebDashboard(ZephyrTestCase):
             self.assertTrue(f["cerr_shown"])
             self.assertIn("panic", f["group_card"])
             self.assertGreaterEqual(f["panic_tags"], 1)
+        with self.subTest("fallback group on the group card (issue 13)"):
+            self.assertNotIn("fallback", errors)
+            self.assertIn("fallback: served by relay-b", out.get("fallback") or "", out.get("fallback"))
         with self.subTest("390 px phone"):
             ph = out["phone"]
             self.assertEqual(ph["inner_width"], 390)

@@ -258,6 +258,22 @@ async function lifecycle(page) {
     }
   });
 
+  await phase("fallback", async () => {
+    // Traffic served by a fallback group (issue 13), as /status reports it.
+    await page.route("**/status", async (route) => {
+      const r = await route.fetch();
+      const st = await r.json();
+      st.fallback = { active: true, group: "relay-b", last_s_ago: 1, requests: 3 };
+      await route.fulfill({ response: r, json: st });
+    });
+    try {
+      await page.waitForFunction(() => document.getElementById("c-group-s").textContent.includes("relay-b"), null, { timeout: 5000 });
+      result.fallback = await page.evaluate(() => document.getElementById("c-group-s").textContent);
+    } finally {
+      await page.unroute("**/status");
+    }
+  });
+
   // A 390 px phone.
   await page.setViewportSize({ width: 390, height: 844 });
   await pollsLater(2);   // rendered at the new width

@@ -968,6 +968,27 @@ static void test_chinese_everywhere(void **state)
     cJSON_Delete(st);
 }
 
+/* Issue 13: traffic served by a fallback group (another account) is said
+ * on the mode line, and nothing is said while the current group serves. */
+static void test_fallback_on_mode_line(void **state)
+{
+    (void)state;
+    cJSON *st = sample();
+    struct dv_view v;
+    struct dv_screen s;
+    dv_view_init(&v, DV_LANG_EN, true);
+    render(&s, 24, 120, st, &v);
+    assert_null(strstr(s.lines[1].text, "fallback"));
+    dv_screen_release(&s);
+    cJSON *fb = cJSON_AddObjectToObject(st, "fallback");
+    cJSON_AddTrueToObject(fb, "active");
+    cJSON_AddStringToObject(fb, "group", "relay-b");
+    render(&s, 24, 120, st, &v);
+    assert_non_null(strstr(s.lines[1].text, "fallback: served by group relay-b"));
+    dv_screen_release(&s);
+    cJSON_Delete(st);
+}
+
 /* Issue 14: the session count in each endpoint row (when any endpoint
  * holds one), the sessions view ('s') and the release keys ('x' for the
  * endpoint under the cursor, 'X' for all). */
@@ -1061,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_big_screen_side_by_side),
         cmocka_unit_test(test_chinese_everywhere),
         cmocka_unit_test(test_sessions_column_view_and_release),
+        cmocka_unit_test(test_fallback_on_mode_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
