@@ -197,14 +197,17 @@ static void test_fleet_state(void **state)
     dv_view_init(&v, DV_LANG_EN, true);
     render(&s, 24, 120, st, &v);
     assert_false(screen_has(&s, "fleet:"));
+    dv_screen_release(&s);
     cJSON *cl = cJSON_AddObjectToObject(st, "cluster");
     cJSON_AddBoolToObject(cl, "shared", false);
     render(&s, 24, 120, st, &v);
     assert_true(strstr(s.lines[2].text, "fleet: Redis down, local state") != NULL);
+    dv_screen_release(&s);
     cJSON_ReplaceItemInObject(cl, "shared", cJSON_CreateTrue());
     render(&s, 24, 120, st, &v);
     assert_true(strstr(s.lines[2].text, "fleet: Redis") != NULL);
     assert_false(screen_has(&s, "Redis down"));
+    dv_screen_release(&s);
     cJSON_Delete(st);
 }
 
