@@ -32,7 +32,7 @@
  * The exchange timer carries the connect timeout, the whole-exchange
  * timeout and the deferred done, one at a time.
  *
- * Pausing: when body() returns UP_PAUSE, on_body returns HPE_PAUSED, which
+ * Pausing: when body() returns UPSTREAM_PAUSE, on_body returns HPE_PAUSED, which
  * stops llhttp right after that span.  The span and every byte after it in
  * the read buffer are copied to conn->pend (they are contiguous) and reading
  * stops.  h1_resume() hands the span to body() again, then resumes llhttp
@@ -65,7 +65,7 @@
  *
  * Warm connections: see the section of that name.
  *
- * Limits: response heads up to 64 KiB and 200 header lines (UP_ERR_PROTOCOL
+ * Limits: response heads up to 64 KiB and 200 header lines (UPSTREAM_ERR_PROTOCOL
  * beyond), 1024 idle connections per pool, idle connections closed after
  * 50 s.  Pools are kept until h1_free(): there is one per host:port the
  * callers name, which come from the configuration.
@@ -188,7 +188,7 @@ struct h1_dns {
 };
 
 struct h1_xchg {
-    struct up_xfer base;            /* first: the caller's handle */
+    struct upstream_xfer base;            /* first: the caller's handle */
     enum x_state state;
     struct h1 *c;                   /* borrows */
     struct h1_pool *pool;           /* borrows */
@@ -196,7 +196,7 @@ struct h1_xchg {
     struct h1_dns *dns;             /* borrows; the request frees itself */
     struct h1_xchg *next_free;      /* borrows: the client's free list */
     uv_timer_t timer;
-    struct up_cbs cbs;
+    struct upstream_cbs cbs;
     void *ud;                       /* borrows */
     const char *body;               /* borrows: the request body */
     size_t body_len;
@@ -214,7 +214,7 @@ struct h1_xchg {
     size_t addr_idx;                /* the address being tried */
     const char *pause_at;           /* borrows: the span body() paused on */
     size_t pause_len;
-    enum up_rc rc;
+    enum upstream_rc rc;
     const char *msg;                /* borrows: a literal or msgbuf */
     bool is_head;
     bool warm_only;                 /* a warm-up: connect (and handshake), then pool it */
@@ -244,13 +244,13 @@ struct h1 {
     struct tls_ctxs *ctxs;          /* owns: one SSL_CTX per CA source */
     uint64_t tls_full, tls_resumed; /* handshakes completed */
     bool pbuf_busy;                 /* pbuf holds plaintext being parsed */
-    struct up_hdr hdrs[H1_MAX_HEADERS];
+    struct upstream_hdr hdrs[H1_MAX_HEADERS];
     char pbuf[H1_TLS_PLAIN];        /* decrypted bytes on their way to llhttp */
     char rbuf[H1_READ_SIZE];        /* the read buffer every connection shares */
 };
 
 static void conn_close(struct h1_conn *conn);
-static void x_finish(struct h1_xchg *x, enum up_rc rc, const char *msg, bool defer);
+static void x_finish(struct h1_xchg *x, enum upstream_rc rc, const char *msg, bool defer);
 static void x_connect_start(struct h1_xchg *x, bool defer);
 static void x_connect(struct h1_xchg *x, bool defer);
 static void on_x_timeout(uv_timer_t *t);
@@ -480,19 +480,19 @@ static void pool_unlink(struct h1_conn *conn)
 
 /* ---- warm connections ------------------------------------------------------
  *
- * A pool that served a user's request (up_request.keep_warm) in the last
+ * A pool that served a user's request (upstream_request.keep_warm) in the last
  * H1_WARM_MS keeps one connection ready: the sweep opens one (connect and
  * TLS handshake, no request) when the pool has none idle, or when the
  * youngest idle one is H1_WARM_AHEAD_MS from the idle timeout, so the first
  * request after a pause finds a verified connection.  A warm-up is an
  * internal exchange (warm_only) that ends by pooling its connection. */
 
-static void on_warm_done(void *ud, enum up_rc rc, const char *msg)
+static void on_warm_done(void *ud, enum upstream_rc rc, const char *msg)
 {
     struct h1_pool *p = ud;
     (void)msg;
     p->warm_x = NULL;
-    if (rc != UP_OK)
+    if (rc != UPSTREAM_OK)
         p->warm_retry_at = uv_now(p->c->loop) + H1_WARM_RETRY_MS;
 }
 
@@ -515,7 +515,7 @@ static void warm_start(struct h1 *c, struct h1_pool *p)
     x->start_ms = uv_now(c->loop);
     x->timeout_ms = x->connect_timeout_ms = 0;
     x->addr_idx = 0;
-    x->rc = UP_OK;
+    x->rc = UPSTREAM_OK;
     x->msg = "";
     x->is_head = false;
     x->warm_only = true;
@@ -665,7 +665,7 @@ static struct h1_xchg *x_get(struct h1 *c)
         return x;
     }
     x = xcalloc(1, sizeof *x);
-    x->base.kind = UP_KIND_H1;
+    x->base.kind = UPSTREAM_KIND_H1;
     x->c = c;
     uv_timer_init(c->loop, &x->timer);
     x->timer.data = x;
@@ -723,7 +723,7 @@ static void x_close_conn(struct h1_xchg *x)
 
 /* The one way an exchange ends with done; see the top of this file.  The
  * caller has dealt with a connection it means to keep. */
-static void x_finish(struct h1_xchg *x, enum up_rc rc, const char *msg, bool defer)
+static void x_finish(struct h1_xchg *x, enum upstream_rc rc, const char *msg, bool defer)
 {
     if (x->dns) {
         /* Let the lookup finish: its answer still fills the cache. */
@@ -759,14 +759,14 @@ static void x_complete(struct h1_xchg *x, bool may_keep, bool defer)
         pool_put(conn);
     else
         conn_close(conn);
-    x_finish(x, UP_OK, "", defer);
+    x_finish(x, UPSTREAM_OK, "", defer);
 }
 
 /* ---- response parsing ----------------------------------------------------- */
 
 static int head_too_big(struct h1_xchg *x)
 {
-    x->rc = UP_ERR_PROTOCOL;
+    x->rc = UPSTREAM_ERR_PROTOCOL;
     x->msg = "malformed response from upstream: header block too large (over 64 KiB or 200 "
              "fields)";
     return -1;
@@ -857,7 +857,7 @@ static int on_headers_complete(llhttp_t *p)
     int status = p->status_code;
     if (status < 200) {
         if (status == 101) {
-            x->rc = UP_ERR_PROTOCOL;
+            x->rc = UPSTREAM_ERR_PROTOCOL;
             x->msg = "malformed response from upstream: unexpected 101 Switching Protocols";
             return -1;
         }
@@ -869,7 +869,7 @@ static int on_headers_complete(llhttp_t *p)
     while (q + 8 <= end && n < H1_MAX_HEADERS) {
         uint32_t nl, vl;
         memcpy(&nl, q, 4);
-        struct up_hdr *h = &c->hdrs[n++];
+        struct upstream_hdr *h = &c->hdrs[n++];
         h->name = q + 4;
         h->name_len = nl;
         q += 4 + nl;
@@ -889,7 +889,7 @@ static int on_headers_complete(llhttp_t *p)
     if (x->aborted)
         return -1;
     if (!ok) {
-        x->rc = UP_ERR_ABORTED;
+        x->rc = UPSTREAM_ERR_ABORTED;
         x->msg = "stopped by the head callback";
         return -1;
     }
@@ -907,13 +907,13 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return -1;
     if (r == len)
         return 0;
-    if (r == UP_PAUSE) {
+    if (r == UPSTREAM_PAUSE) {
         x->paused = true;
         x->pause_at = at;
         x->pause_len = len;
         return HPE_PAUSED;
     }
-    x->rc = UP_ERR_ABORTED;
+    x->rc = UPSTREAM_ERR_ABORTED;
     x->msg = "stopped by the body callback";
     return -1;
 }
@@ -964,14 +964,14 @@ static void x_feed(struct h1_xchg *x, const char *data, size_t len, bool from_pe
         }
         return;
     }
-    if (x->rc != UP_OK) {
+    if (x->rc != UPSTREAM_OK) {
         x_finish(x, x->rc, x->msg, defer);
         return;
     }
     const char *reason = llhttp_get_error_reason(&conn->parser);
     snprintf(x->msgbuf, sizeof x->msgbuf, "malformed response from upstream: %s",
              reason && *reason ? reason : llhttp_errno_name(err));
-    x_finish(x, UP_ERR_PROTOCOL, x->msgbuf, defer);
+    x_finish(x, UPSTREAM_ERR_PROTOCOL, x->msgbuf, defer);
 }
 
 /* ---- sending and receiving ------------------------------------------------ */
@@ -1007,7 +1007,7 @@ static void x_send_failed(struct h1_xchg *x, int err, bool defer)
         return;
     }
     snprintf(x->msgbuf, sizeof x->msgbuf, "could not send the request: %s", uv_strerror(err));
-    x_finish(x, UP_ERR_SEND, x->msgbuf, defer);
+    x_finish(x, UPSTREAM_ERR_SEND, x->msgbuf, defer);
 }
 
 static void on_write(uv_write_t *w, int status)
@@ -1094,7 +1094,7 @@ static void x_read_failed(struct h1_xchg *x, int err, bool defer)
         snprintf(x->msgbuf, sizeof x->msgbuf, "receive failed: %s", uv_strerror(err));
         msg = x->msgbuf;
     }
-    x_finish(x, UP_ERR_RECV, msg, defer);
+    x_finish(x, UPSTREAM_ERR_RECV, msg, defer);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -1178,7 +1178,7 @@ static void tls_write_failed(struct h1_conn *conn, int err, bool defer)
         conn->tls->failed = true;
         snprintf(x->msgbuf, sizeof x->msgbuf, "TLS handshake with %s:%u failed: %s",
                  conn->pool->host, conn->pool->port, uv_strerror(err));
-        x_finish(x, UP_ERR_CONNECT, x->msgbuf, defer);
+        x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, defer);
         return;
     }
     x_send_failed(x, err, defer);
@@ -1259,7 +1259,7 @@ static void tls_handshake_failed(struct h1_conn *conn, int err)
     tls_peer(conn->pool, peer, sizeof peer);
     conn->tls->failed = true;
     tls_error_msg(conn->tls->ssl, err, peer, x->msgbuf, sizeof x->msgbuf);
-    x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+    x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
 }
 
 /* One step of the handshake, after the connect and after each read. */
@@ -1295,7 +1295,7 @@ static void tls_start(struct h1_xchg *x, struct h1_conn *conn)
     if (!pool->ctx)
         pool->ctx = tls_ctx_get(&x->c->ctxs, pool->ca_file, x->msgbuf, sizeof x->msgbuf);
     if (!pool->ctx) {
-        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         return;
     }
     char name[256];
@@ -1312,7 +1312,7 @@ static void tls_start(struct h1_xchg *x, struct h1_conn *conn)
     if (!t->ssl) {
         snprintf(x->msgbuf, sizeof x->msgbuf, "TLS: cannot set up a connection to %s:%u",
                  pool->host, pool->port);
-        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         return;
     }
     tls_handshake(conn);
@@ -1369,7 +1369,7 @@ static void tls_pump(struct h1_conn *conn, bool defer)
         tls_peer(conn->pool, peer, sizeof peer);
         t->failed = true;
         tls_error_msg(t->ssl, e, peer, x->msgbuf, sizeof x->msgbuf);
-        x_finish(x, UP_ERR_RECV, x->msgbuf, defer);
+        x_finish(x, UPSTREAM_ERR_RECV, x->msgbuf, defer);
         break;
     }
     if (own)
@@ -1410,7 +1410,7 @@ static void tls_on_read(struct h1_conn *conn, ssize_t n, const uv_buf_t *b)
             snprintf(x->msgbuf, sizeof x->msgbuf, "TLS handshake with %s:%u failed: %s",
                      conn->pool->host, conn->pool->port,
                      n == UV_EOF ? "connection closed by the peer" : uv_strerror((int)n));
-            x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+            x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         } else {
             x_read_failed(x, (int)n, false);
         }
@@ -1453,11 +1453,11 @@ static void x_connected(struct h1_xchg *x, struct h1_conn *conn)
         x->conn = NULL;
         if (conn->tls && tls_flush(conn) < 0) {
             conn_close(conn);
-            x_finish(x, UP_ERR_SEND, "warm-up: could not finish the TLS handshake", false);
+            x_finish(x, UPSTREAM_ERR_SEND, "warm-up: could not finish the TLS handshake", false);
             return;
         }
         pool_put(conn);
-        x_finish(x, UP_OK, "", false);
+        x_finish(x, UPSTREAM_OK, "", false);
         return;
     }
     x_attach(x, conn);
@@ -1496,7 +1496,7 @@ static void on_connect(uv_connect_t *req, int status)
     if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
         snprintf(x->msgbuf, sizeof x->msgbuf, "connect to %s:%u failed: cannot read", pool->host,
                  pool->port);
-        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         return;
     }
     conn->reading = true;
@@ -1533,7 +1533,7 @@ static void x_connect(struct h1_xchg *x, bool defer)
     }
     if (x->addr_idx == 0)
         snprintf(x->msgbuf, sizeof x->msgbuf, "no address for %s", pool->host);
-    x_finish(x, UP_ERR_CONNECT, x->msgbuf, defer);
+    x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, defer);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -1578,7 +1578,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             x_connect(x, false);
         } else {
             snprintf(x->msgbuf, sizeof x->msgbuf, "could not resolve host %s", pool->host);
-            x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+            x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         }
     }
     h1_maybe_free(c);
@@ -1601,7 +1601,7 @@ static void x_resolve(struct h1_xchg *x, bool defer)
     if (rc != 0) {
         free(d);
         snprintf(x->msgbuf, sizeof x->msgbuf, "could not resolve host %s", x->pool->host);
-        x_finish(x, UP_ERR_CONNECT, x->msgbuf, defer);
+        x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, defer);
         return;
     }
     c->n_handles++;
@@ -1641,7 +1641,7 @@ static void on_x_timeout(uv_timer_t *t)
         if (x->state == X_CONNECTING && x->conn && x->conn->tls) {
             snprintf(x->msgbuf, sizeof x->msgbuf, "TLS handshake with %s:%u timed out after %ld ms",
                      x->pool->host, x->pool->port, ct);
-            x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+            x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
             return;
         }
         if (x->state == X_CONNECTING && x->addr_idx < x->pool->n_addrs)
@@ -1649,11 +1649,11 @@ static void on_x_timeout(uv_timer_t *t)
         else
             snprintf(a, sizeof a, "%s:%u", x->pool->host, x->pool->port);
         snprintf(x->msgbuf, sizeof x->msgbuf, "connect to %s timed out after %ld ms", a, ct);
-        x_finish(x, UP_ERR_CONNECT, x->msgbuf, false);
+        x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         return;
     }
     snprintf(x->msgbuf, sizeof x->msgbuf, "timed out after %ld ms", x->timeout_ms);
-    x_finish(x, UP_ERR_TIMEOUT, x->msgbuf, false);
+    x_finish(x, UPSTREAM_ERR_TIMEOUT, x->msgbuf, false);
 }
 
 /* ---- the request head ----------------------------------------------------- */
@@ -1665,7 +1665,7 @@ static char *put(char *p, const void *s, size_t n)
 }
 
 /* "METHOD target HTTP/1.1", Host, the caller's lines, Content-Length. */
-static void x_build_head(struct h1_xchg *x, const struct up_request *req, const struct h1_url *u,
+static void x_build_head(struct h1_xchg *x, const struct upstream_request *req, const struct h1_url *u,
                          size_t mlen)
 {
     char num[24];
@@ -1758,7 +1758,7 @@ void h1_free(struct h1 *c)
     uv_close((uv_handle_t *)&c->sweep, on_handle_closed_count);
 }
 
-struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struct up_cbs *cbs,
+struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req, const struct upstream_cbs *cbs,
                          void *ud)
 {
     struct h1_url u;
@@ -1791,7 +1791,7 @@ struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struc
     x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : 0;
     x->connect_timeout_ms = req->connect_timeout_ms;
     x->addr_idx = 0;
-    x->rc = UP_OK;
+    x->rc = UPSTREAM_OK;
     x->msg = "";
     x->is_head = mlen == 4 && memcmp(req->method, "HEAD", 4) == 0;
     x->warm_only = false;
@@ -1820,7 +1820,7 @@ struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struc
     return &x->base;
 }
 
-void h1_resume(struct up_xfer *xf)
+void h1_resume(struct upstream_xfer *xf)
 {
     struct h1_xchg *x = (struct h1_xchg *)xf;
     if (!x || x->state != X_ACTIVE || !x->paused || x->busy)
@@ -1835,12 +1835,12 @@ void h1_resume(struct up_xfer *xf)
         x_recycle(x);
         return;
     }
-    if (r == UP_PAUSE) {
+    if (r == UPSTREAM_PAUSE) {
         x->paused = true;
         return;
     }
     if (r != blen) {
-        x_finish(x, UP_ERR_ABORTED, "stopped by the body callback", true);
+        x_finish(x, UPSTREAM_ERR_ABORTED, "stopped by the body callback", true);
         return;
     }
     llhttp_resume(&conn->parser);
@@ -1865,13 +1865,13 @@ void h1_resume(struct up_xfer *xf)
             return;
     }
     if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
-        x_finish(x, UP_ERR_RECV, "receive failed: cannot read", true);
+        x_finish(x, UPSTREAM_ERR_RECV, "receive failed: cannot read", true);
         return;
     }
     conn->reading = true;
 }
 
-void h1_abort(struct up_xfer *xf)
+void h1_abort(struct upstream_xfer *xf)
 {
     struct h1_xchg *x = (struct h1_xchg *)xf;
     if (!x || x->state == X_FREE || x->state == X_IN_DONE || x->aborted)
@@ -1908,7 +1908,7 @@ void h1_counts(const struct h1 *c, size_t *open, size_t *idle)
         *idle = c->n_idle;
 }
 
-uint64_t h1_sent_ms(const struct up_xfer *ux)
+uint64_t h1_sent_ms(const struct upstream_xfer *ux)
 {
     const struct h1_xchg *x = (const struct h1_xchg *)ux;
     return x->sent_ms;

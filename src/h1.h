@@ -21,7 +21,7 @@
  *   once per pooled connection, under the connect timeout; the peer is
  *   verified against the system store or the request's ca_file, its name
  *   or address checked; sessions are resumed per pool.  A failed handshake
- *   ends the exchange with UP_ERR_CONNECT and a message starting "TLS".
+ *   ends the exchange with UPSTREAM_ERR_CONNECT and a message starting "TLS".
  *   Pools are per scheme, host:port and CA source.
  * - A pool that served a request with keep_warm in the last 30 minutes
  *   keeps one verified idle connection ready (re-opened when the upstream
@@ -45,13 +45,13 @@ void h1_free(struct h1 *c);
 
 /* Starts an exchange on req->url, which must be http:// or https://.  Returns NULL
  * (and calls nothing) for a URL it cannot use. The returned handle's
- * kind is UP_KIND_H1. */
-struct up_xfer *h1_start(struct h1 *c, const struct up_request *req, const struct up_cbs *cbs,
+ * kind is UPSTREAM_KIND_H1. */
+struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req, const struct upstream_cbs *cbs,
                          void *ud);
-void h1_resume(struct up_xfer *x);
-void h1_abort(struct up_xfer *x);
-/* See up_sent_ms(). */
-uint64_t h1_sent_ms(const struct up_xfer *x);
+void h1_resume(struct upstream_xfer *x);
+void h1_abort(struct upstream_xfer *x);
+/* See upstream_sent_ms(). */
+uint64_t h1_sent_ms(const struct upstream_xfer *x);
 
 /* TLS handshakes completed: full ones and resumed ones (/metrics). */
 void h1_tls_counts(const struct h1 *c, uint64_t *full, uint64_t *resumed);

@@ -127,7 +127,7 @@ struct check {
     int handles;                 /* libuv handles not yet closed */
 
     /* messages / count_tokens */
-    struct up_xfer *ux;          /* the running exchange; NULL when none */
+    struct upstream_xfer *ux;          /* the running exchange; NULL when none */
     struct buf hdrs;             /* owns; "Name: value\r\n" lines */
     char *body;                  /* owns */
     struct buf reply;            /* capped at HEALTH_REPLY_CAP */
@@ -162,7 +162,7 @@ struct probe {
     struct health *h;            /* borrows */
     struct probe *next;          /* in h->probes */
     int ep;                      /* index into state.eps */
-    struct up_xfer *ux;          /* the running exchange; NULL once done */
+    struct upstream_xfer *ux;          /* the running exchange; NULL once done */
     struct buf hdrs;             /* owns; holds the token: wiped when freed */
     struct buf reply;            /* capped at HEALTH_REPLY_CAP */
     int status;
@@ -405,7 +405,7 @@ static void check_close(struct check *c)
     /* The exchange goes now, not in check_free(): upstream_free() (often
      * called right after health_free()) wants every exchange ended. */
     if (c->ux) {
-        up_abort(c->ux);
+        upstream_abort(c->ux);
         c->ux = NULL;
     }
     uv_timer_stop(&c->timer);
@@ -533,7 +533,7 @@ static struct check *check_new(struct health *h, int ep)
 
 /* ---- the HTTP methods --------------------------------------------------- */
 
-static bool on_http_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
+static bool on_http_head(void *ud, int status, const struct upstream_hdr *hdrs, size_t n)
 {
     struct check *c = ud;
     (void)hdrs;
@@ -548,7 +548,7 @@ static size_t on_http_body(void *ud, const char *p, size_t len)
     struct check *c = ud;
     if (buf_append(&c->reply, p, len) != 0) {
         c->reply_too_big = true;
-        return 0; /* ends the exchange with UP_ERR_ABORTED */
+        return 0; /* ends the exchange with UPSTREAM_ERR_ABORTED */
     }
     return len;
 }
@@ -593,7 +593,7 @@ static bool http_reply_valid(const struct check *c)
     return ok;
 }
 
-static void on_http_done(void *ud, enum up_rc rc, const char *msg)
+static void on_http_done(void *ud, enum upstream_rc rc, const char *msg)
 {
     struct check *c = ud;
     char reason[HEALTH_REASON_MAX + 1];
@@ -605,10 +605,10 @@ static void on_http_done(void *ud, enum up_rc rc, const char *msg)
     double latency = (double)(uv_hrtime() - c->start_ns) / 1e6;
     double ttfb = c->ttfb_ms;
 
-    if (rc != UP_OK) {
+    if (rc != UPSTREAM_OK) {
         if (c->reply_too_big)
             snprintf(reason, sizeof reason, "reply larger than %d KiB", HEALTH_REPLY_CAP / 1024);
-        else if (rc == UP_ERR_TIMEOUT)
+        else if (rc == UPSTREAM_ERR_TIMEOUT)
             snprintf(reason, sizeof reason, "timed out after %d s", c->timeout_s);
         else
             health_clean_text(reason, sizeof reason, msg, strlen(msg), c->token);
@@ -705,12 +705,12 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
     for (size_t i = 0; i < ce->n_headers; i++)
         buf_appendf(&c->hdrs, "%s: %s\r\n", ce->headers[i].name, ce->headers[i].value);
     c->ttfb_ms = -1;
-    static const struct up_cbs cbs = {
+    static const struct upstream_cbs cbs = {
         .head = on_http_head,
         .body = on_http_body,
         .done = on_http_done,
     };
-    struct up_request req = {
+    struct upstream_request req = {
         .method = "POST",
         .url = url,
         .headers = c->hdrs.data,
@@ -724,7 +724,7 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
         .proxy = ce->proxy,
         .ca_file = ce->ca_file,
     };
-    c->ux = up_start(h->up, &req, &cbs, c);
+    c->ux = upstream_start(h->up, &req, &cbs, c);
     free(url);
     if (!c->ux) {
         snprintf(reason, rlen, "the upstream request could not start");
@@ -1064,7 +1064,7 @@ static void on_check_timer(uv_timer_t *t)
     case CHECK_RUNNING:
         snprintf(reason, sizeof reason, "timed out after %d s", c->timeout_s);
         if (c->ux) {
-            up_abort(c->ux);
+            upstream_abort(c->ux);
             c->ux = NULL;
         }
         check_report(c, false, false, -1, -1, reason, NULL);
@@ -1236,7 +1236,7 @@ static void probe_free(struct probe *p)
         }
     }
     if (p->ux)
-        up_abort(p->ux);
+        upstream_abort(p->ux);
     if (p->hdrs.data)
         memset(p->hdrs.data, 0, p->hdrs.len); /* holds the token */
     buf_release(&p->hdrs);
@@ -1251,7 +1251,7 @@ static void probes_drop(struct health *h)
         probe_free(h->probes);
 }
 
-static bool on_probe_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
+static bool on_probe_head(void *ud, int status, const struct upstream_hdr *hdrs, size_t n)
 {
     struct probe *p = ud;
     (void)hdrs;
@@ -1278,19 +1278,19 @@ static bool probe_id_matches(const char *id, const char *model)
            id[ml + 1] <= '9';
 }
 
-static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
+static void on_probe_done(void *ud, enum upstream_rc rc, const char *msg)
 {
     struct probe *p = ud;
     struct health *h = p->h;
     const char *name = state_ep_name(h->st, p->ep);
     p->ux = NULL;
-    cJSON *j = rc == UP_OK && p->status == 200
+    cJSON *j = rc == UPSTREAM_OK && p->status == 200
                    ? cJSON_ParseWithLength(p->reply.data ? p->reply.data : "", p->reply.len)
                    : NULL;
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
     if (!cJSON_IsArray(data)) {
         log_debug("health: %s: GET /v1/models gave no model list (%s, HTTP %d); not checked",
-                  name, rc == UP_OK ? "ok" : msg, p->status);
+                  name, rc == UPSTREAM_OK ? "ok" : msg, p->status);
     } else {
         bool found = false;
         const char *first = NULL;
@@ -1325,7 +1325,7 @@ static void on_probe_done(void *ud, enum up_rc rc, const char *msg)
 /* Asks every endpoint of an HTTP check method once for its model list. */
 static void probes_start(struct health *h)
 {
-    static const struct up_cbs cbs = {
+    static const struct upstream_cbs cbs = {
         .head = on_probe_head,
         .body = on_probe_body,
         .done = on_probe_done,
@@ -1350,7 +1350,7 @@ static void probes_start(struct health *h)
             buf_appendf(&p->hdrs, "%s%s\r\n",
                         g->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ",
                         g->token);
-        struct up_request req = {
+        struct upstream_request req = {
             .method = "GET",
             .url = url,
             .headers = p->hdrs.data,
@@ -1360,7 +1360,7 @@ static void probes_start(struct health *h)
         };
         p->next = h->probes;
         h->probes = p;
-        p->ux = up_start(h->up, &req, &cbs, p);
+        p->ux = upstream_start(h->up, &req, &cbs, p);
         free(url);
         if (!p->ux)
             probe_free(p);

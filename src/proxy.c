@@ -87,7 +87,7 @@ struct proxy {
 struct preq {
     struct track t;             /* linked in state's list while in flight */
     struct dheap_node due;      /* in px->due while a time limit applies */
-    struct up_xfer *ux;         /* the running exchange; NULL between attempts */
+    struct upstream_xfer *ux;         /* the running exchange; NULL between attempts */
     struct proxy *px;           /* borrows */
     struct state *st;           /* holds a reference: the state it started under */
     const struct config *cfg;   /* borrows from st */
@@ -275,7 +275,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     uint64_t now = now_mono_ms();
     uint64_t total = now - p->t.start_ms;
     if (p->ux) {
-        up_abort(p->ux);
+        upstream_abort(p->ux);
         p->ux = NULL;
     }
     if (p->c) {
@@ -944,7 +944,7 @@ static bool preq_judge_error_body(struct preq *p)
  * speed; counted in, it made the selection switch back and forth. */
 static double preq_ttfb_ms(const struct preq *p, uint64_t now)
 {
-    uint64_t sent = p->ux ? up_sent_ms(p->ux) : 0;
+    uint64_t sent = p->ux ? upstream_sent_ms(p->ux) : 0;
     uint64_t from = sent >= p->attempt_start_ms && sent <= now ? sent : p->attempt_start_ms;
     return (double)(now - from);
 }
@@ -1010,7 +1010,7 @@ static bool preq_headers_done(struct preq *p)
  * `request-id`, else the `x-request-id` many relays send.  The last
  * attempt that got an answer names it (an attempt that failed to connect
  * has none to give). */
-static void preq_note_request_id(struct preq *p, const struct up_hdr *hdrs, size_t n)
+static void preq_note_request_id(struct preq *p, const struct upstream_hdr *hdrs, size_t n)
 {
     p->upstream_id[0] = '\0';
     for (size_t i = 0; i < n; i++)
@@ -1019,7 +1019,7 @@ static void preq_note_request_id(struct preq *p, const struct up_hdr *hdrs, size
             log_field_copy(p->upstream_id, hdrs[i].value, hdrs[i].value_len);
 }
 
-static bool on_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
+static bool on_head(void *ud, int status, const struct upstream_hdr *hdrs, size_t n)
 {
     struct preq *p = ud;
     /* hdr_resp_filter() decides the client's framing for both upstream
@@ -1173,7 +1173,7 @@ static size_t on_body(void *ud, const char *data, size_t len)
         /* The client is slow: the upstream client keeps this data and
          * stops reading until conn tells us the queue drained. */
         p->paused = true;
-        return UP_PAUSE;
+        return UPSTREAM_PAUSE;
     }
     p->t.bytes_out += len;
     p->bytes_to_client += len;
@@ -1185,10 +1185,10 @@ static size_t on_body(void *ud, const char *data, size_t len)
 /* ---- attempts ----------------------------------------------------------- */
 
 /* The attempt's exchange is over (or was stopped for a time limit). */
-static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
+static void preq_attempt_done(struct preq *p, enum upstream_rc rc, const char *msg)
 {
     p->ux = NULL;
-    if (!p->retry && !p->give_up && rc == UP_OK && p->sniffing) {
+    if (!p->retry && !p->give_up && rc == UPSTREAM_OK && p->sniffing) {
         /* The whole error body is here: a usage cap fails over; anything
          * else is decided (and, when it goes to the client, committed with
          * the body in held) as it would have been at the head. */
@@ -1199,7 +1199,7 @@ static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
         }
     }
     if (!p->retry && !p->give_up) {
-        if (rc == UP_OK && (p->committed || p->holding)) {
+        if (rc == UPSTREAM_OK && (p->committed || p->holding)) {
             if (p->holding && !(p->saw_start && !p->saw_stop)) {
                 preq_commit(p); /* a short stream ended inside the hold-back */
             } else if (p->holding) {
@@ -1241,8 +1241,8 @@ static void preq_attempt_done(struct preq *p, enum up_rc rc, const char *msg)
         }
         /* Nothing reached the client: a connection or protocol failure. */
         char why[sizeof p->fail];
-        snprintf(why, sizeof why, "%s", rc == UP_ERR_ABORTED && p->fail[0] ? p->fail : msg);
-        preq_failed(p, rc == UP_ERR_TIMEOUT ? FAIL_TIMEOUT : FAIL_ERROR, 0, why);
+        snprintf(why, sizeof why, "%s", rc == UPSTREAM_ERR_ABORTED && p->fail[0] ? p->fail : msg);
+        preq_failed(p, rc == UPSTREAM_ERR_TIMEOUT ? FAIL_TIMEOUT : FAIL_ERROR, 0, why);
     }
 decided:
     if (p->give_up || !p->c) {
@@ -1255,7 +1255,7 @@ decided:
     preq_next(p);
 }
 
-static void on_done(void *ud, enum up_rc rc, const char *msg)
+static void on_done(void *ud, enum upstream_rc rc, const char *msg)
 {
     preq_attempt_done(ud, rc, msg);
 }
@@ -1289,7 +1289,7 @@ static void preq_next(struct preq *p)
     preq_attempt(p);
 }
 
-static const struct up_cbs preq_up_cbs = {
+static const struct upstream_cbs preq_up_cbs = {
     .head = on_head,
     .body = on_body,
     .done = on_done,
@@ -1366,7 +1366,7 @@ static void preq_attempt(struct preq *p)
     const struct buf *body = p->mapped ? &p->abody : &p->body;
     char *url = hdr_url_join(e->url, p->target);
     bool bodyless = p->is_head || (strcmp(p->method, "GET") == 0 && p->body.len == 0);
-    struct up_request req = {
+    struct upstream_request req = {
         .method = p->method,
         .url = url,
         .headers = p->hdrs.data,
@@ -1382,7 +1382,7 @@ static void preq_attempt(struct preq *p)
         .ca_file = ce->ca_file,
         .keep_warm = true,
     };
-    p->ux = up_start(p->px->up, &req, &preq_up_cbs, p);
+    p->ux = upstream_start(p->px->up, &req, &preq_up_cbs, p);
     free(url);
     if (!p->ux) {
         preq_error(p, 502, "api_error", "could not start the upstream request", NULL);
@@ -1406,7 +1406,7 @@ static void preq_drained(void *h)
     if (p->paused && p->ux) {
         p->paused = false;
         p->last_byte_ms = now_mono_ms();
-        up_resume(p->ux);
+        upstream_resume(p->ux);
     }
 }
 
@@ -1421,7 +1421,7 @@ static const struct conn_handler_ops preq_ops = {
  * has seen nothing yet. */
 static void preq_timeout(struct preq *p, const char *why)
 {
-    up_abort(p->ux);
+    upstream_abort(p->ux);
     p->ux = NULL;
     if (p->committed) {
         state_report(p->st, p->ep,
@@ -1432,7 +1432,7 @@ static void preq_timeout(struct preq *p, const char *why)
         return;
     }
     preq_failed(p, FAIL_TIMEOUT, 0, why);
-    preq_attempt_done(p, UP_ERR_TIMEOUT, why);
+    preq_attempt_done(p, UPSTREAM_ERR_TIMEOUT, why);
 }
 
 /* Streams get their headers within seconds from a working endpoint; other

@@ -51,7 +51,7 @@ struct remote;
 /* One exchange with the proxy: a GET of /status or a POST of an operation. */
 struct rx {
     struct remote *r;   /* borrows */
-    struct up_xfer *ux; /* the running exchange; NULL once done */
+    struct upstream_xfer *ux; /* the running exchange; NULL once done */
     char *url;          /* owns */
     char *headers;      /* owns; "Name: value\r\n" lines */
     char *json;         /* owns; the operation's body, NULL for /status */
@@ -83,7 +83,7 @@ static void rx_free(struct rx *x)
     if (!x)
         return;
     if (x->ux)
-        up_abort(x->ux);
+        upstream_abort(x->ux);
     free(x->url);
     if (x->headers) {
         explicit_bzero(x->headers, strlen(x->headers)); /* it holds the keys */
@@ -94,7 +94,7 @@ static void rx_free(struct rx *x)
     free(x);
 }
 
-static bool on_rx_head(void *ud, int status, const struct up_hdr *hdrs, size_t n)
+static bool on_rx_head(void *ud, int status, const struct upstream_hdr *hdrs, size_t n)
 {
     struct rx *x = ud;
     (void)hdrs;
@@ -114,11 +114,11 @@ static size_t on_rx_body(void *ud, const char *data, size_t len)
 }
 
 /* Why an exchange gave no answer, in a few words. */
-static const char *rx_failure(const struct rx *x, enum up_rc rc, const char *msg)
+static const char *rx_failure(const struct rx *x, enum upstream_rc rc, const char *msg)
 {
     if (x->too_big)
         return "the reply is too large";
-    return msg && *msg ? msg : up_rc_str(rc);
+    return msg && *msg ? msg : upstream_rc_str(rc);
 }
 
 static void remote_show_error(struct remote *r)
@@ -126,9 +126,9 @@ static void remote_show_error(struct remote *r)
     dashboard_set_error(r->d, r->error[0] ? r->error : NULL);
 }
 
-static void remote_status_done(struct remote *r, struct rx *x, enum up_rc rc, const char *msg)
+static void remote_status_done(struct remote *r, struct rx *x, enum upstream_rc rc, const char *msg)
 {
-    if (rc != UP_OK) {
+    if (rc != UPSTREAM_OK) {
         snprintf(r->error, sizeof r->error, "%s: %s", r->base, rx_failure(x, rc, msg));
     } else if (x->status != 200) {
         snprintf(r->error, sizeof r->error, "%s: HTTP %d from /status", r->base, x->status);
@@ -147,10 +147,10 @@ static void remote_status_done(struct remote *r, struct rx *x, enum up_rc rc, co
     remote_show_error(r);
 }
 
-static void remote_admin_done(struct remote *r, struct rx *x, enum up_rc rc, const char *msg)
+static void remote_admin_done(struct remote *r, struct rx *x, enum upstream_rc rc, const char *msg)
 {
     char err[256];
-    if (rc != UP_OK) {
+    if (rc != UPSTREAM_OK) {
         snprintf(err, sizeof err, "%s: %s", x->op, rx_failure(x, rc, msg));
         dashboard_admin_done(r->d, err);
         return;
@@ -176,7 +176,7 @@ static void remote_admin_done(struct remote *r, struct rx *x, enum up_rc rc, con
     cJSON_Delete(reply);
 }
 
-static void on_rx_done(void *ud, enum up_rc rc, const char *msg)
+static void on_rx_done(void *ud, enum upstream_rc rc, const char *msg)
 {
     struct rx *x = ud;
     struct remote *r = x->r;
@@ -196,7 +196,7 @@ static void on_rx_done(void *ud, enum up_rc rc, const char *msg)
 static struct rx *remote_start(struct remote *r, const char *path, char *json, const char *op,
                                char *err, size_t errlen)
 {
-    static const struct up_cbs cbs = {on_rx_head, on_rx_body, on_rx_done};
+    static const struct upstream_cbs cbs = {on_rx_head, on_rx_body, on_rx_done};
     struct rx *x = xcalloc(1, sizeof *x);
     struct buf h;
     x->r = r;
@@ -214,7 +214,7 @@ static struct rx *remote_start(struct remote *r, const char *path, char *json, c
     if (r->admin_key && json)
         buf_appendf(&h, "x-zephyr-admin-key: %s\r\n", r->admin_key);
     x->headers = h.data ? h.data : xstrdup("");
-    struct up_request req = {
+    struct upstream_request req = {
         .method = json ? "POST" : "GET",
         .url = x->url,
         .headers = x->headers,
@@ -225,7 +225,7 @@ static struct rx *remote_start(struct remote *r, const char *path, char *json, c
         .connect_timeout_ms = REMOTE_CONNECT_MS,
         .timeout_ms = json ? REMOTE_ADMIN_MS : REMOTE_STATUS_MS,
     };
-    x->ux = up_start(r->up, &req, &cbs, x);
+    x->ux = upstream_start(r->up, &req, &cbs, x);
     if (!x->ux) {
         snprintf(err, errlen,
                  "%s: the request cannot start (a malformed URL, or libcurl "

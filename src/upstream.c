@@ -26,8 +26,8 @@
 #include "h1.h"
 #include "util.h"
 
-#define UP_HEAD_CAP (64 * 1024)
-#define UP_MAX_HDRS 200
+#define UPSTREAM_HEAD_CAP (64 * 1024)
+#define UPSTREAM_MAX_HDRS 200
 
 struct upstream {
     uv_loop_t *loop;        /* borrows */
@@ -45,10 +45,10 @@ enum cx_stop {
 };
 
 struct cx {
-    struct up_xfer base;
+    struct upstream_xfer base;
     struct fetch_xfer x;          /* x.easy owned */
     struct upstream *u;           /* borrows */
-    const struct up_cbs *cbs;     /* borrows */
+    const struct upstream_cbs *cbs;     /* borrows */
     void *ud;                     /* borrows */
     struct curl_slist *hdrs;      /* owns */
     struct buf head;              /* owns; "name\0value\0" pairs of the head so far */
@@ -60,24 +60,24 @@ struct cx {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-const char *up_rc_str(enum up_rc rc)
+const char *upstream_rc_str(enum upstream_rc rc)
 {
     switch (rc) {
-    case UP_OK: return "ok";
-    case UP_ERR_CONNECT: return "connect failed";
-    case UP_ERR_TIMEOUT: return "timed out";
-    case UP_ERR_SEND: return "send failed";
-    case UP_ERR_RECV: return "receive failed";
-    case UP_ERR_PROTOCOL: return "protocol error";
-    case UP_ERR_ABORTED: return "aborted";
-    case UP_ERR_OTHER: break;
+    case UPSTREAM_OK: return "ok";
+    case UPSTREAM_ERR_CONNECT: return "connect failed";
+    case UPSTREAM_ERR_TIMEOUT: return "timed out";
+    case UPSTREAM_ERR_SEND: return "send failed";
+    case UPSTREAM_ERR_RECV: return "receive failed";
+    case UPSTREAM_ERR_PROTOCOL: return "protocol error";
+    case UPSTREAM_ERR_ABORTED: return "aborted";
+    case UPSTREAM_ERR_OTHER: break;
     }
     return "error";
 }
 
 /* ---- the libcurl client ----------------------------------------------- */
 
-static struct fetch *up_fetch(struct upstream *u)
+static struct fetch *upstream_fetch(struct upstream *u)
 {
     if (!u->fetch)
         u->fetch = fetch_new(u->loop);
@@ -93,46 +93,46 @@ static void cx_free(struct cx *x)
     free(x);
 }
 
-static enum up_rc cx_rc(CURLcode rc)
+static enum upstream_rc cx_rc(CURLcode rc)
 {
     switch (rc) {
-    case CURLE_OK: return UP_OK;
+    case CURLE_OK: return UPSTREAM_OK;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
-        return UP_ERR_CONNECT;
-    case CURLE_OPERATION_TIMEDOUT: return UP_ERR_TIMEOUT;
-    case CURLE_SEND_ERROR: return UP_ERR_SEND;
+        return UPSTREAM_ERR_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT: return UPSTREAM_ERR_TIMEOUT;
+    case CURLE_SEND_ERROR: return UPSTREAM_ERR_SEND;
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-        return UP_ERR_RECV;
+        return UPSTREAM_ERR_RECV;
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_BAD_CONTENT_ENCODING:
-        return UP_ERR_PROTOCOL;
-    default: return UP_ERR_OTHER;
+        return UPSTREAM_ERR_PROTOCOL;
+    default: return UPSTREAM_ERR_OTHER;
     }
 }
 
 static void cx_on_done(struct fetch_xfer *fx, CURLcode rc)
 {
     struct cx *x = (struct cx *)((char *)fx - offsetof(struct cx, x));
-    enum up_rc r = cx_rc(rc);
+    enum upstream_rc r = cx_rc(rc);
     const char *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
     if (x->stop == CX_ABORTED) {
-        r = UP_ERR_ABORTED;
+        r = UPSTREAM_ERR_ABORTED;
         msg = "stopped by the caller";
     } else if (x->stop == CX_BAD_HEAD) {
-        r = UP_ERR_PROTOCOL;
+        r = UPSTREAM_ERR_PROTOCOL;
         msg = "malformed or oversized response head from upstream";
-    } else if (r == UP_OK) {
+    } else if (r == UPSTREAM_OK) {
         msg = "";
     }
-    const struct up_cbs *cbs = x->cbs;
+    const struct upstream_cbs *cbs = x->cbs;
     void *ud = x->ud;
     char m[CURL_ERROR_SIZE];
     snprintf(m, sizeof m, "%s", msg);
@@ -143,7 +143,7 @@ static void cx_on_done(struct fetch_xfer *fx, CURLcode rc)
 /* A whole head has arrived: hand it over as an array of views. */
 static bool cx_head_done(struct cx *x)
 {
-    struct up_hdr hv[UP_MAX_HDRS];
+    struct upstream_hdr hv[UPSTREAM_MAX_HDRS];
     const char *p = x->head.data;
     for (size_t i = 0; i < x->n_hdrs; i++) {
         hv[i].name = p;
@@ -204,7 +204,7 @@ static size_t cx_on_header(char *data, size_t size, size_t n, void *ud)
         return size * n;
     }
     const char *colon = memchr(data, ':', len);
-    if (!colon || x->n_hdrs == UP_MAX_HDRS) {
+    if (!colon || x->n_hdrs == UPSTREAM_MAX_HDRS) {
         x->stop = CX_BAD_HEAD;
         return 0;
     }
@@ -239,7 +239,7 @@ static size_t cx_on_body(char *data, size_t size, size_t n, void *ud)
         return 0;
     }
     size_t r = x->cbs->body(x->ud, data, len);
-    if (r == UP_PAUSE)
+    if (r == UPSTREAM_PAUSE)
         return CURL_WRITEFUNC_PAUSE;
     if (r != len) {
         x->stop = CX_ABORTED;
@@ -307,19 +307,19 @@ static struct curl_slist *cx_headers(const char *h, size_t hl)
     return l;
 }
 
-static struct up_xfer *cx_start(struct upstream *u, const struct up_request *req,
-                                const struct up_cbs *cbs, void *ud)
+static struct upstream_xfer *cx_start(struct upstream *u, const struct upstream_request *req,
+                                const struct upstream_cbs *cbs, void *ud)
 {
-    struct fetch *f = up_fetch(u);
+    struct fetch *f = upstream_fetch(u);
     CURL *easy = f ? fetch_easy_new(f) : NULL;
     if (!easy)
         return NULL;
     struct cx *x = xcalloc(1, sizeof *x);
-    x->base.kind = UP_KIND_CURL;
+    x->base.kind = UPSTREAM_KIND_CURL;
     x->u = u;
     x->cbs = cbs;
     x->ud = ud;
-    buf_init(&x->head, UP_HEAD_CAP);
+    buf_init(&x->head, UPSTREAM_HEAD_CAP);
     x->x.easy = easy;
     x->x.done = cx_on_done;
     x->hdrs = cx_headers(req->headers, req->headers_len);
@@ -419,17 +419,17 @@ bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_b
     return true;
 }
 
-struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
-                         const struct up_cbs *cbs, void *ud)
+struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_request *req,
+                         const struct upstream_cbs *cbs, void *ud)
 {
     if (!req->proxy && !upstream_uses_libcurl(u, req->url, u->builtin))
         return h1_start(u->h1, req, cbs, ud);
     return cx_start(u, req, cbs, ud);
 }
 
-void up_resume(struct up_xfer *x)
+void upstream_resume(struct upstream_xfer *x)
 {
-    if (x->kind == UP_KIND_H1) {
+    if (x->kind == UPSTREAM_KIND_H1) {
         h1_resume(x);
         return;
     }
@@ -438,16 +438,16 @@ void up_resume(struct up_xfer *x)
         curl_easy_pause(c->x.easy, CURLPAUSE_CONT);
 }
 
-uint64_t up_sent_ms(const struct up_xfer *x)
+uint64_t upstream_sent_ms(const struct upstream_xfer *x)
 {
-    if (x->kind == UP_KIND_H1)
+    if (x->kind == UPSTREAM_KIND_H1)
         return h1_sent_ms(x);
     return ((const struct cx *)x)->sent_ms;
 }
 
-void up_abort(struct up_xfer *x)
+void upstream_abort(struct upstream_xfer *x)
 {
-    if (x->kind == UP_KIND_H1) {
+    if (x->kind == UPSTREAM_KIND_H1) {
         h1_abort(x);
         return;
     }

@@ -15,10 +15,10 @@
  * one set of result codes.  libcurl is only loaded (curlso.c) and
  * initialised when an exchange first needs it.
  *
- * Lifetime: up_start() returns a handle that stays valid until the done
- * callback has returned or up_abort() has been called, whichever comes
- * first.  done is called exactly once unless up_abort() came first, and
- * never from inside up_start(), up_resume(), up_abort() or another of the
+ * Lifetime: upstream_start() returns a handle that stays valid until the done
+ * callback has returned or upstream_abort() has been called, whichever comes
+ * first.  done is called exactly once unless upstream_abort() came first, and
+ * never from inside upstream_start(), upstream_resume(), upstream_abort() or another of the
  * exchange's callbacks.  The request's strings and body are borrowed until
  * then too.
  */
@@ -30,25 +30,25 @@
 #include <stdint.h>
 #include <uv.h>
 
-enum up_rc {
-    UP_OK = 0,
-    UP_ERR_CONNECT,   /* no connection: DNS, refused, unreachable, connect timeout */
-    UP_ERR_TIMEOUT,   /* up_request.timeout_ms passed */
-    UP_ERR_SEND,      /* the request could not be written */
-    UP_ERR_RECV,      /* the connection broke or closed before the response ended */
-    UP_ERR_PROTOCOL,  /* the response is not valid HTTP */
-    UP_ERR_ABORTED,   /* a callback asked to stop */
-    UP_ERR_OTHER,
+enum upstream_rc {
+    UPSTREAM_OK = 0,
+    UPSTREAM_ERR_CONNECT,   /* no connection: DNS, refused, unreachable, connect timeout */
+    UPSTREAM_ERR_TIMEOUT,   /* upstream_request.timeout_ms passed */
+    UPSTREAM_ERR_SEND,      /* the request could not be written */
+    UPSTREAM_ERR_RECV,      /* the connection broke or closed before the response ended */
+    UPSTREAM_ERR_PROTOCOL,  /* the response is not valid HTTP */
+    UPSTREAM_ERR_ABORTED,   /* a callback asked to stop */
+    UPSTREAM_ERR_OTHER,
 };
 
-struct up_hdr {
+struct upstream_hdr {
     const char *name;
     size_t name_len;
     const char *value;   /* leading and trailing blanks removed */
     size_t value_len;
 };
 
-struct up_request {
+struct upstream_request {
     const char *method;        /* "POST", "GET", "HEAD", ... */
     const char *url;           /* absolute: http://host[:port]/path?query or https://... */
     const char *headers;       /* "Name: value\r\n" lines, or NULL; never Host,
@@ -70,30 +70,30 @@ struct up_request {
 };
 
 /* Returned by the body callback: deliver the same bytes again after
- * up_resume(); the client stops reading from the upstream meanwhile. */
-#define UP_PAUSE ((size_t)-1)
+ * upstream_resume(); the client stops reading from the upstream meanwhile. */
+#define UPSTREAM_PAUSE ((size_t)-1)
 
-struct up_cbs {
+struct upstream_cbs {
     /* The final response head.  Interim 100-199 responses are skipped;
      * a 101 (a protocol switch nobody asked for) ends the exchange with
-     * UP_ERR_PROTOCOL and never reaches this callback.  The caller still
+     * UPSTREAM_ERR_PROTOCOL and never reaches this callback.  The caller still
      * checks the head with hdr_resp_filter.  The
      * array and its strings live only during the call.  Return false to
-     * stop: the exchange then ends with UP_ERR_ABORTED. */
-    bool (*head)(void *ud, int status, const struct up_hdr *hdrs, size_t n);
+     * stop: the exchange then ends with UPSTREAM_ERR_ABORTED. */
+    bool (*head)(void *ud, int status, const struct upstream_hdr *hdrs, size_t n);
     /* Decoded response body bytes (no chunk framing), len > 0.  Return
-     * len to take them, UP_PAUSE to pause, anything else to stop
-     * (UP_ERR_ABORTED). */
+     * len to take them, UPSTREAM_PAUSE to pause, anything else to stop
+     * (UPSTREAM_ERR_ABORTED). */
     size_t (*body)(void *ud, const char *data, size_t len);
     /* The exchange is over.  msg says what went wrong in a few words
-     * ("" for UP_OK); it lives only during the call. */
-    void (*done)(void *ud, enum up_rc rc, const char *msg);
+     * ("" for UPSTREAM_OK); it lives only during the call. */
+    void (*done)(void *ud, enum upstream_rc rc, const char *msg);
 };
 
 /* Which client an exchange runs on; the first member of every handle. */
-enum up_kind { UP_KIND_H1 = 1, UP_KIND_CURL = 2 };
-struct up_xfer {
-    enum up_kind kind;
+enum upstream_kind { UPSTREAM_KIND_H1 = 1, UPSTREAM_KIND_CURL = 2 };
+struct upstream_xfer {
+    enum upstream_kind kind;
 };
 
 struct upstream;
@@ -112,18 +112,18 @@ bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_b
 
 /* NULL when the exchange cannot start (bad URL, libcurl refused it or
  * cannot be loaded); done is then not called. */
-struct up_xfer *up_start(struct upstream *u, const struct up_request *req,
-                         const struct up_cbs *cbs, void *ud);
-/* Continues after the body callback returned UP_PAUSE.  May call body
+struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_request *req,
+                         const struct upstream_cbs *cbs, void *ud);
+/* Continues after the body callback returned UPSTREAM_PAUSE.  May call body
  * before it returns (never done).  A no-op when not paused. */
-void up_resume(struct up_xfer *x);
+void upstream_resume(struct upstream_xfer *x);
 /* Ends the exchange at once; no further callbacks. */
-void up_abort(struct up_xfer *x);
+void upstream_abort(struct upstream_xfer *x);
 /* When the request's last byte was handed to the connection, on the
  * now_mono_ms() clock, or 0 when it has not been yet.  Read in the head
  * callback, the time since is the endpoint's own time to answer, without
  * the upload of a large body. */
-uint64_t up_sent_ms(const struct up_xfer *x);
+uint64_t upstream_sent_ms(const struct upstream_xfer *x);
 
 /* Connections of the built-in client: open, and idle among them. */
 void upstream_counts(const struct upstream *u, size_t *open, size_t *idle);
@@ -131,6 +131,6 @@ void upstream_counts(const struct upstream *u, size_t *open, size_t *idle);
 void upstream_tls_counts(const struct upstream *u, uint64_t *full, uint64_t *resumed);
 
 /* Short name of the result, for logs: "connect failed", "timed out", ... */
-const char *up_rc_str(enum up_rc rc);
+const char *upstream_rc_str(enum upstream_rc rc);
 
 #endif

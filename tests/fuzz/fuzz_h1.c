@@ -12,7 +12,7 @@
  *                the rest)
  *   c0 bit 2     once everything is written and nothing moves, the server
  *                resets the connection instead of closing it
- *   c0 bit 3     after an exchange that ended UP_OK the server keeps its
+ *   c0 bit 3     after an exchange that ended UPSTREAM_OK the server keeps its
  *                side open, so the client may reuse it on the next input
  *   c0 bits 4-5  body() pauses: never, on every new span, on every other
  *                span, twice on every span; each pause is resumed from a
@@ -49,7 +49,7 @@
  * head at most once, before any body, with a final status and trimmed
  * values; body never empty, never while paused, a paused span redelivered
  * with identical bytes; an exchange stopped by a callback ends
- * UP_ERR_ABORTED; UP_OK means a head came, no pause is pending and (HEAD,
+ * UPSTREAM_ERR_ABORTED; UPSTREAM_OK means a head came, no pause is pending and (HEAD,
  * 204, 304) no body; no more body bytes than the server wrote; the request
  * is sent at most twice; the loop never goes idle while an exchange is
  * running; afterwards every open client connection is an idle one and few
@@ -329,7 +329,7 @@ static void srv_cut(size_t len, uint8_t how)
 /* ---- the client ------------------------------------------------------------ */
 
 struct ctx {
-    struct up_xfer *x;
+    struct upstream_xfer *x;
     /* options */
     bool is_head;
     bool head_false;
@@ -345,11 +345,11 @@ struct ctx {
     bool aborted;          /* h1_abort() was called */
     bool stopped;          /* a callback asked to stop */
     bool finished;         /* done ran or h1_abort() was called */
-    enum up_rc rc;
+    enum upstream_rc rc;
     size_t body_bytes;     /* taken */
     size_t written_base;   /* srv.written when the bytes this exchange may read began */
     /* pausing */
-    bool paused;           /* UP_PAUSE returned, h1_resume() not yet called */
+    bool paused;           /* UPSTREAM_PAUSE returned, h1_resume() not yet called */
     bool expect_redeliver; /* the next body() must repeat pb */
     unsigned span_pauses;
     char *pb;              /* owns: the bytes paused on */
@@ -401,7 +401,7 @@ static bool blank(char ch)
     return ch == ' ' || ch == '\t';
 }
 
-static bool cb_head(void *ud, int status, const struct up_hdr *h, size_t n)
+static bool cb_head(void *ud, int status, const struct upstream_hdr *h, size_t n)
 {
     struct ctx *t = ud;
     enter_cb(t, "head");
@@ -442,7 +442,7 @@ static size_t cb_body(void *ud, const char *p, size_t n)
     enter_cb(t, "body");
     check(t->n_head == 1, "body before head");
     check(n > 0, "empty body call");
-    check(n != UP_PAUSE, "absurd body length");
+    check(n != UPSTREAM_PAUSE, "absurd body length");
     check(!t->paused, "body while paused");
     for (size_t k = 0; k < n; k++)
         g_sink += (unsigned char)p[k];
@@ -459,7 +459,7 @@ static size_t cb_body(void *ud, const char *p, size_t n)
     if (++t->n_events == t->abort_at) {
         if (t->stop_by_return) {
             t->stopped = true;
-            return n - 1; /* neither n nor UP_PAUSE */
+            return n - 1; /* neither n nor UPSTREAM_PAUSE */
         }
         g_in_cb++;
         do_abort(t);
@@ -492,7 +492,7 @@ static size_t cb_body(void *ud, const char *p, size_t n)
         t->expect_redeliver = true;
         g_resume.data = t;
         uv_timer_start(&g_resume, on_resume, 0, 0);
-        return UP_PAUSE;
+        return UPSTREAM_PAUSE;
     }
     t->expect_redeliver = false;
     t->body_bytes += n;
@@ -503,7 +503,7 @@ static size_t cb_body(void *ud, const char *p, size_t n)
     return n;
 }
 
-static void cb_done(void *ud, enum up_rc rc, const char *msg)
+static void cb_done(void *ud, enum upstream_rc rc, const char *msg)
 {
     struct ctx *t = ud;
     if (t->finished) {
@@ -513,17 +513,17 @@ static void cb_done(void *ud, enum up_rc rc, const char *msg)
     check(!g_in_api, "done inside h1_start, h1_resume or h1_abort");
     check(!g_in_cb, "done inside a callback");
     check(msg != NULL, "done without a message");
-    check(rc >= UP_OK && rc <= UP_ERR_OTHER, "done with an unknown result");
+    check(rc >= UPSTREAM_OK && rc <= UPSTREAM_ERR_OTHER, "done with an unknown result");
     g_sink += (unsigned)strlen(msg);
     g_events++;
     t->n_done++;
     t->rc = rc;
     if (t->stopped)
-        check(rc == UP_ERR_ABORTED, "a callback stopped the exchange: not UP_ERR_ABORTED");
-    if (rc == UP_OK) {
-        check(msg[0] == '\0', "UP_OK with a message");
-        check(t->n_head == 1, "UP_OK without a head");
-        check(!t->paused && !t->expect_redeliver, "UP_OK with a paused span never redelivered");
+        check(rc == UPSTREAM_ERR_ABORTED, "a callback stopped the exchange: not UPSTREAM_ERR_ABORTED");
+    if (rc == UPSTREAM_OK) {
+        check(msg[0] == '\0', "UPSTREAM_OK with a message");
+        check(t->n_head == 1, "UPSTREAM_OK without a head");
+        check(!t->paused && !t->expect_redeliver, "UPSTREAM_OK with a paused span never redelivered");
         if (t->is_head || t->status == 204 || t->status == 304)
             check(t->n_body == 0, "a body for HEAD, 204 or 304");
     } else {
@@ -560,7 +560,7 @@ static void on_resume(uv_timer_t *tm)
         do_abort(t); /* the done that h1_resume may have deferred never comes */
 }
 
-static const struct up_cbs CBS = {cb_head, cb_body, cb_done};
+static const struct upstream_cbs CBS = {cb_head, cb_body, cb_done};
 
 /* ---- one input --------------------------------------------------------------- */
 
@@ -647,12 +647,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t->spurious_resume = c3 & 8;
     t->written_base = srv.written - srv.carry;
     srv.carry = 0;
-    t->rc = (enum up_rc)-1;
+    t->rc = (enum upstream_rc)-1;
     bool reset = c0 & 4, keep = c0 & 8;
     bool no_drain = c3 & 1, prewrite = c3 & 2, stray = c3 & 4;
     bool timeout_mode = (c3 >> 5) == 7;
 
-    struct up_request req = {
+    struct upstream_request req = {
         .url = g_url,
         .headers = "Accept: */*\r\n",
         .headers_len = 13,
@@ -701,7 +701,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_in_start--;
     g_in_api--;
     check(t->x != NULL, "h1_start refused a good request");
-    check(t->x->kind == UP_KIND_H1, "h1_start: wrong kind");
+    check(t->x->kind == UPSTREAM_KIND_H1, "h1_start: wrong kind");
     check(t->n_done == 0, "done inside h1_start");
     resume_noop(t);
     if (t->abort_at == 15)
@@ -716,7 +716,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * exchange (when asked to), after sending it what was left of the
      * response; everything else is closed. */
     srv.active = false;
-    struct sconn *kept = keep && t->rc == UP_OK ? srv.cur : NULL;
+    struct sconn *kept = keep && t->rc == UPSTREAM_OK ? srv.cur : NULL;
     if (kept && !kept->closing && srv.next_piece < srv.n_pieces) {
         srv.carry = resp_len - srv.cut[srv.next_piece];
         srv_write(kept, srv.resp + srv.cut[srv.next_piece], srv.carry);

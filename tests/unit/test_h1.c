@@ -302,11 +302,11 @@ struct env;
 
 struct rec {
     struct env *e;
-    struct up_xfer *x;
+    struct upstream_xfer *x;
     int n_head, n_done, status;
     struct buf hdrs;              /* "name=value\n" */
     struct buf body;
-    enum up_rc rc;
+    enum upstream_rc rc;
     char msg[256];
     bool head_false;              /* head returns false */
     bool abort_in_head;           /* head calls h1_abort() */
@@ -379,7 +379,7 @@ static void rec_init(struct rec *r, struct env *e)
 {
     memset(r, 0, sizeof *r);
     r->e = e;
-    r->rc = (enum up_rc)-1;
+    r->rc = (enum upstream_rc)-1;
     buf_init(&r->hdrs, 1 << 20);
     buf_init(&r->body, 64 << 20);
 }
@@ -391,7 +391,7 @@ static void rec_release(struct rec *r)
     free(r->paused);
 }
 
-static bool cb_head(void *ud, int status, const struct up_hdr *h, size_t n)
+static bool cb_head(void *ud, int status, const struct upstream_hdr *h, size_t n)
 {
     struct rec *r = ud;
     assert_false(g_in_cb);
@@ -438,7 +438,7 @@ static size_t cb_body(void *ud, const char *p, size_t n)
             r->paused_len = n;
             r->e->resumer.data = r;
             uv_timer_start(&r->e->resumer, on_resume_timer, 0, 0);
-            return UP_PAUSE;
+            return UPSTREAM_PAUSE;
         }
         r->span_calls = 0;
     }
@@ -455,7 +455,7 @@ static size_t cb_body(void *ud, const char *p, size_t n)
     return n;
 }
 
-static void cb_done(void *ud, enum up_rc rc, const char *msg)
+static void cb_done(void *ud, enum upstream_rc rc, const char *msg)
 {
     struct rec *r = ud;
     assert_false(g_in_api);
@@ -469,13 +469,13 @@ static void cb_done(void *ud, enum up_rc rc, const char *msg)
         r->then(r);
 }
 
-static const struct up_cbs CBS = {cb_head, cb_body, cb_done};
+static const struct upstream_cbs CBS = {cb_head, cb_body, cb_done};
 
-static struct up_xfer *start_req(struct rec *r, const char *method, const char *url,
+static struct upstream_xfer *start_req(struct rec *r, const char *method, const char *url,
                                  const char *headers, const char *body, size_t body_len,
                                  bool send_length, long timeout_ms)
 {
-    struct up_request req = {
+    struct upstream_request req = {
         .method = method,
         .url = url,
         .headers = headers,
@@ -492,7 +492,7 @@ static struct up_xfer *start_req(struct rec *r, const char *method, const char *
     return r->x;
 }
 
-static struct up_xfer *get(struct rec *r, const char *path)
+static struct upstream_xfer *get(struct rec *r, const char *path)
 {
     char url[256];
     snprintf(url, sizeof url, "%s%s", r->e->base, path);
@@ -544,7 +544,7 @@ static void test_content_length(void **state)
     snprintf(url, sizeof url, "%s/v1/messages?beta=true", e.base);
     assert_non_null(start_req(&r, "POST", url, "X-A: 1\r\nX-B: two\r\n", "world", 5, true, 0));
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_string_equal(r.msg, "");
     assert_int_equal(r.n_head, 1);
     assert_int_equal(r.status, 201);
@@ -586,9 +586,9 @@ static void test_request_shapes(void **state)
     snprintf(url, sizeof url, "HTTP://localhost:%d/a", e.srv.port);
     start_req(&r3, "DELETE", url, NULL, NULL, 0, true, 0);
     env_run_until(&e, &r3.n_done, 1);
-    assert_int_equal(r1.rc, UP_OK);
-    assert_int_equal(r2.rc, UP_OK);
-    assert_int_equal(r3.rc, UP_OK);
+    assert_int_equal(r1.rc, UPSTREAM_OK);
+    assert_int_equal(r2.rc, UPSTREAM_OK);
+    assert_int_equal(r3.rc, UPSTREAM_OK);
     assert_int_equal(r1.status, 200);
     assert_int_equal(r1.body.len, 0);
     char want[512];
@@ -649,7 +649,7 @@ static void test_chunked(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_string_equal(r.body.data, "hello world");
     assert_string_equal(r.hdrs.data, "Transfer-Encoding=chunked\n");
     assert_counts(&e, 1, 1);
@@ -672,7 +672,7 @@ static void test_dribbled(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_string_equal(r.hdrs.data, "X-Long-Name=some value\nTransfer-Encoding=chunked\n");
     assert_string_equal(r.body.data, "abcde");
     assert_counts(&e, 1, 1);
@@ -691,7 +691,7 @@ static void test_close_delimited(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_string_equal(r.body.data, "all of it");
     assert_counts(&e, 0, 0);
     rec_release(&r);
@@ -715,13 +715,13 @@ static void test_head(void **state)
     snprintf(url, sizeof url, "%s/", e.base);
     start_req(&r1, "HEAD", url, NULL, NULL, 0, false, 0);
     env_run_until(&e, &r1.n_done, 1);
-    assert_int_equal(r1.rc, UP_OK);
+    assert_int_equal(r1.rc, UPSTREAM_OK);
     assert_int_equal(r1.status, 200);
     assert_int_equal(r1.body.len, 0);
     assert_counts(&e, 1, 1);
     get(&r2, "/");
     env_run_until(&e, &r2.n_done, 1);
-    assert_int_equal(r2.rc, UP_OK);
+    assert_int_equal(r2.rc, UPSTREAM_OK);
     assert_string_equal(r2.body.data, "ok");
     assert_int_equal(e.srv.n_conns, 1);
     rec_release(&r1);
@@ -744,9 +744,9 @@ static void test_no_body_statuses(void **state)
     env_run_until(&e, &r1.n_done, 1);
     get(&r2, "/");
     env_run_until(&e, &r2.n_done, 1);
-    assert_int_equal(r1.rc, UP_OK);
+    assert_int_equal(r1.rc, UPSTREAM_OK);
     assert_int_equal(r1.status, 204);
-    assert_int_equal(r2.rc, UP_OK);
+    assert_int_equal(r2.rc, UPSTREAM_OK);
     assert_int_equal(r2.status, 304);
     assert_int_equal(r2.body.len, 0);
     assert_int_equal(e.srv.n_conns, 1);
@@ -769,7 +769,7 @@ static void test_interim_skipped(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_int_equal(r.n_head, 1);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.hdrs.data, "Content-Length=2\n");
@@ -797,7 +797,7 @@ static void test_keepalive_reuse(void **state)
     get(&r[1], "/");
     assert_counts(&e, 1, 0);
     env_run_until(&e, &r[1].n_done, 1);
-    assert_int_equal(r[1].rc, UP_OK);
+    assert_int_equal(r[1].rc, UPSTREAM_OK);
     assert_int_equal(e.srv.n_conns, 1);
     assert_counts(&e, 1, 1);
     /* Three at once: the idle one and two new ones. */
@@ -815,7 +815,7 @@ static void test_keepalive_reuse(void **state)
     get(&r[5], "/");
     assert_counts(&e, 3, 2);
     env_run_until(&e, &r[5].n_done, 1);
-    assert_int_equal(r[5].rc, UP_OK);
+    assert_int_equal(r[5].rc, UPSTREAM_OK);
     assert_int_equal(e.srv.n_conns, 3);
     assert_int_equal(e.srv.n_reqs, 6);
     for (int i = 0; i < 6; i++)
@@ -840,7 +840,7 @@ static void test_not_kept(void **state)
         rec_init(&r, &e);
         get(&r, "/");
         env_run_until(&e, &r.n_done, 1);
-        assert_int_equal(r.rc, UP_OK);
+        assert_int_equal(r.rc, UPSTREAM_OK);
         assert_int_equal(r.body.len, 1);
         assert_counts(&e, 0, 0);
         rec_release(&r);
@@ -887,7 +887,7 @@ static void test_stale_resend(void **state)
     get(&r1, "/");
     env_run_until(&e, &r1.n_done, 1);
     env_run_until(&e, &r2.n_done, 1);
-    assert_int_equal(r2.rc, UP_OK);
+    assert_int_equal(r2.rc, UPSTREAM_OK);
     assert_string_equal(r2.body.data, "b");
     assert_int_equal(e.srv.n_conns, 2);
     rec_release(&r1);
@@ -916,7 +916,7 @@ static void test_idle_closed_by_server(void **state)
     }
     get(&r2, "/");
     env_run_until(&e, &r2.n_done, 1);
-    assert_int_equal(r2.rc, UP_OK);
+    assert_int_equal(r2.rc, UPSTREAM_OK);
     assert_int_equal(e.srv.n_conns, 2);
     rec_release(&r1);
     rec_release(&r2);
@@ -941,7 +941,7 @@ static void test_closed_mid_response(void **state)
     env_run_until(&e, &r1.n_done, 1);
     get(&r2, "/");
     env_run_until(&e, &r2.n_done, 1);
-    assert_int_equal(r2.rc, UP_ERR_RECV);
+    assert_int_equal(r2.rc, UPSTREAM_ERR_RECV);
     assert_string_equal(r2.msg, "upstream closed the connection before the response ended");
     assert_int_equal(r2.n_head, 1);
     assert_string_equal(r2.body.data, "abc");
@@ -965,7 +965,7 @@ static void test_reset(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_ERR_RECV);
+    assert_int_equal(r.rc, UPSTREAM_ERR_RECV);
     assert_string_equal(r.msg, "connection reset by upstream");
     assert_counts(&e, 0, 0);
     rec_release(&r);
@@ -995,7 +995,7 @@ static void test_connect_refused(void **state)
     snprintf(url, sizeof url, "http://127.0.0.1:%d/x", port);
     assert_non_null(start_req(&r, "GET", url, NULL, NULL, 0, false, 0));
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_ERR_CONNECT);
+    assert_int_equal(r.rc, UPSTREAM_ERR_CONNECT);
     char want[96];
     snprintf(want, sizeof want, "connection refused (127.0.0.1:%d)", port);
     assert_string_equal(r.msg, want);
@@ -1006,7 +1006,7 @@ static void test_connect_refused(void **state)
 }
 
 /* A listener whose accept queue is full drops further SYNs, so a connect
- * to it hangs: the connect timeout ends it with UP_ERR_CONNECT naming the
+ * to it hangs: the connect timeout ends it with UPSTREAM_ERR_CONNECT naming the
  * address, from the timer, never from inside h1_start(). */
 static void test_connect_timeout(void **state)
 {
@@ -1030,7 +1030,7 @@ static void test_connect_timeout(void **state)
     rec_init(&r, &e);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(a.sin_port));
-    struct up_request req = {.method = "GET", .url = url, .connect_timeout_ms = 100};
+    struct upstream_request req = {.method = "GET", .url = url, .connect_timeout_ms = 100};
     g_in_api = true;
     r.x = h1_start(e.h, &req, &CBS, &r);
     g_in_api = false;
@@ -1039,7 +1039,7 @@ static void test_connect_timeout(void **state)
     uint64_t t0 = now_mono_ms();
     env_run_until(&e, &r.n_done, 1);
     assert_true(now_mono_ms() - t0 >= 90);
-    assert_int_equal(r.rc, UP_ERR_CONNECT);
+    assert_int_equal(r.rc, UPSTREAM_ERR_CONNECT);
     char want[96];
     snprintf(want, sizeof want, "connect to 127.0.0.1:%d timed out after 100 ms",
              ntohs(a.sin_port));
@@ -1066,11 +1066,11 @@ static void test_localhost(void **state)
     snprintf(url, sizeof url, "http://localhost:%d/", e.srv.port);
     start_req(&r1, "GET", url, NULL, NULL, 0, false, 0);
     env_run_until(&e, &r1.n_done, 1);
-    assert_int_equal(r1.rc, UP_OK);
+    assert_int_equal(r1.rc, UPSTREAM_OK);
     assert_string_equal(r1.body.data, "hi");
     start_req(&r2, "GET", url, NULL, NULL, 0, false, 0);
     env_run_until(&e, &r2.n_done, 1);
-    assert_int_equal(r2.rc, UP_OK);
+    assert_int_equal(r2.rc, UPSTREAM_OK);
     assert_int_equal(e.srv.n_conns, 1);
     rec_release(&r1);
     rec_release(&r2);
@@ -1094,7 +1094,7 @@ static void test_ipv6_literal(void **state)
     rec_init(&r, &e);
     get(&r, "/six");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_string_equal(r.body.data, "v6");
     char want[128];
     snprintf(want, sizeof want, "GET /six HTTP/1.1\r\nHost: [::1]:%d\r\n\r\n", e.srv.port);
@@ -1117,7 +1117,7 @@ static void test_malformed(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_ERR_PROTOCOL);
+    assert_int_equal(r.rc, UPSTREAM_ERR_PROTOCOL);
     assert_true(strncmp(r.msg, "malformed response from upstream: ", 34) == 0);
     assert_true(strlen(r.msg) > 34);
     assert_int_equal(r.n_head, 0);
@@ -1128,13 +1128,13 @@ static void test_malformed(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_counts(&e, 0, 0);
     rec_release(&r);
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_ERR_PROTOCOL);
+    assert_int_equal(r.rc, UPSTREAM_ERR_PROTOCOL);
     assert_int_equal(r.n_head, 1);
     rec_release(&r);
     env_free(&e);
@@ -1164,7 +1164,7 @@ static void test_header_limits(void **state)
         rec_init(&r, &e);
         get(&r, "/");
         env_run_until(&e, &r.n_done, 1);
-        assert_int_equal(r.rc, UP_ERR_PROTOCOL);
+        assert_int_equal(r.rc, UPSTREAM_ERR_PROTOCOL);
         assert_int_equal(r.n_head, 0);
         rec_release(&r);
     }
@@ -1180,7 +1180,7 @@ static void test_header_limits(void **state)
     rec_init(&r, &e);
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     rec_release(&r);
     env_free(&e);
     buf_release(&many);
@@ -1231,7 +1231,7 @@ static void test_pause_resume(void **state)
     r.pause = true;
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     check_pattern(&r.body, off);
     assert_true(r.pauses >= 400);
     assert_counts(&e, 1, 1);
@@ -1241,7 +1241,7 @@ static void test_pause_resume(void **state)
     r.pause = true;
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     check_pattern(&r.body, plain_len);
     assert_true(r.pauses >= 2);
     assert_int_equal(e.srv.n_conns, 1);
@@ -1260,7 +1260,7 @@ static size_t cb_body_pause_once(void *ud, const char *p, size_t n)
     struct rec *r = ud;
     (void)p;
     if (r->pauses++ == 0)
-        return UP_PAUSE;
+        return UPSTREAM_PAUSE;
     buf_append(&r->body, p, n);
     return n;
 }
@@ -1274,8 +1274,8 @@ static void test_abort_after_resume(void **state)
     e.srv.n_resp = 1;
     struct rec r;
     rec_init(&r, &e);
-    static const struct up_cbs cbs = {cb_head, cb_body_pause_once, cb_done};
-    struct up_request req = {.method = "GET", .url = NULL};
+    static const struct upstream_cbs cbs = {cb_head, cb_body_pause_once, cb_done};
+    struct upstream_request req = {.method = "GET", .url = NULL};
     char url[128];
     snprintf(url, sizeof url, "%s/", e.base);
     req.url = url;
@@ -1363,10 +1363,10 @@ static void test_abort_outside(void **state)
     struct rec r1, r2;
     rec_init(&r1, &e);
     rec_init(&r2, &e);
-    static const struct up_cbs cbs = {cb_head, cb_body_pause_once, cb_done};
+    static const struct upstream_cbs cbs = {cb_head, cb_body_pause_once, cb_done};
     char url[128];
     snprintf(url, sizeof url, "%s/", e.base);
-    struct up_request req = {.method = "GET", .url = url};
+    struct upstream_request req = {.method = "GET", .url = url};
     r1.x = h1_start(e.h, &req, &cbs, &r1);
     while (r1.pauses == 0)
         uv_run(&e.loop, UV_RUN_ONCE);
@@ -1400,7 +1400,7 @@ static void test_head_false(void **state)
     r.head_false = true;
     get(&r, "/");
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_ERR_ABORTED);
+    assert_int_equal(r.rc, UPSTREAM_ERR_ABORTED);
     assert_int_equal(r.n_head, 1);
     assert_int_equal(r.status, 500);
     assert_int_equal(r.body.len, 0);
@@ -1425,13 +1425,13 @@ static void test_body_stop(void **state)
     e.srv.n_resp = 1;
     struct rec r;
     rec_init(&r, &e);
-    static const struct up_cbs cbs = {cb_head, cb_body_stop, cb_done};
+    static const struct upstream_cbs cbs = {cb_head, cb_body_stop, cb_done};
     char url[128];
     snprintf(url, sizeof url, "%s/", e.base);
-    struct up_request req = {.method = "GET", .url = url};
+    struct upstream_request req = {.method = "GET", .url = url};
     r.x = h1_start(e.h, &req, &cbs, &r);
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_ERR_ABORTED);
+    assert_int_equal(r.rc, UPSTREAM_ERR_ABORTED);
     assert_counts(&e, 0, 0);
     rec_release(&r);
     env_free(&e);
@@ -1452,7 +1452,7 @@ static void test_timeout(void **state)
     start_req(&r, "GET", url, NULL, NULL, 0, false, 150);
     env_run_until(&e, &r.n_done, 1);
     uint64_t took = now_mono_ms() - t0;
-    assert_int_equal(r.rc, UP_ERR_TIMEOUT);
+    assert_int_equal(r.rc, UPSTREAM_ERR_TIMEOUT);
     assert_string_equal(r.msg, "timed out after 150 ms");
     assert_true(took >= 140 && took < 1000);
     assert_int_equal(e.srv.n_reqs, 1);
@@ -1478,7 +1478,7 @@ static void test_big_request_body(void **state)
     snprintf(url, sizeof url, "%s/up", e.base);
     start_req(&r, "PUT", url, "Content-Type: application/octet-stream\r\n", body, n, true, 0);
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_string_equal(r.body.data, "ok");
     assert_int_equal(e.srv.body_len, n);
     assert_memory_equal(e.srv.body, body, n);
@@ -1507,7 +1507,7 @@ static void test_early_response(void **state)
     snprintf(url, sizeof url, "%s/up", e.base);
     start_req(&r, "POST", url, NULL, body, n, true, 0);
     env_run_until(&e, &r.n_done, 1);
-    assert_int_equal(r.rc, UP_OK);
+    assert_int_equal(r.rc, UPSTREAM_OK);
     assert_int_equal(r.status, 413);
     assert_string_equal(r.body.data, "big!");
     assert_true(e.srv.bytes_in < n);
