@@ -8,7 +8,7 @@
 #   make lint       the module walls (scripts/check-walls.py), the format
 #                   check, cppcheck and clang-tidy (.clang-tidy); any finding
 #                   fails it
-#   make format     clang-format the files not in .clang-format-ignore
+#   make format     clang-format every C and C++ file
 #   make format-changed  clang-format only the lines changed since HEAD
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
 #   make fuzz-ci    build them and run each for a few seconds over its seeds
@@ -152,11 +152,9 @@ install: $(B)/claude-zephyr
 	install -m 755 monitor.sh $(DESTDIR)$(PREFIX)/bin/claude-zephyr-monitor
 	if [ -f docs/claude-zephyr.1 ]; then install -m 644 docs/claude-zephyr.1 $(DESTDIR)$(PREFIX)/share/man/man1/; fi
 
-# The files under the committed .clang-format; .clang-format-ignore lists
-# those that do not match it yet.
+# Every C and C++ file follows the committed .clang-format.
 FORMAT_ALL    := $(wildcard src/*.c src/*.h src/*.cpp src/fake/*.c src/fake/*.h tests/*.c tests/unit/*.c tests/fuzz/*.c)
-FORMAT_IGNORE := $(shell grep -v '^\#' .clang-format-ignore 2>/dev/null)
-FORMAT_FILES  := $(filter-out $(FORMAT_IGNORE),$(FORMAT_ALL))
+FORMAT_FILES  := $(FORMAT_ALL)
 
 # clang-tidy runs two files at a time; the whole target takes about 15 s.
 lint: | $(LLHTTP_DIR)/llhttp.h

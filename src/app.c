@@ -50,25 +50,25 @@
 
 struct app {
     uv_loop_t loop;
-    struct config *cfg;         /* borrows from st (st->owned_cfg) */
-    struct state *st;           /* owns */
-    struct upstream *up;        /* owns */
-    struct conn_server *srv;    /* owns */
-    struct proxy *px;           /* owns */
-    struct health *health;      /* owns */
-    struct demo *demo;          /* owns; NULL unless --demo */
-    struct dashboard *dash;     /* owns; NULL unless --dashboard */
-    struct metrics *metrics;    /* owns */
-    struct cluster *cluster;    /* owns; NULL without [cluster] redis_url */
-    struct app_reload *reload;  /* owns; the reload whose files are being read, or NULL */
+    struct config *cfg;             /* borrows from st (st->owned_cfg) */
+    struct state *st;               /* owns */
+    struct upstream *up;            /* owns */
+    struct conn_server *srv;        /* owns */
+    struct proxy *px;               /* owns */
+    struct health *health;          /* owns */
+    struct demo *demo;              /* owns; NULL unless --demo */
+    struct dashboard *dash;         /* owns; NULL unless --dashboard */
+    struct metrics *metrics;        /* owns */
+    struct cluster *cluster;        /* owns; NULL without [cluster] redis_url */
+    struct app_reload *reload;      /* owns; the reload whose files are being read, or NULL */
     struct app_waiter *reload_next; /* owns; clients waiting for the reload after it */
-    bool reload_again;          /* a reload was asked for while one was reading */
-    bool reload_next_sighup;    /* ... and SIGHUP asked for it */
+    bool reload_again;              /* a reload was asked for while one was reading */
+    bool reload_next_sighup;        /* ... and SIGHUP asked for it */
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
-    uv_timer_t policy_timer;    /* fires pending graceful switches */
+    uv_timer_t policy_timer; /* fires pending graceful switches */
     char listen[80];
-    int shutting_down;          /* 0, 1 graceful, 2 closing */
+    int shutting_down; /* 0, 1 graceful, 2 closing */
     int exit_code;
     struct app_opts opts;
 };
@@ -155,14 +155,14 @@ static int app_libcurl_ready(const struct app *a, const struct config *cfg, char
     for (size_t g = 0; g < cfg->n_groups; g++) {
         for (size_t i = 0; i < cfg->groups[g].n_endpoints; i++) {
             const struct cfg_endpoint *e = &cfg->groups[g].endpoints[i];
-            if (!e->proxy &&
-                !upstream_uses_libcurl(a->up, e->url, !cfg->http_client_libcurl))
+            if (!e->proxy && !upstream_uses_libcurl(a->up, e->url, !cfg->http_client_libcurl))
                 continue;
             if (curlso_load() == 0)
                 return 0;
             *why = xasprintf("endpoint %s needs libcurl (its own proxy, a proxy variable or "
                              "http_client = \"libcurl\"), which cannot be loaded; install "
-                             "libcurl4\n", e->name);
+                             "libcurl4\n",
+                             e->name);
             return -1;
         }
     }
@@ -176,20 +176,20 @@ static int app_libcurl_ready(const struct app *a, const struct config *cfg, char
 
 /* A client of POST /admin/reload waiting for the outcome. */
 struct app_waiter {
-    struct conn *c;            /* borrows; NULL once the client has gone */
-    struct app_waiter *next;   /* owns */
+    struct conn *c;          /* borrows; NULL once the client has gone */
+    struct app_waiter *next; /* owns */
 };
 
 struct app_reload {
     uv_work_t work;
-    struct app *a;             /* borrows */
-    char *path;                /* owns; the config file */
-    char *cfg_text;            /* owns; what the worker read, NULL on error */
+    struct app *a;  /* borrows */
+    char *path;     /* owns; the config file */
+    char *cfg_text; /* owns; what the worker read, NULL on error */
     size_t cfg_len;
-    struct dotenv_files env;   /* owns; likewise */
-    char *errors;              /* owns; what went wrong reading, or NULL */
+    struct dotenv_files env;    /* owns; likewise */
+    char *errors;               /* owns; what went wrong reading, or NULL */
     struct app_waiter *waiters; /* owns; answered when this reload ends */
-    bool sighup;               /* SIGHUP asked for it: its log line says so */
+    bool sighup;                /* SIGHUP asked for it: its log line says so */
 };
 
 static void on_waiter_gone(void *h)
@@ -211,8 +211,8 @@ static void on_reload_work(uv_work_t *req)
     int rc = dotenv_read_file(r->path, APP_CONFIG_MAX_FILE, "check the path given with --config",
                               &r->cfg_text, &len, &r->errors);
     if (rc == 1)
-        r->errors = xasprintf("%s: cannot read: %s; check the path given with --config\n",
-                              r->path, strerror(ENOENT));
+        r->errors = xasprintf("%s: cannot read: %s; check the path given with --config\n", r->path,
+                              strerror(ENOENT));
     if (rc != 0)
         return;
     r->cfg_len = len;
@@ -250,7 +250,8 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     }
     if (cfg->port != a->cfg->port || strcmp(cfg->bind, a->cfg->bind) != 0) {
         log_warn("reload: server.bind/server.port changed; the proxy keeps listening on %s "
-                 "until it is restarted", a->listen);
+                 "until it is restarted",
+                 a->listen);
         cfg->port = a->cfg->port;
         free(cfg->bind);
         cfg->bind = xstrdup(a->cfg->bind);
@@ -276,8 +277,8 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     if (a->cluster)
         cluster_set_state(a->cluster, st);
     state_retire(old);
-    log_info("configuration reloaded from %s (%zu group(s), %zu endpoint(s))", path,
-             cfg->n_groups, state_n_eps(st));
+    log_info("configuration reloaded from %s (%zu group(s), %zu endpoint(s))", path, cfg->n_groups,
+             state_n_eps(st));
     state_event(st, "info", "", "", "reload", "configuration reloaded");
     health_poke(a->health);
     return 0;
@@ -382,12 +383,12 @@ static void app_reload_begin(struct app *a, struct app_waiter *waiters, bool sig
  * is answered when it ends.  Returns 0, or -1 with err set when there is
  * nothing to reload (then c has not been answered).
  */
-static int app_reload_start(struct app *a, struct conn *c, bool sighup, char *err,
-                            size_t errlen)
+static int app_reload_start(struct app *a, struct conn *c, bool sighup, char *err, size_t errlen)
 {
     if (!a->opts.config_path) {
-        snprintf(err, errlen, "reload failed, the running configuration stays: the demo has "
-                              "no configuration file to reload");
+        snprintf(err, errlen,
+                 "reload failed, the running configuration stays: the demo has "
+                 "no configuration file to reload");
         return -1;
     }
     if (a->shutting_down) {
@@ -415,8 +416,7 @@ static int app_reload_start(struct app *a, struct conn *c, bool sighup, char *er
 
 /* Runs one admin operation for the HTTP API and the dashboard alike.
  * Returns 0, -1 for a bad body (message in err) or -2 for an unknown op. */
-static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *err,
-                        size_t errlen)
+static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *err, size_t errlen)
 {
     uint64_t now = now_mono_ms();
     int rc = 0;
@@ -429,8 +429,9 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
     } else if (strcmp(op, "mode") == 0) {
         const char *m = json_string(body, "mode");
         if (!m || (strcmp(m, "auto") != 0 && strcmp(m, "manual") != 0)) {
-            snprintf(err, errlen, "admin mode: body must be {\"mode\": \"auto\"} or "
-                                  "{\"mode\": \"manual\"}");
+            snprintf(err, errlen,
+                     "admin mode: body must be {\"mode\": \"auto\"} or "
+                     "{\"mode\": \"manual\"}");
             return -1;
         }
         rc = state_set_mode(a->st, strcmp(m, "manual") == 0, now, err, errlen);
@@ -438,8 +439,9 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
         const char *name = json_string(body, "endpoint");
         int ep = name ? state_find_ep(a->st, name) : -1;
         if (ep < 0) {
-            snprintf(err, errlen, "admin pin: body must be {\"endpoint\": NAME} naming a "
-                                  "configured endpoint");
+            snprintf(err, errlen,
+                     "admin pin: body must be {\"endpoint\": NAME} naming a "
+                     "configured endpoint");
             return -1;
         }
         rc = state_pin(a->st, ep, now, err, errlen);
@@ -450,8 +452,9 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
         if (name) {
             ep = cJSON_IsString(name) ? state_find_ep(a->st, name->valuestring) : -1;
             if (ep < 0) {
-                snprintf(err, errlen, "admin sessions/release: body must be {} or "
-                                      "{\"endpoint\": NAME} naming a configured endpoint");
+                snprintf(err, errlen,
+                         "admin sessions/release: body must be {} or "
+                         "{\"endpoint\": NAME} naming a configured endpoint");
                 return -1;
             }
         }
@@ -464,8 +467,9 @@ static int app_admin_op(struct app *a, const char *op, const cJSON *body, char *
         const char *name = json_string(body, "group");
         int g = name ? state_find_group(a->st, name) : -1;
         if (g < 0) {
-            snprintf(err, errlen, "admin group: body must be {\"group\": NAME} naming a "
-                                  "configured group");
+            snprintf(err, errlen,
+                     "admin group: body must be {\"group\": NAME} naming a "
+                     "configured group");
             return -1;
         }
         rc = state_set_group(a->st, g, now, err, errlen);
@@ -494,7 +498,8 @@ static void app_admin(struct app *a, struct conn *c, struct http_req *req, const
         return;
     }
     if (strcmp(req->method, "POST") != 0) {
-        conn_respond_error(c, 405, "invalid_request_error", "admin API: use POST", "Allow: POST\r\n");
+        conn_respond_error(c, 405, "invalid_request_error", "admin API: use POST",
+                           "Allow: POST\r\n");
         return;
     }
     cJSON *body = NULL;
@@ -577,18 +582,20 @@ static bool app_guard(struct app *a, struct conn *c, const struct http_req *req)
                            "Host refused: while bound to loopback this proxy answers only "
                            "localhost, 127.0.0.1, [::1], its bind address and the names in "
                            "server.allowed_hosts (a page on another name may be a DNS "
-                           "rebinding attack)", NULL);
+                           "rebinding attack)",
+                           NULL);
         return true;
     case GUARD_BAD_ORIGIN:
         log_info("refused %s with Origin %.*s: not this proxy's page nor in "
-                 "server.allowed_origins", req->method,
-                 (int)(origin->value_len < 64 ? origin->value_len : 64), origin->value);
+                 "server.allowed_origins",
+                 req->method, (int)(origin->value_len < 64 ? origin->value_len : 64),
+                 origin->value);
         conn_respond_error(c, 403, "permission_error",
                            "cross-site request refused: the Origin is neither this proxy's "
-                           "own nor listed in server.allowed_origins", NULL);
+                           "own nor listed in server.allowed_origins",
+                           NULL);
         return true;
-    case GUARD_PASS:
-        break;
+    case GUARD_PASS: break;
     }
     if (origin && strcmp(req->method, "OPTIONS") == 0) {
         const struct http_hdr *rh = http_req_header(req, "access-control-request-headers");
@@ -770,7 +777,7 @@ static void app_close_all(struct app *a)
     a->shutting_down = 2;
     proxy_on_idle(a->px, NULL, NULL);
     proxy_on_request_end(a->px, NULL, NULL);
-    proxy_free(a->px);          /* aborts what is left: clients see the failure */
+    proxy_free(a->px); /* aborts what is left: clients see the failure */
     health_free(a->health);
     cluster_free(a->cluster);
     a->cluster = NULL;

@@ -15,12 +15,12 @@
 struct config;
 
 struct app_opts {
-    int port;                   /* --port, or -1 */
-    const char *bind;           /* --bind, or NULL */
-    const char *log_level;      /* --log-level, or NULL */
-    bool dashboard;             /* --dashboard: full-screen terminal UI */
-    bool demo;                  /* run the built-in demo upstreams */
-    const char *config_path;    /* for reload; NULL in demo mode */
+    int port;                /* --port, or -1 */
+    const char *bind;        /* --bind, or NULL */
+    const char *log_level;   /* --log-level, or NULL */
+    bool dashboard;          /* --dashboard: full-screen terminal UI */
+    bool demo;               /* run the built-in demo upstreams */
+    const char *config_path; /* for reload; NULL in demo mode */
 };
 
 /* Runs until shut down; takes ownership of cfg.  Returns the exit code. */

@@ -82,13 +82,13 @@ enum link_state {
  * the endpoint table (a reload makes a new one). */
 enum tag_kind {
     TAG_NONE = 0,
-    TAG_READY = 1,      /* the PING after AUTH and SELECT */
-    TAG_ACQUIRE = 2,    /* SET NX PX */
-    TAG_RENEW = 3,      /* the renew script */
-    TAG_TOTALS = 4,     /* HGETALL usage:total */
+    TAG_READY = 1,   /* the PING after AUTH and SELECT */
+    TAG_ACQUIRE = 2, /* SET NX PX */
+    TAG_RENEW = 3,   /* the renew script */
+    TAG_TOTALS = 4,  /* HGETALL usage:total */
     TAG_AUTH = 5,
-    TAG_LAST = 6,       /* GET last:EPID, catching up */
-    TAG_REST = 7,       /* GET and PTTL of rest:EPID, catching up */
+    TAG_LAST = 6, /* GET last:EPID, catching up */
+    TAG_REST = 7, /* GET and PTTL of rest:EPID, catching up */
 };
 
 /* What a message tells (the "k" of its JSON). */
@@ -107,8 +107,8 @@ struct out_msg {
     bool ok, auth;
     int status;
     double latency_ms, ttfb_ms;
-    uint64_t at_ms;       /* monotonic, when it happened */
-    uint64_t until_ms;    /* monotonic end of a rest */
+    uint64_t at_ms;                  /* monotonic, when it happened */
+    uint64_t until_ms;               /* monotonic end of a rest */
     char text[SESSIONS_KEY_MAX + 1]; /* error, reason or session key */
 };
 
@@ -126,23 +126,23 @@ struct fleet_total {
 struct lease {
     char epid[17];
     bool held;
-    bool inflight;        /* an acquire or renew is waiting for its answer */
-    uint64_t sent_ms;     /* when the last acquire or renew left */
-    uint64_t held_until;  /* monotonic: safe to check before this */
-    uint64_t tried_ms;    /* last acquire attempt */
+    bool inflight;       /* an acquire or renew is waiting for its answer */
+    uint64_t sent_ms;    /* when the last acquire or renew left */
+    uint64_t held_until; /* monotonic: safe to check before this */
+    uint64_t tried_ms;   /* last acquire attempt */
 };
 
 struct cluster {
-    uv_loop_t *loop;                /* borrows */
-    struct state *st;               /* borrows: the current state */
-    struct state_observer obs;      /* st's observer (state_set_observer) */
+    uv_loop_t *loop;           /* borrows */
+    struct state *st;          /* borrows: the current state */
+    struct state_observer obs; /* st's observer (state_set_observer) */
     void (*poke)(void *ud);
     void *poke_ud;
-    char instance[17];              /* random per process */
-    char *host;                     /* owns */
+    char instance[17]; /* random per process */
+    char *host;        /* owns */
     int port, db;
-    char *password;                 /* owns; secret */
-    char prefix[160];               /* key_prefix + fleet + ":" */
+    char *password;   /* owns; secret */
+    char prefix[160]; /* key_prefix + fleet + ":" */
     char fleet[80];
     char channel[192];
     unsigned lease_ms;
@@ -153,22 +153,22 @@ struct cluster {
     bool closing;
     bool tick_closed;
     enum link_state link;
-    redisAsyncContext *cmd;         /* owns (hiredis frees it on disconnect) */
-    redisAsyncContext *sub;         /* owns, likewise */
+    redisAsyncContext *cmd; /* owns (hiredis frees it on disconnect) */
+    redisAsyncContext *sub; /* owns, likewise */
     bool cmd_ready, sub_ready;
     uint64_t connect_start_ms;
     uint64_t next_connect_ms;
     unsigned backoff_ms;
-    bool local_ok;                  /* checks may run locally while down */
+    bool local_ok; /* checks may run locally while down */
     uint64_t start_ms;
-    uint64_t down_since_ms;         /* 0 while up */
-    unsigned outstanding;           /* cmd replies still due */
-    uint64_t progress_ms;           /* last send into an idle link, or last reply */
-    unsigned gen;                   /* endpoint-table generation */
-    struct lease *leases;           /* owns, one per endpoint of st */
+    uint64_t down_since_ms; /* 0 while up */
+    unsigned outstanding;   /* cmd replies still due */
+    uint64_t progress_ms;   /* last send into an idle link, or last reply */
+    unsigned gen;           /* endpoint-table generation */
+    struct lease *leases;   /* owns, one per endpoint of st */
     size_t n_leases;
-    struct fleet_total *totals;     /* owns, one per endpoint of st */
-    struct fleet_total total;       /* all endpoints of the fleet, known here or not */
+    struct fleet_total *totals; /* owns, one per endpoint of st */
+    struct fleet_total total;   /* all endpoints of the fleet, known here or not */
     bool have_totals;
     uint64_t flush_ms, totals_ms;
     struct out_msg queue[CLUSTER_QUEUE];
@@ -177,7 +177,7 @@ struct cluster {
     struct {
         uint64_t h, at;
     } sess_seen[CLUSTER_SESS_SEEN];
-    bool applying;                  /* applying a remote outcome: do not publish it */
+    bool applying; /* applying a remote outcome: do not publish it */
     char last_error[160];
     /* counters for /status and /metrics */
     unsigned long long published, applied, dropped, reconnects, lease_gains;
@@ -293,7 +293,7 @@ static void render_and_publish(struct cluster *cl, const struct out_msg *m, uint
     }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    const char *argv[] = { "PUBLISH", cl->channel, s };
+    const char *argv[] = {"PUBLISH", cl->channel, s};
     if (strlen(s) < CLUSTER_MSG_MAX && cmd_send(cl, tag(cl, TAG_NONE, 0), 3, argv))
         cl->published++;
     else
@@ -304,9 +304,8 @@ static void render_and_publish(struct cluster *cl, const struct out_msg *m, uint
     if ((m->kind == MSG_CHECK || rest) && strlen(s) < CLUSTER_MSG_MAX) {
         char key[256], px[24];
         snprintf(key, sizeof key, "%s%s:%s", cl->prefix, rest ? "rest" : "last", m->epid);
-        snprintf(px, sizeof px, "%llu",
-                 rest ? (unsigned long long)(m->until_ms - now) : 600000ull);
-        const char *sv[] = { "SET", key, s, "PX", px };
+        snprintf(px, sizeof px, "%llu", rest ? (unsigned long long)(m->until_ms - now) : 600000ull);
+        const char *sv[] = {"SET", key, s, "PX", px};
         cmd_send(cl, tag(cl, TAG_NONE, 0), 5, sv);
     }
     free(s);
@@ -315,7 +314,7 @@ static void render_and_publish(struct cluster *cl, const struct out_msg *m, uint
         char key[sizeof cl->prefix + sizeof m->group + sizeof m->text + 8], px[24];
         snprintf(key, sizeof key, "%ssess:%s:%s", cl->prefix, m->group, m->text);
         snprintf(px, sizeof px, "%u", cl->session_ttl_s * 1000u);
-        const char *sv[] = { "SET", key, m->epid, "PX", px };
+        const char *sv[] = {"SET", key, m->epid, "PX", px};
         cmd_send(cl, tag(cl, TAG_NONE, 0), 5, sv);
     }
 }
@@ -392,7 +391,8 @@ add:
         free_row->input += u->input > 0 ? (unsigned long long)u->input : 0;
         free_row->output += u->output > 0 ? (unsigned long long)u->output : 0;
         free_row->cache_read += u->cache_read > 0 ? (unsigned long long)u->cache_read : 0;
-        free_row->cache_creation += u->cache_creation > 0 ? (unsigned long long)u->cache_creation : 0;
+        free_row->cache_creation +=
+            u->cache_creation > 0 ? (unsigned long long)u->cache_creation : 0;
     }
 }
 
@@ -404,7 +404,7 @@ static void hincr(struct cluster *cl, const char *key, const struct counter *c, 
     char field[128], num[24];
     snprintf(field, sizeof field, "%s|%s|%s", c->epid, c->model, what);
     snprintf(num, sizeof num, "%llu", v);
-    const char *argv[] = { "HINCRBY", key, field, num };
+    const char *argv[] = {"HINCRBY", key, field, num};
     cmd_send(cl, tag(cl, TAG_NONE, 0), 4, argv);
 }
 
@@ -424,7 +424,7 @@ static void counters_flush(struct cluster *cl)
             continue;
         if (cl->outstanding + 12 > CLUSTER_MAX_PENDING)
             return; /* the rest waits for the next flush */
-        const char *keys[] = { total, hour };
+        const char *keys[] = {total, hour};
         for (int j = 0; j < 2; j++) {
             hincr(cl, keys[j], c, "requests", c->requests);
             hincr(cl, keys[j], c, "input", c->input);
@@ -438,7 +438,7 @@ static void counters_flush(struct cluster *cl)
     if (any) {
         char ttl[16];
         snprintf(ttl, sizeof ttl, "%d", CLUSTER_HOUR_TTL_S);
-        const char *argv[] = { "EXPIRE", hour, ttl };
+        const char *argv[] = {"EXPIRE", hour, ttl};
         cmd_send(cl, tag(cl, TAG_NONE, 0), 3, argv);
     }
 }
@@ -472,8 +472,7 @@ static void obs_outcome(void *ud, struct state *st, int ep, const struct state_o
         m.auth = auth;
         m.status = o->status;
         m.latency_ms = m.ttfb_ms = -1;
-        snprintf(m.text, sizeof m.text, "%s",
-                 o->error ? o->error : check ? "check failed" : "");
+        snprintf(m.text, sizeof m.text, "%s", o->error ? o->error : check ? "check failed" : "");
         break;
     case STATE_RATE_LIMITED:
         m.kind = MSG_RATE_LIMITED;
@@ -486,8 +485,7 @@ static void obs_outcome(void *ud, struct state *st, int ep, const struct state_o
         snprintf(m.text, sizeof m.text, "%s", o->error ? o->error : "");
         break;
     case STATE_MODEL_MISSING:
-    case STATE_CHECK_MISCONFIGURED:
-        return;
+    case STATE_CHECK_MISCONFIGURED: return;
     }
     ep_id(st, ep, m.epid);
     m.at_ms = now_mono_ms();
@@ -511,8 +509,7 @@ static void obs_session(void *ud, struct state *st, int ep, const char *session_
     m.at_ms = now;
     snprintf(m.text, sizeof m.text, "%s", session_key);
     snprintf(m.group, sizeof m.group, "%s", state_group_name(st, state_ep_group(st, ep)));
-    uint64_t h = fnv1a(fnv1a(1469598103934665603ull, m.epid, 16), session_key,
-                       strlen(session_key));
+    uint64_t h = fnv1a(fnv1a(1469598103934665603ull, m.epid, 16), session_key, strlen(session_key));
     size_t slot = (size_t)(h % CLUSTER_SESS_SEEN);
     uint64_t quarter = (uint64_t)cl->session_ttl_s * 250u;
     if (cl->sess_seen[slot].h == h && now - cl->sess_seen[slot].at < quarter)
@@ -592,7 +589,7 @@ static void apply_message(struct cluster *cl, const char *text, size_t len, long
     /* Through the one entry point, marked remote: applied like a local
      * outcome, not published again, and not counted in this instance's
      * check metrics (those are fed by health.c only). */
-    struct state_outcome so = { .remote = true, .latency_ms = -1, .ttfb_ms = -1 };
+    struct state_outcome so = {.remote = true, .latency_ms = -1, .ttfb_ms = -1};
     bool apply = true;
     if (strcmp(k, "check") == 0) {
         bool ok = jbool(o, "ok");
@@ -682,13 +679,13 @@ static void leases_round(struct cluster *cl, uint64_t now)
             continue;
         snprintf(key, sizeof key, "%slease:%s", cl->prefix, l->epid);
         if (l->held && now - l->sent_ms >= cl->lease_ms / 4) {
-            const char *argv[] = { "EVAL", renew_script, "1", key, cl->instance, ms };
+            const char *argv[] = {"EVAL", renew_script, "1", key, cl->instance, ms};
             if (cmd_send(cl, tag(cl, TAG_RENEW, i), 6, argv)) {
                 l->inflight = true;
                 l->sent_ms = now;
             }
         } else if (!l->held && now - l->tried_ms >= tick) {
-            const char *argv[] = { "SET", key, cl->instance, "NX", "PX", ms };
+            const char *argv[] = {"SET", key, cl->instance, "NX", "PX", ms};
             if (cmd_send(cl, tag(cl, TAG_ACQUIRE, i), 6, argv)) {
                 l->inflight = true;
                 l->sent_ms = l->tried_ms = now;
@@ -747,7 +744,7 @@ static void totals_answer(struct cluster *cl, const redisReply *rep)
         unsigned long long n = strtoull(v->str, NULL, 10);
         what++;
         int ep = ep_by_id(cl, epid);
-        struct fleet_total *ts[2] = { &cl->total, ep >= 0 ? &cl->totals[ep] : NULL };
+        struct fleet_total *ts[2] = {&cl->total, ep >= 0 ? &cl->totals[ep] : NULL};
         for (int j = 0; j < 2; j++) {
             struct fleet_total *t = ts[j];
             if (!t)
@@ -776,10 +773,10 @@ static void catch_up(struct cluster *cl)
     char key[256];
     for (size_t i = 0; i < cl->n_leases; i++) {
         snprintf(key, sizeof key, "%slast:%s", cl->prefix, cl->leases[i].epid);
-        const char *gv[] = { "GET", key };
+        const char *gv[] = {"GET", key};
         cmd_send(cl, tag(cl, TAG_LAST, i), 2, gv);
         snprintf(key, sizeof key, "%srest:%s", cl->prefix, cl->leases[i].epid);
-        const char *ev[] = { "EVAL", rest_script, "1", key };
+        const char *ev[] = {"EVAL", rest_script, "1", key};
         cmd_send(cl, tag(cl, TAG_REST, i), 4, ev);
     }
 }
@@ -835,12 +832,8 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         }
         break;
     case TAG_ACQUIRE:
-    case TAG_RENEW:
-        lease_answer(cl, i, k == TAG_ACQUIRE, rep);
-        break;
-    case TAG_TOTALS:
-        totals_answer(cl, rep);
-        break;
+    case TAG_RENEW: lease_answer(cl, i, k == TAG_ACQUIRE, rep); break;
+    case TAG_TOTALS: totals_answer(cl, rep); break;
     case TAG_LAST:
         if (rep && rep->type == REDIS_REPLY_STRING)
             apply_message(cl, rep->str, rep->len, 0);
@@ -849,11 +842,9 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
             rep->element[0]->type == REDIS_REPLY_STRING &&
             rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer > 0)
-            apply_message(cl, rep->element[0]->str, rep->element[0]->len,
-                          rep->element[1]->integer);
+            apply_message(cl, rep->element[0]->str, rep->element[0]->len, rep->element[1]->integer);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -868,7 +859,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
  */
 struct rpoll {
     uv_poll_t handle;
-    redisAsyncContext *ac;  /* borrows; NULL once hiredis has let go */
+    redisAsyncContext *ac; /* borrows; NULL once hiredis has let go */
     int events;
 };
 
@@ -979,16 +970,16 @@ static void cluster_down(struct cluster *cl, const char *why)
         cl->down_since_ms = now;
     snprintf(cl->last_error, sizeof cl->last_error, "%s", why);
     cl->next_connect_ms = now + cl->backoff_ms;
-    cl->backoff_ms = cl->backoff_ms * 2 > CLUSTER_BACKOFF_MAX_MS ? CLUSTER_BACKOFF_MAX_MS
-                                                               : cl->backoff_ms * 2;
+    cl->backoff_ms =
+        cl->backoff_ms * 2 > CLUSTER_BACKOFF_MAX_MS ? CLUSTER_BACKOFF_MAX_MS : cl->backoff_ms * 2;
     bool was_local = cl->local_ok;
     cl->local_ok = true;
     if (was_up)
-        log_warn("cluster: lost Redis %s:%d (%s); running on local state, reconnecting",
-                 cl->host, cl->port, why);
+        log_warn("cluster: lost Redis %s:%d (%s); running on local state, reconnecting", cl->host,
+                 cl->port, why);
     else
-        log_debug("cluster: Redis %s:%d unavailable (%s); retry in %u ms", cl->host, cl->port,
-                  why, (unsigned)(cl->next_connect_ms - now));
+        log_debug("cluster: Redis %s:%d unavailable (%s); retry in %u ms", cl->host, cl->port, why,
+                  (unsigned)(cl->next_connect_ms - now));
     if ((was_up || !was_local) && cl->poke) {
         /* Every endpoint is this instance's to check now; those never
          * checked here are due at once. */
@@ -1100,17 +1091,17 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (cl->password) {
-        const char *auth[] = { "AUTH", cl->password };
+        const char *auth[] = {"AUTH", cl->password};
         cmd_send(cl, tag(cl, TAG_AUTH, 0), 2, auth);
         redisAsyncCommandArgv(cl->sub, on_sub_auth, NULL, 2, auth, NULL);
     }
     char db[16];
     snprintf(db, sizeof db, "%d", cl->db);
-    const char *sel[] = { "SELECT", db };
+    const char *sel[] = {"SELECT", db};
     cmd_send(cl, tag(cl, TAG_AUTH, 0), 2, sel);
-    const char *ping[] = { "PING" };
+    const char *ping[] = {"PING"};
     cmd_send(cl, tag(cl, TAG_READY, 0), 1, ping);
-    const char *subv[] = { "SUBSCRIBE", cl->channel };
+    const char *subv[] = {"SUBSCRIBE", cl->channel};
     redisAsyncCommandArgv(cl->sub, on_message, NULL, 2, subv, NULL);
 }
 
@@ -1150,8 +1141,7 @@ static void on_tick(uv_timer_t *t)
         if (!cl->resolving && now - cl->connect_start_ms > CLUSTER_CONNECT_MS)
             cluster_down(cl, "connect timed out");
         return;
-    case LINK_UP:
-        break;
+    case LINK_UP: break;
     }
     if (cl->outstanding && now - cl->progress_ms > CLUSTER_SLOW_MS) {
         cluster_down(cl, "Redis did not answer within 2 s");
@@ -1165,7 +1155,7 @@ static void on_tick(uv_timer_t *t)
     if (now - cl->totals_ms >= 2000) {
         char key[200];
         snprintf(key, sizeof key, "%susage:total", cl->prefix);
-        const char *argv[] = { "HGETALL", key };
+        const char *argv[] = {"HGETALL", key};
         if (cmd_send(cl, tag(cl, TAG_TOTALS, 0), 2, argv))
             cl->totals_ms = now;
     }
@@ -1382,8 +1372,7 @@ void cluster_metrics(const struct cluster *cl, struct buf *out)
                 "# HELP zephyr_cluster_reconnects_total Connection attempts to Redis after "
                 "the first.\n# TYPE zephyr_cluster_reconnects_total counter\n"
                 "zephyr_cluster_reconnects_total %llu\n",
-                cl->link == LINK_UP, held, cl->published, cl->applied, cl->dropped,
-                cl->reconnects);
+                cl->link == LINK_UP, held, cl->published, cl->applied, cl->dropped, cl->reconnects);
     if (!cl->have_totals || !cl->st)
         return;
     buf_append_str(out, "# HELP zephyr_fleet_requests Requests of the whole fleet per endpoint "
@@ -1398,8 +1387,8 @@ void cluster_metrics(const struct cluster *cl, struct buf *out)
                         "and kind (Redis counters).\n# TYPE zephyr_fleet_tokens gauge\n");
     for (size_t i = 0; i < cl->n_leases && i < state_n_eps(cl->st); i++) {
         const struct fleet_total *t = &cl->totals[i];
-        static const char *const kinds[] = { "input", "output", "cache_read", "cache_creation" };
-        unsigned long long v[] = { t->input, t->output, t->cache_read, t->cache_creation };
+        static const char *const kinds[] = {"input", "output", "cache_read", "cache_creation"};
+        unsigned long long v[] = {t->input, t->output, t->cache_read, t->cache_creation};
         for (int k = 0; k < 4; k++) {
             buf_append_str(out, "zephyr_fleet_tokens{endpoint=\"");
             put_label(out, state_ep_name(cl->st, (int)i));

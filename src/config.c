@@ -57,8 +57,8 @@ void config_set_file_probe(int (*probe)(const char *path, char *why, size_t len)
 /* One reported problem; problems are sorted by line before they are returned. */
 struct config_problem {
     int line;
-    size_t seq;  /* report order, to keep the sort stable */
-    char *text;  /* owns; one line with its newline */
+    size_t seq; /* report order, to keep the sort stable */
+    char *text; /* owns; one line with its newline */
 };
 
 struct config_ctx {
@@ -66,9 +66,9 @@ struct config_ctx {
     struct config_problem *problems; /* owns, n_errors entries */
     size_t n_errors;
     size_t size;
-    size_t text_bytes;               /* sum of the kept texts */
-    size_t n_dropped;                /* beyond CONFIG_MAX_ERRORS_TEXT */
-    struct config *cfg;              /* borrows; being filled */
+    size_t text_bytes;  /* sum of the kept texts */
+    size_t n_dropped;   /* beyond CONFIG_MAX_ERRORS_TEXT */
+    struct config *cfg; /* borrows; being filled */
 };
 
 /* Getter outcome: the key was absent, present and valid, or wrong. */
@@ -78,53 +78,82 @@ enum config_got {
     CONFIG_BAD = 2,
 };
 
-static const char *const config_top_keys[] = { "server", "groups", "health_check", "ui",
-                                                "cluster", NULL };
+static const char *const config_top_keys[] = {"server", "groups",  "health_check",
+                                              "ui",     "cluster", NULL};
 static const char *const config_server_keys[] = {
-    "port", "bind", "switch_threshold_ms", "graceful_switch_timeout_ms", "max_body_mb",
-    "connect_timeout_ms", "header_timeout_ms", "idle_timeout_ms", "client_header_timeout_ms",
-    "keepalive_timeout_ms", "max_connections", "shutdown_grace_ms", "access_key_env",
-    "admin_key_env", "log_level", "log_file", "sticky_sessions", "session_ttl_s",
+    "port",
+    "bind",
+    "switch_threshold_ms",
+    "graceful_switch_timeout_ms",
+    "max_body_mb",
+    "connect_timeout_ms",
+    "header_timeout_ms",
+    "idle_timeout_ms",
+    "client_header_timeout_ms",
+    "keepalive_timeout_ms",
+    "max_connections",
+    "shutdown_grace_ms",
+    "access_key_env",
+    "admin_key_env",
+    "log_level",
+    "log_file",
+    "sticky_sessions",
+    "session_ttl_s",
     "session_switch_threshold_ms",
-    "request_log", "max_attempts", "retry_budget_ms", "stream_holdback_ms",
-    "overloaded_retry_in_place_ms", "http_client", "allowed_hosts", "allowed_origins",
-    "usage_cap_rest_s", "stream_header_timeout_ms", NULL,
+    "request_log",
+    "max_attempts",
+    "retry_budget_ms",
+    "stream_holdback_ms",
+    "overloaded_retry_in_place_ms",
+    "http_client",
+    "allowed_hosts",
+    "allowed_origins",
+    "usage_cap_rest_s",
+    "stream_header_timeout_ms",
+    NULL,
 };
 static const char *const config_group_keys[] = {
-    "name", "auth_token_env", "auth_header", "default", "endpoints", "check_model",
-    "fallback_groups", "models", NULL,
+    "name",        "auth_token_env",  "auth_header", "default", "endpoints",
+    "check_model", "fallback_groups", "models",      NULL,
 };
-static const char *const config_endpoint_keys[] = { "url", "name", "check_model",
-                                                    "auth_token_env", "auth_header", "models",
-                                                    "headers", "proxy", "ca_file", NULL };
+static const char *const config_endpoint_keys[] = {
+    "url",    "name",    "check_model", "auth_token_env", "auth_header",
+    "models", "headers", "proxy",       "ca_file",        NULL};
 static const char *const config_health_keys[] = {
-    "interval_seconds", "min_interval_seconds", "max_interval_seconds", "timeout_seconds",
-    "dynamic_scaling", "claude_binary_path", "method", "model", "prompt", "cli_args",
-    "max_concurrent", "failed_interval_seconds", NULL,
+    "interval_seconds",
+    "min_interval_seconds",
+    "max_interval_seconds",
+    "timeout_seconds",
+    "dynamic_scaling",
+    "claude_binary_path",
+    "method",
+    "model",
+    "prompt",
+    "cli_args",
+    "max_concurrent",
+    "failed_interval_seconds",
+    NULL,
 };
-static const char *const config_ui_keys[] = { "language", NULL };
-static const char *const config_cluster_keys[] = { "redis_url", "redis_password_env",
-                                                   "key_prefix", "fleet", "lease_ms", NULL };
+static const char *const config_ui_keys[] = {"language", NULL};
+static const char *const config_cluster_keys[] = {"redis_url", "redis_password_env", "key_prefix",
+                                                  "fleet",     "lease_ms",           NULL};
 
 /* Where each known key lives, to say so when it is written elsewhere. */
 static const struct config_section {
     const char *label;
     const char *const *keys;
 } config_sections[] = {
-    { "the top level", config_top_keys },
-    { "[server]", config_server_keys },
-    { "[[groups]]", config_group_keys },
-    { "each endpoint { url, name }", config_endpoint_keys },
-    { "[health_check]", config_health_keys },
-    { "[ui]", config_ui_keys },
-    { "[cluster]", config_cluster_keys },
+    {"the top level", config_top_keys},     {"[server]", config_server_keys},
+    {"[[groups]]", config_group_keys},      {"each endpoint { url, name }", config_endpoint_keys},
+    {"[health_check]", config_health_keys}, {"[ui]", config_ui_keys},
+    {"[cluster]", config_cluster_keys},
 };
 
-static const char *const config_auth_names[] = { "x-api-key", "bearer", NULL };
-static const char *const config_http_client_names[] = { "builtin", "libcurl", NULL };
-static const char *const config_method_names[] = { "messages", "count_tokens", "cli", NULL };
-static const char *const config_level_names[] = { "error", "warn", "info", "debug", NULL };
-static const char *const config_language_names[] = { "en", "zh", NULL };
+static const char *const config_auth_names[] = {"x-api-key", "bearer", NULL};
+static const char *const config_http_client_names[] = {"builtin", "libcurl", NULL};
+static const char *const config_method_names[] = {"messages", "count_tokens", "cli", NULL};
+static const char *const config_level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const config_language_names[] = {"en", "zh", NULL};
 
 static void config_error(struct config_ctx *c, int line, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -160,8 +189,8 @@ static void config_error(struct config_ctx *c, int line, const char *key, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    config_add_problem(c, line, xasprintf("%s:%d: %s: %s\n", c->path, line > 0 ? line : 1, key,
-                                          msg));
+    config_add_problem(c, line,
+                       xasprintf("%s:%d: %s: %s\n", c->path, line > 0 ? line : 1, key, msg));
 }
 
 static int config_problem_cmp(const void *a, const void *b)
@@ -401,8 +430,9 @@ static enum config_got config_int(struct config_ctx *c, const struct tomlc_node 
         return CONFIG_BAD;
     }
     if (n->i < min || n->i > max) {
-        config_error(c, n->line, key, "%lld is out of range; use a whole number from %lld to %lld%s",
-                     n->i, min, max, hint);
+        config_error(c, n->line, key,
+                     "%lld is out of range; use a whole number from %lld to %lld%s", n->i, min, max,
+                     hint);
         return CONFIG_BAD;
     }
     *out = n->i;
@@ -468,7 +498,8 @@ static enum config_got config_str(struct config_ctx *c, const struct tomlc_node 
         return CONFIG_BAD;
     }
     if (n->str[strspn(n->str, " \t")] == '\0') {
-        config_error(c, n->line, key, "is empty; give a value or remove the key to use the default");
+        config_error(c, n->line, key,
+                     "is empty; give a value or remove the key to use the default");
         return CONFIG_BAD;
     }
     if (config_has_control(n->str)) {
@@ -482,8 +513,8 @@ static enum config_got config_str(struct config_ctx *c, const struct tomlc_node 
 
 /* Reads a string that must be one of names (any case); *index gets its position. */
 static enum config_got config_enum(struct config_ctx *c, const struct tomlc_node *t,
-                                   const char *prefix, const char *name,
-                                   const char *const *names, int *index)
+                                   const char *prefix, const char *name, const char *const *names,
+                                   int *index)
 {
     char key[256], shown[CONFIG_SHOW_MAX + 8], list[256];
     const struct tomlc_node *n = tomlc_get(t, name);
@@ -562,11 +593,11 @@ static bool config_contains_ci(const char *s, const char *needle)
  */
 static bool config_is_placeholder(const char *v)
 {
-    static const char *const words[] = { "placeholder", "changeme", "change-me", "change_me",
-                                         "replace-me", "replace_me", "replaceme", "...",
-                                         "\xe2\x80\xa6", "xxxxxxxx", NULL };
-    static const char *const exact[] = { "token", "secret", "key", "api-key", "apikey",
-                                         "none", "null", "todo", "tbd", "fixme", "-", NULL };
+    static const char *const words[] = {"placeholder",  "changeme",   "change-me", "change_me",
+                                        "replace-me",   "replace_me", "replaceme", "...",
+                                        "\xe2\x80\xa6", "xxxxxxxx",   NULL};
+    static const char *const exact[] = {"token", "secret", "key", "api-key", "apikey", "none",
+                                        "null",  "todo",   "tbd", "fixme",   "-",      NULL};
     for (size_t k = 0; words[k]; k++)
         if (config_contains_ci(v, words[k]))
             return true;
@@ -574,8 +605,7 @@ static bool config_is_placeholder(const char *v)
         if (strcasecmp(v, exact[k]) == 0)
             return true;
     if (config_starts_ci(v, "your-") || config_starts_ci(v, "your_") ||
-        config_starts_ci(v, "your ") || config_ends_ci(v, "-here") ||
-        config_ends_ci(v, "_here"))
+        config_starts_ci(v, "your ") || config_ends_ci(v, "-here") || config_ends_ci(v, "_here"))
         return true;
     if (config_starts_ci(v, "todo") && !isalnum((unsigned char)v[4]))
         return true;
@@ -583,7 +613,7 @@ static bool config_is_placeholder(const char *v)
         return true;
     /* What is left after a known key prefix is only filler: "sk-ant-xxxx", "xxx", "****". */
     const char *rest = v;
-    static const char *const prefixes[] = { "sk-ant-api03-", "sk-ant-", "sk-", NULL };
+    static const char *const prefixes[] = {"sk-ant-api03-", "sk-ant-", "sk-", NULL};
     for (size_t k = 0; prefixes[k]; k++) {
         if (config_starts_ci(v, prefixes[k])) {
             rest = v + strlen(prefixes[k]);
@@ -641,9 +671,9 @@ static char *config_secret(struct config_ctx *c, const struct tomlc_node *n, con
  * secret itself.  The name is not echoed when invalid: a common mistake is
  * to paste the secret itself where its variable's name belongs.
  */
-static void config_env_secret(struct config_ctx *c, const struct tomlc_node *t,
-                              const char *prefix, const char *name, const char *what,
-                              const char *example, char **var_field, char **secret_field)
+static void config_env_secret(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                              const char *name, const char *what, const char *example,
+                              char **var_field, char **secret_field)
 {
     char key[256];
     const struct tomlc_node *n = tomlc_get(t, name);
@@ -736,8 +766,7 @@ static void config_timeouts(struct config_ctx *c, enum config_got hdr_got,
         config_error(c, stream_n->line, "server.stream_header_timeout_ms",
                      "%d is longer than server.header_timeout_ms (%d); streams get their headers "
                      "sooner than other requests, so make it at most %d",
-                     cfg->stream_header_timeout_ms, cfg->header_timeout_ms,
-                     cfg->header_timeout_ms);
+                     cfg->stream_header_timeout_ms, cfg->header_timeout_ms, cfg->header_timeout_ms);
         return;
     }
     (void)hdr_n;
@@ -801,8 +830,8 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
     }
     config_str(c, t, p, "log_file", &cfg->log_file, NULL);
     config_str(c, t, p, "request_log", &cfg->request_log, NULL);
-    enum config_got att_got = config_int_field(c, t, p, "max_attempts", 1, 16, "",
-                                               &cfg->max_attempts, &att_n);
+    enum config_got att_got =
+        config_int_field(c, t, p, "max_attempts", 1, 16, "", &cfg->max_attempts, &att_n);
     enum config_got budget_got = config_int_field(c, t, p, "retry_budget_ms", 1, MS_DAY, "",
                                                   &cfg->retry_budget_ms, &budget_n);
     config_timeouts(c, hdr_got, stream_got, budget_got, att_got, hdr_n, stream_n, budget_n);
@@ -904,8 +933,8 @@ static const char *config_url_problem(const char *url, bool *echo)
 /* A group's or endpoint's check_model (relays name and offer models
  * differently, so the check model can differ per endpoint).  config_str
  * already refuses an empty string. */
-static void config_check_model(struct config_ctx *c, const struct tomlc_node *t,
-                               const char *prefix, char **out)
+static void config_check_model(struct config_ctx *c, const struct tomlc_node *t, const char *prefix,
+                               char **out)
 {
     config_str(c, t, prefix, "check_model", out, NULL);
 }
@@ -953,10 +982,10 @@ static void config_models(struct config_ctx *c, const struct tomlc_node *t, cons
  * which have their own keys (auth_token_env, auth_header). */
 static bool config_header_reserved(const char *name)
 {
-    static const char *const names[] = { "host", "content-length", "transfer-encoding",
-                                         "connection", "keep-alive", "upgrade", "te", "trailer",
-                                         "proxy-connection", "expect", "x-api-key",
-                                         "authorization", NULL };
+    static const char *const names[] = {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "te",   "trailer",        "proxy-connection",  "expect",     "x-api-key",  "authorization",
+        NULL};
     for (size_t k = 0; names[k]; k++)
         if (strcasecmp(name, names[k]) == 0)
             return true;
@@ -1053,12 +1082,11 @@ static void config_ep_proxy(struct config_ctx *c, const struct tomlc_node *t, co
     char key[256];
     const struct tomlc_node *n = NULL;
     if (config_str(c, t, prefix, "proxy", &ep->proxy, &n) == CONFIG_OK) {
-        static const char *const schemes[] = { "http://", "https://", "socks5://", "socks5h://",
-                                               NULL };
+        static const char *const schemes[] = {"http://", "https://", "socks5://", "socks5h://",
+                                              NULL};
         bool ok = false;
         for (size_t k = 0; schemes[k]; k++)
-            ok |= config_starts_ci(ep->proxy, schemes[k]) &&
-                  ep->proxy[strlen(schemes[k])] != '\0';
+            ok |= config_starts_ci(ep->proxy, schemes[k]) && ep->proxy[strlen(schemes[k])] != '\0';
         for (const char *q = ep->proxy; ok && *q; q++)
             ok = *q != ' ';
         if (!ok) {
@@ -1073,8 +1101,7 @@ static void config_ep_proxy(struct config_ctx *c, const struct tomlc_node *t, co
     if (config_str(c, t, prefix, "ca_file", &ep->ca_file, &n) == CONFIG_OK) {
         config_key(key, sizeof key, prefix, "ca_file");
         char why[128];
-        if (config_file_probe &&
-            config_file_probe(ep->ca_file, why, sizeof why) != 0)
+        if (config_file_probe && config_file_probe(ep->ca_file, why, sizeof why) != 0)
             config_error(c, n->line, key,
                          "cannot read %s: %s; give the path of a PEM file with the CA "
                          "certificates that sign the endpoint's certificate",
@@ -1267,8 +1294,7 @@ static void config_fallbacks(struct config_ctx *c, const struct tomlc_node *t, s
         for (size_t j = 0; j < g->n_fallback; j++)
             dup |= g->fallback[j] == found;
         if (dup) {
-            config_error(c, it->line, key, "\"%s\" is listed twice; list each group once",
-                         shown);
+            config_error(c, it->line, key, "\"%s\" is listed twice; list each group once", shown);
             continue;
         }
         g->fallback[g->n_fallback++] = found;
@@ -1337,14 +1363,14 @@ static void config_health(struct config_ctx *c, const struct tomlc_node *root)
     if (!t)
         return;
     config_unknown_keys(c, t, p, config_health_keys);
-    enum config_got interval = config_int_field(c, t, p, "interval_seconds", 1, 86400, "",
-                                                &cfg->interval_s, &interval_n);
+    enum config_got interval =
+        config_int_field(c, t, p, "interval_seconds", 1, 86400, "", &cfg->interval_s, &interval_n);
     enum config_got min = config_int_field(c, t, p, "min_interval_seconds", 1, 86400, "",
                                            &cfg->min_interval_s, &min_n);
     enum config_got max = config_int_field(c, t, p, "max_interval_seconds", 1, 86400, "",
                                            &cfg->max_interval_s, &max_n);
-    enum config_got timeout = config_int_field(c, t, p, "timeout_seconds", 1, 3600, "",
-                                               &cfg->timeout_s, &timeout_n);
+    enum config_got timeout =
+        config_int_field(c, t, p, "timeout_seconds", 1, 3600, "", &cfg->timeout_s, &timeout_n);
     config_bool(c, t, p, "dynamic_scaling", &cfg->dynamic_scaling, NULL);
     config_str(c, t, p, "claude_binary_path", &cfg->claude_binary_path, NULL);
     if (config_enum(c, t, p, "method", config_method_names, &method) == CONFIG_OK)
@@ -1425,7 +1451,8 @@ static bool config_redis_url(struct config *cfg, const char *url, char *why, siz
 {
     static const char scheme[] = "redis://";
     if (strncmp(url, "rediss://", 9) == 0) {
-        snprintf(why, wlen, "rediss:// (TLS) is not supported by this hiredis; use redis:// to a "
+        snprintf(why, wlen,
+                 "rediss:// (TLS) is not supported by this hiredis; use redis:// to a "
                  "local stunnel or Redis TLS proxy (see docs/FLEET.md)");
         return false;
     }
@@ -1436,7 +1463,8 @@ static bool config_redis_url(struct config *cfg, const char *url, char *why, siz
     const char *h = url + sizeof scheme - 1;
     const char *end = h + strcspn(h, "/");
     if (memchr(h, '@', (size_t)(end - h))) {
-        snprintf(why, wlen, "holds credentials; remove them and name the variable that holds "
+        snprintf(why, wlen,
+                 "holds credentials; remove them and name the variable that holds "
                  "the password in redis_password_env");
         return false;
     }
@@ -1512,8 +1540,8 @@ static void config_cluster(struct config_ctx *c, const struct tomlc_node *root)
     }
     config_env_secret(c, t, "cluster", "redis_password_env", "Redis password", "REDIS_PASSWORD",
                       &cfg->cluster_password_env, &cfg->cluster_password);
-    static const char *const names[] = { "key_prefix", "fleet" };
-    char **fields[] = { &cfg->cluster_key_prefix, &cfg->cluster_fleet };
+    static const char *const names[] = {"key_prefix", "fleet"};
+    char **fields[] = {&cfg->cluster_key_prefix, &cfg->cluster_fleet};
     for (size_t k = 0; k < 2; k++) {
         if (config_str(c, t, "cluster", names[k], fields[k], &n) != CONFIG_OK)
             continue;
@@ -1521,7 +1549,8 @@ static void config_cluster(struct config_ctx *c, const struct tomlc_node *root)
         if (strlen(v) > 64 || strpbrk(v, " \t\"*?[]{}")) {
             char key[64];
             snprintf(key, sizeof key, "cluster.%s", names[k]);
-            config_error(c, n->line, key, "must be at most 64 characters without spaces, quotes "
+            config_error(c, n->line, key,
+                         "must be at most 64 characters without spaces, quotes "
                          "or glob characters (*?[]{}); e.g. \"%s\"",
                          k ? "team-a" : "zephyr:");
         }
@@ -1581,7 +1610,7 @@ int config_load_string(const char *path, const char *text, size_t len, struct co
 {
     struct config_ctx c;
     struct tomlc_node *root = NULL;
-    struct tomlc_error terr = { NULL, 0, 0 };
+    struct tomlc_error terr = {NULL, 0, 0};
     int rc = -1;
 
     memset(&c, 0, sizeof c);
@@ -1794,8 +1823,7 @@ char *config_summary(const struct config *cfg)
     buf_appendf(&b, "\ngroups: %zu\n", cfg->n_groups);
     for (size_t k = 0; k < cfg->n_groups; k++) {
         const struct cfg_group *g = &cfg->groups[k];
-        buf_appendf(&b, "  %s %s%s: ", k == def ? "*" : "-", g->name,
-                    k == def ? " (default)" : "");
+        buf_appendf(&b, "  %s %s%s: ", k == def ? "*" : "-", g->name, k == def ? " (default)" : "");
         if (g->auth_token_env) {
             buf_appendf(&b, "token from ");
             config_summary_var(&b, g->auth_token_env, g->token);
@@ -1828,26 +1856,28 @@ char *config_summary(const struct config *cfg)
     if (cfg->method == CHECK_CLI)
         buf_appendf(&b, " (%s, %zu extra argument%s)", cfg->claude_binary_path, cfg->n_cli_args,
                     cfg->n_cli_args == 1 ? "" : "s");
-    buf_appendf(&b, ", model %s, every %d s, timeout %d s, failed endpoints every %d s, "
+    buf_appendf(&b,
+                ", model %s, every %d s, timeout %d s, failed endpoints every %d s, "
                 "at most %d at once\n",
                 cfg->check_model, cfg->interval_s, cfg->timeout_s, cfg->failed_interval_s,
                 cfg->max_concurrent_checks);
     buf_appendf(&b, "dynamic scaling: %s (%d..%d s)\n", cfg->dynamic_scaling ? "on" : "off",
                 cfg->min_interval_s, cfg->max_interval_s);
-    buf_appendf(&b, "switching: threshold %d ms, graceful switch timeout %d ms, sticky sessions "
+    buf_appendf(&b,
+                "switching: threshold %d ms, graceful switch timeout %d ms, sticky sessions "
                 "%s (ttl %d s, switch threshold %d ms)\n",
                 cfg->switch_threshold_ms, cfg->graceful_switch_timeout_ms,
                 cfg->sticky_sessions ? "on" : "off", cfg->session_ttl_s,
                 cfg->session_switch_threshold_ms);
-    buf_appendf(&b, "limits: body %lld MiB, %d connections; timeouts (ms): connect %d, "
+    buf_appendf(&b,
+                "limits: body %lld MiB, %d connections; timeouts (ms): connect %d, "
                 "headers %d (streams %d), idle %d, client headers %d, keep-alive %d, shutdown "
                 "grace %d\n",
-                cfg->max_body_bytes / (1024 * 1024), cfg->max_connections,
-                cfg->connect_timeout_ms, cfg->header_timeout_ms, cfg->stream_header_timeout_ms,
-                cfg->idle_timeout_ms,
+                cfg->max_body_bytes / (1024 * 1024), cfg->max_connections, cfg->connect_timeout_ms,
+                cfg->header_timeout_ms, cfg->stream_header_timeout_ms, cfg->idle_timeout_ms,
                 cfg->client_header_timeout_ms, cfg->keepalive_timeout_ms, cfg->shutdown_grace_ms);
-    buf_appendf(&b, "log: level %s, %s%s\n", cfg->log_level, cfg->log_file ? "file " : "stderr only",
-                cfg->log_file ? cfg->log_file : "");
+    buf_appendf(&b, "log: level %s, %s%s\n", cfg->log_level,
+                cfg->log_file ? "file " : "stderr only", cfg->log_file ? cfg->log_file : "");
     buf_appendf(&b, "ui language: %s\n", cfg->language);
     return b.data ? b.data : xstrdup("");
 }

@@ -26,8 +26,8 @@
 #define CONFIG_DEFAULT_CHECK_MODEL "claude-haiku-4-5"
 
 enum auth_style {
-    AUTH_X_API_KEY = 0,   /* x-api-key: TOKEN (default) */
-    AUTH_BEARER = 1,      /* Authorization: Bearer TOKEN */
+    AUTH_X_API_KEY = 0, /* x-api-key: TOKEN (default) */
+    AUTH_BEARER = 1,    /* Authorization: Bearer TOKEN */
 };
 
 enum check_method {
@@ -39,34 +39,34 @@ enum check_method {
 /* One entry of a "models" table: requests for from go out as to; from "*"
  * matches every model without an entry of its own. */
 struct cfg_model {
-    char *from;           /* owns */
-    char *to;             /* owns */
+    char *from; /* owns */
+    char *to;   /* owns */
 };
 
 /* An extra request header of an endpoint; a value written "${NAME}" is
  * read from that environment variable and is then a secret. */
 struct cfg_header {
-    char *name;           /* owns */
-    char *value;          /* owns; secret when from_env */
+    char *name;  /* owns */
+    char *value; /* owns; secret when from_env */
     bool from_env;
 };
 
 struct cfg_endpoint {
-    char *name;           /* owns */
-    char *url;            /* owns; http:// or https://, no trailing slash */
-    int line;             /* line in the config file, 0 if unknown */
-    char *check_model;    /* owns; "check_model", NULL: the group's */
+    char *name;        /* owns */
+    char *url;         /* owns; http:// or https://, no trailing slash */
+    int line;          /* line in the config file, 0 if unknown */
+    char *check_model; /* owns; "check_model", NULL: the group's */
     /* An endpoint may carry its own account: these override the group's. */
-    char *auth_token_env; /* owns; NULL: the group's token */
-    char *token;          /* owns; secret, NULL when auth_token_env is NULL */
-    enum auth_style auth; /* meaningful when auth_set */
-    bool auth_set;        /* "auth_header" given on the endpoint */
+    char *auth_token_env;     /* owns; NULL: the group's token */
+    char *token;              /* owns; secret, NULL when auth_token_env is NULL */
+    enum auth_style auth;     /* meaningful when auth_set */
+    bool auth_set;            /* "auth_header" given on the endpoint */
     struct cfg_model *models; /* owns, n_models entries; when given, replaces the group's */
     size_t n_models;
     struct cfg_header *headers; /* owns, n_headers entries: "headers" */
     size_t n_headers;
-    char *proxy;          /* owns; http://, https://, socks5:// or socks5h:// proxy, or NULL */
-    char *ca_file;        /* owns; PEM CA bundle for an https:// endpoint, or NULL */
+    char *proxy;   /* owns; http://, https://, socks5:// or socks5h:// proxy, or NULL */
+    char *ca_file; /* owns; PEM CA bundle for an https:// endpoint, or NULL */
 };
 
 struct cfg_group {
@@ -75,24 +75,24 @@ struct cfg_group {
     char *token;          /* owns; secret, NULL when auth_token_env is NULL */
     enum auth_style auth; /* key "auth_header": "x-api-key" | "bearer" */
     bool is_default;
-    char *check_model;    /* owns; "check_model", NULL: health_check.model */
+    char *check_model;              /* owns; "check_model", NULL: health_check.model */
     struct cfg_endpoint *endpoints; /* owns, n_endpoints entries */
     size_t n_endpoints;
     /* "fallback_groups": where a request goes, in order, when no endpoint
      * of this group can take it; indices into config.groups, validated
      * (they exist, none is this group, no repeats). */
-    size_t *fallback;     /* owns, n_fallback entries */
+    size_t *fallback; /* owns, n_fallback entries */
     size_t n_fallback;
     struct cfg_model *models; /* owns, n_models entries: "models" */
     size_t n_models;
 };
 
 struct config {
-    char *path;           /* owns; the file it was loaded from */
+    char *path; /* owns; the file it was loaded from */
 
     /* [server] */
-    char *bind;           /* owns; default "127.0.0.1" */
-    int port;             /* default 8080 */
+    char *bind;                     /* owns; default "127.0.0.1" */
+    int port;                       /* default 8080 */
     int switch_threshold_ms;        /* default 50 */
     int graceful_switch_timeout_ms; /* default 30000 */
     long long max_body_bytes;       /* "max_body_mb", default 32 MiB */
@@ -111,56 +111,56 @@ struct config {
     char *admin_key;                /* owns; secret */
     char **allowed_hosts;           /* owns; extra Host names while bound to loopback, lowercase */
     size_t n_allowed_hosts;
-    char **allowed_origins;         /* owns; Origins besides the proxy's own, lowercase */
+    char **allowed_origins; /* owns; Origins besides the proxy's own, lowercase */
     size_t n_allowed_origins;
-    char *log_level;                /* owns; "error|warn|info|debug", default "info" */
-    char *log_file;                 /* owns; NULL: stderr only */
-    char *request_log;              /* owns; JSON-lines request log file, NULL: none */
-    int max_attempts;               /* attempts per request across endpoints, default 3 */
-    int retry_budget_ms;            /* time for all attempts of a request, default 60000 */
-    bool http_client_libcurl;       /* "http_client": "builtin" (default) sends http:// endpoints
+    char *log_level;          /* owns; "error|warn|info|debug", default "info" */
+    char *log_file;           /* owns; NULL: stderr only */
+    char *request_log;        /* owns; JSON-lines request log file, NULL: none */
+    int max_attempts;         /* attempts per request across endpoints, default 3 */
+    int retry_budget_ms;      /* time for all attempts of a request, default 60000 */
+    bool http_client_libcurl; /* "http_client": "builtin" (default) sends http:// endpoints
                                      * through h1.c, "libcurl" sends everything through libcurl */
-    int stream_holdback_ms;         /* hold message_start/ping at most this long, default 1000; 0 off */
+    int stream_holdback_ms;   /* hold message_start/ping at most this long, default 1000; 0 off */
     int overloaded_retry_in_place_ms; /* on 529, retry the same endpoint once after this; 0 off */
-    int usage_cap_rest_s;           /* an exhausted balance/quota without a reset time, default 3600 */
-    bool sticky_sessions;           /* default true */
-    int session_ttl_s;              /* default 3600 */
-    int session_switch_threshold_ms;/* a session leaves its endpoint for one this much
+    int usage_cap_rest_s; /* an exhausted balance/quota without a reset time, default 3600 */
+    bool sticky_sessions; /* default true */
+    int session_ttl_s;    /* default 3600 */
+    int session_switch_threshold_ms; /* a session leaves its endpoint for one this much
                                      * faster; default 500, 0 never for speed alone */
 
     /* [[groups]] */
-    struct cfg_group *groups;       /* owns, n_groups entries */
+    struct cfg_group *groups; /* owns, n_groups entries */
     size_t n_groups;
 
     /* [health_check] */
-    int interval_s;                 /* default 120 */
-    int min_interval_s;             /* default 30 */
-    int max_interval_s;             /* default 3600 */
-    int timeout_s;                  /* default 15 */
-    bool dynamic_scaling;           /* default false */
-    char *claude_binary_path;       /* owns; default "claude" */
-    enum check_method method;       /* default CHECK_MESSAGES */
-    char *check_model;              /* owns; "model", default CONFIG_DEFAULT_CHECK_MODEL */
-    char *check_prompt;             /* owns; "prompt", default "hi" */
-    char **cli_args;                /* owns; "cli_args", extra CLI arguments */
+    int interval_s;           /* default 120 */
+    int min_interval_s;       /* default 30 */
+    int max_interval_s;       /* default 3600 */
+    int timeout_s;            /* default 15 */
+    bool dynamic_scaling;     /* default false */
+    char *claude_binary_path; /* owns; default "claude" */
+    enum check_method method; /* default CHECK_MESSAGES */
+    char *check_model;        /* owns; "model", default CONFIG_DEFAULT_CHECK_MODEL */
+    char *check_prompt;       /* owns; "prompt", default "hi" */
+    char **cli_args;          /* owns; "cli_args", extra CLI arguments */
     size_t n_cli_args;
-    int max_concurrent_checks;      /* "max_concurrent", default 4 */
-    int failed_interval_s;          /* re-check cadence of failed endpoints, default 15 */
+    int max_concurrent_checks; /* "max_concurrent", default 4 */
+    int failed_interval_s;     /* re-check cadence of failed endpoints, default 15 */
 
     /* [ui] */
-    char *language;                 /* owns; "en" (default) or "zh" */
+    char *language; /* owns; "en" (default) or "zh" */
 
     /* [cluster]: state shared with other instances through Redis
      * (cluster.c); no cluster unless redis_url is set.  Read at start only. */
-    char *cluster_url;              /* owns; "redis_url" as written, NULL: no cluster */
-    char *cluster_host;             /* owns; host of the URL (no brackets) */
-    int cluster_port;               /* of the URL, default 6379 */
-    int cluster_db;                 /* the URL's /N, default 0 */
-    char *cluster_password_env;     /* owns; "redis_password_env", NULL: no AUTH */
-    char *cluster_password;         /* owns; secret */
-    char *cluster_key_prefix;       /* owns; "key_prefix", default "zephyr:" */
-    char *cluster_fleet;            /* owns; "fleet", default "default" */
-    int cluster_lease_ms;           /* checker lease, "lease_ms", default 10000 */
+    char *cluster_url;          /* owns; "redis_url" as written, NULL: no cluster */
+    char *cluster_host;         /* owns; host of the URL (no brackets) */
+    int cluster_port;           /* of the URL, default 6379 */
+    int cluster_db;             /* the URL's /N, default 0 */
+    char *cluster_password_env; /* owns; "redis_password_env", NULL: no AUTH */
+    char *cluster_password;     /* owns; secret */
+    char *cluster_key_prefix;   /* owns; "key_prefix", default "zephyr:" */
+    char *cluster_fleet;        /* owns; "fleet", default "default" */
+    int cluster_lease_ms;       /* checker lease, "lease_ms", default 10000 */
 };
 
 /*
@@ -172,8 +172,8 @@ struct config {
 int config_load(const char *path, struct config **out, char **errors);
 
 /* Same, from text already in memory; path is used only in messages. */
-int config_load_string(const char *path, const char *text, size_t len,
-                       struct config **out, char **errors);
+int config_load_string(const char *path, const char *text, size_t len, struct config **out,
+                       char **errors);
 
 /*
  * The files a configuration names (each endpoint's ca_file) are checked by

@@ -80,35 +80,35 @@ struct conn {
     struct conn_server *srv;  /* borrows */
     struct conn *prev, *next; /* the server's list */
     enum conn_state state;
-    struct reqparse rp;       /* the request being read, and then served */
-    struct buf pending;       /* received, not yet parsed */
-    bool processing;          /* inside conn_process(): no recursion */
+    struct reqparse rp; /* the request being read, and then served */
+    struct buf pending; /* received, not yet parsed */
+    bool processing;    /* inside conn_process(): no recursion */
     /* response */
     bool resp_started;
     bool resp_chunked;
-    long long resp_expect;    /* body bytes the head promised; -1: framed by chunks or close */
+    long long resp_expect;        /* body bytes the head promised; -1: framed by chunks or close */
     unsigned long long resp_sent; /* body bytes written of those */
-    bool close_after;         /* close once the response is written */
+    bool close_after;             /* close once the response is written */
     size_t queued;
-    struct buf head;          /* owns; a response head not sent yet: a known-length
+    struct buf head;    /* owns; a response head not sent yet: a known-length
                                * response's head goes out with its first body bytes */
-    int closed_handles;       /* 2 when tcp and timer are closed */
+    int closed_handles; /* 2 when tcp and timer are closed */
     bool closing;
-    bool broken;              /* a write failed: closing on the next loop turn */
-    bool reading;             /* uv_read_start is in force */
-    bool linger;              /* linger after the last response (see CONN_LINGER) */
-    bool peer_eof;            /* the client finished sending: no need to linger */
-    uint64_t linger_until;    /* monotonic ms: the end of CLOSING + LINGER */
-    uint64_t discarded;       /* bytes read and dropped in CLOSING and LINGER */
+    bool broken;           /* a write failed: closing on the next loop turn */
+    bool reading;          /* uv_read_start is in force */
+    bool linger;           /* linger after the last response (see CONN_LINGER) */
+    bool peer_eof;         /* the client finished sending: no need to linger */
+    uint64_t linger_until; /* monotonic ms: the end of CLOSING + LINGER */
+    uint64_t discarded;    /* bytes read and dropped in CLOSING and LINGER */
     uv_shutdown_t shut;
-    void *handler;            /* borrows */
+    void *handler; /* borrows */
     const struct conn_handler_ops *hops;
     char peer[64];
     bool loopback;
 };
 
 struct conn_server {
-    uv_loop_t *loop;          /* borrows */
+    uv_loop_t *loop; /* borrows */
     uv_tcp_t listener;
     bool listening;
     bool stopping;
@@ -116,7 +116,7 @@ struct conn_server {
     const struct config *cfg; /* borrows */
     conn_dispatch_cb dispatch;
     void *ud;
-    struct conn *conns;       /* owns the list */
+    struct conn *conns; /* owns the list */
     size_t n_conns;
     int port;
     char rbuf[CONN_READ_SIZE]; /* the read buffer all connections share */
@@ -332,7 +332,8 @@ void conn_write_body(struct conn *c, const char *p, size_t n)
         unsigned long long room = (unsigned long long)c->resp_expect - c->resp_sent;
         if (n > room) {
             log_info("client %s: response body longer than the %lld bytes its head "
-                     "announced; closing the connection after it", c->peer, c->resp_expect);
+                     "announced; closing the connection after it",
+                     c->peer, c->resp_expect);
             n = (size_t)room;
             c->close_after = true;
         }
@@ -360,7 +361,8 @@ void conn_end_response(struct conn *c)
          * read the next response as its end.  Cut the connection so that
          * it sees the reply is incomplete. */
         log_info("client %s: response body of %llu bytes, its head announced %lld; "
-                 "closing the connection", c->peer, c->resp_sent, c->resp_expect);
+                 "closing the connection",
+                 c->peer, c->resp_sent, c->resp_expect);
         conn_abort_response(c);
         return;
     }
@@ -489,8 +491,7 @@ static void conn_arm_timer(struct conn *c)
     case CONN_BODY:
         uv_timer_start(&c->timer, on_timeout, (uint64_t)cfg->client_header_timeout_ms, 0);
         break;
-    case CONN_HEAD:
-        break;
+    case CONN_HEAD: break;
     case CONN_BUSY:
         if (c->reading)
             uv_timer_stop(&c->timer);
@@ -519,16 +520,15 @@ static void conn_process(struct conn *c)
     if (c->processing)
         return;
     c->processing = true;
-    while (!c->closing && c->state != CONN_BUSY && c->state != CONN_CLOSING &&
-           c->pending.len > 0) {
+    while (!c->closing && c->state != CONN_BUSY && c->state != CONN_CLOSING && c->pending.len > 0) {
         enum reqparse_phase before = c->rp.phase;
         buf_consume(&c->pending, reqparse_feed(&c->rp, c->pending.data, c->pending.len));
         if (before == REQPARSE_IDLE && c->rp.phase != REQPARSE_IDLE) {
             /* The first byte of a request: the whole head has a deadline. */
             c->state = CONN_HEAD;
             c->rp.req.start_ms = now_mono_ms();
-            uv_timer_start(&c->timer, on_timeout,
-                           (uint64_t)c->srv->cfg->client_header_timeout_ms, 0);
+            uv_timer_start(&c->timer, on_timeout, (uint64_t)c->srv->cfg->client_header_timeout_ms,
+                           0);
         }
         if (c->rp.send_continue) {
             c->rp.send_continue = false;

@@ -35,8 +35,8 @@ struct config;
 typedef void (*conn_dispatch_cb)(void *ud, struct conn *c, struct http_req *req);
 
 struct conn_handler_ops {
-    void (*client_gone)(void *h);  /* the connection is closing; stop using it */
-    void (*drained)(void *h);      /* the output queue fell below the low mark */
+    void (*client_gone)(void *h); /* the connection is closing; stop using it */
+    void (*drained)(void *h);     /* the output queue fell below the low mark */
 };
 
 struct conn_server *conn_server_new(uv_loop_t *loop, const struct config *cfg,

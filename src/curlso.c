@@ -70,7 +70,10 @@ struct curlso_fns {
 };
 static struct curlso_fns curlso_fns;
 
-#define CURLSO_SYM(field) {"curl_" #field, offsetof(struct curlso_fns, field)}
+#define CURLSO_SYM(field)                                  \
+    {                                                      \
+        "curl_" #field, offsetof(struct curlso_fns, field) \
+    }
 static const struct {
     const char *name;
     size_t offset;
@@ -322,12 +325,8 @@ CURLSHcode curl_share_setopt(CURLSH *share, CURLSHoption option, ...)
     case CURLSHOPT_UNLOCKFUNC:
         rc = curlso_fns.share_setopt(share, option, va_arg(ap, curlso_fn));
         break;
-    case CURLSHOPT_USERDATA:
-        rc = curlso_fns.share_setopt(share, option, va_arg(ap, void *));
-        break;
-    default:
-        rc = CURLSHE_BAD_OPTION;
-        break;
+    case CURLSHOPT_USERDATA: rc = curlso_fns.share_setopt(share, option, va_arg(ap, void *)); break;
+    default: rc = CURLSHE_BAD_OPTION; break;
     }
     va_end(ap);
     return rc;

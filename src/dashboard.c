@@ -52,24 +52,24 @@
 #define DASH_LOG_LINES 200
 
 struct dashboard {
-    uv_loop_t *loop;            /* borrows */
-    struct dash_source src;     /* copy; its ud is borrowed */
-    SCREEN *scr;                /* owns; NULL once the terminal is restored */
+    uv_loop_t *loop;        /* borrows */
+    struct dash_source src; /* copy; its ud is borrowed */
+    SCREEN *scr;            /* owns; NULL once the terminal is restored */
     uv_poll_t input;
     uv_timer_t tick;
     uv_timer_t soon;
     uv_signal_t winch;
-    int open_handles;           /* handles not yet closed */
+    int open_handles; /* handles not yet closed */
     bool closing;
-    bool input_inited;          /* input was initialised (needs closing) */
-    bool input_dead;            /* stdin went away; no more polling */
-    int idle_wakeups;           /* readable wake-ups that gave no key */
+    bool input_inited; /* input was initialised (needs closing) */
+    bool input_dead;   /* stdin went away; no more polling */
+    int idle_wakeups;  /* readable wake-ups that gave no key */
     struct dv_view view;
     struct dv_screen screen;
-    cJSON *status;              /* owns; the document on screen */
-    uint64_t msg_ms;            /* when view.msg was set */
-    char pending_what[160];     /* what an operation still running will do, or "" */
-    char *log[DASH_LOG_LINES];  /* owns; a ring of log lines */
+    cJSON *status;             /* owns; the document on screen */
+    uint64_t msg_ms;           /* when view.msg was set */
+    char pending_what[160];    /* what an operation still running will do, or "" */
+    char *log[DASH_LOG_LINES]; /* owns; a ring of log lines */
     size_t log_first, n_log;
     const char *log_view[DASH_LOG_LINES]; /* borrows log[], oldest first */
 };
@@ -79,8 +79,8 @@ struct dashboard {
 static volatile sig_atomic_t term_active;
 static struct termios term_saved;
 static bool term_saved_ok;
-static int term_fl_saved = -1;      /* stdin's file status flags at start */
-static char term_reset[256];        /* written by the fatal-signal handler */
+static int term_fl_saved = -1; /* stdin's file status flags at start */
+static char term_reset[256];   /* written by the fatal-signal handler */
 static size_t term_reset_len;
 static bool term_atexit_done;
 
@@ -494,7 +494,7 @@ void dashboard_log(struct dashboard *d, const char *line)
 {
     if (!d || d->closing || !line)
         return;
-    size_t n = strcspn(line, "\r\n");   /* the first line only */
+    size_t n = strcspn(line, "\r\n"); /* the first line only */
     while (n > 0 && line[n - 1] == ' ')
         n--;
     char *copy = xstrndup(line, n);

@@ -38,29 +38,133 @@
 /* ---- texts ----------------------------------------------------------------- */
 
 enum dv_text {
-    T_MODE = 0, T_AUTO, T_MANUAL, T_PINNED, T_PIN_DOWN, T_GROUP, T_CURRENT, T_NONE,
-    T_NEXT_CHECK, T_CHECKING, T_PAUSED, T_SWITCHING, T_LOAD, T_INTERVAL, T_DYNAMIC,
-    T_CHECK_TOKENS, T_TRAFFIC, T_IN, T_OUT, T_REQUESTS, T_RETRIES, T_UP, T_ACTIVE,
-    T_COL_ENDPOINT, T_COL_STATUS, T_COL_LATENCY, T_COL_HISTORY, T_COL_OK, T_COL_CIRCUIT,
-    T_COL_NOW, T_COL_REQS, T_COL_FAIL, T_COL_ERROR, T_ALL_GROUPS,
-    T_HEALTHY, T_FAILED, T_EP_CHECKING, T_UNKNOWN, T_AUTH_FAILED, T_CHECK_ERROR,
-    T_CLOSED, T_OPEN, T_HALF_OPEN, T_REST,
-    T_ACTIVE_REQUESTS, T_NO_REQUESTS, T_MORE, T_RETRY,
-    T_ST_READING, T_ST_WAITING, T_ST_STREAMING, T_ST_DONE,
-    T_EVENTS, T_NO_EVENTS, T_LOG, T_NO_LOG,
-    T_EV_SWITCH, T_EV_FAILURE, T_EV_RECOVERY, T_EV_INFO,
-    T_K_QUIT, T_K_CHECK, T_K_PAUSE, T_K_RESUME, T_K_MODE, T_K_MOVE, T_K_PIN, T_K_GROUP, T_K_ALL,
-    T_K_LOG, T_K_HELP,
-    T_CANNOT_REACH, T_WAITING_STATUS, T_QUITTING, T_REMOTE, T_TOO_SMALL, T_NO_ENDPOINTS,
-    T_DO_CHECK, T_DO_PAUSE, T_DO_RESUME, T_DO_MODE, T_DO_PIN, T_DO_GROUP, T_ONE_GROUP,
-    T_NO_STATUS, T_NOTHING_TO_PIN,
-    T_HELP_TITLE, T_H_QUIT, T_H_CHECK, T_H_PAUSE, T_H_MODE, T_H_MOVE, T_H_PIN, T_H_GROUP,
-    T_H_ALL, T_H_LOG, T_H_HELP, T_H_MARKS, T_H_MARKS1, T_H_MARKS2, T_H_SPARK,
-    T_COL_SMOOTHED, T_COL_LAST, T_UNTIL_TIMEOUT, T_PANIC, T_FALLBACK, T_SWITCH_AT, T_METHOD,
-    T_LOAD_IDLE, T_LOAD_LIGHT, T_LOAD_BUSY, T_M_MESSAGES, T_M_COUNT_TOKENS, T_M_CLI,
+    T_MODE = 0,
+    T_AUTO,
+    T_MANUAL,
+    T_PINNED,
+    T_PIN_DOWN,
+    T_GROUP,
+    T_CURRENT,
+    T_NONE,
+    T_NEXT_CHECK,
+    T_CHECKING,
+    T_PAUSED,
+    T_SWITCHING,
+    T_LOAD,
+    T_INTERVAL,
+    T_DYNAMIC,
+    T_CHECK_TOKENS,
+    T_TRAFFIC,
+    T_IN,
+    T_OUT,
+    T_REQUESTS,
+    T_RETRIES,
+    T_UP,
+    T_ACTIVE,
+    T_COL_ENDPOINT,
+    T_COL_STATUS,
+    T_COL_LATENCY,
+    T_COL_HISTORY,
+    T_COL_OK,
+    T_COL_CIRCUIT,
+    T_COL_NOW,
+    T_COL_REQS,
+    T_COL_FAIL,
+    T_COL_ERROR,
+    T_ALL_GROUPS,
+    T_HEALTHY,
+    T_FAILED,
+    T_EP_CHECKING,
+    T_UNKNOWN,
+    T_AUTH_FAILED,
+    T_CHECK_ERROR,
+    T_CLOSED,
+    T_OPEN,
+    T_HALF_OPEN,
+    T_REST,
+    T_ACTIVE_REQUESTS,
+    T_NO_REQUESTS,
+    T_MORE,
+    T_RETRY,
+    T_ST_READING,
+    T_ST_WAITING,
+    T_ST_STREAMING,
+    T_ST_DONE,
+    T_EVENTS,
+    T_NO_EVENTS,
+    T_LOG,
+    T_NO_LOG,
+    T_EV_SWITCH,
+    T_EV_FAILURE,
+    T_EV_RECOVERY,
+    T_EV_INFO,
+    T_K_QUIT,
+    T_K_CHECK,
+    T_K_PAUSE,
+    T_K_RESUME,
+    T_K_MODE,
+    T_K_MOVE,
+    T_K_PIN,
+    T_K_GROUP,
+    T_K_ALL,
+    T_K_LOG,
+    T_K_HELP,
+    T_CANNOT_REACH,
+    T_WAITING_STATUS,
+    T_QUITTING,
+    T_REMOTE,
+    T_TOO_SMALL,
+    T_NO_ENDPOINTS,
+    T_DO_CHECK,
+    T_DO_PAUSE,
+    T_DO_RESUME,
+    T_DO_MODE,
+    T_DO_PIN,
+    T_DO_GROUP,
+    T_ONE_GROUP,
+    T_NO_STATUS,
+    T_NOTHING_TO_PIN,
+    T_HELP_TITLE,
+    T_H_QUIT,
+    T_H_CHECK,
+    T_H_PAUSE,
+    T_H_MODE,
+    T_H_MOVE,
+    T_H_PIN,
+    T_H_GROUP,
+    T_H_ALL,
+    T_H_LOG,
+    T_H_HELP,
+    T_H_MARKS,
+    T_H_MARKS1,
+    T_H_MARKS2,
+    T_H_SPARK,
+    T_COL_SMOOTHED,
+    T_COL_LAST,
+    T_UNTIL_TIMEOUT,
+    T_PANIC,
+    T_FALLBACK,
+    T_SWITCH_AT,
+    T_METHOD,
+    T_LOAD_IDLE,
+    T_LOAD_LIGHT,
+    T_LOAD_BUSY,
+    T_M_MESSAGES,
+    T_M_COUNT_TOKENS,
+    T_M_CLI,
     T_LOG_REMOTE,
-    T_COL_SESS, T_SESSIONS, T_NO_SESSIONS, T_SESS_OFF, T_SESS_COLS, T_K_SESSIONS, T_K_RELEASE,
-    T_H_SESSIONS, T_H_RELEASE, T_DO_RELEASE, T_DO_RELEASE_ALL, T_SESS_KEEP,
+    T_COL_SESS,
+    T_SESSIONS,
+    T_NO_SESSIONS,
+    T_SESS_OFF,
+    T_SESS_COLS,
+    T_K_SESSIONS,
+    T_K_RELEASE,
+    T_H_SESSIONS,
+    T_H_RELEASE,
+    T_DO_RELEASE,
+    T_DO_RELEASE_ALL,
+    T_SESS_KEEP,
     T_COUNT
 };
 
@@ -159,8 +263,7 @@ static const char *const texts[T_COUNT][2] = {
     [T_H_PAUSE] = {"pause or resume the periodic checks", "暂停或恢复定期检查"},
     [T_H_MODE] = {"switch between auto and manual mode", "在自动与手动模式之间切换"},
     [T_H_MOVE] = {"move the cursor over the endpoints", "在端点之间移动光标"},
-    [T_H_PIN] = {"pin the endpoint under the cursor (manual mode)",
-                 "固定光标处的端点（手动模式）"},
+    [T_H_PIN] = {"pin the endpoint under the cursor (manual mode)", "固定光标处的端点（手动模式）"},
     [T_H_GROUP] = {"make the next group current", "切换到下一个分组"},
     [T_H_ALL] = {"list every group's endpoints, or the current group's",
                  "显示全部分组的端点，或仅当前分组"},
@@ -174,8 +277,7 @@ static const char *const texts[T_COUNT][2] = {
     [T_COL_SMOOTHED] = {"SMOOTHED", "平滑延迟"},
     [T_COL_LAST] = {"LAST", "最近"},
     [T_UNTIL_TIMEOUT] = {"until timeout", "后超时"},
-    [T_PANIC] = {"panic routing: no endpoint passes its checks",
-                 "应急路由：没有端点通过检查"},
+    [T_PANIC] = {"panic routing: no endpoint passes its checks", "应急路由：没有端点通过检查"},
     [T_FALLBACK] = {"fallback: served by group", "回退：由分组提供服务"},
     [T_SWITCH_AT] = {"switches when another is faster by", "切换条件：平滑延迟快"},
     [T_METHOD] = {"Check", "检查方式"},
@@ -191,7 +293,8 @@ static const char *const texts[T_COUNT][2] = {
     [T_SESSIONS] = {"SESSIONS", "会话"},
     [T_NO_SESSIONS] = {"no sessions", "没有会话"},
     [T_SESS_OFF] = {"sticky sessions are off", "会话粘滞已关闭"},
-    [T_SESS_COLS] = {"id        endpoint            age     idle", "编号      端点                时长    空闲"},
+    [T_SESS_COLS] = {"id        endpoint            age     idle",
+                     "编号      端点                时长    空闲"},
     [T_K_SESSIONS] = {"sessions", "会话"},
     [T_K_RELEASE] = {"release", "释放"},
     [T_H_SESSIONS] = {"show the sessions instead of the events", "显示会话而不是事件"},
@@ -417,7 +520,7 @@ struct ctx {
     const cJSON *st;
     uint64_t now;
     bool utf8;
-    struct dv_line *l;  /* the row being filled */
+    struct dv_line *l; /* the row being filled */
 };
 
 static void put(struct ctx *c, enum dv_style st, const char *s)
@@ -738,7 +841,7 @@ struct bar_part {
 };
 
 struct bar_item {
-    int prio;                   /* 0 is the most important */
+    int prio; /* 0 is the most important */
     int n;
     struct bar_part part[BAR_PARTS];
 };
@@ -1007,8 +1110,7 @@ static void render_load_line(struct ctx *c)
         it = bar_add(&bar, 6);
         item_put(it, DV_HEAD, "%s: ", tr(v, T_TRAFFIC));
         item_put(it, DV_PLAIN, "%s %s / %s %s", dv_fmt_count(b, sizeof b, jnum_or(tt, "input", 0)),
-                 tr(v, T_IN), dv_fmt_count(b2, sizeof b2, jnum_or(tt, "output", 0)),
-                 tr(v, T_OUT));
+                 tr(v, T_IN), dv_fmt_count(b2, sizeof b2, jnum_or(tt, "output", 0)), tr(v, T_OUT));
     }
     double retries;
     if (jnum(st, "retries_total", &retries))
@@ -1048,22 +1150,38 @@ static void render_load_line(struct ctx *c)
  * the more important columns leave.
  */
 enum ep_col {
-    EC_STATUS = 0, EC_SMOOTH, EC_LAST, EC_HIST, EC_OK, EC_CIRC, EC_NOW, EC_SESS, EC_REQS, EC_FAIL,
-    EC_ERR, EC_N
+    EC_STATUS = 0,
+    EC_SMOOTH,
+    EC_LAST,
+    EC_HIST,
+    EC_OK,
+    EC_CIRC,
+    EC_NOW,
+    EC_SESS,
+    EC_REQS,
+    EC_FAIL,
+    EC_ERR,
+    EC_N
 };
 
 /* Placement order: most important first. */
 static const enum ep_col ep_prio[EC_N] = {
-    EC_STATUS, EC_SMOOTH, EC_REQS, EC_FAIL, EC_ERR, EC_CIRC, EC_OK, EC_NOW, EC_SESS, EC_LAST,
-    EC_HIST,
+    EC_STATUS, EC_SMOOTH, EC_REQS, EC_FAIL, EC_ERR,  EC_CIRC,
+    EC_OK,     EC_NOW,    EC_SESS, EC_LAST, EC_HIST,
 };
 
-enum { EP_LEAD = 5, EP_NAME_KEEP = 24, EP_NAME_MIN = 6, EP_HIST_MIN = 8, EP_ERR_MIN = 12,
-       EP_HIST_MAX = 64 };
+enum {
+    EP_LEAD = 5,
+    EP_NAME_KEEP = 24,
+    EP_NAME_MIN = 6,
+    EP_HIST_MIN = 8,
+    EP_ERR_MIN = 12,
+    EP_HIST_MAX = 64
+};
 
 struct ep_cols {
-    int name;               /* width of the name column */
-    int w[EC_N];            /* width of each column; 0 when left out */
+    int name;    /* width of the name column */
+    int w[EC_N]; /* width of each column; 0 when left out */
 };
 
 struct ep_cell {
@@ -1081,9 +1199,9 @@ static enum dv_text col_header(enum ep_col k)
 {
     static const enum dv_text h[EC_N] = {
         [EC_STATUS] = T_COL_STATUS, [EC_SMOOTH] = T_COL_SMOOTHED, [EC_LAST] = T_COL_LAST,
-        [EC_HIST] = T_COL_HISTORY, [EC_OK] = T_COL_OK, [EC_CIRC] = T_COL_CIRCUIT,
-        [EC_NOW] = T_COL_NOW, [EC_SESS] = T_COL_SESS, [EC_REQS] = T_COL_REQS, [EC_FAIL] = T_COL_FAIL,
-        [EC_ERR] = T_COL_ERROR,
+        [EC_HIST] = T_COL_HISTORY,  [EC_OK] = T_COL_OK,           [EC_CIRC] = T_COL_CIRCUIT,
+        [EC_NOW] = T_COL_NOW,       [EC_SESS] = T_COL_SESS,       [EC_REQS] = T_COL_REQS,
+        [EC_FAIL] = T_COL_FAIL,     [EC_ERR] = T_COL_ERROR,
     };
     return h[k];
 }
@@ -1138,8 +1256,8 @@ static void ep_cells(const struct ctx *c, const cJSON *ep, struct ep_cell cell[E
         cell[k].st = DV_PLAIN;
     }
     const char *status = jstr(ep, "status") ? jstr(ep, "status") : "unknown";
-    enum dv_text label = ep_status_label(status, jtrue(ep, "available"), &cell[EC_STATUS].st,
-                                         &mark, c->utf8);
+    enum dv_text label =
+        ep_status_label(status, jtrue(ep, "available"), &cell[EC_STATUS].st, &mark, c->utf8);
     snprintf(cell[EC_STATUS].text, sizeof cell[EC_STATUS].text, "%s", tr(v, label));
     fmt_latency(cell[EC_SMOOTH].text, sizeof cell[EC_SMOOTH].text,
                 jnum_or(ep, "smoothed_latency_ms", -1));
@@ -1356,7 +1474,8 @@ static void render_ep_header(struct ctx *c, int r, const struct ep_cols *w, int 
     for (int k = 0; k < EC_N; k++) {
         if (!w->w[k])
             continue;
-        put_fixed(c, DV_HEAD, tr(v, col_header((enum ep_col)k)), w->w[k], col_right((enum ep_col)k));
+        put_fixed(c, DV_HEAD, tr(v, col_header((enum ep_col)k)), w->w[k],
+                  col_right((enum ep_col)k));
         put(c, DV_HEAD, " ");
     }
 }
@@ -1551,9 +1670,18 @@ static void render_help(struct ctx *c, int top, int bottom)
         const char *keys;
         enum dv_text what;
     } items[] = {
-        {"q  Q  Ctrl-C", T_H_QUIT}, {"r", T_H_CHECK}, {"p", T_H_PAUSE}, {"m", T_H_MODE},
-        {NULL, T_H_MOVE}, {"Enter", T_H_PIN}, {"g  Tab", T_H_GROUP}, {"a", T_H_ALL},
-        {"l", T_H_LOG}, {"s", T_H_SESSIONS}, {"x  X", T_H_RELEASE}, {"?  Esc", T_H_HELP},
+        {"q  Q  Ctrl-C", T_H_QUIT},
+        {"r", T_H_CHECK},
+        {"p", T_H_PAUSE},
+        {"m", T_H_MODE},
+        {NULL, T_H_MOVE},
+        {"Enter", T_H_PIN},
+        {"g  Tab", T_H_GROUP},
+        {"a", T_H_ALL},
+        {"l", T_H_LOG},
+        {"s", T_H_SESSIONS},
+        {"x  X", T_H_RELEASE},
+        {"?  Esc", T_H_HELP},
     };
     int r = top;
     if (r < bottom) {
@@ -1755,7 +1883,7 @@ static void render_body(struct ctx *c, int top, int bottom)
     const cJSON *reqs = jarr(st, "requests");
     int nreq = cJSON_GetArraySize(reqs);
     int req_rows = nreq > 0 ? nreq : 1;
-    int req_cap = rest - 1 - 2;   /* its header, and the events' header + 1 */
+    int req_cap = rest - 1 - 2; /* its header, and the events' header + 1 */
     if (req_cap < 1)
         req_cap = 1;
     if (rest - 1 - 2 < 1)
@@ -1947,9 +2075,7 @@ enum dv_act dv_handle_key(struct dv_view *v, const cJSON *status, int key, struc
         a->kind = DV_ACT_REDRAW;
         return a->kind;
     case 'r':
-    case 'R':
-        action_admin(a, "check", NULL, tr(v, T_DO_CHECK));
-        return a->kind;
+    case 'R': action_admin(a, "check", NULL, tr(v, T_DO_CHECK)); return a->kind;
     case 'l':
     case 'L':
         v->show_log = !v->show_log;
@@ -1964,8 +2090,7 @@ enum dv_act dv_handle_key(struct dv_view *v, const cJSON *status, int key, struc
             v->show_log = false;
         a->kind = DV_ACT_REDRAW;
         return a->kind;
-    default:
-        break;
+    default: break;
     }
     if (!st) {
         if (key == 27)
@@ -2080,8 +2205,7 @@ enum dv_act dv_handle_key(struct dv_view *v, const cJSON *status, int key, struc
             a->kind = DV_ACT_REDRAW;
         }
         return a->kind;
-    default:
-        return a->kind;
+    default: return a->kind;
     }
 }
 

@@ -25,14 +25,14 @@
 /* Styles the drawer maps to terminal attributes. */
 enum dv_style {
     DV_PLAIN = 0,
-    DV_TITLE = 1,   /* the top bar */
-    DV_HEAD = 2,    /* section and column headers */
-    DV_SEL = 3,     /* the row under the cursor */
+    DV_TITLE = 1, /* the top bar */
+    DV_HEAD = 2,  /* section and column headers */
+    DV_SEL = 3,   /* the row under the cursor */
     DV_GOOD = 4,
     DV_BAD = 5,
     DV_WARN = 6,
     DV_DIM = 7,
-    DV_KEYS = 8,    /* the bottom bar */
+    DV_KEYS = 8, /* the bottom bar */
     DV_STRONG = 9,
 };
 
@@ -48,7 +48,7 @@ enum dv_lang {
 #define DV_SIDE_BY_SIDE_COLS 200
 
 struct dv_span {
-    size_t off, len;        /* bytes of dv_line.text */
+    size_t off, len; /* bytes of dv_line.text */
     enum dv_style style;
 };
 
@@ -57,8 +57,8 @@ struct dv_span {
 struct dv_line {
     char text[DV_LINE_BYTES];
     size_t len;
-    int cols;               /* display width of text */
-    int max;                /* screen width */
+    int cols; /* display width of text */
+    int max;  /* screen width */
     struct dv_span spans[DV_MAX_SPANS];
     int n_spans;
     enum dv_style bg;
@@ -66,26 +66,26 @@ struct dv_line {
 
 struct dv_screen {
     int rows, cols;
-    struct dv_line *lines;  /* owns; rows of them */
+    struct dv_line *lines; /* owns; rows of them */
 };
 
 /* What the dashboard itself remembers between frames. */
 struct dv_view {
     enum dv_lang lang;
-    bool utf8;                  /* the terminal takes UTF-8 */
-    int cursor;                 /* index into the endpoint list shown */
-    bool all_groups;            /* list every group's endpoints */
-    bool help;                  /* the help page replaces the body */
-    bool show_log;              /* the bottom panel shows log lines, not events */
-    bool show_sessions;         /* the bottom panel shows the sessions, not events */
-    bool quitting;              /* quit was asked for; the proxy is draining */
-    const char *remote;         /* borrows; the URL in --connect mode, else NULL */
-    const char *error;          /* borrows; why there is no document, or NULL */
-    char msg[256];              /* the last operation's outcome, or "" */
+    bool utf8;          /* the terminal takes UTF-8 */
+    int cursor;         /* index into the endpoint list shown */
+    bool all_groups;    /* list every group's endpoints */
+    bool help;          /* the help page replaces the body */
+    bool show_log;      /* the bottom panel shows log lines, not events */
+    bool show_sessions; /* the bottom panel shows the sessions, not events */
+    bool quitting;      /* quit was asked for; the proxy is draining */
+    const char *remote; /* borrows; the URL in --connect mode, else NULL */
+    const char *error;  /* borrows; why there is no document, or NULL */
+    char msg[256];      /* the last operation's outcome, or "" */
     bool msg_bad;
-    bool was_running;           /* checks.running in the previous frame */
-    uint64_t check_started_ms;  /* monotonic time checks.running turned true */
-    const char *const *log;     /* borrows; log lines, oldest first */
+    bool was_running;          /* checks.running in the previous frame */
+    uint64_t check_started_ms; /* monotonic time checks.running turned true */
+    const char *const *log;    /* borrows; log lines, oldest first */
     size_t n_log;
 };
 
@@ -122,18 +122,18 @@ enum dv_key {
 };
 
 enum dv_act {
-    DV_ACT_NONE = 0,    /* the key changed nothing */
-    DV_ACT_REDRAW = 1,  /* the view changed */
+    DV_ACT_NONE = 0,   /* the key changed nothing */
+    DV_ACT_REDRAW = 1, /* the view changed */
     DV_ACT_QUIT = 2,
-    DV_ACT_ADMIN = 3,   /* run op with body */
+    DV_ACT_ADMIN = 3, /* run op with body */
 };
 
 struct dv_action {
     enum dv_act kind;
-    char op[24];        /* "check", "pause", "resume", "mode", "pin", "group",
+    char op[24];    /* "check", "pause", "resume", "mode", "pin", "group",
                          * "sessions/release" */
-    cJSON *body;        /* owns; NULL or a JSON object for the operation */
-    char what[160];     /* what the operation does, for the message line */
+    cJSON *body;    /* owns; NULL or a JSON object for the operation */
+    char what[160]; /* what the operation does, for the message line */
 };
 
 /* Maps a key (a character, 3 for Ctrl-C, or a dv_key) to an action and

@@ -19,12 +19,12 @@
 #include <stdint.h>
 
 struct dheap_node {
-    uint64_t at;       /* the deadline while queued */
-    size_t slot;       /* index in the heap + 1; 0 when not queued */
+    uint64_t at; /* the deadline while queued */
+    size_t slot; /* index in the heap + 1; 0 when not queued */
 };
 
 struct dheap {
-    struct dheap_node **v;   /* owns the array, borrows the nodes */
+    struct dheap_node **v; /* owns the array, borrows the nodes */
     size_t n;
     size_t cap;
 };

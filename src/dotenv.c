@@ -203,8 +203,8 @@ out:
     buf_release(&value);
 }
 
-int dotenv_parse(const char *text, size_t len, dotenv_cb cb, void *ud,
-                 const char *path, char **errors)
+int dotenv_parse(const char *text, size_t len, dotenv_cb cb, void *ud, const char *path,
+                 char **errors)
 {
     struct dotenv_scan s;
     int rc = 0;

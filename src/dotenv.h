@@ -41,8 +41,8 @@ typedef void (*dotenv_cb)(void *ud, const char *key, const char *value);
  * "path:line: what is wrong; what would be right\n".  On success *errors is
  * set to NULL.  Pure: no I/O, no environment access.
  */
-int dotenv_parse(const char *text, size_t len, dotenv_cb cb, void *ud,
-                 const char *path, char **errors);
+int dotenv_parse(const char *text, size_t len, dotenv_cb cb, void *ud, const char *path,
+                 char **errors);
 
 /*
  * Reads the whole file at path into *text (malloc'd, NUL-terminated, *len
@@ -53,8 +53,8 @@ int dotenv_parse(const char *text, size_t len, dotenv_cb cb, void *ud,
  * Returns 0; 1 when the file does not exist (nothing set); -1 with
  * *errors = "path: what is wrong; hint\n" (hint says what to check).
  */
-int dotenv_read_file(const char *path, size_t cap, const char *hint, char **text,
-                     size_t *len, char **errors);
+int dotenv_read_file(const char *path, size_t cap, const char *hint, char **text, size_t *len,
+                     char **errors);
 
 /*
  * Reads the file at path and applies it as dotenv_apply() does.  A missing
@@ -71,8 +71,8 @@ int dotenv_load(const char *path, char **errors);
  * both assign a name.  text[i] is NULL when that file does not exist.
  */
 struct dotenv_files {
-    char *path[2];   /* owns; NULL when unused */
-    char *text[2];   /* owns; NULL when the file does not exist */
+    char *path[2]; /* owns; NULL when unused */
+    char *text[2]; /* owns; NULL when the file does not exist */
     size_t len[2];
 };
 

@@ -71,8 +71,8 @@ static void dotenv_list_release(struct dotenv_list *l)
     free(l->values);
 }
 
-int dotenv_read_file(const char *path, size_t cap, const char *hint, char **text,
-                     size_t *len, char **errors)
+int dotenv_read_file(const char *path, size_t cap, const char *hint, char **text, size_t *len,
+                     char **errors)
 {
     struct buf b;
     struct stat sb;
@@ -167,8 +167,8 @@ static void dotenv_own(const char *name, bool own)
 /* One change dotenv_apply() made: the name, its value before (NULL: it was
  * unset) and whether it was owned before. */
 struct dotenv_change {
-    char *name;  /* owns */
-    char *old;   /* owns; NULL when it was unset */
+    char *name; /* owns */
+    char *old;  /* owns; NULL when it was unset */
     bool owned;
 };
 
@@ -223,7 +223,7 @@ void dotenv_undo(struct dotenv_undo *u)
 
 int dotenv_apply(const struct dotenv_files *f, struct dotenv_undo **undo, char **errors)
 {
-    struct dotenv_list l = { NULL, NULL, 0, 0 };
+    struct dotenv_list l = {NULL, NULL, 0, 0};
     struct dotenv_undo *u = xcalloc(1, sizeof *u);
     struct buf errs;
     int rc = 0;
@@ -329,8 +329,8 @@ int dotenv_read_for_config(const char *config_path, struct dotenv_files *f, char
     free(copy);
     if (strcmp(f->path[0], ".env") != 0) {
         char real1[PATH_MAX], real2[PATH_MAX];
-        bool same = realpath(f->path[0], real1) && realpath(".env", real2) &&
-                    strcmp(real1, real2) == 0;
+        bool same =
+            realpath(f->path[0], real1) && realpath(".env", real2) && strcmp(real1, real2) == 0;
         if (!same)
             f->path[1] = xstrdup(".env");
     }

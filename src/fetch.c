@@ -21,19 +21,19 @@
 #define FETCH_POOL_MAX 1024
 
 struct fetch {
-    uv_loop_t *loop;      /* borrows */
-    CURL **pool;          /* owns the easy handles kept for reuse */
+    uv_loop_t *loop; /* borrows */
+    CURL **pool;     /* owns the easy handles kept for reuse */
     size_t n_pool;
-    bool env_proxy;       /* a *_proxy variable is set: let curl read them */
-    CURLM *multi;         /* owns */
-    CURLSH *share;        /* owns */
-    uv_timer_t timer;     /* owned by the loop until closed */
+    bool env_proxy;   /* a *_proxy variable is set: let curl read them */
+    CURLM *multi;     /* owns */
+    CURLSH *share;    /* owns */
+    uv_timer_t timer; /* owned by the loop until closed */
     int closing;
 };
 
 struct fetch_sock {
     uv_poll_t poll;
-    struct fetch *f;      /* borrows */
+    struct fetch *f; /* borrows */
     curl_socket_t fd;
 };
 

@@ -28,9 +28,9 @@ struct fetch_xfer;
 typedef void (*fetch_done_cb)(struct fetch_xfer *x, CURLcode rc);
 
 struct fetch_xfer {
-    CURL *easy;          /* borrows while added; the owner frees it */
+    CURL *easy; /* borrows while added; the owner frees it */
     fetch_done_cb done;
-    int added;           /* set while the easy handle is in the multi */
+    int added; /* set while the easy handle is in the multi */
 };
 
 /* NULL when libcurl cannot be loaded (see curlso.h). */
@@ -42,7 +42,7 @@ void fetch_free(struct fetch *f);
 /* An easy handle with the options every transfer shares: the share
  * handle, no signals, TCP_NODELAY, keep-alive probes.  Reuses one given
  * back with fetch_easy_put() when there is one. */
-CURL *fetch_easy_new(struct fetch *f);   /* NULL: out of libcurl's reach */
+CURL *fetch_easy_new(struct fetch *f); /* NULL: out of libcurl's reach */
 
 /* Gives an easy handle back for reuse (it is reset; its connections stay
  * in the multi handle's pool either way).  The handle must not be added. */

@@ -26,7 +26,7 @@ enum guard_kind {
 struct guard_host {
     enum guard_kind kind;
     unsigned char addr[16];
-    char name[256];     /* GUARD_NAME: NUL-terminated */
+    char name[256]; /* GUARD_NAME: NUL-terminated */
 };
 
 static bool guard_name_chars_ok(const char *s, size_t n)
@@ -188,8 +188,8 @@ bool guard_key_eq(const char *given, size_t len, const char *secret)
         unsigned s = (unsigned char)secret[j];
         unsigned g = (unsigned char)given[i];
         diff |= g ^ s;
-        diff |= (g + 0xffu) >> 8 ^ 1u;  /* 1 when g is NUL */
-        j += (s + 0xffu) >> 8;          /* 1 while s is not NUL */
+        diff |= (g + 0xffu) >> 8 ^ 1u; /* 1 when g is NUL */
+        j += (s + 0xffu) >> 8;         /* 1 while s is not NUL */
     }
     diff |= (unsigned char)secret[j];
     return diff == 0;

@@ -99,13 +99,13 @@
 #define H1_MAX_FREE_XCHG 256
 #define H1_POOL_BUCKETS 64
 #define H1_TCP_KEEPALIVE_S 60
-#define H1_KEEP_BUF 8192 /* a recycled exchange keeps buffers up to this size */
-#define H1_TLS_PLAIN 16384 /* one TLS record of plaintext, the most SSL_read returns */
+#define H1_KEEP_BUF 8192            /* a recycled exchange keeps buffers up to this size */
+#define H1_TLS_PLAIN 16384          /* one TLS record of plaintext, the most SSL_read returns */
 #define H1_WARM_MS (30 * 60 * 1000) /* a pool stays warm this long after a user's request */
 #define H1_WARM_AHEAD_MS 12000      /* renew the warm connection this long before it expires */
 #define H1_WARM_RETRY_MS 30000      /* after a failed warm-up */
 
-#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 enum x_state {
     X_FREE = 0,
@@ -124,39 +124,39 @@ enum conn_state {
 };
 
 struct h1_pool {
-    struct h1_pool *next;           /* owns: the rest of the hash chain */
-    struct h1_conn *idle_head;      /* borrows: most recently used idle connection */
-    struct h1_conn *idle_tail;      /* borrows: least recently used */
+    struct h1_pool *next;      /* owns: the rest of the hash chain */
+    struct h1_conn *idle_head; /* borrows: most recently used idle connection */
+    struct h1_conn *idle_tail; /* borrows: least recently used */
     size_t n_idle;
     struct sockaddr_storage *addrs; /* owns */
     size_t n_addrs;
-    uint64_t addrs_expire;          /* loop time; unused for numeric hosts */
+    uint64_t addrs_expire; /* loop time; unused for numeric hosts */
     bool numeric;
-    bool tls;                       /* https: */
-    SSL_CTX *ctx;                   /* borrows from h1.ctxs; NULL until one could be made */
-    SSL_SESSION *sess;              /* owns: the session the next connection offers */
-    char *ca_file;                  /* owns; NULL: the system store */
-    struct h1 *c;                   /* borrows */
-    struct h1_xchg *warm_x;         /* borrows: the warm-up connecting now, or NULL */
-    uint64_t warm_until;            /* loop time: keep a connection ready until then */
-    uint64_t warm_retry_at;         /* loop time: no warm-up before then */
+    bool tls;               /* https: */
+    SSL_CTX *ctx;           /* borrows from h1.ctxs; NULL until one could be made */
+    SSL_SESSION *sess;      /* owns: the session the next connection offers */
+    char *ca_file;          /* owns; NULL: the system store */
+    struct h1 *c;           /* borrows */
+    struct h1_xchg *warm_x; /* borrows: the warm-up connecting now, or NULL */
+    uint64_t warm_until;    /* loop time: keep a connection ready until then */
+    uint64_t warm_retry_at; /* loop time: no warm-up before then */
     unsigned port;
     uint32_t hash;
     size_t host_len;
-    char host[];                    /* as in the URL (brackets kept), NUL-terminated */
+    char host[]; /* as in the URL (brackets kept), NUL-terminated */
 };
 
 /* The TLS side of a connection (see tls.h): OpenSSL reads ciphertext from
  * io.in (the shared read buffer) and appends what it sends to io.out. */
 struct h1_tls {
-    SSL *ssl;                       /* owns */
-    struct tls_io io;               /* io.out owns */
-    char *fly;                      /* owns: the ciphertext uv_write is sending */
-    char *cpend;                    /* owns: ciphertext kept while the exchange is paused */
+    SSL *ssl;         /* owns */
+    struct tls_io io; /* io.out owns */
+    char *fly;        /* owns: the ciphertext uv_write is sending */
+    char *cpend;      /* owns: ciphertext kept while the exchange is paused */
     size_t cpend_len;
-    bool hs_done;                   /* the handshake succeeded */
-    bool req_queued;                /* the exchange's request went through SSL_write */
-    bool failed;                    /* a TLS error: the session is not kept */
+    bool hs_done;    /* the handshake succeeded */
+    bool req_queued; /* the exchange's request went through SSL_write */
+    bool failed;     /* a TLS error: the session is not kept */
 };
 
 struct h1_conn {
@@ -164,17 +164,17 @@ struct h1_conn {
     union {
         uv_connect_t connect;
         uv_write_t write;
-    } req;                          /* never both at once: the write follows the connect */
-    llhttp_t parser;                /* .data borrows the exchange */
-    struct h1 *c;                   /* borrows */
-    struct h1_pool *pool;           /* borrows */
-    struct h1_xchg *x;              /* borrows; NULL when idle or closing */
-    struct h1_conn *prev, *next;    /* borrow: the pool's idle list */
-    struct h1_tls *tls;             /* owns; NULL for http: */
-    char *pend;                     /* owns: bytes kept while the exchange is paused */
-    uint32_t pend_len;              /* bytes in pend */
-    uint32_t pend_body;             /* the first pend_body bytes go to body() again */
-    uint64_t idle_since;            /* loop time */
+    } req;                       /* never both at once: the write follows the connect */
+    llhttp_t parser;             /* .data borrows the exchange */
+    struct h1 *c;                /* borrows */
+    struct h1_pool *pool;        /* borrows */
+    struct h1_xchg *x;           /* borrows; NULL when idle or closing */
+    struct h1_conn *prev, *next; /* borrow: the pool's idle list */
+    struct h1_tls *tls;          /* owns; NULL for http: */
+    char *pend;                  /* owns: bytes kept while the exchange is paused */
+    uint32_t pend_len;           /* bytes in pend */
+    uint32_t pend_body;          /* the first pend_body bytes go to body() again */
+    uint64_t idle_since;         /* loop time */
     enum conn_state state;
     bool reading;
     bool write_pending;
@@ -182,71 +182,71 @@ struct h1_conn {
 
 struct h1_dns {
     uv_getaddrinfo_t req;
-    struct h1 *c;                   /* borrows */
-    struct h1_pool *pool;           /* borrows */
-    struct h1_xchg *x;              /* borrows; NULL once the exchange ended */
+    struct h1 *c;         /* borrows */
+    struct h1_pool *pool; /* borrows */
+    struct h1_xchg *x;    /* borrows; NULL once the exchange ended */
 };
 
 struct h1_xchg {
-    struct upstream_xfer base;            /* first: the caller's handle */
+    struct upstream_xfer base; /* first: the caller's handle */
     enum x_state state;
-    struct h1 *c;                   /* borrows */
-    struct h1_pool *pool;           /* borrows */
-    struct h1_conn *conn;           /* borrows; the connection closes or pools itself */
-    struct h1_dns *dns;             /* borrows; the request frees itself */
-    struct h1_xchg *next_free;      /* borrows: the client's free list */
+    struct h1 *c;              /* borrows */
+    struct h1_pool *pool;      /* borrows */
+    struct h1_conn *conn;      /* borrows; the connection closes or pools itself */
+    struct h1_dns *dns;        /* borrows; the request frees itself */
+    struct h1_xchg *next_free; /* borrows: the client's free list */
     uv_timer_t timer;
     struct upstream_cbs cbs;
-    void *ud;                       /* borrows */
-    const char *body;               /* borrows: the request body */
+    void *ud;         /* borrows */
+    const char *body; /* borrows: the request body */
     size_t body_len;
-    char *head;                     /* owns: the request head */
+    char *head; /* owns: the request head */
     size_t head_len, head_size;
-    char *hb;                       /* owns: the response head, [u32 len][bytes] records */
+    char *hb; /* owns: the response head, [u32 len][bytes] records */
     size_t hb_len, hb_size;
-    size_t hdr_bytes;               /* status lines, names and values seen so far */
-    size_t cur_off;                 /* offset in hb of the record being appended to */
+    size_t hdr_bytes; /* status lines, names and values seen so far */
+    size_t cur_off;   /* offset in hb of the record being appended to */
     uint32_t nhdrs;
     bool in_field;
-    uint64_t start_ms;              /* loop time */
+    uint64_t start_ms; /* loop time */
     long timeout_ms;
     long connect_timeout_ms;
-    size_t addr_idx;                /* the address being tried */
-    const char *pause_at;           /* borrows: the span body() paused on */
+    size_t addr_idx;      /* the address being tried */
+    const char *pause_at; /* borrows: the span body() paused on */
     size_t pause_len;
     enum upstream_rc rc;
-    const char *msg;                /* borrows: a literal or msgbuf */
+    const char *msg; /* borrows: a literal or msgbuf */
     bool is_head;
-    bool warm_only;                 /* a warm-up: connect (and handshake), then pool it */
-    bool reused;                    /* the connection came from the pool */
-    bool retried;                   /* already sent again once */
-    bool got_byte;                  /* a response byte arrived on this connection */
+    bool warm_only; /* a warm-up: connect (and handshake), then pool it */
+    bool reused;    /* the connection came from the pool */
+    bool retried;   /* already sent again once */
+    bool got_byte;  /* a response byte arrived on this connection */
     bool write_done;
-    uint64_t sent_ms;               /* now_mono_ms() when the request was all written; 0 before */
-    bool final_seen;                /* the final (non-1xx) head was parsed */
+    uint64_t sent_ms; /* now_mono_ms() when the request was all written; 0 before */
+    bool final_seen;  /* the final (non-1xx) head was parsed */
     bool complete;
     bool paused;
-    bool busy;                      /* inside llhttp or a callback: abort defers recycling */
+    bool busy; /* inside llhttp or a callback: abort defers recycling */
     bool aborted;
     char msgbuf[192];
 };
 
 struct h1 {
-    uv_loop_t *loop;                /* borrows */
+    uv_loop_t *loop; /* borrows */
     llhttp_settings_t settings;
     struct h1_pool *pools[H1_POOL_BUCKETS]; /* owns */
-    struct h1_xchg *free_x;         /* owns: recycled exchanges */
+    struct h1_xchg *free_x;                 /* owns: recycled exchanges */
     size_t n_free;
     uv_timer_t sweep;
     size_t n_open, n_idle;
-    size_t n_handles;               /* handles and requests whose callbacks are pending */
+    size_t n_handles; /* handles and requests whose callbacks are pending */
     bool free_requested;
     struct tls_ctxs *ctxs;          /* owns: one SSL_CTX per CA source */
     uint64_t tls_full, tls_resumed; /* handshakes completed */
     bool pbuf_busy;                 /* pbuf holds plaintext being parsed */
     struct upstream_hdr hdrs[H1_MAX_HEADERS];
-    char pbuf[H1_TLS_PLAIN];        /* decrypted bytes on their way to llhttp */
-    char rbuf[H1_READ_SIZE];        /* the read buffer every connection shares */
+    char pbuf[H1_TLS_PLAIN]; /* decrypted bytes on their way to llhttp */
+    char rbuf[H1_READ_SIZE]; /* the read buffer every connection shares */
 };
 
 static void conn_close(struct h1_conn *conn);
@@ -318,13 +318,13 @@ static bool blank(char ch)
 /* ---- URLs and pools ------------------------------------------------------- */
 
 struct h1_url {
-    bool tls;           /* https: */
-    const char *host;   /* brackets kept */
+    bool tls;         /* https: */
+    const char *host; /* brackets kept */
     size_t host_len;
     unsigned port;
-    const char *auth;   /* host[:port] as written, for the Host header */
+    const char *auth; /* host[:port] as written, for the Host header */
     size_t auth_len;
-    const char *path;   /* "", "/..." or "?..." up to a fragment */
+    const char *path; /* "", "/..." or "?..." up to a fragment */
     size_t path_len;
 };
 
@@ -401,8 +401,8 @@ static bool same_ca(const char *a, const char *b)
 
 /* The pool for scheme, host:port and CA source, created on first use; NULL
  * when host is neither an address nor a plausible DNS name. */
-static struct h1_pool *pool_get(struct h1 *c, const char *host, size_t len, unsigned port,
-                                bool tls, const char *ca_file)
+static struct h1_pool *pool_get(struct h1 *c, const char *host, size_t len, unsigned port, bool tls,
+                                const char *ca_file)
 {
     if (!tls || (ca_file && !*ca_file))
         ca_file = NULL;
@@ -751,11 +751,12 @@ static void x_complete(struct h1_xchg *x, bool may_keep, bool defer)
     struct h1_conn *conn = x->conn;
     x->conn = NULL;
     conn->x = NULL;
-    if (conn->tls && (conn->tls->io.in_len > 0 || conn->tls->cpend_len > 0 ||
-                      SSL_has_pending(conn->tls->ssl)))
+    if (conn->tls &&
+        (conn->tls->io.in_len > 0 || conn->tls->cpend_len > 0 || SSL_has_pending(conn->tls->ssl)))
         may_keep = false; /* more arrived after the response: the TLS stream
                            * cannot be kept without it */
-    if (may_keep && x->write_done && !conn->write_pending && llhttp_should_keep_alive(&conn->parser))
+    if (may_keep && x->write_done && !conn->write_pending &&
+        llhttp_should_keep_alive(&conn->parser))
         pool_put(conn);
     else
         conn_close(conn);
@@ -1556,8 +1557,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
                     ((struct sockaddr_in *)&addrs[i++])->sin_port = htons((uint16_t)pool->port);
                 } else if (ai->ai_family == AF_INET6) {
                     memcpy(&addrs[i], ai->ai_addr, sizeof(struct sockaddr_in6));
-                    ((struct sockaddr_in6 *)&addrs[i++])->sin6_port =
-                        htons((uint16_t)pool->port);
+                    ((struct sockaddr_in6 *)&addrs[i++])->sin6_port = htons((uint16_t)pool->port);
                 }
             }
             free(pool->addrs);
@@ -1615,7 +1615,8 @@ static void x_connect_start(struct h1_xchg *x, bool defer)
     struct h1 *c = x->c;
     struct h1_pool *pool = x->pool;
     uint64_t now = uv_now(c->loop);
-    uint64_t t = x->connect_timeout_ms > 0 ? (uint64_t)x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
+    uint64_t t =
+        x->connect_timeout_ms > 0 ? (uint64_t)x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
     if (x->timeout_ms > 0) {
         uint64_t used = now - x->start_ms, total = (uint64_t)x->timeout_ms;
         uint64_t left = used < total ? total - used : 0;
@@ -1665,8 +1666,8 @@ static char *put(char *p, const void *s, size_t n)
 }
 
 /* "METHOD target HTTP/1.1", Host, the caller's lines, Content-Length. */
-static void x_build_head(struct h1_xchg *x, const struct upstream_request *req, const struct h1_url *u,
-                         size_t mlen)
+static void x_build_head(struct h1_xchg *x, const struct upstream_request *req,
+                         const struct h1_url *u, size_t mlen)
 {
     char num[24];
     size_t nlen = 0;
@@ -1758,8 +1759,8 @@ void h1_free(struct h1 *c)
     uv_close((uv_handle_t *)&c->sweep, on_handle_closed_count);
 }
 
-struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req, const struct upstream_cbs *cbs,
-                         void *ud)
+struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req,
+                               const struct upstream_cbs *cbs, void *ud)
 {
     struct h1_url u;
     if (!req->method || !req->url || url_parse(req->url, &u) != 0)

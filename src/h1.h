@@ -46,8 +46,8 @@ void h1_free(struct h1 *c);
 /* Starts an exchange on req->url, which must be http:// or https://.  Returns NULL
  * (and calls nothing) for a URL it cannot use. The returned handle's
  * kind is UPSTREAM_KIND_H1. */
-struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req, const struct upstream_cbs *cbs,
-                         void *ud);
+struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req,
+                               const struct upstream_cbs *cbs, void *ud);
 void h1_resume(struct upstream_xfer *x);
 void h1_abort(struct upstream_xfer *x);
 /* See upstream_sent_ms(). */

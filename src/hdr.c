@@ -242,8 +242,7 @@ int hdr_content_length_parse(const char *v, size_t len, long long *out)
 }
 
 /* Whether name is listed by any Connection field of the head. */
-static bool listed_by_connection(const struct hdr_field *f, size_t n, const char *name,
-                                 size_t len)
+static bool listed_by_connection(const struct hdr_field *f, size_t n, const char *name, size_t len)
 {
     for (size_t i = 0; i < n; i++)
         if (f[i].name_len == 10 && mem_ieq(f[i].name, "connection", 10) &&

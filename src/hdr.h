@@ -66,7 +66,7 @@ enum hdr_scheme {
 /* An endpoint URL taken apart; every view borrows the string given to hdr_url_split(). */
 struct hdr_url {
     enum hdr_scheme scheme;
-    const char *host;   /* borrows the url; IPv6 literals keep their brackets */
+    const char *host; /* borrows the url; IPv6 literals keep their brackets */
     size_t host_len;
     unsigned port;      /* the explicit port, else 80 or 443 */
     bool port_explicit; /* whether the url spelled out a port */
@@ -112,7 +112,7 @@ bool hdr_target_valid(const char *target, size_t len);
 struct hdr_field {
     const char *name;
     size_t name_len;
-    const char *value;  /* leading and trailing blanks removed */
+    const char *value; /* leading and trailing blanks removed */
     size_t value_len;
 };
 
@@ -125,12 +125,12 @@ int hdr_content_length_parse(const char *v, size_t len, long long *out);
 
 /* What hdr_resp_filter() learned about a response head. */
 struct hdr_resp {
-    long long content_length;  /* the upstream's Content-Length; -1: none */
-    bool chunked;              /* the upstream sent Transfer-Encoding: chunked, which
+    long long content_length; /* the upstream's Content-Length; -1: none */
+    bool chunked;             /* the upstream sent Transfer-Encoding: chunked, which
                                 * its client has already decoded */
-    bool is_sse;               /* Content-Type: text/event-stream */
-    bool is_json;              /* Content-Type: application/json */
-    const char *why;           /* static; why the head was refused, else NULL */
+    bool is_sse;              /* Content-Type: text/event-stream */
+    bool is_json;             /* Content-Type: application/json */
+    const char *why;          /* static; why the head was refused, else NULL */
 };
 
 struct buf;

@@ -95,10 +95,10 @@
 #define HEALTH_RECHECK_GAP_MS 2000   /* quick re-checks: at most one per endpoint per this */
 #define HEALTH_DRAIN_MS 300          /* after the CLI exits, wait this long for pipe EOF */
 #define HEALTH_REAP_STEP_MS 50
-#define HEALTH_REAP_TRIES 40         /* so at most 2 s reaping a killed group */
-#define HEALTH_LATE_MS 1000          /* a cycle later than this restarts the schedule */
+#define HEALTH_REAP_TRIES 40 /* so at most 2 s reaping a killed group */
+#define HEALTH_LATE_MS 1000  /* a cycle later than this restarts the schedule */
 #define HEALTH_REASON_MAX 150
-#define HEALTH_DETAIL_MAX 100        /* text quoted from a reply or the cli's output */
+#define HEALTH_DETAIL_MAX 100 /* text quoted from a reply or the cli's output */
 
 enum check_state {
     CHECK_RUNNING = 0,
@@ -110,30 +110,30 @@ enum check_state {
 struct health;
 
 struct check {
-    struct health *h;            /* borrows */
-    struct check *prev, *next;   /* in h->checks */
-    int ep;                      /* index into state.eps */
-    unsigned cycle;              /* --test-timing: the cycle it belongs to, 0 if none */
+    struct health *h;          /* borrows */
+    struct check *prev, *next; /* in h->checks */
+    int ep;                    /* index into state.eps */
+    unsigned cycle;            /* --test-timing: the cycle it belongs to, 0 if none */
     enum check_method method;
     enum check_state state;
-    bool reported;               /* the result went to the state (or was dropped) */
-    bool abandoned;              /* health_free / set_config: touch nothing outside */
-    uint64_t start_ns;           /* uv_hrtime() at start */
+    bool reported;     /* the result went to the state (or was dropped) */
+    bool abandoned;    /* health_free / set_config: touch nothing outside */
+    uint64_t start_ns; /* uv_hrtime() at start */
     int timeout_s;
-    char *token;                 /* owns; the endpoint's token, for redaction; NULL if none */
-    enum auth_style auth;        /* how the token is sent */
-    char ep_name[64];            /* for the log line */
-    uv_timer_t timer;            /* timeout, then drain grace, then reap retries */
-    int handles;                 /* libuv handles not yet closed */
+    char *token;          /* owns; the endpoint's token, for redaction; NULL if none */
+    enum auth_style auth; /* how the token is sent */
+    char ep_name[64];     /* for the log line */
+    uv_timer_t timer;     /* timeout, then drain grace, then reap retries */
+    int handles;          /* libuv handles not yet closed */
 
     /* messages / count_tokens */
-    struct upstream_xfer *ux;          /* the running exchange; NULL when none */
-    struct buf hdrs;             /* owns; "Name: value\r\n" lines */
-    char *body;                  /* owns */
-    struct buf reply;            /* capped at HEALTH_REPLY_CAP */
+    struct upstream_xfer *ux; /* the running exchange; NULL when none */
+    struct buf hdrs;          /* owns; "Name: value\r\n" lines */
+    char *body;               /* owns */
+    struct buf reply;         /* capped at HEALTH_REPLY_CAP */
     bool reply_too_big;
-    int status;                  /* of the response */
-    double ttfb_ms;              /* to the response head; -1 before */
+    int status;     /* of the response */
+    double ttfb_ms; /* to the response head; -1 before */
 
     /* cli */
     uv_process_t proc;
@@ -142,58 +142,57 @@ struct check {
     int pgid;
     int64_t exit_status;
     int term_signal;
-    double exit_ms;              /* process lifetime */
-    struct buf out_buf;          /* capped at HEALTH_OUT_KEEP, excess dropped */
-    struct buf err_buf;          /* capped at HEALTH_ERR_KEEP, excess dropped */
+    double exit_ms;     /* process lifetime */
+    struct buf out_buf; /* capped at HEALTH_OUT_KEEP, excess dropped */
+    struct buf err_buf; /* capped at HEALTH_ERR_KEEP, excess dropped */
     unsigned reap_tries;
-    char rbuf[8192];             /* read buffer shared by both pipes */
+    char rbuf[8192]; /* read buffer shared by both pipes */
 };
 
 struct health_ep {
     bool queued;
-    unsigned cycle;              /* cycle that queued it (0: not a cycle) */
-    uint64_t last_start_ms;      /* monotonic; 0 never */
+    unsigned cycle;         /* cycle that queued it (0: not a cycle) */
+    uint64_t last_start_ms; /* monotonic; 0 never */
 };
 
 struct timing;
 
 /* One GET /v1/models at start or reload; freed when it ends or is dropped. */
 struct probe {
-    struct health *h;            /* borrows */
-    struct probe *next;          /* in h->probes */
-    int ep;                      /* index into state.eps */
-    struct upstream_xfer *ux;          /* the running exchange; NULL once done */
-    struct buf hdrs;             /* owns; holds the token: wiped when freed */
-    struct buf reply;            /* capped at HEALTH_REPLY_CAP */
+    struct health *h;         /* borrows */
+    struct probe *next;       /* in h->probes */
+    int ep;                   /* index into state.eps */
+    struct upstream_xfer *ux; /* the running exchange; NULL once done */
+    struct buf hdrs;          /* owns; holds the token: wiped when freed */
+    struct buf reply;         /* capped at HEALTH_REPLY_CAP */
     int status;
-    char model[128];             /* the check model it looks for */
+    char model[128]; /* the check model it looks for */
 };
 
 struct health {
-    uv_loop_t *loop;             /* borrows */
-    struct upstream *up;         /* borrows */
-    struct state *st;            /* borrows */
-    const struct config *cfg;    /* borrows */
-    uv_timer_t timer;            /* the scheduler */
-    struct health_ep *eps;       /* owns, st->n_eps entries */
+    uv_loop_t *loop;          /* borrows */
+    struct upstream *up;      /* borrows */
+    struct state *st;         /* borrows */
+    const struct config *cfg; /* borrows */
+    uv_timer_t timer;         /* the scheduler */
+    struct health_ep *eps;    /* owns, st->n_eps entries */
     size_t n_eps;
-    struct check *checks;        /* owns the list: running, reaping and closing checks */
-    unsigned running;            /* checks holding a concurrency slot */
+    struct check *checks; /* owns the list: running, reaping and closing checks */
+    unsigned running;     /* checks holding a concurrency slot */
     bool started, paused, closing, timer_closed;
-    uint64_t next_cycle_ms;      /* scheduled start of the next cycle; 0 none */
-    uint64_t cycle_start_ms;     /* (scheduled) start of the last cycle; 0 none yet */
-    uint64_t last_activity_ms;   /* last request or poke, for the idle figure */
+    uint64_t next_cycle_ms;    /* scheduled start of the next cycle; 0 none */
+    uint64_t cycle_start_ms;   /* (scheduled) start of the last cycle; 0 none yet */
+    uint64_t last_activity_ms; /* last request or poke, for the idle figure */
     struct interval_rate rate;
     unsigned cycle_no;
-    struct timing *timing;       /* borrows; only under --test-timing */
-    struct probe *probes;        /* owns the list: /v1/models probes in flight */
-    struct metrics *metrics;     /* borrows; NULL: checks are not counted */
+    struct timing *timing;   /* borrows; only under --test-timing */
+    struct probe *probes;    /* owns the list: /v1/models probes in flight */
+    struct metrics *metrics; /* borrows; NULL: checks are not counted */
 };
 
 static void health_tick(struct health *h);
 static void check_teardown(struct check *c);
-static void timing_cycle(struct health *h, uint64_t sched_ms, double interval_s,
-                         unsigned queued);
+static void timing_cycle(struct health *h, uint64_t sched_ms, double interval_s, unsigned queued);
 static void timing_result(struct health *h, struct check *c, bool ok, double latency_ms,
                           const char *reason);
 static double timing_interval_s(const struct timing *t);
@@ -440,7 +439,9 @@ static void check_report(struct check *c, bool ok, bool auth_failed, double late
         metrics_check(h->metrics, state_ep_name(st, c->ep), ok, ok ? latency_ms : -1);
     struct state_outcome o = {
         .source = STATE_FROM_CHECK,
-        .kind = ok ? STATE_OK : auth_failed ? STATE_AUTH_FAILED : STATE_DOWN,
+        .kind = ok            ? STATE_OK
+                : auth_failed ? STATE_AUTH_FAILED
+                              : STATE_DOWN,
         .latency_ms = ok ? latency_ms : -1,
         .ttfb_ms = ok ? ttfb_ms : -1,
         .error = ok ? NULL : reason,
@@ -644,14 +645,19 @@ static void on_http_done(void *ud, enum upstream_rc rc, const char *msg)
         if (strcasestr(detail, "model"))
             snprintf(fix, sizeof fix, "set check_model: this endpoint does not serve %s", model);
         else if (status == 404 && c->method == CHECK_COUNT_TOKENS)
-            snprintf(fix, sizeof fix, "set health_check.method = \"messages\": this endpoint "
+            snprintf(fix, sizeof fix,
+                     "set health_check.method = \"messages\": this endpoint "
                      "does not serve /v1/messages/count_tokens");
         else if (status == 404)
-            snprintf(fix, sizeof fix, "this endpoint does not serve POST /v1/messages: check "
-                     "its url, or set check_model if it does not serve %s", model);
+            snprintf(fix, sizeof fix,
+                     "this endpoint does not serve POST /v1/messages: check "
+                     "its url, or set check_model if it does not serve %s",
+                     model);
         else
-            snprintf(fix, sizeof fix, "the endpoint refuses the check request: set check_model "
-                     "(now %s) or health_check.method", model);
+            snprintf(fix, sizeof fix,
+                     "the endpoint refuses the check request: set check_model "
+                     "(now %s) or health_check.method",
+                     model);
         check_report_misconfigured(c, reason, fix);
     } else {
         http_error_text(c, detail, sizeof detail);
@@ -738,9 +744,27 @@ static int check_http_start(struct check *c, char *reason, size_t rlen)
 /* What the child may inherit from our environment; anything else, other
  * groups' tokens included, stays here. */
 static const char *const health_env_keep[] = {
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ",
-    "TMPDIR", "SHELL", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY",
-    "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "CLAUDE_CONFIG_DIR",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "TMPDIR",
+    "SHELL",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "CLAUDE_CONFIG_DIR",
     NULL,
 };
 
@@ -800,7 +824,7 @@ static void free_strv(char **v)
 /* True when the CLI's output (stderr or stdout) holds one of marks. */
 static bool cli_says(const struct check *c, const char *const *marks)
 {
-    const struct buf *bufs[2] = { &c->err_buf, &c->out_buf };
+    const struct buf *bufs[2] = {&c->err_buf, &c->out_buf};
     for (int b = 0; b < 2; b++) {
         if (!bufs[b]->data)
             continue;
@@ -815,8 +839,8 @@ static bool cli_says(const struct check *c, const char *const *marks)
 static bool cli_says_auth(const struct check *c)
 {
     static const char *const marks[] = {
-        "authentication_error", "permission_error", "API Error: 401", "API Error: 403",
-        "Invalid API key", "invalid x-api-key", "Invalid bearer token", NULL,
+        "authentication_error", "permission_error",  "API Error: 401",       "API Error: 403",
+        "Invalid API key",      "invalid x-api-key", "Invalid bearer token", NULL,
     };
     return cli_says(c, marks);
 }
@@ -826,8 +850,8 @@ static bool cli_says_auth(const struct check *c)
 static bool cli_says_refused(const struct check *c)
 {
     static const char *const marks[] = {
-        "not_found_error", "invalid_request_error", "API Error: 404", "API Error: 400",
-        "API Error: 422", NULL,
+        "not_found_error", "invalid_request_error", "API Error: 404",
+        "API Error: 400",  "API Error: 422",        NULL,
     };
     return cli_says(c, marks);
 }
@@ -849,14 +873,14 @@ static void cli_evaluate(struct check *c)
             const cJSON *api = cJSON_GetObjectItemCaseSensitive(j, "api_error_status");
             const char *text = cJSON_IsString(res) ? res->valuestring : "";
             health_clean_text(line, sizeof line, text, strlen(text), c->token);
-            snprintf(reason, sizeof reason, "cli reported an error%s%s", line[0] ? ": " : "",
-                     line);
+            snprintf(reason, sizeof reason, "cli reported an error%s%s", line[0] ? ": " : "", line);
             bool auth = cJSON_IsNumber(api) && (api->valueint == 401 || api->valueint == 403);
-            bool refused = cJSON_IsNumber(api) && (api->valueint == 400 || api->valueint == 404 ||
-                                                   api->valueint == 422);
+            bool refused = cJSON_IsNumber(api) &&
+                           (api->valueint == 400 || api->valueint == 404 || api->valueint == 422);
             cJSON_Delete(j);
             if (refused) {
-                check_report_misconfigured(c, reason, "the endpoint refuses the cli's request: "
+                check_report_misconfigured(c, reason,
+                                           "the endpoint refuses the cli's request: "
                                            "choose a model it serves with \"--model\", NAME "
                                            "in health_check.cli_args");
                 check_teardown(c);
@@ -889,7 +913,8 @@ static void cli_evaluate(struct check *c)
         snprintf(reason, sizeof reason, "cli exit %lld%s%s", (long long)c->exit_status,
                  line[0] ? ": " : "", line);
     if (!cli_says_auth(c) && cli_says_refused(c)) {
-        check_report_misconfigured(c, reason, "the endpoint refuses the cli's request: choose "
+        check_report_misconfigured(c, reason,
+                                   "the endpoint refuses the cli's request: choose "
                                    "a model it serves with \"--model\", NAME in "
                                    "health_check.cli_args");
         check_teardown(c);
@@ -1070,14 +1095,9 @@ static void on_check_timer(uv_timer_t *t)
         check_report(c, false, false, -1, -1, reason, NULL);
         check_teardown(c);
         break;
-    case CHECK_DRAINING:
-        cli_evaluate(c);
-        break;
-    case CHECK_REAPING:
-        check_teardown(c);
-        break;
-    case CHECK_CLOSING:
-        break;
+    case CHECK_DRAINING: cli_evaluate(c); break;
+    case CHECK_REAPING: check_teardown(c); break;
+    case CHECK_CLOSING: break;
     }
 }
 
@@ -1099,7 +1119,8 @@ static void check_start(struct health *h, size_t i, uint64_t now)
     if (rc == -2) {
         /* No binary to run: the check cannot say anything about the
          * endpoint, and live traffic must not suffer for it. */
-        check_report_misconfigured(c, reason, "set health_check.claude_binary_path to the "
+        check_report_misconfigured(c, reason,
+                                   "set health_check.claude_binary_path to the "
                                    "claude binary, or use method = \"messages\"");
         check_teardown(c);
         return;
@@ -1274,8 +1295,7 @@ static bool probe_id_matches(const char *id, const char *model)
     size_t ml = strlen(model);
     if (strcmp(id, model) == 0)
         return true;
-    return strncmp(id, model, ml) == 0 && id[ml] == '-' && id[ml + 1] >= '0' &&
-           id[ml + 1] <= '9';
+    return strncmp(id, model, ml) == 0 && id[ml] == '-' && id[ml + 1] >= '0' && id[ml + 1] <= '9';
 }
 
 static void on_probe_done(void *ud, enum upstream_rc rc, const char *msg)
@@ -1289,13 +1309,14 @@ static void on_probe_done(void *ud, enum upstream_rc rc, const char *msg)
                    : NULL;
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
     if (!cJSON_IsArray(data)) {
-        log_debug("health: %s: GET /v1/models gave no model list (%s, HTTP %d); not checked",
-                  name, rc == UPSTREAM_OK ? "ok" : msg, p->status);
+        log_debug("health: %s: GET /v1/models gave no model list (%s, HTTP %d); not checked", name,
+                  rc == UPSTREAM_OK ? "ok" : msg, p->status);
     } else {
         bool found = false;
         const char *first = NULL;
         const cJSON *m;
-        cJSON_ArrayForEach(m, data) {
+        cJSON_ArrayForEach(m, data)
+        {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
             if (!cJSON_IsString(id))
                 continue;
@@ -1309,8 +1330,7 @@ static void on_probe_done(void *ud, enum upstream_rc rc, const char *msg)
             if (first)
                 health_clean_text(shown, sizeof shown, first, strlen(first), NULL);
             char *w = xasprintf("GET /v1/models does not list %s%s%s", p->model,
-                                shown[0] ? "; set check_model to one it lists, e.g. " : "",
-                                shown);
+                                shown[0] ? "; set check_model to one it lists, e.g. " : "", shown);
             state_publish_models_warning(h->st, p->ep, w);
             free(w);
             log_warn("endpoint %s: %s", name, state_ep_models_warning(h->st, p->ep));
@@ -1345,11 +1365,11 @@ static void probes_start(struct health *h)
         buf_init(&p->reply, HEALTH_REPLY_CAP);
         buf_init(&p->hdrs, SIZE_MAX);
         buf_appendf(&p->hdrs, "anthropic-version: 2023-06-01\r\naccept: application/json\r\n"
-                    "user-agent: claude-zephyr-health\r\n");
+                              "user-agent: claude-zephyr-health\r\n");
         if (g->token && g->token[0])
-            buf_appendf(&p->hdrs, "%s%s\r\n",
-                        g->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ",
-                        g->token);
+            buf_appendf(
+                &p->hdrs, "%s%s\r\n",
+                g->auth == AUTH_BEARER ? "authorization: Bearer " : "x-api-key: ", g->token);
         struct upstream_request req = {
             .method = "GET",
             .url = url,
@@ -1434,7 +1454,8 @@ char *health_validate(const struct config *cfg, bool run)
                       "and traffic is routed on live results)";
     if (!health_find_binary(cfg->claude_binary_path, bin, sizeof bin))
         return xasprintf("health_check.claude_binary_path: \"%s\" is not an executable file "
-                         "(looked in $PATH); %s\n", cfg->claude_binary_path, fix);
+                         "(looked in $PATH); %s\n",
+                         cfg->claude_binary_path, fix);
     if (run) {
         int rc = health_run_version(bin);
         if (rc != 0)
@@ -1583,26 +1604,26 @@ void health_free(struct health *h)
 /* ---- --test-timing ------------------------------------------------------ */
 
 struct timing_cycle {
-    uint64_t sched_ms;   /* monotonic */
-    double actual_ms;    /* monotonic, sub-millisecond */
+    uint64_t sched_ms; /* monotonic */
+    double actual_ms;  /* monotonic, sub-millisecond */
     double interval_s;
     unsigned queued, done, ok;
     bool printed;
-    struct buf detail;   /* "name ok 3 ms; name failed (reason)" */
+    struct buf detail; /* "name ok 3 ms; name failed (reason)" */
 };
 
 struct timing {
     double interval_s;
-    int n;                       /* cycles wanted */
+    int n; /* cycles wanted */
     int started;
     struct timing_cycle *cycles; /* owns, n entries */
     uint64_t t0_ms;
     double tol_ms;
     size_t n_eps;
-    uv_timer_t stop;             /* ends the run from outside the check callbacks */
+    uv_timer_t stop; /* ends the run from outside the check callbacks */
     bool stopping;
-    struct health *h;            /* borrows */
-    struct upstream *up;         /* owns */
+    struct health *h;    /* borrows */
+    struct upstream *up; /* owns */
 };
 
 static double timing_interval_s(const struct timing *t)
@@ -1678,8 +1699,7 @@ static void timing_maybe_stop(struct timing *t)
     uv_timer_start(&t->stop, on_timing_stop, 0, 0);
 }
 
-static void timing_cycle(struct health *h, uint64_t sched_ms, double interval_s,
-                         unsigned queued)
+static void timing_cycle(struct health *h, uint64_t sched_ms, double interval_s, unsigned queued)
 {
     struct timing *t = h->timing;
     if (t->started >= t->n)
@@ -1762,13 +1782,13 @@ int health_test_timing(const struct config *cfg, int cycles, double interval_s)
     printf("claude-zephyr timing test: %d cycle%s every %.3f s, %zu endpoint%s, method %s, "
            "timeout %d s, tolerance %.0f ms\n",
            cycles, cycles == 1 ? "" : "s", interval_s, state_n_eps(st),
-           state_n_eps(st) == 1 ? "" : "s",
-           method_name(cfg->method), cfg->timeout_s, t.tol_ms);
+           state_n_eps(st) == 1 ? "" : "s", method_name(cfg->method), cfg->timeout_s, t.tol_ms);
     if ((double)cfg->timeout_s >= interval_s)
         printf("note: timeout_seconds (%d) is not below the interval; a check that hangs "
-               "overlaps the next cycle\n", cfg->timeout_s);
-    printf("\n%5s  %11s  %9s  %9s  %10s  %9s  %7s %3s  %s\n", "cycle", "scheduled_s",
-           "actual_s", "error_ms", "interval_s", "since_s", "checks", "ok", "verdict");
+               "overlaps the next cycle\n",
+               cfg->timeout_s);
+    printf("\n%5s  %11s  %9s  %9s  %10s  %9s  %7s %3s  %s\n", "cycle", "scheduled_s", "actual_s",
+           "error_ms", "interval_s", "since_s", "checks", "ok", "verdict");
     fflush(stdout);
 
     t.t0_ms = now_mono_ms();

@@ -91,17 +91,16 @@ static void append_duration(struct buf *out, double s)
         buf_appendf(out, "%.0f s", s);
 }
 
-void interval_table(const struct interval_cfg *c, const double *idle_s, size_t n,
-                    struct buf *out)
+void interval_table(const struct interval_cfg *c, const double *idle_s, size_t n, struct buf *out)
 {
     struct interval_cfg dyn = *c;
     dyn.dynamic = true;
     buf_appendf(out, "| time since last request | idle | light (0.5 req/min) | busy |\n");
     buf_appendf(out, "|---|---|---|---|\n");
     for (size_t i = 0; i < n; i++) {
-        struct interval_load idle = { .active = 0, .rate_per_min = 0, .idle_s = idle_s[i] };
-        struct interval_load light = { .active = 0, .rate_per_min = 0.5, .idle_s = idle_s[i] };
-        struct interval_load busy = { .active = 1, .rate_per_min = 0, .idle_s = idle_s[i] };
+        struct interval_load idle = {.active = 0, .rate_per_min = 0, .idle_s = idle_s[i]};
+        struct interval_load light = {.active = 0, .rate_per_min = 0.5, .idle_s = idle_s[i]};
+        struct interval_load busy = {.active = 1, .rate_per_min = 0, .idle_s = idle_s[i]};
         buf_appendf(out, "| ");
         append_duration(out, idle_s[i]);
         buf_appendf(out, " | %.0f s | %.0f s | %.0f s |\n", interval_next_s(&dyn, &idle),

@@ -73,7 +73,7 @@ uint64_t interval_next_check_ms(const struct interval_cfg *c, const struct inter
 const char *interval_load_level(const struct interval_load *l);
 
 struct interval_rate {
-    double weight;   /* decayed request count as of at_ms */
+    double weight; /* decayed request count as of at_ms */
     uint64_t at_ms;
 };
 
@@ -88,7 +88,6 @@ double interval_rate_value(const struct interval_rate *r, uint64_t now_ms);
  * to out: one row per idle time in idle_s[0..n), columns idle, light
  * (0.5 requests a minute) and busy.
  */
-void interval_table(const struct interval_cfg *c, const double *idle_s, size_t n,
-                    struct buf *out);
+void interval_table(const struct interval_cfg *c, const double *idle_s, size_t n, struct buf *out);
 
 #endif

@@ -43,23 +43,23 @@
 #define LOG_LINE_MAX 4096
 
 struct log_writer {
-    int fd;                   /* owns unless it is stderr */
+    int fd; /* owns unless it is stderr */
     bool own_fd;
-    bool json;                /* the drop notice is a JSON line */
+    bool json; /* the drop notice is a JSON line */
     pthread_mutex_t mu;
-    pthread_cond_t wake;      /* to the thread: bytes queued, or stop */
-    struct buf queued;        /* owns; whole lines waiting, at most LOG_WRITER_BUFFER */
-    struct buf out;           /* owns; what the thread is writing (swapped with queued) */
-    bool busy;                /* the thread is writing out, without mu */
-    bool stop;                /* closed: write what is left, then free */
-    uint64_t dropped;         /* lines dropped since the last notice */
-    struct log_writer *next;  /* borrows; in log_writers, under log_writers_mu */
+    pthread_cond_t wake;     /* to the thread: bytes queued, or stop */
+    struct buf queued;       /* owns; whole lines waiting, at most LOG_WRITER_BUFFER */
+    struct buf out;          /* owns; what the thread is writing (swapped with queued) */
+    bool busy;               /* the thread is writing out, without mu */
+    bool stop;               /* closed: write what is left, then free */
+    uint64_t dropped;        /* lines dropped since the last notice */
+    struct log_writer *next; /* borrows; in log_writers, under log_writers_mu */
 };
 
 struct log_secret {
-    char *s;                  /* owns */
+    char *s; /* owns */
     size_t len;
-    uint64_t retired;         /* 0 while current, else the retirement order */
+    uint64_t retired; /* 0 while current, else the retirement order */
 };
 
 static enum log_level log_level = LOG_INFO;
@@ -73,7 +73,7 @@ static void (*log_sink)(void *ud, const char *line);
 static void *log_sink_ud;
 
 static pthread_mutex_t log_writers_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t log_writers_cv; /* a writer became idle or went away */
+static pthread_cond_t log_writers_cv;  /* a writer became idle or went away */
 static struct log_writer *log_writers; /* borrows; every live writer */
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
 static atomic_uint_least64_t log_dropped_total;
@@ -131,8 +131,8 @@ static int log_prefix(char *dst, size_t size, enum log_level level)
 
 static bool log_token_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 /* Whether s[k] continues a token in direction dir (-1 before, +1 after). */

@@ -95,11 +95,11 @@ static char *check_config_libcurl(const struct config *cfg)
     for (size_t g = 0; g < cfg->n_groups && !why; g++) {
         for (size_t i = 0; i < cfg->groups[g].n_endpoints && !why; i++) {
             const struct cfg_endpoint *e = &cfg->groups[g].endpoints[i];
-            if (upstream_uses_libcurl(up, e->url, !cfg->http_client_libcurl) &&
-                curlso_load() != 0)
+            if (upstream_uses_libcurl(up, e->url, !cfg->http_client_libcurl) && curlso_load() != 0)
                 why = xasprintf("endpoint %s needs libcurl (a proxy variable or "
                                 "http_client = \"libcurl\"), which cannot be loaded; install "
-                                "libcurl4\n", e->name);
+                                "libcurl4\n",
+                                e->name);
         }
     }
     upstream_free(up);
@@ -138,11 +138,11 @@ static void main_no_core_dumps(void)
 
 /* What the command line asked for. */
 struct main_opts {
-    const char *config;     /* borrows argv; --config, or NULL */
-    const char *port_arg;   /* borrows argv; --port, or NULL */
-    const char *bind;       /* borrows argv; --bind, or NULL */
-    const char *level;      /* borrows argv; --log-level, or NULL */
-    const char *connect;    /* borrows argv; --connect, or NULL */
+    const char *config;   /* borrows argv; --config, or NULL */
+    const char *port_arg; /* borrows argv; --port, or NULL */
+    const char *bind;     /* borrows argv; --bind, or NULL */
+    const char *level;    /* borrows argv; --log-level, or NULL */
+    const char *connect;  /* borrows argv; --connect, or NULL */
     bool check, dash, timing, demo;
     int cycles, interval, port;
 };
@@ -152,8 +152,19 @@ struct main_opts {
 static int main_parse_args(int argc, char **argv, struct main_opts *o)
 {
     enum {
-        OPT_CONFIG = 256, OPT_PORT, OPT_BIND, OPT_LOG_LEVEL, OPT_CHECK, OPT_DASH, OPT_CONNECT,
-        OPT_TIMING, OPT_CYCLES, OPT_INTERVAL, OPT_DEMO, OPT_VERSION, OPT_HELP,
+        OPT_CONFIG = 256,
+        OPT_PORT,
+        OPT_BIND,
+        OPT_LOG_LEVEL,
+        OPT_CHECK,
+        OPT_DASH,
+        OPT_CONNECT,
+        OPT_TIMING,
+        OPT_CYCLES,
+        OPT_INTERVAL,
+        OPT_DEMO,
+        OPT_VERSION,
+        OPT_HELP,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, OPT_CONFIG},
@@ -204,13 +215,13 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
                    cv ? cv : "libcurl: loaded on demand");
             return 0;
         }
-        case OPT_HELP:
-            fputs(usage_text, stdout);
-            return 0;
+        case OPT_HELP: fputs(usage_text, stdout); return 0;
         case ':':
             /* One line: the whole help would bury what is wrong. */
-            fprintf(stderr, "claude-zephyr: %s needs a value (usage: %s VALUE; --help lists "
-                            "every option)\n", argv[optind - 1], argv[optind - 1]);
+            fprintf(stderr,
+                    "claude-zephyr: %s needs a value (usage: %s VALUE; --help lists "
+                    "every option)\n",
+                    argv[optind - 1], argv[optind - 1]);
             return 2;
         default:
             fprintf(stderr, "claude-zephyr: unknown option: %s\n\n", argv[optind - 1]);
@@ -226,8 +237,10 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
     if (o->port_arg && parse_int("--port", o->port_arg, 0, 65535, &o->port) != 0)
         return 2;
     if (o->level && log_level_parse(o->level) < 0) {
-        fprintf(stderr, "claude-zephyr: --log-level: \"%s\" is not one of error, warn, info, "
-                        "debug\n", o->level);
+        fprintf(stderr,
+                "claude-zephyr: --log-level: \"%s\" is not one of error, warn, info, "
+                "debug\n",
+                o->level);
         return 2;
     }
     if (o->connect && !o->dash) {
@@ -271,10 +284,12 @@ static int main_run_remote(const struct main_opts *o)
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const char *v = getenv(keys[i]);
         if (v && !config_secret_ok(v)) {
-            fprintf(stderr, "claude-zephyr: --connect: environment variable %s holds a "
-                            "control character (CR, LF, tab or another byte below 0x20, or "
-                            "DEL), which would break the header it is sent in; set it to the "
-                            "key alone, on one line\n", keys[i]);
+            fprintf(stderr,
+                    "claude-zephyr: --connect: environment variable %s holds a "
+                    "control character (CR, LF, tab or another byte below 0x20, or "
+                    "DEL), which would break the header it is sent in; set it to the "
+                    "key alone, on one line\n",
+                    keys[i]);
             return 1;
         }
     }
@@ -325,17 +340,21 @@ static int main_load_config(const struct main_opts *o, char **path_out, struct c
     if (!path && o->bind && !host_is_loopback(o->bind)) {
         /* The demo has no configuration file, so no access key: the same
          * rule as any configuration keeps it on loopback. */
-        fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an access "
-                        "key, and the demo has none; run the demo on 127.0.0.1, or use a "
-                        "configuration file that sets server.access_key_env\n", o->bind);
+        fprintf(stderr,
+                "claude-zephyr: --bind %s: binding beyond loopback requires an access "
+                "key, and the demo has none; run the demo on 127.0.0.1, or use a "
+                "configuration file that sets server.access_key_env\n",
+                o->bind);
         return 1;
     }
     if (!path)
         return -1;
     if (o->config && !file_exists(path)) {
-        fprintf(stderr, "%s: cannot read the configuration file (no such file); copy "
-                        "config.example.toml there to start one, or run with --demo to try "
-                        "the proxy without one\n", path);
+        fprintf(stderr,
+                "%s: cannot read the configuration file (no such file); copy "
+                "config.example.toml there to start one, or run with --demo to try "
+                "the proxy without one\n",
+                path);
         free(path);
         return 1;
     }
@@ -362,8 +381,10 @@ static int main_load_config(const struct main_opts *o, char **path_out, struct c
         free(cfg->bind);
         cfg->bind = xstrdup(o->bind);
         if (!host_is_loopback(o->bind) && !cfg->access_key) {
-            fprintf(stderr, "claude-zephyr: --bind %s: binding beyond loopback requires an "
-                            "access key; set server.access_key_env in %s\n", o->bind, path);
+            fprintf(stderr,
+                    "claude-zephyr: --bind %s: binding beyond loopback requires an "
+                    "access key; set server.access_key_env in %s\n",
+                    o->bind, path);
             config_free(cfg);
             free(path);
             return 1;
@@ -400,8 +421,8 @@ static int main_run_check(const char *path, const struct config *cfg)
 /* --test-timing: check cycles without serving. */
 static int main_run_timing(const struct main_opts *o, const struct config *cfg)
 {
-    int rc = health_test_timing(cfg, o->cycles, o->interval > 0 ? o->interval
-                                                                 : cfg->min_interval_s);
+    int rc =
+        health_test_timing(cfg, o->cycles, o->interval > 0 ? o->interval : cfg->min_interval_s);
     curlso_cleanup();
     return rc;
 }
@@ -412,8 +433,9 @@ static int main_run_proxy(const struct main_opts *o, const char *path, struct co
     if (cfg) {
         log_set_level((enum log_level)log_level_parse(o->level ? o->level : cfg->log_level));
         if (cfg->log_file && log_set_file(cfg->log_file) != 0) {
-            fprintf(stderr, "claude-zephyr: server.log_file: cannot open %s for appending; "
-                            "check that its directory exists and is writable\n",
+            fprintf(stderr,
+                    "claude-zephyr: server.log_file: cannot open %s for appending; "
+                    "check that its directory exists and is writable\n",
                     cfg->log_file);
             config_free(cfg);
             return 1;

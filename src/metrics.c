@@ -22,9 +22,8 @@
 #define N_BUCKETS 13
 static const double bucket_ms[N_BUCKETS] = {5,    10,   25,   50,    100,   250,  500,
                                             1000, 2500, 5000, 10000, 30000, 60000};
-static const char *const bucket_le[N_BUCKETS] = {"0.005", "0.01", "0.025", "0.05", "0.1",
-                                                 "0.25",  "0.5",  "1",     "2.5",  "5",
-                                                 "10",    "30",   "60"};
+static const char *const bucket_le[N_BUCKETS] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60"};
 
 enum { TOK_INPUT = 0, TOK_OUTPUT = 1, TOK_CACHE_READ = 2, TOK_CACHE_CREATION = 3, N_TOK = 4 };
 static const char *const tok_name[N_TOK] = {"input", "output", "cache_read", "cache_creation"};
@@ -44,30 +43,30 @@ struct hist {
 };
 
 struct model_tokens {
-    char *name;                 /* owns */
+    char *name; /* owns */
     uint64_t tokens[N_TOK];
 };
 
 struct named_count {
-    char *name;                 /* owns */
+    char *name; /* owns */
     uint64_t n;
 };
 
 /* What requests did, per endpoint/group pair. */
 struct rseries {
-    char *endpoint;             /* owns */
-    char *group;                /* owns */
+    char *endpoint; /* owns */
+    char *group;    /* owns */
     uint64_t by_class[N_CLASS];
-    uint64_t failovers;         /* requests that took more than one attempt */
+    uint64_t failovers; /* requests that took more than one attempt */
     struct hist ttfb;
     struct hist total;
-    struct model_tokens *models;/* owns, n_models entries, at most METRICS_MAX_MODELS + 1 */
+    struct model_tokens *models; /* owns, n_models entries, at most METRICS_MAX_MODELS + 1 */
     size_t n_models;
 };
 
 /* Checks and retries, per endpoint. */
 struct eseries {
-    char *endpoint;             /* owns */
+    char *endpoint; /* owns */
     uint64_t checks_ok;
     uint64_t checks_failed;
     struct hist check;
@@ -78,9 +77,9 @@ struct eseries {
 };
 
 struct metrics {
-    struct rseries *r;          /* owns, n_r entries */
+    struct rseries *r; /* owns, n_r entries */
     size_t n_r, cap_r;
-    struct eseries *e;          /* owns, n_e entries */
+    struct eseries *e; /* owns, n_e entries */
     size_t n_e, cap_e;
     struct named_count switches[METRICS_MAX_REASONS + 1];
     size_t n_switches;
@@ -290,9 +289,9 @@ void metrics_switch(struct metrics *m, const char *reason)
 /* ---- rendering ----------------------------------------------------------- */
 
 struct out {
-    struct buf *b;              /* borrows; the caller's output */
-    struct buf line;            /* owns; one sample line at a time */
-    bool full;                  /* b hit its cap: nothing more is written */
+    struct buf *b;   /* borrows; the caller's output */
+    struct buf line; /* owns; one sample line at a time */
+    bool full;       /* b hit its cap: nothing more is written */
 };
 
 struct lbl {
@@ -426,8 +425,7 @@ static void fmt_double(char *dst, size_t size, double v)
         snprintf(dst, size, "0");
 }
 
-static void sample_double(struct out *o, const char *name, const struct lbl *l, size_t n,
-                          double v)
+static void sample_double(struct out *o, const char *name, const struct lbl *l, size_t n, double v)
 {
     char num[48];
     fmt_double(num, sizeof num, v);
@@ -458,9 +456,9 @@ static void histogram(struct out *o, const char *name, struct lbl *l, size_t n,
 /* The rows to render for the per-request families: every registry row,
  * then every configured endpoint that has none yet (as an empty row). */
 struct rrow {
-    const struct rseries *s;    /* borrows */
-    const char *endpoint;       /* borrows */
-    const char *group;          /* borrows */
+    const struct rseries *s; /* borrows */
+    const char *endpoint;    /* borrows */
+    const char *group;       /* borrows */
 };
 
 static const struct rseries empty_rseries;
@@ -483,8 +481,8 @@ static struct rrow *rrows(const struct metrics *m, const struct state_snapshot *
 }
 
 struct erow {
-    const struct eseries *s;    /* borrows */
-    const char *endpoint;       /* borrows */
+    const struct eseries *s; /* borrows */
+    const char *endpoint;    /* borrows */
 };
 
 static struct erow *erows(const struct metrics *m, const struct state_snapshot *st, size_t *n)
@@ -565,8 +563,7 @@ static void render_requests(struct out *o, const struct rrow *rows, size_t n)
     }
 }
 
-static void render_checks(struct out *o, const struct metrics *m, const struct erow *rows,
-                          size_t n)
+static void render_checks(struct out *o, const struct metrics *m, const struct erow *rows, size_t n)
 {
     struct lbl l[3];
 
@@ -622,15 +619,15 @@ static void render_checks(struct out *o, const struct metrics *m, const struct e
 /* The families read from the state's snapshot at render time. */
 static void render_state(struct out *o, const struct state_snapshot *st)
 {
-    static const enum ep_status statuses[] = {EP_UNKNOWN, EP_CHECKING, EP_HEALTHY, EP_FAILED,
-                                              EP_AUTH_FAILED, EP_CHECK_ERROR};
+    static const enum ep_status statuses[] = {EP_UNKNOWN, EP_CHECKING,    EP_HEALTHY,
+                                              EP_FAILED,  EP_AUTH_FAILED, EP_CHECK_ERROR};
     static const enum ep_circuit circuits[] = {CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN};
     struct lbl l[4];
 
-#define EP_LABELS(i)                                                                      \
-    do {                                                                                  \
-        l[0] = (struct lbl){"endpoint", st->eps[i].name};                                 \
-        l[1] = (struct lbl){"group", st->eps[i].group};                                   \
+#define EP_LABELS(i)                                      \
+    do {                                                  \
+        l[0] = (struct lbl){"endpoint", st->eps[i].name}; \
+        l[1] = (struct lbl){"group", st->eps[i].group};   \
     } while (0)
 
     family(o, "zephyr_check_tokens_total", "counter",
@@ -668,13 +665,11 @@ static void render_state(struct out *o, const struct state_snapshot *st)
         EP_LABELS(i);
         for (size_t k = 0; k < sizeof circuits / sizeof circuits[0]; k++) {
             l[2] = (struct lbl){"state", ep_circuit_name(circuits[k])};
-            sample_u64(o, "zephyr_endpoint_circuit_state", l, 3,
-                       st->eps[i].circuit == circuits[k]);
+            sample_u64(o, "zephyr_endpoint_circuit_state", l, 3, st->eps[i].circuit == circuits[k]);
         }
     }
 
-    family(o, "zephyr_endpoint_active_connections", "gauge",
-           "Requests in flight on the endpoint.");
+    family(o, "zephyr_endpoint_active_connections", "gauge", "Requests in flight on the endpoint.");
     for (size_t i = 0; i < st->n_eps; i++) {
         EP_LABELS(i);
         sample_u64(o, "zephyr_endpoint_active_connections", l, 2, st->eps[i].active);

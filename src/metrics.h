@@ -97,10 +97,10 @@ void metrics_switch(struct metrics *m, const char *reason);
  * anything happened to it.  Stops quietly when out reaches its cap.
  */
 struct metrics_upstream {
-    size_t open;   /* connections of the built-in HTTP/1.1 client */
-    size_t idle;   /* of which idle in its keep-alive pools */
+    size_t open;                    /* connections of the built-in HTTP/1.1 client */
+    size_t idle;                    /* of which idle in its keep-alive pools */
     uint64_t tls_full, tls_resumed; /* its TLS handshakes: full, resumed */
-    uint64_t log_lines_dropped; /* not the upstream's: log lines dropped (log.h) */
+    uint64_t log_lines_dropped;     /* not the upstream's: log lines dropped (log.h) */
 };
 void metrics_render(const struct metrics *m, const struct state_snapshot *st,
                     const struct metrics_upstream *up, struct buf *out);

@@ -157,8 +157,8 @@ static int faster_target(const struct policy *p, const struct policy_ep *eps, si
     return b;
 }
 
-bool policy_evaluate(struct policy *p, const struct policy_ep *eps, size_t n,
-                     uint64_t now_ms, struct policy_switch *out)
+bool policy_evaluate(struct policy *p, const struct policy_ep *eps, size_t n, uint64_t now_ms,
+                     struct policy_switch *out)
 {
     /* An index from an older, longer endpoint list means nothing now. */
     if (!in_range(p->current, n))
@@ -172,8 +172,7 @@ bool policy_evaluate(struct policy *p, const struct policy_ep *eps, size_t n,
             return false;
         }
         return do_switch(p, eps, n, p->pinned,
-                         p->current < 0 ? POLICY_REASON_INITIAL : POLICY_REASON_RECOVERED,
-                         out);
+                         p->current < 0 ? POLICY_REASON_INITIAL : POLICY_REASON_RECOVERED, out);
     }
 
     if (p->current < 0) {
@@ -215,8 +214,8 @@ bool policy_evaluate(struct policy *p, const struct policy_ep *eps, size_t n,
     return false;
 }
 
-bool policy_set_manual(struct policy *p, int pinned, const struct policy_ep *eps,
-                       size_t n, struct policy_switch *out)
+bool policy_set_manual(struct policy *p, int pinned, const struct policy_ep *eps, size_t n,
+                       struct policy_switch *out)
 {
     if (!in_range(pinned, n))
         return false;
@@ -249,8 +248,7 @@ uint64_t policy_deadline_ms(const struct policy *p)
     return p->pending_since_ms + (uint64_t)p->graceful_timeout_ms;
 }
 
-int policy_activate(struct policy *p, const struct policy_ep *eps, size_t n,
-                    uint64_t now_ms)
+int policy_activate(struct policy *p, const struct policy_ep *eps, size_t n, uint64_t now_ms)
 {
     policy_evaluate(p, eps, n, now_ms, NULL);
     return policy_route(p, eps, n, -1);
@@ -300,8 +298,7 @@ int policy_route_session(const struct policy *p, const struct policy_ep *eps, si
     return to;
 }
 
-int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n,
-                 int session_ep)
+int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n, int session_ep)
 {
     return policy_route_session(p, eps, n, session_ep, NULL);
 }
@@ -309,20 +306,13 @@ int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n,
 const char *policy_reason_name(enum policy_reason r)
 {
     switch (r) {
-    case POLICY_REASON_NONE:
-        return "none";
-    case POLICY_REASON_FASTER:
-        return "faster";
-    case POLICY_REASON_FAILURE:
-        return "failure";
-    case POLICY_REASON_MANUAL:
-        return "manual";
-    case POLICY_REASON_GROUP:
-        return "group";
-    case POLICY_REASON_RECOVERED:
-        return "recovered";
-    case POLICY_REASON_INITIAL:
-        return "initial";
+    case POLICY_REASON_NONE: return "none";
+    case POLICY_REASON_FASTER: return "faster";
+    case POLICY_REASON_FAILURE: return "failure";
+    case POLICY_REASON_MANUAL: return "manual";
+    case POLICY_REASON_GROUP: return "group";
+    case POLICY_REASON_RECOVERED: return "recovered";
+    case POLICY_REASON_INITIAL: return "initial";
     }
     return "none";
 }
@@ -330,14 +320,10 @@ const char *policy_reason_name(enum policy_reason r)
 const char *policy_health_name(enum policy_health h)
 {
     switch (h) {
-    case POLICY_UNKNOWN:
-        return "unknown";
-    case POLICY_CHECKING:
-        return "checking";
-    case POLICY_HEALTHY:
-        return "healthy";
-    case POLICY_FAILED:
-        return "failed";
+    case POLICY_UNKNOWN: return "unknown";
+    case POLICY_CHECKING: return "checking";
+    case POLICY_HEALTHY: return "healthy";
+    case POLICY_FAILED: return "failed";
     }
     return "unknown";
 }
@@ -345,13 +331,13 @@ const char *policy_health_name(enum policy_health h)
 /* ---- sessions ---------------------------------------------------------- */
 
 struct session_entry {
-    char *key;          /* owns; NULL when the slot is free */
+    char *key; /* owns; NULL when the slot is free */
     uint64_t hash;
-    uint64_t used_ms;   /* last lookup hit or bind */
-    uint64_t created_ms;/* first bind */
+    uint64_t used_ms;    /* last lookup hit or bind */
+    uint64_t created_ms; /* first bind */
     int ep;
-    int hnext;          /* next in the hash chain, or next free slot */
-    int newer, older;   /* last-used list, -1 at the ends */
+    int hnext;        /* next in the hash chain, or next free slot */
+    int newer, older; /* last-used list, -1 at the ends */
 };
 
 struct sessions {
@@ -360,8 +346,8 @@ struct sessions {
     size_t nbuckets;         /* power of two */
     size_t max;
     size_t count;
-    int free_head;           /* free slots chained through hnext */
-    int newest, oldest;      /* ends of the last-used list */
+    int free_head;      /* free slots chained through hnext */
+    int newest, oldest; /* ends of the last-used list */
     uint64_t ttl_ms;
 };
 

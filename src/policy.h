@@ -85,16 +85,16 @@ enum policy_reason {
 
 /* One change of the current endpoint, for the log line and /status. */
 struct policy_switch {
-    int from;                /* -1: there was none */
-    int to;                  /* -1: there is none */
-    double from_latency_ms;  /* < 0 when unknown or from == -1 */
-    double to_latency_ms;    /* < 0 when unknown or to == -1 */
+    int from;               /* -1: there was none */
+    int to;                 /* -1: there is none */
+    double from_latency_ms; /* < 0 when unknown or from == -1 */
+    double to_latency_ms;   /* < 0 when unknown or to == -1 */
     enum policy_reason reason;
 };
 
 /* Embedded in the caller's per-group state; no heap, no policy_release(). */
 struct policy {
-    int current;               /* index of the current endpoint, -1 none */
+    int current; /* index of the current endpoint, -1 none */
     bool manual;
     int pinned;                /* manual mode: the operator's pin, else -1 */
     int pending;               /* deferred graceful switch target, -1 none */
@@ -115,8 +115,8 @@ void policy_init(struct policy *p, int threshold_ms, int graceful_timeout_ms);
  * Returns true and fills *out when current changed; returns false and leaves
  * *out untouched otherwise.  out may be NULL.
  */
-bool policy_evaluate(struct policy *p, const struct policy_ep *eps, size_t n,
-                     uint64_t now_ms, struct policy_switch *out);
+bool policy_evaluate(struct policy *p, const struct policy_ep *eps, size_t n, uint64_t now_ms,
+                     struct policy_switch *out);
 
 /*
  * Manual mode pinned to eps[pinned].  Cancels a pending switch.  If the pin
@@ -125,8 +125,8 @@ bool policy_evaluate(struct policy *p, const struct policy_ep *eps, size_t n,
  * current endpoint stays (pin overridden) until the pin recovers.  An index
  * outside [0, n) changes nothing and returns false: validate it first.
  */
-bool policy_set_manual(struct policy *p, int pinned, const struct policy_ep *eps,
-                       size_t n, struct policy_switch *out);
+bool policy_set_manual(struct policy *p, int pinned, const struct policy_ep *eps, size_t n,
+                       struct policy_switch *out);
 
 /* Back to auto mode.  Changes nothing else; the next policy_evaluate() may
  * switch to a faster endpoint. */
@@ -147,8 +147,7 @@ uint64_t policy_deadline_ms(const struct policy *p);
  * "from" being the current endpoint of the group it left.  The policy's state
  * (mode, pin, current) survives while the group is inactive.
  */
-int policy_activate(struct policy *p, const struct policy_ep *eps, size_t n,
-                    uint64_t now_ms);
+int policy_activate(struct policy *p, const struct policy_ep *eps, size_t n, uint64_t now_ms);
 
 /* The endpoint is routable: not FAILED and not blocked. */
 bool policy_usable(const struct policy_ep *ep);
@@ -159,8 +158,7 @@ bool policy_usable(const struct policy_ep *ep);
  * usable, else the best usable one, else -1 (answer 503).  Never changes the
  * policy.
  */
-int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n,
-                 int session_ep);
+int policy_route(const struct policy *p, const struct policy_ep *eps, size_t n, int session_ep);
 
 /*
  * policy_route() for a request whose session is bound to session_ep (-1:

@@ -59,25 +59,26 @@
 
 #define PROXY_TICK_MS 100
 #define PROXY_RESP_HEADERS_CAP (64 * 1024)
-#define PROXY_RESP_MAX_HDRS 256         /* both upstream clients stop at 200 */
-#define PROXY_HOLD_CAP (256 * 1024)     /* held opening events, at most */
-#define PROXY_DEFAULT_REST_S 5          /* a 429 without a reset time */
+#define PROXY_RESP_MAX_HDRS 256          /* both upstream clients stop at 200 */
+#define PROXY_HOLD_CAP (256 * 1024)      /* held opening events, at most */
+#define PROXY_DEFAULT_REST_S 5           /* a 429 without a reset time */
 #define PROXY_INFLATE_CAP (32u << 20)    /* inflated for the usage readers, at most */
-#define PROXY_SNIFF_CAP (8 * 1024)      /* a 4xx error body read before deciding, at most */
+#define PROXY_SNIFF_CAP (8 * 1024)       /* a 4xx error body read before deciding, at most */
 #define PROXY_SNIFF_INFLATED (64 * 1024) /* that body inflated, at most */
-#define PROXY_LOG_FIELD_CAP 64          /* the asked model and the upstream's request-id,
+#define PROXY_LOG_FIELD_CAP \
+    64 /* the asked model and the upstream's request-id,
                                          * as logged, at most (bytes with the NUL) */
 
 struct proxy {
-    uv_loop_t *loop;            /* borrows */
-    struct upstream *up;        /* borrows */
-    struct state *st;           /* borrows */
-    const struct config *cfg;   /* borrows */
-    struct metrics *metrics;    /* borrows; NULL: none */
-    struct log_writer *reqlog;  /* owns; the JSON-lines request log (written off the loop) */
+    uv_loop_t *loop;           /* borrows */
+    struct upstream *up;       /* borrows */
+    struct state *st;          /* borrows */
+    const struct config *cfg;  /* borrows */
+    struct metrics *metrics;   /* borrows; NULL: none */
+    struct log_writer *reqlog; /* owns; the JSON-lines request log (written off the loop) */
     uv_timer_t tick;
     bool tick_running;
-    struct dheap due;           /* requests by when they next need looking at */
+    struct dheap due; /* requests by when they next need looking at */
     void (*idle_cb)(void *ud);
     void *idle_ud;
     void (*end_cb)(void *ud);
@@ -85,72 +86,72 @@ struct proxy {
 };
 
 struct preq {
-    struct track t;             /* linked in state's list while in flight */
-    struct dheap_node due;      /* in px->due while a time limit applies */
-    struct upstream_xfer *ux;         /* the running exchange; NULL between attempts */
-    struct proxy *px;           /* borrows */
-    struct state *st;           /* holds a reference: the state it started under */
-    const struct config *cfg;   /* borrows from st */
-    struct conn *c;             /* borrows; NULL once the client is gone */
+    struct track t;           /* linked in state's list while in flight */
+    struct dheap_node due;    /* in px->due while a time limit applies */
+    struct upstream_xfer *ux; /* the running exchange; NULL between attempts */
+    struct proxy *px;         /* borrows */
+    struct state *st;         /* holds a reference: the state it started under */
+    const struct config *cfg; /* borrows from st */
+    struct conn *c;           /* borrows; NULL once the client is gone */
     /* the request, kept for replay */
-    const char *method;         /* borrows (static) */
-    char *target;               /* owns */
+    const char *method; /* borrows (static) */
+    char *target;       /* owns */
     bool is_head;
-    struct buf hdrs;            /* owns; the filtered client headers, "Name: value\r\n",
+    struct buf hdrs;        /* owns; the filtered client headers, "Name: value\r\n",
                                  * then the attempt's token line */
-    size_t hdrs_client_len;     /* where the client's headers end in hdrs */
-    struct buf creds;           /* owns; the client's credential lines, sent only to
+    size_t hdrs_client_len; /* where the client's headers end in hdrs */
+    struct buf creds;       /* owns; the client's credential lines, sent only to
                                  * endpoints without a token of their own */
-    struct buf body;            /* owns */
-    char *session_key;          /* owns; NULL when not sticky */
+    struct buf body;        /* owns */
+    char *session_key;      /* owns; NULL when not sticky */
     /* for the log lines, read from the request: there on errors too */
     char asked_model[PROXY_LOG_FIELD_CAP]; /* top-level "model" of the body; "" none */
     /* attempts */
     int ep;
-    bool *tried;                /* owns; one per endpoint of the state (all groups) */
-    size_t group0;              /* the current group when the request came */
-    size_t chain_pos;           /* 0: group0, k: group0's fallback_groups[k - 1] */
+    bool *tried;      /* owns; one per endpoint of the state (all groups) */
+    size_t group0;    /* the current group when the request came */
+    size_t chain_pos; /* 0: group0, k: group0's fallback_groups[k - 1] */
     unsigned attempts;
-    struct buf attempt_log;     /* owns; "name: what happened; " per failed attempt */
+    struct buf attempt_log; /* owns; "name: what happened; " per failed attempt */
     unsigned n_failed, n_rate_limited, n_timed_out;
-    uint64_t wait_until_ms;     /* an in-place retry waits until then; 0 none */
+    uint64_t wait_until_ms; /* an in-place retry waits until then; 0 none */
     bool inplace_done;
-    bool retry;                 /* the attempt was stopped to try again */
-    bool give_up;               /* the attempt failed and nothing is left to try */
+    bool retry;   /* the attempt was stopped to try again */
+    bool give_up; /* the attempt failed and nothing is left to try */
     /* the current attempt */
     uint64_t attempt_start_ms;
     uint64_t last_byte_ms;
     double ttfb_ms;
     int status;
     bool headers_done;
-    bool holding;               /* a 200 event stream whose opening is held */
+    bool holding; /* a 200 event stream whose opening is held */
     uint64_t hold_start_ms;
-    struct buf held;            /* owns; the held bytes */
-    bool hold_release;          /* set by the scanner: a content event arrived */
-    bool hold_error;            /* set by the scanner: `event: error` while held */
-    bool saw_start, saw_stop;   /* message_start / message_stop seen */
-    bool saw_error;             /* the upstream sent `event: error` itself */
-    bool committed;             /* response headers went to the client */
-    bool sniffing;              /* reading a small 4xx error body (into held) to decide */
-    bool sniff_done;            /* the error body was read and judged */
-    bool is_stream;             /* the body asks for "stream": true */
-    char *model;                /* owns; the model a Messages body asks for, NULL if none */
-    size_t model_off, model_len;/* where its JSON string (with quotes) sits in body */
-    struct buf abody;           /* owns; the body with the model mapped, for one attempt */
-    bool mapped;                /* the current attempt's model was mapped */
-    bool ep_failed;             /* the attempt's endpoint was marked failed meanwhile */
+    struct buf held;             /* owns; the held bytes */
+    bool hold_release;           /* set by the scanner: a content event arrived */
+    bool hold_error;             /* set by the scanner: `event: error` while held */
+    bool saw_start, saw_stop;    /* message_start / message_stop seen */
+    bool saw_error;              /* the upstream sent `event: error` itself */
+    bool committed;              /* response headers went to the client */
+    bool sniffing;               /* reading a small 4xx error body (into held) to decide */
+    bool sniff_done;             /* the error body was read and judged */
+    bool is_stream;              /* the body asks for "stream": true */
+    char *model;                 /* owns; the model a Messages body asks for, NULL if none */
+    size_t model_off, model_len; /* where its JSON string (with quotes) sits in body */
+    struct buf abody;            /* owns; the body with the model mapped, for one attempt */
+    bool mapped;                 /* the current attempt's model was mapped */
+    bool ep_failed;              /* the attempt's endpoint was marked failed meanwhile */
     bool paused;
     bool is_sse;
     bool is_json;
-    struct buf resp_hdrs;       /* filtered response headers for the client */
-    struct usage_json json;     /* reads a JSON reply's usage as it passes; finishing it
+    struct buf resp_hdrs;   /* filtered response headers for the client */
+    struct usage_json json; /* reads a JSON reply's usage as it passes; finishing it
                                  * unfed (-1) leaves p->usage alone */
     long long resp_len;
-    char fail[160];             /* why the last attempt failed */
+    char fail[160]; /* why the last attempt failed */
     struct sse_scanner sse;
-    struct usage_inflate gz;    /* owns zlib's state while a compressed reply is read */
-    bool coded;                 /* the reply is compressed: its usage is read through gz */
-    bool unreadable;            /* its usage cannot be read (counted once) */
+    struct usage_inflate gz; /* owns zlib's state while a compressed reply is read */
+    bool coded;              /* the reply is compressed: its usage is read through gz */
+    bool unreadable;         /* its usage cannot be read (counted once) */
     struct usage usage;
     uint64_t bytes_to_client;
     char upstream_id[PROXY_LOG_FIELD_CAP]; /* the last answer's `request-id`; "" none */
@@ -159,7 +160,7 @@ struct preq {
 /* The request that embeds *ptr as its member (a track in state's list, a
  * node in the deadline heap): one way back from a member to its request,
  * that does not depend on the member's place in the struct. */
-#define preq_of(ptr, member) ((struct preq *)((char *)(ptr) - offsetof(struct preq, member)))
+#define preq_of(ptr, member) ((struct preq *)((char *)(ptr)-offsetof(struct preq, member)))
 
 static const struct conn_handler_ops preq_ops;
 static void preq_attempt(struct preq *p);
@@ -259,8 +260,9 @@ static void preq_log_json(struct preq *p, int status, const char *outcome, uint6
         buf_append(&b, "\"ttfb_ms\":null,", 15);
     buf_append(&b, "\"model\":", 8);
     buf_append_json_str(&b, p->usage.model);
-    buf_appendf(&b, ",\"usage\":{\"input\":%lld,\"output\":%lld,\"cache_read\":%lld,"
-                    "\"cache_creation\":%lld}}\n",
+    buf_appendf(&b,
+                ",\"usage\":{\"input\":%lld,\"output\":%lld,\"cache_read\":%lld,"
+                "\"cache_creation\":%lld}}\n",
                 p->usage.input, p->usage.output, p->usage.cache_read, p->usage.cache_creation);
     log_writer_write(px->reqlog, b.data, b.len);
     buf_release(&b);
@@ -302,12 +304,11 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
         bool other = replied[0] && strcmp(replied, asked) != 0;
         log_info("%s %s %s model=%s%s%s stream=%s %s -> %d %s %llu B ttfb=%s total=%llums "
                  "attempts=%u tokens=%lld/%lld cache_read=%lld cache_write=%lld request-id=%s",
-                 p->t.idstr, p->method, path, asked, other ? "->" : "",
-                 other ? replied : "", p->is_stream ? "yes" : "no", epname, status,
-                 outcome, (unsigned long long)p->bytes_to_client, ttfb,
-                 (unsigned long long)total, p->attempts, p->usage.input, p->usage.output,
-                 p->usage.cache_read, p->usage.cache_creation,
-                 p->upstream_id[0] ? p->upstream_id : "-");
+                 p->t.idstr, p->method, path, asked, other ? "->" : "", other ? replied : "",
+                 p->is_stream ? "yes" : "no", epname, status, outcome,
+                 (unsigned long long)p->bytes_to_client, ttfb, (unsigned long long)total,
+                 p->attempts, p->usage.input, p->usage.output, p->usage.cache_read,
+                 p->usage.cache_creation, p->upstream_id[0] ? p->upstream_id : "-");
     }
     if (px->reqlog)
         preq_log_json(p, status, outcome, total, path);
@@ -464,9 +465,7 @@ static void preq_nowhere(struct preq *p)
         snprintf(what, sizeof what, "no endpoint can be reached over TLS");
         break;
     default:
-        status = !p->attempts                      ? 503
-                 : p->n_timed_out == p->n_failed ? 504
-                                                   : 502;
+        status = !p->attempts ? 503 : p->n_timed_out == p->n_failed ? 504 : 502;
         if (status == 504)
             type = "timeout_error";
         snprintf(what, sizeof what, "%s", p->attempts ? "" : "no usable endpoint");
@@ -500,8 +499,8 @@ static void preq_commit(struct preq *p)
     p->t.state = TRACK_STREAMING;
     if (p->status >= 200 && p->status < 300) {
         state_report(st, p->ep,
-                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_OK,
-                                             .ttfb_ms = p->ttfb_ms},
+                     &(struct state_outcome){
+                         .source = STATE_FROM_LIVE, .kind = STATE_OK, .ttfb_ms = p->ttfb_ms},
                      now, 0);
         state_bind_session(st, p->session_key, p->ep, now);
         state_served(st, p->ep, now);
@@ -647,18 +646,19 @@ static void preq_failed(struct preq *p, enum fail_kind kind, int status, const c
     else if (kind == FAIL_TIMEOUT)
         p->n_timed_out++;
     /* A 529 may get one more try on the same endpoint first. */
-    if (status == 529 && !p->inplace_done && p->cfg->overloaded_retry_in_place_ms > 0 &&
-        p->c && p->attempts < (unsigned)p->cfg->max_attempts) {
+    if (status == 529 && !p->inplace_done && p->cfg->overloaded_retry_in_place_ms > 0 && p->c &&
+        p->attempts < (unsigned)p->cfg->max_attempts) {
         p->inplace_done = true;
         p->wait_until_ms = now + (uint64_t)p->cfg->overloaded_retry_in_place_ms;
         p->retry = true;
         return;
     }
     if (kind != FAIL_RATE_LIMIT && kind != FAIL_USAGE_CAP && kind != FAIL_MODEL)
-        state_report(st, p->ep,
-                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
-                                             .status = status, .error = why},
-                     now, 0);
+        state_report(
+            st, p->ep,
+            &(struct state_outcome){
+                .source = STATE_FROM_LIVE, .kind = STATE_DOWN, .status = status, .error = why},
+            now, 0);
     if (!preq_can_retry(p)) {
         p->give_up = true;
         return;
@@ -724,8 +724,10 @@ static long long rate_limit_rest_s(const struct preq *p)
     if (ra >= 0)
         return ra;
     static const char *resets[] = {
-        "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
-        "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-reset",
     };
     for (size_t i = 0; i < sizeof resets / sizeof resets[0]; i++) {
         v = resp_header(p, resets[i]);
@@ -751,12 +753,19 @@ static bool status_sniffed(int status)
  * repeat the client's own words, and one request must not rest every
  * endpoint (see body_usage_cap). */
 static const char *const usage_cap_phrases[] = {
-    "credit balance is too low", "insufficient_quota", "insufficient quota",
-    "insufficient balance", "usage limit", "quota exceeded", "exceeded your current quota",
-    "quota exhausted", "out of credit",
+    "credit balance is too low",
+    "insufficient_quota",
+    "insufficient quota",
+    "insufficient balance",
+    "usage limit",
+    "quota exceeded",
+    "exceeded your current quota",
+    "quota exhausted",
+    "out of credit",
     "\xe4\xbd\x99\xe9\xa2\x9d\xe4\xb8\x8d\xe8\xb6\xb3" /* 余额不足 */,
     "\xe9\xa2\x9d\xe5\xba\xa6\xe5\xb7\xb2\xe7\x94\xa8\xe5\xae\x8c" /* 额度已用完 */,
-    "\xe9\xa2\x9d\xe5\xba\xa6\xe4\xb8\x8d\xe8\xb6\xb3" /* 额度不足 */, NULL,
+    "\xe9\xa2\x9d\xe5\xba\xa6\xe4\xb8\x8d\xe8\xb6\xb3" /* 额度不足 */,
+    NULL,
 };
 
 /* A copy of an error message without its quoted parts (`...`, "...",
@@ -809,8 +818,8 @@ static bool body_usage_cap(int status, const char *body, size_t len, char *why, 
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *t = cJSON_IsString(type) ? type->valuestring : "";
     const char *m = cJSON_IsString(msg) ? msg->valuestring : "";
-    bool cap = status == 402 || strcmp(t, "billing_error") == 0 ||
-               strcmp(t, "insufficient_quota") == 0;
+    bool cap =
+        status == 402 || strcmp(t, "billing_error") == 0 || strcmp(t, "insufficient_quota") == 0;
     if (!cap) {
         char *own = message_unquoted(m);
         if (status == 400 && strcmp(t, "invalid_request_error") == 0)
@@ -853,8 +862,10 @@ static long long usage_cap_rest_s(const struct preq *p)
     const char *v = resp_header(p, "retry-after");
     long long s = v ? parse_retry_after(v) : -1;
     static const char *resets[] = {
-        "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
-        "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-reset",
     };
     for (size_t i = 0; s < 0 && i < sizeof resets / sizeof resets[0]; i++) {
         v = resp_header(p, resets[i]);
@@ -901,7 +912,8 @@ static bool preq_judge_error_text(struct preq *p, const struct buf *body)
          * when none is left, the client gets this 404 as it is. */
         state_report(p->st, p->ep,
                      &(struct state_outcome){.source = STATE_FROM_LIVE,
-                                             .kind = STATE_MODEL_MISSING, .status = 404,
+                                             .kind = STATE_MODEL_MISSING,
+                                             .status = 404,
                                              .model = p->model},
                      now, 0);
         if (!preq_can_retry(p))
@@ -915,8 +927,10 @@ static bool preq_judge_error_text(struct preq *p, const struct buf *body)
         return false;
     long long rest = usage_cap_rest_s(p);
     state_report(p->st, p->ep,
-                 &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_USAGE_CAPPED,
-                                         .status = p->status, .error = why,
+                 &(struct state_outcome){.source = STATE_FROM_LIVE,
+                                         .kind = STATE_USAGE_CAPPED,
+                                         .status = p->status,
+                                         .error = why,
                                          .rest_until_ms = now + (uint64_t)rest * 1000u},
                  now, 0);
     buf_reset(&p->held);
@@ -972,7 +986,8 @@ static bool preq_headers_done(struct preq *p)
         long long rest = rate_limit_rest_s(p);
         state_report(st, p->ep,
                      &(struct state_outcome){.source = STATE_FROM_LIVE,
-                                             .kind = STATE_RATE_LIMITED, .status = 429,
+                                             .kind = STATE_RATE_LIMITED,
+                                             .status = 429,
                                              .rest_until_ms = rest_end_ms(now, rest)},
                      now, 0);
         char why[64];
@@ -991,7 +1006,8 @@ static bool preq_headers_done(struct preq *p)
     if ((p->status == 401 || p->status == 403) && config_ep_token(cg, ce))
         state_report(st, p->ep,
                      &(struct state_outcome){.source = STATE_FROM_LIVE,
-                                             .kind = STATE_AUTH_FAILED, .status = p->status,
+                                             .kind = STATE_AUTH_FAILED,
+                                             .status = p->status,
                                              .error = p->status == 401 ? "token refused (401)"
                                                                        : "token refused (403)"},
                      now, 0);
@@ -1032,8 +1048,7 @@ static bool on_head(void *ud, int status, const struct upstream_hdr *hdrs, size_
     }
     f[0] = (struct hdr_field){0}; /* GCC 12 cannot tell only n entries are read */
     for (size_t i = 0; i < n; i++)
-        f[i] = (struct hdr_field){hdrs[i].name, hdrs[i].name_len, hdrs[i].value,
-                                  hdrs[i].value_len};
+        f[i] = (struct hdr_field){hdrs[i].name, hdrs[i].name_len, hdrs[i].value, hdrs[i].value_len};
     struct hdr_resp r;
     if (hdr_resp_filter(status, f, n, &p->resp_hdrs, &r) != 0) {
         buf_reset(&p->resp_hdrs);
@@ -1229,8 +1244,8 @@ static void preq_attempt_done(struct preq *p, enum upstream_rc rc, const char *m
         if (p->committed) {
             snprintf(p->fail, sizeof p->fail, "%s", msg);
             state_report(p->st, p->ep,
-                         &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
-                                                 .error = p->fail},
+                         &(struct state_outcome){
+                             .source = STATE_FROM_LIVE, .kind = STATE_DOWN, .error = p->fail},
                          now_mono_ms(), 0);
             preq_break(p, p->fail);
             return;
@@ -1269,9 +1284,8 @@ static void preq_next(struct preq *p)
     state_count_retry(p->px->st); /* the totals live in the newest state */
     if (p->wait_until_ms) {
         /* In place, once its wait is over: the tick starts it. */
-        log_info("%s attempt %u on %s failed (%s); retrying it in %d ms", p->t.idstr,
-                 p->attempts, state_ep_name(st, p->ep), p->fail,
-                 p->cfg->overloaded_retry_in_place_ms);
+        log_info("%s attempt %u on %s failed (%s); retrying it in %d ms", p->t.idstr, p->attempts,
+                 state_ep_name(st, p->ep), p->fail, p->cfg->overloaded_retry_in_place_ms);
         p->t.state = TRACK_WAITING;
         preq_schedule(p);
         return;
@@ -1424,10 +1438,10 @@ static void preq_timeout(struct preq *p, const char *why)
     upstream_abort(p->ux);
     p->ux = NULL;
     if (p->committed) {
-        state_report(p->st, p->ep,
-                     &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN,
-                                             .error = why},
-                     now_mono_ms(), 0);
+        state_report(
+            p->st, p->ep,
+            &(struct state_outcome){.source = STATE_FROM_LIVE, .kind = STATE_DOWN, .error = why},
+            now_mono_ms(), 0);
         preq_break(p, why);
         return;
     }
@@ -1705,8 +1719,8 @@ static bool json_name_is(const char *s, size_t n, const char *key)
                     if (i + h >= n || !isxdigit((unsigned char)s[i + h]))
                         return false;
                     char d = s[i + h];
-                    c = c * 16 + (unsigned)(isdigit((unsigned char)d) ? d - '0'
-                                                                      : (d | 0x20) - 'a' + 10);
+                    c = c * 16 +
+                        (unsigned)(isdigit((unsigned char)d) ? d - '0' : (d | 0x20) - 'a' + 10);
                 }
                 i += 4;
             } else if (m && (m - esc) % 2 == 0) {
@@ -1795,8 +1809,7 @@ static bool json_top_value_n(const char *b, size_t len, const char *key, const c
     return found > 0 && *vlen > 0;
 }
 
-static bool json_top_value(const char *b, size_t len, const char *key, const char **v,
-                           size_t *vlen)
+static bool json_top_value(const char *b, size_t len, const char *key, const char **v, size_t *vlen)
 {
     *vlen = 0;
     return json_top_value_n(b, len, key, v, vlen, NULL);
@@ -1850,8 +1863,8 @@ void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req)
     if (strcmp(p->method, "POST") == 0 &&
         ((plen == 12 && strncmp(p->target, "/v1/messages", 12) == 0) ||
          (plen == 25 && strncmp(p->target, "/v1/messages/count_tokens", 25) == 0)) &&
-        json_top_value(p->body.data, p->body.len, "model", &sv, &svl) && svl >= 3 &&
-        sv[0] == '"' && sv[svl - 1] == '"') {
+        json_top_value(p->body.data, p->body.len, "model", &sv, &svl) && svl >= 3 && sv[0] == '"' &&
+        sv[svl - 1] == '"') {
         /* Only plain printable names: they are compared, logged and mapped. */
         bool plain = svl - 2 < 200;
         for (size_t i = 1; plain && i + 1 < svl; i++)

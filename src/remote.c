@@ -50,15 +50,15 @@ struct remote;
 
 /* One exchange with the proxy: a GET of /status or a POST of an operation. */
 struct rx {
-    struct remote *r;   /* borrows */
+    struct remote *r;         /* borrows */
     struct upstream_xfer *ux; /* the running exchange; NULL once done */
-    char *url;          /* owns */
-    char *headers;      /* owns; "Name: value\r\n" lines */
-    char *json;         /* owns; the operation's body, NULL for /status */
-    char op[16];        /* the operation, "" for /status */
-    int status;         /* the reply's status; 0 before the head */
-    bool too_big;       /* the reply went over REMOTE_REPLY_CAP */
-    struct buf body;    /* owns; the reply */
+    char *url;                /* owns */
+    char *headers;            /* owns; "Name: value\r\n" lines */
+    char *json;               /* owns; the operation's body, NULL for /status */
+    char op[16];              /* the operation, "" for /status */
+    int status;               /* the reply's status; 0 before the head */
+    bool too_big;             /* the reply went over REMOTE_REPLY_CAP */
+    struct buf body;          /* owns; the reply */
 };
 
 struct remote {

@@ -46,7 +46,7 @@ static bool target_absolute_valid(const char *t, size_t len)
 {
     size_t i = len >= 7 && strncasecmp(t, "http://", 7) == 0    ? 7
                : len >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8
-                                                                 : 0;
+                                                                : 0;
     size_t start = i;
     if (i == 0)
         return false;
@@ -217,14 +217,13 @@ static int on_headers_complete(llhttp_t *p)
         return rp_fail(rp, 501, "invalid_request_error",
                        "unsupported Transfer-Encoding (only chunked is implemented)");
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)rp->max_body)
-        return rp_fail(rp, 413, "request_too_large",
-                       "request body larger than server.max_body_mb");
+        return rp_fail(rp, 413, "request_too_large", "request body larger than server.max_body_mb");
     const struct http_hdr *ex = http_req_header(r, "expect");
     if (ex) {
         if (!strn_ieq(ex->value, ex->value_len, "100-continue"))
             return rp_fail(rp, 417, "invalid_request_error", "unsupported Expect header");
-        bool body = (p->flags & F_CHUNKED) ||
-                    ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+        bool body =
+            (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
         rp->send_continue = r->http_minor >= 1 && body;
     }
     rp->phase = REQPARSE_BODY;
@@ -235,8 +234,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct reqparse *rp = rp_of(p);
     if (buf_append(&rp->req.body, at, len) != 0)
-        return rp_fail(rp, 413, "request_too_large",
-                       "request body larger than server.max_body_mb");
+        return rp_fail(rp, 413, "request_too_large", "request body larger than server.max_body_mb");
     return 0;
 }
 

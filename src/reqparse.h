@@ -37,24 +37,24 @@
 #define REQPARSE_MAX_HEADERS 200
 
 struct http_hdr {
-    const char *name;     /* borrows from http_req.hbuf */
+    const char *name; /* borrows from http_req.hbuf */
     size_t name_len;
-    const char *value;    /* borrows from http_req.hbuf */
+    const char *value; /* borrows from http_req.hbuf */
     size_t value_len;
 };
 
 struct http_req {
-    const char *method;   /* borrows a static string from llhttp */
-    char *target;         /* owns; origin-form request target */
-    int http_minor;       /* 0 or 1 (HTTP/1.x) */
+    const char *method; /* borrows a static string from llhttp */
+    char *target;       /* owns; origin-form request target */
+    int http_minor;     /* 0 or 1 (HTTP/1.x) */
     bool keep_alive;
     bool is_head;
     struct http_hdr *hdrs; /* owns the array */
     size_t n_hdrs;
-    bool has_connection;  /* a Connection header is among hdrs */
-    struct buf hbuf;      /* owns the header bytes the views point into */
-    struct buf body;      /* the whole request body */
-    uint64_t start_ms;    /* monotonic time the first byte arrived (set by conn) */
+    bool has_connection; /* a Connection header is among hdrs */
+    struct buf hbuf;     /* owns the header bytes the views point into */
+    struct buf body;     /* the whole request body */
+    uint64_t start_ms;   /* monotonic time the first byte arrived (set by conn) */
     struct sockaddr_storage peer;
 };
 
@@ -79,22 +79,22 @@ struct reqparse_off {
 };
 
 struct reqparse {
-    llhttp_t parser;          /* its settings are one static table for all */
+    llhttp_t parser; /* its settings are one static table for all */
     enum reqparse_phase phase;
     struct http_req req;
     struct reqparse_off *offs; /* owns; header positions while parsing */
     size_t n_offs, cap_offs;
     bool in_value;
-    struct buf target;         /* owns; the target while it is read */
+    struct buf target; /* owns; the target while it is read */
     size_t max_body;
-    bool absolute_ok;          /* also take an absolute-form target (http://host/path), as
+    bool absolute_ok;    /* also take an absolute-form target (http://host/path), as
                                   a forward proxy gets; false after reqparse_init(), kept by
                                   reqparse_next().  The fake upstream sets it: it stands in
                                   for the proxy of http_proxy in a test. */
-    bool send_continue;        /* answer "100 Continue" now (set once per request) */
-    int status;                /* ERROR: the status to answer */
-    const char *type;          /* ERROR: the Anthropic error type (static) */
-    const char *message;       /* ERROR: what was wrong (static) */
+    bool send_continue;  /* answer "100 Continue" now (set once per request) */
+    int status;          /* ERROR: the status to answer */
+    const char *type;    /* ERROR: the Anthropic error type (static) */
+    const char *message; /* ERROR: what was wrong (static) */
 };
 
 void reqparse_init(struct reqparse *rp, size_t max_body);

@@ -35,9 +35,9 @@
 
 /* One dispatched event.  The views are valid only during the callback. */
 struct sse_event {
-    const char *name;    /* borrows; the event field, or "message" when absent or empty */
+    const char *name; /* borrows; the event field, or "message" when absent or empty */
     size_t name_len;
-    const char *data;    /* borrows; data lines joined with '\n', NUL-terminated */
+    const char *data; /* borrows; data lines joined with '\n', NUL-terminated */
     size_t data_len;
     uint64_t end_offset; /* stream offset just after the blank line that ended the event */
 };
@@ -46,11 +46,11 @@ struct sse_event {
 typedef int (*sse_event_cb)(void *ud, const struct sse_event *ev);
 
 enum sse_state {
-    SSE_LINE_START = 0, /* at the first byte of a line */
-    SSE_FIELD = 1,      /* inside a field name */
+    SSE_LINE_START = 0,  /* at the first byte of a line */
+    SSE_FIELD = 1,       /* inside a field name */
     SSE_VALUE_START = 2, /* just after the colon: one space is dropped */
-    SSE_VALUE = 3,      /* inside a kept value (data or event) */
-    SSE_SKIP = 4,       /* inside a line whose content is not kept */
+    SSE_VALUE = 3,       /* inside a kept value (data or event) */
+    SSE_SKIP = 4,        /* inside a line whose content is not kept */
 };
 
 enum sse_field {
@@ -66,15 +66,15 @@ struct sse_scanner {
     uint64_t oversized;     /* events skipped for exceeding max_event_bytes */
     size_t max_event_bytes; /* cap on event name + data */
     enum sse_state state;
-    enum sse_field field;   /* field of the current line */
-    char fname[8];          /* field name so far; longer names are unknown fields */
+    enum sse_field field; /* field of the current line */
+    char fname[8];        /* field name so far; longer names are unknown fields */
     size_t fname_len;
-    bool cr;                /* last byte was a CR: an LF now ends nothing */
-    bool dispatch_pending;  /* a blank line ended by CR awaits the next byte */
-    bool has_data;          /* the current event has had a data line */
-    bool too_big;           /* the current event passed max_event_bytes */
-    struct buf name;        /* owns; the current event name */
-    struct buf data;        /* owns; the current event data */
+    bool cr;               /* last byte was a CR: an LF now ends nothing */
+    bool dispatch_pending; /* a blank line ended by CR awaits the next byte */
+    bool has_data;         /* the current event has had a data line */
+    bool too_big;          /* the current event passed max_event_bytes */
+    struct buf name;       /* owns; the current event name */
+    struct buf data;       /* owns; the current event data */
 };
 
 /*

@@ -224,12 +224,14 @@ void state_take_over(struct state *st, struct state *old, uint64_t now_ms)
         const struct group *ogr = &old->groups[og];
         const struct policy *op = &ogr->policy;
         if (op->current >= 0) {
-            int e = state_find_in_group(st, gr->name, old->eps[ogr->first + (size_t)op->current].name);
+            int e =
+                state_find_in_group(st, gr->name, old->eps[ogr->first + (size_t)op->current].name);
             if (e >= 0)
                 gr->policy.current = (int)(e - (int)gr->first);
         }
         if (op->manual && op->pinned >= 0) {
-            int e = state_find_in_group(st, gr->name, old->eps[ogr->first + (size_t)op->pinned].name);
+            int e =
+                state_find_in_group(st, gr->name, old->eps[ogr->first + (size_t)op->pinned].name);
             if (e >= 0) {
                 gr->policy.manual = true;
                 gr->policy.pinned = (int)(e - (int)gr->first);
@@ -409,12 +411,14 @@ int state_route(struct state *st, const char *session_key, uint64_t now_ms)
         g->panic = panic;
         if (panic) {
             log_warn("group %s: no endpoint passes its checks; panic routing: requests go to "
-                     "the endpoints in order of their live results", g->name);
-            state_event(st, "info", "", "", "panic", "[%s] panic routing: no endpoint passes "
-                        "its checks", g->name);
-        } else {
-            log_info("group %s: an endpoint passes its checks again; panic routing over",
+                     "the endpoints in order of their live results",
                      g->name);
+            state_event(st, "info", "", "", "panic",
+                        "[%s] panic routing: no endpoint passes "
+                        "its checks",
+                        g->name);
+        } else {
+            log_info("group %s: an endpoint passes its checks again; panic routing over", g->name);
         }
     }
     return i < 0 ? -1 : (int)g->first + i;
@@ -634,7 +638,7 @@ static void state_mark_failed(struct state *st, int ep, enum ep_status status, i
     e->consecutive_failures++;
     e->live_streak++;
     e->status = status;
-    e->cause = status == EP_AUTH_FAILED                  ? EP_CAUSE_AUTH
+    e->cause = status == EP_AUTH_FAILED                   ? EP_CAUSE_AUTH
                : http_status == 529 || http_status == 503 ? EP_CAUSE_OVERLOADED
                                                           : state_cause_of(error);
     e->recheck_soon = true;
@@ -673,10 +677,10 @@ static void state_check_error(struct state *st, int ep, const char *what, const 
     e->cause = EP_CAUSE_NONE;
     if (strcmp(e->check_error, text) != 0) {
         snprintf(e->check_error, sizeof e->check_error, "%s", text);
-        log_warn("check of endpoint %s is misconfigured, not counted as a failure: %s",
-                 e->name, text);
-        state_event(st, "info", e->name, "", "check_error", "%s: check misconfigured: %s",
-                    e->name, text);
+        log_warn("check of endpoint %s is misconfigured, not counted as a failure: %s", e->name,
+                 text);
+        state_event(st, "info", e->name, "", "check_error", "%s: check misconfigured: %s", e->name,
+                    text);
     }
     state_evaluate(st, now_ms);
 }
@@ -692,11 +696,11 @@ void state_why_unusable(const struct state *st, size_t g, uint64_t now_ms,
     for (size_t i = 0; i < gr->n; i++) {
         const struct ep *e = &st->eps[gr->first + i];
         bool resting = e->rest_until_ms && now_ms < e->rest_until_ms;
-        enum ep_cause c = resting                        ? EP_CAUSE_RATE_LIMITED
-                          : e->status == EP_AUTH_FAILED ? EP_CAUSE_AUTH
-                          : e->cause == EP_CAUSE_NONE   ? EP_CAUSE_DOWN
+        enum ep_cause c = resting                             ? EP_CAUSE_RATE_LIMITED
+                          : e->status == EP_AUTH_FAILED       ? EP_CAUSE_AUTH
+                          : e->cause == EP_CAUSE_NONE         ? EP_CAUSE_DOWN
                           : e->cause == EP_CAUSE_RATE_LIMITED ? EP_CAUSE_DOWN
-                                                        : e->cause;
+                                                              : e->cause;
         /* An endpoint still usable (left untried by max_attempts or the
          * retry budget) is no cause.  Rests and overload together are
          * still overload: the client should come back later either way. */
@@ -721,14 +725,13 @@ void state_why_unusable(const struct state *st, size_t g, uint64_t now_ms,
             snprintf(reason, sizeof reason, "rate-limited for %.0f s",
                      (double)(e->rest_until_ms - now_ms) / 1000.0);
         else
-            snprintf(reason, sizeof reason, "%s%s%s",
-                     c == EP_CAUSE_TLS ? "TLS problem: " : "",
+            snprintf(reason, sizeof reason, "%s%s%s", c == EP_CAUSE_TLS ? "TLS problem: " : "",
                      e->error[0] ? e->error : ep_status_name(e->status),
                      e->circuit == CIRCUIT_OPEN ? " (circuit open)" : "");
         if (full)
             continue;
-        int w = snprintf(out->detail + len, sizeof out->detail - len, "%s%s: %s",
-                         i ? "; " : "", e->name, reason);
+        int w = snprintf(out->detail + len, sizeof out->detail - len, "%s%s: %s", i ? "; " : "",
+                         e->name, reason);
         if (w < 0 || (size_t)w >= sizeof out->detail - len) {
             len = utf8_cut(out->detail, strlen(out->detail));
             out->detail[len] = '\0';
@@ -809,7 +812,8 @@ void state_report(struct state *st, int ep, const struct state_outcome *o, uint6
 {
     struct ep *e = &st->eps[ep];
     bool check = o->source == STATE_FROM_CHECK;
-    if (check && !o->remote && e->check_running) { /* the check state_check_begin() started is over */
+    if (check && !o->remote &&
+        e->check_running) { /* the check state_check_begin() started is over */
         e->check_running = false;
         if (st->checks_running)
             st->checks_running--;
@@ -832,12 +836,8 @@ void state_report(struct state *st, int ep, const struct state_outcome *o, uint6
             state_mark_failed(st, ep, o->kind == STATE_AUTH_FAILED ? EP_AUTH_FAILED : EP_FAILED,
                               o->status, error, now_ms);
         break;
-    case STATE_RATE_LIMITED:
-        state_rate_limited(st, ep, o->rest_until_ms, now_ms);
-        break;
-    case STATE_USAGE_CAPPED:
-        state_usage_capped(st, ep, o->rest_until_ms, error, now_ms);
-        break;
+    case STATE_RATE_LIMITED: state_rate_limited(st, ep, o->rest_until_ms, now_ms); break;
+    case STATE_USAGE_CAPPED: state_usage_capped(st, ep, o->rest_until_ms, error, now_ms); break;
     case STATE_MODEL_MISSING:
         if (o->model)
             state_model_missing(st, ep, o->model, now_ms);
@@ -949,8 +949,7 @@ void state_own_config(struct state *st, struct config *cfg)
     st->owned_cfg = cfg;
 }
 
-void state_set_failed_cb(struct state *st, void (*cb)(void *ud, struct state *st, int ep),
-                         void *ud)
+void state_set_failed_cb(struct state *st, void (*cb)(void *ud, struct state *st, int ep), void *ud)
 {
     st->ep_failed_cb = cb;
     st->ep_failed_ud = ud;
@@ -1200,9 +1199,8 @@ int state_set_group(struct state *st, int group, uint64_t now_ms, char *err, siz
                             : "none";
     st->current_group = (size_t)group;
     policy_activate(&to->policy, state_policy_view(st, to, now_ms), to->n, now_ms);
-    const char *tname = to->policy.current >= 0
-                            ? st->eps[to->first + (size_t)to->policy.current].name
-                            : "none";
+    const char *tname =
+        to->policy.current >= 0 ? st->eps[to->first + (size_t)to->policy.current].name : "none";
     log_info("group %s -> %s (endpoint %s -> %s)", from->name, to->name, fname, tname);
     state_event(st, "switch", fname, tname, "group", "group %s -> %s (%s -> %s)", from->name,
                 to->name, fname, tname);

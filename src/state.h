@@ -34,8 +34,8 @@
 #include "usage.h"
 
 enum ep_status {
-    EP_UNKNOWN = 0,     /* never checked */
-    EP_CHECKING = 1,    /* first check running */
+    EP_UNKNOWN = 0,  /* never checked */
+    EP_CHECKING = 1, /* first check running */
     EP_HEALTHY = 2,
     EP_FAILED = 3,
     EP_AUTH_FAILED = 4, /* the group's token was refused */
@@ -61,94 +61,94 @@ enum ep_circuit {
 };
 
 #define EP_HISTORY 32
-#define EP_MISSING_MODELS 8      /* models an endpoint is remembered not to serve */
+#define EP_MISSING_MODELS 8 /* models an endpoint is remembered not to serve */
 #define EP_MISSING_MODEL_MS (10 * 60 * 1000u)
 #define STATE_EVENTS 64
 
 struct ep_check {
     uint64_t t_wall_ms;
     bool ok;
-    double latency_ms;    /* < 0 on failure */
+    double latency_ms; /* < 0 on failure */
     char error[96];
 };
 
 struct ep {
-    char *name;           /* owns */
-    char *url;            /* owns */
-    size_t group;         /* index into state.groups */
-    size_t index;         /* index within the group */
+    char *name;   /* owns */
+    char *url;    /* owns */
+    size_t group; /* index into state.groups */
+    size_t index; /* index within the group */
     enum ep_status status;
-    char error[160];      /* last failure reason, "" when none */
-    double latency_ms;    /* last check latency, < 0 unknown */
-    double smoothed_ms;   /* EWMA of check latency and live TTFB, < 0 unknown */
-    double ttfb_ms;       /* last time to first byte (check or live), < 0 unknown */
-    unsigned active;      /* requests in flight */
-    uint64_t requests;    /* requests routed here */
-    uint64_t failures;    /* failed attempts (live) */
-    unsigned checks;      /* checks run */
+    char error[160];    /* last failure reason, "" when none */
+    double latency_ms;  /* last check latency, < 0 unknown */
+    double smoothed_ms; /* EWMA of check latency and live TTFB, < 0 unknown */
+    double ttfb_ms;     /* last time to first byte (check or live), < 0 unknown */
+    unsigned active;    /* requests in flight */
+    uint64_t requests;  /* requests routed here */
+    uint64_t failures;  /* failed attempts (live) */
+    unsigned checks;    /* checks run */
     unsigned checks_ok;
     struct ep_check history[EP_HISTORY];
-    size_t hist_len;      /* entries used */
-    size_t hist_next;     /* ring position of the next entry */
-    struct usage check_tokens;  /* tokens spent by checks */
-    struct usage live_tokens;   /* tokens of proxied traffic */
+    size_t hist_len;           /* entries used */
+    size_t hist_next;          /* ring position of the next entry */
+    struct usage check_tokens; /* tokens spent by checks */
+    struct usage live_tokens;  /* tokens of proxied traffic */
     enum ep_circuit circuit;
     unsigned consecutive_failures;
-    unsigned circuit_opens;     /* successive openings, for back-off */
-    uint64_t circuit_retry_ms;  /* monotonic time of the next trial */
-    uint64_t rest_until_ms;     /* 429 or usage cap: not routable before this (monotonic) */
-    char rest_reason[96];       /* why it rests: "rate limited", "usage cap: ..." */
+    unsigned circuit_opens;    /* successive openings, for back-off */
+    uint64_t circuit_retry_ms; /* monotonic time of the next trial */
+    uint64_t rest_until_ms;    /* 429 or usage cap: not routable before this (monotonic) */
+    char rest_reason[96];      /* why it rests: "rate limited", "usage cap: ..." */
     struct {
-        char model[64];         /* "" when the slot is free */
-        uint64_t until_ms;      /* monotonic */
+        char model[64];           /* "" when the slot is free */
+        uint64_t until_ms;        /* monotonic */
     } missing[EP_MISSING_MODELS]; /* answered 404 not_found_error for these models */
     bool check_running;
-    bool recheck_soon;          /* a live failure asked for a quick check */
-    uint64_t next_check_ms;     /* monotonic time of this endpoint's next check */
-    enum ep_cause cause;        /* of the last failure, EP_CAUSE_NONE when none */
-    char check_error[160];      /* what is wrong with the check itself, "" when nothing */
-    char models_warning[160];   /* GET /v1/models does not list the check model, or "" */
-    unsigned live_streak;       /* consecutive live failures (checks not counted) */
-    uint64_t live_ok_ms;        /* monotonic time of the last live success, 0 never */
+    bool recheck_soon;        /* a live failure asked for a quick check */
+    uint64_t next_check_ms;   /* monotonic time of this endpoint's next check */
+    enum ep_cause cause;      /* of the last failure, EP_CAUSE_NONE when none */
+    char check_error[160];    /* what is wrong with the check itself, "" when nothing */
+    char models_warning[160]; /* GET /v1/models does not list the check model, or "" */
+    unsigned live_streak;     /* consecutive live failures (checks not counted) */
+    uint64_t live_ok_ms;      /* monotonic time of the last live success, 0 never */
 };
 
 struct group {
-    char *name;                 /* owns */
-    const struct cfg_group *cfg;/* borrows from state.cfg */
-    size_t first;               /* index of the first endpoint in state.eps */
-    size_t n;                   /* number of endpoints */
+    char *name;                  /* owns */
+    const struct cfg_group *cfg; /* borrows from state.cfg */
+    size_t first;                /* index of the first endpoint in state.eps */
+    size_t n;                    /* number of endpoints */
     struct policy policy;
-    struct policy_ep *view;     /* owns, n entries: scratch for state.c's policy calls */
-    bool panic;                 /* no endpoint passes its checks: live traffic goes on
+    struct policy_ep *view;   /* owns, n entries: scratch for state.c's policy calls */
+    bool panic;               /* no endpoint passes its checks: live traffic goes on
                                  * to every endpoint live results have not removed */
-    uint64_t fallback_served;   /* requests it served in place of the current group */
+    uint64_t fallback_served; /* requests it served in place of the current group */
 };
 
 enum track_state {
     TRACK_READING = 0,
-    TRACK_WAITING = 1,    /* request sent, waiting for response headers */
-    TRACK_STREAMING = 2,  /* response headers sent to the client */
+    TRACK_WAITING = 1,   /* request sent, waiting for response headers */
+    TRACK_STREAMING = 2, /* response headers sent to the client */
     TRACK_DONE = 3,
 };
 
 struct track {
     uint64_t id;
-    char idstr[12];       /* short distinct id shown to people */
-    const char *method;   /* borrows (static) */
-    char *path;           /* owns */
-    int ep;               /* index into state.eps, -1 before routing */
+    char idstr[12];     /* short distinct id shown to people */
+    const char *method; /* borrows (static) */
+    char *path;         /* owns */
+    int ep;             /* index into state.eps, -1 before routing */
     enum track_state state;
-    uint64_t start_ms;    /* monotonic */
+    uint64_t start_ms; /* monotonic */
     uint64_t bytes_in;
     uint64_t bytes_out;
     unsigned attempts;
-    struct state *owner;  /* borrows: the state whose list holds this record */
+    struct state *owner; /* borrows: the state whose list holds this record */
     struct track *prev, *next;
 };
 
 struct event {
     uint64_t t_wall_ms;
-    char kind[12];        /* switch | failure | recovery | info */
+    char kind[12]; /* switch | failure | recovery | info */
     char message[200];
     char from[64];
     char to[64];
@@ -184,16 +184,16 @@ struct state_observer {
 };
 
 struct state {
-    const struct config *cfg;   /* borrows, or owns when owned_cfg is set */
-    struct config *owned_cfg;   /* owns; freed with the state */
-    unsigned refs;              /* requests started under this state */
-    bool retired;               /* replaced by a reload: freed at refs == 0 */
-    struct ep *eps;             /* owns, n_eps entries, grouped by group */
+    const struct config *cfg; /* borrows, or owns when owned_cfg is set */
+    struct config *owned_cfg; /* owns; freed with the state */
+    unsigned refs;            /* requests started under this state */
+    bool retired;             /* replaced by a reload: freed at refs == 0 */
+    struct ep *eps;           /* owns, n_eps entries, grouped by group */
     size_t n_eps;
-    struct group *groups;       /* owns */
+    struct group *groups; /* owns */
     size_t n_groups;
     size_t current_group;
-    struct track *tracks;       /* borrows the records, owns the list */
+    struct track *tracks; /* borrows the records, owns the list */
     size_t n_tracks;
     uint64_t next_track_id;
     struct event events[STATE_EVENTS];
@@ -211,15 +211,15 @@ struct state {
     bool checks_paused;
     unsigned checks_running;
     double check_interval_s;
-    uint64_t next_cycle_ms;     /* monotonic, 0 when unscheduled */
-    const char *load_level;     /* borrows a static string */
-    struct sessions *sessions;  /* owns */
+    uint64_t next_cycle_ms;    /* monotonic, 0 when unscheduled */
+    const char *load_level;    /* borrows a static string */
+    struct sessions *sessions; /* owns */
     /* Fallback: the group that last served a request in place of the
      * current one (-1: none since start or since the current group came
      * back), and when. */
     int fallback_group;
-    uint64_t fallback_last_ms;  /* monotonic, 0 never */
-    uint64_t fallback_total;    /* requests served by a fallback group */
+    uint64_t fallback_last_ms; /* monotonic, 0 never */
+    uint64_t fallback_total;   /* requests served by a fallback group */
     /* Told when live traffic or a check has just marked an endpoint failed,
      * so that requests still waiting for its headers can move on at once.
      * It must not end requests from inside the call. */
@@ -462,28 +462,28 @@ const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
  * snapshot at once; state_snapshot_release() frees the arrays.
  */
 struct state_ep_snapshot {
-    const char *name;           /* borrows */
-    const char *group;          /* borrows: the group's name */
+    const char *name;  /* borrows */
+    const char *group; /* borrows: the group's name */
     enum ep_status status;
     enum ep_circuit circuit;
-    bool current;               /* the endpoint new requests go to */
+    bool current; /* the endpoint new requests go to */
     unsigned active;
-    double latency_ms;          /* < 0 unknown */
-    double smoothed_ms;         /* < 0 unknown */
+    double latency_ms;  /* < 0 unknown */
+    double smoothed_ms; /* < 0 unknown */
     struct usage check_tokens;
 };
 struct state_snapshot {
     struct state_ep_snapshot *eps; /* owns, n_eps entries */
     size_t n_eps;
-    const char **groups;        /* owns the array, borrows the names */
+    const char **groups; /* owns the array, borrows the names */
     size_t n_groups;
     size_t current_group;
-    bool manual;                /* the current group is pinned */
-    size_t active;              /* requests in flight */
+    bool manual;   /* the current group is pinned */
+    size_t active; /* requests in flight */
     bool checks_paused;
     double check_interval_s;
     bool has_config;
-    int config_interval_s;      /* health_check.interval_seconds */
+    int config_interval_s; /* health_check.interval_seconds */
     uint64_t start_wall_ms;
 };
 void state_snapshot_take(const struct state *st, struct state_snapshot *out);

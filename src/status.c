@@ -183,14 +183,15 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
         cJSON *go = cJSON_CreateObject();
         cJSON_AddStringToObject(go, "name", gr->name);
         cJSON_AddBoolToObject(go, "current", g == st->current_group);
-        cJSON_AddStringToObject(go, "auth", !gr->cfg->token ? "passthrough"
-                                            : gr->cfg->auth == AUTH_BEARER ? "bearer"
-                                                                           : "x-api-key");
+        cJSON_AddStringToObject(go, "auth",
+                                !gr->cfg->token                ? "passthrough"
+                                : gr->cfg->auth == AUTH_BEARER ? "bearer"
+                                                               : "x-api-key");
         cJSON_AddStringToObject(go, "mode", gr->policy.manual ? "manual" : "auto");
-        cJSON_AddItemToObject(go, "current_endpoint",
-                              endpoint_ref(st, gr->policy.current < 0
-                                               ? -1
-                                               : (int)(gr->first + (size_t)gr->policy.current)));
+        cJSON_AddItemToObject(
+            go, "current_endpoint",
+            endpoint_ref(
+                st, gr->policy.current < 0 ? -1 : (int)(gr->first + (size_t)gr->policy.current)));
         cJSON_AddNumberToObject(go, "endpoints", (double)gr->n);
         cJSON_AddBoolToObject(go, "panic", gr->panic);
         cJSON *fb = cJSON_AddArrayToObject(go, "fallback_groups");

@@ -15,7 +15,7 @@ struct state;
 
 struct status_info {
     const char *version;
-    const char *listen;     /* "127.0.0.1:8080" */
+    const char *listen; /* "127.0.0.1:8080" */
     uint64_t now_mono_ms;
     uint64_t now_wall_ms;
 };

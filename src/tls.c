@@ -20,9 +20,9 @@
 #include "util.h"
 
 struct tls_ctxs {
-    struct tls_ctxs *next;  /* owns */
-    SSL_CTX *ctx;           /* owns */
-    char ca_file[];         /* "" for the system store */
+    struct tls_ctxs *next; /* owns */
+    SSL_CTX *ctx;          /* owns */
+    char ca_file[];        /* "" for the system store */
 };
 
 /* ---- the memory BIO -------------------------------------------------------- */

@@ -30,9 +30,9 @@
 
 /* What the custom BIO reads from and writes to. */
 struct tls_io {
-    const char *in;     /* borrows: ciphertext not yet consumed */
+    const char *in; /* borrows: ciphertext not yet consumed */
     size_t in_len;
-    char *out;          /* owns: ciphertext to send */
+    char *out; /* owns: ciphertext to send */
     size_t out_len, out_cap;
 };
 

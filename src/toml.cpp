@@ -30,7 +30,8 @@
 #undef NDEBUG
 #include <stdexcept>
 
-namespace tomlc_detail {
+namespace tomlc_detail
+{
 struct assertion_failed : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
@@ -73,7 +74,8 @@ extern "C" {
     throw assertion_failed(expr);
 }
 
-namespace {
+namespace
+{
 
 /* Deeper than any configuration needs and shallow enough for any stack. */
 const int max_depth = 128;
@@ -100,19 +102,16 @@ bool has_nul(std::string_view s)
     return s.find('\0') != std::string_view::npos;
 }
 
-template <typename T>
-char *datetime_text(const T &v)
+template <typename T> char *datetime_text(const T &v)
 {
     std::ostringstream os;
     os << v;
     return xstrdup(os.str().c_str());
 }
 
-bool copy_node(const toml::node &src, struct tomlc_node *dst, int depth,
-               copy_error &err);
+bool copy_node(const toml::node &src, struct tomlc_node *dst, int depth, copy_error &err);
 
-bool copy_table(const toml::table &src, struct tomlc_node *dst, int depth,
-                copy_error &err)
+bool copy_table(const toml::table &src, struct tomlc_node *dst, int depth, copy_error &err)
 {
     std::vector<std::pair<const toml::key *, const toml::node *>> entries;
     entries.reserve(src.size());
@@ -135,8 +134,8 @@ bool copy_table(const toml::table &src, struct tomlc_node *dst, int depth,
         const toml::key &key = *entries[k].first;
         const toml::source_position &kp = key.source().begin;
         if (has_nul(key.str())) {
-            err = { "key contains a NUL character (\\u0000), which is not supported",
-                    clamp_index(kp.line), clamp_index(kp.column) };
+            err = {"key contains a NUL character (\\u0000), which is not supported",
+                   clamp_index(kp.line), clamp_index(kp.column)};
             return false;
         }
         dst->keys[k] = dup_view(key.str());
@@ -147,19 +146,17 @@ bool copy_table(const toml::table &src, struct tomlc_node *dst, int depth,
     return true;
 }
 
-bool copy_node(const toml::node &src, struct tomlc_node *dst, int depth,
-               copy_error &err)
+bool copy_node(const toml::node &src, struct tomlc_node *dst, int depth, copy_error &err)
 {
     const toml::source_position &pos = src.source().begin;
     dst->line = clamp_index(pos.line);
     dst->column = clamp_index(pos.column);
     if (depth > max_depth) {
-        err = { "tables or arrays are nested too deeply", dst->line, dst->column };
+        err = {"tables or arrays are nested too deeply", dst->line, dst->column};
         return false;
     }
     switch (src.type()) {
-    case toml::node_type::table:
-        return copy_table(*src.as_table(), dst, depth, err);
+    case toml::node_type::table: return copy_table(*src.as_table(), dst, depth, err);
     case toml::node_type::array: {
         const toml::array &a = *src.as_array();
         dst->type = TOMLC_ARRAY;
@@ -173,8 +170,8 @@ bool copy_node(const toml::node &src, struct tomlc_node *dst, int depth,
     case toml::node_type::string: {
         const std::string &s = src.as_string()->get();
         if (has_nul(s)) {
-            err = { "string contains a NUL character (\\u0000), which is not supported",
-                    dst->line, dst->column };
+            err = {"string contains a NUL character (\\u0000), which is not supported", dst->line,
+                   dst->column};
             return false;
         }
         dst->type = TOMLC_STRING;
@@ -205,10 +202,9 @@ bool copy_node(const toml::node &src, struct tomlc_node *dst, int depth,
         dst->type = TOMLC_DATETIME;
         dst->str = datetime_text(src.as_date_time()->get());
         return true;
-    case toml::node_type::none:
-        break;
+    case toml::node_type::none: break;
     }
-    err = { "value of an unknown kind", dst->line, dst->column };
+    err = {"value of an unknown kind", dst->line, dst->column};
     return false;
 }
 
@@ -246,8 +242,8 @@ int bad_header_line(std::string_view text)
                 while (p < text.size() && (text[p] == ' ' || text[p] == '\t'))
                     p++;
                 unsigned char c = p < text.size() ? static_cast<unsigned char>(text[p]) : 0;
-                bool key_start = std::isalnum(c) || c == '_' || c == '-' || c == '"' ||
-                                 c == '\'' || c == ']' || c >= 0x80;
+                bool key_start = std::isalnum(c) || c == '_' || c == '-' || c == '"' || c == '\'' ||
+                                 c == ']' || c >= 0x80;
                 if (!key_start)
                     return line;
             }
@@ -281,7 +277,7 @@ extern "C" int tomlc_parse(const char *text, size_t len, struct tomlc_node **out
     try {
         toml::table doc = toml::parse(std::string_view(text ? text : "", text ? len : 0));
         root = static_cast<struct tomlc_node *>(xcalloc(1, sizeof *root));
-        copy_error cerr{ {}, 0, 0 };
+        copy_error cerr{{}, 0, 0};
         if (!copy_table(doc, root, 0, cerr)) {
             tomlc_free(root);
             set_error(err, cerr.message.c_str(), cerr.line, cerr.column);

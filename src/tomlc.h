@@ -57,8 +57,7 @@ struct tomlc_error {
  * returns -1, sets *out to NULL and fills *err (free err->message with
  * free()).  Never throws and never prints.
  */
-int tomlc_parse(const char *text, size_t len, struct tomlc_node **out,
-                struct tomlc_error *err);
+int tomlc_parse(const char *text, size_t len, struct tomlc_node **out, struct tomlc_error *err);
 
 /* Frees a tree returned by tomlc_parse(); NULL is a no-op. */
 void tomlc_free(struct tomlc_node *root);

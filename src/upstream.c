@@ -30,32 +30,32 @@
 #define UPSTREAM_MAX_HDRS 200
 
 struct upstream {
-    uv_loop_t *loop;        /* borrows */
-    struct h1 *h1;          /* owns */
-    struct fetch *fetch;    /* owns; NULL until a transfer needs libcurl */
+    uv_loop_t *loop;     /* borrows */
+    struct h1 *h1;       /* owns */
+    struct fetch *fetch; /* owns; NULL until a transfer needs libcurl */
     bool builtin;
-    bool env_proxy;         /* http_proxy or all_proxy is set: http:// goes through curl */
-    bool env_proxy_tls;     /* https_proxy or all_proxy is set: https:// goes through curl */
+    bool env_proxy;     /* http_proxy or all_proxy is set: http:// goes through curl */
+    bool env_proxy_tls; /* https_proxy or all_proxy is set: https:// goes through curl */
 };
 
 enum cx_stop {
     CX_RUNNING = 0,
-    CX_ABORTED = 1,         /* a callback asked to stop */
-    CX_BAD_HEAD = 2,        /* the response head was malformed or too large */
+    CX_ABORTED = 1,  /* a callback asked to stop */
+    CX_BAD_HEAD = 2, /* the response head was malformed or too large */
 };
 
 struct cx {
     struct upstream_xfer base;
-    struct fetch_xfer x;          /* x.easy owned */
-    struct upstream *u;           /* borrows */
-    const struct upstream_cbs *cbs;     /* borrows */
-    void *ud;                     /* borrows */
-    struct curl_slist *hdrs;      /* owns */
-    struct buf head;              /* owns; "name\0value\0" pairs of the head so far */
+    struct fetch_xfer x;            /* x.easy owned */
+    struct upstream *u;             /* borrows */
+    const struct upstream_cbs *cbs; /* borrows */
+    void *ud;                       /* borrows */
+    struct curl_slist *hdrs;        /* owns */
+    struct buf head;                /* owns; "name\0value\0" pairs of the head so far */
     size_t n_hdrs;
     int status;
     bool head_done;
-    uint64_t sent_ms;             /* now_mono_ms() when curl had sent the whole body */
+    uint64_t sent_ms; /* now_mono_ms() when curl had sent the whole body */
     enum cx_stop stop;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -101,19 +101,16 @@ static enum upstream_rc cx_rc(CURLcode rc)
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
     case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-        return UPSTREAM_ERR_CONNECT;
+    case CURLE_PEER_FAILED_VERIFICATION: return UPSTREAM_ERR_CONNECT;
     case CURLE_OPERATION_TIMEDOUT: return UPSTREAM_ERR_TIMEOUT;
     case CURLE_SEND_ERROR: return UPSTREAM_ERR_SEND;
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE:
-        return UPSTREAM_ERR_RECV;
+    case CURLE_PARTIAL_FILE: return UPSTREAM_ERR_RECV;
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
-    case CURLE_BAD_CONTENT_ENCODING:
-        return UPSTREAM_ERR_PROTOCOL;
+    case CURLE_BAD_CONTENT_ENCODING: return UPSTREAM_ERR_PROTOCOL;
     default: return UPSTREAM_ERR_OTHER;
     }
 }
@@ -308,7 +305,7 @@ static struct curl_slist *cx_headers(const char *h, size_t hl)
 }
 
 static struct upstream_xfer *cx_start(struct upstream *u, const struct upstream_request *req,
-                                const struct upstream_cbs *cbs, void *ud)
+                                      const struct upstream_cbs *cbs, void *ud)
 {
     struct fetch *f = upstream_fetch(u);
     CURL *easy = f ? fetch_easy_new(f) : NULL;
@@ -420,7 +417,7 @@ bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_b
 }
 
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_request *req,
-                         const struct upstream_cbs *cbs, void *ud)
+                                     const struct upstream_cbs *cbs, void *ud)
 {
     if (!req->proxy && !upstream_uses_libcurl(u, req->url, u->builtin))
         return h1_start(u->h1, req, cbs, ud);

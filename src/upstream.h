@@ -32,40 +32,40 @@
 
 enum upstream_rc {
     UPSTREAM_OK = 0,
-    UPSTREAM_ERR_CONNECT,   /* no connection: DNS, refused, unreachable, connect timeout */
-    UPSTREAM_ERR_TIMEOUT,   /* upstream_request.timeout_ms passed */
-    UPSTREAM_ERR_SEND,      /* the request could not be written */
-    UPSTREAM_ERR_RECV,      /* the connection broke or closed before the response ended */
-    UPSTREAM_ERR_PROTOCOL,  /* the response is not valid HTTP */
-    UPSTREAM_ERR_ABORTED,   /* a callback asked to stop */
+    UPSTREAM_ERR_CONNECT,  /* no connection: DNS, refused, unreachable, connect timeout */
+    UPSTREAM_ERR_TIMEOUT,  /* upstream_request.timeout_ms passed */
+    UPSTREAM_ERR_SEND,     /* the request could not be written */
+    UPSTREAM_ERR_RECV,     /* the connection broke or closed before the response ended */
+    UPSTREAM_ERR_PROTOCOL, /* the response is not valid HTTP */
+    UPSTREAM_ERR_ABORTED,  /* a callback asked to stop */
     UPSTREAM_ERR_OTHER,
 };
 
 struct upstream_hdr {
     const char *name;
     size_t name_len;
-    const char *value;   /* leading and trailing blanks removed */
+    const char *value; /* leading and trailing blanks removed */
     size_t value_len;
 };
 
 struct upstream_request {
-    const char *method;        /* "POST", "GET", "HEAD", ... */
-    const char *url;           /* absolute: http://host[:port]/path?query or https://... */
-    const char *headers;       /* "Name: value\r\n" lines, or NULL; never Host,
+    const char *method;  /* "POST", "GET", "HEAD", ... */
+    const char *url;     /* absolute: http://host[:port]/path?query or https://... */
+    const char *headers; /* "Name: value\r\n" lines, or NULL; never Host,
                                 * Content-Length, Transfer-Encoding, Connection */
     size_t headers_len;
-    const char *body;          /* may be NULL when body_len is 0 */
+    const char *body; /* may be NULL when body_len is 0 */
     size_t body_len;
-    bool send_length;          /* send Content-Length (also when body_len is 0) */
-    long connect_timeout_ms;   /* 0: 10 s */
-    long timeout_ms;           /* the whole exchange; 0: no limit */
-    long recv_buffer;          /* receive buffer size hint in bytes; 0: default */
-    const char *proxy;         /* the endpoint's own proxy URL, or NULL; sends the
+    bool send_length;        /* send Content-Length (also when body_len is 0) */
+    long connect_timeout_ms; /* 0: 10 s */
+    long timeout_ms;         /* the whole exchange; 0: no limit */
+    long recv_buffer;        /* receive buffer size hint in bytes; 0: default */
+    const char *proxy;       /* the endpoint's own proxy URL, or NULL; sends the
                                 * exchange through libcurl */
-    const char *ca_file;       /* https: CA certificates to trust instead of the
+    const char *ca_file;     /* https: CA certificates to trust instead of the
                                 * system store; NULL or "": the system store.
                                 * Certificates are always verified. */
-    bool keep_warm;            /* a user's request: the built-in client keeps a
+    bool keep_warm;          /* a user's request: the built-in client keeps a
                                 * connection to this host ready for a while */
 };
 
@@ -113,7 +113,7 @@ bool upstream_uses_libcurl(const struct upstream *u, const char *url, bool use_b
 /* NULL when the exchange cannot start (bad URL, libcurl refused it or
  * cannot be loaded); done is then not called. */
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_request *req,
-                         const struct upstream_cbs *cbs, void *ud);
+                                     const struct upstream_cbs *cbs, void *ud);
 /* Continues after the body callback returned UPSTREAM_PAUSE.  May call body
  * before it returns (never done).  A no-op when not paused. */
 void upstream_resume(struct upstream_xfer *x);

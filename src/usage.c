@@ -242,7 +242,7 @@ static int open_container(struct usage_json *s, int object)
     if (object)
         s->kinds[d >> 3] |= (uint8_t)(1u << (d & 7));
     else
-        s->kinds[d >> 3] &= (uint8_t)~(1u << (d & 7));
+        s->kinds[d >> 3] &= (uint8_t) ~(1u << (d & 7));
     return 0;
 }
 
@@ -420,7 +420,8 @@ static int decode_byte(struct usage_json *s, unsigned char c)
         if (s->code < 0xDC00 || s->code > 0xDFFF)
             return -1;
         s->sub = UJ_D_PLAIN;
-        sink_code_point(s, 0x10000 + ((((unsigned long)s->high & 0x3FF) << 10) | (s->code & 0x3FF)));
+        sink_code_point(s,
+                        0x10000 + ((((unsigned long)s->high & 0x3FF) << 10) | (s->code & 0x3FF)));
         return 0;
     }
 }
@@ -430,7 +431,8 @@ static int decode_byte(struct usage_json *s, unsigned char c)
  * bytes at a time where it can: a byte of w ^ pattern is zero where w
  * matches, and the lowest byte the zero test flags is always a true match.
  */
-static inline const unsigned char *find_special(const unsigned char *p, const unsigned char *end, int nul)
+static inline const unsigned char *find_special(const unsigned char *p, const unsigned char *end,
+                                                int nul)
 {
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
@@ -470,8 +472,8 @@ enum uj_scan { UJ_MORE = 0, UJ_DONE, UJ_BAD };
 
 /* Scans string bytes from p; returns where it stopped: at end (UJ_MORE), or
  * after the closing quote (UJ_DONE) in *res. */
-static const unsigned char *scan_string(struct usage_json *s, const unsigned char *p, const unsigned char *end,
-                                        int *res)
+static const unsigned char *scan_string(struct usage_json *s, const unsigned char *p,
+                                        const unsigned char *end, int *res)
 {
     for (;;) {
         if (s->sub == UJ_D_PLAIN && !(s->flags & UJ_ESC)) {
@@ -532,7 +534,7 @@ static void begin_count(struct usage_json *s, unsigned char c)
     s->n = 0;
     s->scale = 0;
     s->exp = 0;
-    s->flags &= (uint8_t)~(UJ_NEG | UJ_EXP_NEG | UJ_STICKY);
+    s->flags &= (uint8_t) ~(UJ_NEG | UJ_EXP_NEG | UJ_STICKY);
     if (c == '-')
         s->flags |= UJ_NEG;
 }
@@ -603,8 +605,8 @@ static void end_count(struct usage_json *s, unsigned st, long long *out)
 /* Scans number bytes from p, in grammar state s->sub; returns where it
  * stopped: at end (UJ_MORE), or at the first byte after the number
  * (UJ_DONE) in *res. */
-static const unsigned char *scan_number(struct usage_json *s, const unsigned char *p, const unsigned char *end,
-                                        int *res)
+static const unsigned char *scan_number(struct usage_json *s, const unsigned char *p,
+                                        const unsigned char *end, int *res)
 {
     unsigned st = s->sub;
     int count = s->member >= UJ_M_COUNT;
@@ -650,14 +652,14 @@ static const unsigned char *scan_number(struct usage_json *s, const unsigned cha
 
 /* Skips whitespace as cJSON's buffer_skip_whitespace() does, any byte up to
  * 0x20; when the piece runs out, remembers where the scan was and returns. */
-#define UJ_SKIP_SPACE(where)                                                                       \
-    do {                                                                                           \
-        while (p < end && *p <= 0x20)                                                              \
-            p++;                                                                                   \
-        if (p == end) {                                                                            \
-            s->state = (where);                                                                    \
-            return;                                                                                \
-        }                                                                                          \
+#define UJ_SKIP_SPACE(where)          \
+    do {                              \
+        while (p < end && *p <= 0x20) \
+            p++;                      \
+        if (p == end) {               \
+            s->state = (where);       \
+            return;                   \
+        }                             \
     } while (0)
 
 /*
@@ -826,7 +828,7 @@ number:
         return;
     }
     goto after;
-literal: {
+literal : {
     const char *lit = uj_literal[s->sub];
     while (lit[s->n] != '\0') {
         if (p == end) {
@@ -1011,7 +1013,7 @@ enum usage_inflate_rc usage_inflate_feed(struct usage_inflate *s, const char *da
         if (z->avail_out == 0)
             continue; /* the buffer is full: more output may be waiting */
         if (!z->avail_in && !len)
-            break;    /* all input used */
+            break; /* all input used */
         if (rc == Z_BUF_ERROR)
             return USAGE_INFLATE_CORRUPT; /* no progress with input and room left */
     }

@@ -53,22 +53,22 @@ int usage_from_message_json(const char *json, size_t len, struct usage *u);
 #define USAGE_JSON_MAX_DEPTH 1000
 
 struct usage_json {
-    long long count[4];  /* usage counts found: input, output, cache_read, cache_creation */
-    int32_t scale;       /* number: power of ten that scales the digits kept */
-    int32_t exp;         /* number: its exponent part, saturated */
-    uint16_t depth;      /* open containers; the root object is depth 1 */
-    uint16_t code;       /* string: the \uXXXX being read */
-    uint16_t high;       /* string: a high surrogate waiting for its low half */
-    uint8_t state;       /* enum uj_state in usage.c */
-    uint8_t sub;         /* number, literal or string-decoder state */
-    uint8_t n;           /* bytes of the current escape, literal position or digits kept */
-    uint8_t flags;       /* UJ_* bits in usage.c */
-    uint8_t member;      /* which interesting member the coming value belongs to */
-    uint8_t seen;        /* interesting names already met: later ones are ignored */
-    uint8_t sink;        /* where the current string's decoded bytes go */
-    uint8_t key_len;     /* bytes of the member name kept, 28 meaning too long */
-    uint8_t model_len;   /* bytes of the model seen, saturating at 96 */
-    char model[95];      /* the first bytes of the model string, decoded */
+    long long count[4]; /* usage counts found: input, output, cache_read, cache_creation */
+    int32_t scale;      /* number: power of ten that scales the digits kept */
+    int32_t exp;        /* number: its exponent part, saturated */
+    uint16_t depth;     /* open containers; the root object is depth 1 */
+    uint16_t code;      /* string: the \uXXXX being read */
+    uint16_t high;      /* string: a high surrogate waiting for its low half */
+    uint8_t state;      /* enum uj_state in usage.c */
+    uint8_t sub;        /* number, literal or string-decoder state */
+    uint8_t n;          /* bytes of the current escape, literal position or digits kept */
+    uint8_t flags;      /* UJ_* bits in usage.c */
+    uint8_t member;     /* which interesting member the coming value belongs to */
+    uint8_t seen;       /* interesting names already met: later ones are ignored */
+    uint8_t sink;       /* where the current string's decoded bytes go */
+    uint8_t key_len;    /* bytes of the member name kept, 28 meaning too long */
+    uint8_t model_len;  /* bytes of the model seen, saturating at 96 */
+    char model[95];     /* the first bytes of the model string, decoded */
     union {
         char key[27];    /* the member name being read, decoded */
         char digits[64]; /* the significant digits of a count being read */
@@ -126,8 +126,8 @@ enum usage_inflate_rc {
 };
 
 struct usage_inflate {
-    void *z;          /* owns: the z_stream; NULL when not inflating */
-    size_t out;       /* bytes inflated so far */
+    void *z;    /* owns: the z_stream; NULL when not inflating */
+    size_t out; /* bytes inflated so far */
     size_t cap;
 };
 

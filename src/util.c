@@ -190,8 +190,8 @@ int host_is_loopback(const char *host)
     if (inet_pton(AF_INET, host, a) == 1)
         return a[0] == 127;
     if (inet_pton(AF_INET6, host, a) == 1) {
-        static const unsigned char one[16] = { [15] = 1 };
-        static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+        static const unsigned char one[16] = {[15] = 1};
+        static const unsigned char v4mapped[12] = {[10] = 0xff, [11] = 0xff};
         return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
     }
     return 0;
@@ -277,8 +277,10 @@ bool env_proxy_set(unsigned which)
         const char *name;
         unsigned for_;
     } vars[] = {
-        {"http_proxy", ENV_PROXY_HTTP},   {"HTTP_PROXY", ENV_PROXY_HTTP},
-        {"https_proxy", ENV_PROXY_HTTPS}, {"HTTPS_PROXY", ENV_PROXY_HTTPS},
+        {"http_proxy", ENV_PROXY_HTTP},
+        {"HTTP_PROXY", ENV_PROXY_HTTP},
+        {"https_proxy", ENV_PROXY_HTTPS},
+        {"HTTPS_PROXY", ENV_PROXY_HTTPS},
         {"all_proxy", ENV_PROXY_HTTP | ENV_PROXY_HTTPS},
         {"ALL_PROXY", ENV_PROXY_HTTP | ENV_PROXY_HTTPS},
     };

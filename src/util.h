@@ -30,7 +30,7 @@ uint64_t now_wall_ms(void);
  * on the wire (413, 431, 502).
  */
 struct buf {
-    char *data;   /* owns; NUL-terminated after every append */
+    char *data; /* owns; NUL-terminated after every append */
     size_t len;
     size_t size;
     size_t cap;

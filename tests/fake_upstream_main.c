@@ -80,7 +80,8 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "%s", a + 2);
             /* --hang alone means --hang true. */
             if (strcmp(name, "hang") == 0 &&
-                (i + 1 >= argc || fakeup_opts_set(&(struct fakeup_opts){0}, "hang", argv[i + 1]) < 0)) {
+                (i + 1 >= argc ||
+                 fakeup_opts_set(&(struct fakeup_opts){0}, "hang", argv[i + 1]) < 0)) {
                 o.hang = true;
                 continue;
             }

@@ -26,7 +26,7 @@ struct demo {
     struct fakeup *ups[DEMO_N]; /* owns */
     uv_timer_t timer;
     unsigned step;
-    int overloaded;             /* index answering 529, or -1 */
+    int overloaded; /* index answering 529, or -1 */
     int pending_close;
 };
 
@@ -80,11 +80,12 @@ struct demo *demo_start(uv_loop_t *loop, struct config **cfg)
     d->overloaded = -1;
     struct buf toml;
     buf_init(&toml, SIZE_MAX);
-    buf_appendf(&toml, "[server]\nport = 8080\nswitch_threshold_ms = 50\n"
-                       "graceful_switch_timeout_ms = 10000\n\n"
-                       "[health_check]\ninterval_seconds = 10\ntimeout_seconds = 5\n"
-                       "method = \"messages\"\n\n[ui]\nlanguage = \"%s\"\n\n"
-                       "[[groups]]\nname = \"demo\"\ndefault = true\nendpoints = [\n",
+    buf_appendf(&toml,
+                "[server]\nport = 8080\nswitch_threshold_ms = 50\n"
+                "graceful_switch_timeout_ms = 10000\n\n"
+                "[health_check]\ninterval_seconds = 10\ntimeout_seconds = 5\n"
+                "method = \"messages\"\n\n[ui]\nlanguage = \"%s\"\n\n"
+                "[[groups]]\nname = \"demo\"\ndefault = true\nendpoints = [\n",
                 demo_language());
     for (int i = 0; i < DEMO_N; i++) {
         struct fakeup_opts o;

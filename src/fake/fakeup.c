@@ -107,12 +107,12 @@ enum route {
     ROUTE_CONFIG_GET = 6,
     ROUTE_CONFIG_SET = 7,
     ROUTE_RESET = 8,
-    ROUTE_FAKE_404 = 9,  /* anything else under /_fake/ */
+    ROUTE_FAKE_404 = 9, /* anything else under /_fake/ */
 };
 
 enum reply {
     REPLY_ERROR = 0,
-    REPLY_JSON = 1,   /* non-stream message */
+    REPLY_JSON = 1, /* non-stream message */
     REPLY_STREAM = 2,
     REPLY_COUNT = 3,
     REPLY_ROOT = 4,
@@ -133,7 +133,7 @@ struct wreq {
     struct wreq *next;   /* free list link */
     size_t head_len;
     char head[WREQ_HEAD];
-    char *heap;        /* owns; NULL while the body fits inl */
+    char *heap; /* owns; NULL while the body fits inl */
     size_t len, cap;
     char inl[WREQ_INLINE];
 };
@@ -142,13 +142,13 @@ struct fake_conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* latency and gap delays */
     uv_shutdown_t shutdown;
-    struct reqparse rp;       /* owns; the request being read */
-    struct fakeup *f;         /* borrows */
+    struct reqparse rp;            /* owns; the request being read */
+    struct fakeup *f;              /* borrows */
     struct fake_conn *prev, *next; /* f->conns */
     enum fake_conn_state state;
     int open_handles;
     bool reading, eof, in_parse;
-    int inflight; /* uv_write requests not yet called back */
+    int inflight;       /* uv_write requests not yet called back */
     struct buf pending; /* owns; input that arrived while busy */
     size_t pending_off; /* pending bytes before this are parsed */
 
@@ -160,10 +160,10 @@ struct fake_conn {
     bool keep_alive, http10, is_head, bad_knob, authed;
     uint64_t body_bytes;
     uint32_t crc;
-    bool body_ok;   /* the body is one JSON object (as cJSON reads it) */
-    bool stream;    /* its top-level "stream" is true */
-    bool model_ok;  /* its top-level "model" is a string: model holds it */
-    char model[MODEL_MAX];  /* JSON string content (escaped), cut at MODEL_MAX - 1 */
+    bool body_ok;          /* the body is one JSON object (as cJSON reads it) */
+    bool stream;           /* its top-level "stream" is true */
+    bool model_ok;         /* its top-level "model" is a string: model holds it */
+    char model[MODEL_MAX]; /* JSON string content (escaped), cut at MODEL_MAX - 1 */
     size_t model_len;
     char model_raw[MODEL_MAX]; /* the same decoded, for the models knob */
     size_t model_raw_len;
@@ -186,13 +186,13 @@ struct fakeup {
     struct fakeup_stats st;
     int port;
     uint64_t next_id;
-    struct fake_conn *conns;  /* owns every connection not yet freed */
-    struct wreq *free_wreqs;  /* owns */
+    struct fake_conn *conns; /* owns every connection not yet freed */
+    struct wreq *free_wreqs; /* owns */
     size_t n_free;
-    int open_handles;         /* listener + connections not yet freed */
+    int open_handles; /* listener + connections not yet freed */
     bool closing;
     void (*done)(void *);
-    void *done_ud;            /* borrows */
+    void *done_ud; /* borrows */
     /* The last request outside /_fake/. */
     bool have_last;
     char last_method[24];
@@ -572,7 +572,8 @@ static void put_head(struct fake_conn *c, struct wreq *w, int status, const char
 static void send_error(struct fake_conn *c, int status, const char *type, const char *msg)
 {
     struct wreq *w = wreq_get(c);
-    wreq_printf(w, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type, msg);
+    wreq_printf(w, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type,
+                msg);
     put_head(c, w, status, "application/json", (long long)w->len);
     c->f->st.errors++;
     wreq_send(c, w);
@@ -888,12 +889,8 @@ static void respond(struct fake_conn *c)
     struct fakeup *f = c->f;
     c->state = FAKE_CONN_READING;
     switch (c->reply) {
-    case REPLY_ERROR:
-        send_error(c, c->status, c->err_type, c->err_msg);
-        break;
-    case REPLY_JSON:
-        send_message(c);
-        break;
+    case REPLY_ERROR: send_error(c, c->status, c->err_type, c->err_msg); break;
+    case REPLY_JSON: send_message(c); break;
     case REPLY_COUNT: {
         struct wreq *w = wreq_get(c);
         wreq_printf(w, "{\"input_tokens\":%llu}", input_tokens(c));
@@ -910,16 +907,12 @@ static void respond(struct fake_conn *c)
         wreq_send(c, w);
         break;
     }
-    case REPLY_MODELS:
-        send_json_doc(c, 200, models_json(c));
-        break;
+    case REPLY_MODELS: send_json_doc(c, 200, models_json(c)); break;
     case REPLY_CUT:
         request_finished(c);
         fake_conn_end(c);
         return;
-    case REPLY_STREAM:
-        stream_begin(c);
-        return;
+    case REPLY_STREAM: stream_begin(c); return;
     }
     response_done(c);
 }
@@ -1074,7 +1067,8 @@ static cJSON *stats_json(struct fakeup *f)
     cJSON_AddNumberToObject(j, "connections_open", (double)s->connections_open);
     cJSON_AddNumberToObject(j, "bytes_in", (double)s->bytes_in);
     cJSON_AddStringToObject(j, "last_method", f->have_last ? f->last_method : "");
-    cJSON_AddStringToObject(j, "last_path", f->have_last && f->last_url.data ? f->last_url.data : "");
+    cJSON_AddStringToObject(j, "last_path",
+                            f->have_last && f->last_url.data ? f->last_url.data : "");
     cJSON *hs = cJSON_AddArrayToObject(j, "last_headers");
     if (f->have_last && f->last_hdrs.data) {
         const char *p = f->last_hdrs.data, *end = p + f->last_hdrs.len;
@@ -1171,22 +1165,14 @@ static void fake_config(struct fake_conn *c, const struct buf *body)
 static void fake_route(struct fake_conn *c, const struct http_req *r)
 {
     switch (c->route) {
-    case ROUTE_STATS:
-        send_json_doc(c, 200, stats_json(c->f));
-        break;
-    case ROUTE_CONFIG_GET:
-        send_json_doc(c, 200, knobs_json(&c->f->opts));
-        break;
-    case ROUTE_CONFIG_SET:
-        fake_config(c, &r->body);
-        break;
+    case ROUTE_STATS: send_json_doc(c, 200, stats_json(c->f)); break;
+    case ROUTE_CONFIG_GET: send_json_doc(c, 200, knobs_json(&c->f->opts)); break;
+    case ROUTE_CONFIG_SET: fake_config(c, &r->body); break;
     case ROUTE_RESET:
         reset_stats(c->f);
         send_json_doc(c, 200, stats_json(c->f));
         break;
-    default:
-        fake_error(c, 404, "no such /_fake/ path");
-        break;
+    default: fake_error(c, 404, "no such /_fake/ path"); break;
     }
     response_done(c);
 }

@@ -16,8 +16,8 @@
 
 #include <uv.h>
 
-#define FAKEUP_TOKEN_MAX 256 /* token knob, including the NUL */
-#define FAKEUP_NAME_MAX 64   /* name and bind, including the NUL */
+#define FAKEUP_TOKEN_MAX 256  /* token knob, including the NUL */
+#define FAKEUP_NAME_MAX 64    /* name and bind, including the NUL */
 #define FAKEUP_MODELS_MAX 256 /* models knob, including the NUL */
 
 struct fakeup;
@@ -28,15 +28,15 @@ struct fakeup;
  * matter to fakeup_new() (name may also be changed at run time).
  */
 struct fakeup_opts {
-    int latency_ms;  /* delay before the response headers */
-    int status;      /* status answered on /v1/messages */
-    int retry_after; /* -1: no retry-after header */
-    int events;      /* content_block_delta events / words */
-    int gap_ms;      /* delay before each delta event */
-    int close_after; /* -1: never; else cut the connection after N deltas */
-    int error_after; /* -1: never; else event: error after N deltas */
-    int body_bytes;  /* pad non-stream reply text to at least this */
-    bool hang;       /* accept requests, never answer */
+    int latency_ms;               /* delay before the response headers */
+    int status;                   /* status answered on /v1/messages */
+    int retry_after;              /* -1: no retry-after header */
+    int events;                   /* content_block_delta events / words */
+    int gap_ms;                   /* delay before each delta event */
+    int close_after;              /* -1: never; else cut the connection after N deltas */
+    int error_after;              /* -1: never; else event: error after N deltas */
+    int body_bytes;               /* pad non-stream reply text to at least this */
+    bool hang;                    /* accept requests, never answer */
     char token[FAKEUP_TOKEN_MAX]; /* "" = no authentication */
     /* Models served: "" any (the default, which older tests rely on);
      * "real" the current Anthropic models (claude-haiku-4-5,
@@ -45,15 +45,15 @@ struct fakeup_opts {
      * other model, a retired one included, gets the real API's 404
      * not_found_error "model: NAME"; GET /v1/models lists the names. */
     char models[FAKEUP_MODELS_MAX];
-    char name[FAKEUP_NAME_MAX];   /* x-fake-name, default "fake" */
-    char bind[FAKEUP_NAME_MAX];   /* default "127.0.0.1" */
-    int port;                     /* 0 = pick a free port */
+    char name[FAKEUP_NAME_MAX]; /* x-fake-name, default "fake" */
+    char bind[FAKEUP_NAME_MAX]; /* default "127.0.0.1" */
+    int port;                   /* 0 = pick a free port */
 };
 
 /* Counters, as served by GET /_fake/stats (the last_* fields are not here). */
 struct fakeup_stats {
-    uint64_t requests;          /* every request outside /_fake/ */
-    uint64_t messages;          /* POST /v1/messages */
+    uint64_t requests; /* every request outside /_fake/ */
+    uint64_t messages; /* POST /v1/messages */
     uint64_t streams_started;
     uint64_t streams_completed; /* message_stop and the last chunk sent */
     uint64_t streams_aborted;   /* client went away before the end */
@@ -64,7 +64,7 @@ struct fakeup_stats {
     uint64_t active;            /* requests read and not yet fully answered */
     uint64_t connections;       /* accepted since start / reset */
     uint64_t connections_open;
-    uint64_t bytes_in;          /* request body bytes */
+    uint64_t bytes_in; /* request body bytes */
 };
 
 /* Fills o with the documented defaults (port 0, bind 127.0.0.1, name "fake"). */

@@ -86,10 +86,10 @@ static void check(int ok, const char *what)
 
 struct sconn {
     uv_tcp_t tcp;
-    struct sconn *next;  /* borrows: the server's list */
-    char in[4096];       /* the request being read */
+    struct sconn *next; /* borrows: the server's list */
+    char in[4096];      /* the request being read */
     size_t in_len;
-    size_t discard;      /* request body bytes still to skip */
+    size_t discard; /* request body bytes still to skip */
     bool closing;
 };
 
@@ -100,31 +100,31 @@ struct swr {
 
 static struct {
     uv_tcp_t lis;
-    struct sconn *conns;  /* owns */
+    struct sconn *conns; /* owns */
     size_t n_conns;
-    bool active;          /* an input runs: requests get its response */
-    struct sconn *cur;    /* borrows: the connection answering this input */
-    const char *resp;     /* borrows the input */
+    bool active;                /* an input runs: requests get its response */
+    struct sconn *cur;          /* borrows: the connection answering this input */
+    const char *resp;           /* borrows the input */
     size_t cut[MAX_PIECES + 1]; /* piece i is resp[cut[i]..cut[i+1]) */
     size_t n_pieces;
     size_t next_piece;
     size_t pending_writes;
-    bool prewritten;      /* cur got the response before the request */
-    size_t written;       /* bytes ever written (or tried) */
-    size_t carry;         /* of them, written after the last exchange ended */
-    int n_reqs;           /* requests seen during this input */
+    bool prewritten; /* cur got the response before the request */
+    size_t written;  /* bytes ever written (or tried) */
+    size_t carry;    /* of them, written after the last exchange ended */
+    int n_reqs;      /* requests seen during this input */
 } srv;
 
 static uv_loop_t g_loop;
 static struct h1 *g_h1;
 static uv_timer_t g_resume;
 static char g_url[64];
-static unsigned long g_events;   /* callbacks and server reads, to see progress */
-static int g_in_api;             /* inside h1_start, h1_resume or h1_abort */
-static int g_in_start;           /* inside h1_start or h1_abort */
-static int g_in_cb;              /* inside head or body */
+static unsigned long g_events; /* callbacks and server reads, to see progress */
+static int g_in_api;           /* inside h1_start, h1_resume or h1_abort */
+static int g_in_start;         /* inside h1_start or h1_abort */
+static int g_in_cb;            /* inside head or body */
 static char g_big[BIG_BODY];
-static bool g_trace;              /* FUZZ_H1_TRACE set: one line per input on stderr */
+static bool g_trace;             /* FUZZ_H1_TRACE set: one line per input on stderr */
 static volatile unsigned g_sink; /* every byte handed over is read (ASan checks it) */
 
 static void srv_on_closed(uv_handle_t *h)
@@ -340,19 +340,19 @@ struct ctx {
     unsigned abort_at;
     /* what happened */
     unsigned n_head, n_body, n_done, n_events;
-    unsigned spans;        /* new spans seen */
+    unsigned spans; /* new spans seen */
     int status;
-    bool aborted;          /* h1_abort() was called */
-    bool stopped;          /* a callback asked to stop */
-    bool finished;         /* done ran or h1_abort() was called */
+    bool aborted;  /* h1_abort() was called */
+    bool stopped;  /* a callback asked to stop */
+    bool finished; /* done ran or h1_abort() was called */
     enum upstream_rc rc;
-    size_t body_bytes;     /* taken */
-    size_t written_base;   /* srv.written when the bytes this exchange may read began */
+    size_t body_bytes;   /* taken */
+    size_t written_base; /* srv.written when the bytes this exchange may read began */
     /* pausing */
     bool paused;           /* UPSTREAM_PAUSE returned, h1_resume() not yet called */
     bool expect_redeliver; /* the next body() must repeat pb */
     unsigned span_pauses;
-    char *pb;              /* owns: the bytes paused on */
+    char *pb; /* owns: the bytes paused on */
     size_t pb_len;
 };
 
@@ -468,18 +468,10 @@ static size_t cb_body(void *ud, const char *p, size_t n)
     }
     bool pause;
     switch (t->pause_mode) {
-    case 1:
-        pause = !redelivery;
-        break;
-    case 2:
-        pause = !redelivery && (t->spans & 1);
-        break;
-    case 3:
-        pause = t->span_pauses < 2;
-        break;
-    default:
-        pause = false;
-        break;
+    case 1: pause = !redelivery; break;
+    case 2: pause = !redelivery && (t->spans & 1); break;
+    case 3: pause = t->span_pauses < 2; break;
+    default: pause = false; break;
     }
     if (pause) {
         t->span_pauses++;
@@ -498,8 +490,7 @@ static size_t cb_body(void *ud, const char *p, size_t n)
     t->body_bytes += n;
     /* The bound counts what the server wrote after the last exchange had
      * ended: a kept connection may carry it into this one. */
-    check(t->body_bytes <= srv.written - t->written_base,
-          "more body bytes than the upstream sent");
+    check(t->body_bytes <= srv.written - t->written_base, "more body bytes than the upstream sent");
     return n;
 }
 
@@ -519,11 +510,13 @@ static void cb_done(void *ud, enum upstream_rc rc, const char *msg)
     t->n_done++;
     t->rc = rc;
     if (t->stopped)
-        check(rc == UPSTREAM_ERR_ABORTED, "a callback stopped the exchange: not UPSTREAM_ERR_ABORTED");
+        check(rc == UPSTREAM_ERR_ABORTED,
+              "a callback stopped the exchange: not UPSTREAM_ERR_ABORTED");
     if (rc == UPSTREAM_OK) {
         check(msg[0] == '\0', "UPSTREAM_OK with a message");
         check(t->n_head == 1, "UPSTREAM_OK without a head");
-        check(!t->paused && !t->expect_redeliver, "UPSTREAM_OK with a paused span never redelivered");
+        check(!t->paused && !t->expect_redeliver,
+              "UPSTREAM_OK with a paused span never redelivered");
         if (t->is_head || t->status == 204 || t->status == 304)
             check(t->n_body == 0, "a body for HEAD, 204 or 304");
     } else {
@@ -647,7 +640,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t->spurious_resume = c3 & 8;
     t->written_base = srv.written - srv.carry;
     srv.carry = 0;
-    t->rc = (enum upstream_rc)-1;
+    t->rc = (enum upstream_rc) - 1;
     bool reset = c0 & 4, keep = c0 & 8;
     bool no_drain = c3 & 1, prewrite = c3 & 2, stray = c3 & 4;
     bool timeout_mode = (c3 >> 5) == 7;
@@ -659,9 +652,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .timeout_ms = timeout_mode ? 1 : 0,
     };
     switch (c0 & 3) {
-    case 0:
-        req.method = "GET";
-        break;
+    case 0: req.method = "GET"; break;
     case 1:
         req.method = "POST";
         req.body = "{\"a\":1}";

@@ -70,12 +70,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(u.port >= 1 && u.port <= 65535, "port out of range");
         check(u.prefix_len == 0 || (u.prefix[0] == '/' && u.prefix[u.prefix_len - 1] != '/'),
               "prefix shape");
-        check(u.host >= url && u.prefix + u.prefix_len <= url + strlen(url), "views outside the url");
+        check(u.host >= url && u.prefix + u.prefix_len <= url + strlen(url),
+              "views outside the url");
     }
     char *joined = hdr_url_join(url, target);
-    check((joined != NULL) == (rc == 0 && target_ok), "join accepted what it should not, or refused what it should take");
+    check((joined != NULL) == (rc == 0 && target_ok),
+          "join accepted what it should not, or refused what it should take");
     if (joined) {
-        check(strlen(joined) == (size_t)(u.prefix - url) + u.prefix_len + strlen(target), "joined length");
+        check(strlen(joined) == (size_t)(u.prefix - url) + u.prefix_len + strlen(target),
+              "joined length");
         /* Without its query the joined URL is an endpoint URL of its own. */
         char *q = strchr(joined, '?');
         if (q)

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* What a run produced: a digest of every request, and how it ended. */
 struct outcome {
     struct buf log;
-    int final_status;  /* 0: still reading, else the error status */
+    int final_status; /* 0: still reading, else the error status */
 };
 
 static void check(int ok, const char *what)
@@ -50,15 +50,16 @@ static void inspect(const struct http_req *r, struct outcome *out)
 {
     check(r->target != NULL && r->target[0] == '/', "dispatched request has a target");
     check(hdr_target_valid(r->target, strlen(r->target)), "target valid");
-    buf_appendf(&out->log, "%s %s %d %d %zu|", r->method, r->target, r->keep_alive,
-                r->http_minor, r->body.len);
+    buf_appendf(&out->log, "%s %s %d %d %zu|", r->method, r->target, r->keep_alive, r->http_minor,
+                r->body.len);
     size_t n_host = 0, n_te = 0;
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
         n_host += strn_ieq(h->name, h->name_len, "host") != 0;
         if (strn_ieq(h->name, h->name_len, "transfer-encoding")) {
             n_te++;
-            check(strn_ieq(h->value, h->value_len, "chunked"), "Transfer-Encoding other than chunked");
+            check(strn_ieq(h->value, h->value_len, "chunked"),
+                  "Transfer-Encoding other than chunked");
         }
         check(h->name >= r->hbuf.data && h->name + h->name_len <= r->hbuf.data + r->hbuf.len,
               "name view inside the header buffer");
@@ -159,9 +160,10 @@ static int ending(int final_status)
 static void same(const struct runner *a, const struct runner *b, const char *what)
 {
     check(ending(a->out.final_status) == ending(b->out.final_status), what);
-    check(a->out.log.len == b->out.log.len &&
-              (a->out.log.len == 0 || memcmp(a->out.log.data, b->out.log.data, a->out.log.len) == 0),
-          what);
+    check(
+        a->out.log.len == b->out.log.len &&
+            (a->out.log.len == 0 || memcmp(a->out.log.data, b->out.log.data, a->out.log.len) == 0),
+        what);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

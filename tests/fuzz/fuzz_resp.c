@@ -59,7 +59,7 @@ static bool all_digits(const char *v, size_t len)
 
 /* What llhttp reads back from the head the client would get. */
 struct readback {
-    size_t n;   /* fields */
+    size_t n; /* fields */
     bool done;
 };
 
@@ -122,11 +122,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     long long want_len = -1;
     bool te_ok = true;
     for (size_t i = 0; i < n; i++) {
-        if (!hdr_name_valid(f[i].name, f[i].name_len) || !hdr_value_valid(f[i].value, f[i].value_len))
+        if (!hdr_name_valid(f[i].name, f[i].name_len) ||
+            !hdr_value_valid(f[i].value, f[i].value_len))
             want_ok = false;
         if (ieq(f[i].name, f[i].name_len, "content-length")) {
             n_cl++;
-            if (f[i].value_len < 1 || f[i].value_len > 18 || !all_digits(f[i].value, f[i].value_len))
+            if (f[i].value_len < 1 || f[i].value_len > 18 ||
+                !all_digits(f[i].value, f[i].value_len))
                 want_ok = false;
             else {
                 want_len = 0;

@@ -40,7 +40,8 @@ static int on_event(void *ud, const struct sse_event *ev)
     check(ev->data[ev->data_len] == '\0', "data not NUL-terminated");
     check(ev->data_len <= t->cap, "event over the cap");
     check(ev->name_len > 0, "empty event name");
-    check(ev->end_offset > t->last_end || (t->n == 0 && ev->end_offset > 0), "end offsets not increasing");
+    check(ev->end_offset > t->last_end || (t->n == 0 && ev->end_offset > 0),
+          "end offsets not increasing");
     t->last_end = ev->end_offset;
     buf_appendf(&t->b, "%zu:", ev->name_len);
     buf_append(&t->b, ev->name, ev->name_len);
@@ -63,7 +64,8 @@ static void trace_init(struct trace *t, size_t cap)
 
 static void same(const struct trace *a, const struct trace *b, const char *what)
 {
-    check(a->b.len == b->b.len && (a->b.len == 0 || memcmp(a->b.data, b->b.data, a->b.len) == 0), what);
+    check(a->b.len == b->b.len && (a->b.len == 0 || memcmp(a->b.data, b->b.data, a->b.len) == 0),
+          what);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

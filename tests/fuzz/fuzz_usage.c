@@ -23,18 +23,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Field by field: the cJSON version leaves stack garbage after the model's
  * terminator (it copies the whole temporary), so the bytes there differ. */
-static void same(int rc_ref, const struct usage *ref, int rc, const struct usage *u, const char *how)
+static void same(int rc_ref, const struct usage *ref, int rc, const struct usage *u,
+                 const char *how)
 {
     struct usage untouched;
     sentinel(&untouched);
-    if (rc == rc_ref && ref->input == u->input && ref->output == u->output && ref->cache_read == u->cache_read &&
-        ref->cache_creation == u->cache_creation && strcmp(ref->model, u->model) == 0 &&
-        (rc == 0 || memcmp(u, &untouched, sizeof *u) == 0))
+    if (rc == rc_ref && ref->input == u->input && ref->output == u->output &&
+        ref->cache_read == u->cache_read && ref->cache_creation == u->cache_creation &&
+        strcmp(ref->model, u->model) == 0 && (rc == 0 || memcmp(u, &untouched, sizeof *u) == 0))
         return;
-    fprintf(stderr, "fuzz_usage: %s: cJSON %d in=%lld out=%lld cr=%lld cc=%lld model=\"%s\"\n", how, rc_ref,
-            ref->input, ref->output, ref->cache_read, ref->cache_creation, ref->model);
-    fprintf(stderr, "fuzz_usage: %s: scan  %d in=%lld out=%lld cr=%lld cc=%lld model=\"%s\"\n", how, rc,
-            u->input, u->output, u->cache_read, u->cache_creation, u->model);
+    fprintf(stderr, "fuzz_usage: %s: cJSON %d in=%lld out=%lld cr=%lld cc=%lld model=\"%s\"\n", how,
+            rc_ref, ref->input, ref->output, ref->cache_read, ref->cache_creation, ref->model);
+    fprintf(stderr, "fuzz_usage: %s: scan  %d in=%lld out=%lld cr=%lld cc=%lld model=\"%s\"\n", how,
+            rc, u->input, u->output, u->cache_read, u->cache_creation, u->model);
     abort();
 }
 

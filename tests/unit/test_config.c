@@ -24,7 +24,8 @@
 #define REAL_TOKEN "sk-ant-api03-Zq7RkT2vW9mB4nH8sL1pX6cJ3dF0gY5u-QwErTy_uIoP"
 
 /* Minimal valid groups section, appended to tests that are about something else. */
-#define GROUP_OK "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"https://e.example\", name = \"e\" }]\n"
+#define GROUP_OK \
+    "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"https://e.example\", name = \"e\" }]\n"
 
 /* Loads text that must be valid. */
 static struct config *load_ok(const char *text)
@@ -86,8 +87,9 @@ static void test_check_model_keys(void **state)
     assert_string_equal(config_check_model_for(cfg, b, &b->endpoints[0]), "claude-sonnet-4-6");
     config_free(cfg);
 
-    char *e = load_err("[[groups]]\nname = \"g\"\ncheck_model = \"\"\n"
-                       "endpoints = [{ url = \"https://e.example\", name = \"e\", check_model = 3 }]\n");
+    char *e =
+        load_err("[[groups]]\nname = \"g\"\ncheck_model = \"\"\n"
+                 "endpoints = [{ url = \"https://e.example\", name = \"e\", check_model = 3 }]\n");
     assert_has(e, "cfg.toml:3: groups[0].check_model: is empty");
     assert_has(e, "groups[0].endpoints[0].check_model: ");
     free(e);
@@ -152,51 +154,50 @@ static void test_defaults_minimal(void **state)
 static void test_every_key_set(void **state)
 {
     (void)state;
-    const char *text =
-        "[server]\n"
-        "port = 0\n"
-        "bind = \"::1\"\n"
-        "switch_threshold_ms = 0\n"
-        "graceful_switch_timeout_ms = 1000\n"
-        "max_body_mb = 2\n"
-        "connect_timeout_ms = 11\n"
-        "header_timeout_ms = 12\n"
-        "idle_timeout_ms = 13\n"
-        "client_header_timeout_ms = 14\n"
-        "keepalive_timeout_ms = 15\n"
-        "max_connections = 16\n"
-        "shutdown_grace_ms = 0\n"
-        "access_key_env = \"ZT_MAIN\"\n"
-        "admin_key_env = \"ZT_RELAY\"\n"
-        "log_level = \"DEBUG\"\n"
-        "log_file = \"/tmp/z.log\"\n"
-        "sticky_sessions = false\n"
-        "session_ttl_s = 60\n"
-        "[[groups]]\n"
-        "name = \"main\"\n"
-        "auth_token_env = \"ZT_MAIN\"\n"
-        "auth_header = \"bearer\"\n"
-        "endpoints = [{ url = \"http://127.0.0.1:9000///\", name = \"local\" }]\n"
-        "[[groups]]\n"
-        "name = \"relay\"\n"
-        "default = true\n"
-        "auth_token_env = \"ZT_RELAY\"\n"
-        "endpoints = [{ url = \"https://relay.example/api/\", name = \"r\" }]\n"
-        "[health_check]\n"
-        "interval_seconds = 60\n"
-        "min_interval_seconds = 20\n"
-        "max_interval_seconds = 600\n"
-        "timeout_seconds = 10\n"
-        "dynamic_scaling = true\n"
-        "claude_binary_path = \"/opt/claude\"\n"
-        "method = \"cli\"\n"
-        "model = \"m\"\n"
-        "prompt = \"p\"\n"
-        "cli_args = [\"--verbose\", \"-x\"]\n"
-        "max_concurrent = 2\n"
-        "failed_interval_seconds = 5\n"
-        "[ui]\n"
-        "language = \"zh\"\n";
+    const char *text = "[server]\n"
+                       "port = 0\n"
+                       "bind = \"::1\"\n"
+                       "switch_threshold_ms = 0\n"
+                       "graceful_switch_timeout_ms = 1000\n"
+                       "max_body_mb = 2\n"
+                       "connect_timeout_ms = 11\n"
+                       "header_timeout_ms = 12\n"
+                       "idle_timeout_ms = 13\n"
+                       "client_header_timeout_ms = 14\n"
+                       "keepalive_timeout_ms = 15\n"
+                       "max_connections = 16\n"
+                       "shutdown_grace_ms = 0\n"
+                       "access_key_env = \"ZT_MAIN\"\n"
+                       "admin_key_env = \"ZT_RELAY\"\n"
+                       "log_level = \"DEBUG\"\n"
+                       "log_file = \"/tmp/z.log\"\n"
+                       "sticky_sessions = false\n"
+                       "session_ttl_s = 60\n"
+                       "[[groups]]\n"
+                       "name = \"main\"\n"
+                       "auth_token_env = \"ZT_MAIN\"\n"
+                       "auth_header = \"bearer\"\n"
+                       "endpoints = [{ url = \"http://127.0.0.1:9000///\", name = \"local\" }]\n"
+                       "[[groups]]\n"
+                       "name = \"relay\"\n"
+                       "default = true\n"
+                       "auth_token_env = \"ZT_RELAY\"\n"
+                       "endpoints = [{ url = \"https://relay.example/api/\", name = \"r\" }]\n"
+                       "[health_check]\n"
+                       "interval_seconds = 60\n"
+                       "min_interval_seconds = 20\n"
+                       "max_interval_seconds = 600\n"
+                       "timeout_seconds = 10\n"
+                       "dynamic_scaling = true\n"
+                       "claude_binary_path = \"/opt/claude\"\n"
+                       "method = \"cli\"\n"
+                       "model = \"m\"\n"
+                       "prompt = \"p\"\n"
+                       "cli_args = [\"--verbose\", \"-x\"]\n"
+                       "max_concurrent = 2\n"
+                       "failed_interval_seconds = 5\n"
+                       "[ui]\n"
+                       "language = \"zh\"\n";
     struct config *cfg = load_ok(text);
     assert_int_equal(cfg->port, 0);
     assert_string_equal(cfg->bind, "::1");
@@ -257,8 +258,8 @@ static void test_syntax_error(void **state)
     free(e);
 
     /* Table headers that trip toml++ 3.3's own assertions (upstream #294, #301). */
-    static const char *const headers[] = { "[&\n", "[[=\n", "[[[1]]]\n", "[[[a]]\n",
-                                           "[[ = [{ url = \"https://a\", name = \"a\" }]\n" };
+    static const char *const headers[] = {"[&\n", "[[=\n", "[[[1]]]\n", "[[[a]]\n",
+                                          "[[ = [{ url = \"https://a\", name = \"a\" }]\n"};
     for (size_t k = 0; k < sizeof headers / sizeof headers[0]; k++) {
         char text[256];
         snprintf(text, sizeof text, GROUP_OK "%s", headers[k]);
@@ -277,8 +278,9 @@ static void test_syntax_error(void **state)
     assert_has(e, "cfg.toml:4:");
     free(e);
     /* Non-ASCII text where TOML allows it is fine. */
-    struct config *cfg = load_ok("# caf\xc3\xa9 \xcd\xa5\n[[groups]]\nname = \"caf\xc3\xa9\"\n"
-                                 "endpoints = [{ url = \"https://e.example\", name = \"\xcd\xa5\" }]\n");
+    struct config *cfg =
+        load_ok("# caf\xc3\xa9 \xcd\xa5\n[[groups]]\nname = \"caf\xc3\xa9\"\n"
+                "endpoints = [{ url = \"https://e.example\", name = \"\xcd\xa5\" }]\n");
     assert_string_equal(cfg->groups[0].name, "caf\xc3\xa9");
     config_free(cfg);
 
@@ -384,7 +386,7 @@ static void test_legacy_auth_token(void **state)
 {
     (void)state;
     char *e = load_err(GROUP_OK "[health_check]\ninterval_seconds = 120\n"
-                       "auth_token = \"" REAL_TOKEN "\"\n");
+                                "auth_token = \"" REAL_TOKEN "\"\n");
     assert_has(e, "cfg.toml:6: health_check.auth_token: tokens are not read from the config "
                   "file; put the token in the environment or in .env");
     assert_has(e, "auth_token_env");
@@ -534,8 +536,8 @@ static void test_token_missing(void **state)
 {
     (void)state;
     char *e = load_err(GROUP_OK "auth_token_env = \"ZT_UNSET\"\n"
-                       "[[groups]]\nname = \"h\"\nauth_token_env = \"ZT_EMPTY\"\n"
-                       "endpoints = [{ url = \"https://h.example\", name = \"h\" }]\n");
+                                "[[groups]]\nname = \"h\"\nauth_token_env = \"ZT_EMPTY\"\n"
+                                "endpoints = [{ url = \"https://h.example\", name = \"h\" }]\n");
     assert_has(e, "cfg.toml:4: groups[0].auth_token_env: environment variable ZT_UNSET is not set "
                   "or is empty; set it to the token in the environment or in .env beside the "
                   "config file");
@@ -615,13 +617,8 @@ static void test_control_characters_in_secrets(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "tok-Q9zr\r\nx-evil: 1",
-        "tok-Q9zr\nx-evil: 1",
-        "tok-Q9zr\rx-evil",
-        "tok-Q9zr\tmore",
-        "tok-Q9zr\x01",
-        "tok-Q9zr\x7f",
-        "\r\nx-evil: 1",
+        "tok-Q9zr\r\nx-evil: 1", "tok-Q9zr\nx-evil: 1", "tok-Q9zr\rx-evil", "tok-Q9zr\tmore",
+        "tok-Q9zr\x01",          "tok-Q9zr\x7f",        "\r\nx-evil: 1",
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         setenv("ZT_CTL", bad[k], 1);
@@ -633,7 +630,8 @@ static void test_control_characters_in_secrets(void **state)
         assert_int_equal(count_lines(e), 1);
         free(e);
 
-        e = load_err("[server]\naccess_key_env = \"ZT_CTL\"\nadmin_key_env = \"ZT_CTL\"\n" GROUP_OK);
+        e = load_err(
+            "[server]\naccess_key_env = \"ZT_CTL\"\nadmin_key_env = \"ZT_CTL\"\n" GROUP_OK);
         assert_has(e, "cfg.toml:2: server.access_key_env: environment variable ZT_CTL holds a "
                       "control character");
         assert_has(e, "cfg.toml:3: server.admin_key_env: environment variable ZT_CTL holds a "
@@ -694,8 +692,8 @@ static void test_bind_and_keys(void **state)
     assert_has(e, "cfg.toml:2: server.bind: \"not a host\" is not an IP address or host name");
     free(e);
 
-    static const char *const loopback[] = { "127.0.0.1", "127.1.2.3", "::1", "localhost",
-                                            "LOCALHOST", "::ffff:127.0.0.1" };
+    static const char *const loopback[] = {"127.0.0.1", "127.1.2.3", "::1",
+                                           "localhost", "LOCALHOST", "::ffff:127.0.0.1"};
     for (size_t k = 0; k < sizeof loopback / sizeof loopback[0]; k++) {
         char text[512];
         snprintf(text, sizeof text, "[server]\nbind = \"%s\"\n" GROUP_OK, loopback[k]);
@@ -740,7 +738,8 @@ static void test_cluster(void **state)
     assert_null(cfg->cluster_password);
     config_free(cfg);
 
-    cfg = load_ok(GROUP_OK "[cluster]\nredis_url = \"redis://[::1]:7000/3\"\n"
+    cfg = load_ok(GROUP_OK
+                  "[cluster]\nredis_url = \"redis://[::1]:7000/3\"\n"
                   "redis_password_env = \"ZT_RELAY\"\nkey_prefix = \"zz:\"\nfleet = \"team\"\n"
                   "lease_ms = 1500\n");
     assert_string_equal(cfg->cluster_host, "::1");
@@ -760,11 +759,12 @@ static void test_cluster(void **state)
     assert_has(e, "cluster.redis_url: rediss:// (TLS) is not supported");
     free(e);
     e = load_err(GROUP_OK "[cluster]\nredis_url = \"http://h\"\nlease_ms = 10\n"
-                 "fleet = \"a b\"\nredis_password_env = \"ZT_UNSET\"\nport = 1\n");
+                          "fleet = \"a b\"\nredis_password_env = \"ZT_UNSET\"\nport = 1\n");
     assert_has(e, "cfg.toml:5: cluster.redis_url: must start with redis://");
     assert_has(e, "cfg.toml:6: cluster.lease_ms: 10 is out of range");
     assert_has(e, "cfg.toml:7: cluster.fleet: must be at most 64 characters");
-    assert_has(e, "cfg.toml:8: cluster.redis_password_env: environment variable ZT_UNSET is not set");
+    assert_has(e,
+               "cfg.toml:8: cluster.redis_password_env: environment variable ZT_UNSET is not set");
     assert_has(e, "cfg.toml:9: cluster.port: unknown key");
     free(e);
     e = load_err(GROUP_OK "[cluster]\nredis_url = \"redis://h:99999\"\n");
@@ -776,7 +776,7 @@ static void test_health_cross_checks(void **state)
 {
     (void)state;
     char *e = load_err(GROUP_OK "[health_check]\ninterval_seconds = 10\ntimeout_seconds = 10\n"
-                       "min_interval_seconds = 100\nmax_interval_seconds = 50\n");
+                                "min_interval_seconds = 100\nmax_interval_seconds = 50\n");
     assert_has(e, "cfg.toml:6: health_check.timeout_seconds: 10 is not below interval_seconds "
                   "(10); a check must end before the next one starts");
     assert_has(e, "cfg.toml:7: health_check.min_interval_seconds: 100 is above "
@@ -786,7 +786,8 @@ static void test_health_cross_checks(void **state)
 
     /* Only interval written: the default timeout (15) is not below it. */
     e = load_err(GROUP_OK "[health_check]\ninterval_seconds = 15\n");
-    assert_has(e, "cfg.toml:5: health_check.timeout_seconds: 15 is not below interval_seconds (15)");
+    assert_has(e,
+               "cfg.toml:5: health_check.timeout_seconds: 15 is not below interval_seconds (15)");
     free(e);
 
     e = load_err(GROUP_OK "[health_check]\ndynamic_scaling = true\nmin_interval_seconds = 10\n");
@@ -803,24 +804,25 @@ static void test_health_cross_checks(void **state)
 static void test_all_errors_at_once(void **state)
 {
     (void)state;
-    char *e = load_err("[server]\n"                     /* 1 */
-                       "port = -1\n"                    /* 2 */
-                       "prot = 1\n"                     /* 3 */
-                       "[[groups]]\n"                   /* 4 */
-                       "name = \"g\"\n"                 /* 5 */
-                       "auth_token_env = \"ZT_UNSET\"\n" /* 6 */
+    char *e = load_err("[server]\n"                                          /* 1 */
+                       "port = -1\n"                                         /* 2 */
+                       "prot = 1\n"                                          /* 3 */
+                       "[[groups]]\n"                                        /* 4 */
+                       "name = \"g\"\n"                                      /* 5 */
+                       "auth_token_env = \"ZT_UNSET\"\n"                     /* 6 */
                        "endpoints = [{ url = \"ftp://x\", name = \"e\" }]\n" /* 7 */
-                       "[health_check]\n"               /* 8 */
-                       "timeout_seconds = 500\n"        /* 9 */
-                       "[ui]\n"                         /* 10 */
-                       "language = \"fr\"\n");          /* 11 */
+                       "[health_check]\n"                                    /* 8 */
+                       "timeout_seconds = 500\n"                             /* 9 */
+                       "[ui]\n"                                              /* 10 */
+                       "language = \"fr\"\n");                               /* 11 */
     assert_int_equal(count_lines(e), 6);
     /* In file order. */
-    const char *order[] = { "cfg.toml:2: server.port", "cfg.toml:3: server.prot",
-                            "cfg.toml:6: groups[0].auth_token_env",
-                            "cfg.toml:7: groups[0].endpoints[0].url",
-                            "cfg.toml:9: health_check.timeout_seconds",
-                            "cfg.toml:11: ui.language" };
+    const char *order[] = {"cfg.toml:2: server.port",
+                           "cfg.toml:3: server.prot",
+                           "cfg.toml:6: groups[0].auth_token_env",
+                           "cfg.toml:7: groups[0].endpoints[0].url",
+                           "cfg.toml:9: health_check.timeout_seconds",
+                           "cfg.toml:11: ui.language"};
     const char *at = e;
     for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
         const char *p = strstr(at, order[k]);
@@ -961,7 +963,8 @@ static void test_fallback_and_endpoint_tokens(void **state)
     assert_int_equal(a->fallback[0], 2);
     assert_int_equal(a->fallback[1], 1);
     assert_int_equal(cfg->groups[1].n_fallback, 1); /* a cycle is fine */
-    assert_string_equal(config_ep_token(a, &a->endpoints[0]), "cr_0f3a9b27c4d845e6a1b2c3d4e5f60718");
+    assert_string_equal(config_ep_token(a, &a->endpoints[0]),
+                        "cr_0f3a9b27c4d845e6a1b2c3d4e5f60718");
     assert_int_equal(config_ep_auth(a, &a->endpoints[0]), AUTH_BEARER);
     assert_string_equal(config_ep_token(a, &a->endpoints[1]), REAL_TOKEN);
     assert_int_equal(config_ep_auth(a, &a->endpoints[1]), AUTH_X_API_KEY);
@@ -971,11 +974,12 @@ static void test_fallback_and_endpoint_tokens(void **state)
     free(sum);
     config_free(cfg);
 
-    char *e = load_err("[[groups]]\nname = \"a\"\nfallback_groups = [\"a\", \"zz\", \"b\", \"b\", 3]\n"
-                       "endpoints = [{ url = \"https://a.example\", name = \"a1\", "
-                       "auth_token_env = \"ZT_UNSET\" }]\n"
-                       "[[groups]]\nname = \"b\"\nfallback_groups = \"a\"\n"
-                       "endpoints = [{ url = \"https://b.example\", name = \"b1\" }]\n");
+    char *e =
+        load_err("[[groups]]\nname = \"a\"\nfallback_groups = [\"a\", \"zz\", \"b\", \"b\", 3]\n"
+                 "endpoints = [{ url = \"https://a.example\", name = \"a1\", "
+                 "auth_token_env = \"ZT_UNSET\" }]\n"
+                 "[[groups]]\nname = \"b\"\nfallback_groups = \"a\"\n"
+                 "endpoints = [{ url = \"https://b.example\", name = \"b1\" }]\n");
     assert_has(e, "cfg.toml:3: groups[0].fallback_groups: \"a\" is this group itself");
     assert_has(e, "cfg.toml:3: groups[0].fallback_groups: no group is named \"zz\"");
     assert_has(e, "cfg.toml:3: groups[0].fallback_groups: \"b\" is listed twice");
@@ -1004,8 +1008,8 @@ static void test_stream_header_timeout(void **state)
     cfg = load_ok("[server]\nmax_attempts = 1\nretry_budget_ms = 1000\n" GROUP_OK);
     config_free(cfg);
 
-    char *e = load_err("[server]\nstream_header_timeout_ms = 30000\nretry_budget_ms = 30000\n"
-                       GROUP_OK);
+    char *e =
+        load_err("[server]\nstream_header_timeout_ms = 30000\nretry_budget_ms = 30000\n" GROUP_OK);
     assert_has(e, "cfg.toml:2: server.stream_header_timeout_ms: a stream may wait 30000 ms for "
                   "headers but all attempts may take only server.retry_budget_ms = 30000 ms");
     free(e);
@@ -1052,10 +1056,11 @@ static void test_endpoint_connection(void **state)
 {
     (void)state;
     setenv("ZT_HDR", "hdr-secret-91ab3c", 1);
-    struct config *cfg = load_ok("[[groups]]\nname = \"g\"\n"
-                                 "endpoints = [{ url = \"https://a.example\", name = \"a\", "
-                                 "headers = { \"X-A\" = \"plain\", \"X-B\" = \"${ZT_HDR}\" }, "
-                                 "proxy = \"socks5h://127.0.0.1:1080\", ca_file = \"/etc/passwd\" }]\n");
+    struct config *cfg =
+        load_ok("[[groups]]\nname = \"g\"\n"
+                "endpoints = [{ url = \"https://a.example\", name = \"a\", "
+                "headers = { \"X-A\" = \"plain\", \"X-B\" = \"${ZT_HDR}\" }, "
+                "proxy = \"socks5h://127.0.0.1:1080\", ca_file = \"/etc/passwd\" }]\n");
     const struct cfg_endpoint *e = &cfg->groups[0].endpoints[0];
     assert_int_equal(e->n_headers, 2);
     assert_string_equal(e->headers[0].name, "X-A");
@@ -1071,12 +1076,14 @@ static void test_endpoint_connection(void **state)
      * test_ca_file_checked_without_opening. */
 
     setenv("ZT_HDR_NL", "a\r\nX-Injected: 1", 1);
-    char *err = load_err("[[groups]]\nname = \"g\"\n"
-                         "endpoints = [{ url = \"http://a.example\", name = \"a\", "
-                         "headers = { \"Content-Length\" = \"1\", \"X-C\" = \"a\\nb\", "
-                         "\"X-D\" = \"${ZT_HDR_NL}\", \"X-E\" = \"${ZT_UNSET}\", \"X:F\" = \"v\" }, "
-                         "proxy = \"user:pw@host\", ca_file = \"/nonexistent.pem\" }]\n");
-    assert_has(err, "cfg.toml:3: groups[0].endpoints[0].headers: Content-Length cannot be set here");
+    char *err =
+        load_err("[[groups]]\nname = \"g\"\n"
+                 "endpoints = [{ url = \"http://a.example\", name = \"a\", "
+                 "headers = { \"Content-Length\" = \"1\", \"X-C\" = \"a\\nb\", "
+                 "\"X-D\" = \"${ZT_HDR_NL}\", \"X-E\" = \"${ZT_UNSET}\", \"X:F\" = \"v\" }, "
+                 "proxy = \"user:pw@host\", ca_file = \"/nonexistent.pem\" }]\n");
+    assert_has(err,
+               "cfg.toml:3: groups[0].endpoints[0].headers: Content-Length cannot be set here");
     assert_has(err, "headers: the value of X-C holds control characters");
     assert_has(err, "headers: environment variable ZT_HDR_NL holds a control character");
     assert_has(err, "headers: environment variable ZT_UNSET is not set");
@@ -1106,14 +1113,15 @@ static void test_ca_file_checked_without_opening(void **state)
     assert_non_null(f);
     fputs("-----BEGIN CERTIFICATE-----\n", f);
     fclose(f);
-    const char *paths[] = { "/nonexistent.pem", fifo, "/dev/null", pem };
-    const char *want[] = { "cannot read /nonexistent.pem: No such file or directory",
-                           "not a regular file", "not a regular file", NULL };
+    const char *paths[] = {"/nonexistent.pem", fifo, "/dev/null", pem};
+    const char *want[] = {"cannot read /nonexistent.pem: No such file or directory",
+                          "not a regular file", "not a regular file", NULL};
     for (size_t i = 0; i < 4; i++) {
         char text[512];
         snprintf(text, sizeof text,
                  "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"https://a.example\", "
-                 "name = \"a\", ca_file = \"%s\" }]\n", paths[i]);
+                 "name = \"a\", ca_file = \"%s\" }]\n",
+                 paths[i]);
         config_set_file_probe(config_file_check);
         char *err = NULL;
         struct config *cfg = NULL;

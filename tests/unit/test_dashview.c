@@ -176,8 +176,8 @@ static void test_frame_80x24(void **state)
     /* The keys, all of them, on the last row. */
     const char *keys = s.lines[23].text;
     assert_int_equal(s.lines[23].bg, DV_KEYS);
-    const char *want[] = {"q quit", "r check", "p pause", "m mode", "↑↓ move", "Enter pin",
-                          "g/Tab group", "? help"};
+    const char *want[] = {"q quit",  "r check",   "p pause",     "m mode",
+                          "↑↓ move", "Enter pin", "g/Tab group", "? help"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (!strstr(keys, want[i]))
             fail_msg("keys row lacks \"%s\": %s", want[i], keys);
@@ -382,11 +382,12 @@ static void test_hostile_strings(void **state)
     cJSON_ReplaceItemInObject(cJSON_GetArrayItem(eps, 1), "name",
                               cJSON_CreateString("b\xe2\x9a\xa1\xe2\x9c\x97"));
     cJSON *ev = cJSON_GetArrayItem(cJSON_GetObjectItem(st, "events"), 0);
-    cJSON_ReplaceItemInObject(ev, "message",
-                              cJSON_CreateString("bad \xff\xfe utf8 \xe6\xa8 \xf0\x9f\x98\x80 "
-                                                 "\xcc\x81 wide 模式模式模式模式模式模式模式模式模式"
-                                                 "模式模式模式模式模式模式模式模式模式模式模式模式"
-                                                 "模式模式模式模式模式模式模式模式模式模式"));
+    cJSON_ReplaceItemInObject(
+        ev, "message",
+        cJSON_CreateString("bad \xff\xfe utf8 \xe6\xa8 \xf0\x9f\x98\x80 "
+                           "\xcc\x81 wide 模式模式模式模式模式模式模式模式模式"
+                           "模式模式模式模式模式模式模式模式模式模式模式模式"
+                           "模式模式模式模式模式模式模式模式模式模式"));
     struct dv_view v;
     struct dv_screen s;
     dv_view_init(&v, DV_LANG_EN, true);
@@ -762,7 +763,7 @@ static void assert_whole_or_absent(const char *line, double n, bool must, int co
     char whole[32], cut[32];
     snprintf(whole, sizeof whole, " %.0f ", n);
     snprintf(cut, sizeof cut, " %.0f", n);
-    cut[strlen(cut) - 1] = '\0';    /* drop the last digit */
+    cut[strlen(cut) - 1] = '\0'; /* drop the last digit */
     if (must && !strstr(line, whole))
         fail_msg("%d cols: %s missing from \"%s\"", cols, whole, line);
     if (strstr(line, cut) && !strstr(line, whole))
@@ -927,8 +928,8 @@ static void test_chinese_everywhere(void **state)
         cJSON_AddItemToArray(evs, e);
     }
     cJSON_ReplaceItemInObject(st, "events", evs);
-    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(st, "endpoints"), 1),
-                              "status", cJSON_CreateString("check_error"));
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(st, "endpoints"), 1), "status",
+                              cJSON_CreateString("check_error"));
     cJSON_AddTrueToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(st, "groups"), 0), "panic");
     cJSON_ReplaceItemInObject(cJSON_GetObjectItem(st, "checks"), "running", cJSON_CreateTrue());
     struct dv_view v;

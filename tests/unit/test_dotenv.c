@@ -52,28 +52,27 @@ static void test_syntax(void **state)
     (void)state;
     struct seen s;
     char *errors = (char *)1;
-    const char *text =
-        "# a comment\n"
-        "\n"
-        "   \n"
-        "PLAIN=value\n"
-        "export EXPORTED=yes\n"
-        "  SPACED  =  padded value  \n"
-        "SINGLE='it''s'\n"
-        "SQ='a \\n # not a comment'\n"
-        "DQ=\"line1\\nline2\\t\\\"q\\\" \\\\ \\$HOME\"\n"
-        "INLINE=abc # comment\n"
-        "HASH=abc#def\n"
-        "HASHSTART=#x\n"
-        "ONLYCOMMENT= # nothing\n"
-        "EMPTY=\n"
-        "EMPTYQ=\"\"\n"
-        "CRLF=crlf\r\n"
-        "QC=\"quoted\" # trailing comment\n"
-        "exportX=1\n"
-        "export=2\n"
-        "_under_9=3\n"
-        "LAST=end";
+    const char *text = "# a comment\n"
+                       "\n"
+                       "   \n"
+                       "PLAIN=value\n"
+                       "export EXPORTED=yes\n"
+                       "  SPACED  =  padded value  \n"
+                       "SINGLE='it''s'\n"
+                       "SQ='a \\n # not a comment'\n"
+                       "DQ=\"line1\\nline2\\t\\\"q\\\" \\\\ \\$HOME\"\n"
+                       "INLINE=abc # comment\n"
+                       "HASH=abc#def\n"
+                       "HASHSTART=#x\n"
+                       "ONLYCOMMENT= # nothing\n"
+                       "EMPTY=\n"
+                       "EMPTYQ=\"\"\n"
+                       "CRLF=crlf\r\n"
+                       "QC=\"quoted\" # trailing comment\n"
+                       "exportX=1\n"
+                       "export=2\n"
+                       "_under_9=3\n"
+                       "LAST=end";
     assert_int_equal(parse(text, &s, &errors), -1);
     /* SINGLE='it''s' has text after the closing quote. */
     assert_has(errors, "t.env:7: SINGLE: unexpected text after the closing quote");

@@ -40,18 +40,42 @@ static void test_host_on_loopback(void **state)
     (void)state;
     struct config c = make_cfg("127.0.0.1");
     static const char *const good[] = {
-        "localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:8080", "[::1]", "[::1]:8080",
-        "[0:0:0:0:0:0:0:1]:1", "zephyr.lan", "Zephyr.LAN:443", "192.168.1.20:8080", "[::2]",
+        "localhost",  "LOCALHOST:8080",      "127.0.0.1",  "127.0.0.1:8080", "[::1]",
+        "[::1]:8080", "[0:0:0:0:0:0:0:1]:1", "zephyr.lan", "Zephyr.LAN:443", "192.168.1.20:8080",
+        "[::2]",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (!host_ok(&c, good[i]))
             fail_msg("Host %s refused", good[i]);
     static const char *const bad[] = {
-        "127.evil.example", "127.evil.example:8080", "127.0.0.1.evil.example", "localhost.evil",
-        "evil.localhost", "evil.example", "127.0.0.2", "127.1", "2130706433", "0x7f000001",
-        "127.000.000.001", "localhost:", "localhost:80x", "localhost:123456", "localhost:99999",
-        "::1", "[::1", "[::1]x", "[::1]:", "[evil]", "", ":8080", "local host", "zephyr.lan.",
-        "zephyr.lan:1:2", "[::ffff:127.0.0.2]", "a@localhost", "localhost/x",
+        "127.evil.example",
+        "127.evil.example:8080",
+        "127.0.0.1.evil.example",
+        "localhost.evil",
+        "evil.localhost",
+        "evil.example",
+        "127.0.0.2",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "127.000.000.001",
+        "localhost:",
+        "localhost:80x",
+        "localhost:123456",
+        "localhost:99999",
+        "::1",
+        "[::1",
+        "[::1]x",
+        "[::1]:",
+        "[evil]",
+        "",
+        ":8080",
+        "local host",
+        "zephyr.lan.",
+        "zephyr.lan:1:2",
+        "[::ffff:127.0.0.2]",
+        "a@localhost",
+        "localhost/x",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (host_ok(&c, bad[i]))
@@ -135,14 +159,15 @@ static void test_key_eq(void **state)
 static void test_entries(void **state)
 {
     (void)state;
-    static const char *const good_hosts[] = {"zephyr.lan", "192.168.1.20", "::1", "[::1]",
-                                             "my_host", "LOCALHOST"};
+    static const char *const good_hosts[] = {"zephyr.lan", "192.168.1.20", "::1",
+                                             "[::1]",      "my_host",      "LOCALHOST"};
     for (size_t i = 0; i < sizeof good_hosts / sizeof good_hosts[0]; i++)
         if (guard_host_entry_problem(good_hosts[i]))
             fail_msg("host entry %s refused: %s", good_hosts[i],
                      guard_host_entry_problem(good_hosts[i]));
-    static const char *const bad_hosts[] = {"*", "zephyr.lan:8080", "http://zephyr.lan", "",
-                                            "[::1", "[::1]:80", "a b", "x/y", "[evil]"};
+    static const char *const bad_hosts[] = {
+        "*",   "zephyr.lan:8080", "http://zephyr.lan", "", "[::1", "[::1]:80", "a b",
+        "x/y", "[evil]"};
     for (size_t i = 0; i < sizeof bad_hosts / sizeof bad_hosts[0]; i++)
         if (!guard_host_entry_problem(bad_hosts[i]))
             fail_msg("host entry %s accepted", bad_hosts[i]);
@@ -151,9 +176,15 @@ static void test_entries(void **state)
     for (size_t i = 0; i < sizeof good_origins / sizeof good_origins[0]; i++)
         if (guard_origin_entry_problem(good_origins[i]))
             fail_msg("origin entry %s refused", good_origins[i]);
-    static const char *const bad_origins[] = {"*", "null", "localhost:3000", "http://",
-                                              "http://a.example/", "http://a.example/x",
-                                              "http://u@a.example", "://a", "ht tp://a"};
+    static const char *const bad_origins[] = {"*",
+                                              "null",
+                                              "localhost:3000",
+                                              "http://",
+                                              "http://a.example/",
+                                              "http://a.example/x",
+                                              "http://u@a.example",
+                                              "://a",
+                                              "ht tp://a"};
     for (size_t i = 0; i < sizeof bad_origins / sizeof bad_origins[0]; i++)
         if (!guard_origin_entry_problem(bad_origins[i]))
             fail_msg("origin entry %s accepted", bad_origins[i]);

@@ -63,13 +63,13 @@ struct srv {
     uv_loop_t *loop;
     uv_tcp_t lis;
     int port;
-    int n_conns;       /* accepted */
-    int n_open;        /* not closed yet */
-    int n_reqs;        /* request heads seen */
+    int n_conns; /* accepted */
+    int n_open;  /* not closed yet */
+    int n_reqs;  /* request heads seen */
     struct resp resp[8];
     size_t n_resp;
-    struct buf heads;  /* every request head seen, in order */
-    char *body;        /* owns: the last complete request body */
+    struct buf heads; /* every request head seen, in order */
+    char *body;       /* owns: the last complete request body */
     size_t body_len;
     size_t bytes_in;
     struct sconn *conns;
@@ -196,8 +196,8 @@ static void srv_process(struct sconn *sc)
             return;
         size_t hl = (size_t)(end + 4 - sc->in.data);
         size_t cl = content_length(sc->in.data, hl);
-        const struct resp *r = &s->resp[(size_t)s->n_reqs < s->n_resp ? (size_t)s->n_reqs
-                                                                        : s->n_resp - 1];
+        const struct resp *r =
+            &s->resp[(size_t)s->n_reqs < s->n_resp ? (size_t)s->n_reqs : s->n_resp - 1];
         if (!r->early && sc->in.len < hl + cl)
             return;
         buf_append(&s->heads, sc->in.data, hl);
@@ -304,20 +304,20 @@ struct rec {
     struct env *e;
     struct upstream_xfer *x;
     int n_head, n_done, status;
-    struct buf hdrs;              /* "name=value\n" */
+    struct buf hdrs; /* "name=value\n" */
     struct buf body;
     enum upstream_rc rc;
     char msg[256];
-    bool head_false;              /* head returns false */
-    bool abort_in_head;           /* head calls h1_abort() */
-    bool pause;                   /* body pauses twice on every span */
-    int span_calls;               /* calls for the current span */
-    char *paused;                 /* owns: the bytes of the last pause */
+    bool head_false;    /* head returns false */
+    bool abort_in_head; /* head calls h1_abort() */
+    bool pause;         /* body pauses twice on every span */
+    int span_calls;     /* calls for the current span */
+    char *paused;       /* owns: the bytes of the last pause */
     size_t paused_len;
     int pauses;
-    size_t abort_at;              /* abort from inside body once this many bytes came */
+    size_t abort_at; /* abort from inside body once this many bytes came */
     bool aborted;
-    void (*then)(struct rec *r);  /* runs from done */
+    void (*then)(struct rec *r); /* runs from done */
 };
 
 struct env {
@@ -326,7 +326,7 @@ struct env {
     uv_timer_t resumer;
     struct srv srv;
     struct h1 *h;
-    char base[96];                /* http://127.0.0.1:port */
+    char base[96]; /* http://127.0.0.1:port */
 };
 
 static void on_watchdog(uv_timer_t *t)
@@ -379,7 +379,7 @@ static void rec_init(struct rec *r, struct env *e)
 {
     memset(r, 0, sizeof *r);
     r->e = e;
-    r->rc = (enum upstream_rc)-1;
+    r->rc = (enum upstream_rc) - 1;
     buf_init(&r->hdrs, 1 << 20);
     buf_init(&r->body, 64 << 20);
 }
@@ -472,8 +472,8 @@ static void cb_done(void *ud, enum upstream_rc rc, const char *msg)
 static const struct upstream_cbs CBS = {cb_head, cb_body, cb_done};
 
 static struct upstream_xfer *start_req(struct rec *r, const char *method, const char *url,
-                                 const char *headers, const char *body, size_t body_len,
-                                 bool send_length, long timeout_ms)
+                                       const char *headers, const char *body, size_t body_len,
+                                       bool send_length, long timeout_ms)
 {
     struct upstream_request req = {
         .method = method,
@@ -610,11 +610,10 @@ static void test_bad_urls(void **state)
     struct env e;
     env_init(&e);
     static const char *bad[] = {
-        "https:/h",              "http://",           "http:///x",         "http://h:0/",
-        "http://h:65536/",       "http://h:/",        "http://[::1/",      "http://[zz]/",
-        "http://a b/",           "http://h/a b",      "http://u@h/",       "ftp://h/",
-        "http://h:80x/",         "http://h/\r\nX: y", "",                  "http:/h",
-        "https://",              "httpx://h/",        "https://h:0/",
+        "https:/h",    "http://",      "http:///x",     "http://h:0/",       "http://h:65536/",
+        "http://h:/",  "http://[::1/", "http://[zz]/",  "http://a b/",       "http://h/a b",
+        "http://u@h/", "ftp://h/",     "http://h:80x/", "http://h/\r\nX: y", "",
+        "http:/h",     "https://",     "httpx://h/",    "https://h:0/",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct rec r;
@@ -685,7 +684,8 @@ static void test_close_delimited(void **state)
     (void)state;
     struct env e;
     env_init(&e);
-    e.srv.resp[0] = (struct resp){.data = "HTTP/1.1 200 OK\r\nX: y\r\n\r\nall of it", .close = true};
+    e.srv.resp[0] =
+        (struct resp){.data = "HTTP/1.1 200 OK\r\nX: y\r\n\r\nall of it", .close = true};
     e.srv.n_resp = 1;
     struct rec r;
     rec_init(&r, &e);
@@ -875,8 +875,8 @@ static void test_stale_resend(void **state)
     (void)state;
     struct env e;
     env_init(&e);
-    e.srv.resp[0] = (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
-                                  .close = true};
+    e.srv.resp[0] =
+        (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", .close = true};
     e.srv.resp[1] = (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"};
     e.srv.n_resp = 2;
     struct rec r1, r2;
@@ -901,8 +901,8 @@ static void test_idle_closed_by_server(void **state)
     (void)state;
     struct env e;
     env_init(&e);
-    e.srv.resp[0] = (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
-                                  .close = true};
+    e.srv.resp[0] =
+        (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", .close = true};
     e.srv.n_resp = 1;
     struct rec r1, r2;
     rec_init(&r1, &e);
@@ -931,8 +931,8 @@ static void test_closed_mid_response(void **state)
     struct env e;
     env_init(&e);
     e.srv.resp[0] = (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"};
-    e.srv.resp[1] = (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
-                                  .close = true};
+    e.srv.resp[1] =
+        (struct resp){.data = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", .close = true};
     e.srv.n_resp = 2;
     struct rec r1, r2;
     rec_init(&r1, &e);

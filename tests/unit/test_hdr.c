@@ -137,7 +137,8 @@ static void test_hop_by_hop(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (hdr_is_hop_by_hop(cases[i].s, case_len(&cases[i])) != cases[i].ok)
-            fail_msg("hdr_is_hop_by_hop case %zu (\"%s\") should be %d", i, cases[i].s, cases[i].ok);
+            fail_msg("hdr_is_hop_by_hop case %zu (\"%s\") should be %d", i, cases[i].s,
+                     cases[i].ok);
     }
     /* Only the given length counts: a prefix of a longer buffer. */
     assert_true(hdr_is_hop_by_hop("te-not", 2));
@@ -173,8 +174,8 @@ static void test_connection_lists(void **state)
         bool got = hdr_connection_lists(cases[i].conn, strlen(cases[i].conn), cases[i].name,
                                         strlen(cases[i].name));
         if (got != cases[i].ok)
-            fail_msg("hdr_connection_lists(\"%s\", \"%s\") should be %d", cases[i].conn, cases[i].name,
-                     cases[i].ok);
+            fail_msg("hdr_connection_lists(\"%s\", \"%s\") should be %d", cases[i].conn,
+                     cases[i].name, cases[i].ok);
     }
     /* Bytes past conn_len are not part of the list. */
     assert_false(hdr_connection_lists("x-a, x-foo", 4, "x-foo", 5));
@@ -310,9 +311,10 @@ static void test_url_split(void **state)
             fail_msg("hdr_url_split(\"%s\") host %.*s", cases[i].url, (int)u.host_len, u.host);
         assert_int_equal(u.port, cases[i].port);
         assert_int_equal(u.port_explicit, cases[i].port_explicit);
-        if (u.prefix_len != strlen(cases[i].prefix) || memcmp(u.prefix, cases[i].prefix, u.prefix_len) != 0)
-            fail_msg("hdr_url_split(\"%s\") prefix \"%.*s\", want \"%s\"", cases[i].url, (int)u.prefix_len,
-                     u.prefix, cases[i].prefix);
+        if (u.prefix_len != strlen(cases[i].prefix) ||
+            memcmp(u.prefix, cases[i].prefix, u.prefix_len) != 0)
+            fail_msg("hdr_url_split(\"%s\") prefix \"%.*s\", want \"%s\"", cases[i].url,
+                     (int)u.prefix_len, u.prefix, cases[i].prefix);
     }
     /* A host name longer than DNS allows is refused. */
     char longurl[300] = "http://";
@@ -386,7 +388,7 @@ static void test_content_length_parse(void **state)
     (void)state;
     static const struct {
         const char *s;
-        size_t len; /* 0: strlen(s) */
+        size_t len;     /* 0: strlen(s) */
         long long want; /* -1: refused */
     } cases[] = {
         {"0", 0, 0},
@@ -406,8 +408,12 @@ static void test_content_length_parse(void **state)
          * never part of the value (the 330 that went out as 3300). */
         {"3300", 3, 330},
         {"12345", 2, 12},
-        {"1\0" "2", 1, 1},
-        {"1\0" "2", 3, -1},
+        {"1\0"
+         "2",
+         1, 1},
+        {"1\0"
+         "2",
+         3, -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t len = cases[i].len ? cases[i].len : strlen(cases[i].s);
@@ -421,8 +427,8 @@ static void test_content_length_parse(void **state)
                 fail_msg("case %zu (%.*s): accepted as %lld", i, (int)len, cases[i].s, got);
         } else {
             if (rc != 0 || got != cases[i].want)
-                fail_msg("case %zu (%.*s): rc %d, got %lld, want %lld", i, (int)len, cases[i].s,
-                         rc, got, cases[i].want);
+                fail_msg("case %zu (%.*s): rc %d, got %lld, want %lld", i, (int)len, cases[i].s, rc,
+                         got, cases[i].want);
         }
         free(v);
     }
@@ -452,10 +458,10 @@ static void test_resp_filter(void **state)
         int status;
         const char *fields;
         int rc;
-        const char *out;      /* the forwarded lines, for rc 0 */
+        const char *out; /* the forwarded lines, for rc 0 */
         long long length;
         bool chunked;
-        const char *why;      /* a word of the refusal, for rc -1 */
+        const char *why; /* a word of the refusal, for rc -1 */
     } cases[] = {
         {200, "content-type: application/json\ncontent-length: 330\n", 0,
          "content-type: application/json\r\n", 330, false, NULL},
@@ -463,8 +469,9 @@ static void test_resp_filter(void **state)
         {200, "transfer-encoding: CHUNKED\n", 0, "", -1, true, NULL},
         {204, "x-a: 1\n", 0, "x-a: 1\r\n", -1, false, NULL},
         /* hop-by-hop, Connection-listed and the proxy's own names go */
-        {200, "connection: x-secret, keep-alive\nx-secret: s\nkeep-alive: 5\nx-kept: k\n"
-              "proxy-authenticate: Basic\nupgrade: h2c\ntrailer: x\nx-zephyr-endpoint: evil\n",
+        {200,
+         "connection: x-secret, keep-alive\nx-secret: s\nkeep-alive: 5\nx-kept: k\n"
+         "proxy-authenticate: Basic\nupgrade: h2c\ntrailer: x\nx-zephyr-endpoint: evil\n",
          0, "x-kept: k\r\n", -1, false, NULL},
         {200, "x-secret: s\nConnection: close\nCONNECTION: X-Secret\n", 0, "", -1, false, NULL},
         {999, "", 0, "", -1, false, NULL},
@@ -553,11 +560,16 @@ static void test_resp_filter_order_and_kind(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_name_valid),       cmocka_unit_test(test_value_valid),
-        cmocka_unit_test(test_hop_by_hop),       cmocka_unit_test(test_connection_lists),
-        cmocka_unit_test(test_credential),       cmocka_unit_test(test_target_valid),
-        cmocka_unit_test(test_url_split),        cmocka_unit_test(test_url_join),
-        cmocka_unit_test(test_content_length_parse), cmocka_unit_test(test_resp_filter),
+        cmocka_unit_test(test_name_valid),
+        cmocka_unit_test(test_value_valid),
+        cmocka_unit_test(test_hop_by_hop),
+        cmocka_unit_test(test_connection_lists),
+        cmocka_unit_test(test_credential),
+        cmocka_unit_test(test_target_valid),
+        cmocka_unit_test(test_url_split),
+        cmocka_unit_test(test_url_join),
+        cmocka_unit_test(test_content_length_parse),
+        cmocka_unit_test(test_resp_filter),
         cmocka_unit_test(test_resp_filter_order_and_kind),
     };
     return cmocka_run_group_tests_name("hdr", tests, NULL, NULL);

@@ -21,11 +21,12 @@
 #define MAX 3600
 #define NEVER 1e9
 
-static const struct interval_cfg dyn = { .interval_s = 120, .min_s = MIN, .max_s = MAX, .dynamic = true };
+static const struct interval_cfg dyn = {
+    .interval_s = 120, .min_s = MIN, .max_s = MAX, .dynamic = true};
 
 static double next(const struct interval_cfg *c, unsigned active, double rate, double idle)
 {
-    struct interval_load l = { .active = active, .rate_per_min = rate, .idle_s = idle };
+    struct interval_load l = {.active = active, .rate_per_min = rate, .idle_s = idle};
     return interval_next_s(c, &l);
 }
 
@@ -46,15 +47,14 @@ static void test_table_idle(void **state)
         double idle_s;
         double want_s;
     } rows[] = {
-        { 0, 30 },
-        { 60, 147.0 },     /* 30 + 3570 * 0.032784 */
-        { 300, 578.1 },    /* 0.153518 */
-        { 900, 1434.7 },   /* 0.393469 */
-        { 1800, 2286.7 },  /* 0.632121 */
-        { 3600, 3116.9 },  /* 0.864665 */
-        { 7200, 3534.6 },  /* 0.981684 */
-        { 28800, 3600.0 }, /* 0.9999999 */
-        { NEVER, 3600 },
+        {0, 30},         {60, 147.0}, /* 30 + 3570 * 0.032784 */
+        {300, 578.1},                 /* 0.153518 */
+        {900, 1434.7},                /* 0.393469 */
+        {1800, 2286.7},               /* 0.632121 */
+        {3600, 3116.9},               /* 0.864665 */
+        {7200, 3534.6},               /* 0.981684 */
+        {28800, 3600.0},              /* 0.9999999 */
+        {NEVER, 3600},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         assert_near(next(&dyn, 0, 0, rows[i].idle_s), rows[i].want_s);
@@ -63,8 +63,8 @@ static void test_table_idle(void **state)
 static void test_dynamic_off_is_constant(void **state)
 {
     (void)state;
-    struct interval_cfg c = { .interval_s = 120, .min_s = MIN, .max_s = MAX, .dynamic = false };
-    static const double idles[] = { 0, 1, 60, 3600, 86400, NEVER };
+    struct interval_cfg c = {.interval_s = 120, .min_s = MIN, .max_s = MAX, .dynamic = false};
+    static const double idles[] = {0, 1, 60, 3600, 86400, NEVER};
     for (size_t i = 0; i < sizeof(idles) / sizeof(idles[0]); i++) {
         assert_true(next(&c, 0, 0, idles[i]) == 120);
         assert_true(next(&c, 5, 10, idles[i]) == 120);
@@ -77,9 +77,9 @@ static void test_dynamic_off_is_constant(void **state)
 static void test_busy_is_min(void **state)
 {
     (void)state;
-    static const double idles[] = { 0, 60, 3600, NEVER };
+    static const double idles[] = {0, 60, 3600, NEVER};
     for (size_t i = 0; i < sizeof(idles) / sizeof(idles[0]); i++) {
-        assert_true(next(&dyn, 1, 0, idles[i]) == MIN);   /* in flight */
+        assert_true(next(&dyn, 1, 0, idles[i]) == MIN); /* in flight */
         assert_true(next(&dyn, 100, 0, idles[i]) == MIN);
         assert_true(next(&dyn, 0, 1.0, idles[i]) == MIN); /* recent rate */
         assert_true(next(&dyn, 0, 50, idles[i]) == MIN);
@@ -89,7 +89,7 @@ static void test_busy_is_min(void **state)
 static void test_monotonic_in_idle_time_and_bounded(void **state)
 {
     (void)state;
-    static const double rates[] = { 0, 0.01, 0.05, 0.2, 0.5, 0.99, 1, 3 };
+    static const double rates[] = {0, 0.01, 0.05, 0.2, 0.5, 0.99, 1, 3};
     for (size_t r = 0; r < sizeof(rates) / sizeof(rates[0]); r++) {
         double prev = 0;
         for (double idle = 0; idle <= 12 * 3600; idle += 10) {
@@ -110,7 +110,7 @@ static void test_monotonic_in_idle_time_and_bounded(void **state)
 static void test_light_never_longer_than_idle(void **state)
 {
     (void)state;
-    static const double idles[] = { 0, 30, 60, 300, 900, 1800, 3600, 7200, 28800, NEVER };
+    static const double idles[] = {0, 30, 60, 300, 900, 1800, 3600, 7200, 28800, NEVER};
     for (size_t i = 0; i < sizeof(idles) / sizeof(idles[0]); i++) {
         double prev = next(&dyn, 0, 0, idles[i]);
         /* More load (higher rate) never lengthens the interval. */
@@ -131,7 +131,7 @@ static void test_light_never_longer_than_idle(void **state)
 static void test_odd_settings_and_inputs(void **state)
 {
     (void)state;
-    struct interval_cfg c = { .interval_s = 120, .min_s = 300, .max_s = 60, .dynamic = true };
+    struct interval_cfg c = {.interval_s = 120, .min_s = 300, .max_s = 60, .dynamic = true};
     assert_true(next(&c, 0, 0, NEVER) == 300); /* max below min: min */
     c.min_s = 0;
     c.max_s = 0;
@@ -146,7 +146,7 @@ static void test_odd_settings_and_inputs(void **state)
 static void test_next_check_time(void **state)
 {
     (void)state;
-    struct interval_load l = { .active = 0, .rate_per_min = 0, .idle_s = 0 };
+    struct interval_load l = {.active = 0, .rate_per_min = 0, .idle_s = 0};
     assert_int_equal(interval_next_check_ms(&dyn, &l, 1000), 1000 + MIN * 1000);
     l.idle_s = NEVER;
     assert_int_equal(interval_next_check_ms(&dyn, &l, 1000), 1000 + MAX * 1000);
@@ -155,7 +155,7 @@ static void test_next_check_time(void **state)
 static void test_load_levels(void **state)
 {
     (void)state;
-    struct interval_load l = { .active = 0, .rate_per_min = 0, .idle_s = NEVER };
+    struct interval_load l = {.active = 0, .rate_per_min = 0, .idle_s = NEVER};
     assert_string_equal(interval_load_level(&l), "idle");
     l.rate_per_min = 0.049;
     assert_string_equal(interval_load_level(&l), "idle");
@@ -195,7 +195,7 @@ static void test_rate_average(void **state)
     /* One request: light for a few minutes, then idle. */
     interval_rate_init(&r);
     interval_rate_hit(&r, 5000);
-    struct interval_load l = { .active = 0, .idle_s = 0 };
+    struct interval_load l = {.active = 0, .idle_s = 0};
     l.rate_per_min = interval_rate_value(&r, 5000);
     assert_near(l.rate_per_min * 100, 20);
     assert_string_equal(interval_load_level(&l), "light");
@@ -210,7 +210,7 @@ static void test_rate_average(void **state)
 static void test_table_markdown(void **state)
 {
     (void)state;
-    static const double idles[] = { 0, 60, 300, 900, 1800, 3600, 7200, 28800 };
+    static const double idles[] = {0, 60, 300, 900, 1800, 3600, 7200, 28800};
     struct buf b;
     buf_init(&b, 1 << 16);
     interval_table(&dyn, idles, sizeof(idles) / sizeof(idles[0]), &b);

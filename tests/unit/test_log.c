@@ -229,12 +229,9 @@ static void test_writer_file_cloexec(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_whole_tokens),
-        cmocka_unit_test(test_many_secrets),
-        cmocka_unit_test(test_retired_secrets),
-        cmocka_unit_test(test_redact_cut),
-        cmocka_unit_test(test_writer_stalled_output),
-        cmocka_unit_test(test_writer_file_cloexec),
+        cmocka_unit_test(test_whole_tokens),          cmocka_unit_test(test_many_secrets),
+        cmocka_unit_test(test_retired_secrets),       cmocka_unit_test(test_redact_cut),
+        cmocka_unit_test(test_writer_stalled_output), cmocka_unit_test(test_writer_file_cloexec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

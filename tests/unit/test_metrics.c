@@ -83,8 +83,11 @@ static void render_state(struct fixture *f, const struct metrics_upstream *up, s
 static void check_passed(struct state *st, int ep, double latency_ms, double ttfb_ms,
                          const struct usage *tokens, uint64_t now, uint64_t wall)
 {
-    struct state_outcome o = {.source = STATE_FROM_CHECK, .kind = STATE_OK,
-                              .latency_ms = latency_ms, .ttfb_ms = ttfb_ms, .tokens = tokens};
+    struct state_outcome o = {.source = STATE_FROM_CHECK,
+                              .kind = STATE_OK,
+                              .latency_ms = latency_ms,
+                              .ttfb_ms = ttfb_ms,
+                              .tokens = tokens};
     state_report(st, ep, &o, now, wall);
 }
 
@@ -242,8 +245,8 @@ static void test_empty_registry(void **state)
 static void test_request_counters(void **state)
 {
     struct fixture *f = *state;
-    struct usage u = {.input = 10, .output = 3, .cache_read = 100, .cache_creation = 7,
-                      .model = "claude-x"};
+    struct usage u = {
+        .input = 10, .output = 3, .cache_read = 100, .cache_creation = 7, .model = "claude-x"};
     metrics_request(f->m, "alpha", "main", 200, 12.0, 40.0, 1, &u);
     metrics_request(f->m, "alpha", "main", 201, 30.0, 80.0, 1, &u);
     metrics_request(f->m, "alpha", "main", 529, -1, 5.0, 3, NULL);
@@ -320,9 +323,9 @@ static void test_histogram_buckets(void **state)
     static const struct {
         const char *le;
         double want;
-    } b[] = {{"0.005", 2}, {"0.01", 4},  {"0.025", 4}, {"0.05", 4}, {"0.1", 6},
-             {"0.25", 6},  {"0.5", 6},   {"1", 7},     {"2.5", 7},  {"5", 7},
-             {"10", 7},    {"30", 7},    {"60", 9},    {"+Inf", 11}};
+    } b[] = {{"0.005", 2}, {"0.01", 4}, {"0.025", 4}, {"0.05", 4}, {"0.1", 6},
+             {"0.25", 6},  {"0.5", 6},  {"1", 7},     {"2.5", 7},  {"5", 7},
+             {"10", 7},    {"30", 7},   {"60", 9},    {"+Inf", 11}};
     double prev = 0;
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
         char series[200];
@@ -345,8 +348,7 @@ static void test_histogram_buckets(void **state)
         want += ms[i] / 1000.0;
     assert_true(sum > want - 0.01 && sum < want + 0.01);
     /* Exactly 14 buckets per histogram series. */
-    assert_int_equal(count_prefix(t, "zephyr_request_ttfb_seconds_bucket{endpoint=\"alpha\","),
-                     14);
+    assert_int_equal(count_prefix(t, "zephyr_request_ttfb_seconds_bucket{endpoint=\"alpha\","), 14);
 }
 
 static void test_escaping(void **state)
@@ -357,7 +359,12 @@ static void test_escaping(void **state)
     /* Invalid UTF-8 (a lone continuation byte, a truncated sequence, an
      * overlong encoding, a surrogate) becomes '?'; valid UTF-8 stays. */
     struct usage bad = {.input = 1};
-    snprintf(bad.model, sizeof bad.model, "a\x80" "b\xE6\x97" "c\xC0\xAF" "d\xED\xA0\x80" "e模型");
+    snprintf(bad.model, sizeof bad.model,
+             "a\x80"
+             "b\xE6\x97"
+             "c\xC0\xAF"
+             "d\xED\xA0\x80"
+             "e模型");
     metrics_request(f->m, "alpha", "main", 200, 1, 1, 1, &bad);
     metrics_retry(f->m, "alpha", "re\"ason");
     const char *t = render(f);
@@ -475,8 +482,10 @@ static void test_checks_retries_switches(void **state)
     metrics_usage_unreadable(f->m, "alpha", "encoding");
     t = render(f);
     check_well_formed(t);
-    assert_true(has_line(t, "zephyr_usage_unreadable_total{endpoint=\"bravo\",reason=\"corrupt\"} 2"));
-    assert_true(has_line(t, "zephyr_usage_unreadable_total{endpoint=\"alpha\",reason=\"encoding\"} 1"));
+    assert_true(
+        has_line(t, "zephyr_usage_unreadable_total{endpoint=\"bravo\",reason=\"corrupt\"} 2"));
+    assert_true(
+        has_line(t, "zephyr_usage_unreadable_total{endpoint=\"alpha\",reason=\"encoding\"} 1"));
     /* One checks_total pair per endpoint: the registry row and the
      * configured endpoint are the same series. */
     assert_int_equal(count_prefix(t, "zephyr_checks_total{endpoint=\"alpha\","), 2);

@@ -23,13 +23,15 @@
 
 static struct policy_ep healthy(double ms)
 {
-    struct policy_ep e = { .health = POLICY_HEALTHY, .blocked = false, .latency_ms = ms, .active = 0 };
+    struct policy_ep e = {
+        .health = POLICY_HEALTHY, .blocked = false, .latency_ms = ms, .active = 0};
     return e;
 }
 
 static struct policy_ep unknown(void)
 {
-    struct policy_ep e = { .health = POLICY_UNKNOWN, .blocked = false, .latency_ms = -1, .active = 0 };
+    struct policy_ep e = {
+        .health = POLICY_UNKNOWN, .blocked = false, .latency_ms = -1, .active = 0};
     return e;
 }
 
@@ -46,7 +48,7 @@ static void settle(struct policy *p, const struct policy_ep *eps, size_t n, int 
 static void test_initial_all_unknown_takes_first(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { unknown(), unknown(), unknown() };
+    struct policy_ep eps[3] = {unknown(), unknown(), unknown()};
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
     assert_int_equal(p.current, -1);
@@ -63,7 +65,7 @@ static void test_initial_all_unknown_takes_first(void **state)
 static void test_initial_prefers_measured(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { unknown(), healthy(400), healthy(200) };
+    struct policy_ep eps[3] = {unknown(), healthy(400), healthy(200)};
     struct policy p;
     settle(&p, eps, 3, 2);
 }
@@ -71,12 +73,12 @@ static void test_initial_prefers_measured(void **state)
 static void test_initial_nothing_usable_stays_none(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(100), healthy(100) };
+    struct policy_ep eps[2] = {healthy(100), healthy(100)};
     eps[0].health = POLICY_FAILED;
     eps[1].blocked = true;
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
-    struct policy_switch sw = { .reason = POLICY_REASON_NONE };
+    struct policy_switch sw = {.reason = POLICY_REASON_NONE};
     assert_false(policy_evaluate(&p, eps, 2, 0, &sw));
     assert_int_equal(p.current, -1);
     assert_int_equal(sw.reason, POLICY_REASON_NONE); /* untouched */
@@ -90,7 +92,7 @@ static void test_initial_nothing_usable_stays_none(void **state)
 static void test_hysteresis_threshold_edges(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(300), healthy(600) };
+    struct policy_ep eps[2] = {healthy(300), healthy(600)};
     struct policy p;
     settle(&p, eps, 2, 0);
     struct policy_switch sw;
@@ -120,7 +122,7 @@ static void test_hysteresis_threshold_edges(void **state)
 static void test_no_flap_on_near_equal_latencies(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(200), healthy(230), healthy(215) };
+    struct policy_ep eps[3] = {healthy(200), healthy(230), healthy(215)};
     struct policy p;
     settle(&p, eps, 3, 0);
     int switches = 0;
@@ -141,7 +143,7 @@ static void test_no_flap_on_near_equal_latencies(void **state)
 static void test_zero_threshold_never_switches_to_equal(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(300), healthy(200) };
+    struct policy_ep eps[2] = {healthy(300), healthy(200)};
     struct policy p;
     policy_init(&p, 0, GRACE);
     assert_true(policy_evaluate(&p, eps, 2, 0, NULL));
@@ -158,7 +160,7 @@ static void test_zero_threshold_never_switches_to_equal(void **state)
 static void test_immediate_failover_despite_active(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(100), healthy(400), healthy(300) };
+    struct policy_ep eps[3] = {healthy(100), healthy(400), healthy(300)};
     struct policy p;
     settle(&p, eps, 3, 0);
     eps[0].active = 7;
@@ -181,7 +183,7 @@ static void test_immediate_failover_despite_active(void **state)
 static void test_blocked_is_failover(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(100), healthy(900) };
+    struct policy_ep eps[2] = {healthy(100), healthy(900)};
     struct policy p;
     settle(&p, eps, 2, 0);
     eps[0].blocked = true; /* still "healthy", but the circuit is open */
@@ -195,7 +197,7 @@ static void test_blocked_is_failover(void **state)
 static void test_failover_nowhere_to_go_keeps_current(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(100), healthy(200) };
+    struct policy_ep eps[2] = {healthy(100), healthy(200)};
     struct policy p;
     settle(&p, eps, 2, 0);
     eps[0].health = POLICY_FAILED;
@@ -217,7 +219,7 @@ static void test_failover_to_unchecked_endpoint(void **state)
     (void)state;
     /* An unchecked endpoint is not a failed one: it is a valid refuge, but
      * only after every measured endpoint. */
-    struct policy_ep eps[3] = { healthy(100), unknown(), healthy(900) };
+    struct policy_ep eps[3] = {healthy(100), unknown(), healthy(900)};
     struct policy p;
     settle(&p, eps, 3, 0);
     eps[0].health = POLICY_FAILED;
@@ -233,7 +235,7 @@ static void test_failover_to_unchecked_endpoint(void **state)
 static void test_checking_current_stays(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { unknown(), unknown() };
+    struct policy_ep eps[2] = {unknown(), unknown()};
     struct policy p;
     settle(&p, eps, 2, 0);
     eps[0].health = POLICY_CHECKING;
@@ -253,7 +255,7 @@ static void test_checking_current_stays(void **state)
 static void test_unknown_latency_never_faster(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(5000), unknown(), healthy(-1) };
+    struct policy_ep eps[3] = {healthy(5000), unknown(), healthy(-1)};
     struct policy p;
     settle(&p, eps, 3, 0);
     eps[1].health = POLICY_CHECKING;
@@ -265,10 +267,10 @@ static void test_unknown_latency_never_faster(void **state)
 static void test_best_ranking_and_tried(void **state)
 {
     (void)state;
-    struct policy_ep eps[5] = { unknown(), healthy(-1), healthy(300), healthy(100), healthy(100) };
-    eps[4].health = POLICY_CHECKING; /* re-check running, last latency known */
+    struct policy_ep eps[5] = {unknown(), healthy(-1), healthy(300), healthy(100), healthy(100)};
+    eps[4].health = POLICY_CHECKING;                /* re-check running, last latency known */
     assert_int_equal(policy_best(eps, 5, NULL), 3); /* tie: lower index */
-    bool tried[5] = { false, false, false, true, false };
+    bool tried[5] = {false, false, false, true, false};
     assert_int_equal(policy_best(eps, 5, tried), 4);
     tried[4] = true;
     assert_int_equal(policy_best(eps, 5, tried), 2);
@@ -284,7 +286,7 @@ static void test_best_ranking_and_tried(void **state)
 static void test_graceful_fires_when_idle(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(400), healthy(900) };
+    struct policy_ep eps[2] = {healthy(400), healthy(900)};
     struct policy p;
     settle(&p, eps, 2, 0);
     eps[0].active = 2;
@@ -310,7 +312,7 @@ static void test_graceful_fires_when_idle(void **state)
 static void test_graceful_fires_on_timeout(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(400), healthy(100) };
+    struct policy_ep eps[2] = {healthy(400), healthy(100)};
     eps[0].active = 3;
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
@@ -328,7 +330,7 @@ static void test_graceful_fires_on_timeout(void **state)
 static void test_graceful_zero_timeout_does_not_wait(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(400), healthy(100) };
+    struct policy_ep eps[2] = {healthy(400), healthy(100)};
     eps[0].active = 1;
     struct policy p;
     policy_init(&p, THRESHOLD, 0);
@@ -341,7 +343,7 @@ static void test_graceful_zero_timeout_does_not_wait(void **state)
 static void test_graceful_cancelled_when_target_slower(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(400), healthy(100) };
+    struct policy_ep eps[2] = {healthy(400), healthy(100)};
     eps[0].active = 1;
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
@@ -361,7 +363,7 @@ static void test_graceful_cancelled_when_target_slower(void **state)
 static void test_graceful_cancelled_when_target_fails(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(400), healthy(100) };
+    struct policy_ep eps[2] = {healthy(400), healthy(100)};
     eps[0].active = 1;
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
@@ -377,7 +379,7 @@ static void test_graceful_cancelled_when_target_fails(void **state)
 static void test_graceful_retarget_keeps_deadline(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(400), healthy(300), healthy(900) };
+    struct policy_ep eps[3] = {healthy(400), healthy(300), healthy(900)};
     eps[0].active = 1;
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
@@ -396,7 +398,7 @@ static void test_graceful_retarget_keeps_deadline(void **state)
 static void test_failover_while_pending(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(400), healthy(200), healthy(250) };
+    struct policy_ep eps[3] = {healthy(400), healthy(200), healthy(250)};
     eps[0].active = 4;
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
@@ -433,7 +435,7 @@ static void test_failover_while_pending(void **state)
 static void test_manual_pin_stays_despite_faster(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(100), healthy(800), healthy(300) };
+    struct policy_ep eps[3] = {healthy(100), healthy(800), healthy(300)};
     struct policy p;
     settle(&p, eps, 3, 0);
     eps[0].active = 3; /* manual switches do not wait */
@@ -464,7 +466,7 @@ static void test_manual_pin_stays_despite_faster(void **state)
 static void test_manual_pin_fails_then_recovers(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(100), healthy(800), healthy(300) };
+    struct policy_ep eps[3] = {healthy(100), healthy(800), healthy(300)};
     struct policy p;
     settle(&p, eps, 3, 0);
     assert_true(policy_set_manual(&p, 1, eps, 3, NULL));
@@ -502,7 +504,7 @@ static void test_manual_pin_fails_then_recovers(void **state)
 static void test_manual_pin_already_failed(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(100), healthy(800) };
+    struct policy_ep eps[2] = {healthy(100), healthy(800)};
     eps[1].blocked = true;
     struct policy p;
     settle(&p, eps, 2, 0);
@@ -520,7 +522,7 @@ static void test_manual_pin_already_failed(void **state)
 static void test_manual_cancels_pending_and_rejects_bad_index(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(400), healthy(100) };
+    struct policy_ep eps[2] = {healthy(400), healthy(100)};
     eps[0].active = 1;
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
@@ -541,7 +543,7 @@ static void test_manual_cancels_pending_and_rejects_bad_index(void **state)
 static void test_manual_before_any_current(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { unknown(), unknown() };
+    struct policy_ep eps[2] = {unknown(), unknown()};
     struct policy p;
     policy_init(&p, THRESHOLD, GRACE);
     struct policy_switch sw;
@@ -554,7 +556,7 @@ static void test_manual_before_any_current(void **state)
 static void test_manual_pin_before_anything_usable(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(100), healthy(100) };
+    struct policy_ep eps[2] = {healthy(100), healthy(100)};
     eps[0].health = POLICY_FAILED;
     eps[1].health = POLICY_FAILED;
     struct policy p;
@@ -575,7 +577,7 @@ static void test_manual_pin_before_anything_usable(void **state)
 static void test_route_session_stickiness(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(100), healthy(300), healthy(500) };
+    struct policy_ep eps[3] = {healthy(100), healthy(300), healthy(500)};
     struct policy p;
     settle(&p, eps, 3, 0);
     assert_int_equal(policy_route(&p, eps, 3, -1), 0);
@@ -609,7 +611,7 @@ static int route_request(struct policy *p, const struct policy_ep *eps, size_t n
 static void test_session_follows_until_failure(void **state)
 {
     (void)state;
-    struct policy_ep eps[2] = { healthy(300), healthy(900) };
+    struct policy_ep eps[2] = {healthy(300), healthy(900)};
     struct policy p;
     settle(&p, eps, 2, 0);
     struct sessions *s = sessions_new(3600 * 1000, 16);
@@ -634,7 +636,7 @@ static void test_session_follows_until_failure(void **state)
 static void test_route_session_pin_failure_threshold(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(100), healthy(300), healthy(450) };
+    struct policy_ep eps[3] = {healthy(100), healthy(300), healthy(450)};
     struct policy p;
     settle(&p, eps, 3, 0);
     enum policy_reason why = POLICY_REASON_GROUP;
@@ -751,8 +753,8 @@ static void test_groups_are_independent(void **state)
 {
     (void)state;
     /* Group A is the default and current at start; B is checked later. */
-    struct policy_ep a[2] = { healthy(300), healthy(100) };
-    struct policy_ep b[3] = { unknown(), unknown(), unknown() };
+    struct policy_ep a[2] = {healthy(300), healthy(100)};
+    struct policy_ep b[3] = {unknown(), unknown(), unknown()};
     struct policy pa, pb;
     policy_init(&pa, THRESHOLD, GRACE);
     policy_init(&pb, THRESHOLD, GRACE);
@@ -797,7 +799,7 @@ static void test_groups_are_independent(void **state)
 static void test_shrunken_endpoint_list(void **state)
 {
     (void)state;
-    struct policy_ep eps[3] = { healthy(900), healthy(900), healthy(100) };
+    struct policy_ep eps[3] = {healthy(900), healthy(900), healthy(100)};
     struct policy p;
     settle(&p, eps, 3, 2);
     struct policy_switch sw;
@@ -1007,7 +1009,7 @@ static void test_sessions_against_model(void **state)
 static void test_panic_order(void **state)
 {
     (void)state;
-    struct policy_ep eps[4] = { unknown(), healthy(300), healthy(100), unknown() };
+    struct policy_ep eps[4] = {unknown(), healthy(300), healthy(100), unknown()};
     for (int i = 0; i < 4; i++)
         eps[i].health = POLICY_FAILED;
     /* Nothing usable by checks; panic still picks: latency first when no
@@ -1021,14 +1023,14 @@ static void test_panic_order(void **state)
     /* Live results remove an endpoint; so does having been tried. */
     eps[0].live_blocked = true;
     assert_int_equal(policy_panic(eps, 4, NULL), 3);
-    bool tried[4] = { false, false, false, true };
+    bool tried[4] = {false, false, false, true};
     assert_int_equal(policy_panic(eps, 4, tried), 2);
     for (int i = 0; i < 4; i++)
         eps[i].live_blocked = true;
     assert_int_equal(policy_panic(eps, 4, NULL), -1);
 }
 
-#define TWO_EPS                                                                          \
+#define TWO_EPS                                                                                \
     "[[groups]]\nname = \"g\"\nendpoints = [{ url = \"http://127.0.0.1:1\", name = \"a\" },\n" \
     "  { url = \"http://127.0.0.1:2\", name = \"b\" }]\n"
 
@@ -1063,7 +1065,7 @@ static void test_state_panic_routing(void **state)
     /* A live success on b puts it first. */
     report_live_success(st, 1, 120, t + 1);
     assert_int_equal(state_route(st, NULL, t + 2), 1);
-    bool tried[2] = { false, true };
+    bool tried[2] = {false, true};
     assert_int_equal(state_next_ep(st, 1, tried, t + 2), 0);
     /* Three live failures in a row on b: its circuit keeps live traffic off. */
     for (int k = 0; k < 3; k++)
@@ -1141,7 +1143,8 @@ static void test_state_check_error(void **state)
     struct state *st = state_new(cfg, 1000, 1764000000000ull);
     for (int k = 0; k < 6; k++)
         report_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
-                          "set check_model: this endpoint does not serve m", 1000 + (uint64_t)k, 0);
+                           "set check_model: this endpoint does not serve m", 1000 + (uint64_t)k,
+                           0);
     const struct ep *e = &st->eps[0];
     assert_int_equal(e->status, EP_CHECK_ERROR);
     assert_string_equal(ep_status_name(e->status), "check_error");
@@ -1155,7 +1158,7 @@ static void test_state_check_error(void **state)
     assert_int_equal(state_route(st, NULL, 2002), 1);
     /* ...and a refused check (the endpoint answered) brings it back. */
     report_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
-                      "set check_model: this endpoint does not serve m", 2003, 0);
+                       "set check_model: this endpoint does not serve m", 2003, 0);
     assert_true(state_ep_usable(st, &st->eps[0], 2004));
     /* A real check result clears the check error. */
     report_check(st, 0, true, false, 50, 40, NULL, NULL, 2005, 0);
@@ -1174,15 +1177,15 @@ static void test_state_why_unusable(void **state)
 
     report_live_auth_failure(st, 0, "token refused (401)", 1000);
     report_check(st, 1, false, true, -1, -1, "HTTP 401: authentication_error: invalid x-api-key",
-                       NULL, 1000, 0);
+                 NULL, 1000, 0);
     state_why_unusable(st, 0, 1001, &why);
     assert_int_equal(why.cause, EP_CAUSE_AUTH);
     assert_non_null(strstr(why.detail, "a: token refused (401)"));
     assert_non_null(strstr(why.detail, "b: HTTP 401"));
 
     report_live_failure(st, 0, "SSL certificate problem: self-signed certificate", 1002);
-    report_check(st, 1, false, false, -1, -1,
-                       "SSL certificate problem: self-signed certificate", NULL, 1002, 0);
+    report_check(st, 1, false, false, -1, -1, "SSL certificate problem: self-signed certificate",
+                 NULL, 1002, 0);
     state_why_unusable(st, 0, 1003, &why);
     assert_int_equal(why.cause, EP_CAUSE_TLS);
     assert_non_null(strstr(why.detail, "a: TLS problem: SSL certificate problem"));

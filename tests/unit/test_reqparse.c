@@ -18,7 +18,7 @@
 #define MAX_BODY 64
 
 struct end {
-    int status;     /* 0: a request was dispatched */
+    int status; /* 0: a request was dispatched */
     size_t body_len;
 };
 

@@ -67,8 +67,8 @@ static int on_event(void *ud, const struct sse_event *ev)
 }
 
 /* Feeds s in pieces at the given cut points (ascending), then finishes. */
-static void feed_cuts(struct sse_scanner *s, const char *p, size_t n, const size_t *cuts, size_t ncuts,
-                      struct recorder *r)
+static void feed_cuts(struct sse_scanner *s, const char *p, size_t n, const size_t *cuts,
+                      size_t ncuts, struct recorder *r)
 {
     size_t at = 0;
     for (size_t i = 0; i <= ncuts; i++) {
@@ -114,7 +114,8 @@ static void check_splits(const char *p, size_t n, size_t max, const struct recor
         rec_init(&r);
         sse_init(&s, max);
         feed_cuts(&s, p, n, &cut, 1, &r);
-        if (r.trace.len != whole->trace.len || memcmp(r.trace.data, whole->trace.data, r.trace.len) != 0)
+        if (r.trace.len != whole->trace.len ||
+            memcmp(r.trace.data, whole->trace.data, r.trace.len) != 0)
             fail_msg("split at offset %zu of %zu changed the events", cut, n);
         assert_int_equal(s.oversized, whole_oversized);
         sse_release(&s);
@@ -305,40 +306,39 @@ static void test_mixed_eol(void **state)
 static void test_fields(void **state)
 {
     (void)state;
-    static const char in[] =
-        ": this is a comment\n"
-        ":\n"
-        "data: first\n"
-        ": comment inside an event\n"
-        "data:second\n"
-        "data:  third has one leading space left\n"
-        "data\n"
-        "data:\n"
-        "id: 42\n"
-        "retry: 1000\n"
-        "foo: bar\n"
-        "Data: wrong case is an unknown field\n"
-        "dataxxxxxxxxxxxxxxxx: long names are unknown fields\n"
-        "event: one\n"
-        "event:two\n"
-        "\n"
-        /* No data: not dispatched, and its name must not leak. */
-        "event: lonely\n"
-        "\n"
-        "\n"
-        "\n"
-        "data: after blanks\n"
-        "\n"
-        "event:\n"
-        "data: empty event name means message\n"
-        "\n"
-        "event\n"
-        "data\n"
-        "\n"
-        "data:\x01 controls\x7f and \xc3\xa9 pass through\n"
-        "\n"
-        ": a trailing event without its blank line is not dispatched\n"
-        "data: incomplete\n";
+    static const char in[] = ": this is a comment\n"
+                             ":\n"
+                             "data: first\n"
+                             ": comment inside an event\n"
+                             "data:second\n"
+                             "data:  third has one leading space left\n"
+                             "data\n"
+                             "data:\n"
+                             "id: 42\n"
+                             "retry: 1000\n"
+                             "foo: bar\n"
+                             "Data: wrong case is an unknown field\n"
+                             "dataxxxxxxxxxxxxxxxx: long names are unknown fields\n"
+                             "event: one\n"
+                             "event:two\n"
+                             "\n"
+                             /* No data: not dispatched, and its name must not leak. */
+                             "event: lonely\n"
+                             "\n"
+                             "\n"
+                             "\n"
+                             "data: after blanks\n"
+                             "\n"
+                             "event:\n"
+                             "data: empty event name means message\n"
+                             "\n"
+                             "event\n"
+                             "data\n"
+                             "\n"
+                             "data:\x01 controls\x7f and \xc3\xa9 pass through\n"
+                             "\n"
+                             ": a trailing event without its blank line is not dispatched\n"
+                             "data: incomplete\n";
     size_t n = sizeof in - 1;
     struct recorder r;
     rec_init(&r);
@@ -378,15 +378,14 @@ static void test_oversized(void **state)
 {
     (void)state;
     /* Cap 16: name + data (with the '\n' between lines) may reach 16. */
-    static const char in[] =
-        "event: abcdef\ndata: 0123456789\n\n"       /* 6 + 10 = 16: kept */
-        "event: abcdefg\ndata: 0123456789\n\n"      /* 17: skipped */
-        "data: 01234567\ndata: 0123456\n\n"         /* 8 + 1 + 7 = 16: kept */
-        "data: 01234567\ndata: 01234567\n\n"        /* 17: skipped */
-        "data: this line alone is far longer than sixteen bytes\n"
-        "event: big\n\n"                            /* skipped */
-        "event: event-name-longer-than-the-cap\n\n" /* skipped, no data */
-        "data: small\n\n";
+    static const char in[] = "event: abcdef\ndata: 0123456789\n\n"  /* 6 + 10 = 16: kept */
+                             "event: abcdefg\ndata: 0123456789\n\n" /* 17: skipped */
+                             "data: 01234567\ndata: 0123456\n\n"    /* 8 + 1 + 7 = 16: kept */
+                             "data: 01234567\ndata: 01234567\n\n"   /* 17: skipped */
+                             "data: this line alone is far longer than sixteen bytes\n"
+                             "event: big\n\n"                            /* skipped */
+                             "event: event-name-longer-than-the-cap\n\n" /* skipped, no data */
+                             "data: small\n\n";
     size_t n = sizeof in - 1;
     struct recorder r;
     uint64_t oversized;
@@ -503,10 +502,10 @@ static void test_reinit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_anthropic_lf),  cmocka_unit_test(test_anthropic_crlf),
-        cmocka_unit_test(test_anthropic_cr),  cmocka_unit_test(test_mixed_eol),
-        cmocka_unit_test(test_fields),        cmocka_unit_test(test_nul_in_data),
-        cmocka_unit_test(test_oversized),     cmocka_unit_test(test_callback_stops),
+        cmocka_unit_test(test_anthropic_lf), cmocka_unit_test(test_anthropic_crlf),
+        cmocka_unit_test(test_anthropic_cr), cmocka_unit_test(test_mixed_eol),
+        cmocka_unit_test(test_fields),       cmocka_unit_test(test_nul_in_data),
+        cmocka_unit_test(test_oversized),    cmocka_unit_test(test_callback_stops),
         cmocka_unit_test(test_reinit),
     };
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);

@@ -130,8 +130,8 @@ static void test_auto_picks_last_when_fastest(void **unused)
     assert_int_equal(state_set_group(st, state_find_group(st, "big"), 1000, err, sizeof err), 0);
     int last = state_find_ep(st, "e299");
     for (size_t i = 0; i < st->n_eps; i++)
-        report_check(st, (int)i, true, false, (int)i == last ? 5.0 : 900.0, -1, NULL, NULL,
-                           2000, 2000);
+        report_check(st, (int)i, true, false, (int)i == last ? 5.0 : 900.0, -1, NULL, NULL, 2000,
+                     2000);
     assert_string_equal(ep_name(st, state_current_ep(st)), "e299");
     assert_string_equal(ep_name(st, state_route(st, NULL, 2000)), "e299");
     state_free(st);
@@ -162,78 +162,317 @@ struct rule_case {
     enum ep_cause cause;
     bool usable;
     bool live_blocked;
-    bool check_error;           /* check_error text is set */
-    uint64_t retry_in_ms;       /* circuit back-off left; 0: not checked */
-    const char *not_served;     /* a model the endpoint is remembered not to serve */
+    bool check_error;       /* check_error text is set */
+    uint64_t retry_in_ms;   /* circuit back-off left; 0: not checked */
+    const char *not_served; /* a model the endpoint is remembered not to serve */
 };
 
-#define CHECK_OK {STATE_FROM_CHECK, STATE_OK, 200, NULL, 0, 0}
-#define CHECK_DOWN {STATE_FROM_CHECK, STATE_DOWN, 0, "connect failed", 0, 0}
-#define CHECK_AUTH {STATE_FROM_CHECK, STATE_AUTH_FAILED, 401, "HTTP 401", 0, 0}
-#define CHECK_MISCONF {STATE_FROM_CHECK, STATE_CHECK_MISCONFIGURED, 404, "model m", 0, 0}
-#define LIVE_OK {STATE_FROM_LIVE, STATE_OK, 200, NULL, 0, 0}
-#define LIVE_502 {STATE_FROM_LIVE, STATE_DOWN, 502, "upstream answered 502", 0, 0}
-#define LIVE_AUTH {STATE_FROM_LIVE, STATE_AUTH_FAILED, 401, "token refused (401)", 0, 0}
+#define CHECK_OK                                    \
+    {                                               \
+        STATE_FROM_CHECK, STATE_OK, 200, NULL, 0, 0 \
+    }
+#define CHECK_DOWN                                              \
+    {                                                           \
+        STATE_FROM_CHECK, STATE_DOWN, 0, "connect failed", 0, 0 \
+    }
+#define CHECK_AUTH                                                 \
+    {                                                              \
+        STATE_FROM_CHECK, STATE_AUTH_FAILED, 401, "HTTP 401", 0, 0 \
+    }
+#define CHECK_MISCONF                                                     \
+    {                                                                     \
+        STATE_FROM_CHECK, STATE_CHECK_MISCONFIGURED, 404, "model m", 0, 0 \
+    }
+#define LIVE_OK                                    \
+    {                                              \
+        STATE_FROM_LIVE, STATE_OK, 200, NULL, 0, 0 \
+    }
+#define LIVE_502                                                        \
+    {                                                                   \
+        STATE_FROM_LIVE, STATE_DOWN, 502, "upstream answered 502", 0, 0 \
+    }
+#define LIVE_AUTH                                                            \
+    {                                                                        \
+        STATE_FROM_LIVE, STATE_AUTH_FAILED, 401, "token refused (401)", 0, 0 \
+    }
 
 static const struct rule_case rule_cases[] = {
-    {"a passing check makes it healthy", {CHECK_OK}, 0,
-     EP_HEALTHY, CIRCUIT_CLOSED, false, EP_CAUSE_NONE, true, false, false, 0, NULL},
-    {"a failing check makes it failed", {CHECK_DOWN}, 0,
-     EP_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_DOWN, false, false, false, 0, NULL},
-    {"three failing checks open the circuit for 5 s", {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN}, 0,
-     EP_FAILED, CIRCUIT_OPEN, false, EP_CAUSE_DOWN, false, false, false, 5000, NULL},
-    {"checks alone never block live traffic", {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN}, 0,
-     EP_FAILED, CIRCUIT_OPEN, false, EP_CAUSE_DOWN, false, false, false, 0, NULL},
+    {"a passing check makes it healthy",
+     {CHECK_OK},
+     0,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_NONE,
+     true,
+     false,
+     false,
+     0,
+     NULL},
+    {"a failing check makes it failed",
+     {CHECK_DOWN},
+     0,
+     EP_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_DOWN,
+     false,
+     false,
+     false,
+     0,
+     NULL},
+    {"three failing checks open the circuit for 5 s",
+     {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN},
+     0,
+     EP_FAILED,
+     CIRCUIT_OPEN,
+     false,
+     EP_CAUSE_DOWN,
+     false,
+     false,
+     false,
+     5000,
+     NULL},
+    {"checks alone never block live traffic",
+     {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN},
+     0,
+     EP_FAILED,
+     CIRCUIT_OPEN,
+     false,
+     EP_CAUSE_DOWN,
+     false,
+     false,
+     false,
+     0,
+     NULL},
     {"a passing check recovers it and closes the circuit",
-     {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN, CHECK_OK}, 0,
-     EP_HEALTHY, CIRCUIT_CLOSED, false, EP_CAUSE_NONE, true, false, false, 0, NULL},
+     {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN, CHECK_OK},
+     0,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_NONE,
+     true,
+     false,
+     false,
+     0,
+     NULL},
     {"a failed trial after the back-off reopens the circuit for twice as long",
      {LIVE_502, LIVE_502, LIVE_502, {STATE_FROM_CHECK, STATE_DOWN, 0, "connect failed", 0, 7000}},
-     0, EP_FAILED, CIRCUIT_OPEN, false, EP_CAUSE_DOWN, false, true, false, 10000, NULL},
-    {"a live failure marks it failed at once", {CHECK_OK, LIVE_502}, 0,
-     EP_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_DOWN, false, false, false, 0, NULL},
-    {"three live failures block live traffic", {LIVE_502, LIVE_502, LIVE_502}, 0,
-     EP_FAILED, CIRCUIT_OPEN, false, EP_CAUSE_DOWN, false, true, false, 5000, NULL},
-    {"a live success does not undo a live failure", {LIVE_502, LIVE_OK}, 0,
-     EP_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_DOWN, false, false, false, 0, NULL},
-    {"a passing check after a live failure recovers it", {LIVE_502, CHECK_OK}, 0,
-     EP_HEALTHY, CIRCUIT_CLOSED, false, EP_CAUSE_NONE, true, false, false, 0, NULL},
+     0,
+     EP_FAILED,
+     CIRCUIT_OPEN,
+     false,
+     EP_CAUSE_DOWN,
+     false,
+     true,
+     false,
+     10000,
+     NULL},
+    {"a live failure marks it failed at once",
+     {CHECK_OK, LIVE_502},
+     0,
+     EP_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_DOWN,
+     false,
+     false,
+     false,
+     0,
+     NULL},
+    {"three live failures block live traffic",
+     {LIVE_502, LIVE_502, LIVE_502},
+     0,
+     EP_FAILED,
+     CIRCUIT_OPEN,
+     false,
+     EP_CAUSE_DOWN,
+     false,
+     true,
+     false,
+     5000,
+     NULL},
+    {"a live success does not undo a live failure",
+     {LIVE_502, LIVE_OK},
+     0,
+     EP_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_DOWN,
+     false,
+     false,
+     false,
+     0,
+     NULL},
+    {"a passing check after a live failure recovers it",
+     {LIVE_502, CHECK_OK},
+     0,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_NONE,
+     true,
+     false,
+     false,
+     0,
+     NULL},
     {"a 529 answer is overload whatever its text",
-     {{STATE_FROM_LIVE, STATE_DOWN, 529, "upstream said no", 0, 0}}, 0,
-     EP_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_OVERLOADED, false, false, false, 0, NULL},
+     {{STATE_FROM_LIVE, STATE_DOWN, 529, "upstream said no", 0, 0}},
+     0,
+     EP_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_OVERLOADED,
+     false,
+     false,
+     false,
+     0,
+     NULL},
     {"a 503 answer is overload too",
-     {{STATE_FROM_LIVE, STATE_DOWN, 503, "upstream said no", 0, 0}}, 0,
-     EP_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_OVERLOADED, false, false, false, 0, NULL},
+     {{STATE_FROM_LIVE, STATE_DOWN, 503, "upstream said no", 0, 0}},
+     0,
+     EP_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_OVERLOADED,
+     false,
+     false,
+     false,
+     0,
+     NULL},
     {"a certificate problem is a TLS cause",
-     {{STATE_FROM_LIVE, STATE_DOWN, 0, "SSL certificate problem: self-signed", 0, 0}}, 0,
-     EP_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_TLS, false, false, false, 0, NULL},
-    {"a refused token (live) is auth-failed", {CHECK_OK, LIVE_AUTH}, 0,
-     EP_AUTH_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_AUTH, false, false, false, 0, NULL},
-    {"a refused token (check) is auth-failed", {CHECK_AUTH}, 0,
-     EP_AUTH_FAILED, CIRCUIT_CLOSED, false, EP_CAUSE_AUTH, false, false, false, 0, NULL},
+     {{STATE_FROM_LIVE, STATE_DOWN, 0, "SSL certificate problem: self-signed", 0, 0}},
+     0,
+     EP_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_TLS,
+     false,
+     false,
+     false,
+     0,
+     NULL},
+    {"a refused token (live) is auth-failed",
+     {CHECK_OK, LIVE_AUTH},
+     0,
+     EP_AUTH_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_AUTH,
+     false,
+     false,
+     false,
+     0,
+     NULL},
+    {"a refused token (check) is auth-failed",
+     {CHECK_AUTH},
+     0,
+     EP_AUTH_FAILED,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_AUTH,
+     false,
+     false,
+     false,
+     0,
+     NULL},
     {"a 429 rests it until its retry time",
-     {CHECK_OK, {STATE_FROM_LIVE, STATE_RATE_LIMITED, 429, NULL, 30000, 0}}, 29000,
-     EP_HEALTHY, CIRCUIT_CLOSED, true, EP_CAUSE_RATE_LIMITED, false, true, false, 0, NULL},
+     {CHECK_OK, {STATE_FROM_LIVE, STATE_RATE_LIMITED, 429, NULL, 30000, 0}},
+     29000,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     true,
+     EP_CAUSE_RATE_LIMITED,
+     false,
+     true,
+     false,
+     0,
+     NULL},
     {"after the rest it is usable again",
-     {CHECK_OK, {STATE_FROM_LIVE, STATE_RATE_LIMITED, 429, NULL, 30000, 0}}, 30000,
-     EP_HEALTHY, CIRCUIT_CLOSED, false, EP_CAUSE_RATE_LIMITED, true, false, false, 0, NULL},
+     {CHECK_OK, {STATE_FROM_LIVE, STATE_RATE_LIMITED, 429, NULL, 30000, 0}},
+     30000,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_RATE_LIMITED,
+     true,
+     false,
+     false,
+     0,
+     NULL},
     {"a usage cap rests it without a failure",
-     {CHECK_OK, {STATE_FROM_LIVE, STATE_USAGE_CAPPED, 402, "balance exhausted", 60000, 0}}, 0,
-     EP_HEALTHY, CIRCUIT_CLOSED, true, EP_CAUSE_NONE, false, true, false, 0, NULL},
+     {CHECK_OK, {STATE_FROM_LIVE, STATE_USAGE_CAPPED, 402, "balance exhausted", 60000, 0}},
+     0,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     true,
+     EP_CAUSE_NONE,
+     false,
+     true,
+     false,
+     0,
+     NULL},
     {"a misconfigured check is no failure, however often",
-     {CHECK_MISCONF, CHECK_MISCONF, CHECK_MISCONF, CHECK_MISCONF}, 0,
-     EP_CHECK_ERROR, CIRCUIT_CLOSED, false, EP_CAUSE_NONE, true, false, true, 0, NULL},
+     {CHECK_MISCONF, CHECK_MISCONF, CHECK_MISCONF, CHECK_MISCONF},
+     0,
+     EP_CHECK_ERROR,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_NONE,
+     true,
+     false,
+     true,
+     0,
+     NULL},
     {"a misconfigured check closes a circuit that checks opened",
-     {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN, CHECK_MISCONF}, 0,
-     EP_CHECK_ERROR, CIRCUIT_CLOSED, false, EP_CAUSE_NONE, true, false, true, 0, NULL},
+     {CHECK_DOWN, CHECK_DOWN, CHECK_DOWN, CHECK_MISCONF},
+     0,
+     EP_CHECK_ERROR,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_NONE,
+     true,
+     false,
+     true,
+     0,
+     NULL},
     {"a misconfigured check leaves a circuit live failures opened",
-     {LIVE_502, LIVE_502, LIVE_502, CHECK_MISCONF}, 0,
-     EP_CHECK_ERROR, CIRCUIT_OPEN, false, EP_CAUSE_NONE, false, true, true, 0, NULL},
-    {"a passing check clears the check error", {CHECK_MISCONF, CHECK_OK}, 0,
-     EP_HEALTHY, CIRCUIT_CLOSED, false, EP_CAUSE_NONE, true, false, false, 0, NULL},
+     {LIVE_502, LIVE_502, LIVE_502, CHECK_MISCONF},
+     0,
+     EP_CHECK_ERROR,
+     CIRCUIT_OPEN,
+     false,
+     EP_CAUSE_NONE,
+     false,
+     true,
+     true,
+     0,
+     NULL},
+    {"a passing check clears the check error",
+     {CHECK_MISCONF, CHECK_OK},
+     0,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_NONE,
+     true,
+     false,
+     false,
+     0,
+     NULL},
     {"a missing model is remembered, the endpoint stays healthy",
-     {CHECK_OK, {STATE_FROM_LIVE, STATE_MODEL_MISSING, 404, NULL, 0, 0}}, 0,
-     EP_HEALTHY, CIRCUIT_CLOSED, false, EP_CAUSE_NONE, true, false, false, 0, "claude-x"},
+     {CHECK_OK, {STATE_FROM_LIVE, STATE_MODEL_MISSING, 404, NULL, 0, 0}},
+     0,
+     EP_HEALTHY,
+     CIRCUIT_CLOSED,
+     false,
+     EP_CAUSE_NONE,
+     true,
+     false,
+     false,
+     0,
+     "claude-x"},
 };
 
 static void test_rules_table(void **unused)
@@ -299,8 +538,8 @@ static void test_check_begin_and_end(void **unused)
     assert_int_equal(st->checks_running, 2);
     assert_true(state_ep_check_running(st, a));
     assert_int_equal(st->eps[a].status, EP_CHECKING);
-    struct state_outcome ok = {.source = STATE_FROM_CHECK, .kind = STATE_OK, .latency_ms = 50,
-                               .ttfb_ms = 40};
+    struct state_outcome ok = {
+        .source = STATE_FROM_CHECK, .kind = STATE_OK, .latency_ms = 50, .ttfb_ms = 40};
     state_report(st, a, &ok, 1100, 1100);
     assert_false(state_ep_check_running(st, a));
     assert_int_equal(st->checks_running, 1);
@@ -312,7 +551,7 @@ static void test_check_begin_and_end(void **unused)
     state_check_abandon(st, b);
     assert_int_equal(st->checks_running, 0);
     assert_int_equal(st->eps[b].status, EP_CHECKING); /* no result: still not checked */
-    state_report(st, a, &ok, 1200, 1200); /* a report without a begin */
+    state_report(st, a, &ok, 1200, 1200);             /* a report without a begin */
     assert_int_equal(st->checks_running, 0);
     state_publish_interval(st, 45, "busy");
     state_publish_cycle(st, 5000);
@@ -412,8 +651,10 @@ static void test_observer(void **unused)
     int a = state_find_ep(st, "e001");
     assert_true(state_may_check(st, a)); /* no observer: this instance checks */
     struct seen seen = {.allow_check = false};
-    struct state_observer obs = {.outcome = seen_outcome, .session = seen_session,
-                                 .served = seen_served, .may_check = seen_may_check,
+    struct state_observer obs = {.outcome = seen_outcome,
+                                 .session = seen_session,
+                                 .served = seen_served,
+                                 .may_check = seen_may_check,
                                  .ud = &seen};
     state_set_observer(st, &obs);
     assert_ptr_equal(state_observer_of(st), &obs);
@@ -429,8 +670,11 @@ static void test_observer(void **unused)
 
     /* remote check while a local one runs: applied, not told, check still running */
     state_check_begin(st, a, 1200);
-    struct state_outcome ok = {.source = STATE_FROM_CHECK, .kind = STATE_OK, .latency_ms = 50,
-                               .ttfb_ms = 40, .remote = true};
+    struct state_outcome ok = {.source = STATE_FROM_CHECK,
+                               .kind = STATE_OK,
+                               .latency_ms = 50,
+                               .ttfb_ms = 40,
+                               .remote = true};
     state_report(st, a, &ok, 1200, 1200);
     assert_int_equal(seen.outcomes, 1);
     assert_int_equal(state_ep_status(st, a), EP_HEALTHY);
@@ -443,8 +687,10 @@ static void test_observer(void **unused)
     assert_int_equal(seen.last_kind, STATE_OK);
 
     /* remote rest: applied (not routable), not told */
-    struct state_outcome rest = {.source = STATE_FROM_LIVE, .kind = STATE_RATE_LIMITED,
-                                 .rest_until_ms = 9000, .remote = true};
+    struct state_outcome rest = {.source = STATE_FROM_LIVE,
+                                 .kind = STATE_RATE_LIMITED,
+                                 .rest_until_ms = 9000,
+                                 .remote = true};
     state_report(st, a, &rest, 1400, 1400);
     assert_int_equal(seen.outcomes, 2);
     assert_true(state_ep_live_blocked(&st->eps[a], 1500));

@@ -215,8 +215,9 @@ static void test_event_rules(void **state)
     assert_int_equal(u.input, 0);
     assert_int_equal(u.output, 1);
     assert_string_equal(u.model, "m1");
-    ev = event("message_delta", "{\"usage\":{\"input_tokens\":300,\"cache_creation_input_tokens\":20,"
-                                "\"output_tokens\":9}}");
+    ev = event("message_delta",
+               "{\"usage\":{\"input_tokens\":300,\"cache_creation_input_tokens\":20,"
+               "\"output_tokens\":9}}");
     assert_int_equal(usage_from_sse_event(&ev, &u), 1);
     assert_int_equal(u.input, 300);
     assert_int_equal(u.cache_creation, 20);
@@ -238,8 +239,14 @@ static void test_event_rules(void **state)
 
     /* Junk is ignored. */
     static const char *const junk[] = {
-        "", "{", "null", "[]", "{\"usage\":7}", "{\"usage\":{\"output_tokens\":\"50\"}}",
-        "{\"usage\":{\"output_tokens\":-50}}", "{\"usage\":{\"output_tokens\":1e19}}",
+        "",
+        "{",
+        "null",
+        "[]",
+        "{\"usage\":7}",
+        "{\"usage\":{\"output_tokens\":\"50\"}}",
+        "{\"usage\":{\"output_tokens\":-50}}",
+        "{\"usage\":{\"output_tokens\":1e19}}",
         "{\"usage\":{\"output_tokens\":null}}",
     };
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
@@ -263,7 +270,9 @@ static void test_error_event(void **state)
     char type[32];
     struct sse_event ev;
 
-    ev = event("error", "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}");
+    ev = event(
+        "error",
+        "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}");
     memset(type, 'x', sizeof type);
     assert_true(usage_is_error_event(&ev, type, sizeof type));
     assert_string_equal(type, "overloaded_error");
@@ -274,7 +283,8 @@ static void test_error_event(void **state)
     assert_string_equal(small, "overl");
 
     /* Still an error event when the data does not say which. */
-    static const char *const vague[] = {"", "not json", "{}", "{\"error\":\"x\"}", "{\"error\":{\"type\":5}}"};
+    static const char *const vague[] = {"", "not json", "{}", "{\"error\":\"x\"}",
+                                        "{\"error\":{\"type\":5}}"};
     for (size_t i = 0; i < sizeof vague / sizeof vague[0]; i++) {
         ev = event("error", vague[i]);
         memset(type, 'x', sizeof type);
@@ -315,18 +325,20 @@ static void show(const char *t, size_t n)
     fprintf(stderr, "%s\"\n", n > 400 ? "..." : "");
 }
 
-static void expect(int rc_want, const struct usage *want, int rc, const struct usage *got, const char *t, size_t n,
-                   const char *how)
+static void expect(int rc_want, const struct usage *want, int rc, const struct usage *got,
+                   const char *t, size_t n, const char *how)
 {
     struct usage untouched;
     sentinel(&untouched);
-    if (rc == rc_want && same_usage(want, got) && (rc == 0 || memcmp(got, &untouched, sizeof *got) == 0))
+    if (rc == rc_want && same_usage(want, got) &&
+        (rc == 0 || memcmp(got, &untouched, sizeof *got) == 0))
         return;
     show(t, n);
-    fail_msg("%s: want %d in=%lld out=%lld cr=%lld cc=%lld model=\"%s\"; got %d in=%lld out=%lld cr=%lld cc=%lld "
-             "model=\"%s\"",
-             how, rc_want, want->input, want->output, want->cache_read, want->cache_creation, want->model, rc,
-             got->input, got->output, got->cache_read, got->cache_creation, got->model);
+    fail_msg(
+        "%s: want %d in=%lld out=%lld cr=%lld cc=%lld model=\"%s\"; got %d in=%lld out=%lld cr=%lld cc=%lld "
+        "model=\"%s\"",
+        how, rc_want, want->input, want->output, want->cache_read, want->cache_creation,
+        want->model, rc, got->input, got->output, got->cache_read, got->cache_creation, got->model);
 }
 
 /* Feeds t in pieces ending at the given cut offsets (ascending), then the rest. */
@@ -386,7 +398,8 @@ static int agrees(const char *t, size_t n, unsigned seeds, struct usage *want)
     expect(rc, want, scan_bytes(t, n, &got), &got, t, n, "byte by byte");
     for (unsigned seed = 1; seed <= seeds; seed++) {
         sentinel(&got);
-        expect(rc, want, scan_random(t, n, seed, seed % 2 ? 7 : 40, &got), &got, t, n, "random pieces");
+        expect(rc, want, scan_random(t, n, seed, seed % 2 ? 7 : 40, &got), &got, t, n,
+               "random pieces");
     }
     return rc;
 }
@@ -445,7 +458,8 @@ static void test_json_every_cut(void **state)
     assert_int_equal(u.output, 7);
     assert_int_equal(u.cache_read, 4096);
     assert_int_equal(u.cache_creation, 1000);
-    assert_string_equal(u.model, "cl\xc3\xa9ude-\xf0\x9f\x98\x80\"q\\b/s?????" "!");
+    assert_string_equal(u.model, "cl\xc3\xa9ude-\xf0\x9f\x98\x80\"q\\b/s?????"
+                                 "!");
 }
 
 static void test_json_prefixes(void **state)
@@ -476,37 +490,85 @@ static void test_json_invalid(void **state)
     (void)state;
     static const char *const bad[] = {
         /* trailing bytes other than JSON whitespace */
-        "{\"usage\":{}}x", "{\"usage\":{}}{}", "{\"usage\":{}}\x01", "{\"usage\":{}} \x0b", "{\"usage\":{}},",
-        "{\"usage\":{}}}", "{\"usage\":{}}\xef\xbb\xbf",
+        "{\"usage\":{}}x",
+        "{\"usage\":{}}{}",
+        "{\"usage\":{}}\x01",
+        "{\"usage\":{}} \x0b",
+        "{\"usage\":{}},",
+        "{\"usage\":{}}}",
+        "{\"usage\":{}}\xef\xbb\xbf",
         /* literals */
-        "{\"usage\":{},\"a\":nul}", "{\"usage\":{},\"a\":nulll}", "{\"usage\":{},\"a\":True}",
-        "{\"usage\":{},\"a\":tru}", "{\"usage\":{},\"a\":fals}", "{\"usage\":{},\"a\":falsey}",
-        "{\"usage\":{},\"a\":nan}", "{\"usage\":{},\"a\":Infinity}", "{\"usage\":{},\"a\":undefined}",
+        "{\"usage\":{},\"a\":nul}",
+        "{\"usage\":{},\"a\":nulll}",
+        "{\"usage\":{},\"a\":True}",
+        "{\"usage\":{},\"a\":tru}",
+        "{\"usage\":{},\"a\":fals}",
+        "{\"usage\":{},\"a\":falsey}",
+        "{\"usage\":{},\"a\":nan}",
+        "{\"usage\":{},\"a\":Infinity}",
+        "{\"usage\":{},\"a\":undefined}",
         /* numbers strtod() would not read wholly */
-        "{\"usage\":{\"input_tokens\":1e}}", "{\"usage\":{\"input_tokens\":1e+}}", "{\"usage\":{\"input_tokens\":-}}",
-        "{\"usage\":{\"input_tokens\":--1}}", "{\"usage\":{\"input_tokens\":+1}}", "{\"usage\":{\"input_tokens\":.5}}",
-        "{\"usage\":{\"input_tokens\":1.2.3}}", "{\"usage\":{\"input_tokens\":1-2}}",
-        "{\"usage\":{\"input_tokens\":0x10}}", "{\"usage\":{\"input_tokens\":1e5e5}}",
-        "{\"usage\":{\"input_tokens\":-.}}", "{\"usage\":{\"input_tokens\":1ee5}}",
-        "{\"usage\":{\"input_tokens\":1e5.}}", "{\"usage\":{\"input_tokens\":1.e}}",
+        "{\"usage\":{\"input_tokens\":1e}}",
+        "{\"usage\":{\"input_tokens\":1e+}}",
+        "{\"usage\":{\"input_tokens\":-}}",
+        "{\"usage\":{\"input_tokens\":--1}}",
+        "{\"usage\":{\"input_tokens\":+1}}",
+        "{\"usage\":{\"input_tokens\":.5}}",
+        "{\"usage\":{\"input_tokens\":1.2.3}}",
+        "{\"usage\":{\"input_tokens\":1-2}}",
+        "{\"usage\":{\"input_tokens\":0x10}}",
+        "{\"usage\":{\"input_tokens\":1e5e5}}",
+        "{\"usage\":{\"input_tokens\":-.}}",
+        "{\"usage\":{\"input_tokens\":1ee5}}",
+        "{\"usage\":{\"input_tokens\":1e5.}}",
+        "{\"usage\":{\"input_tokens\":1.e}}",
         /* escapes */
-        "{\"usage\":{},\"a\":\"\\x\"}", "{\"usage\":{},\"a\":\"\\U0041\"}", "{\"usage\":{},\"a\":\"\\u12\"}",
-        "{\"usage\":{},\"a\":\"\\u004\"}", "{\"usage\":{},\"a\":\"\\", "{\"usage\":{},\"a\":\"\\u0041",
+        "{\"usage\":{},\"a\":\"\\x\"}",
+        "{\"usage\":{},\"a\":\"\\U0041\"}",
+        "{\"usage\":{},\"a\":\"\\u12\"}",
+        "{\"usage\":{},\"a\":\"\\u004\"}",
+        "{\"usage\":{},\"a\":\"\\",
+        "{\"usage\":{},\"a\":\"\\u0041",
         "{\"usage\":{},\"a\":\"\\'\"}",
         /* lone or broken surrogates, as cJSON refuses them */
-        "{\"usage\":{},\"a\":\"\\uDC00\"}", "{\"usage\":{},\"a\":\"\\uDFFF\"}", "{\"usage\":{},\"a\":\"\\uD800\"}",
-        "{\"usage\":{},\"a\":\"\\uDBFFx\"}", "{\"usage\":{},\"a\":\"\\uD800abcdef\"}",
-        "{\"usage\":{},\"a\":\"\\uD800\\u0041\"}", "{\"usage\":{},\"a\":\"\\uD800\\uD800\"}",
-        "{\"usage\":{},\"a\":\"\\uD800\\uE000\"}", "{\"usage\":{},\"a\":\"\\uD800\\uDCxx\"}",
-        "{\"usage\":{},\"a\":\"\\uD800\\n\"}", "{\"usage\":{},\"a\":\"\\uD800\\uDC0\"}",
+        "{\"usage\":{},\"a\":\"\\uDC00\"}",
+        "{\"usage\":{},\"a\":\"\\uDFFF\"}",
+        "{\"usage\":{},\"a\":\"\\uD800\"}",
+        "{\"usage\":{},\"a\":\"\\uDBFFx\"}",
+        "{\"usage\":{},\"a\":\"\\uD800abcdef\"}",
+        "{\"usage\":{},\"a\":\"\\uD800\\u0041\"}",
+        "{\"usage\":{},\"a\":\"\\uD800\\uD800\"}",
+        "{\"usage\":{},\"a\":\"\\uD800\\uE000\"}",
+        "{\"usage\":{},\"a\":\"\\uD800\\uDCxx\"}",
+        "{\"usage\":{},\"a\":\"\\uD800\\n\"}",
+        "{\"usage\":{},\"a\":\"\\uD800\\uDC0\"}",
         /* structure */
-        "{\"usage\":{}", "{\"usage\":{}]", "{\"usage\":{]}", "{\"usage\":[}}", "{\"usage\":{},}",
-        "{\"usage\":{},\"a\":[1,]}", "{\"usage\":{},\"a\":[,1]}", "{\"usage\" {}}", "{\"usage\"::{}}",
-        "{\"usage\":{}\"a\":1}", "{'usage':{}}", "{usage:{}}", "{\"usage\":{}, /* c */ \"a\":1}",
-        "{\"usage\":{},\"a\":1 2}", "{\"usage\":{},\"a\"}", "{\"usage\":{},\"a\":}", "{,\"usage\":{}}",
-        "{\"usage\":{}}\"", "\xef\xbb{\"usage\":{}}", " \xef\xbb\xbf{\"usage\":{}}", "\xef\xbb\xbf",
+        "{\"usage\":{}",
+        "{\"usage\":{}]",
+        "{\"usage\":{]}",
+        "{\"usage\":[}}",
+        "{\"usage\":{},}",
+        "{\"usage\":{},\"a\":[1,]}",
+        "{\"usage\":{},\"a\":[,1]}",
+        "{\"usage\" {}}",
+        "{\"usage\"::{}}",
+        "{\"usage\":{}\"a\":1}",
+        "{'usage':{}}",
+        "{usage:{}}",
+        "{\"usage\":{}, /* c */ \"a\":1}",
+        "{\"usage\":{},\"a\":1 2}",
+        "{\"usage\":{},\"a\"}",
+        "{\"usage\":{},\"a\":}",
+        "{,\"usage\":{}}",
+        "{\"usage\":{}}\"",
+        "\xef\xbb{\"usage\":{}}",
+        " \xef\xbb\xbf{\"usage\":{}}",
+        "\xef\xbb\xbf",
         /* whitespace to the end inside */
-        "{\"usage\":{} ", "{\"usage\":{ ", "{\"usage\": ", "{ ",
+        "{\"usage\":{} ",
+        "{\"usage\":{ ",
+        "{\"usage\": ",
+        "{ ",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct usage want;
@@ -526,10 +588,11 @@ static void test_json_quirks(void **state)
     (void)state;
     struct usage u;
     /* Leading zeros, "-.5", "1.", "1.e3": whatever strtod() reads wholly. */
-    assert_int_equal(agrees_str("{\"usage\":{\"input_tokens\":007,\"output_tokens\":-.5,"
-                                "\"cache_read_input_tokens\":3.,\"cache_creation_input_tokens\":1.e3}}",
-                                &u),
-                     0);
+    assert_int_equal(
+        agrees_str("{\"usage\":{\"input_tokens\":007,\"output_tokens\":-.5,"
+                   "\"cache_read_input_tokens\":3.,\"cache_creation_input_tokens\":1.e3}}",
+                   &u),
+        0);
     assert_int_equal(u.input, 7);
     assert_int_equal(u.output, 0);
     assert_int_equal(u.cache_read, 3);
@@ -570,11 +633,13 @@ static void test_json_quirks(void **state)
     assert_int_equal(u.input, 9);
     assert_string_equal(u.model, "m");
     /* Names may be escaped. */
-    assert_int_equal(agrees_str("{\"\\u0075sage\":{\"input\\u005ftokens\":10},\"m\\u006fdel\":\"q\"}", &u), 0);
+    assert_int_equal(
+        agrees_str("{\"\\u0075sage\":{\"input\\u005ftokens\":10},\"m\\u006fdel\":\"q\"}", &u), 0);
     assert_int_equal(u.input, 10);
     assert_string_equal(u.model, "q");
     /* Surrogate pairs in either case of hex. */
-    assert_int_equal(agrees_str("{\"model\":\"\\uD83D\\uDE00\\ud83d\\ude00\",\"usage\":{}}", &u), 0);
+    assert_int_equal(agrees_str("{\"model\":\"\\uD83D\\uDE00\\ud83d\\ude00\",\"usage\":{}}", &u),
+                     0);
     assert_string_equal(u.model, "\xf0\x9f\x98\x80\xf0\x9f\x98\x80");
 }
 
@@ -693,7 +758,8 @@ static void test_json_first_member(void **state)
     assert_int_equal(u.input, 0);
     assert_int_equal(agrees_str("{\"usage\":{\"input_tokens\":-1,\"input_tokens\":2}}", &u), 0);
     assert_int_equal(u.input, 0);
-    assert_int_equal(agrees_str("{\"usage\":{\"output_tokens\":1},\"usage\":{\"output_tokens\":2}}", &u), 0);
+    assert_int_equal(
+        agrees_str("{\"usage\":{\"output_tokens\":1},\"usage\":{\"output_tokens\":2}}", &u), 0);
     assert_int_equal(u.output, 1);
     assert_int_equal(agrees_str("{\"usage\":null,\"usage\":{\"output_tokens\":2}}", &u), -1);
     assert_int_equal(agrees_str("{\"usage\":[],\"usage\":{\"output_tokens\":2}}", &u), -1);
@@ -704,7 +770,9 @@ static void test_json_first_member(void **state)
     assert_int_equal(agrees_str("{\"model\":\"\",\"model\":\"b\",\"usage\":{}}", &u), 0);
     assert_string_equal(u.model, "");
     /* A name that only decodes to the same text is the same name. */
-    assert_int_equal(agrees_str("{\"usage\":{\"output_tokens\":1},\"us\\u0061ge\":{\"output_tokens\":2}}", &u), 0);
+    assert_int_equal(
+        agrees_str("{\"usage\":{\"output_tokens\":1},\"us\\u0061ge\":{\"output_tokens\":2}}", &u),
+        0);
     assert_int_equal(u.output, 1);
     assert_int_equal(agrees_str("{\"us\\u0061ge\":5,\"usage\":{\"output_tokens\":2}}", &u), -1);
 }
@@ -714,21 +782,29 @@ static void test_json_where(void **state)
     (void)state;
     struct usage u;
     static const char *const refused[] = {
-        "{\"usage\":7}", "{\"usage\":\"{}\"}", "{\"usage\":true}", "{\"usage\":1e5}",
+        "{\"usage\":7}",
+        "{\"usage\":\"{}\"}",
+        "{\"usage\":true}",
+        "{\"usage\":1e5}",
         "{\"a\":{\"usage\":{\"input_tokens\":1}}}",           /* depth 2 */
         "{\"a\":[{\"usage\":{\"input_tokens\":1}}]}",         /* in an array */
         "{\"a\":\"\\\"usage\\\":{\\\"input_tokens\\\":1}\"}", /* in a string */
-        "{\"Usage\":{}}", "{\"usage \":{}}", "{\"usag\":{}}", "{\"usages\":{}}", "{\"usage\\u0001\":{}}",
+        "{\"Usage\":{}}",
+        "{\"usage \":{}}",
+        "{\"usag\":{}}",
+        "{\"usages\":{}}",
+        "{\"usage\\u0001\":{}}",
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         if (agrees_str(refused[i], &u) != -1)
             fail_msg("accepted %s", refused[i]);
     }
     /* Counts count only as direct members of the top-level usage. */
-    assert_int_equal(agrees_str("{\"usage\":{\"x\":{\"input_tokens\":5},\"y\":[{\"output_tokens\":6}]},"
-                                "\"input_tokens\":7,\"z\":{\"usage\":{\"cache_read_input_tokens\":8}}}",
-                                &u),
-                     0);
+    assert_int_equal(
+        agrees_str("{\"usage\":{\"x\":{\"input_tokens\":5},\"y\":[{\"output_tokens\":6}]},"
+                   "\"input_tokens\":7,\"z\":{\"usage\":{\"cache_read_input_tokens\":8}}}",
+                   &u),
+        0);
     assert_int_equal(u.input, 0);
     assert_int_equal(u.output, 0);
     assert_int_equal(u.cache_read, 0);
@@ -741,15 +817,19 @@ static void test_json_where(void **state)
     assert_int_equal(u.output, 0);
     assert_int_equal(u.cache_read, 0);
     /* The model counts only at the top. */
-    assert_int_equal(agrees_str("{\"usage\":{\"model\":\"u\"},\"a\":{\"model\":\"a\"},\"b\":[{\"model\":\"b\"}]}", &u),
-                     0);
+    assert_int_equal(
+        agrees_str(
+            "{\"usage\":{\"model\":\"u\"},\"a\":{\"model\":\"a\"},\"b\":[{\"model\":\"b\"}]}", &u),
+        0);
     assert_string_equal(u.model, "");
     /* Names that are near misses, long, or past the longest kept. */
-    assert_int_equal(agrees_str("{\"usage\":{\"input_token\":1,\"input_tokens_\":2,\"cache_creation_input_tokens_x\":3,"
-                                "\"cache_creation_input_token\":4,\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\":5,"
-                                "\"cache_creation_input_tokens\":6}}",
-                                &u),
-                     0);
+    assert_int_equal(
+        agrees_str(
+            "{\"usage\":{\"input_token\":1,\"input_tokens_\":2,\"cache_creation_input_tokens_x\":3,"
+            "\"cache_creation_input_token\":4,\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\":5,"
+            "\"cache_creation_input_tokens\":6}}",
+            &u),
+        0);
     assert_int_equal(u.input, 0);
     assert_int_equal(u.cache_creation, 6);
     /* The usage object may come first, last, or be empty. */
@@ -765,8 +845,9 @@ static void test_json_model(void **state)
     char t[1024], name[400];
     /* Escaped multi-byte characters straddling the cut. */
     for (int pad = 88; pad <= 96; pad++) {
-        static const char *const tails[] = {"\\u00e9\\u00e9", "\\u20ac\\u20ac", "\\ud83d\\ude00\\ud83d\\ude00",
-                                            "\\u0000", "\\n\\t", "\\\"\\\\", "\xc3\xa9\xe2\x82\xac"};
+        static const char *const tails[] = {
+            "\\u00e9\\u00e9", "\\u20ac\\u20ac", "\\ud83d\\ude00\\ud83d\\ude00", "\\u0000",
+            "\\n\\t",         "\\\"\\\\",       "\xc3\xa9\xe2\x82\xac"};
         for (size_t k = 0; k < sizeof tails / sizeof tails[0]; k++) {
             memset(name, 'm', (size_t)pad);
             strcpy(name + pad, tails[k]);
@@ -796,9 +877,30 @@ static size_t mutate(char *t, size_t n, size_t cap, unsigned *rng)
 {
     static const char bytes[] = "\"\\{}[],:0123456789-+.eEutnfalsr \t\n\x01\x7f\xc3\xef";
     static const char *const tokens[] = {
-        "\\u",    "\\uD800", "\\uDC00", "\\ud83d\\ude00", "\\u0000", "\\\\", "\\\"", "\"usage\":", "\"model\":",
-        "{}",     "[]",      "null",    "true",           "1e",      "-.",   "1.",   "007",         "9e18",
-        "\"\"",   ",",       "\xef\xbb\xbf", "{\"input_tokens\":1}", "\"output_tokens\":", "\\u000\\\\",
+        "\\u",
+        "\\uD800",
+        "\\uDC00",
+        "\\ud83d\\ude00",
+        "\\u0000",
+        "\\\\",
+        "\\\"",
+        "\"usage\":",
+        "\"model\":",
+        "{}",
+        "[]",
+        "null",
+        "true",
+        "1e",
+        "-.",
+        "1.",
+        "007",
+        "9e18",
+        "\"\"",
+        ",",
+        "\xef\xbb\xbf",
+        "{\"input_tokens\":1}",
+        "\"output_tokens\":",
+        "\\u000\\\\",
     };
     int ops = 1 + (int)(rng_next(rng) % 3);
     for (int k = 0; k < ops && n > 0; k++) {
@@ -807,12 +909,8 @@ static size_t mutate(char *t, size_t n, size_t cap, unsigned *rng)
         case 0: /* a byte becomes an interesting one */
             t[at] = bytes[rng_next(rng) % (sizeof bytes - 1)];
             break;
-        case 1: /* a bit flips */
-            t[at] = (char)(t[at] ^ (1 << (rng_next(rng) % 8)));
-            break;
-        case 2: /* truncation */
-            n = at;
-            break;
+        case 1: /* a bit flips */ t[at] = (char)(t[at] ^ (1 << (rng_next(rng) % 8))); break;
+        case 2: /* truncation */ n = at; break;
         case 3: { /* insertion */
             const char *tok = tokens[rng_next(rng) % (sizeof tokens / sizeof tokens[0])];
             size_t len = strlen(tok);
@@ -875,7 +973,8 @@ static void test_json_differential(void **state)
     }
     /* The mutations must not all be refused, or little is compared. */
     assert_true(accepted > total / 10);
-    printf("[          ] differential: %d of %d mutated replies accepted by both\n", accepted, total);
+    printf("[          ] differential: %d of %d mutated replies accepted by both\n", accepted,
+           total);
 }
 
 /* ---- compressed replies ---------------------------------------------------- */
@@ -1000,17 +1099,16 @@ static void test_inflate_members(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_message_json), cmocka_unit_test(test_message_json_refused),
-        cmocka_unit_test(test_hostile_values), cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_event_rules),  cmocka_unit_test(test_error_event),
-        cmocka_unit_test(test_json_size),     cmocka_unit_test(test_json_every_cut),
-        cmocka_unit_test(test_json_prefixes), cmocka_unit_test(test_json_invalid),
-        cmocka_unit_test(test_json_quirks),   cmocka_unit_test(test_json_depth),
-        cmocka_unit_test(test_json_numbers),  cmocka_unit_test(test_json_first_member),
-        cmocka_unit_test(test_json_where),    cmocka_unit_test(test_json_model),
-        cmocka_unit_test(test_json_differential),
-        cmocka_unit_test(test_inflate_reply), cmocka_unit_test(test_inflate_refused),
-        cmocka_unit_test(test_inflate_members),
+        cmocka_unit_test(test_message_json),      cmocka_unit_test(test_message_json_refused),
+        cmocka_unit_test(test_hostile_values),    cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_event_rules),       cmocka_unit_test(test_error_event),
+        cmocka_unit_test(test_json_size),         cmocka_unit_test(test_json_every_cut),
+        cmocka_unit_test(test_json_prefixes),     cmocka_unit_test(test_json_invalid),
+        cmocka_unit_test(test_json_quirks),       cmocka_unit_test(test_json_depth),
+        cmocka_unit_test(test_json_numbers),      cmocka_unit_test(test_json_first_member),
+        cmocka_unit_test(test_json_where),        cmocka_unit_test(test_json_model),
+        cmocka_unit_test(test_json_differential), cmocka_unit_test(test_inflate_reply),
+        cmocka_unit_test(test_inflate_refused),   cmocka_unit_test(test_inflate_members),
     };
     return cmocka_run_group_tests_name("usage", tests, NULL, NULL);
 }
