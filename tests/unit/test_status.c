@@ -20,6 +20,7 @@
 #include "config.h"
 #include "state.h"
 #include "state_reports.h"
+#include "status_golden.h"
 #include "status.h"
 #include "util.h"
 
@@ -295,6 +296,145 @@ static void test_requests_in_flight(void **ctx)
     cJSON_Delete(doc);
 }
 
+/* Three groups, every kind of endpoint state /status shows: latency and
+ * history, check error and models warning, an open circuit, a 429 rest and
+ * a usage-cap rest, a refused token, a pending graceful switch, fallback,
+ * sessions, requests in flight, events, totals.  Rendered whole and compared
+ * byte for byte with the document as it was when status.c read the state's
+ * fields directly (status_golden.h), then again after a pin. */
+static const char rich_config[] =
+    "[server]\n"
+    "port = 8124\n"
+    "bind = \"127.0.0.1\"\n"
+    "[health_check]\n"
+    "interval_seconds = 60\n"
+    "[[groups]]\n"
+    "name = \"main\"\n"
+    "default = true\n"
+    "auth_token_env = \"ZT_STATUS_TOKEN\"\n"
+    "fallback_groups = [\"relay\"]\n"
+    "endpoints = [\n"
+    "  { url = \"http://127.0.0.1:9/a\", name = \"a\" },\n"
+    "  { url = \"http://127.0.0.1:9/b\", name = \"b\" },\n"
+    "  { url = \"http://127.0.0.1:9/c\", name = \"c\" },\n"
+    "]\n"
+    "[[groups]]\n"
+    "name = \"relay\"\n"
+    "auth_token_env = \"ZT_STATUS_TOKEN\"\n"
+    "auth_header = \"bearer\"\n"
+    "endpoints = [\n"
+    "  { url = \"http://127.0.0.1:9/r1\", name = \"r1\" },\n"
+    "  { url = \"http://127.0.0.1:9/r2\", name = \"r2\" },\n"
+    "]\n"
+    "[[groups]]\n"
+    "name = \"open\"\n"
+    "endpoints = [{ url = \"http://127.0.0.1:9/o1\", name = \"o1\" }]\n";
+
+/* The document as text, with what differs from run to run fixed: the
+ * requests' ids (random per state) and the time of the events state_new()
+ * logs before the test sets its clock. */
+static char *rich_text(const struct state *st, uint64_t now)
+{
+    cJSON *doc = render(st, now);
+    cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(doc, "requests"))
+    {
+        cJSON_ReplaceItemInObjectCaseSensitive(r, "id", cJSON_CreateString("r-fixed"));
+    }
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(doc, "events"))
+    {
+        if (num(r, "t") > (double)(W0 + 3600000))
+            cJSON_ReplaceItemInObjectCaseSensitive(r, "t", cJSON_CreateNumber(0));
+    }
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    assert_non_null(text);
+    return text;
+}
+
+static void expect_text(const char *got, const char *want)
+{
+    if (strcmp(got, want) != 0) {
+        size_t k = 0;
+        while (got[k] && got[k] == want[k])
+            k++;
+        /* In pieces: cmocka cuts a long message. */
+        print_error("differs at byte %zu; got:\n", k);
+        for (size_t i = 0; got[i]; i += 200)
+            print_error("%.200s\n", got + i);
+        fail();
+    }
+}
+
+static void test_whole_document_unchanged(void **ctx)
+{
+    (void)ctx;
+    struct config *cfg = NULL;
+    char *errors = NULL;
+    setenv("ZT_STATUS_TOKEN", TOKEN, 1);
+    int rc = config_load_string("rich.toml", rich_config, strlen(rich_config), &cfg, &errors);
+    if (rc != 0)
+        print_error("%s\n", errors ? errors : "(null)");
+    free(errors);
+    assert_int_equal(rc, 0);
+    fake_wall = W0;
+    struct state *st = state_new(cfg, T0, W0);
+    st->wall_clock_ms = fake_wall_ms;
+    int a = state_find_ep(st, "a"), b = state_find_ep(st, "b"), c = state_find_ep(st, "c");
+    int r1 = state_find_ep(st, "r1"), r2 = state_find_ep(st, "r2"), o1 = state_find_ep(st, "o1");
+    struct usage spent = {.input = 12, .output = 3, .cache_read = 2, .cache_creation = 1};
+    fake_wall = W0 + 100;
+    report_check(st, a, true, false, 120.26, 100.04, NULL, &spent, T0 + 100, W0 + 100);
+    report_check(st, b, true, false, 300, 250, NULL, &spent, T0 + 100, W0 + 100);
+    report_check(st, b, false, false, -1, -1, "timed out", NULL, T0 + 200, W0 + 200);
+    report_check_error(st, c, "check answered HTTP 404: not_found_error",
+                       "set check_model: this endpoint does not serve m", T0 + 300, W0 + 300);
+    state_publish_models_warning(st, a, "GET /v1/models does not list claude-x");
+    for (int k = 0; k < 3; k++)
+        report_live_failure(st, c, "upstream answered 502", T0 + 400);
+    report_rate_limited(st, r1, T0 + 60000, T0 + 500);
+    report_usage_capped(st, r2, T0 + 90000, "usage cap: weekly limit", T0 + 500);
+    report_check(st, o1, false, true, -1, -1, "HTTP 401", NULL, T0 + 600, W0 + 600);
+    state_bind_session(st, "sess-A", a, T0 + 700);
+    state_bind_session(st, "sess-B", a, T0 + 800);
+    state_bind_session(st, "sess-C", b, T0 + 900);
+    struct track t1, t2;
+    state_track_add(st, &t1, "POST", "/v1/messages", T0 + 1000);
+    state_track_route(&t1, st, a);
+    t1.bytes_in = 2048;
+    t1.bytes_out = 77;
+    t1.attempts = 1;
+    t1.state = TRACK_STREAMING;
+    state_track_add(st, &t2, "GET", "/v1/models", T0 + 1100);
+    /* b becomes much faster while a serves: a graceful switch waits. */
+    fake_wall = W0 + 1200;
+    for (int k = 0; k < 8; k++)
+        report_check(st, b, true, false, 20, 15, NULL, NULL, T0 + 1200, W0 + 1200);
+    state_served(st, r1, T0 + 1300);
+    state_count_retry(st);
+    struct usage traffic = {.input = 1000, .output = 200, .cache_read = 50, .cache_creation = 5};
+    state_count_tokens(st, st, a, &traffic);
+    state_publish_interval(st, 45, "busy");
+    state_publish_cycle(st, T0 + 30000);
+    fake_wall = W0 + 1400;
+    state_event(st, "info", "a", "b", "manual", "note %d", 7);
+
+    char *text = rich_text(st, T0 + 2500);
+    expect_text(text, status_golden_auto);
+    free(text);
+
+    char err[128] = "";
+    assert_int_equal(state_pin(st, c, T0 + 2600, err, sizeof err), 0);
+    text = rich_text(st, T0 + 2700);
+    expect_text(text, status_golden_pinned);
+    free(text);
+
+    state_track_remove(&t1);
+    state_track_remove(&t2);
+    state_free(st);
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +447,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pin_and_manual_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_requests_in_flight, setup, teardown),
+        cmocka_unit_test(test_whole_document_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
