@@ -97,7 +97,10 @@ static cJSON *app_status(struct app *a)
         .now_mono_ms = now_mono_ms(),
         .now_wall_ms = now_wall_ms(),
     };
-    cJSON *o = status_render(a->st, &info);
+    struct state_snapshot snap;
+    state_snapshot_take(a->st, info.now_mono_ms, &snap);
+    cJSON *o = status_render(&snap, &info);
+    state_snapshot_release(&snap);
     cluster_status(a->cluster, o);
     return o;
 }
@@ -654,7 +657,7 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         upstream_tls_counts(a->up, &up.tls_full, &up.tls_resumed);
         up.log_lines_dropped = log_lines_dropped();
         struct state_snapshot snap;
-        state_snapshot_take(a->st, &snap);
+        state_snapshot_take(a->st, now_mono_ms(), &snap);
         metrics_render(a->metrics, &snap, &up, &out);
         state_snapshot_release(&snap);
         cluster_metrics(a->cluster, &out);

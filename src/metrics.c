@@ -706,7 +706,7 @@ static void render_state(struct out *o, const struct state_snapshot *st)
 
     family(o, "zephyr_group_current", "gauge", "1 for the group in use, 0 for the others.");
     for (size_t g = 0; g < st->n_groups; g++) {
-        l[0] = (struct lbl){"group", st->groups[g]};
+        l[0] = (struct lbl){"group", st->groups[g].name};
         sample_u64(o, "zephyr_group_current", l, 1, g == st->current_group);
     }
 

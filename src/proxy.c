@@ -246,7 +246,7 @@ static void preq_log_json(struct preq *p, int status, const char *outcome, uint6
         buf_append(&b, "null", 4);
     buf_append(&b, ",\"endpoint\":", 12);
     if (p->ep >= 0)
-        buf_append_json_str(&b, st->eps[p->ep].name);
+        buf_append_json_str(&b, state_ep_name(st, p->ep));
     else
         buf_append(&b, "null", 4);
     buf_appendf(&b, ",\"status\":%d,\"outcome\":", status);
@@ -292,7 +292,7 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     buf_init(&pathbuf, SIZE_MAX);
     const char *path = log_path(p->t.path, &pathbuf);
     if (log_enabled(LOG_INFO)) {
-        const char *epname = p->ep >= 0 ? st->eps[p->ep].name : "-";
+        const char *epname = p->ep >= 0 ? state_ep_name(st, p->ep) : "-";
         char ttfb[32] = "-";
         if (p->ttfb_ms >= 0)
             snprintf(ttfb, sizeof ttfb, "%.0fms", p->ttfb_ms);
@@ -316,9 +316,10 @@ static void preq_finish(struct preq *p, int status, const char *outcome)
     state_count_tokens(px->st, st, p->ep, &p->usage);
     state_note_served(st, p->ep, p->usage.model[0] ? p->usage.model : p->asked_model, &p->usage);
     if (px->metrics)
-        metrics_request(px->metrics, p->ep >= 0 ? st->eps[p->ep].name : NULL,
-                        st->groups[p->ep >= 0 ? st->eps[p->ep].group : st->current_group].name,
-                        status, p->ttfb_ms, (double)total, p->attempts, &p->usage);
+        metrics_request(
+            px->metrics, p->ep >= 0 ? state_ep_name(st, p->ep) : NULL,
+            state_group_name(st, p->ep >= 0 ? state_ep_group(st, p->ep) : state_current_group(st)),
+            status, p->ttfb_ms, (double)total, p->attempts, &p->usage);
     state_track_remove(&p->t);
     dheap_remove(&px->due, &p->due);
     buf_release(&p->hdrs);
@@ -1313,9 +1314,9 @@ static void preq_attempt(struct preq *p)
 {
     struct state *st = p->st;
     const struct config *cfg = p->cfg;
-    const struct ep *e = &st->eps[p->ep];
-    const struct cfg_group *g = st->groups[e->group].cfg;
-    const char *token = config_ep_token(g, &g->endpoints[e->index]);
+    const struct cfg_group *g;
+    const struct cfg_endpoint *ce = state_ep_cfg(st, p->ep, &g);
+    const char *token = config_ep_token(g, ce);
 
     p->attempts++;
     p->t.attempts = p->attempts;
@@ -1350,7 +1351,7 @@ static void preq_attempt(struct preq *p)
     if (p->hdrs.data)
         p->hdrs.data[p->hdrs.len] = '\0';
     if (token) {
-        if (config_ep_auth(g, &g->endpoints[e->index]) == AUTH_BEARER)
+        if (config_ep_auth(g, ce) == AUTH_BEARER)
             buf_append(&p->hdrs, "Authorization: Bearer ", 22);
         else
             buf_append(&p->hdrs, "x-api-key: ", 11);
@@ -1359,7 +1360,6 @@ static void preq_attempt(struct preq *p)
     } else if (p->creds.len) {
         buf_append(&p->hdrs, p->creds.data, p->creds.len);
     }
-    const struct cfg_endpoint *ce = &g->endpoints[e->index];
     for (size_t i = 0; i < ce->n_headers; i++) {
         buf_append_str(&p->hdrs, ce->headers[i].name);
         buf_append(&p->hdrs, ": ", 2);
@@ -1368,7 +1368,7 @@ static void preq_attempt(struct preq *p)
     }
     /* The model the endpoint knows the client's model by, spliced into a
      * copy of the body for this attempt. */
-    const char *mapped = p->model ? config_model_for(g, &g->endpoints[e->index], p->model) : NULL;
+    const char *mapped = p->model ? config_model_for(g, ce, p->model) : NULL;
     p->mapped = mapped && strcmp(mapped, p->model) != 0;
     buf_reset(&p->abody);
     if (p->mapped) {
@@ -1378,7 +1378,7 @@ static void preq_attempt(struct preq *p)
                    p->body.len - p->model_off - p->model_len);
     }
     const struct buf *body = p->mapped ? &p->abody : &p->body;
-    char *url = hdr_url_join(e->url, p->target);
+    char *url = hdr_url_join(state_ep_url(st, p->ep), p->target);
     bool bodyless = p->is_head || (strcmp(p->method, "GET") == 0 && p->body.len == 0);
     struct upstream_request req = {
         .method = p->method,

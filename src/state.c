@@ -36,6 +36,111 @@
 #include "log.h"
 #include "util.h"
 
+/* The records below are this module's alone (state.h declares them
+ * incomplete): other modules read them through the accessors and
+ * state_snapshot_take(). */
+
+struct ep {
+    char *name;   /* owns */
+    char *url;    /* owns */
+    size_t group; /* index into state.groups */
+    size_t index; /* index within the group */
+    enum ep_status status;
+    char error[EP_TEXT]; /* last failure reason, "" when none */
+    double latency_ms;   /* last check latency, < 0 unknown */
+    double smoothed_ms;  /* EWMA of check latency and live TTFB, < 0 unknown */
+    double ttfb_ms;      /* last time to first byte (check or live), < 0 unknown */
+    unsigned active;     /* requests in flight */
+    uint64_t requests;   /* requests routed here */
+    uint64_t failures;   /* failed attempts (live) */
+    unsigned checks;     /* checks run */
+    unsigned checks_ok;
+    struct ep_check history[EP_HISTORY];
+    size_t hist_len;           /* entries used */
+    size_t hist_next;          /* ring position of the next entry */
+    struct usage check_tokens; /* tokens spent by checks */
+    struct usage live_tokens;  /* tokens of proxied traffic */
+    enum ep_circuit circuit;
+    unsigned consecutive_failures;
+    unsigned circuit_opens;    /* successive openings, for back-off */
+    uint64_t circuit_retry_ms; /* monotonic time of the next trial */
+    uint64_t rest_until_ms;    /* 429 or usage cap: not routable before this (monotonic) */
+    char rest_reason[96];      /* why it rests: "rate limited", "usage cap: ..." */
+    struct {
+        char model[64];           /* "" when the slot is free */
+        uint64_t until_ms;        /* monotonic */
+    } missing[EP_MISSING_MODELS]; /* answered 404 not_found_error for these models */
+    bool check_running;
+    bool recheck_soon;            /* a live failure asked for a quick check */
+    uint64_t next_check_ms;       /* monotonic time of this endpoint's next check */
+    enum ep_cause cause;          /* of the last failure, EP_CAUSE_NONE when none */
+    char check_error[EP_TEXT];    /* what is wrong with the check itself, "" when nothing */
+    char models_warning[EP_TEXT]; /* GET /v1/models does not list the check model, or "" */
+    unsigned live_streak;         /* consecutive live failures (checks not counted) */
+    uint64_t live_ok_ms;          /* monotonic time of the last live success, 0 never */
+};
+
+struct group {
+    char *name;                  /* owns */
+    const struct cfg_group *cfg; /* borrows from state.cfg */
+    size_t first;                /* index of the first endpoint in state.eps */
+    size_t n;                    /* number of endpoints */
+    struct policy policy;
+    struct policy_ep *view;   /* owns, n entries: scratch for state.c's policy calls */
+    bool panic;               /* no endpoint passes its checks: live traffic goes on
+                                 * to every endpoint live results have not removed */
+    uint64_t fallback_served; /* requests it served in place of the current group */
+};
+
+struct state {
+    const struct config *cfg; /* borrows, or owns when owned_cfg is set */
+    struct config *owned_cfg; /* owns; freed with the state */
+    unsigned refs;            /* requests started under this state */
+    bool retired;             /* replaced by a reload: freed at refs == 0 */
+    struct ep *eps;           /* owns, n_eps entries, grouped by group */
+    size_t n_eps;
+    struct group *groups; /* owns */
+    size_t n_groups;
+    size_t current_group;
+    struct track *tracks; /* borrows the records, owns the list */
+    size_t n_tracks;
+    uint64_t next_track_id;
+    struct event events[STATE_EVENTS];
+    size_t n_events, next_event;
+    uint64_t start_mono_ms;
+    uint64_t start_wall_ms;
+    /* The clock events are stamped with (now_wall_ms unless a test sets
+     * another): passed in, so that this module reads no clock itself. */
+    uint64_t (*wall_clock_ms)(void);
+    /* totals for /status and metrics */
+    uint64_t requests_total;
+    uint64_t retries_total;
+    struct usage live_tokens;
+    /* check scheduling, kept here so /status can show it */
+    bool checks_paused;
+    unsigned checks_running;
+    double check_interval_s;
+    uint64_t next_cycle_ms;    /* monotonic, 0 when unscheduled */
+    const char *load_level;    /* borrows a static string */
+    struct sessions *sessions; /* owns */
+    /* Fallback: the group that last served a request in place of the
+     * current one (-1: none since start or since the current group came
+     * back), and when. */
+    int fallback_group;
+    uint64_t fallback_last_ms; /* monotonic, 0 never */
+    uint64_t fallback_total;   /* requests served by a fallback group */
+    /* Told when live traffic or a check has just marked an endpoint failed,
+     * so that requests still waiting for its headers can move on at once.
+     * It must not end requests from inside the call. */
+    void (*ep_failed_cb)(void *ud, struct state *st, int ep);
+    void *ep_failed_ud;
+    /* Told of every switch of a group's current endpoint, with its reason
+     * word (the metrics count them); NULL: nobody. */
+    void (*switch_cb)(void *ud, const char *reason);
+    void *switch_ud;
+    const struct state_observer *observer; /* borrows; NULL: nobody listens */
+};
+
 #define STATE_CIRCUIT_FAILURES 3
 #define STATE_CIRCUIT_BASE_MS 5000u
 #define STATE_CIRCUIT_MAX_MS 300000u
@@ -300,9 +405,8 @@ int state_current_ep(const struct state *st)
     return g->policy.current < 0 ? -1 : (int)g->first + g->policy.current;
 }
 
-bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms)
+static bool ep_usable(const struct ep *e, uint64_t now_ms)
 {
-    (void)st;
     if (e->status == EP_FAILED || e->status == EP_AUTH_FAILED)
         return false;
     if (e->circuit == CIRCUIT_OPEN && now_ms < e->circuit_retry_ms)
@@ -312,12 +416,22 @@ bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms
     return true;
 }
 
-bool state_ep_live_blocked(const struct ep *e, uint64_t now_ms)
+static bool ep_live_blocked(const struct ep *e, uint64_t now_ms)
 {
     if (e->rest_until_ms && now_ms < e->rest_until_ms)
         return true;
     return e->circuit == CIRCUIT_OPEN && now_ms < e->circuit_retry_ms &&
            e->live_streak >= STATE_CIRCUIT_FAILURES;
+}
+
+bool state_ep_usable(const struct state *st, int ep, uint64_t now_ms)
+{
+    return ep_usable(&st->eps[ep], now_ms);
+}
+
+bool state_ep_live_blocked(const struct state *st, int ep, uint64_t now_ms)
+{
+    return ep_live_blocked(&st->eps[ep], now_ms);
 }
 
 /*
@@ -345,7 +459,7 @@ static const struct policy_ep *state_policy_view(const struct state *st, const s
                      (e->rest_until_ms && now_ms < e->rest_until_ms);
         p->latency_ms = e->smoothed_ms;
         p->active = e->active;
-        p->live_blocked = state_ep_live_blocked(e, now_ms);
+        p->live_blocked = ep_live_blocked(e, now_ms);
         p->live_ok_ms = e->live_ok_ms;
     }
     return g->view;
@@ -704,7 +818,7 @@ void state_why_unusable(const struct state *st, size_t g, uint64_t now_ms,
         /* An endpoint still usable (left untried by max_attempts or the
          * retry budget) is no cause.  Rests and overload together are
          * still overload: the client should come back later either way. */
-        if (!state_ep_usable(st, e, now_ms)) {
+        if (!ep_usable(e, now_ms)) {
             if (!seen || out->cause == c)
                 out->cause = c;
             else if ((out->cause == EP_CAUSE_RATE_LIMITED || out->cause == EP_CAUSE_OVERLOADED) &&
@@ -955,6 +1069,11 @@ void state_set_failed_cb(struct state *st, void (*cb)(void *ud, struct state *st
     st->ep_failed_ud = ud;
 }
 
+void state_set_wall_clock(struct state *st, uint64_t (*wall_clock_ms)(void))
+{
+    st->wall_clock_ms = wall_clock_ms;
+}
+
 void state_set_switch_cb(struct state *st, void (*cb)(void *ud, const char *reason), void *ud)
 {
     st->switch_cb = cb;
@@ -1059,7 +1178,7 @@ const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
     return e->index < g->n_endpoints ? &g->endpoints[e->index] : NULL;
 }
 
-void state_snapshot_take(const struct state *st, struct state_snapshot *out)
+void state_snapshot_take(const struct state *st, uint64_t now_ms, struct state_snapshot *out)
 {
     memset(out, 0, sizeof *out);
     int current = state_current_ep(st);
@@ -1067,29 +1186,87 @@ void state_snapshot_take(const struct state *st, struct state_snapshot *out)
     out->eps = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *out->eps);
     for (size_t i = 0; i < st->n_eps; i++) {
         const struct ep *e = &st->eps[i];
-        out->eps[i] = (struct state_ep_snapshot){
+        struct state_ep_snapshot *s = &out->eps[i];
+        *s = (struct state_ep_snapshot){
             .name = e->name,
+            .url = e->url,
             .group = st->groups[e->group].name,
             .status = e->status,
             .circuit = e->circuit,
+            .cause = e->cause,
             .current = (int)i == current,
+            .usable = ep_usable(e, now_ms),
             .active = e->active,
             .latency_ms = e->latency_ms,
             .smoothed_ms = e->smoothed_ms,
+            .ttfb_ms = e->ttfb_ms,
+            .checks = e->checks,
+            .checks_ok = e->checks_ok,
+            .requests = e->requests,
+            .failures = e->failures,
+            .error = e->error,
+            .check_error = e->check_error,
+            .models_warning = e->models_warning,
+            .circuit_retry_ms = e->circuit_retry_ms,
+            .rest_until_ms = e->rest_until_ms,
+            .rest_reason = e->rest_reason,
+            .next_check_ms = e->next_check_ms,
             .check_tokens = e->check_tokens,
+            .live_tokens = e->live_tokens,
+            .n_history = e->hist_len,
         };
+        /* Oldest first, so a sparkline reads left to right. */
+        for (size_t k = 0; k < e->hist_len; k++)
+            s->history[k] = &e->history[(e->hist_next + EP_HISTORY - e->hist_len + k) % EP_HISTORY];
     }
     out->n_groups = st->n_groups;
     out->groups = xcalloc(st->n_groups ? st->n_groups : 1, sizeof *out->groups);
-    for (size_t g = 0; g < st->n_groups; g++)
-        out->groups[g] = st->groups[g].name;
+    for (size_t g = 0; g < st->n_groups; g++) {
+        const struct group *gr = &st->groups[g];
+        out->groups[g] = (struct state_group_snapshot){
+            .name = gr->name,
+            .cfg = gr->cfg,
+            .policy = gr->policy,
+            .first = gr->first,
+            .n = gr->n,
+            .panic = gr->panic,
+            .fallback_served = gr->fallback_served,
+        };
+    }
+    out->cfg = st->cfg;
     out->current_group = st->current_group;
+    out->current_ep = current;
     out->manual = st->n_groups && st->groups[st->current_group].policy.manual;
-    out->active = st->n_tracks;
+    out->tracks = xcalloc(st->n_tracks ? st->n_tracks : 1, sizeof(const struct track *));
+    size_t n = 0;
+    for (const struct track *t = st->tracks; t && n < st->n_tracks; t = t->next)
+        out->tracks[n++] = t;
+    out->active = n;
+    out->requests_total = st->requests_total;
+    out->retries_total = st->retries_total;
+    out->live_tokens = st->live_tokens;
     out->checks_paused = st->checks_paused;
+    out->checks_running = st->checks_running;
     out->check_interval_s = st->check_interval_s;
+    out->next_cycle_ms = st->next_cycle_ms;
+    out->load_level = st->load_level;
+    out->fallback_group = st->fallback_group;
+    out->fallback_last_ms = st->fallback_last_ms;
+    out->fallback_total = st->fallback_total;
+    /* Every live binding, counted per endpoint (expired ones the table
+     * still holds are left out by state_sessions_list). */
+    size_t held = state_sessions_count(st);
+    out->sessions = xmalloc((held ? held : 1) * sizeof *out->sessions);
+    out->n_sessions = state_sessions_list(st, now_ms, out->sessions, held);
+    for (size_t k = 0; k < out->n_sessions; k++)
+        out->eps[out->sessions[k].ep].sessions++;
+    /* Newest first. */
+    for (size_t k = 0; k < st->n_events; k++)
+        out->events[k] = &st->events[(st->next_event + STATE_EVENTS - 1 - k) % STATE_EVENTS];
+    out->n_events = st->n_events;
     out->has_config = st->cfg != NULL;
     out->config_interval_s = st->cfg ? st->cfg->interval_s : 0;
+    out->start_mono_ms = st->start_mono_ms;
     out->start_wall_ms = st->start_wall_ms;
 }
 
@@ -1097,8 +1274,12 @@ void state_snapshot_release(struct state_snapshot *s)
 {
     free(s->eps);
     free(s->groups);
+    free(s->tracks);
+    free(s->sessions);
     s->eps = NULL;
     s->groups = NULL;
+    s->tracks = NULL;
+    s->sessions = NULL;
 }
 
 bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms)

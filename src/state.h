@@ -18,9 +18,9 @@
  * state_report(); what the checker knows about its schedule through the
  * state_check_* and state_publish_* calls; the proxy's counters through
  * state_count_*.  Readers outside use the accessors or a snapshot
- * (state_snapshot_take); the struct definitions are still visible, read-only,
- * for status.c, the tests and a few proxy.c lines (making them private is
- * the next step).
+ * (state_snapshot_take).  struct state and its per-endpoint and per-group
+ * records are defined in state.c only: an incomplete type everywhere else,
+ * so the compiler keeps every other module out of their fields.
  */
 #ifndef ZEPHYR_STATE_H
 #define ZEPHYR_STATE_H
@@ -64,64 +64,18 @@ enum ep_circuit {
 #define EP_MISSING_MODELS 8 /* models an endpoint is remembered not to serve */
 #define EP_MISSING_MODEL_MS (10 * 60 * 1000u)
 #define STATE_EVENTS 64
+#define EP_TEXT 160 /* an endpoint's error, check error and models warning are cut to fit */
 
+struct state;
+struct ep;
+struct group;
+
+/* One check in an endpoint's history. */
 struct ep_check {
     uint64_t t_wall_ms;
     bool ok;
     double latency_ms; /* < 0 on failure */
     char error[96];
-};
-
-struct ep {
-    char *name;   /* owns */
-    char *url;    /* owns */
-    size_t group; /* index into state.groups */
-    size_t index; /* index within the group */
-    enum ep_status status;
-    char error[160];    /* last failure reason, "" when none */
-    double latency_ms;  /* last check latency, < 0 unknown */
-    double smoothed_ms; /* EWMA of check latency and live TTFB, < 0 unknown */
-    double ttfb_ms;     /* last time to first byte (check or live), < 0 unknown */
-    unsigned active;    /* requests in flight */
-    uint64_t requests;  /* requests routed here */
-    uint64_t failures;  /* failed attempts (live) */
-    unsigned checks;    /* checks run */
-    unsigned checks_ok;
-    struct ep_check history[EP_HISTORY];
-    size_t hist_len;           /* entries used */
-    size_t hist_next;          /* ring position of the next entry */
-    struct usage check_tokens; /* tokens spent by checks */
-    struct usage live_tokens;  /* tokens of proxied traffic */
-    enum ep_circuit circuit;
-    unsigned consecutive_failures;
-    unsigned circuit_opens;    /* successive openings, for back-off */
-    uint64_t circuit_retry_ms; /* monotonic time of the next trial */
-    uint64_t rest_until_ms;    /* 429 or usage cap: not routable before this (monotonic) */
-    char rest_reason[96];      /* why it rests: "rate limited", "usage cap: ..." */
-    struct {
-        char model[64];           /* "" when the slot is free */
-        uint64_t until_ms;        /* monotonic */
-    } missing[EP_MISSING_MODELS]; /* answered 404 not_found_error for these models */
-    bool check_running;
-    bool recheck_soon;        /* a live failure asked for a quick check */
-    uint64_t next_check_ms;   /* monotonic time of this endpoint's next check */
-    enum ep_cause cause;      /* of the last failure, EP_CAUSE_NONE when none */
-    char check_error[160];    /* what is wrong with the check itself, "" when nothing */
-    char models_warning[160]; /* GET /v1/models does not list the check model, or "" */
-    unsigned live_streak;     /* consecutive live failures (checks not counted) */
-    uint64_t live_ok_ms;      /* monotonic time of the last live success, 0 never */
-};
-
-struct group {
-    char *name;                  /* owns */
-    const struct cfg_group *cfg; /* borrows from state.cfg */
-    size_t first;                /* index of the first endpoint in state.eps */
-    size_t n;                    /* number of endpoints */
-    struct policy policy;
-    struct policy_ep *view;   /* owns, n entries: scratch for state.c's policy calls */
-    bool panic;               /* no endpoint passes its checks: live traffic goes on
-                                 * to every endpoint live results have not removed */
-    uint64_t fallback_served; /* requests it served in place of the current group */
 };
 
 enum track_state {
@@ -146,6 +100,7 @@ struct track {
     struct track *prev, *next;
 };
 
+/* One entry of the recent events /status shows. */
 struct event {
     uint64_t t_wall_ms;
     char kind[12]; /* switch | failure | recovery | info */
@@ -181,55 +136,6 @@ struct state_observer {
                    const struct usage *tokens);
     bool (*may_check)(void *ud, const struct state *st, int ep);
     void *ud;
-};
-
-struct state {
-    const struct config *cfg; /* borrows, or owns when owned_cfg is set */
-    struct config *owned_cfg; /* owns; freed with the state */
-    unsigned refs;            /* requests started under this state */
-    bool retired;             /* replaced by a reload: freed at refs == 0 */
-    struct ep *eps;           /* owns, n_eps entries, grouped by group */
-    size_t n_eps;
-    struct group *groups; /* owns */
-    size_t n_groups;
-    size_t current_group;
-    struct track *tracks; /* borrows the records, owns the list */
-    size_t n_tracks;
-    uint64_t next_track_id;
-    struct event events[STATE_EVENTS];
-    size_t n_events, next_event;
-    uint64_t start_mono_ms;
-    uint64_t start_wall_ms;
-    /* The clock events are stamped with (now_wall_ms unless a test sets
-     * another): passed in, so that this module reads no clock itself. */
-    uint64_t (*wall_clock_ms)(void);
-    /* totals for /status and metrics */
-    uint64_t requests_total;
-    uint64_t retries_total;
-    struct usage live_tokens;
-    /* check scheduling, kept here so /status can show it */
-    bool checks_paused;
-    unsigned checks_running;
-    double check_interval_s;
-    uint64_t next_cycle_ms;    /* monotonic, 0 when unscheduled */
-    const char *load_level;    /* borrows a static string */
-    struct sessions *sessions; /* owns */
-    /* Fallback: the group that last served a request in place of the
-     * current one (-1: none since start or since the current group came
-     * back), and when. */
-    int fallback_group;
-    uint64_t fallback_last_ms; /* monotonic, 0 never */
-    uint64_t fallback_total;   /* requests served by a fallback group */
-    /* Told when live traffic or a check has just marked an endpoint failed,
-     * so that requests still waiting for its headers can move on at once.
-     * It must not end requests from inside the call. */
-    void (*ep_failed_cb)(void *ud, struct state *st, int ep);
-    void *ep_failed_ud;
-    /* Told of every switch of a group's current endpoint, with its reason
-     * word (the metrics count them); NULL: nobody. */
-    void (*switch_cb)(void *ud, const char *reason);
-    void *switch_ud;
-    const struct state_observer *observer; /* borrows; NULL: nobody listens */
 };
 
 struct state *state_new(const struct config *cfg, uint64_t now_mono, uint64_t now_wall);
@@ -292,12 +198,12 @@ int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms);
 /* Whether an endpoint may receive traffic now by its checks and live
  * results.  (In panic routing an endpoint that is not may still get
  * traffic: see state_ep_live_blocked.) */
-bool state_ep_usable(const struct state *st, const struct ep *e, uint64_t now_ms);
+bool state_ep_usable(const struct state *st, int ep, uint64_t now_ms);
 
 /* Whether live results alone keep the endpoint from traffic: resting after
  * a 429, or its circuit opened by STATE_CIRCUIT_FAILURES live failures in a
  * row.  Checks alone never block an endpoint this way. */
-bool state_ep_live_blocked(const struct ep *e, uint64_t now_ms);
+bool state_ep_live_blocked(const struct state *st, int ep, uint64_t now_ms);
 
 /*
  * Why no endpoint of group g is usable, for the client's error.  cause is
@@ -418,11 +324,15 @@ void state_count_tokens(struct state *st, struct state *st_ep, int ep, const str
 void state_count_retry(struct state *st);
 
 /* Wiring: st takes ownership of cfg (freed with the state); the callbacks
- * described at struct state (NULL: none).  state_take_over() carries them. */
+ * described at struct state in state.c (NULL: none).  state_take_over()
+ * carries them. */
 void state_own_config(struct state *st, struct config *cfg);
 void state_set_failed_cb(struct state *st, void (*cb)(void *ud, struct state *st, int ep),
                          void *ud);
 void state_set_switch_cb(struct state *st, void (*cb)(void *ud, const char *reason), void *ud);
+/* The clock events are stamped with (now_wall_ms unless set: a test sets
+ * its own), so that this module reads no clock itself. */
+void state_set_wall_clock(struct state *st, uint64_t (*wall_clock_ms)(void));
 
 /* The fleet (cluster.c, see struct state_observer): attaches obs (NULL:
  * none; borrowed, not carried by state_take_over); whether this instance
@@ -457,36 +367,80 @@ const struct cfg_endpoint *state_ep_cfg(const struct state *st, int ep,
                                         const struct cfg_group **group);
 
 /*
- * The figures /metrics shows, copied at one moment.  Strings borrow from
- * the state and stay valid while it is not changed or freed, so render the
- * snapshot at once; state_snapshot_release() frees the arrays.
+ * What /status and /metrics show, taken at one moment (monotonic now_ms):
+ * the renderers (status.c, metrics.c) read this, never the state.  Numbers
+ * are copied; strings, history and event entries and track records borrow
+ * from the state and stay valid while it is not changed or freed, so render
+ * the snapshot at once.  state_snapshot_release() frees the arrays.
  */
 struct state_ep_snapshot {
     const char *name;  /* borrows */
+    const char *url;   /* borrows */
     const char *group; /* borrows: the group's name */
     enum ep_status status;
     enum ep_circuit circuit;
-    bool current; /* the endpoint new requests go to */
-    unsigned active;
-    double latency_ms;  /* < 0 unknown */
-    double smoothed_ms; /* < 0 unknown */
+    enum ep_cause cause; /* of the last failure, EP_CAUSE_NONE when none */
+    bool current;        /* the endpoint new requests go to */
+    bool usable;         /* state_ep_usable() at now_ms */
+    unsigned active;     /* requests in flight */
+    double latency_ms;   /* last check, < 0 unknown */
+    double smoothed_ms;  /* < 0 unknown */
+    double ttfb_ms;      /* < 0 unknown */
+    unsigned checks, checks_ok;
+    uint64_t requests, failures;
+    const char *error;          /* borrows: last failure, "" when none */
+    const char *check_error;    /* borrows: what is wrong with the check, "" when nothing */
+    const char *models_warning; /* borrows, "" when none */
+    uint64_t circuit_retry_ms;  /* monotonic: an open circuit's next trial */
+    uint64_t rest_until_ms;     /* monotonic: resting while later than now */
+    const char *rest_reason;    /* borrows: why it rests, "" when not said */
+    uint64_t next_check_ms;     /* monotonic, 0 while a check runs or unscheduled */
+    size_t sessions;            /* live session bindings to it */
     struct usage check_tokens;
+    struct usage live_tokens;
+    const struct ep_check *history[EP_HISTORY]; /* borrows, oldest first */
+    size_t n_history;
+};
+struct state_group_snapshot {
+    const char *name;            /* borrows */
+    const struct cfg_group *cfg; /* borrows */
+    struct policy policy;        /* a copy: mode, pin, current, pending (indices in the group) */
+    size_t first, n;             /* its endpoints are eps[first .. first + n - 1] */
+    bool panic;
+    uint64_t fallback_served;
 };
 struct state_snapshot {
+    const struct config *cfg;      /* borrows; NULL when the state has none */
     struct state_ep_snapshot *eps; /* owns, n_eps entries */
     size_t n_eps;
-    const char **groups; /* owns the array, borrows the names */
+    struct state_group_snapshot *groups; /* owns, n_groups entries */
     size_t n_groups;
     size_t current_group;
-    bool manual;   /* the current group is pinned */
-    size_t active; /* requests in flight */
+    int current_ep;              /* state_current_ep(), -1 none */
+    bool manual;                 /* the current group is pinned */
+    size_t active;               /* requests in flight */
+    const struct track **tracks; /* owns the array (active entries), borrows the records,
+                                  * newest first */
+    uint64_t requests_total, retries_total;
+    struct usage live_tokens;
     bool checks_paused;
+    unsigned checks_running;
     double check_interval_s;
+    uint64_t next_cycle_ms;    /* monotonic, 0 when unscheduled */
+    const char *load_level;    /* borrows a static string, NULL before the checker says */
+    int fallback_group;        /* the group serving in fallback, -1 none */
+    uint64_t fallback_last_ms; /* monotonic, 0 never */
+    uint64_t fallback_total;
+    struct state_session *sessions; /* owns, n_sessions, most recently used first */
+    size_t n_sessions;
+    const struct event *events[STATE_EVENTS]; /* borrows, newest first */
+    size_t n_events;
     bool has_config;
     int config_interval_s; /* health_check.interval_seconds */
+    uint64_t start_mono_ms;
     uint64_t start_wall_ms;
 };
-void state_snapshot_take(const struct state *st, struct state_snapshot *out);
+void state_snapshot_take(const struct state *st, uint64_t now_ms, struct state_snapshot *out);
 void state_snapshot_release(struct state_snapshot *s);
 /* False while ep is remembered not to serve model. */
 bool state_ep_serves(const struct state *st, int ep, const char *model, uint64_t now_ms);

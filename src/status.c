@@ -6,9 +6,6 @@
 
 #include "config.h"
 #include "state.h"
-#include <stdlib.h>
-
-#include "util.h"
 
 /* /status lists this many sessions at most, most recently used first (the
  * counts cover them all). */
@@ -32,28 +29,26 @@ static cJSON *usage_json(const struct usage *u)
     return o;
 }
 
-static cJSON *endpoint_ref(const struct state *st, int ep)
+static cJSON *endpoint_ref(const struct state_snapshot *snap, int ep)
 {
     if (ep < 0)
         return cJSON_CreateNull();
-    const struct ep *e = &st->eps[ep];
+    const struct state_ep_snapshot *e = &snap->eps[ep];
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", e->name);
     cJSON_AddStringToObject(o, "url", e->url);
-    cJSON_AddStringToObject(o, "group", st->groups[e->group].name);
+    cJSON_AddStringToObject(o, "group", e->group);
     return o;
 }
 
-static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint64_t now,
-                            size_t sessions)
+static cJSON *endpoint_json(const struct state_ep_snapshot *e, uint64_t now)
 {
-    const struct ep *e = &st->eps[i];
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", e->name);
     cJSON_AddStringToObject(o, "url", e->url);
-    cJSON_AddStringToObject(o, "group", st->groups[e->group].name);
-    cJSON_AddBoolToObject(o, "current", (int)i == current);
-    cJSON_AddBoolToObject(o, "available", state_ep_usable(st, e, now));
+    cJSON_AddStringToObject(o, "group", e->group);
+    cJSON_AddBoolToObject(o, "current", e->current);
+    cJSON_AddBoolToObject(o, "available", e->usable);
     cJSON_AddStringToObject(o, "status", ep_status_name(e->status));
     /* What is wrong with the check itself (its model, body or path is not
      * served, the cli cannot run): null when nothing. */
@@ -78,7 +73,7 @@ static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint6
     else
         cJSON_AddNullToObject(o, "error");
     cJSON_AddNumberToObject(o, "active_connections", e->active);
-    cJSON_AddNumberToObject(o, "sessions", (double)sessions);
+    cJSON_AddNumberToObject(o, "sessions", (double)e->sessions);
     cJSON_AddNumberToObject(o, "requests", (double)e->requests);
     cJSON_AddNumberToObject(o, "failures", (double)e->failures);
     cJSON_AddStringToObject(o, "circuit", ep_circuit_name(e->circuit));
@@ -100,9 +95,8 @@ static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint6
     cJSON_AddItemToObject(o, "traffic_tokens", usage_json(&e->live_tokens));
     cJSON *hist = cJSON_AddArrayToObject(o, "history");
     /* Oldest first, so a sparkline reads left to right. */
-    for (size_t k = 0; k < e->hist_len; k++) {
-        size_t idx = (e->hist_next + EP_HISTORY - e->hist_len + k) % EP_HISTORY;
-        const struct ep_check *h = &e->history[idx];
+    for (size_t k = 0; k < e->n_history; k++) {
+        const struct ep_check *h = e->history[k];
         cJSON *ho = cJSON_CreateObject();
         cJSON_AddNumberToObject(ho, "t", (double)h->t_wall_ms);
         cJSON_AddBoolToObject(ho, "ok", h->ok);
@@ -116,73 +110,73 @@ static cJSON *endpoint_json(const struct state *st, size_t i, int current, uint6
     return o;
 }
 
-cJSON *status_render(const struct state *st, const struct status_info *info)
+cJSON *status_render(const struct state_snapshot *snap, const struct status_info *info)
 {
-    const struct config *cfg = st->cfg;
+    const struct config *cfg = snap->cfg;
     uint64_t now = info->now_mono_ms;
-    const struct group *cg = &st->groups[st->current_group];
-    int current = state_current_ep(st);
+    const struct state_group_snapshot *cg = &snap->groups[snap->current_group];
+    int current = snap->current_ep;
     cJSON *o = cJSON_CreateObject();
 
     cJSON_AddStringToObject(o, "version", info->version);
     cJSON_AddStringToObject(o, "listen", info->listen);
     /* Whole seconds, on purpose. */
     // NOLINTNEXTLINE(bugprone-integer-division)
-    cJSON_AddNumberToObject(o, "uptime_s", (double)((now - st->start_mono_ms) / 1000));
+    cJSON_AddNumberToObject(o, "uptime_s", (double)((now - snap->start_mono_ms) / 1000));
     /* When this process started (wall ms): a client that sees it change knows
      * the proxy restarted, which a reload (same process) does not do. */
-    cJSON_AddNumberToObject(o, "started_at", (double)st->start_wall_ms);
+    cJSON_AddNumberToObject(o, "started_at", (double)snap->start_wall_ms);
     cJSON_AddStringToObject(o, "mode", cg->policy.manual ? "manual" : "auto");
     cJSON_AddStringToObject(o, "current_group", cg->name);
-    cJSON_AddItemToObject(o, "current_endpoint", endpoint_ref(st, current));
+    cJSON_AddItemToObject(o, "current_endpoint", endpoint_ref(snap, current));
     if (cg->policy.manual && cg->policy.pinned >= 0)
         cJSON_AddStringToObject(o, "pinned_endpoint",
-                                st->eps[cg->first + (size_t)cg->policy.pinned].name);
+                                snap->eps[cg->first + (size_t)cg->policy.pinned].name);
     else
         cJSON_AddNullToObject(o, "pinned_endpoint");
     cJSON_AddBoolToObject(o, "pin_overridden", policy_pin_overridden(&cg->policy));
     if (cg->policy.pending >= 0) {
         cJSON *ps = cJSON_AddObjectToObject(o, "pending_switch");
-        cJSON_AddStringToObject(ps, "to", st->eps[cg->first + (size_t)cg->policy.pending].name);
+        cJSON_AddStringToObject(ps, "to", snap->eps[cg->first + (size_t)cg->policy.pending].name);
         cJSON_AddStringToObject(ps, "reason", "faster");
         cJSON_AddNumberToObject(ps, "waiting_ms", (double)(now - cg->policy.pending_since_ms));
     } else {
         cJSON_AddNullToObject(o, "pending_switch");
     }
-    cJSON_AddNumberToObject(o, "active_connections", (double)st->n_tracks);
-    cJSON_AddNumberToObject(o, "requests_total", (double)st->requests_total);
-    cJSON_AddNumberToObject(o, "retries_total", (double)st->retries_total);
-    cJSON_AddItemToObject(o, "traffic_tokens", usage_json(&st->live_tokens));
+    cJSON_AddNumberToObject(o, "active_connections", (double)snap->active);
+    cJSON_AddNumberToObject(o, "requests_total", (double)snap->requests_total);
+    cJSON_AddNumberToObject(o, "retries_total", (double)snap->retries_total);
+    cJSON_AddItemToObject(o, "traffic_tokens", usage_json(&snap->live_tokens));
 
     cJSON *ch = cJSON_AddObjectToObject(o, "checks");
     static const char *methods[] = {"messages", "count_tokens", "cli"};
     cJSON_AddStringToObject(ch, "method", methods[cfg->method]);
-    cJSON_AddBoolToObject(ch, "paused", st->checks_paused);
-    cJSON_AddBoolToObject(ch, "running", st->checks_running > 0);
-    cJSON_AddNumberToObject(ch, "interval_s", st->check_interval_s);
-    if (st->next_cycle_ms && !st->checks_paused)
-        cJSON_AddNumberToObject(ch, "next_check_in_s",
-                                st->next_cycle_ms > now ? (double)(st->next_cycle_ms - now) / 1000.0
-                                                        : 0.0);
+    cJSON_AddBoolToObject(ch, "paused", snap->checks_paused);
+    cJSON_AddBoolToObject(ch, "running", snap->checks_running > 0);
+    cJSON_AddNumberToObject(ch, "interval_s", snap->check_interval_s);
+    if (snap->next_cycle_ms && !snap->checks_paused)
+        cJSON_AddNumberToObject(
+            ch, "next_check_in_s",
+            snap->next_cycle_ms > now ? (double)(snap->next_cycle_ms - now) / 1000.0 : 0.0);
     else
         cJSON_AddNullToObject(ch, "next_check_in_s");
-    cJSON_AddStringToObject(ch, "load_level", st->load_level ? st->load_level : "idle");
+    cJSON_AddStringToObject(ch, "load_level", snap->load_level ? snap->load_level : "idle");
     cJSON_AddBoolToObject(ch, "dynamic_scaling", cfg->dynamic_scaling);
     struct usage spent = {0};
-    for (size_t i = 0; i < st->n_eps; i++) {
-        spent.input += st->eps[i].check_tokens.input;
-        spent.output += st->eps[i].check_tokens.output;
-        spent.cache_read += st->eps[i].check_tokens.cache_read;
-        spent.cache_creation += st->eps[i].check_tokens.cache_creation;
+    for (size_t i = 0; i < snap->n_eps; i++) {
+        spent.input += snap->eps[i].check_tokens.input;
+        spent.output += snap->eps[i].check_tokens.output;
+        spent.cache_read += snap->eps[i].check_tokens.cache_read;
+        spent.cache_creation += snap->eps[i].check_tokens.cache_creation;
     }
     cJSON_AddItemToObject(ch, "tokens_used", usage_json(&spent));
 
     cJSON *groups = cJSON_AddArrayToObject(o, "groups");
-    for (size_t g = 0; g < st->n_groups; g++) {
-        const struct group *gr = &st->groups[g];
+    for (size_t g = 0; g < snap->n_groups; g++) {
+        const struct state_group_snapshot *gr = &snap->groups[g];
         cJSON *go = cJSON_CreateObject();
         cJSON_AddStringToObject(go, "name", gr->name);
-        cJSON_AddBoolToObject(go, "current", g == st->current_group);
+        cJSON_AddBoolToObject(go, "current", g == snap->current_group);
         cJSON_AddStringToObject(go, "auth",
                                 !gr->cfg->token                ? "passthrough"
                                 : gr->cfg->auth == AUTH_BEARER ? "bearer"
@@ -191,37 +185,33 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
         cJSON_AddItemToObject(
             go, "current_endpoint",
             endpoint_ref(
-                st, gr->policy.current < 0 ? -1 : (int)(gr->first + (size_t)gr->policy.current)));
+                snap, gr->policy.current < 0 ? -1 : (int)(gr->first + (size_t)gr->policy.current)));
         cJSON_AddNumberToObject(go, "endpoints", (double)gr->n);
         cJSON_AddBoolToObject(go, "panic", gr->panic);
         cJSON *fb = cJSON_AddArrayToObject(go, "fallback_groups");
         for (size_t k = 0; k < gr->cfg->n_fallback; k++)
-            cJSON_AddItemToArray(fb, cJSON_CreateString(st->groups[gr->cfg->fallback[k]].name));
+            cJSON_AddItemToArray(fb, cJSON_CreateString(snap->groups[gr->cfg->fallback[k]].name));
         cJSON_AddNumberToObject(go, "fallback_served", (double)gr->fallback_served);
         cJSON_AddItemToArray(groups, go);
     }
     /* Whether traffic runs in fallback: the group that last served in
      * place of the current one, until the current group serves again. */
     cJSON *fo = cJSON_AddObjectToObject(o, "fallback");
-    cJSON_AddBoolToObject(fo, "active", st->fallback_group >= 0);
-    if (st->fallback_group >= 0)
-        cJSON_AddStringToObject(fo, "group", st->groups[st->fallback_group].name);
+    cJSON_AddBoolToObject(fo, "active", snap->fallback_group >= 0);
+    if (snap->fallback_group >= 0)
+        cJSON_AddStringToObject(fo, "group", snap->groups[snap->fallback_group].name);
     else
         cJSON_AddNullToObject(fo, "group");
-    if (st->fallback_last_ms)
-        cJSON_AddNumberToObject(fo, "last_s_ago", (double)(now - st->fallback_last_ms) / 1000.0);
+    if (snap->fallback_last_ms)
+        cJSON_AddNumberToObject(fo, "last_s_ago", (double)(now - snap->fallback_last_ms) / 1000.0);
     else
         cJSON_AddNullToObject(fo, "last_s_ago");
-    cJSON_AddNumberToObject(fo, "requests", (double)st->fallback_total);
+    cJSON_AddNumberToObject(fo, "requests", (double)snap->fallback_total);
 
     /* Sessions bound to each endpoint, and the most recently used of them
      * (short ids only: a hash, never the session id). */
-    size_t n_held = state_sessions_count(st);
-    struct state_session *ss = xmalloc((n_held ? n_held : 1) * sizeof *ss);
-    size_t n_sess = state_sessions_list(st, now, ss, n_held);
-    size_t *per_ep = xcalloc(st->n_eps ? st->n_eps : 1, sizeof *per_ep);
-    for (size_t k = 0; k < n_sess; k++)
-        per_ep[ss[k].ep]++;
+    const struct state_session *ss = snap->sessions;
+    size_t n_sess = snap->n_sessions;
     cJSON *so = cJSON_AddObjectToObject(o, "sessions");
     cJSON_AddBoolToObject(so, "enabled", cfg->sticky_sessions);
     cJSON_AddNumberToObject(so, "total", (double)n_sess);
@@ -230,8 +220,8 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
     for (size_t k = 0; k < n_sess && k < STATUS_SESSIONS_LISTED; k++) {
         cJSON *x = cJSON_CreateObject();
         cJSON_AddStringToObject(x, "id", ss[k].id);
-        cJSON_AddStringToObject(x, "endpoint", st->eps[ss[k].ep].name);
-        cJSON_AddStringToObject(x, "group", st->groups[st->eps[ss[k].ep].group].name);
+        cJSON_AddStringToObject(x, "endpoint", snap->eps[ss[k].ep].name);
+        cJSON_AddStringToObject(x, "group", snap->eps[ss[k].ep].group);
         /* whole seconds */
         uint64_t age_s = now > ss[k].created_ms ? (now - ss[k].created_ms) / 1000u : 0;
         uint64_t idle_s = now > ss[k].used_ms ? (now - ss[k].used_ms) / 1000u : 0;
@@ -241,20 +231,19 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
     }
 
     cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
-    for (size_t i = 0; i < st->n_eps; i++)
-        cJSON_AddItemToArray(eps, endpoint_json(st, i, current, now, per_ep[i]));
-    free(per_ep);
-    free(ss);
+    for (size_t i = 0; i < snap->n_eps; i++)
+        cJSON_AddItemToArray(eps, endpoint_json(&snap->eps[i], now));
 
     cJSON *reqs = cJSON_AddArrayToObject(o, "requests");
-    for (const struct track *t = st->tracks; t; t = t->next) {
+    for (size_t k = 0; k < snap->active; k++) {
+        const struct track *t = snap->tracks[k];
         cJSON *r = cJSON_CreateObject();
         cJSON_AddStringToObject(r, "id", t->idstr);
         cJSON_AddStringToObject(r, "method", t->method);
         cJSON_AddStringToObject(r, "path", t->path);
         if (t->ep >= 0) {
-            cJSON_AddStringToObject(r, "endpoint", st->eps[t->ep].name);
-            cJSON_AddStringToObject(r, "group", st->groups[st->eps[t->ep].group].name);
+            cJSON_AddStringToObject(r, "endpoint", snap->eps[t->ep].name);
+            cJSON_AddStringToObject(r, "group", snap->eps[t->ep].group);
         } else {
             cJSON_AddNullToObject(r, "endpoint");
             cJSON_AddNullToObject(r, "group");
@@ -269,9 +258,8 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
 
     cJSON *evs = cJSON_AddArrayToObject(o, "events");
     /* Newest first. */
-    for (size_t k = 0; k < st->n_events; k++) {
-        size_t idx = (st->next_event + STATE_EVENTS - 1 - k) % STATE_EVENTS;
-        const struct event *ev = &st->events[idx];
+    for (size_t k = 0; k < snap->n_events; k++) {
+        const struct event *ev = snap->events[k];
         cJSON *e = cJSON_CreateObject();
         cJSON_AddNumberToObject(e, "t", (double)ev->t_wall_ms);
         cJSON_AddStringToObject(e, "kind", ev->kind);

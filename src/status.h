@@ -11,7 +11,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
-struct state;
+struct state_snapshot;
 
 struct status_info {
     const char *version;
@@ -20,7 +20,8 @@ struct status_info {
     uint64_t now_wall_ms;
 };
 
-/* A new cJSON object; the caller deletes it. */
-cJSON *status_render(const struct state *st, const struct status_info *info);
+/* A new cJSON object; the caller deletes it.  st is a snapshot taken at
+ * info->now_mono_ms (state_snapshot_take), as metrics_render() reads one. */
+cJSON *status_render(const struct state_snapshot *st, const struct status_info *info);
 
 #endif

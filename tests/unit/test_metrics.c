@@ -74,7 +74,7 @@ static int teardown(void **state)
 static void render_state(struct fixture *f, const struct metrics_upstream *up, struct buf *out)
 {
     struct state_snapshot snap;
-    state_snapshot_take(f->st, &snap);
+    state_snapshot_take(f->st, 1000, &snap);
     metrics_render(f->m, &snap, up, out);
     state_snapshot_release(&snap);
 }
@@ -503,11 +503,19 @@ static void test_gauges_follow_state(void **state)
     check_passed(st, a, 250.0, 200.0, &spent, 2000, 1764000001000ull);
     check_passed(st, b, 900.0, 800.0, &spent, 2000, 1764000001000ull);
     check_passed(st, b, 900.0, 800.0, &spent, 2001, 1764000001001ull);
-    st->eps[b].active = 3;
-    st->eps[c].circuit = CIRCUIT_OPEN;
-    st->eps[c].status = EP_FAILED;
-    st->check_interval_s = 45;
-    st->checks_paused = true;
+    /* Three requests in flight on bravo; charlie's checks fail until its
+     * circuit opens; the checker publishes its interval and a pause. */
+    struct track tr[3];
+    for (int k = 0; k < 3; k++) {
+        state_track_add(st, &tr[k], "POST", "/v1/messages", 2001);
+        state_track_route(&tr[k], st, b);
+    }
+    struct state_outcome down = {
+        .source = STATE_FROM_CHECK, .kind = STATE_DOWN, .latency_ms = -1, .ttfb_ms = -1};
+    for (int k = 0; k < 3; k++)
+        state_report(st, c, &down, 2001, 1764000001001ull);
+    state_publish_interval(st, 45, "normal");
+    state_publish_paused(st, true);
     state_evaluate(st, 2002);
     int cur = state_current_ep(st);
     assert_int_equal(cur, a);
@@ -545,6 +553,8 @@ static void test_gauges_follow_state(void **state)
     t = render(f);
     assert_true(has_line(t, "zephyr_manual_mode 1"));
     assert_true(has_line(t, "zephyr_endpoint_current{endpoint=\"bravo\",group=\"main\"} 1"));
+    for (int k = 0; k < 3; k++)
+        state_track_remove(&tr[k]);
 }
 
 static void test_upstream_connection_gauges(void **state)

@@ -1043,6 +1043,26 @@ static struct config *load_cfg(const char *text)
     return cfg;
 }
 
+/* Group g and endpoint ep as /status sees them at now (strings borrow
+ * from st). */
+static struct state_group_snapshot group_seen(const struct state *st, size_t g, uint64_t now)
+{
+    struct state_snapshot snap;
+    state_snapshot_take(st, now, &snap);
+    struct state_group_snapshot gs = snap.groups[g];
+    state_snapshot_release(&snap);
+    return gs;
+}
+
+static struct state_ep_snapshot ep_seen(const struct state *st, int ep, uint64_t now)
+{
+    struct state_snapshot snap;
+    state_snapshot_take(st, now, &snap);
+    struct state_ep_snapshot e = snap.eps[ep];
+    state_snapshot_release(&snap);
+    return e;
+}
+
 /* Failed checks alone never refuse a request: with every endpoint failed by
  * its checks (circuits open), requests still go out, in live order; only
  * live failures remove an endpoint. */
@@ -1056,12 +1076,12 @@ static void test_state_panic_routing(void **state)
         report_check(st, 0, false, false, -1, -1, "HTTP 503", NULL, t, 0);
         report_check(st, 1, false, false, -1, -1, "connect failed", NULL, t, 0);
     }
-    assert_int_equal(st->eps[0].circuit, CIRCUIT_OPEN);
-    assert_false(state_ep_usable(st, &st->eps[0], t));
-    assert_false(state_ep_usable(st, &st->eps[1], t));
+    assert_int_equal(ep_seen(st, 0, t).circuit, CIRCUIT_OPEN);
+    assert_false(state_ep_usable(st, 0, t));
+    assert_false(state_ep_usable(st, 1, t));
     int ep = state_route(st, NULL, t);
     assert_int_equal(ep, 0);
-    assert_true(st->groups[0].panic);
+    assert_true(group_seen(st, 0, t).panic);
     /* A live success on b puts it first. */
     report_live_success(st, 1, 120, t + 1);
     assert_int_equal(state_route(st, NULL, t + 2), 1);
@@ -1070,7 +1090,7 @@ static void test_state_panic_routing(void **state)
     /* Three live failures in a row on b: its circuit keeps live traffic off. */
     for (int k = 0; k < 3; k++)
         report_live_failure(st, 1, "upstream answered 502", t + 3);
-    assert_true(state_ep_live_blocked(&st->eps[1], t + 3));
+    assert_true(state_ep_live_blocked(st, 1, t + 3));
     assert_int_equal(state_route(st, NULL, t + 3), 0);
     for (int k = 0; k < 3; k++)
         report_live_failure(st, 0, "upstream answered 502", t + 4);
@@ -1078,7 +1098,7 @@ static void test_state_panic_routing(void **state)
     /* A passing check ends the panic. */
     report_check(st, 0, true, false, 80, 70, NULL, NULL, t + 60000000, 0);
     assert_int_equal(state_route(st, NULL, t + 60000000), 0);
-    assert_false(st->groups[0].panic);
+    assert_false(group_seen(st, 0, t + 60000000).panic);
     state_free(st);
     config_free(cfg);
 }
@@ -1093,7 +1113,7 @@ static void test_state_sessions(void **state)
     assert_int_equal(cfg->session_switch_threshold_ms, 500);
     struct state *st = state_new(cfg, 1000, 1764000000000ull);
     uint64_t t = 1000;
-    assert_int_equal(st->groups[0].policy.session_threshold_ms, 500);
+    assert_int_equal(group_seen(st, 0, t).policy.session_threshold_ms, 500);
     report_check(st, 0, true, false, 100, 100, NULL, NULL, t, 0);
     report_check(st, 1, true, false, 300, 300, NULL, NULL, t, 0);
     assert_int_equal(state_route(st, "s1", t), 0);
@@ -1145,24 +1165,24 @@ static void test_state_check_error(void **state)
         report_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
                            "set check_model: this endpoint does not serve m", 1000 + (uint64_t)k,
                            0);
-    const struct ep *e = &st->eps[0];
-    assert_int_equal(e->status, EP_CHECK_ERROR);
-    assert_string_equal(ep_status_name(e->status), "check_error");
-    assert_int_equal(e->circuit, CIRCUIT_CLOSED);
-    assert_true(state_ep_usable(st, e, 2000));
-    assert_non_null(strstr(e->check_error, "set check_model"));
+    struct state_ep_snapshot e = ep_seen(st, 0, 2000);
+    assert_int_equal(e.status, EP_CHECK_ERROR);
+    assert_string_equal(ep_status_name(e.status), "check_error");
+    assert_int_equal(e.circuit, CIRCUIT_CLOSED);
+    assert_true(state_ep_usable(st, 0, 2000));
+    assert_non_null(strstr(e.check_error, "set check_model"));
     assert_int_equal(state_route(st, NULL, 2000), 0);
-    assert_false(st->groups[0].panic);
+    assert_false(group_seen(st, 0, 2000).panic);
     /* A live failure takes it off until the next check result... */
     report_live_failure(st, 0, "upstream answered 500", 2001);
     assert_int_equal(state_route(st, NULL, 2002), 1);
     /* ...and a refused check (the endpoint answered) brings it back. */
     report_check_error(st, 0, "check answered HTTP 404: not_found_error: model: m",
                        "set check_model: this endpoint does not serve m", 2003, 0);
-    assert_true(state_ep_usable(st, &st->eps[0], 2004));
+    assert_true(state_ep_usable(st, 0, 2004));
     /* A real check result clears the check error. */
     report_check(st, 0, true, false, 50, 40, NULL, NULL, 2005, 0);
-    assert_string_equal(st->eps[0].check_error, "");
+    assert_string_equal(ep_seen(st, 0, 2005).check_error, "");
     state_free(st);
     config_free(cfg);
 }

@@ -47,12 +47,31 @@ static struct config *load_groups(void)
 
 static const char *ep_name(const struct state *st, int ep)
 {
-    return ep >= 0 ? st->eps[ep].name : "(none)";
+    return ep >= 0 ? state_ep_name(st, ep) : "(none)";
+}
+
+/* Endpoint ep as /status sees it at now (its strings borrow from st). */
+static struct state_ep_snapshot ep_seen(const struct state *st, int ep, uint64_t now)
+{
+    struct state_snapshot snap;
+    state_snapshot_take(st, now, &snap);
+    struct state_ep_snapshot e = snap.eps[ep];
+    state_snapshot_release(&snap);
+    return e;
+}
+
+/* The snapshot's totals at now (its arrays released: read its numbers). */
+static struct state_snapshot totals_seen(const struct state *st, uint64_t now)
+{
+    struct state_snapshot snap;
+    state_snapshot_take(st, now, &snap);
+    state_snapshot_release(&snap);
+    return snap;
 }
 
 static void all_healthy(struct state *st, uint64_t now)
 {
-    for (size_t i = 0; i < st->n_eps; i++)
+    for (size_t i = 0; i < state_n_eps(st); i++)
         report_check(st, (int)i, true, false, 100.0 + (double)i, -1, NULL, NULL, now, now);
 }
 
@@ -66,16 +85,16 @@ static void test_big_group_routes(void **unused)
     assert_true(big >= 0);
     char err[128] = "";
     assert_int_equal(state_set_group(st, big, 1000, err, sizeof err), 0);
-    assert_int_equal(st->current_group, (size_t)big);
+    assert_int_equal(state_current_group(st), (size_t)big);
     /* Unchecked endpoints are routable: the group answers at once. */
     int r = state_route(st, NULL, 1000);
     assert_true(r >= 0);
-    assert_int_equal(st->eps[r].group, (size_t)big);
+    assert_int_equal(state_ep_group(st, r), (size_t)big);
 
     all_healthy(st, 2000);
     r = state_route(st, NULL, 2000);
     assert_true(r >= 0);
-    assert_int_equal(st->eps[r].group, (size_t)big);
+    assert_int_equal(state_ep_group(st, r), (size_t)big);
 
     /* Retry order reaches past the 256th endpoint: with all but the last
      * tried, the last one is next. */
@@ -100,7 +119,7 @@ static void test_pin_beyond_256(void **unused)
     assert_true(e >= 0);
     /* From the small group: the pin switches group too. */
     assert_int_equal(state_pin(st, e, 2000, err, sizeof err), 0);
-    assert_string_equal(st->groups[st->current_group].name, "big");
+    assert_string_equal(state_group_name(st, state_current_group(st)), "big");
     assert_string_equal(ep_name(st, state_current_ep(st)), "e299");
     assert_string_equal(ep_name(st, state_route(st, NULL, 2000)), "e299");
     /* A check result re-evaluates every group; the pin holds. */
@@ -129,7 +148,7 @@ static void test_auto_picks_last_when_fastest(void **unused)
     char err[128] = "";
     assert_int_equal(state_set_group(st, state_find_group(st, "big"), 1000, err, sizeof err), 0);
     int last = state_find_ep(st, "e299");
-    for (size_t i = 0; i < st->n_eps; i++)
+    for (size_t i = 0; i < state_n_eps(st); i++)
         report_check(st, (int)i, true, false, (int)i == last ? 5.0 : 900.0, -1, NULL, NULL, 2000,
                      2000);
     assert_string_equal(ep_name(st, state_current_ep(st)), "e299");
@@ -504,17 +523,18 @@ static void test_rules_table(void **unused)
             state_report(st, ep, &o, t, t);
         }
         uint64_t now = t + rc->after;
-        const struct ep *e = &st->eps[ep];
+        struct state_ep_snapshot e = ep_seen(st, ep, now);
         print_message("rule: %s\n", rc->name);
-        assert_string_equal(ep_status_name(e->status), ep_status_name(rc->status));
-        assert_string_equal(ep_circuit_name(e->circuit), ep_circuit_name(rc->circuit));
-        assert_int_equal(e->rest_until_ms > now, rc->resting);
-        assert_string_equal(ep_cause_name(e->cause), ep_cause_name(rc->cause));
-        assert_int_equal(state_ep_usable(st, e, now), rc->usable);
-        assert_int_equal(state_ep_live_blocked(e, now), rc->live_blocked);
-        assert_int_equal(e->check_error[0] != '\0', rc->check_error);
+        assert_string_equal(ep_status_name(e.status), ep_status_name(rc->status));
+        assert_string_equal(ep_circuit_name(e.circuit), ep_circuit_name(rc->circuit));
+        assert_int_equal(e.rest_until_ms > now, rc->resting);
+        assert_string_equal(ep_cause_name(e.cause), ep_cause_name(rc->cause));
+        assert_int_equal(state_ep_usable(st, ep, now), rc->usable);
+        assert_int_equal(e.usable, rc->usable);
+        assert_int_equal(state_ep_live_blocked(st, ep, now), rc->live_blocked);
+        assert_int_equal(e.check_error[0] != '\0', rc->check_error);
         if (rc->retry_in_ms)
-            assert_int_equal(e->circuit_retry_ms - now, rc->retry_in_ms);
+            assert_int_equal(e.circuit_retry_ms - now, rc->retry_in_ms);
         if (rc->not_served) {
             assert_false(state_ep_serves(st, ep, rc->not_served, now));
             assert_true(state_ep_serves(st, ep, "claude-other", now));
@@ -535,38 +555,39 @@ static void test_check_begin_and_end(void **unused)
     int a = state_find_ep(st, "s0"), b = state_find_ep(st, "e000");
     state_check_begin(st, a, 1000);
     state_check_begin(st, b, 1000);
-    assert_int_equal(st->checks_running, 2);
+    assert_int_equal(totals_seen(st, 1000).checks_running, 2);
     assert_true(state_ep_check_running(st, a));
-    assert_int_equal(st->eps[a].status, EP_CHECKING);
+    assert_int_equal(state_ep_status(st, a), EP_CHECKING);
     struct state_outcome ok = {
         .source = STATE_FROM_CHECK, .kind = STATE_OK, .latency_ms = 50, .ttfb_ms = 40};
     state_report(st, a, &ok, 1100, 1100);
     assert_false(state_ep_check_running(st, a));
-    assert_int_equal(st->checks_running, 1);
+    assert_int_equal(totals_seen(st, 1100).checks_running, 1);
     /* A live report does not end a check. */
     struct state_outcome live = {.source = STATE_FROM_LIVE, .kind = STATE_OK, .ttfb_ms = 30};
     state_report(st, b, &live, 1100, 1100);
-    assert_int_equal(st->checks_running, 1);
+    assert_int_equal(totals_seen(st, 1100).checks_running, 1);
     state_check_abandon(st, b);
     state_check_abandon(st, b);
-    assert_int_equal(st->checks_running, 0);
-    assert_int_equal(st->eps[b].status, EP_CHECKING); /* no result: still not checked */
-    state_report(st, a, &ok, 1200, 1200);             /* a report without a begin */
-    assert_int_equal(st->checks_running, 0);
+    assert_int_equal(totals_seen(st, 1100).checks_running, 0);
+    assert_int_equal(state_ep_status(st, b), EP_CHECKING); /* no result: still not checked */
+    state_report(st, a, &ok, 1200, 1200);                  /* a report without a begin */
+    assert_int_equal(totals_seen(st, 1200).checks_running, 0);
     state_publish_interval(st, 45, "busy");
     state_publish_cycle(st, 5000);
     state_publish_paused(st, true);
     state_publish_ep_next(st, a, 4000);
-    assert_true(st->check_interval_s == 45);
-    assert_string_equal(st->load_level, "busy");
-    assert_int_equal(st->next_cycle_ms, 5000);
-    assert_true(st->checks_paused);
-    assert_int_equal(st->eps[a].next_check_ms, 4000);
+    struct state_snapshot seen = totals_seen(st, 1200);
+    assert_true(seen.check_interval_s == 45);
+    assert_string_equal(seen.load_level, "busy");
+    assert_int_equal(seen.next_cycle_ms, 5000);
+    assert_true(seen.checks_paused);
+    assert_int_equal(ep_seen(st, a, 1200).next_check_ms, 4000);
     char longw[400];
     memset(longw, 'w', sizeof longw - 1);
     longw[sizeof longw - 1] = '\0';
     state_publish_models_warning(st, a, longw);
-    assert_int_equal(strlen(state_ep_models_warning(st, a)), sizeof st->eps[a].models_warning - 1);
+    assert_int_equal(strlen(state_ep_models_warning(st, a)), EP_TEXT - 1);
     state_publish_models_warning(st, a, NULL);
     assert_string_equal(state_ep_models_warning(st, a), "");
     state_free(st);
@@ -679,7 +700,7 @@ static void test_observer(void **unused)
     assert_int_equal(seen.outcomes, 1);
     assert_int_equal(state_ep_status(st, a), EP_HEALTHY);
     assert_true(state_ep_check_running(st, a));
-    assert_int_equal(st->checks_running, 1);
+    assert_int_equal(totals_seen(st, 1200).checks_running, 1);
     ok.remote = false; /* the local check's own result ends it and is told */
     state_report(st, a, &ok, 1300, 1300);
     assert_false(state_ep_check_running(st, a));
@@ -693,7 +714,7 @@ static void test_observer(void **unused)
                                  .remote = true};
     state_report(st, a, &rest, 1400, 1400);
     assert_int_equal(seen.outcomes, 2);
-    assert_true(state_ep_live_blocked(&st->eps[a], 1500));
+    assert_true(state_ep_live_blocked(st, a, 1500));
 
     state_bind_session(st, "sess-1", a, 1500);
     assert_int_equal(seen.sessions, 1);

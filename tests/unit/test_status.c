@@ -2,7 +2,7 @@
  * Unit tests for status: the /status document that the terminal dashboard,
  * the web page and monitor.sh read.  status_render() is pure, so every test
  * builds a state from a configuration text, moves it with the state's own
- * functions and a fake clock, renders, and checks the fields people and
+ * functions and a fake clock, renders a snapshot of it, and checks the fields people and
  * scripts rely on: names, rounding, clocks, order of history and events,
  * operator state, requests in flight, and that no token is ever in it.
  */
@@ -70,7 +70,7 @@ static int setup(void **ctx)
     assert_int_equal(rc, 0);
     fake_wall = W0;
     f->st = state_new(f->cfg, T0, W0);
-    f->st->wall_clock_ms = fake_wall_ms;
+    state_set_wall_clock(f->st, fake_wall_ms);
     *ctx = f;
     return 0;
 }
@@ -92,7 +92,11 @@ static cJSON *render(const struct state *st, uint64_t now_mono)
         .now_mono_ms = now_mono,
         .now_wall_ms = W0 + (now_mono - T0),
     };
-    cJSON *doc = status_render(st, &info);
+    /* As app.c renders /status: from a snapshot taken at the same moment. */
+    struct state_snapshot snap;
+    state_snapshot_take(st, now_mono, &snap);
+    cJSON *doc = status_render(&snap, &info);
+    state_snapshot_release(&snap);
     assert_non_null(doc);
     return doc;
 }
@@ -379,7 +383,7 @@ static void test_whole_document_unchanged(void **ctx)
     assert_int_equal(rc, 0);
     fake_wall = W0;
     struct state *st = state_new(cfg, T0, W0);
-    st->wall_clock_ms = fake_wall_ms;
+    state_set_wall_clock(st, fake_wall_ms);
     int a = state_find_ep(st, "a"), b = state_find_ep(st, "b"), c = state_find_ep(st, "c");
     int r1 = state_find_ep(st, "r1"), r2 = state_find_ep(st, "r2"), o1 = state_find_ep(st, "o1");
     struct usage spent = {.input = 12, .output = 3, .cache_read = 2, .cache_creation = 1};
