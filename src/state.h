@@ -13,7 +13,7 @@
  * monotonic and wall clocks in.  It logs switches, because a switch must be
  * logged wherever it is decided.
  *
- * One way in: only state.c writes the fields below.  What happened at an
+ * One way in: only state.c reads or writes the state's fields.  What happened at an
  * endpoint (a check's or a live request's outcome) arrives through
  * state_report(); what the checker knows about its schedule through the
  * state_check_* and state_publish_* calls; the proxy's counters through
@@ -66,9 +66,7 @@ enum ep_circuit {
 #define STATE_EVENTS 64
 #define EP_TEXT 160 /* an endpoint's error, check error and models warning are cut to fit */
 
-struct state;
-struct ep;
-struct group;
+struct state; /* defined in state.c, with its struct ep and struct group */
 
 /* One check in an endpoint's history. */
 struct ep_check {
