@@ -135,6 +135,8 @@ cJSON *status_render(const struct state *st, const struct status_info *info)
     cJSON_AddStringToObject(o, "mode", cg->policy.manual ? "manual" : "auto");
     cJSON_AddStringToObject(o, "current_group", cg->name);
     cJSON_AddItemToObject(o, "current_endpoint", endpoint_ref(st, current));
+    /* Where traffic goes if the current endpoint fails; kept warm. */
+    cJSON_AddItemToObject(o, "next_endpoint", endpoint_ref(st, state_next_in_line(st, now)));
     if (cg->policy.manual && cg->policy.pinned >= 0)
         cJSON_AddStringToObject(o, "pinned_endpoint",
                                 st->eps[cg->first + (size_t)cg->policy.pinned].name);
