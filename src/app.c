@@ -66,7 +66,7 @@ struct app {
     bool reload_next_sighup;        /* ... and SIGHUP asked for it */
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
-    uv_timer_t policy_timer; /* fires pending graceful switches */
+    uv_timer_t policy_timer; /* fires pending graceful switches, keeps the next endpoint warm */
     char listen[80];
     int shutting_down; /* 0, 1 graceful, 2 closing */
     int exit_code;
@@ -705,7 +705,9 @@ static void dash_quit(void *ud)
 static void on_policy_timer(uv_timer_t *t)
 {
     struct app *a = t->data;
-    state_evaluate(a->st, now_mono_ms());
+    uint64_t now = now_mono_ms();
+    state_evaluate(a->st, now);
+    proxy_keep_warm(a->px, now);
 }
 
 static void app_close_all(struct app *a);

@@ -140,6 +140,7 @@ struct h1_pool {
     struct h1_xchg *warm_x; /* borrows: the warm-up connecting now, or NULL */
     uint64_t warm_until;    /* loop time: keep a connection ready until then */
     uint64_t warm_retry_at; /* loop time: no warm-up before then */
+    bool standby;           /* h1_warm(): warm while the client is in use */
     unsigned port;
     uint32_t hash;
     size_t host_len;
@@ -243,6 +244,7 @@ struct h1 {
     bool free_requested;
     struct tls_ctxs *ctxs;          /* owns: one SSL_CTX per CA source */
     uint64_t tls_full, tls_resumed; /* handshakes completed */
+    uint64_t used_until;            /* loop time: a user's request in the last H1_WARM_MS */
     bool pbuf_busy;                 /* pbuf holds plaintext being parsed */
     struct upstream_hdr hdrs[H1_MAX_HEADERS];
     char pbuf[H1_TLS_PLAIN]; /* decrypted bytes on their way to llhttp */
@@ -484,8 +486,24 @@ static void pool_unlink(struct h1_conn *conn)
  * H1_WARM_MS keeps one connection ready: the sweep opens one (connect and
  * TLS handshake, no request) when the pool has none idle, or when the
  * youngest idle one is H1_WARM_AHEAD_MS from the idle timeout, so the first
- * request after a pause finds a verified connection.  A warm-up is an
- * internal exchange (warm_only) that ends by pooling its connection. */
+ * request after a pause finds a verified connection.  A pool marked by
+ * h1_warm() (the next endpoint in line) is warm the same way, without a
+ * request of its own, while the client served any user's request in the
+ * last H1_WARM_MS.  A warm-up is an internal exchange (warm_only) that ends
+ * by pooling its connection.  pool_warm() is the one rule. */
+
+static bool pool_warm(const struct h1 *c, const struct h1_pool *p, uint64_t now)
+{
+    return !c->free_requested && (p->warm_until > now || (p->standby && c->used_until > now));
+}
+
+static void on_sweep(uv_timer_t *t);
+
+static void warm_sweep_on(struct h1 *c)
+{
+    if (!uv_is_active((uv_handle_t *)&c->sweep))
+        uv_timer_start(&c->sweep, on_sweep, H1_SWEEP_MS, H1_SWEEP_MS);
+}
 
 static void on_warm_done(void *ud, enum upstream_rc rc, const char *msg)
 {
@@ -535,7 +553,7 @@ static void on_sweep(uv_timer_t *t)
         for (struct h1_pool *p = c->pools[i]; p; p = p->next) {
             while (p->idle_tail && now - p->idle_tail->idle_since >= H1_IDLE_TIMEOUT_MS)
                 conn_close(p->idle_tail);
-            if (p->warm_until <= now || c->free_requested)
+            if (!pool_warm(c, p, now))
                 continue;
             warm = true;
             if (!p->warm_x && now >= p->warm_retry_at &&
@@ -1797,9 +1815,8 @@ struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req,
     x->is_head = mlen == 4 && memcmp(req->method, "HEAD", 4) == 0;
     x->warm_only = false;
     if (req->keep_warm) {
-        pool->warm_until = x->start_ms + H1_WARM_MS;
-        if (!uv_is_active((uv_handle_t *)&c->sweep))
-            uv_timer_start(&c->sweep, on_sweep, H1_SWEEP_MS, H1_SWEEP_MS);
+        c->used_until = pool->warm_until = x->start_ms + H1_WARM_MS;
+        warm_sweep_on(c);
     }
     x->reused = x->retried = x->got_byte = x->write_done = false;
     x->sent_ms = 0;
@@ -1819,6 +1836,23 @@ struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req,
         x_connect_start(x, true);
     }
     return &x->base;
+}
+
+void h1_warm(struct h1 *c, const char *url, const char *ca_file, bool on)
+{
+    struct h1_url u;
+    if (!url || url_parse(url, &u) != 0)
+        return;
+    struct h1_pool *p = pool_get(c, u.host, u.host_len, u.port, u.tls, ca_file);
+    if (!p)
+        return;
+    p->standby = on;
+    if (!on) {
+        p->warm_until = 0; /* neither current nor next: no more warm-ups */
+        return;
+    }
+    if (pool_warm(c, p, uv_now(c->loop)))
+        warm_sweep_on(c);
 }
 
 void h1_resume(struct upstream_xfer *xf)

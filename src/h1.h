@@ -26,11 +26,14 @@
  * - A pool that served a request with keep_warm in the last 30 minutes
  *   keeps one verified idle connection ready (re-opened when the upstream
  *   closes it, renewed before the idle timeout), so the first request after
- *   a pause pays no connect or handshake.
+ *   a pause pays no connect or handshake.  h1_warm() marks a pool the same
+ *   way without a request (the next endpoint in line), while the client
+ *   served any request with keep_warm in the last 30 minutes.
  */
 #ifndef ZEPHYR_H1_H
 #define ZEPHYR_H1_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -48,6 +51,8 @@ void h1_free(struct h1 *c);
  * kind is UPSTREAM_KIND_H1. */
 struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req,
                                const struct upstream_cbs *cbs, void *ud);
+/* See upstream_warm(); url must be http:// or https:// (else a no-op). */
+void h1_warm(struct h1 *c, const char *url, const char *ca_file, bool on);
 void h1_resume(struct upstream_xfer *x);
 void h1_abort(struct upstream_xfer *x);
 /* See upstream_sent_ms(). */

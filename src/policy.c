@@ -266,6 +266,12 @@ static int route_plain(const struct policy *p, const struct policy_ep *eps, size
     return policy_best(eps, n, NULL);
 }
 
+int policy_next_in_line(const struct policy *p, const struct policy_ep *eps, size_t n)
+{
+    int r = route_plain(p, eps, n);
+    return r < 0 ? -1 : best_except(eps, n, r);
+}
+
 int policy_route_session(const struct policy *p, const struct policy_ep *eps, size_t n,
                          int session_ep, enum policy_reason *moved)
 {

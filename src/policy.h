@@ -188,6 +188,15 @@ void policy_set_session_threshold(struct policy *p, int session_threshold_ms);
 int policy_best(const struct policy_ep *eps, size_t n, const bool *tried);
 
 /*
+ * The endpoint next in line: where policy_route(p, eps, n, -1) would send a
+ * request if the endpoint it sends one to now became unusable, which is also
+ * where request-path failover (policy_best with that endpoint tried) and the
+ * FAILURE switch go.  -1 when nothing else is usable.  The caller keeps a
+ * connection to it warm.
+ */
+int policy_next_in_line(const struct policy *p, const struct policy_ep *eps, size_t n);
+
+/*
  * Panic routing (Envoy's panic threshold): when policy_route() and
  * policy_best() find nothing usable, checks alone must not refuse traffic
  * that might succeed.  Among the endpoints not live_blocked and not

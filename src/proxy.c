@@ -83,6 +83,12 @@ struct proxy {
     void *idle_ud;
     void (*end_cb)(void *ud);
     void *end_ud;
+    /* What proxy_keep_warm() asked the upstream to keep warm: the current
+     * endpoint and the next in line, as url and ca_file (owned copies, since
+     * a reload frees the endpoints); NULL url: none. */
+    struct proxy_warm {
+        char *url, *ca_file;
+    } warm[2];
 };
 
 struct preq {
@@ -1585,6 +1591,49 @@ void proxy_set_config(struct proxy *px, struct state *st, const struct config *c
     proxy_open_reqlog(px);
 }
 
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+
+void proxy_keep_warm(struct proxy *px, uint64_t now_ms)
+{
+    struct state *st = px->st;
+    int eps[2] = {state_current_ep(st), state_next_in_line(st, now_ms)};
+    const char *url[2] = {NULL, NULL}, *ca[2] = {NULL, NULL};
+    for (size_t i = 0; i < 2; i++) {
+        const struct cfg_endpoint *ce = eps[i] >= 0 ? state_ep_cfg(st, eps[i], NULL) : NULL;
+        if (ce && !ce->proxy) { /* through an endpoint's proxy: libcurl, nothing to keep */
+            url[i] = state_ep_url(st, eps[i]);
+            ca[i] = ce->ca_file;
+        }
+    }
+    bool same = true;
+    for (size_t i = 0; i < 2; i++)
+        same = same && str_eq(url[i], px->warm[i].url) && str_eq(ca[i], px->warm[i].ca_file);
+    if (same)
+        return;
+    /* Off first, then on: two endpoints may share a pool (same origin). */
+    for (size_t i = 0; i < 2; i++) {
+        struct proxy_warm *w = &px->warm[i];
+        bool kept = false;
+        for (size_t j = 0; j < 2; j++)
+            kept = kept || (url[j] && str_eq(w->url, url[j]) && str_eq(w->ca_file, ca[j]));
+        if (w->url && !kept)
+            upstream_warm(px->up, w->url, NULL, w->ca_file, false);
+    }
+    for (size_t i = 0; i < 2; i++) {
+        struct proxy_warm *w = &px->warm[i];
+        free(w->url);
+        free(w->ca_file);
+        w->url = url[i] ? xstrdup(url[i]) : NULL;
+        w->ca_file = ca[i] ? xstrdup(ca[i]) : NULL;
+        if (url[i])
+            upstream_warm(px->up, url[i], NULL, ca[i], true);
+    }
+}
+
 void proxy_set_metrics(struct proxy *px, struct metrics *m)
 {
     px->metrics = m;
@@ -1611,6 +1660,10 @@ void proxy_free(struct proxy *px)
     dheap_release(&px->due);
     log_writer_close(px->reqlog);
     px->reqlog = NULL;
+    for (size_t i = 0; i < 2; i++) {
+        free(px->warm[i].url);
+        free(px->warm[i].ca_file);
+    }
     uv_timer_stop(&px->tick);
     uv_close((uv_handle_t *)&px->tick, on_tick_closed);
 }

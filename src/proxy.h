@@ -18,6 +18,7 @@
 #ifndef ZEPHYR_PROXY_H
 #define ZEPHYR_PROXY_H
 
+#include <stdint.h>
 #include <uv.h>
 
 #include "conn.h"
@@ -38,6 +39,12 @@ void proxy_free(struct proxy *px);
 void proxy_set_config(struct proxy *px, struct state *st, const struct config *cfg);
 /* Where request outcomes are counted; NULL: nowhere. */
 void proxy_set_metrics(struct proxy *px, struct metrics *m);
+
+/* Keeps a connection to the current endpoint and to the next in line
+ * (state_next_in_line) warm, and stops keeping one to an endpoint that is
+ * neither any more (upstream_warm).  Cheap when nothing changed: call it
+ * on a timer (app.c's policy timer). */
+void proxy_keep_warm(struct proxy *px, uint64_t now_ms);
 
 /* Takes over the request on c: routes it and answers it. */
 void proxy_handle(struct proxy *px, struct conn *c, struct http_req *req);

@@ -634,6 +634,23 @@ int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms)
     return i < 0 ? -1 : (int)g->first + i;
 }
 
+int state_next_in_line(const struct state *st, uint64_t now_ms)
+{
+    const struct group *g = &st->groups[st->current_group];
+    if (g->n > 0) {
+        int i = policy_next_in_line(&g->policy, state_policy_view(st, g, now_ms), g->n);
+        if (i >= 0)
+            return (int)g->first + i;
+    }
+    for (size_t k = 0; k < g->cfg->n_fallback; k++) {
+        const struct group *fg = &st->groups[g->cfg->fallback[k]];
+        int i = fg->n ? policy_best(state_policy_view(st, fg, now_ms), fg->n, NULL) : -1;
+        if (i >= 0)
+            return (int)fg->first + i;
+    }
+    return -1;
+}
+
 static void ep_history_add(struct ep *e, bool ok, double latency_ms, const char *error,
                            uint64_t now_wall)
 {
@@ -1236,6 +1253,7 @@ void state_snapshot_take(const struct state *st, uint64_t now_ms, struct state_s
     out->cfg = st->cfg;
     out->current_group = st->current_group;
     out->current_ep = current;
+    out->next_ep = state_next_in_line(st, now_ms);
     out->manual = st->n_groups && st->groups[st->current_group].policy.manual;
     out->tracks = xcalloc(st->n_tracks ? st->n_tracks : 1, sizeof(const struct track *));
     size_t n = 0;

@@ -193,6 +193,13 @@ size_t state_sessions_count(const struct state *st);
  * bool per endpoint of the group), or -1. */
 int state_next_ep(struct state *st, int ep, const bool *tried, uint64_t now_ms);
 
+/* The endpoint next in line for the current group's traffic: the one a
+ * request goes to when the current endpoint fails (policy_next_in_line),
+ * else, when the group has no other usable endpoint, the best usable one of
+ * its fallback_groups in order, as a request's failover would pick it.
+ * -1 when none.  The proxy keeps a connection to it warm. */
+int state_next_in_line(const struct state *st, uint64_t now_ms);
+
 /* Whether an endpoint may receive traffic now by its checks and live
  * results.  (In panic routing an endpoint that is not may still get
  * traffic: see state_ep_live_blocked.) */
@@ -415,6 +422,7 @@ struct state_snapshot {
     size_t n_groups;
     size_t current_group;
     int current_ep;              /* state_current_ep(), -1 none */
+    int next_ep;                 /* state_next_in_line(), -1 none */
     bool manual;                 /* the current group is pinned */
     size_t active;               /* requests in flight */
     const struct track **tracks; /* owns the array (active entries), borrows the records,

@@ -129,6 +129,8 @@ cJSON *status_render(const struct state_snapshot *snap, const struct status_info
     cJSON_AddStringToObject(o, "mode", cg->policy.manual ? "manual" : "auto");
     cJSON_AddStringToObject(o, "current_group", cg->name);
     cJSON_AddItemToObject(o, "current_endpoint", endpoint_ref(snap, current));
+    /* Where traffic goes if the current endpoint fails; kept warm. */
+    cJSON_AddItemToObject(o, "next_endpoint", endpoint_ref(snap, snap->next_ep));
     if (cg->policy.manual && cg->policy.pinned >= 0)
         cJSON_AddStringToObject(o, "pinned_endpoint",
                                 snap->eps[cg->first + (size_t)cg->policy.pinned].name);

@@ -424,6 +424,16 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     return cx_start(u, req, cbs, ud);
 }
 
+void upstream_warm(struct upstream *u, const char *url, const char *proxy, const char *ca_file,
+                   bool on)
+{
+    /* Off always reaches h1: the URL may have moved to libcurl (a reload
+     * set http_client) since it was turned on. */
+    if (on && (proxy || upstream_uses_libcurl(u, url, u->builtin)))
+        return;
+    h1_warm(u->h1, url, ca_file, on);
+}
+
 void upstream_resume(struct upstream_xfer *x)
 {
     if (x->kind == UPSTREAM_KIND_H1) {

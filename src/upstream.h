@@ -125,6 +125,16 @@ void upstream_abort(struct upstream_xfer *x);
  * the upload of a large body. */
 uint64_t upstream_sent_ms(const struct upstream_xfer *x);
 
+/* Keep a verified connection to url ready (on) or stop (off), without a
+ * request: for the endpoint next in line, which has served no request yet.
+ * The built-in client keeps it like the pool of a keep_warm request, for as
+ * long as it has served any keep_warm request in the last 30 minutes; off
+ * also ends the warmth a request gave the pool.  A no-op for exchanges that
+ * go through libcurl (proxy set, a proxy variable, http_client = "libcurl"):
+ * libcurl keeps no connection ready. */
+void upstream_warm(struct upstream *u, const char *url, const char *proxy, const char *ca_file,
+                   bool on);
+
 /* Connections of the built-in client: open, and idle among them. */
 void upstream_counts(const struct upstream *u, size_t *open, size_t *idle);
 /* TLS handshakes the built-in client completed: full and resumed. */

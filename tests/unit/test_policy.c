@@ -283,6 +283,36 @@ static void test_best_ranking_and_tried(void **state)
     assert_int_equal(policy_best(eps, 0, NULL), -1);
 }
 
+/* The next in line is where failover goes: the best usable endpoint other
+ * than the one requests go to now (current, or the best while current is
+ * unusable), whatever the pin. */
+static void test_next_in_line(void **state)
+{
+    (void)state;
+    struct policy_ep eps[4] = {healthy(300), healthy(100), healthy(200), healthy(50)};
+    eps[3].health = POLICY_FAILED;
+    struct policy p;
+    settle(&p, eps, 4, 1);
+    assert_int_equal(policy_next_in_line(&p, eps, 4), 2);
+    /* Latency ranks, not config order: the faster one is next. */
+    eps[0].latency_ms = 150;
+    assert_int_equal(policy_next_in_line(&p, eps, 4), 0);
+    /* Current unusable, not yet re-evaluated: requests go to the best (0),
+     * so the next after it is 2. */
+    eps[1].blocked = true;
+    assert_int_equal(policy_next_in_line(&p, eps, 4), 2);
+    eps[1].blocked = false;
+    /* Pinned to the slowest: next is the fastest other. */
+    assert_true(policy_set_manual(&p, 2, eps, 4, NULL));
+    assert_int_equal(policy_next_in_line(&p, eps, 4), 1);
+    /* Nothing else usable, nothing at all, no endpoints. */
+    eps[0].health = eps[1].health = POLICY_FAILED;
+    assert_int_equal(policy_next_in_line(&p, eps, 4), -1);
+    eps[2].health = POLICY_FAILED;
+    assert_int_equal(policy_next_in_line(&p, eps, 4), -1);
+    assert_int_equal(policy_next_in_line(&p, eps, 0), -1);
+}
+
 static void test_graceful_fires_when_idle(void **state)
 {
     (void)state;
@@ -1241,6 +1271,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_initial_all_unknown_takes_first),
+        cmocka_unit_test(test_next_in_line),
         cmocka_unit_test(test_initial_prefers_measured),
         cmocka_unit_test(test_initial_nothing_usable_stays_none),
         cmocka_unit_test(test_hysteresis_threshold_edges),

@@ -107,6 +107,41 @@ static void test_big_group_routes(void **unused)
     state_free(st);
 }
 
+/* Next in line: the group's best other endpoint; in a group of one, the
+ * best of its fallback groups in order (as a request's failover picks). */
+static void test_next_in_line(void **unused)
+{
+    (void)unused;
+    static const char text[] =
+        "[[groups]]\nname = \"main\"\ndefault = true\nfallback_groups = [\"f1\", \"f2\"]\n"
+        "endpoints = [{ url = \"http://127.0.0.1:9/a\", name = \"a\" },\n"
+        "             { url = \"http://127.0.0.1:9/b\", name = \"b\" }]\n"
+        "[[groups]]\nname = \"f1\"\n"
+        "endpoints = [{ url = \"http://127.0.0.1:9/c\", name = \"c\" }]\n"
+        "[[groups]]\nname = \"f2\"\n"
+        "endpoints = [{ url = \"http://127.0.0.1:9/d\", name = \"d\" },\n"
+        "             { url = \"http://127.0.0.1:9/e\", name = \"e\" }]\n";
+    struct config *cfg = NULL;
+    char *errors = NULL;
+    assert_int_equal(config_load_string("cfg.toml", text, sizeof text - 1, &cfg, &errors), 0);
+    struct state *st = state_new(cfg, 1000, 1000);
+    state_own_config(st, cfg);
+    all_healthy(st, 2000);
+    assert_string_equal(ep_name(st, state_current_ep(st)), "a");
+    assert_string_equal(ep_name(st, state_next_in_line(st, 2000)), "b");
+    /* b fails: the fallback group's endpoint is next. */
+    report_check(st, state_find_ep(st, "b"), false, false, -1, -1, "down", NULL, 3000, 3000);
+    assert_string_equal(ep_name(st, state_next_in_line(st, 3000)), "c");
+    /* c fails too: the best of the next fallback group (e is faster). */
+    report_check(st, state_find_ep(st, "c"), false, false, -1, -1, "down", NULL, 3000, 3000);
+    report_check(st, state_find_ep(st, "d"), true, false, 900, -1, NULL, NULL, 3000, 3000);
+    assert_string_equal(ep_name(st, state_next_in_line(st, 3000)), "e");
+    report_check(st, state_find_ep(st, "d"), false, false, -1, -1, "down", NULL, 3000, 3000);
+    report_check(st, state_find_ep(st, "e"), false, false, -1, -1, "down", NULL, 3000, 3000);
+    assert_int_equal(state_next_in_line(st, 3000), -1);
+    state_free(st);
+}
+
 static void test_pin_beyond_256(void **unused)
 {
     (void)unused;
@@ -745,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_observer),
         cmocka_unit_test(test_big_group_routes),
         cmocka_unit_test(test_pin_beyond_256),
+        cmocka_unit_test(test_next_in_line),
         cmocka_unit_test(test_auto_picks_last_when_fastest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
