@@ -116,8 +116,10 @@ struct conn_server {
     const struct config *cfg; /* borrows */
     conn_dispatch_cb dispatch;
     void *ud;
+    bool absolute_ok;   /* see conn_server_accept_absolute() */
     struct conn *conns; /* owns the list */
     size_t n_conns;
+    uint64_t accepted;
     int port;
     char rbuf[CONN_READ_SIZE]; /* the read buffer all connections share */
 };
@@ -759,6 +761,8 @@ static void on_connection(uv_stream_t *l, int status)
     s->n_conns++;
     buf_init(&c->pending, SIZE_MAX);
     reqparse_init(&c->rp, (size_t)s->cfg->max_body_bytes);
+    c->rp.absolute_ok = s->absolute_ok;
+    s->accepted++;
     if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
         return;
@@ -810,6 +814,16 @@ struct conn_server *conn_server_new(uv_loop_t *loop, const struct config *cfg,
 void conn_server_set_config(struct conn_server *s, const struct config *cfg)
 {
     s->cfg = cfg;
+}
+
+void conn_server_accept_absolute(struct conn_server *s)
+{
+    s->absolute_ok = true;
+}
+
+uint64_t conn_accepted(const struct conn_server *s)
+{
+    return s->accepted;
 }
 
 int conn_listen(struct conn_server *s, const char *bind, int port, char *err, size_t errlen)

@@ -53,6 +53,12 @@ void conn_close_all(struct conn_server *s);
 void conn_server_free(struct conn_server *s);
 /* The configuration limits in force (swapped on reload). */
 void conn_server_set_config(struct conn_server *s, const struct config *cfg);
+/* For a server that is not the proxy's client side (the fake upstream,
+ * which stands in for an HTTP proxy in a test): also take absolute-form
+ * request targets (http://host/path).  Set before conn_listen(). */
+void conn_server_accept_absolute(struct conn_server *s);
+/* Connections accepted since the server was made. */
+uint64_t conn_accepted(const struct conn_server *s);
 
 void conn_attach(struct conn *c, void *handler, const struct conn_handler_ops *ops);
 void conn_detach(struct conn *c);

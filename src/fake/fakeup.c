@@ -8,48 +8,40 @@
  * caller's libuv loop; several can share a loop (the demo runs a few).  There
  * is no global state.
  *
- * Requests are read with the proxy's own request parser (reqparse.c), so
- * the fake accepts exactly what the proxy accepts from its clients, with
- * the same limits, and has no HTTP parser of its own.  The parser stops at
- * the end of each request, and the request is then dispatched.  Responses
- * that can be written at once are queued right there and parsing goes on
- * with the next pipelined request, so answers leave in request order.
- * Responses that take time (latency_ms, a stream with gap_ms, hang) put the
- * connection in a busy state: input that arrives meanwhile is kept in
- * `pending` and parsed once the response is fully queued.  Reading
- * continues while busy, so that a client hanging up is noticed at once
- * (this is what streams_aborted counts), until pending holds PENDING_STOP
- * bytes.
+ * The fake has no connection handling of its own: it is a conn.c server,
+ * as the proxy's client side is, with limits of its own (fake_limits: no
+ * idle or header timeout, bodies up to BODY_MAX).  conn.c reads and parses
+ * requests with reqparse.c (so the fake accepts exactly what the proxy
+ * accepts, and answers what it refuses the same way), holds pipelined
+ * input while a request is answered, owns the write queue, its
+ * backpressure and every way a connection ends.  Here is only what the
+ * fake answers: fake_dispatch() gets each request, takes what its answer
+ * needs into a struct fake_req, and answers at once through
+ * conn_respond(), or, for an answer that takes time (latency_ms, a stream,
+ * hang), attaches the fake_req to the connection (conn_attach) and answers
+ * from its timer and from conn.c's drained callback.  client_gone is what
+ * counts aborted requests and streams.
  *
- * Connection states (enum fake_conn_state):
- *   READING   parsing; every earlier response is fully queued
- *   LATENCY   request read, the latency timer runs
- *   STREAMING an SSE response is being produced (gap timer or backpressure)
+ * Answers that wait (enum fake_req_state):
+ *   LATENCY   the request is read, the latency timer runs
+ *   STREAMING an SSE response is being produced; it pauses for gap_ms,
+ *             when conn.c's queue is above CONN_HIGH_WATER (until drained)
+ *             and every STREAM_BURST events (a fast client does not keep
+ *             the loop from other connections)
  *   HANGING   hang: the request is never answered
- *   DRAINING  response queued but the output is full (OUT_HIGH bytes or
- *             INFLIGHT_HIGH write requests pending); parsing resumes when it
- *             is back under OUT_LOW / INFLIGHT_LOW
- *   ENDING    last response queued (connection: close, close_after, bad
- *             request); uv_shutdown flushes it, then the handle is closed
- *   CLOSED    uv_close called; freed in the last close callback
  *
  * A request body is read whole, as the proxy reads it (up to BODY_MAX),
  * and released as soon as the request is dispatched: what the answer needs
  * (length, CRC-32 by zlib, the top-level "stream" and "model" members read
  * with cJSON) is taken from it then.
  *
- * Writes use a free list of write requests with an inline buffer and a
- * separate header area, written as at most two iovecs.  Each SSE event is
- * its own uv_write and its own chunk.
- *
  * Limits: those of reqparse.h (target 8 KiB: 414, headers 64 KiB or 200
  * fields: 431, ...), body BODY_MAX (413), /_fake/config body 64 KiB (413),
- * pipelined input kept while busy 256 KiB (then reading stops), model
- * echoed up to 255 bytes.
+ * those of conn.c (pipelined input held while busy), model echoed up to
+ * 255 bytes, one SSE event EVENT_MAX bytes.
  */
 #include "fakeup.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -63,42 +55,42 @@
 #include <cjson/cJSON.h>
 #include <zlib.h>
 
-#include "hdr.h"
+#include "config.h"
+#include "conn.h"
 #include "reqparse.h"
 #include "util.h"
 
-#define READ_BUF_SIZE (64 * 1024)
 /* Bodies are held whole while the request is read; tests send up to the
  * proxy's max_body_mb (64 MiB at most in the suite). */
 #define BODY_MAX ((size_t)1 << 30)
 /* The last request's header fields, "name\0value\0" each. */
 #define LAST_HDRS_MAX (REQPARSE_MAX_HEADER_BYTES + 2 * REQPARSE_MAX_HEADERS)
 #define CFG_BODY_MAX (64 * 1024)
-#define PENDING_STOP (256 * 1024)
-#define PENDING_MAX (PENDING_STOP + READ_BUF_SIZE)
-#define OUT_HIGH (1024 * 1024)
-#define OUT_LOW (256 * 1024)
-#define INFLIGHT_HIGH 64 /* write requests not yet called back, per connection */
-#define INFLIGHT_LOW 16
-#define WREQ_HEAD 512
-#define WREQ_INLINE 1024
-#define WREQ_FREE_MAX 1024
+#define STREAM_BURST 64 /* events written before a stream yields to the loop */
+#define EVENT_MAX 1024  /* the largest event is message_start with a 255-byte model */
+#define EXTRA_MAX 512   /* the fake's own response headers */
 #define MODEL_MAX 256
-#define LISTEN_BACKLOG 4096
 #define DEFAULT_MODEL "claude-fake"
 
-enum fake_conn_state {
-    FAKE_CONN_READING = 0,
-    FAKE_CONN_LATENCY = 1,
-    FAKE_CONN_STREAMING = 2,
-    FAKE_CONN_HANGING = 3,
-    FAKE_CONN_DRAINING = 4,
-    FAKE_CONN_ENDING = 5,
-    FAKE_CONN_CLOSED = 6,
+/* conn.c's limits for the fake: what a client of the proxy gets, but no
+ * idle or header timeout (the proxy's pool keeps connections to the fake
+ * as long as it likes), no connection limit and a body up to BODY_MAX. */
+static const struct config fake_limits = {
+    .max_body_bytes = (long long)BODY_MAX,
+    .client_header_timeout_ms = INT_MAX,
+    .keepalive_timeout_ms = INT_MAX,
+    .max_connections = INT_MAX,
+};
+
+enum fake_req_state {
+    FAKE_REQ_NOW = 0, /* answered within fake_dispatch() */
+    FAKE_REQ_LATENCY = 1,
+    FAKE_REQ_STREAMING = 2,
+    FAKE_REQ_HANGING = 3,
 };
 
 enum route {
-    ROUTE_NONE = 0,      /* not known yet, or a request that failed to parse */
+    ROUTE_NONE = 0,      /* not known yet */
     ROUTE_MESSAGES = 1,  /* POST /v1/messages */
     ROUTE_COUNT = 2,     /* POST /v1/messages/count_tokens */
     ROUTE_ROOT = 3,      /* GET or HEAD / */
@@ -125,39 +117,19 @@ enum stream_phase {
     PHASE_DELTAS = 1,  /* content_block_start and ping sent */
 };
 
-struct fake_conn;
+/* One request being answered: what it needs of the parsed request is
+ * copied here at dispatch, and conn.c moves on to the next one. */
+struct fake_req {
+    struct fakeup *f; /* borrows */
+    struct conn *c;   /* borrows; NULL once answered or the client left */
+    enum fake_req_state state;
+    bool waits;       /* attached to c, timer open: freed in its close callback */
+    uv_timer_t timer; /* latency and gap delays, stream yields (when waits) */
 
-struct wreq {
-    uv_write_t req;
-    struct fake_conn *c; /* borrows */
-    struct wreq *next;   /* free list link */
-    size_t head_len;
-    char head[WREQ_HEAD];
-    char *heap; /* owns; NULL while the body fits inl */
-    size_t len, cap;
-    char inl[WREQ_INLINE];
-};
-
-struct fake_conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer; /* latency and gap delays */
-    uv_shutdown_t shutdown;
-    struct reqparse rp;            /* owns; the request being read */
-    struct fakeup *f;              /* borrows */
-    struct fake_conn *prev, *next; /* f->conns */
-    enum fake_conn_state state;
-    int open_handles;
-    bool reading, eof, in_parse;
-    int inflight;       /* uv_write requests not yet called back */
-    struct buf pending; /* owns; input that arrived while busy */
-    size_t pending_off; /* pending bytes before this are parsed */
-
-    /* The request being answered: what it needs of the parsed request is
-     * copied here at dispatch, and the parser moves on to the next one. */
     struct fakeup_opts k; /* knobs, with the x-fake-* overrides */
     enum route route;
     bool models_path; /* GET .../v1/models (a ROUTE_NOT_FOUND unless models is set) */
-    bool keep_alive, http10, is_head, bad_knob, authed;
+    bool bad_knob, authed;
     uint64_t body_bytes;
     uint32_t crc;
     bool body_ok;          /* the body is one JSON object (as cJSON reads it) */
@@ -174,22 +146,21 @@ struct fake_conn {
     char err_msg[160];
     bool active;      /* counted in st.active */
     bool stream_open; /* counted in streams_started, not yet ended */
-    bool stream_blocked, gap_done;
+    bool stream_blocked, gap_wait, gap_done;
     enum stream_phase phase;
     int sent; /* deltas sent */
 };
 
 struct fakeup {
-    uv_loop_t *loop; /* borrows */
-    uv_tcp_t listener;
+    uv_loop_t *loop;         /* borrows */
+    struct conn_server *srv; /* owns; the listener and the connections */
+    uv_timer_t guard;        /* never started: closed last, so that done runs from the loop */
     struct fakeup_opts opts;
-    struct fakeup_stats st;
+    struct fakeup_stats st; /* connections and connections_open are srv's */
+    uint64_t accepted_base; /* conn_accepted() at the last reset */
     int port;
     uint64_t next_id;
-    struct fake_conn *conns; /* owns every connection not yet freed */
-    struct wreq *free_wreqs; /* owns */
-    size_t n_free;
-    int open_handles; /* listener + connections not yet freed */
+    int open_handles; /* guard + timers of waiting answers */
     bool closing;
     void (*done)(void *);
     void *done_ud; /* borrows */
@@ -200,15 +171,10 @@ struct fakeup {
     struct buf last_hdrs; /* owns; "name\0value\0" for each header field */
     uint64_t last_body_bytes;
     uint32_t last_crc;
-    char rbuf[READ_BUF_SIZE]; /* shared read buffer */
 };
 
-static void fake_conn_close(struct fake_conn *c);
-static void fake_conn_end(struct fake_conn *c);
-static void fake_conn_resume(struct fake_conn *c);
-static void stream_step(struct fake_conn *c);
+static void stream_step(struct fake_req *q);
 static size_t json_escape(char *dst, size_t cap, const char *src, size_t n);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* ---- knobs ---- */
 
@@ -353,156 +319,6 @@ int fakeup_opts_set(struct fakeup_opts *o, const char *knob, const char *value)
     return knob_set(o, kn, value);
 }
 
-/* ---- write requests ---- */
-
-static struct wreq *wreq_get(struct fake_conn *c)
-{
-    struct fakeup *f = c->f;
-    struct wreq *w = f->free_wreqs;
-    if (w) {
-        f->free_wreqs = w->next;
-        f->n_free--;
-    } else {
-        w = xmalloc(sizeof *w);
-    }
-    w->c = c;
-    w->next = NULL;
-    w->head_len = 0;
-    w->heap = NULL;
-    w->len = 0;
-    w->cap = sizeof w->inl;
-    return w;
-}
-
-static void wreq_put(struct fakeup *f, struct wreq *w)
-{
-    free(w->heap);
-    w->heap = NULL;
-    if (f->n_free >= WREQ_FREE_MAX) {
-        free(w);
-        return;
-    }
-    w->next = f->free_wreqs;
-    f->free_wreqs = w;
-    f->n_free++;
-}
-
-static char *wreq_data(struct wreq *w)
-{
-    return w->heap ? w->heap : w->inl;
-}
-
-static void wreq_reserve(struct wreq *w, size_t extra)
-{
-    size_t need = w->len + extra;
-    if (need <= w->cap)
-        return;
-    size_t cap = w->cap * 2 > need ? w->cap * 2 : need;
-    if (w->heap) {
-        w->heap = xrealloc(w->heap, cap);
-    } else {
-        w->heap = xmalloc(cap);
-        memcpy(w->heap, w->inl, w->len);
-    }
-    w->cap = cap;
-}
-
-static void wreq_append(struct wreq *w, const void *p, size_t n)
-{
-    wreq_reserve(w, n);
-    memcpy(wreq_data(w) + w->len, p, n);
-    w->len += n;
-}
-
-static void wreq_vprintf(struct wreq *w, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
-static void wreq_vprintf(struct wreq *w, const char *fmt, va_list ap)
-{
-    va_list ap2;
-    va_copy(ap2, ap);
-    size_t room = w->cap - w->len;
-    int n = vsnprintf(wreq_data(w) + w->len, room, fmt, ap);
-    if (n >= 0 && (size_t)n >= room) {
-        wreq_reserve(w, (size_t)n + 1);
-        n = vsnprintf(wreq_data(w) + w->len, w->cap - w->len, fmt, ap2);
-    }
-    va_end(ap2);
-    if (n > 0)
-        w->len += (size_t)n;
-}
-
-static void wreq_printf(struct wreq *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void wreq_printf(struct wreq *w, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    wreq_vprintf(w, fmt, ap);
-    va_end(ap);
-}
-
-static size_t write_queue(struct fake_conn *c)
-{
-    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
-}
-
-/*
- * True when the connection holds enough unsent output: stop producing.  Both
- * bytes not yet taken by the kernel and write requests not yet called back
- * count (a write the kernel took at once is called back only on the next
- * loop iteration, so a fast producer would otherwise pile them up).
- */
-static bool output_full(struct fake_conn *c)
-{
-    return c->inflight >= INFLIGHT_HIGH || write_queue(c) > OUT_HIGH;
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    struct wreq *w = (struct wreq *)req;
-    struct fake_conn *c = w->c;
-    c->inflight--;
-    wreq_put(c->f, w);
-    if (c->state == FAKE_CONN_CLOSED)
-        return;
-    if (status < 0) {
-        fake_conn_close(c);
-        return;
-    }
-    if (c->inflight > INFLIGHT_LOW || write_queue(c) > OUT_LOW)
-        return;
-    if (c->state == FAKE_CONN_DRAINING) {
-        c->state = FAKE_CONN_READING;
-        fake_conn_resume(c);
-    } else if (c->state == FAKE_CONN_STREAMING && c->stream_blocked) {
-        stream_step(c);
-    }
-}
-
-/* Queues w (head, then body) on the connection; w is consumed. */
-static void wreq_send(struct fake_conn *c, struct wreq *w)
-{
-    uv_buf_t bufs[2];
-    unsigned n = 0;
-    if (c->state == FAKE_CONN_CLOSED) {
-        wreq_put(c->f, w);
-        return;
-    }
-    if (w->head_len)
-        bufs[n++] = uv_buf_init(w->head, (unsigned)w->head_len);
-    if (w->len)
-        bufs[n++] = uv_buf_init(wreq_data(w), (unsigned)w->len);
-    if (n == 0) {
-        wreq_put(c->f, w);
-        return;
-    }
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write) < 0) {
-        wreq_put(c->f, w);
-        fake_conn_close(c);
-        return;
-    }
-    c->inflight++;
-}
-
 /* ---- response pieces ---- */
 
 static const char *error_type(int status)
@@ -531,56 +347,37 @@ static bool route_is_v1(enum route r)
     return r == ROUTE_MESSAGES || r == ROUTE_COUNT;
 }
 
-static void head_add(struct wreq *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void head_add(struct wreq *w, const char *fmt, ...)
+/* The fake's own response headers, for conn_respond() and
+ * conn_start_response(): conn.c writes the status line and the framing. */
+static void fake_headers(const struct fake_req *q, char *out, size_t cap)
 {
-    size_t room = sizeof w->head - w->head_len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(w->head + w->head_len, room, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        w->head_len += (size_t)n < room ? (size_t)n : room - 1;
+    int n = snprintf(out, cap, "x-fake-name: %s\r\n", q->f->opts.name);
+    if (route_is_api(q->route) && n > 0 && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, "request-id: req_fake_%llu\r\n",
+                      (unsigned long long)q->id);
+    if (route_is_v1(q->route) && q->k.retry_after >= 0 && n > 0 && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, "retry-after: %d\r\n", q->k.retry_after);
 }
 
-/* Formats the response head into w->head; clen < 0 means a chunked body. */
-static void put_head(struct fake_conn *c, struct wreq *w, int status, const char *ctype,
-                     long long clen)
+/* A complete response with a Content-Length. */
+static void send_body(struct fake_req *q, int status, const char *ctype, const char *body,
+                      size_t len)
 {
-    bool api = route_is_api(c->route);
-    w->head_len = 0;
-    head_add(w, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n", status, hdr_status_text(status), ctype);
-    if (clen >= 0) {
-        head_add(w, "content-length: %lld\r\n", clen);
-    } else {
-        if (!c->http10)
-            head_add(w, "transfer-encoding: chunked\r\n");
-        head_add(w, "cache-control: no-cache\r\n");
-    }
-    if (api)
-        head_add(w, "request-id: req_fake_%llu\r\n", (unsigned long long)c->id);
-    head_add(w, "x-fake-name: %s\r\n", c->f->opts.name);
-    if (route_is_v1(c->route) && c->k.retry_after >= 0)
-        head_add(w, "retry-after: %d\r\n", c->k.retry_after);
-    if (!c->keep_alive)
-        head_add(w, "connection: close\r\n");
-    else if (c->http10)
-        head_add(w, "connection: keep-alive\r\n");
-    head_add(w, "\r\n");
+    char extra[EXTRA_MAX];
+    fake_headers(q, extra, sizeof extra);
+    conn_respond(q->c, status, ctype, body, len, extra);
 }
 
-static void send_error(struct fake_conn *c, int status, const char *type, const char *msg)
+static void send_error(struct fake_req *q, int status, const char *type, const char *msg)
 {
-    struct wreq *w = wreq_get(c);
-    wreq_printf(w, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type,
-                msg);
-    put_head(c, w, status, "application/json", (long long)w->len);
-    c->f->st.errors++;
-    wreq_send(c, w);
+    char extra[EXTRA_MAX];
+    fake_headers(q, extra, sizeof extra);
+    q->f->st.errors++;
+    conn_respond_error(q->c, status, type, msg, extra);
 }
 
 /* Sends a complete response whose body is a cJSON document (freed here). */
-static void send_json_doc(struct fake_conn *c, int status, cJSON *doc)
+static void send_json_doc(struct fake_req *q, int status, cJSON *doc)
 {
     char *text = cJSON_PrintUnformatted(doc);
     cJSON_Delete(doc);
@@ -588,239 +385,272 @@ static void send_json_doc(struct fake_conn *c, int status, cJSON *doc)
         fprintf(stderr, "fake-upstream: out of memory rendering JSON\n");
         abort();
     }
-    struct wreq *w = wreq_get(c);
-    size_t n = strlen(text);
-    wreq_append(w, text, n);
+    send_body(q, status, "application/json", text, strlen(text));
     free(text);
-    put_head(c, w, status, "application/json", (long long)w->len);
-    wreq_send(c, w);
 }
 
 /* The model to echo: the request's (raw JSON string content) or a default. */
-static const char *req_model(const struct fake_conn *c, int *len)
+static const char *req_model(const struct fake_req *q, int *len)
 {
-    if (c->model_ok) {
-        *len = (int)c->model_len;
-        return c->model;
+    if (q->model_ok) {
+        *len = (int)q->model_len;
+        return q->model;
     }
     *len = (int)strlen(DEFAULT_MODEL);
     return DEFAULT_MODEL;
 }
 
 /* A stand-in for a token count: a quarter of the body bytes, at least 1. */
-static unsigned long long input_tokens(const struct fake_conn *c)
+static unsigned long long input_tokens(const struct fake_req *q)
 {
-    return c->body_bytes / 4 ? (unsigned long long)(c->body_bytes / 4) : 1;
+    return q->body_bytes / 4 ? (unsigned long long)(q->body_bytes / 4) : 1;
 }
 
-static void send_message(struct fake_conn *c)
+static void send_message(struct fake_req *q)
 {
-    struct wreq *w = wreq_get(c);
-    int events = c->k.events;
+    char pad_x[4096];
+    memset(pad_x, 'x', sizeof pad_x);
+    struct buf b;
+    buf_init(&b, SIZE_MAX);
+    int events = q->k.events;
     int mlen;
-    const char *model = req_model(c, &mlen);
-    wreq_reserve(w, (size_t)events * 10 + (size_t)c->k.body_bytes + 512 + MODEL_MAX);
-    wreq_printf(w,
+    const char *model = req_model(q, &mlen);
+    buf_appendf(&b,
                 "{\"id\":\"msg_fake_%llu\",\"type\":\"message\",\"role\":\"assistant\","
                 "\"model\":\"%.*s\",\"content\":[{\"type\":\"text\",\"text\":\"",
-                (unsigned long long)c->id, mlen, model);
-    size_t text_start = w->len;
+                (unsigned long long)q->id, mlen, model);
+    size_t text_start = b.len;
     for (int i = 0; i < events; i++)
-        wreq_printf(w, "w%d ", i);
-    size_t text_len = w->len - text_start;
-    if ((size_t)c->k.body_bytes > text_len) {
-        size_t pad = (size_t)c->k.body_bytes - text_len;
-        wreq_reserve(w, pad);
-        memset(wreq_data(w) + w->len, 'x', pad);
-        w->len += pad;
+        buf_appendf(&b, "w%d ", i);
+    size_t text_len = b.len - text_start;
+    for (size_t pad = (size_t)q->k.body_bytes > text_len ? (size_t)q->k.body_bytes - text_len : 0;
+         pad > 0;) {
+        size_t n = pad < sizeof pad_x ? pad : sizeof pad_x;
+        buf_append(&b, pad_x, n);
+        pad -= n;
     }
-    wreq_printf(w,
+    buf_appendf(&b,
                 "\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
                 "\"usage\":{\"input_tokens\":%llu,\"output_tokens\":%d}}",
-                input_tokens(c), events);
-    put_head(c, w, c->status, "application/json", (long long)w->len);
-    wreq_send(c, w);
+                input_tokens(q), events);
+    send_body(q, q->status, "application/json", b.data, b.len);
+    buf_release(&b);
 }
 
-/*
- * Sends one SSE event as one chunk; with head, the response head goes in the
- * same write.  last appends the terminating chunk.
- */
-static void send_event(struct fake_conn *c, bool head, bool last, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void send_event(struct fake_conn *c, bool head, bool last, const char *fmt, ...)
+/* Starts the SSE response: conn.c frames it (chunked, or close-delimited
+ * for HTTP/1.0). */
+static void send_stream_head(struct fake_req *q)
 {
-    struct wreq *w = wreq_get(c);
-    if (head)
-        put_head(c, w, c->status, "text/event-stream", -1);
-    /* Leave room for the chunk size line, fill it in afterwards. */
-    const size_t size_room = 10;
-    wreq_reserve(w, size_room);
-    w->len = size_room;
+    char h[EXTRA_MAX + 64];
+    int n = snprintf(h, sizeof h, "content-type: text/event-stream\r\ncache-control: no-cache\r\n");
+    fake_headers(q, h + n, sizeof h - (size_t)n);
+    conn_start_response(q->c, q->status, h, strlen(h), -1);
+}
+
+/* Sends one SSE event: one chunk, one write (or queued piece). */
+static void send_event(struct fake_req *q, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void send_event(struct fake_req *q, const char *fmt, ...)
+{
+    char ev[EVENT_MAX];
     va_list ap;
     va_start(ap, fmt);
-    wreq_vprintf(w, fmt, ap);
+    int n = vsnprintf(ev, sizeof ev, fmt, ap);
     va_end(ap);
-    size_t n = w->len - size_room;
-    char *d = wreq_data(w);
-    if (c->http10) {
-        memmove(d, d + size_room, n);
-        w->len = n;
-    } else {
-        char line[16];
-        int ln = snprintf(line, sizeof line, "%zx\r\n", n);
-        size_t start = size_room - (size_t)ln;
-        memcpy(d + start, line, (size_t)ln);
-        memmove(d, d + start, n + (size_t)ln);
-        w->len = n + (size_t)ln;
-        wreq_append(w, last ? "\r\n0\r\n\r\n" : "\r\n", last ? 7 : 2);
-    }
-    wreq_send(c, w);
+    if (n > 0)
+        conn_write_body(q->c, ev, (size_t)n < sizeof ev ? (size_t)n : sizeof ev - 1);
 }
 
 /* ---- requests ---- */
 
 /* Counts the end of a request that got (or will never get) its answer. */
-static void request_finished(struct fake_conn *c)
+static void request_finished(struct fake_req *q)
 {
-    if (c->active) {
-        c->active = false;
-        c->f->st.active--;
+    if (q->active) {
+        q->active = false;
+        q->f->st.active--;
     }
 }
 
-/*
- * The current response is fully queued: go back to parsing, unless the
- * connection must end or the client is slow to read.
- */
-static void response_done(struct fake_conn *c)
+static void fakeup_handle_gone(struct fakeup *f);
+
+static void on_req_timer_closed(uv_handle_t *h)
 {
-    request_finished(c);
-    if (c->state == FAKE_CONN_CLOSED || c->state == FAKE_CONN_ENDING)
-        return;
-    if (!c->keep_alive) {
-        fake_conn_end(c);
-        return;
-    }
-    if (output_full(c)) {
-        c->state = FAKE_CONN_DRAINING;
-        return;
-    }
-    c->state = FAKE_CONN_READING;
-    if (!c->in_parse)
-        fake_conn_resume(c);
+    struct fake_req *q = h->data;
+    struct fakeup *f = q->f;
+    free(q);
+    fakeup_handle_gone(f);
 }
 
-static void stream_cut(struct fake_conn *c)
+/* The answer is over (conn.c has detached q, or the client left): q goes,
+ * with its timer when it waited. */
+static void fake_req_end(struct fake_req *q)
 {
-    if (c->stream_open) {
-        c->stream_open = false;
-        c->f->st.streams_cut++;
+    request_finished(q);
+    q->c = NULL;
+    if (!q->waits) {
+        free(q);
+        return;
     }
-    request_finished(c);
-    fake_conn_end(c);
+    uv_close((uv_handle_t *)&q->timer, on_req_timer_closed);
 }
 
-static void stream_error_end(struct fake_conn *c)
+/* conn.c: the client left before the answer ended. */
+static void fake_req_client_gone(void *h)
 {
-    send_event(c, false, true,
+    struct fake_req *q = h;
+    struct fakeup *f = q->f;
+    if (q->stream_open) {
+        q->stream_open = false;
+        f->st.streams_aborted++;
+    }
+    if (q->active) {
+        q->active = false;
+        f->st.active--;
+        f->st.aborted++;
+    }
+    fake_req_end(q);
+}
+
+/* conn.c: the output queue fell below CONN_LOW_WATER. */
+static void fake_req_drained(void *h)
+{
+    struct fake_req *q = h;
+    if (q->state == FAKE_REQ_STREAMING && q->stream_blocked)
+        stream_step(q);
+}
+
+static const struct conn_handler_ops fake_req_ops = {
+    .client_gone = fake_req_client_gone,
+    .drained = fake_req_drained,
+};
+
+/* The answer takes time: q gets a timer and hears from conn.c. */
+static void fake_req_wait(struct fake_req *q, enum fake_req_state state)
+{
+    q->state = state;
+    if (q->waits)
+        return;
+    q->waits = true;
+    uv_timer_init(q->f->loop, &q->timer);
+    q->timer.data = q;
+    q->f->open_handles++;
+    conn_attach(q->c, q, &fake_req_ops);
+}
+
+static void stream_cut(struct fake_req *q)
+{
+    if (q->stream_open) {
+        q->stream_open = false;
+        q->f->st.streams_cut++;
+    }
+    conn_abort_response(q->c);
+    fake_req_end(q);
+}
+
+static void stream_error_end(struct fake_req *q)
+{
+    send_event(q,
                "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
                "\"message\":\"Overloaded\"}}\n\n");
-    c->stream_open = false;
-    c->f->st.streams_errored++;
-    response_done(c);
+    q->stream_open = false;
+    q->f->st.streams_errored++;
+    conn_end_response(q->c);
+    fake_req_end(q);
 }
 
 static void on_timer(uv_timer_t *t);
 
 /*
- * Produces stream events until the stream ends, a gap must pass, or the
- * client's output queue is too full (on_write calls back here).
+ * Produces stream events until the stream ends, a gap must pass, the
+ * client's output queue is too full (conn.c's drained calls back here), or
+ * STREAM_BURST events went out in this turn of the loop.
  */
-static void stream_step(struct fake_conn *c)
+static void stream_step(struct fake_req *q)
 {
-    const struct fakeup_opts *k = &c->k;
-    for (;;) {
-        if (c->state != FAKE_CONN_STREAMING)
-            return;
-        if (output_full(c)) {
-            c->stream_blocked = true;
+    const struct fakeup_opts *k = &q->k;
+    for (int burst = 0;; burst++) {
+        if (conn_queued(q->c) >= CONN_HIGH_WATER) {
+            q->stream_blocked = true;
             return;
         }
-        c->stream_blocked = false;
-        if (c->phase == PHASE_PRELUDE) {
+        q->stream_blocked = false;
+        if (burst == STREAM_BURST) {
+            uv_timer_start(&q->timer, on_timer, 0, 0);
+            return;
+        }
+        if (q->phase == PHASE_PRELUDE) {
             if (k->close_after == 0) {
-                stream_cut(c);
+                stream_cut(q);
                 return;
             }
             if (k->error_after == 0) {
-                stream_error_end(c);
+                stream_error_end(q);
                 return;
             }
-            send_event(c, false, false,
-                       "event: content_block_start\ndata: {\"type\":\"content_block_start\","
-                       "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
-            send_event(c, false, false, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
-            c->phase = PHASE_DELTAS;
+            send_event(q, "event: content_block_start\ndata: {\"type\":\"content_block_start\","
+                          "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+            send_event(q, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
+            q->phase = PHASE_DELTAS;
             continue;
         }
-        if (c->sent < k->events) {
-            if (k->gap_ms > 0 && !c->gap_done) {
-                uv_timer_start(&c->timer, on_timer, (uint64_t)k->gap_ms, 0);
+        if (q->sent < k->events) {
+            if (k->gap_ms > 0 && !q->gap_done) {
+                q->gap_wait = true;
+                uv_timer_start(&q->timer, on_timer, (uint64_t)k->gap_ms, 0);
                 return;
             }
-            c->gap_done = false;
-            send_event(c, false, false,
+            q->gap_done = false;
+            send_event(q,
                        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
                        "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"w%d \"}}\n\n",
-                       c->sent);
-            c->sent++;
-            if (k->close_after == c->sent) {
-                stream_cut(c);
+                       q->sent);
+            q->sent++;
+            if (k->close_after == q->sent) {
+                stream_cut(q);
                 return;
             }
-            if (k->error_after == c->sent) {
-                stream_error_end(c);
+            if (k->error_after == q->sent) {
+                stream_error_end(q);
                 return;
             }
             continue;
         }
-        send_event(c, false, false,
-                   "event: content_block_stop\ndata: {\"type\":\"content_block_stop\","
-                   "\"index\":0}\n\n");
-        send_event(c, false, false,
+        send_event(q, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\","
+                      "\"index\":0}\n\n");
+        send_event(q,
                    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
                    "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},"
                    "\"usage\":{\"output_tokens\":%d}}\n\n",
                    k->events);
-        send_event(c, false, true, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
-        if (c->stream_open) {
-            c->stream_open = false;
-            c->f->st.streams_completed++;
+        send_event(q, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        if (q->stream_open) {
+            q->stream_open = false;
+            q->f->st.streams_completed++;
         }
-        response_done(c);
+        conn_end_response(q->c);
+        fake_req_end(q);
         return;
     }
 }
 
-static void stream_begin(struct fake_conn *c)
+static void stream_begin(struct fake_req *q)
 {
-    c->state = FAKE_CONN_STREAMING;
-    if (c->http10)
-        c->keep_alive = false; /* no chunked encoding: the close ends the body */
-    c->phase = PHASE_PRELUDE;
-    c->sent = 0;
-    c->gap_done = false;
-    c->stream_blocked = false;
+    fake_req_wait(q, FAKE_REQ_STREAMING);
+    q->phase = PHASE_PRELUDE;
+    q->sent = 0;
+    q->gap_done = q->gap_wait = false;
+    q->stream_blocked = false;
+    send_stream_head(q);
     int mlen;
-    const char *model = req_model(c, &mlen);
-    send_event(c, true, false,
+    const char *model = req_model(q, &mlen);
+    send_event(q,
                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
                "{\"id\":\"msg_fake_%llu\",\"type\":\"message\",\"role\":\"assistant\","
                "\"model\":\"%.*s\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
                "\"usage\":{\"input_tokens\":%llu,\"output_tokens\":1}}}\n\n",
-               (unsigned long long)c->id, mlen, model, input_tokens(c));
-    stream_step(c);
+               (unsigned long long)q->id, mlen, model, input_tokens(q));
+    stream_step(q);
 }
 
 /* The models knob as a list: "real" is the current Anthropic line-up. */
@@ -857,11 +687,11 @@ static bool model_served(const struct fakeup_opts *k, const char *model, size_t 
 }
 
 /* GET /v1/models: {"data":[{"type":"model","id":NAME,...}],"has_more":false} */
-static cJSON *models_json(const struct fake_conn *c)
+static cJSON *models_json(const struct fake_req *q)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON *data = cJSON_AddArrayToObject(j, "data");
-    const char *l = models_list(&c->k);
+    const char *l = models_list(&q->k);
     while (*l) {
         const char *end = strchr(l, ',');
         size_t n = end ? (size_t)(end - l) : strlen(l);
@@ -884,37 +714,26 @@ static cJSON *models_json(const struct fake_conn *c)
 }
 
 /* Sends the answer decided by decide(), after latency_ms. */
-static void respond(struct fake_conn *c)
+static void respond(struct fake_req *q)
 {
-    struct fakeup *f = c->f;
-    c->state = FAKE_CONN_READING;
-    switch (c->reply) {
-    case REPLY_ERROR: send_error(c, c->status, c->err_type, c->err_msg); break;
-    case REPLY_JSON: send_message(c); break;
-    case REPLY_COUNT: {
-        struct wreq *w = wreq_get(c);
-        wreq_printf(w, "{\"input_tokens\":%llu}", input_tokens(c));
-        put_head(c, w, c->status, "application/json", (long long)w->len);
-        wreq_send(c, w);
+    struct fakeup *f = q->f;
+    char text[FAKEUP_NAME_MAX + 64];
+    switch (q->reply) {
+    case REPLY_ERROR: send_error(q, q->status, q->err_type, q->err_msg); break;
+    case REPLY_JSON: send_message(q); break;
+    case REPLY_COUNT:
+        snprintf(text, sizeof text, "{\"input_tokens\":%llu}", input_tokens(q));
+        send_body(q, q->status, "application/json", text, strlen(text));
         break;
-    }
-    case REPLY_ROOT: {
-        struct wreq *w = wreq_get(c);
-        wreq_printf(w, "fake-upstream %s ok\n", f->opts.name);
-        put_head(c, w, 200, "text/plain", (long long)w->len);
-        if (c->is_head)
-            w->len = 0;
-        wreq_send(c, w);
+    case REPLY_ROOT:
+        snprintf(text, sizeof text, "fake-upstream %s ok\n", f->opts.name);
+        send_body(q, 200, "text/plain", text, strlen(text));
         break;
+    case REPLY_MODELS: send_json_doc(q, 200, models_json(q)); break;
+    case REPLY_CUT: conn_abort_response(q->c); break;
+    case REPLY_STREAM: stream_begin(q); return;
     }
-    case REPLY_MODELS: send_json_doc(c, 200, models_json(c)); break;
-    case REPLY_CUT:
-        request_finished(c);
-        fake_conn_end(c);
-        return;
-    case REPLY_STREAM: stream_begin(c); return;
-    }
-    response_done(c);
+    fake_req_end(q);
 }
 
 static bool view_eq(const char *a, size_t alen, const char *b)
@@ -923,93 +742,93 @@ static bool view_eq(const char *a, size_t alen, const char *b)
     return alen == blen && memcmp(a, b, alen) == 0;
 }
 
-static void set_error(struct fake_conn *c, int status, const char *msg)
+static void set_error(struct fake_req *q, int status, const char *msg)
 {
-    c->reply = REPLY_ERROR;
-    c->status = status;
-    c->err_type = error_type(status);
-    snprintf(c->err_msg, sizeof c->err_msg, "%s", msg);
+    q->reply = REPLY_ERROR;
+    q->status = status;
+    q->err_type = error_type(status);
+    snprintf(q->err_msg, sizeof q->err_msg, "%s", msg);
 }
 
 /* Decides the answer to a request outside /_fake/ (sent now or later). */
-static void decide(struct fake_conn *c)
+static void decide(struct fake_req *q)
 {
-    struct fakeup *f = c->f;
-    c->status = 200;
-    if (c->route == ROUTE_MESSAGES)
+    struct fakeup *f = q->f;
+    q->status = 200;
+    if (q->route == ROUTE_MESSAGES)
         f->st.messages++;
-    if (c->bad_knob) {
-        set_error(c, 400, "fake-upstream: bad x-fake-* header value");
+    if (q->bad_knob) {
+        set_error(q, 400, "fake-upstream: bad x-fake-* header value");
         return;
     }
-    if (c->route == ROUTE_NOT_FOUND && c->models_path && c->k.models[0]) {
-        if (!c->authed)
-            set_error(c, 401, "invalid x-api-key");
+    if (q->route == ROUTE_NOT_FOUND && q->models_path && q->k.models[0]) {
+        if (!q->authed)
+            set_error(q, 401, "invalid x-api-key");
         else
-            c->reply = REPLY_MODELS;
+            q->reply = REPLY_MODELS;
         return;
     }
-    if (c->route == ROUTE_NOT_FOUND) {
-        set_error(c, 404, "fake-upstream: no such path");
+    if (q->route == ROUTE_NOT_FOUND) {
+        set_error(q, 404, "fake-upstream: no such path");
         return;
     }
-    if (c->route == ROUTE_ROOT) {
-        c->reply = REPLY_ROOT;
+    if (q->route == ROUTE_ROOT) {
+        q->reply = REPLY_ROOT;
         return;
     }
-    if (c->k.models[0] && route_is_v1(c->route) && c->authed && c->body_ok) {
-        if (!c->model_ok) {
-            set_error(c, 400, "model: Field required");
+    if (q->k.models[0] && route_is_v1(q->route) && q->authed && q->body_ok) {
+        if (!q->model_ok) {
+            set_error(q, 400, "model: Field required");
             return;
         }
-        if (!model_served(&c->k, c->model_raw, c->model_raw_len)) {
-            /* The real API's answer to a retired or unknown model; the
-             * message goes into JSON as it is, so the escaped form, cut
-             * where no escape is split. */
-            char name[141];
-            json_escape(name, sizeof name, c->model_raw, c->model_raw_len);
+        if (!model_served(&q->k, q->model_raw, q->model_raw_len)) {
+            /* The real API's answer to a retired or unknown model, the
+             * name cut where no UTF-8 sequence is split (conn.c escapes
+             * the message into the JSON). */
             char msg[160];
-            snprintf(msg, sizeof msg, "model: %s", name);
-            set_error(c, 404, msg);
+            snprintf(msg, sizeof msg, "model: %.*s",
+                     (int)utf8_cut(q->model_raw, q->model_raw_len < 140 ? q->model_raw_len : 140),
+                     q->model_raw);
+            set_error(q, 404, msg);
             return;
         }
     }
-    bool stream = c->route == ROUTE_MESSAGES && c->body_ok && c->stream;
-    if (stream && c->k.status < 400 && c->authed) {
+    bool stream = q->route == ROUTE_MESSAGES && q->body_ok && q->stream;
+    if (stream && q->k.status < 400 && q->authed) {
         /* Counted from now on, so that a hung or delayed stream the client
            abandons shows up in streams_aborted. */
         f->st.streams_started++;
-        c->stream_open = true;
+        q->stream_open = true;
     }
-    if (!c->authed) {
-        set_error(c, 401, "invalid x-api-key");
+    if (!q->authed) {
+        set_error(q, 401, "invalid x-api-key");
         return;
     }
-    if (!c->body_ok) {
-        set_error(c, 400, "request body is not a JSON object");
+    if (!q->body_ok) {
+        set_error(q, 400, "request body is not a JSON object");
         return;
     }
-    if (c->k.status >= 400) {
+    if (q->k.status >= 400) {
         char msg[128];
-        snprintf(msg, sizeof msg, "fake-upstream %s: status %d", f->opts.name, c->k.status);
-        set_error(c, c->k.status, msg);
+        snprintf(msg, sizeof msg, "fake-upstream %s: status %d", f->opts.name, q->k.status);
+        set_error(q, q->k.status, msg);
         return;
     }
-    c->status = c->k.status;
-    if (c->route == ROUTE_COUNT)
-        c->reply = REPLY_COUNT;
+    q->status = q->k.status;
+    if (q->route == ROUTE_COUNT)
+        q->reply = REPLY_COUNT;
     else if (stream)
-        c->reply = REPLY_STREAM;
-    else if (c->k.close_after >= 0)
-        c->reply = REPLY_CUT;
+        q->reply = REPLY_STREAM;
+    else if (q->k.close_after >= 0)
+        q->reply = REPLY_CUT;
     else
-        c->reply = REPLY_JSON;
+        q->reply = REPLY_JSON;
 }
 
 /* Makes the request just read the "last request" of /_fake/stats. */
-static void record_last(struct fake_conn *c, const struct http_req *r)
+static void record_last(struct fake_req *q, const struct http_req *r)
 {
-    struct fakeup *f = c->f;
+    struct fakeup *f = q->f;
     buf_reset(&f->last_hdrs);
     for (size_t i = 0; i < r->n_hdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
@@ -1021,10 +840,10 @@ static void record_last(struct fake_conn *c, const struct http_req *r)
     buf_reset(&f->last_url);
     buf_append_str(&f->last_url, r->target);
     snprintf(f->last_method, sizeof f->last_method, "%s", r->method);
-    f->last_body_bytes = c->body_bytes;
-    f->last_crc = c->crc;
+    f->last_body_bytes = q->body_bytes;
+    f->last_crc = q->crc;
     f->have_last = true;
-    f->st.bytes_in += c->body_bytes;
+    f->st.bytes_in += q->body_bytes;
 }
 
 /* ---- /_fake/ ---- */
@@ -1049,7 +868,9 @@ static cJSON *knobs_json(const struct fakeup_opts *o)
 
 static cJSON *stats_json(struct fakeup *f)
 {
-    const struct fakeup_stats *s = &f->st;
+    struct fakeup_stats now;
+    fakeup_stats(f, &now);
+    const struct fakeup_stats *s = &now;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "name", f->opts.name);
     cJSON_AddNumberToObject(j, "port", f->port);
@@ -1093,38 +914,38 @@ static cJSON *stats_json(struct fakeup *f)
 
 static void reset_stats(struct fakeup *f)
 {
-    uint64_t active = f->st.active, open = f->st.connections_open;
+    uint64_t active = f->st.active;
     memset(&f->st, 0, sizeof f->st);
     f->st.active = active;
-    f->st.connections_open = open;
+    f->accepted_base = conn_accepted(f->srv);
     f->have_last = false;
     buf_reset(&f->last_hdrs);
     buf_reset(&f->last_url);
 }
 
-static void fake_error(struct fake_conn *c, int status, const char *msg)
+static void fake_error(struct fake_req *q, int status, const char *msg)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "type", "error");
     cJSON *e = cJSON_AddObjectToObject(j, "error");
     cJSON_AddStringToObject(e, "type", error_type(status));
     cJSON_AddStringToObject(e, "message", msg);
-    c->f->st.errors++;
-    send_json_doc(c, status, j);
+    q->f->st.errors++;
+    send_json_doc(q, status, j);
 }
 
 /* Applies a POST /_fake/config body: all knobs or none. */
-static void fake_config(struct fake_conn *c, const struct buf *body)
+static void fake_config(struct fake_req *q, const struct buf *body)
 {
-    struct fakeup *f = c->f;
+    struct fakeup *f = q->f;
     if (body->len > CFG_BODY_MAX) {
-        fake_error(c, 413, "config body too large");
+        fake_error(q, 413, "config body too large");
         return;
     }
     cJSON *doc = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
     if (!cJSON_IsObject(doc)) {
         cJSON_Delete(doc);
-        fake_error(c, 400, "config body must be a JSON object");
+        fake_error(q, 400, "config body must be a JSON object");
         return;
     }
     struct fakeup_opts o = f->opts;
@@ -1153,28 +974,27 @@ static void fake_config(struct fake_conn *c, const struct buf *body)
             char msg[96];
             snprintf(msg, sizeof msg, "bad or unknown knob: %.40s", it->string ? it->string : "");
             cJSON_Delete(doc);
-            fake_error(c, 400, msg);
+            fake_error(q, 400, msg);
             return;
         }
     }
     cJSON_Delete(doc);
     f->opts = o;
-    send_json_doc(c, 200, knobs_json(&f->opts));
+    send_json_doc(q, 200, knobs_json(&f->opts));
 }
 
-static void fake_route(struct fake_conn *c, const struct http_req *r)
+static void fake_route(struct fake_req *q, const struct http_req *r)
 {
-    switch (c->route) {
-    case ROUTE_STATS: send_json_doc(c, 200, stats_json(c->f)); break;
-    case ROUTE_CONFIG_GET: send_json_doc(c, 200, knobs_json(&c->f->opts)); break;
-    case ROUTE_CONFIG_SET: fake_config(c, &r->body); break;
+    switch (q->route) {
+    case ROUTE_STATS: send_json_doc(q, 200, stats_json(q->f)); break;
+    case ROUTE_CONFIG_GET: send_json_doc(q, 200, knobs_json(&q->f->opts)); break;
+    case ROUTE_CONFIG_SET: fake_config(q, &r->body); break;
     case ROUTE_RESET:
-        reset_stats(c->f);
-        send_json_doc(c, 200, stats_json(c->f));
+        reset_stats(q->f);
+        send_json_doc(q, 200, stats_json(q->f));
         break;
-    default: fake_error(c, 404, "no such /_fake/ path"); break;
+    default: fake_error(q, 404, "no such /_fake/ path"); break;
     }
-    response_done(c);
 }
 
 /* The request target's path: what comes before '?' or '#'. */
@@ -1196,6 +1016,15 @@ static bool suffix_eq(const char *v, size_t len, const char *suffix)
 {
     size_t sl = strlen(suffix);
     return len >= sl && memcmp(v + len - sl, suffix, sl) == 0;
+}
+
+/* The llhttp method of the name reqparse.c stores (the few routed ones). */
+static int method_of(const char *m)
+{
+    return strcmp(m, "GET") == 0    ? HTTP_GET
+           : strcmp(m, "POST") == 0 ? HTTP_POST
+           : strcmp(m, "HEAD") == 0 ? HTTP_HEAD
+                                    : -1;
 }
 
 static enum route route_of(int method, const char *url, size_t len)
@@ -1261,7 +1090,7 @@ static size_t json_escape(char *dst, size_t cap, const char *src, size_t n)
  * top-level "stream" and "model" (the first of each, as
  * cJSON_GetObjectItemCaseSensitive finds them).
  */
-static void body_scan(struct fake_conn *c, const struct buf *body)
+static void body_scan(struct fake_req *q, const struct buf *body)
 {
     const char *end = NULL;
     const char *data = body->data ? body->data : "";
@@ -1272,39 +1101,36 @@ static void body_scan(struct fake_conn *c, const struct buf *body)
         cJSON_Delete(doc);
         return;
     }
-    c->body_ok = true;
-    c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
+    q->body_ok = true;
+    q->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "model");
     if (cJSON_IsString(m) && m->valuestring) {
         size_t n = strlen(m->valuestring);
-        c->model_ok = true;
-        c->model_raw_len = n < MODEL_MAX - 1 ? n : MODEL_MAX - 1;
-        memcpy(c->model_raw, m->valuestring, c->model_raw_len);
-        c->model_raw[c->model_raw_len] = '\0';
-        c->model_len = json_escape(c->model, sizeof c->model, m->valuestring, n);
+        q->model_ok = true;
+        q->model_raw_len = n < MODEL_MAX - 1 ? n : MODEL_MAX - 1;
+        memcpy(q->model_raw, m->valuestring, q->model_raw_len);
+        q->model_raw[q->model_raw_len] = '\0';
+        q->model_len = json_escape(q->model, sizeof q->model, m->valuestring, n);
     }
     cJSON_Delete(doc);
 }
 
 /*
- * Takes from the parsed request what its answer needs: route, framing,
+ * Takes from the parsed request what its answer needs: route,
  * the x-fake-* knobs (in order), whether a credential matches the token,
  * and the body's length, CRC-32 and JSON members.
  */
-static void request_take(struct fake_conn *c, const struct http_req *r)
+static void request_take(struct fake_req *q, const struct http_req *r)
 {
-    int method = c->rp.parser.method;
+    int method = method_of(r->method);
     size_t tlen = strlen(r->target);
-    c->k = c->f->opts;
-    c->route = route_of(method, r->target, tlen);
-    c->models_path =
+    q->k = q->f->opts;
+    q->route = route_of(method, r->target, tlen);
+    q->models_path =
         method == HTTP_GET && suffix_eq(r->target, path_len(r->target, tlen), "/v1/models");
-    c->keep_alive = r->keep_alive;
-    c->http10 = r->http_minor == 0;
-    c->is_head = r->is_head;
-    c->bad_knob = false;
-    c->stream_open = false;
-    c->reply = REPLY_ERROR;
+    q->bad_knob = false;
+    q->stream_open = false;
+    q->reply = REPLY_ERROR;
 
     /* The last x-api-key and the last Bearer credential count. */
     const char *key = NULL, *bearer = NULL;
@@ -1328,340 +1154,97 @@ static void request_take(struct fake_conn *c, const struct http_req *r)
                 /* No knob takes a value this long: it is bad anyway. */
                 char v[512];
                 if (h->value_len >= sizeof v) {
-                    c->bad_knob = true;
+                    q->bad_knob = true;
                 } else {
                     memcpy(v, h->value, h->value_len);
                     v[h->value_len] = '\0';
-                    if (knob_set(&c->k, kn, v) < 0)
-                        c->bad_knob = true;
+                    if (knob_set(&q->k, kn, v) < 0)
+                        q->bad_knob = true;
                 }
             }
         }
     }
-    const char *tok = c->k.token;
-    c->authed = !tok[0] || (key && view_eq(key, key_len, tok)) ||
+    const char *tok = q->k.token;
+    q->authed = !tok[0] || (key && view_eq(key, key_len, tok)) ||
                 (bearer && view_eq(bearer, bearer_len, tok));
 
-    c->body_bytes = 0;
-    c->crc = 0;
-    c->body_ok = c->stream = c->model_ok = false;
-    c->model_len = c->model_raw_len = 0;
-    if (route_is_api(c->route)) {
-        c->body_bytes = r->body.len;
+    q->body_bytes = 0;
+    q->crc = 0;
+    q->body_ok = q->stream = q->model_ok = false;
+    q->model_len = q->model_raw_len = 0;
+    if (route_is_api(q->route)) {
+        q->body_bytes = r->body.len;
         if (r->body.len)
-            c->crc = (uint32_t)crc32_z(0, (const unsigned char *)r->body.data, r->body.len);
+            q->crc = (uint32_t)crc32_z(0, (const unsigned char *)r->body.data, r->body.len);
     }
-    if (route_is_v1(c->route))
-        body_scan(c, &r->body);
+    if (route_is_v1(q->route))
+        body_scan(q, &r->body);
 }
 
 /*
- * A complete request was parsed: answer it now or start what answers it
- * later.  The parser is then made ready for the next request, which frees
- * the body and the header fields while a long answer runs.
+ * conn.c's dispatch: a whole request was read.  Answers it now or starts
+ * what answers it later; conn.c drops the body and the header fields once
+ * this returns, so everything the answer needs is taken into q first.
  */
-static void dispatch(struct fake_conn *c)
+static void fake_dispatch(void *ud, struct conn *c, struct http_req *r)
 {
-    struct fakeup *f = c->f;
-    const struct http_req *r = &c->rp.req;
-    request_take(c, r);
-    if (!route_is_api(c->route)) {
-        fake_route(c, r);
-        reqparse_next(&c->rp, BODY_MAX);
+    struct fakeup *f = ud;
+    struct fake_req *q = xcalloc(1, sizeof *q);
+    q->f = f;
+    q->c = c;
+    request_take(q, r);
+    if (!route_is_api(q->route)) {
+        fake_route(q, r);
+        fake_req_end(q);
         return;
     }
     f->st.requests++;
-    c->id = ++f->next_id;
-    c->active = true;
+    q->id = ++f->next_id;
+    q->active = true;
     f->st.active++;
-    decide(c);
-    record_last(c, r);
-    reqparse_next(&c->rp, BODY_MAX);
-    if (route_is_v1(c->route) && c->k.hang) {
-        c->state = FAKE_CONN_HANGING;
+    decide(q);
+    record_last(q, r);
+    if (route_is_v1(q->route) && q->k.hang) {
+        fake_req_wait(q, FAKE_REQ_HANGING);
         return;
     }
-    if (route_is_v1(c->route) && c->k.latency_ms > 0) {
-        c->state = FAKE_CONN_LATENCY;
-        uv_timer_start(&c->timer, on_timer, (uint64_t)c->k.latency_ms, 0);
+    if (route_is_v1(q->route) && q->k.latency_ms > 0) {
+        fake_req_wait(q, FAKE_REQ_LATENCY);
+        uv_timer_start(&q->timer, on_timer, (uint64_t)q->k.latency_ms, 0);
         return;
     }
-    respond(c);
+    respond(q);
 }
 
 static void on_timer(uv_timer_t *t)
 {
-    struct fake_conn *c = t->data;
-    if (c->state == FAKE_CONN_LATENCY) {
-        respond(c);
-    } else if (c->state == FAKE_CONN_STREAMING) {
-        c->gap_done = true;
-        stream_step(c);
-    }
-}
-
-/* ---- connections ---- */
-
-/* What reqparse refused: its status and reason, then the connection ends. */
-static void fake_bad_request(struct fake_conn *c)
-{
-    int status = c->rp.status ? c->rp.status : 400;
-    char msg[160];
-    snprintf(msg, sizeof msg, "fake-upstream: %s",
-             c->rp.message ? c->rp.message : "malformed HTTP request");
-    c->route = ROUTE_NONE;
-    c->keep_alive = false;
-    c->http10 = false;
-    send_error(c, status, c->rp.type ? c->rp.type : error_type(status), msg);
-    fake_conn_end(c);
-}
-
-static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
-
-static bool fake_conn_busy(const struct fake_conn *c)
-{
-    return c->state == FAKE_CONN_LATENCY || c->state == FAKE_CONN_STREAMING ||
-           c->state == FAKE_CONN_HANGING || c->state == FAKE_CONN_DRAINING;
-}
-
-/*
- * Parses input, dispatching each complete request.  from_pending says data
- * is c->pending's content: what is left unparsed stays there.  Otherwise
- * what is left when the connection gets busy is copied to pending.
- */
-static void fake_conn_parse(struct fake_conn *c, const char *data, size_t len, bool from_pending)
-{
-    c->in_parse = true;
-    while (len > 0) {
-        size_t used = reqparse_feed(&c->rp, data, len);
-        data += used;
-        len -= used;
-        if (c->rp.send_continue) {
-            c->rp.send_continue = false;
-            struct wreq *w = wreq_get(c);
-            wreq_append(w, continue_100, sizeof continue_100 - 1);
-            wreq_send(c, w);
+    struct fake_req *q = t->data;
+    if (q->state == FAKE_REQ_LATENCY) {
+        respond(q);
+    } else if (q->state == FAKE_REQ_STREAMING) {
+        if (q->gap_wait) {
+            q->gap_wait = false;
+            q->gap_done = true;
         }
-        if (c->rp.phase == REQPARSE_ERROR) {
-            fake_bad_request(c);
-            len = 0;
-            break;
-        }
-        if (c->rp.phase != REQPARSE_DONE)
-            break; /* all of it taken: the request goes on in the next read */
-        dispatch(c);
-        if (c->state != FAKE_CONN_READING)
-            break;
+        stream_step(q);
     }
-    if (from_pending) {
-        if (len == 0 || !fake_conn_busy(c)) {
-            buf_reset(&c->pending);
-            c->pending_off = 0;
-        } else {
-            c->pending_off = (size_t)(data - c->pending.data);
-        }
-    } else if (len > 0 && fake_conn_busy(c)) {
-        buf_append(&c->pending, data, len); /* pending is empty here: it fits */
-    }
-    c->in_parse = false;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    struct fake_conn *c = h->data;
-    (void)suggested;
-    *buf = uv_buf_init(c->f->rbuf, sizeof c->f->rbuf);
-}
+/* ---- public API ---- */
 
-static void fake_conn_read_start(struct fake_conn *c)
-{
-    if (c->reading || c->eof || c->state == FAKE_CONN_CLOSED)
-        return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
-        c->reading = true;
-}
-
-static void fake_conn_read_stop(struct fake_conn *c)
-{
-    if (!c->reading)
-        return;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = false;
-}
-
-/* After a response: parse what was pipelined meanwhile, read again. */
-static void fake_conn_resume(struct fake_conn *c)
-{
-    if (c->pending.len > c->pending_off)
-        fake_conn_parse(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, true);
-    if ((c->state == FAKE_CONN_READING || fake_conn_busy(c)) &&
-        c->pending.len - c->pending_off < PENDING_STOP)
-        fake_conn_read_start(c);
-    if (c->eof && c->state == FAKE_CONN_READING)
-        fake_conn_end(c);
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct fake_conn *c = s->data;
-    if (nread == 0 || c->state == FAKE_CONN_CLOSED)
-        return;
-    if (nread < 0) {
-        fake_conn_read_stop(c);
-        c->eof = true;
-        if (nread != UV_EOF) {
-            fake_conn_close(c);
-            return;
-        }
-        /* The client is gone (or half-closed: treated the same).  A response
-           still being produced is aborted; queued ones are flushed. */
-        if (c->state == FAKE_CONN_READING || c->state == FAKE_CONN_DRAINING)
-            fake_conn_end(c);
-        else if (c->state != FAKE_CONN_ENDING)
-            fake_conn_close(c);
-        return;
-    }
-    if (c->state == FAKE_CONN_ENDING)
-        return;
-    if (c->state == FAKE_CONN_READING && c->pending.len == 0) {
-        fake_conn_parse(c, buf->base, (size_t)nread, false);
-    } else {
-        if (c->pending_off) {
-            buf_consume(&c->pending, c->pending_off);
-            c->pending_off = 0;
-        }
-        buf_append(&c->pending, buf->base, (size_t)nread);
-        if (c->state == FAKE_CONN_READING)
-            fake_conn_parse(c, c->pending.data, c->pending.len, true);
-    }
-    if (fake_conn_busy(c) && c->pending.len - c->pending_off >= PENDING_STOP)
-        fake_conn_read_stop(c);
-}
-
-static void on_handle_closed(uv_handle_t *h);
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    struct fake_conn *c = req->data;
-    (void)status;
-    fake_conn_close(c);
-}
-
-/*
- * Ends the connection after what is queued: shutdown (flush, FIN), then
- * close.  Input is read and discarded meanwhile, so that closing does not
- * turn into a reset that could destroy unread response bytes.
- */
-static void fake_conn_end(struct fake_conn *c)
-{
-    if (c->state == FAKE_CONN_ENDING || c->state == FAKE_CONN_CLOSED)
-        return;
-    c->state = FAKE_CONN_ENDING;
-    uv_timer_stop(&c->timer);
-    fake_conn_read_start(c);
-    c->shutdown.data = c;
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
-        fake_conn_close(c);
-}
-
-/*
- * The one way a connection ends.  Reached from: read error or EOF during a
- * response (client gone), write error, shutdown done (connection: close,
- * close_after, bad request, EOF when idle) and fakeup_close().  Counts
- * aborted requests and streams.  Idempotent.
- */
-static void fake_conn_close(struct fake_conn *c)
-{
-    struct fakeup *f = c->f;
-    if (c->state == FAKE_CONN_CLOSED)
-        return;
-    if (c->stream_open) {
-        c->stream_open = false;
-        f->st.streams_aborted++;
-    }
-    if (c->active) {
-        c->active = false;
-        f->st.active--;
-        f->st.aborted++;
-    }
-    f->st.connections_open--;
-    c->state = FAKE_CONN_CLOSED;
-    c->reading = false;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        f->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-}
-
+/* The guard or the timer of an answer closed: the last one frees f. */
 static void fakeup_handle_gone(struct fakeup *f)
 {
     if (--f->open_handles > 0 || !f->closing)
         return;
     if (f->done)
         f->done(f->done_ud);
-    while (f->free_wreqs) {
-        struct wreq *w = f->free_wreqs;
-        f->free_wreqs = w->next;
-        free(w);
-    }
     buf_release(&f->last_url);
     buf_release(&f->last_hdrs);
     free(f);
 }
 
-static void on_handle_closed(uv_handle_t *h)
-{
-    struct fake_conn *c = h->data;
-    if (--c->open_handles > 0)
-        return;
-    struct fakeup *f = c->f;
-    buf_release(&c->pending);
-    reqparse_release(&c->rp);
-    free(c);
-    fakeup_handle_gone(f);
-}
-
-static void on_connection(uv_stream_t *server, int status)
-{
-    struct fakeup *f = server->data;
-    if (status < 0 || f->closing)
-        return;
-    struct fake_conn *c = xcalloc(1, sizeof *c);
-    c->f = f;
-    buf_init(&c->pending, PENDING_MAX);
-    reqparse_init(&c->rp, BODY_MAX);
-    /* A test has the fake stand in for an HTTP proxy (libcurl then sends
-     * http://host/path): the API routes match by suffix either way. */
-    c->rp.absolute_ok = true;
-    uv_tcp_init(f->loop, &c->tcp);
-    uv_timer_init(f->loop, &c->timer);
-    c->tcp.data = c;
-    c->timer.data = c;
-    c->open_handles = 2;
-    f->open_handles++;
-    c->state = FAKE_CONN_READING;
-    c->next = f->conns;
-    if (f->conns)
-        f->conns->prev = c;
-    f->conns = c;
-    f->st.connections++;
-    f->st.connections_open++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
-        fake_conn_close(c);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
-    fake_conn_read_start(c);
-}
-
-/* ---- public API ---- */
-
-static void on_listener_closed(uv_handle_t *h)
+static void on_guard_closed(uv_handle_t *h)
 {
     fakeup_handle_gone(h->data);
 }
@@ -1671,39 +1254,26 @@ struct fakeup *fakeup_new_err(uv_loop_t *loop, const struct fakeup_opts *o, int 
     struct fakeup *f = xcalloc(1, sizeof *f);
     f->loop = loop;
     f->opts = *o;
-    buf_init(&f->last_url, REQPARSE_MAX_TARGET);
-    buf_init(&f->last_hdrs, LAST_HDRS_MAX);
-    uv_tcp_init(loop, &f->listener);
-    f->listener.data = f;
-    f->open_handles = 1;
-
-    struct sockaddr_storage ss;
-    int rc;
-    if (strchr(o->bind, ':'))
-        rc = uv_ip6_addr(o->bind, o->port, (struct sockaddr_in6 *)&ss);
-    else
-        rc = uv_ip4_addr(o->bind, o->port, (struct sockaddr_in *)&ss);
-    if (rc == 0)
-        rc = uv_tcp_bind(&f->listener, (const struct sockaddr *)&ss, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&f->listener, LISTEN_BACKLOG, on_connection);
-    int len = sizeof ss;
-    if (rc == 0)
-        rc = uv_tcp_getsockname(&f->listener, (struct sockaddr *)&ss, &len);
-    if (rc < 0) {
-        if (err)
-            *err = rc;
-        f->closing = true;
-        uv_close((uv_handle_t *)&f->listener, on_listener_closed);
+    f->srv = conn_server_new(loop, &fake_limits, fake_dispatch, f);
+    /* A test has the fake stand in for an HTTP proxy (libcurl then sends
+     * http://host/path): the API routes match by suffix either way. */
+    conn_server_accept_absolute(f->srv);
+    char msg[256];
+    int rc = conn_listen(f->srv, o->bind, o->port, msg, sizeof msg);
+    if (err)
+        *err = rc;
+    if (rc != 0) {
+        conn_server_free(f->srv); /* it frees itself once its listener is closed */
+        free(f);
         return NULL;
     }
-    if (ss.ss_family == AF_INET6)
-        f->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    else
-        f->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    buf_init(&f->last_url, REQPARSE_MAX_TARGET);
+    buf_init(&f->last_hdrs, LAST_HDRS_MAX);
+    uv_timer_init(loop, &f->guard);
+    f->guard.data = f;
+    f->open_handles = 1;
+    f->port = conn_port(f->srv);
     f->opts.port = f->port;
-    if (err)
-        *err = 0;
     return f;
 }
 
@@ -1733,6 +1303,8 @@ const struct fakeup_opts *fakeup_opts(const struct fakeup *f)
 void fakeup_stats(const struct fakeup *f, struct fakeup_stats *out)
 {
     *out = f->st;
+    out->connections = conn_accepted(f->srv) - f->accepted_base;
+    out->connections_open = conn_count(f->srv);
 }
 
 void fakeup_close(struct fakeup *f, void (*done)(void *), void *ud)
@@ -1742,7 +1314,9 @@ void fakeup_close(struct fakeup *f, void (*done)(void *), void *ud)
     f->closing = true;
     f->done = done;
     f->done_ud = ud;
-    while (f->conns)
-        fake_conn_close(f->conns);
-    uv_close((uv_handle_t *)&f->listener, on_listener_closed);
+    /* Closes every connection now: the answers still attached hear
+     * client_gone and close their timers. */
+    conn_server_free(f->srv);
+    f->srv = NULL;
+    uv_close((uv_handle_t *)&f->guard, on_guard_closed);
 }

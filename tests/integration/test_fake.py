@@ -10,10 +10,11 @@ import os
 import re
 import signal
 import subprocess
+import time
 import unittest
 
 from harness import (BUILD_DIR, LISTEN_RE, REPO_ROOT, ZephyrTestCase, _Drain, child_env,
-                     http_request, scaled)
+                     http_request, scaled, wait_for)
 
 
 class FakeOutOfTheCore(ZephyrTestCase):
@@ -129,6 +130,74 @@ class FakeOutOfTheCore(ZephyrTestCase):
         self.assertRegex(r.header("x-fake-name") or "", r"^relay-")
         stop()
         self.assertEqual(proc.returncode, 0, err.text()[-3000:])
+
+
+class FakeOnTheProductsConnections(ZephyrTestCase):
+    """The fake serves through conn.c, the proxy's own client-connection
+    module (issue 16): one write queue with its backpressure, one close
+    path, and two small server options (absolute-form targets, a count of
+    accepted connections) instead of a connection layer of its own."""
+
+    def test_stream_waits_for_a_reader_that_stops_then_completes(self):
+        """A stream far larger than the socket buffers, to a client that
+        reads nothing: the fake stops producing at conn.c's high-water mark
+        (the stream stays unfinished), and goes on from conn.c's drained
+        callback once the client reads, to the last event.  Without the
+        backpressure the whole stream is queued at once and counted
+        complete; without the drained callback it never ends."""
+        events = 100000  # about 14 MB of SSE: more than any socket buffers hold
+        fake = self.start_fake("bp", events=events)
+        c = self.raw(fake.port, rcvbuf=65536, timeout=scaled(30))
+        body = b'{"stream":true,"model":"m","messages":[]}'
+        c.send(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+               % (len(body), body))
+        resp = c.read_head()
+        self.assertEqual(resp.status, 200, resp)
+        wait_for(lambda: fake.stats()["streams_started"] == 1, scaled(10), desc="stream started")
+        # Held back while nobody reads: watched for a bounded while.
+        deadline = time.monotonic() + scaled(1.5)
+        while time.monotonic() < deadline:
+            st = fake.stats()
+            self.assertEqual(st["streams_completed"], 0, "stream finished with no reader: %r" % st)
+            self.assertEqual(st["active"], 1, st)
+        data = b"".join(p for _, p in c.body_pieces(resp, "POST"))
+        self.assertEqual(resp.end, "complete")
+        self.assertEqual(data.count(b"event: content_block_delta"), events)
+        self.assertTrue(data.endswith(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"))
+        st = wait_for(lambda: (lambda s: s if s["streams_completed"] == 1 else None)(fake.stats()),
+                      scaled(10), desc="stream counted complete")
+        self.assertEqual(st["active"], 0, st)
+        self.assertEqual(st["streams_aborted"], 0, st)
+
+    def test_connection_counters_and_absolute_form(self):
+        """connections counts what conn.c accepted since the reset,
+        connections_open what it still holds; absolute-form targets (the
+        fake standing in for an HTTP proxy) are taken as reqparse.c's
+        absolute_ok allows, where the proxy's own clients get a 400.  A
+        request left hanging is cut when the fake stops (the cleanup checks
+        that it exits at SIGTERM, sanitizer-clean)."""
+        fake = self.start_fake("count")
+        fake.reset()
+        conns = [self.raw(fake.port) for _ in range(3)]
+        for c in conns:
+            c.send(b"POST http://api.invalid/relay/v1/messages HTTP/1.1\r\nHost: api.invalid\r\n"
+                   b"Content-Length: 2\r\n\r\n{}")
+            r = c.read_response("POST")
+            self.assertEqual(r.status, 200, r)
+        st = fake.stats()  # on a fourth connection
+        self.assertEqual(st["connections"], 4, st)
+        self.assertGreaterEqual(st["connections_open"], 4, st)
+        self.assertEqual(st["requests"], 3, st)
+        for c in conns:
+            c.close()
+        wait_for(lambda: fake.stats()["connections_open"] <= 2, scaled(10),
+                 desc="closed connections leave connections_open")
+        before = fake.stats()["connections"]
+        self.assertEqual(fake.stats()["connections"], before + 1)
+        hung = self.raw(fake.port)
+        hung.send(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-fake-hang: true\r\n"
+                  b"Content-Length: 2\r\n\r\n{}")
+        wait_for(lambda: fake.stats()["active"] == 1, scaled(10), desc="hanging request")
 
 
 if __name__ == "__main__":
