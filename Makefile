@@ -35,7 +35,7 @@ PKGS := libuv libcurl libcjson ncursesw zlib openssl
 LINK_PKGS := libuv libcjson ncursesw zlib openssl hiredis
 # OPENSSL_STATIC=1 links libssl.a and libcrypto.a in, with section GC:
 # idle RSS with an https endpoint 8.8 -> 7.9 MB, http:// only 5.3 -> 4.9 MB
-# (no loader pages for libcrypto's 5,000 exported symbols, less of its code
+# (no loader pages for libcrypto's 5,500 exported symbols, less of its code
 # mapped), but every OpenSSL security update then needs a rebuild.  Off by
 # default; docs/DESIGN.md ("Idle memory") has the figures.
 OPENSSL_STATIC ?= 0
