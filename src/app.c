@@ -24,6 +24,9 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +70,8 @@ struct app {
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
     uv_timer_t policy_timer; /* fires pending graceful switches, keeps the next endpoint warm */
+    uint64_t busy_ms;        /* loop time a request was last seen in flight or ending */
+    uint64_t trim_ms;        /* loop time of the last app_trim_heap */
     char listen[80];
     int shutting_down; /* 0, 1 graceful, 2 closing */
     int exit_code;
@@ -702,12 +707,40 @@ static void dash_quit(void *ud)
 
 /* ---- timers and signals -------------------------------------------------- */
 
+/*
+ * Gives the heap's free pages back once the proxy is quiet: 1 s after the
+ * last request ended (or after start), then at most once a minute while
+ * nothing is in flight (pooled connections closing free memory too).
+ * glibc returns only the top of the heap by itself; after a burst of
+ * streams the free memory between live blocks stayed resident (2.3 MB
+ * after 500 TLS streams; 80 KB after the start-up checks).
+ */
+static void app_trim_heap(struct app *a)
+{
+#ifdef __GLIBC__
+    uint64_t now = uv_now(&a->loop);
+    if (proxy_active(a->px) > 0) {
+        a->busy_ms = now;
+        return;
+    }
+    if (now - a->busy_ms < 1000)
+        return;
+    if (a->trim_ms > a->busy_ms && now - a->trim_ms < 60000)
+        return;
+    malloc_trim(0);
+    a->trim_ms = now;
+#else
+    (void)a;
+#endif
+}
+
 static void on_policy_timer(uv_timer_t *t)
 {
     struct app *a = t->data;
     uint64_t now = now_mono_ms();
     state_evaluate(a->st, now);
     proxy_keep_warm(a->px, now);
+    app_trim_heap(a);
 }
 
 static void app_close_all(struct app *a);
@@ -715,6 +748,7 @@ static void app_close_all(struct app *a);
 static void on_request_end(void *ud)
 {
     struct app *a = ud;
+    a->busy_ms = uv_now(&a->loop);
     health_poke(a->health);
     if (a->dash)
         dashboard_notify(a->dash);
@@ -886,6 +920,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sighup, on_signal, SIGHUP);
     /* Pending graceful switches have deadlines; a coarse timer is enough. */
+    a->busy_ms = uv_now(&a->loop);
     uv_timer_start(&a->policy_timer, on_policy_timer, 250, 250);
 
     if (opts->dashboard) {

@@ -585,15 +585,15 @@ char *dv_fmt_duration(char *out, size_t outsz, double s)
     if (!isfinite(s) || s < 0)
         s = 0;
     if (s < 10)
-        snprintf(out, outsz, "%.1fs", floor(s * 10) / 10);
+        snprintf(out, outsz, "%.1fs", (double)(long long)(s * 10) / 10); /* s >= 0: floor */
     else if (s < 60)
-        snprintf(out, outsz, "%.0fs", floor(s));
+        snprintf(out, outsz, "%.0fs", (double)(long long)s);
     else if (s < 3600)
-        snprintf(out, outsz, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+        snprintf(out, outsz, "%dm%02ds", (int)(s / 60), (int)((long long)s % 60));
     else if (s < 86400)
-        snprintf(out, outsz, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+        snprintf(out, outsz, "%dh%02dm", (int)(s / 3600), (int)((long long)(s / 60) % 60));
     else if (s < 1e9)
-        snprintf(out, outsz, "%dd%02dh", (int)(s / 86400), (int)fmod(s / 3600, 24));
+        snprintf(out, outsz, "%dd%02dh", (int)(s / 86400), (int)((long long)(s / 3600) % 24));
     else
         snprintf(out, outsz, "long");
     return out;
@@ -935,9 +935,9 @@ static char *fmt_secs(char *out, size_t outsz, double s)
     if (!isfinite(s) || s < 0)
         s = 0;
     if (s < 10)
-        snprintf(out, outsz, "%.1f s", floor(s * 10) / 10);
+        snprintf(out, outsz, "%.1f s", (double)(long long)(s * 10) / 10); /* s >= 0: floor */
     else if (s < 1e9)
-        snprintf(out, outsz, "%.0f s", floor(s));
+        snprintf(out, outsz, "%.0f s", (double)(long long)s);
     else
         snprintf(out, outsz, "long");
     return out;

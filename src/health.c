@@ -331,7 +331,7 @@ static double health_interval_s(struct health *h, uint64_t now)
 
 static uint64_t interval_ms(double s)
 {
-    long long ms = llround(s * 1000.0);
+    long long ms = util_llround(s * 1000.0);
     return ms >= 1 ? (uint64_t)ms : 1u;
 }
 

@@ -4,7 +4,7 @@
  */
 #include "interval.h"
 
-#include <math.h>
+#include "util.h"
 
 /* Negative and NaN figures count as 0. */
 static double sane(double x)
@@ -23,7 +23,7 @@ double interval_next_s(const struct interval_cfg *c, const struct interval_load 
         return lo;
 
     double idle = l->idle_s > 0 ? l->idle_s : 0; /* +inf stays +inf: g = 1 */
-    double g = 1.0 - exp(-idle / INTERVAL_TAU_S);
+    double g = 1.0 - util_exp(-idle / INTERVAL_TAU_S);
     double h = 1.0 - sane(l->rate_per_min) / INTERVAL_BUSY_RATE;
     if (h < 0)
         h = 0;
@@ -38,7 +38,7 @@ double interval_next_s(const struct interval_cfg *c, const struct interval_load 
 uint64_t interval_next_check_ms(const struct interval_cfg *c, const struct interval_load *l,
                                 uint64_t last_check_ms)
 {
-    return last_check_ms + (uint64_t)llround(interval_next_s(c, l) * 1000.0);
+    return last_check_ms + (uint64_t)util_llround(interval_next_s(c, l) * 1000.0);
 }
 
 const char *interval_load_level(const struct interval_load *l)
@@ -64,7 +64,7 @@ static double decayed(const struct interval_rate *r, uint64_t now_ms)
     if (r->weight <= 0 || now_ms <= r->at_ms)
         return r->weight;
     double dt_s = (double)(now_ms - r->at_ms) / 1000.0;
-    return r->weight * exp(-dt_s / INTERVAL_RATE_WINDOW_S);
+    return r->weight * util_exp(-dt_s / INTERVAL_RATE_WINDOW_S);
 }
 
 void interval_rate_hit(struct interval_rate *r, uint64_t now_ms)
@@ -81,11 +81,17 @@ double interval_rate_value(const struct interval_rate *r, uint64_t now_ms)
     return decayed(r, now_ms) / (INTERVAL_RATE_WINDOW_S / 60.0);
 }
 
+/* fmod(s, unit) == 0 for s in [unit, 1e15), without libm. */
+static bool whole_units(double s, double unit)
+{
+    return s >= unit && s < 1e15 && s == (double)(long long)(s / unit) * unit;
+}
+
 static void append_duration(struct buf *out, double s)
 {
-    if (s >= 3600 && fmod(s, 3600) == 0)
+    if (whole_units(s, 3600))
         buf_appendf(out, "%.0f h", s / 3600);
-    else if (s >= 60 && fmod(s, 60) == 0)
+    else if (whole_units(s, 60))
         buf_appendf(out, "%.0f min", s / 60);
     else
         buf_appendf(out, "%.0f s", s);

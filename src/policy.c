@@ -351,8 +351,9 @@ struct sessions {
     int *buckets;            /* owns, nbuckets chain heads, -1 empty */
     size_t nbuckets;         /* power of two */
     size_t max;
+    size_t used; /* slots [used, max) were never taken: their pages untouched */
     size_t count;
-    int free_head;      /* free slots chained through hnext */
+    int free_head;      /* released slots chained through hnext */
     int newest, oldest; /* ends of the last-used list */
     uint64_t ttl_ms;
 };
@@ -385,9 +386,10 @@ struct sessions *sessions_new(uint64_t ttl_ms, size_t max)
     s->buckets = xmalloc(s->nbuckets * sizeof(*s->buckets));
     for (size_t i = 0; i < s->nbuckets; i++)
         s->buckets[i] = -1;
-    for (size_t i = 0; i < max; i++)
-        s->e[i].hnext = i + 1 < max ? (int)(i + 1) : -1;
-    s->free_head = 0;
+    /* No free list up front: chaining every slot would write the whole
+     * table (192 KB at the default max) although most proxies never hold
+     * more than a few sessions; fresh slots come from s->used. */
+    s->free_head = -1;
     s->newest = s->oldest = -1;
     return s;
 }
@@ -396,7 +398,7 @@ void sessions_free(struct sessions *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->max; i++)
+    for (size_t i = 0; i < s->used; i++)
         free(s->e[i].key);
     free(s->e);
     free(s->buckets);
@@ -490,11 +492,15 @@ void sessions_bind(struct sessions *s, const char *key, int ep, uint64_t now_ms)
     uint64_t h = key_hash(key, len);
     int i = find(s, key, len, h);
     if (i < 0) {
-        if (s->free_head < 0)
-            entry_remove(s, s->oldest);
-        i = s->free_head;
+        if (s->free_head < 0 && s->used < s->max) {
+            i = (int)s->used++;
+        } else {
+            if (s->free_head < 0)
+                entry_remove(s, s->oldest);
+            i = s->free_head;
+            s->free_head = s->e[i].hnext;
+        }
         struct session_entry *x = &s->e[i];
-        s->free_head = x->hnext;
         x->key = xstrndup(key, len);
         x->hash = h;
         x->used_ms = now_ms;
@@ -514,7 +520,7 @@ void sessions_bind(struct sessions *s, const char *key, int ep, uint64_t now_ms)
 
 void sessions_forget_endpoint(struct sessions *s, int ep)
 {
-    for (size_t i = 0; i < s->max; i++)
+    for (size_t i = 0; i < s->used; i++)
         if (s->e[i].key && s->e[i].ep == ep)
             entry_remove(s, (int)i);
 }
@@ -534,7 +540,7 @@ size_t sessions_rebind(struct sessions *s, const char *prefix, int ep, uint64_t 
 {
     purge_expired(s, now_ms);
     size_t moved = 0;
-    for (size_t i = 0; i < s->max; i++) {
+    for (size_t i = 0; i < s->used; i++) {
         struct session_entry *x = &s->e[i];
         if (x->key && x->ep != ep && in_scope(x->key, prefix)) {
             x->ep = ep;
@@ -547,7 +553,7 @@ size_t sessions_rebind(struct sessions *s, const char *prefix, int ep, uint64_t 
 size_t sessions_release(struct sessions *s, const char *prefix, int ep)
 {
     size_t gone = 0;
-    for (size_t i = 0; i < s->max; i++) {
+    for (size_t i = 0; i < s->used; i++) {
         struct session_entry *x = &s->e[i];
         if (x->key && (ep < 0 || x->ep == ep) && in_scope(x->key, prefix)) {
             entry_remove(s, (int)i);

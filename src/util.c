@@ -90,6 +90,49 @@ uint64_t now_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+double util_exp(double x)
+{
+    if (x != x)
+        return x;
+    if (x > 709.0)
+        return 1e308 * 10.0; /* +inf */
+    if (x < -708.0)
+        return 0.0;
+    /* x = k ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, as fdlibm does,
+     * so that r keeps its precision), e^r by its Taylor series (the 15th
+     * term is below 1e-17), then 2^k put into the exponent bits. */
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double kd = x * 1.44269504088896338700e+00;
+    int k = (int)(kd < 0 ? kd - 0.5 : kd + 0.5);
+    double r = (x - k * ln2_hi) - k * ln2_lo;
+    double sum = 1.0, term = 1.0;
+    for (int i = 1; i <= 15; i++) {
+        term *= r / i;
+        sum += term;
+    }
+    uint64_t bits = (uint64_t)(k + 1023) << 52; /* k is within [-1021, 1023] */
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return sum * scale;
+}
+
+long long util_llround(double x)
+{
+    if (x != x)
+        return 0;
+    if (x >= 9.2e18)
+        return INT64_MAX;
+    if (x <= -9.2e18)
+        return INT64_MIN;
+    long long t = (long long)x; /* toward zero */
+    double f = x - (double)t;   /* exact: |x| < 2^63 */
+    if (f >= 0.5)
+        t++;
+    else if (f <= -0.5)
+        t--;
+    return t;
+}
+
 void buf_init(struct buf *b, size_t cap)
 {
     b->data = NULL;

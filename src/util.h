@@ -25,6 +25,17 @@ uint64_t now_mono_ms(void);
 uint64_t now_wall_ms(void);
 
 /*
+ * exp() and llround() without libm: these were the program's only libm
+ * functions, and mapping libm.so costs every process ~0.4 MB of resident
+ * memory (see docs/DESIGN.md, idle memory).  util_exp is within a few
+ * ulp of exp() (relative error < 1e-15); it returns 0 below -708 (where
+ * exp() gives subnormals) and +inf above 709.  util_llround rounds half away from zero; NaN gives 0 and
+ * values beyond long long saturate.
+ */
+double util_exp(double x);
+long long util_llround(double x);
+
+/*
  * A byte buffer that grows up to cap bytes.  buf_append() returns -1 and
  * appends nothing when the result would exceed cap: the caller answers that
  * on the wire (413, 431, 502).

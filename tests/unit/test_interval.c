@@ -207,6 +207,31 @@ static void test_rate_average(void **state)
     assert_true(interval_rate_value(&r, 0) == 2.0 / 5.0);
 }
 
+/* The libm-free exp and llround (util.h) the interval formula uses agree
+ * with libm's where it matters. */
+static void test_exp_and_llround_without_libm(void **state)
+{
+    (void)state;
+    for (double x = -700; x <= 700; x += 0.37) {
+        double want = exp(x), got = util_exp(x);
+        if (fabs(got - want) > 1e-15 * want) {
+            fprintf(stderr, "util_exp(%.17g) = %.17g, exp = %.17g\n", x, got, want);
+            fail();
+        }
+    }
+    assert_true(util_exp(0) == 1.0);
+    assert_true(util_exp(-INFINITY) == 0.0);
+    assert_true(util_exp(-1000) == 0.0);
+    assert_true(isinf(util_exp(INFINITY)) && util_exp(INFINITY) > 0);
+    assert_true(isnan(util_exp(NAN)));
+    const double xs[] = {0, 0.49999, 0.5, 1.5, 2.5, -0.5, -1.5, -2.4999, 1e6 + 0.5, 123456.789};
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
+        assert_int_equal(util_llround(xs[i]), llround(xs[i]));
+    assert_int_equal(util_llround(NAN), 0);
+    assert_true(util_llround(1e300) == INT64_MAX);
+    assert_true(util_llround(-1e300) == INT64_MIN);
+}
+
 static void test_table_markdown(void **state)
 {
     (void)state;
@@ -233,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_odd_settings_and_inputs),
         cmocka_unit_test(test_next_check_time),
         cmocka_unit_test(test_load_levels),
+        cmocka_unit_test(test_exp_and_llround_without_libm),
         cmocka_unit_test(test_rate_average),
         cmocka_unit_test(test_table_markdown),
     };
