@@ -28,11 +28,11 @@ DESTDIR ?=
 
 CC  ?= cc
 CXX ?= c++
-PKGS := libuv libcurl libcjson ncursesw zlib openssl
+PKGS := libuv libcurl libcjson ncursesw zlib openssl libnghttp2
 # libcurl is not linked: src/curlso.c loads it on first use, so only its
 # headers come from pkg-config.  hiredis (cluster.c) is linked; its headers are
 # included as <hiredis/...>, so its -D_XOPEN_SOURCE cflag stays out.
-LINK_PKGS := libuv libcjson ncursesw zlib openssl hiredis
+LINK_PKGS := libuv libcjson ncursesw zlib openssl libnghttp2 hiredis
 
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Werror
 CWARN := $(WARN) -Wstrict-prototypes -Wmissing-prototypes
