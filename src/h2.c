@@ -67,6 +67,7 @@ struct h2_sess {
     bool want_flush;
     bool dead;
     bool goaway;
+    bool settings_seen; /* the server's first SETTINGS arrived */
     bool ping_pending;
     char err[160];
 };
@@ -245,6 +246,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
     }
     case NGHTTP2_GOAWAY:
         s->goaway = true;
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
+            s->settings_seen = true;
         break;
     case NGHTTP2_PING:
         if (f->hd.flags & NGHTTP2_FLAG_ACK)
@@ -501,6 +506,8 @@ bool h2_sess_can_open(const struct h2_sess *s)
     uint32_t max = nghttp2_session_get_remote_settings(s->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     if (max > H2_MAX_STREAMS)
         max = H2_MAX_STREAMS;
+    if (!s->settings_seen)
+        max = 1; /* its bound is not known yet: one stream, the one that opened it */
     return s->n_streams < max;
 }
 

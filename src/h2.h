@@ -21,7 +21,8 @@
  *   out when it has returned.  h2_stream_cancel() ends it without one
  *   (RST_STREAM CANCEL).
  * - At most min(the server's SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS)
- *   streams at once; h2_sess_can_open() says whether one more fits.
+ *   streams at once, one until the server's SETTINGS arrived;
+ *   h2_sess_can_open() says whether one more fits.
  * - GOAWAY: no new streams; the streams the server did not process (above
  *   its last stream id, or refused) end with H2_RETRY_SAFE.
  */

@@ -55,6 +55,7 @@ class H2Conn:
         self.h2 = h2.connection.H2Connection(config=cfg)
         self.streams = {}  # id -> {"headers": [...], "body": bytearray}
         self.in_flight = 0
+        self.window_waits = 0  # send_data found the stream's window shut
         self.closed = False
 
     def flush(self):
@@ -68,9 +69,11 @@ class H2Conn:
     def run(self):
         o = self.origin
         with self.lock:
-            settings = {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: o.max_streams}
+            # The bound is in the first SETTINGS frame, as a server sends it.
+            self.h2.local_settings = h2.settings.Settings(
+                client=False,
+                initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: o.max_streams})
             self.h2.initiate_connection()
-            self.h2.update_settings(settings)
             self.flush()
         while not self.closed and not o.stopping:
             try:
@@ -113,8 +116,15 @@ class H2Conn:
             if st is not None:
                 threading.Thread(target=self.serve_stream, args=(ev.stream_id, st), daemon=True).start()
         elif isinstance(ev, h2.events.StreamReset):
-            if self.streams.pop(ev.stream_id, None) is not None:
+            st = self.streams.pop(ev.stream_id, None)
+            if st is not None:
                 self.in_flight -= 1
+                up = st.get("up")
+                if up is not None and up.sock is not None:
+                    try:  # the relayed request ends with its stream
+                        up.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
             with o.lock:
                 o.resets_received += 1
 
@@ -152,6 +162,7 @@ class H2Conn:
                 except h2.exceptions.StreamClosedError:
                     return False
                 if win <= 0:
+                    self.window_waits += 1
                     if not self.lock.wait(timeout):
                         return False
                     continue
@@ -171,9 +182,15 @@ class H2Conn:
                 self.flush()
 
     def goaway(self, last_stream_id):
+        """GOAWAY written past the state machine, which would refuse to
+        finish the streams at or below last_stream_id afterwards."""
+        from hyperframe.frame import GoAwayFrame
+        f = GoAwayFrame(stream_id=0)
+        f.last_stream_id = last_stream_id
+        f.error_code = 0
         with self.lock:
-            self.h2.close_connection(last_stream_id=last_stream_id)
             self.flush()
+            self.tls.sendall(f.serialize())
 
     def window(self, sid):
         with self.lock:
@@ -196,6 +213,11 @@ class H2Conn:
         method, path, auth = hdrs.get(":method"), hdrs.get(":path"), hdrs.get(":authority")
         up = http.client.HTTPConnection("127.0.0.1", o.target_port, timeout=30)
         try:
+            up.connect()
+            with self.lock:
+                if sid not in self.streams:
+                    return
+                st["up"] = up
             fwd = {k: v for k, v in st["headers"] if not k.startswith(":")}
             fwd["host"] = auth
             body = bytes(st["body"])
