@@ -280,6 +280,7 @@ class H2Behaviour(ZephyrTestCase):
             big["conn"] = conn
             conn.send_headers(sid, 200, [("content-type", "text/event-stream")])
             conn.send_data(sid, sse_start())
+            big["sid"] = sid
             for i in range(total):
                 if not conn.send_data(sid, chunk, timeout=scaled(30)):
                     return True
@@ -297,15 +298,22 @@ class H2Behaviour(ZephyrTestCase):
                              [("content-type", "application/json"), ("x-test-mode", "big"),
                               ("anthropic-version", "2023-06-01")],
                              messages_body(stream=True)))
-        # The proxy stopped taking this stream: its window is shut.
-        wait_for(lambda: big.get("conn") and big["conn"].window_waits > 0, scaled(20),
-                 desc="the origin blocked by the stream's window")
+        # The proxy stopped taking this stream once the sockets to its client
+        # were full: the stream's window stays shut, the origin stops.
+        def stalled():
+            if not big.get("conn"):
+                return False
+            n = sent.get("n", 0)
+            time.sleep(0.3)
+            return (sent.get("n", 0) == n < total and big["conn"].window(big["sid"]) == 0)
+        wait_for(stalled, scaled(20), desc="the origin held by the paused stream's window")
         t0 = time.monotonic()
         r = self.post(p)
         self.assertEqual(r.status, 200, r)
         self.assertLess(time.monotonic() - t0, scaled(5))
         self.assertEqual(o.counts()["h2"], conns, o.counts())
         self.assertLess(sent.get("n", 0), total, "the whole stream went out: nothing paused")
+        self.assertEqual(big["conn"].window(big["sid"]), 0)
         # The paused stream then runs to its end.
         resp = c.read_head()
         self.assertEqual(resp.status, 200)
