@@ -136,14 +136,14 @@ struct h1_pool {
     size_t n_addrs;
     uint64_t addrs_expire; /* loop time; unused for numeric hosts */
     bool numeric;
-    bool tls;               /* https: */
-    SSL_CTX *ctx;           /* borrows from h1.ctxs; NULL until one could be made */
-    SSL_SESSION *sess;      /* owns: the session the next connection offers */
-    char *ca_file;          /* owns; NULL: the system store */
-    struct h1 *c;           /* borrows */
-    struct h1_xchg *warm_x; /* borrows: the warm-up connecting now, or NULL */
-    uint64_t warm_until;    /* loop time: keep a connection ready until then */
-    uint64_t warm_retry_at; /* loop time: no warm-up before then */
+    bool tls;                /* https: */
+    SSL_CTX *ctx;            /* borrows from h1.ctxs; NULL until one could be made */
+    SSL_SESSION *sess;       /* owns: the session the next connection offers */
+    char *ca_file;           /* owns; NULL: the system store */
+    struct h1 *c;            /* borrows */
+    struct h1_xchg *warm_x;  /* borrows: the warm-up connecting now, or NULL */
+    uint64_t warm_until;     /* loop time: keep a connection ready until then */
+    uint64_t warm_retry_at;  /* loop time: no warm-up before then */
     struct h1_conn *h2_head; /* borrows: its HTTP/2 connections (see h2c_*) */
     bool h2_seen;            /* a connection chose h2: logged once */
     unsigned port;
@@ -252,9 +252,9 @@ struct h1 {
     size_t n_open, n_idle;
     size_t n_handles; /* handles and requests whose callbacks are pending */
     bool free_requested;
-    bool h2_off;       /* ALPN offers http/1.1 only */
-    unsigned api;      /* inside h1_start/resume/abort: done must be deferred */
-    size_t n_h2;       /* HTTP/2 connections open */
+    bool h2_off;                    /* ALPN offers http/1.1 only */
+    unsigned api;                   /* inside h1_start/resume/abort: done must be deferred */
+    size_t n_h2;                    /* HTTP/2 connections open */
     struct tls_ctxs *ctxs;          /* owns: one SSL_CTX per CA source */
     uint64_t tls_full, tls_resumed; /* handshakes completed */
     bool pbuf_busy;                 /* pbuf holds plaintext being parsed */
@@ -568,8 +568,9 @@ static void on_sweep(uv_timer_t *t)
                     h2c_close(hc, UPSTREAM_ERR_RECV, "HTTP/2 PING unanswered");
                 else if (!pw && now - hc->idle_since >= H1_IDLE_TIMEOUT_MS)
                     h2c_close(hc, UPSTREAM_ERR_RECV, "idle HTTP/2 connection closed");
-                else if (pw && now - (hc->ping_at > hc->idle_since ? hc->ping_at : hc->idle_since) >=
-                                   H2_PING_MS) {
+                else if (pw &&
+                         now - (hc->ping_at > hc->idle_since ? hc->ping_at : hc->idle_since) >=
+                             H2_PING_MS) {
                     /* Warm: the connection stays, proven alive by PING. */
                     h2_sess_ping(hc->h2);
                     hc->ping_at = now;
@@ -1708,8 +1709,8 @@ static bool h2c_begin(struct h1_xchg *x, struct h1_conn *conn)
     struct h1_pool *p = conn->pool;
     conn->h2 = h2_sess_new(&h2c_ops, conn);
     if (!conn->h2) {
-        snprintf(x->msgbuf, sizeof x->msgbuf, "HTTP/2: cannot set up a session with %s:%u",
-                 p->host, p->port);
+        snprintf(x->msgbuf, sizeof x->msgbuf, "HTTP/2: cannot set up a session with %s:%u", p->host,
+                 p->port);
         x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         return true;
     }

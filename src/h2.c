@@ -38,9 +38,9 @@
 #define H2_MAX_REQ_HEADERS 256
 
 struct h2_stream {
-    struct h2_sess *s;               /* borrows */
-    struct h2_stream *prev, *next;   /* borrow: the session's list */
-    void *ud;                        /* borrows: the exchange */
+    struct h2_sess *s;             /* borrows */
+    struct h2_stream *prev, *next; /* borrow: the session's list */
+    void *ud;                      /* borrows: the exchange */
     int32_t id;
     const char *body; /* borrows */
     size_t body_len, body_off;
@@ -244,9 +244,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
             deliver_head(st);
         break;
     }
-    case NGHTTP2_GOAWAY:
-        s->goaway = true;
-        break;
+    case NGHTTP2_GOAWAY: s->goaway = true; break;
     case NGHTTP2_SETTINGS:
         if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
             s->settings_seen = true;
@@ -255,8 +253,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
         if (f->hd.flags & NGHTTP2_FLAG_ACK)
             s->ping_pending = false;
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }
@@ -503,7 +500,8 @@ bool h2_sess_can_open(const struct h2_sess *s)
 {
     if (s->dead || s->goaway || !nghttp2_session_check_request_allowed(s->ng))
         return false;
-    uint32_t max = nghttp2_session_get_remote_settings(s->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    uint32_t max =
+        nghttp2_session_get_remote_settings(s->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     if (max > H2_MAX_STREAMS)
         max = H2_MAX_STREAMS;
     if (!s->settings_seen)
@@ -513,8 +511,7 @@ bool h2_sess_can_open(const struct h2_sess *s)
 
 bool h2_sess_over(const struct h2_sess *s)
 {
-    return s->dead ||
-           (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng));
+    return s->dead || (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng));
 }
 
 size_t h2_sess_streams(const struct h2_sess *s)
@@ -541,8 +538,8 @@ bool h2_sess_ping_pending(const struct h2_sess *s)
  * replaces. */
 static bool dropped_header(const char *n, size_t len)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade", "host"};
+    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade",    "host"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strlen(names[i]) == len && memcmp(names[i], n, len) == 0)
             return true;
@@ -608,7 +605,8 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
             bool te = nlen == 2 && memcmp(p, "te", 2) == 0;
             if (nlen == 4 && memcmp(p, "host", 4) == 0)
                 nva[2] = nv(":authority", 10, v, vlen);
-            else if (!dropped_header(p, nlen) && (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8))) &&
+            else if (!dropped_header(p, nlen) &&
+                     (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8))) &&
                      n < H2_MAX_REQ_HEADERS + 4)
                 nva[n++] = nv(p, nlen, v, vlen);
         }

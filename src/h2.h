@@ -35,8 +35,8 @@
 
 #include "upstream.h"
 
-#define H2_MAX_STREAMS 100                       /* our own cap per connection */
-#define H2_STREAM_WINDOW (256 * 1024)            /* per stream receive window */
+#define H2_MAX_STREAMS 100                           /* our own cap per connection */
+#define H2_STREAM_WINDOW (256 * 1024)                /* per stream receive window */
 #define H2_CONN_WINDOW (H2_MAX_STREAMS * 256 * 1024) /* every stream paused at once */
 
 struct h2_sess;

@@ -126,8 +126,8 @@ static int srv_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t
     return 0;
 }
 
-static int srv_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
-                    size_t len, void *user)
+static int srv_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                    void *user)
 {
     (void)ng;
     (void)flags;
@@ -205,7 +205,10 @@ static ssize_t srv_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t le
     return (ssize_t)n;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, 0}
+#define NV(n, v)                                                        \
+    {                                                                   \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, 0 \
+    }
 
 static struct src *respond(int32_t id, const char *body, size_t len)
 {
