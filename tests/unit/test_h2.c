@@ -391,6 +391,27 @@ static void test_stream_bound(void **state)
     nghttp2_session_del(S.ng);
 }
 
+/* The keep-warm PING: pending until the server's ACK. */
+static void test_ping(void **state)
+{
+    (void)state;
+    srv_start(100);
+    struct h2_sess *s = h2_sess_new(&ops, NULL);
+    pump(s);
+    assert_false(h2_sess_ping_pending(s));
+    h2_sess_ping(s);
+    assert_true(h2_sess_ping_pending(s));
+    pump(s);
+    assert_false(h2_sess_ping_pending(s));
+    assert_false(h2_sess_over(s));
+    /* A GOAWAY without streams: the session takes nothing more. */
+    nghttp2_submit_goaway(S.ng, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    pump(s);
+    assert_false(h2_sess_can_open(s));
+    h2_sess_free(s);
+    nghttp2_session_del(S.ng);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -399,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_rst_stream_ends_one_stream),
         cmocka_unit_test(test_goaway_refuses_later_streams),
         cmocka_unit_test(test_stream_bound),
+        cmocka_unit_test(test_ping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
