@@ -282,7 +282,7 @@ class H2Behaviour(ZephyrTestCase):
             conn.send_data(sid, sse_start())
             big["sid"] = sid
             for i in range(total):
-                if not conn.send_data(sid, chunk, timeout=scaled(30)):
+                if not conn.send_data(sid, chunk, timeout=scaled(120)):
                     return True
                 sent["n"] = i + 1
             conn.send_data(sid, sse_stop(), end=True)
@@ -292,7 +292,7 @@ class H2Behaviour(ZephyrTestCase):
         self.assertEqual(self.post(p).status, 200)
         conns = o.counts()["h2"]
         # A client that does not read: its stream pauses at the proxy.
-        c = self.raw(p.port, rcvbuf=16384, timeout=scaled(30))
+        c = self.raw(p.port, rcvbuf=16384, timeout=scaled(60))
         from harness import build_request, messages_body
         c.send(build_request("POST", "/v1/messages",
                              [("content-type", "application/json"), ("x-test-mode", "big"),
