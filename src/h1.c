@@ -136,16 +136,20 @@ struct h1_pool {
     size_t n_addrs;
     uint64_t addrs_expire; /* loop time; unused for numeric hosts */
     bool numeric;
-    bool tls;                /* https: */
-    SSL_CTX *ctx;            /* borrows from h1.ctxs; NULL until one could be made */
-    SSL_SESSION *sess;       /* owns: the session the next connection offers */
-    char *ca_file;           /* owns; NULL: the system store */
-    struct h1 *c;            /* borrows */
-    struct h1_xchg *warm_x;  /* borrows: the warm-up connecting now, or NULL */
-    uint64_t warm_until;     /* loop time: keep a connection ready until then */
-    uint64_t warm_retry_at;  /* loop time: no warm-up before then */
-    struct h1_conn *h2_head; /* borrows: its HTTP/2 connections (see h2c_*) */
-    bool h2_seen;            /* a connection chose h2: logged once */
+    bool tls;                   /* https: */
+    SSL_CTX *ctx;               /* borrows from h1.ctxs; NULL until one could be made */
+    SSL_SESSION *sess;          /* owns: the session the next connection offers */
+    char *ca_file;              /* owns; NULL: the system store */
+    struct h1 *c;               /* borrows */
+    struct h1_xchg *warm_x;     /* borrows: the warm-up connecting now, or NULL */
+    uint64_t warm_until;        /* loop time: keep a connection ready until then */
+    uint64_t warm_retry_at;     /* loop time: no warm-up before then */
+    struct h1_conn *h2_head;    /* borrows: its HTTP/2 connections (see h2c_*) */
+    bool h2_seen;               /* a connection chose h2: logged once */
+    struct h1_conn *h2_pending; /* borrows: the connection being set up that new
+                                 * exchanges wait for (see pool_wake) */
+    struct h1_xchg *wait_head;  /* borrows: the exchanges waiting for it */
+    size_t n_wait;
     unsigned port;
     uint32_t hash;
     size_t host_len;
@@ -237,8 +241,10 @@ struct h1_xchg {
     bool paused;
     bool busy; /* inside llhttp or a callback: abort defers recycling */
     bool aborted;
-    struct h2_stream *h2s; /* owned by the session: the stream on h2c */
-    struct h1_conn *h2c;   /* borrows: the HTTP/2 connection (x->conn stays NULL) */
+    struct h2_stream *h2s;     /* owned by the session: the stream on h2c */
+    struct h1_conn *h2c;       /* borrows: the HTTP/2 connection (x->conn stays NULL) */
+    struct h1_xchg *wait_next; /* borrows: the pool's waiting list */
+    bool waiting;              /* on it */
     char msgbuf[192];
 };
 
@@ -283,6 +289,8 @@ static bool h2c_begin(struct h1_xchg *x, struct h1_conn *conn);
 static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer);
 static void x_attach(struct h1_xchg *x, struct h1_conn *conn);
 static void x_send(struct h1_xchg *x, bool defer);
+static void pool_wait_unlink(struct h1_xchg *x);
+static void pool_wake(struct h1_pool *p);
 
 /* ---- the client ---------------------------------------------------------- */
 
@@ -695,6 +703,8 @@ static void conn_close(struct h1_conn *conn)
         h2_sess_fail(conn->h2, UPSTREAM_ERR_RECV, "the HTTP/2 connection closed");
     }
     uv_close((uv_handle_t *)&conn->tcp, on_conn_closed);
+    if (conn == conn->pool->h2_pending)
+        pool_wake(conn->pool);
 }
 
 /* ---- exchanges: allocation ------------------------------------------------ */
@@ -767,6 +777,8 @@ static void on_x_deferred(uv_timer_t *t)
  * cannot be reused (closing also cancels a write that borrows the body). */
 static void x_close_conn(struct h1_xchg *x)
 {
+    if (x->waiting)
+        pool_wait_unlink(x);
     if (x->h2s) {
         /* One stream of a shared connection: only it ends. */
         struct h1_conn *hc = x->h2c;
@@ -1633,6 +1645,11 @@ static void h2c_refresh(struct h1_conn *conn)
 {
     if (conn->state == CONN_CLOSING)
         return;
+    if (conn == conn->pool->h2_pending && h2_sess_ready(conn->h2)) {
+        pool_wake(conn->pool);
+        if (conn->state == CONN_CLOSING)
+            return;
+    }
     if (h2_sess_streams(conn->h2) > 0) {
         uv_ref((uv_handle_t *)&conn->tcp);
         return;
@@ -1788,7 +1805,59 @@ static void x_dispatch(struct h1_xchg *x, bool defer)
         x_send(x, defer);
         return;
     }
+    if (pool->h2_pending && pool->n_wait < H2_MAX_STREAMS) {
+        /* An HTTP/2 connection is being set up: a stream on it, rather
+         * than a handshake of its own. */
+        x->state = X_CONNECTING;
+        x->waiting = true;
+        x->wait_next = pool->wait_head;
+        pool->wait_head = x;
+        pool->n_wait++;
+        uint64_t t =
+            x->connect_timeout_ms > 0 ? (uint64_t)x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
+        if (x->timeout_ms > 0) {
+            uint64_t used = uv_now(x->c->loop) - x->start_ms, total = (uint64_t)x->timeout_ms;
+            uint64_t left = used < total ? total - used : 0;
+            if (left < t)
+                t = left;
+        }
+        uv_timer_start(&x->timer, on_x_timeout, t, 0);
+        return;
+    }
     x_connect_start(x, defer);
+}
+
+static void pool_wait_unlink(struct h1_xchg *x)
+{
+    struct h1_pool *p = x->pool;
+    for (struct h1_xchg **pp = &p->wait_head; *pp; pp = &(*pp)->wait_next) {
+        if (*pp == x) {
+            *pp = x->wait_next;
+            p->n_wait--;
+            break;
+        }
+    }
+    x->wait_next = NULL;
+    x->waiting = false;
+}
+
+/* The connection the pool's exchanges waited for is settled (its server's
+ * SETTINGS arrived, it chose HTTP/1.1, or it failed): each waiter takes a
+ * stream where one fits, or connects on its own. */
+static void pool_wake(struct h1_pool *p)
+{
+    p->h2_pending = NULL;
+    while (p->wait_head) {
+        struct h1_xchg *x = p->wait_head;
+        pool_wait_unlink(x);
+        struct h1_conn *hc = h2c_pick(p);
+        if (hc) {
+            x->reused = true;
+            x_h2_attach(x, hc, true);
+        } else {
+            x_connect_start(x, true);
+        }
+    }
 }
 
 /* ---- connecting ----------------------------------------------------------- */
@@ -1811,6 +1880,8 @@ static void x_connected(struct h1_xchg *x, struct h1_conn *conn)
 {
     if (conn->tls && h2c_begin(x, conn))
         return;
+    if (conn == conn->pool->h2_pending)
+        pool_wake(conn->pool); /* HTTP/1.1 after all: the waiters connect */
     if (x->warm_only) {
         /* The client's Finished still has to go; then the connection waits
          * in the pool for the next request. */
@@ -1888,6 +1959,8 @@ static void x_connect(struct h1_xchg *x, bool defer)
         if (rc == 0) {
             conn->x = x;
             x->conn = conn;
+            if (pool->tls && pool->h2_seen && !c->h2_off && !pool->h2_pending)
+                pool->h2_pending = conn; /* others wait for it: see x_dispatch */
             return;
         }
         char a[80];
@@ -2173,6 +2246,8 @@ struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req,
     x_build_head(x, req, &u, mlen);
     x->h2s = NULL;
     x->h2c = NULL;
+    x->waiting = false;
+    x->wait_next = NULL;
     c->api++;
     x_dispatch(x, true);
     c->api--;

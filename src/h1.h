@@ -26,7 +26,9 @@
  * - HTTP/2: when the TLS peer chooses "h2" by ALPN, the connection carries
  *   many exchanges at once, as streams of one session (h2.h): a new
  *   exchange takes a stream on a connection of its pool with room before
- *   an idle HTTP/1.1 connection or a new one.  Plain http: stays HTTP/1.1.
+ *   an idle HTTP/1.1 connection or a new one, and waits for a connection
+ *   being set up when the pool has spoken h2 before.  Plain http: stays
+ *   HTTP/1.1.
  * - A pool that served a request with keep_warm in the last 30 minutes
  *   keeps one verified idle connection ready (re-opened when the upstream
  *   closes it, renewed before the idle timeout), so the first request after

@@ -509,6 +509,11 @@ bool h2_sess_can_open(const struct h2_sess *s)
     return s->n_streams < max;
 }
 
+bool h2_sess_ready(const struct h2_sess *s)
+{
+    return s->settings_seen || s->dead || s->goaway;
+}
+
 bool h2_sess_over(const struct h2_sess *s)
 {
     return s->dead || (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng));

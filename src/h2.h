@@ -91,6 +91,9 @@ void h2_sess_fail(struct h2_sess *s, enum upstream_rc rc, const char *msg);
 const char *h2_sess_error(const struct h2_sess *s);
 /* One more stream fits: no GOAWAY, no error, under the stream bound. */
 bool h2_sess_can_open(const struct h2_sess *s);
+/* The server's SETTINGS arrived (its stream bound is known), or the
+ * session will take no streams anyway. */
+bool h2_sess_ready(const struct h2_sess *s);
 /* Neither side wants anything more (GOAWAY exchanged, or an error). */
 bool h2_sess_over(const struct h2_sess *s);
 size_t h2_sess_streams(const struct h2_sess *s);

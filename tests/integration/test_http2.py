@@ -114,6 +114,32 @@ class H2Behaviour(ZephyrTestCase):
         self.assertGreaterEqual(metric(p, "zephyr_upstream_h2_connections"), 1)
 
 
+    def test_burst_waits_for_the_connection_being_set_up(self):
+        # The pool knows the endpoint speaks h2; its connections are gone.
+        f, o = self.origin()
+        f.config(latency_ms=200)
+        p = self.proxy(o)
+        self.assertEqual(self.post_messages(p.port).status, 200)
+        o.drop_all()
+        wait_for(lambda: metric(p, "zephyr_upstream_h2_connections") == 0, scaled(10),
+                 desc="the proxy's h2 connections closed")
+        before = handshakes(p)
+        results = []
+        lock = threading.Lock()
+
+        def one():
+            r = self.post_messages(p.port, timeout=scaled(30))
+            with lock:
+                results.append(r.status)
+        ts = [threading.Thread(target=one) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(scaled(40))
+        self.assertEqual(results, [200] * 8)
+        # One handshake for the burst: the others waited for its connection.
+        self.assertEqual(handshakes(p) - before, 1, o.counts())
+
     # -- scripted (hostile) origins --
 
     def scripted(self, script, **kw):
