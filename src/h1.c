@@ -1527,7 +1527,10 @@ static void tls_on_read(struct h1_conn *conn, ssize_t n, const uv_buf_t *b)
  * tls_pump() hands decrypted ones to h2c_pump(), and h2c_send() writes what
  * the session queues through SSL_write, flushed by tls_flush().  Results
  * reach the exchange through h2x_close(), which sends an unprocessed
- * request again once on another connection, as for a stale HTTP/1.1 one. */
+ * request again once on another connection, as for a stale HTTP/1.1 one.
+ * An exchange may also wait, X_CONNECTING without a connection, on its
+ * pool's list for the connection being set up (pool->h2_pending) until
+ * pool_wake(). */
 
 static bool h2c_send(void *ud, const uint8_t *data, size_t len)
 {
