@@ -28,11 +28,11 @@ DESTDIR ?=
 
 CC  ?= cc
 CXX ?= c++
-PKGS := libuv libcurl libcjson ncursesw zlib openssl
+PKGS := libuv libcurl libcjson ncursesw zlib openssl libnghttp2
 # libcurl is not linked: src/curlso.c loads it on first use, so only its
 # headers come from pkg-config.  hiredis (cluster.c) is linked; its headers are
 # included as <hiredis/...>, so its -D_XOPEN_SOURCE cflag stays out.
-LINK_PKGS := libuv libcjson ncursesw zlib openssl hiredis
+LINK_PKGS := libuv libcjson ncursesw zlib openssl libnghttp2 hiredis
 # OPENSSL_STATIC=1 links libssl.a and libcrypto.a in, with section GC:
 # idle RSS with an https endpoint 8.6 -> 7.6 MB, http:// only 5.1 -> 4.7 MB
 # (no loader pages for libcrypto's 5,500 exported symbols, less of its code

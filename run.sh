@@ -16,8 +16,10 @@ cd "$(dirname "$0")"
 # ([cluster]; the tests start their own on a free port), chromium for the web page, and
 # node + npm for the real clients (Claude Code, the SDK) and Playwright.
 PKGS="gcc g++ make pkg-config ca-certificates curl libuv1-dev libcurl4-openssl-dev \
-libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev zlib1g-dev libssl-dev libhiredis-dev"
-TEST_PKGS="python3 tmux clang libclang-rt-14-dev clang-tidy clang-format cppcheck prometheus chromium chromium-driver redis-server"
+libcjson-dev libtomlplusplus-dev libncurses-dev libcmocka-dev zlib1g-dev libssl-dev libhiredis-dev \
+libnghttp2-dev"
+TEST_PKGS="python3 tmux clang libclang-rt-14-dev clang-tidy clang-format cppcheck prometheus chromium chromium-driver redis-server \
+haproxy python3-h2"
 
 want=$PKGS
 if [ "${1:-}" = "test" ]; then

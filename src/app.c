@@ -280,6 +280,7 @@ static int app_reload_apply(struct app *a, struct app_reload *r, char **errors)
     a->cfg = cfg;
     conn_server_set_config(a->srv, cfg);
     upstream_set_builtin(a->up, !cfg->http_client_libcurl);
+    upstream_set_http2(a->up, cfg->http2);
     proxy_set_config(a->px, st, cfg);
     health_set_config(a->health, st, cfg);
     if (a->cluster)
@@ -660,6 +661,7 @@ static void app_dispatch(void *ud, struct conn *c, struct http_req *req)
         struct metrics_upstream up;
         upstream_counts(a->up, &up.open, &up.idle);
         upstream_tls_counts(a->up, &up.tls_full, &up.tls_resumed);
+        upstream_h2_counts(a->up, &up.h2_conns, &up.h2_streams);
         up.log_lines_dropped = log_lines_dropped();
         struct state_snapshot snap;
         state_snapshot_take(a->st, now_mono_ms(), &snap);
@@ -879,6 +881,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a->metrics = metrics_new();
     state_set_switch_cb(a->st, app_on_switch, a->metrics);
     a->up = upstream_new(&a->loop, !cfg->http_client_libcurl);
+    upstream_set_http2(a->up, cfg->http2);
     a->srv = conn_server_new(&a->loop, cfg, app_dispatch, a);
     a->px = proxy_new(&a->loop, a->up, a->st, cfg);
     proxy_set_metrics(a->px, a->metrics);

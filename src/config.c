@@ -106,6 +106,7 @@ static const char *const config_server_keys[] = {
     "stream_holdback_ms",
     "overloaded_retry_in_place_ms",
     "http_client",
+    "http2",
     "allowed_hosts",
     "allowed_origins",
     "usage_cap_rest_s",
@@ -843,6 +844,7 @@ static void config_server(struct config_ctx *c, const struct tomlc_node *root)
     int client = 0;
     if (config_enum(c, t, p, "http_client", config_http_client_names, &client) == CONFIG_OK)
         cfg->http_client_libcurl = client == 1;
+    config_bool(c, t, p, "http2", &cfg->http2, NULL);
     config_bool(c, t, p, "sticky_sessions", &cfg->sticky_sessions, NULL);
     config_int_field(c, t, p, "session_ttl_s", 1, 30 * 86400, "", &cfg->session_ttl_s, NULL);
     config_int_field(c, t, p, "session_switch_threshold_ms", 0, 3600000, " (0: never for speed)",
@@ -1584,6 +1586,7 @@ static struct config *config_defaults(const char *path)
     cfg->max_attempts = 3;
     cfg->retry_budget_ms = 60000;
     cfg->stream_holdback_ms = 1000;
+    cfg->http2 = true;
     cfg->overloaded_retry_in_place_ms = 0;
     cfg->usage_cap_rest_s = 3600;
     cfg->interval_s = 120;

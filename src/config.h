@@ -120,7 +120,8 @@ struct config {
     int retry_budget_ms;      /* time for all attempts of a request, default 60000 */
     bool http_client_libcurl; /* "http_client": "builtin" (default) sends http:// endpoints
                                      * through h1.c, "libcurl" sends everything through libcurl */
-    int stream_holdback_ms;   /* hold message_start/ping at most this long, default 1000; 0 off */
+    bool http2;             /* the built-in client offers HTTP/2 to https endpoints, default true */
+    int stream_holdback_ms; /* hold message_start/ping at most this long, default 1000; 0 off */
     int overloaded_retry_in_place_ms; /* on 529, retry the same endpoint once after this; 0 off */
     int usage_cap_rest_s; /* an exhausted balance/quota without a reset time, default 3600 */
     bool sticky_sessions; /* default true */

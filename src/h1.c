@@ -84,7 +84,9 @@
 
 #include <openssl/err.h>
 
+#include "h2.h"
 #include "llhttp.h"
+#include "log.h"
 #include "tls.h"
 #include "util.h"
 
@@ -104,6 +106,8 @@
 #define H1_WARM_MS (30 * 60 * 1000) /* a pool stays warm this long after a user's request */
 #define H1_WARM_AHEAD_MS 12000      /* renew the warm connection this long before it expires */
 #define H1_WARM_RETRY_MS 30000      /* after a failed warm-up */
+#define H2_PING_MS 30000            /* a warm idle HTTP/2 connection is pinged this often */
+#define H2_PING_TIMEOUT_MS 10000    /* and closed when the ACK takes longer */
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
@@ -132,15 +136,21 @@ struct h1_pool {
     size_t n_addrs;
     uint64_t addrs_expire; /* loop time; unused for numeric hosts */
     bool numeric;
-    bool tls;               /* https: */
-    SSL_CTX *ctx;           /* borrows from h1.ctxs; NULL until one could be made */
-    SSL_SESSION *sess;      /* owns: the session the next connection offers */
-    char *ca_file;          /* owns; NULL: the system store */
-    struct h1 *c;           /* borrows */
-    struct h1_xchg *warm_x; /* borrows: the warm-up connecting now, or NULL */
-    uint64_t warm_until;    /* loop time: keep a connection ready until then */
-    uint64_t warm_retry_at; /* loop time: no warm-up before then */
-    bool standby;           /* h1_warm(): warm while the client is in use */
+    bool tls;                   /* https: */
+    SSL_CTX *ctx;               /* borrows from h1.ctxs; NULL until one could be made */
+    SSL_SESSION *sess;          /* owns: the session the next connection offers */
+    char *ca_file;              /* owns; NULL: the system store */
+    struct h1 *c;               /* borrows */
+    struct h1_xchg *warm_x;     /* borrows: the warm-up connecting now, or NULL */
+    uint64_t warm_until;        /* loop time: keep a connection ready until then */
+    uint64_t warm_retry_at;     /* loop time: no warm-up before then */
+    bool standby;               /* h1_warm(): warm while the client is in use */
+    struct h1_conn *h2_head;    /* borrows: its HTTP/2 connections (see h2c_*) */
+    bool h2_seen;               /* a connection chose h2: logged once */
+    struct h1_conn *h2_pending; /* borrows: the connection being set up that new
+                                 * exchanges wait for (see pool_wake) */
+    struct h1_xchg *wait_head;  /* borrows: the exchanges waiting for it */
+    size_t n_wait;
     unsigned port;
     uint32_t hash;
     size_t host_len;
@@ -172,6 +182,9 @@ struct h1_conn {
     struct h1_xchg *x;           /* borrows; NULL when idle or closing */
     struct h1_conn *prev, *next; /* borrow: the pool's idle list */
     struct h1_tls *tls;          /* owns; NULL for http: */
+    struct h2_sess *h2;          /* owns: the peer chose h2 (ALPN); NULL for HTTP/1.1 */
+    struct h1_conn *h2_next;     /* borrows: the pool's HTTP/2 list */
+    uint64_t ping_at;            /* loop time of the last PING; 0: none */
     char *pend;                  /* owns: bytes kept while the exchange is paused */
     uint32_t pend_len;           /* bytes in pend */
     uint32_t pend_body;          /* the first pend_body bytes go to body() again */
@@ -229,6 +242,10 @@ struct h1_xchg {
     bool paused;
     bool busy; /* inside llhttp or a callback: abort defers recycling */
     bool aborted;
+    struct h2_stream *h2s;     /* owned by the session: the stream on h2c */
+    struct h1_conn *h2c;       /* borrows: the HTTP/2 connection (x->conn stays NULL) */
+    struct h1_xchg *wait_next; /* borrows: the pool's waiting list */
+    bool waiting;              /* on it */
     char msgbuf[192];
 };
 
@@ -242,6 +259,9 @@ struct h1 {
     size_t n_open, n_idle;
     size_t n_handles; /* handles and requests whose callbacks are pending */
     bool free_requested;
+    bool h2_off;                    /* ALPN offers http/1.1 only */
+    unsigned api;                   /* inside h1_start/resume/abort: done must be deferred */
+    size_t n_h2;                    /* HTTP/2 connections open */
     struct tls_ctxs *ctxs;          /* owns: one SSL_CTX per CA source */
     uint64_t tls_full, tls_resumed; /* handshakes completed */
     uint64_t used_until;            /* loop time: a user's request in the last H1_WARM_MS */
@@ -261,6 +281,18 @@ static void tls_on_read(struct h1_conn *conn, ssize_t n, const uv_buf_t *b);
 static void tls_start(struct h1_xchg *x, struct h1_conn *conn);
 static void tls_send(struct h1_xchg *x, bool defer);
 static void tls_pump(struct h1_conn *conn, bool defer);
+static int tls_flush(struct h1_conn *conn);
+static void h2c_close(struct h1_conn *conn, enum upstream_rc rc, const char *msg);
+static void h2c_flush(struct h1_conn *conn);
+static void h2c_refresh(struct h1_conn *conn);
+static void h2c_pump(struct h1_conn *conn);
+static struct h1_conn *h2c_pick(struct h1_pool *p);
+static bool h2c_begin(struct h1_xchg *x, struct h1_conn *conn);
+static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer);
+static void x_attach(struct h1_xchg *x, struct h1_conn *conn);
+static void x_send(struct h1_xchg *x, bool defer);
+static void pool_wait_unlink(struct h1_xchg *x);
+static void pool_wake(struct h1_pool *p);
 
 /* ---- the client ---------------------------------------------------------- */
 
@@ -553,16 +585,34 @@ static void on_sweep(uv_timer_t *t)
         for (struct h1_pool *p = c->pools[i]; p; p = p->next) {
             while (p->idle_tail && now - p->idle_tail->idle_since >= H1_IDLE_TIMEOUT_MS)
                 conn_close(p->idle_tail);
-            if (!pool_warm(c, p, now))
+            bool pw = pool_warm(c, p, now);
+            for (struct h1_conn *hc = p->h2_head, *next; hc; hc = next) {
+                next = hc->h2_next;
+                if (h2_sess_streams(hc->h2) > 0)
+                    continue;
+                if (h2_sess_ping_pending(hc->h2) && now - hc->ping_at >= H2_PING_TIMEOUT_MS)
+                    h2c_close(hc, UPSTREAM_ERR_RECV, "HTTP/2 PING unanswered");
+                else if (!pw && now - hc->idle_since >= H1_IDLE_TIMEOUT_MS)
+                    h2c_close(hc, UPSTREAM_ERR_RECV, "idle HTTP/2 connection closed");
+                else if (pw &&
+                         now - (hc->ping_at > hc->idle_since ? hc->ping_at : hc->idle_since) >=
+                             H2_PING_MS) {
+                    /* Warm: the connection stays, proven alive by PING. */
+                    h2_sess_ping(hc->h2);
+                    hc->ping_at = now;
+                    h2c_flush(hc);
+                }
+            }
+            if (!pw)
                 continue;
             warm = true;
-            if (!p->warm_x && now >= p->warm_retry_at &&
+            if (!p->warm_x && now >= p->warm_retry_at && !h2c_pick(p) &&
                 (!p->idle_head ||
                  now - p->idle_head->idle_since >= H1_IDLE_TIMEOUT_MS - H1_WARM_AHEAD_MS))
                 warm_start(c, p);
         }
     }
-    if (c->n_idle == 0 && !warm)
+    if (c->n_idle == 0 && c->n_h2 == 0 && !warm)
         uv_timer_stop(t);
 }
 
@@ -620,6 +670,7 @@ static void on_conn_closed(uv_handle_t *h)
 {
     struct h1_conn *conn = h->data;
     struct h1 *c = conn->c;
+    h2_sess_free(conn->h2);
     if (conn->tls) {
         struct h1_tls *t = conn->tls;
         tls_ssl_free(t->ssl, t->hs_done && !t->failed);
@@ -658,7 +709,20 @@ static void conn_close(struct h1_conn *conn)
     conn->state = CONN_CLOSING;
     conn->x = NULL;
     conn->c->n_open--;
+    if (conn->h2) {
+        struct h1_conn **pp = &conn->pool->h2_head;
+        while (*pp && *pp != conn)
+            pp = &(*pp)->h2_next;
+        if (*pp)
+            *pp = conn->h2_next;
+        conn->c->n_h2--;
+        /* Its streams end (and may be sent again elsewhere); the session
+         * itself is freed with the connection, outside its callbacks. */
+        h2_sess_fail(conn->h2, UPSTREAM_ERR_RECV, "the HTTP/2 connection closed");
+    }
     uv_close((uv_handle_t *)&conn->tcp, on_conn_closed);
+    if (conn == conn->pool->h2_pending)
+        pool_wake(conn->pool);
 }
 
 /* ---- exchanges: allocation ------------------------------------------------ */
@@ -731,6 +795,18 @@ static void on_x_deferred(uv_timer_t *t)
  * cannot be reused (closing also cancels a write that borrows the body). */
 static void x_close_conn(struct h1_xchg *x)
 {
+    if (x->waiting)
+        pool_wait_unlink(x);
+    if (x->h2s) {
+        /* One stream of a shared connection: only it ends. */
+        struct h1_conn *hc = x->h2c;
+        h2_stream_cancel(x->h2s);
+        x->h2s = NULL;
+        x->h2c = NULL;
+        h2c_flush(hc);
+        h2c_refresh(hc);
+        return;
+    }
     struct h1_conn *conn = x->conn;
     if (!conn)
         return;
@@ -1327,7 +1403,7 @@ static void tls_start(struct h1_xchg *x, struct h1_conn *conn)
     snprintf(name, sizeof name, "%.*s", (int)n, h);
     struct h1_tls *t = xcalloc(1, sizeof *t);
     conn->tls = t;
-    t->ssl = tls_ssl_new(pool->ctx, name, &t->io, &pool->sess);
+    t->ssl = tls_ssl_new(pool->ctx, name, &t->io, &pool->sess, !x->c->h2_off);
     if (!t->ssl) {
         snprintf(x->msgbuf, sizeof x->msgbuf, "TLS: cannot set up a connection to %s:%u",
                  pool->host, pool->port);
@@ -1344,6 +1420,10 @@ static void tls_pump(struct h1_conn *conn, bool defer)
 {
     struct h1 *c = conn->c;
     struct h1_tls *t = conn->tls;
+    if (conn->h2) {
+        h2c_pump(conn);
+        return;
+    }
     char *buf = c->pbuf, *own = NULL;
     if (c->pbuf_busy)
         buf = own = xmalloc(H1_TLS_PLAIN); /* a callback resumed another exchange */
@@ -1421,6 +1501,12 @@ static void tls_on_read(struct h1_conn *conn, ssize_t n, const uv_buf_t *b)
 {
     struct h1_tls *t = conn->tls;
     struct h1_xchg *x = conn->x;
+    if (n < 0 && conn->h2) {
+        h2c_close(conn, UPSTREAM_ERR_RECV,
+                  n == UV_EOF ? "upstream closed the connection before the response ended"
+                              : "connection reset by upstream");
+        return;
+    }
     if (n < 0) {
         if (!x) {
             conn_close(conn);
@@ -1439,12 +1525,360 @@ static void tls_on_read(struct h1_conn *conn, ssize_t n, const uv_buf_t *b)
     t->io.in_len = (size_t)n;
     if (!t->hs_done) {
         tls_handshake(conn);
-        if (conn->state == CONN_CLOSING || !t->hs_done || conn->x != x || t->io.in_len == 0) {
+        if (conn->state == CONN_CLOSING || !t->hs_done || (conn->x != x && !conn->h2) ||
+            t->io.in_len == 0) {
             t->io.in_len = 0;
             return;
         }
     }
     tls_pump(conn, false);
+}
+
+/* ---- HTTP/2 connections ---------------------------------------------------
+ *
+ * A TLS connection whose peer chose "h2" by ALPN carries many exchanges
+ * (h2.h does the framing): it stays CONN_ACTIVE with conn->x NULL, in its
+ * pool's h2 list rather than the idle list, ref'd while it has streams.  An
+ * exchange on it has x->h2s and x->h2c; x->conn stays NULL, so nothing that
+ * ends one exchange closes the shared connection (x_close_conn cancels the
+ * stream instead).  Bytes go through the same TLS paths as HTTP/1.1:
+ * tls_pump() hands decrypted ones to h2c_pump(), and h2c_send() writes what
+ * the session queues through SSL_write, flushed by tls_flush().  Results
+ * reach the exchange through h2x_close(), which sends an unprocessed
+ * request again once on another connection, as for a stale HTTP/1.1 one.
+ * An exchange may also wait, X_CONNECTING without a connection, on its
+ * pool's list for the connection being set up (pool->h2_pending) until
+ * pool_wake(). */
+
+static bool h2c_send(void *ud, const uint8_t *data, size_t len)
+{
+    struct h1_conn *conn = ud;
+    if (conn->state == CONN_CLOSING)
+        return false;
+    while (len > 0) {
+        int n = len > (1u << 30) ? 1 << 30 : (int)len;
+        if (SSL_write(conn->tls->ssl, data, n) <= 0) {
+            ERR_clear_error();
+            conn->tls->failed = true;
+            return false;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+static bool h2x_head(void *ud, int status, const struct upstream_hdr *hdrs, size_t n)
+{
+    struct h1_xchg *x = ud;
+    x->got_byte = true;
+    x->final_seen = true;
+    x->busy = true;
+    bool ok = x->cbs.head(x->ud, status, hdrs, n);
+    x->busy = false;
+    if (x->aborted) {
+        x_recycle(x);
+        return true; /* the stream was cancelled by h1_abort() */
+    }
+    return ok;
+}
+
+static size_t h2x_body(void *ud, const char *data, size_t len)
+{
+    struct h1_xchg *x = ud;
+    x->busy = true;
+    size_t r = x->cbs.body(x->ud, data, len);
+    x->busy = false;
+    if (x->aborted) {
+        x_recycle(x);
+        return len;
+    }
+    x->paused = r == UPSTREAM_PAUSE;
+    return r;
+}
+
+static void h2x_sent(void *ud)
+{
+    struct h1_xchg *x = ud;
+    x->write_done = true;
+    x->sent_ms = now_mono_ms();
+}
+
+static void x_dispatch(struct h1_xchg *x, bool defer);
+
+static void h2x_close(void *ud, enum upstream_rc rc, const char *msg, enum h2_retry retry)
+{
+    struct h1_xchg *x = ud;
+    struct h1_conn *conn = x->h2c;
+    bool defer = x->c->api > 0;
+    x->h2s = NULL;
+    x->h2c = NULL;
+    x->paused = false;
+    if (rc != UPSTREAM_OK && !x->retried &&
+        (retry == H2_RETRY_SAFE || (retry == H2_RETRY_LOST && x->reused))) {
+        x->retried = true;
+        x->reused = x->write_done = x->got_byte = x->final_seen = false;
+        x->sent_ms = 0;
+        x_dispatch(x, defer);
+    } else {
+        snprintf(x->msgbuf, sizeof x->msgbuf, "%s", msg);
+        x_finish(x, rc, x->msgbuf, defer);
+    }
+    if (conn)
+        h2c_refresh(conn);
+}
+
+static const struct h2_ops h2c_ops = {
+    .send = h2c_send,
+    .head = h2x_head,
+    .body = h2x_body,
+    .sent = h2x_sent,
+    .close = h2x_close,
+};
+
+/* The connection is over: every stream on it ends (see conn_close). */
+static void h2c_close(struct h1_conn *conn, enum upstream_rc rc, const char *msg)
+{
+    if (conn->state == CONN_CLOSING)
+        return;
+    if (conn->h2)
+        h2_sess_fail(conn->h2, rc, msg);
+    conn_close(conn);
+}
+
+/* Sends what the session queued. */
+static void h2c_flush(struct h1_conn *conn)
+{
+    if (conn->state == CONN_CLOSING)
+        return;
+    if (h2_sess_flush(conn->h2) < 0) {
+        h2c_close(conn, UPSTREAM_ERR_SEND, h2_sess_error(conn->h2));
+        return;
+    }
+    int rc = tls_flush(conn);
+    if (rc < 0)
+        h2c_close(conn, UPSTREAM_ERR_SEND, "could not send on the HTTP/2 connection");
+}
+
+/* After its streams changed: an idle connection does not keep the loop
+ * running, and one that takes no more streams closes when the last ends. */
+static void h2c_refresh(struct h1_conn *conn)
+{
+    if (conn->state == CONN_CLOSING)
+        return;
+    if (conn == conn->pool->h2_pending && h2_sess_ready(conn->h2)) {
+        pool_wake(conn->pool);
+        if (conn->state == CONN_CLOSING)
+            return;
+    }
+    if (h2_sess_streams(conn->h2) > 0) {
+        uv_ref((uv_handle_t *)&conn->tcp);
+        return;
+    }
+    if (h2_sess_over(conn->h2) || !h2_sess_can_open(conn->h2)) {
+        h2c_close(conn, UPSTREAM_ERR_RECV, "HTTP/2 connection ended");
+        return;
+    }
+    conn->idle_since = uv_now(conn->c->loop);
+    uv_unref((uv_handle_t *)&conn->tcp);
+}
+
+/* Decrypts what arrived and feeds the session; see tls_pump. */
+static void h2c_pump(struct h1_conn *conn)
+{
+    struct h1 *c = conn->c;
+    struct h1_tls *t = conn->tls;
+    char *buf = c->pbuf, *own = NULL;
+    if (c->pbuf_busy)
+        buf = own = xmalloc(H1_TLS_PLAIN);
+    else
+        c->pbuf_busy = true;
+    while (conn->state != CONN_CLOSING && (t->io.in_len > 0 || SSL_has_pending(t->ssl))) {
+        int r = SSL_read(t->ssl, buf, H1_TLS_PLAIN);
+        if (r > 0) {
+            if (h2_sess_recv(conn->h2, buf, (size_t)r) < 0)
+                h2c_close(conn, UPSTREAM_ERR_PROTOCOL, h2_sess_error(conn->h2));
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+            ERR_clear_error();
+            h2c_close(conn, UPSTREAM_ERR_RECV,
+                      "upstream closed the connection before the response ended");
+            break;
+        }
+        char peer[300], msg[192];
+        tls_peer(conn->pool, peer, sizeof peer);
+        t->failed = true;
+        tls_error_msg(t->ssl, e, peer, msg, sizeof msg);
+        h2c_close(conn, UPSTREAM_ERR_RECV, msg);
+        break;
+    }
+    if (own)
+        free(own);
+    else
+        c->pbuf_busy = false;
+    t->io.in_len = 0;
+    h2c_flush(conn);
+    h2c_refresh(conn);
+}
+
+/* A connection of the pool with room for one more stream. */
+static struct h1_conn *h2c_pick(struct h1_pool *p)
+{
+    for (struct h1_conn *hc = p->h2_head; hc; hc = hc->h2_next)
+        if (hc->state != CONN_CLOSING && h2_sess_can_open(hc->h2))
+            return hc;
+    return NULL;
+}
+
+/* After the handshake: the peer chose h2, so the connection becomes a
+ * session and the exchange its first stream.  false: HTTP/1.1 as before. */
+static bool h2c_begin(struct h1_xchg *x, struct h1_conn *conn)
+{
+    const unsigned char *proto = NULL;
+    unsigned plen = 0;
+    SSL_get0_alpn_selected(conn->tls->ssl, &proto, &plen);
+    if (plen != 2 || memcmp(proto, "h2", 2) != 0)
+        return false;
+    struct h1 *c = conn->c;
+    struct h1_pool *p = conn->pool;
+    conn->h2 = h2_sess_new(&h2c_ops, conn);
+    if (!conn->h2) {
+        snprintf(x->msgbuf, sizeof x->msgbuf, "HTTP/2: cannot set up a session with %s:%u", p->host,
+                 p->port);
+        x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
+        return true;
+    }
+    if (!p->h2_seen) {
+        p->h2_seen = true;
+        log_msg(LOG_DEBUG, "upstream %s:%u speaks HTTP/2", p->host, p->port);
+    }
+    conn->state = CONN_ACTIVE;
+    conn->x = NULL;
+    x->conn = NULL;
+    conn->h2_next = p->h2_head;
+    p->h2_head = conn;
+    c->n_h2++;
+    conn->idle_since = uv_now(c->loop);
+    if (!uv_is_active((uv_handle_t *)&c->sweep))
+        uv_timer_start(&c->sweep, on_sweep, H1_SWEEP_MS, H1_SWEEP_MS);
+    if (x->warm_only) {
+        h2c_flush(conn);
+        h2c_refresh(conn);
+        x_finish(x, conn->state == CONN_CLOSING ? UPSTREAM_ERR_SEND : UPSTREAM_OK,
+                 conn->state == CONN_CLOSING ? "warm-up: could not start HTTP/2" : "", false);
+        return true;
+    }
+    x_h2_attach(x, conn, false);
+    return true;
+}
+
+/* The exchange becomes a stream on conn. */
+static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer)
+{
+    x->state = X_ACTIVE;
+    x->conn = NULL;
+    x->h2c = conn;
+    if (x->timeout_ms > 0) {
+        uint64_t used = uv_now(x->c->loop) - x->start_ms;
+        uint64_t t = (uint64_t)x->timeout_ms;
+        uv_timer_start(&x->timer, on_x_timeout, used < t ? t - used : 0, 0);
+    } else {
+        uv_timer_stop(&x->timer);
+    }
+    struct h2_req r = {
+        .head = x->head, .head_len = x->head_len, .body = x->body, .body_len = x->body_len};
+    x->h2s = h2_stream_open(conn->h2, &r, x, x->msgbuf, sizeof x->msgbuf);
+    if (!x->h2s) {
+        x->h2c = NULL;
+        x_finish(x, UPSTREAM_ERR_SEND, x->msgbuf, defer);
+        return;
+    }
+    uv_ref((uv_handle_t *)&conn->tcp);
+    h2c_flush(conn);
+}
+
+/* Where an exchange goes: a stream on an HTTP/2 connection with room, an
+ * idle HTTP/1.1 connection, or a new connection. */
+static void x_dispatch(struct h1_xchg *x, bool defer)
+{
+    struct h1_pool *pool = x->pool;
+    struct h1_conn *hc = h2c_pick(pool);
+    if (hc) {
+        x->reused = true;
+        x_h2_attach(x, hc, defer);
+        return;
+    }
+    struct h1_conn *conn = pool->idle_head;
+    if (conn) {
+        pool_unlink(conn);
+        uv_ref((uv_handle_t *)&conn->tcp);
+        x_attach(x, conn);
+        x->reused = true;
+        if (x->timeout_ms > 0) {
+            uint64_t used = uv_now(x->c->loop) - x->start_ms;
+            uint64_t t = (uint64_t)x->timeout_ms;
+            uv_timer_start(&x->timer, on_x_timeout, used < t ? t - used : 0, 0);
+        }
+        x_send(x, defer);
+        return;
+    }
+    if (pool->h2_pending && pool->n_wait < H2_MAX_STREAMS) {
+        /* An HTTP/2 connection is being set up: a stream on it, rather
+         * than a handshake of its own. */
+        x->state = X_CONNECTING;
+        x->waiting = true;
+        x->wait_next = pool->wait_head;
+        pool->wait_head = x;
+        pool->n_wait++;
+        uint64_t t =
+            x->connect_timeout_ms > 0 ? (uint64_t)x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
+        if (x->timeout_ms > 0) {
+            uint64_t used = uv_now(x->c->loop) - x->start_ms, total = (uint64_t)x->timeout_ms;
+            uint64_t left = used < total ? total - used : 0;
+            if (left < t)
+                t = left;
+        }
+        uv_timer_start(&x->timer, on_x_timeout, t, 0);
+        return;
+    }
+    x_connect_start(x, defer);
+}
+
+static void pool_wait_unlink(struct h1_xchg *x)
+{
+    struct h1_pool *p = x->pool;
+    for (struct h1_xchg **pp = &p->wait_head; *pp; pp = &(*pp)->wait_next) {
+        if (*pp == x) {
+            *pp = x->wait_next;
+            p->n_wait--;
+            break;
+        }
+    }
+    x->wait_next = NULL;
+    x->waiting = false;
+}
+
+/* The connection the pool's exchanges waited for is settled (its server's
+ * SETTINGS arrived, it chose HTTP/1.1, or it failed): each waiter takes a
+ * stream where one fits, or connects on its own. */
+static void pool_wake(struct h1_pool *p)
+{
+    p->h2_pending = NULL;
+    while (p->wait_head) {
+        struct h1_xchg *x = p->wait_head;
+        pool_wait_unlink(x);
+        struct h1_conn *hc = h2c_pick(p);
+        if (hc) {
+            x->reused = true;
+            x_h2_attach(x, hc, true);
+        } else {
+            x_connect_start(x, true);
+        }
+    }
 }
 
 /* ---- connecting ----------------------------------------------------------- */
@@ -1465,6 +1899,10 @@ static void x_attach(struct h1_xchg *x, struct h1_conn *conn)
  * https:): the connect timeout gives way to the whole-exchange one. */
 static void x_connected(struct h1_xchg *x, struct h1_conn *conn)
 {
+    if (conn->tls && h2c_begin(x, conn))
+        return;
+    if (conn == conn->pool->h2_pending)
+        pool_wake(conn->pool); /* HTTP/1.1 after all: the waiters connect */
     if (x->warm_only) {
         /* The client's Finished still has to go; then the connection waits
          * in the pool for the next request. */
@@ -1542,6 +1980,8 @@ static void x_connect(struct h1_xchg *x, bool defer)
         if (rc == 0) {
             conn->x = x;
             x->conn = conn;
+            if (pool->tls && pool->h2_seen && !c->h2_off && !pool->h2_pending)
+                pool->h2_pending = conn; /* others wait for it: see x_dispatch */
             return;
         }
         char a[80];
@@ -1766,6 +2206,8 @@ void h1_free(struct h1 *c)
             }
             while (p->idle_head)
                 conn_close(p->idle_head);
+            while (p->h2_head)
+                conn_close(p->h2_head);
         }
     }
     while (c->free_x) {
@@ -1822,19 +2264,13 @@ struct upstream_xfer *h1_start(struct h1 *c, const struct upstream_request *req,
     x->sent_ms = 0;
     x->final_seen = x->complete = x->paused = x->busy = x->aborted = false;
     x_build_head(x, req, &u, mlen);
-
-    struct h1_conn *conn = pool->idle_head;
-    if (conn) {
-        pool_unlink(conn);
-        uv_ref((uv_handle_t *)&conn->tcp);
-        x_attach(x, conn);
-        x->reused = true;
-        if (x->timeout_ms > 0)
-            uv_timer_start(&x->timer, on_x_timeout, (uint64_t)x->timeout_ms, 0);
-        x_send(x, true);
-    } else {
-        x_connect_start(x, true);
-    }
+    x->h2s = NULL;
+    x->h2c = NULL;
+    x->waiting = false;
+    x->wait_next = NULL;
+    c->api++;
+    x_dispatch(x, true);
+    c->api--;
     return &x->base;
 }
 
@@ -1860,6 +2296,15 @@ void h1_resume(struct upstream_xfer *xf)
     struct h1_xchg *x = (struct h1_xchg *)xf;
     if (!x || x->state != X_ACTIVE || !x->paused || x->busy)
         return;
+    if (x->h2s) {
+        struct h1_conn *hc = x->h2c;
+        hc->c->api++;
+        x->paused = false;
+        h2_stream_resume(x->h2s); /* may end the exchange, deferred */
+        h2c_flush(hc);            /* the window update */
+        hc->c->api--;
+        return;
+    }
     struct h1_conn *conn = x->conn;
     size_t blen = conn->pend_body;
     x->paused = false;
@@ -1920,7 +2365,9 @@ void h1_abort(struct upstream_xfer *xf)
         uv_cancel((uv_req_t *)&x->dns->req);
         x->dns = NULL;
     }
+    x->c->api++;
     x_close_conn(x);
+    x->c->api--;
     if (x->busy) {
         x->aborted = true; /* recycled once the callback has returned */
         uv_timer_stop(&x->timer);
@@ -1939,8 +2386,30 @@ void h1_counts(const struct h1 *c, size_t *open, size_t *idle)
 {
     if (open)
         *open = c->n_open;
-    if (idle)
-        *idle = c->n_idle;
+    if (idle) {
+        size_t n = c->n_idle; /* and the HTTP/2 connections without a stream */
+        for (size_t i = 0; i < H1_POOL_BUCKETS; i++)
+            for (const struct h1_pool *p = c->pools[i]; p; p = p->next)
+                for (const struct h1_conn *hc = p->h2_head; hc; hc = hc->h2_next)
+                    n += h2_sess_streams(hc->h2) == 0;
+        *idle = n;
+    }
+}
+
+void h1_h2_counts(const struct h1 *c, size_t *conns, size_t *streams)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < H1_POOL_BUCKETS; i++)
+        for (const struct h1_pool *p = c->pools[i]; p; p = p->next)
+            for (const struct h1_conn *hc = p->h2_head; hc; hc = hc->h2_next)
+                n += h2_sess_streams(hc->h2);
+    *conns = c->n_h2;
+    *streams = n;
+}
+
+void h1_set_http2(struct h1 *c, bool on)
+{
+    c->h2_off = !on;
 }
 
 uint64_t h1_sent_ms(const struct upstream_xfer *ux)

@@ -23,6 +23,12 @@
  *   or address checked; sessions are resumed per pool.  A failed handshake
  *   ends the exchange with UPSTREAM_ERR_CONNECT and a message starting "TLS".
  *   Pools are per scheme, host:port and CA source.
+ * - HTTP/2: when the TLS peer chooses "h2" by ALPN, the connection carries
+ *   many exchanges at once, as streams of one session (h2.h): a new
+ *   exchange takes a stream on a connection of its pool with room before
+ *   an idle HTTP/1.1 connection or a new one, and waits for a connection
+ *   being set up when the pool has spoken h2 before.  Plain http: stays
+ *   HTTP/1.1.
  * - A pool that served a request with keep_warm in the last 30 minutes
  *   keeps one verified idle connection ready (re-opened when the upstream
  *   closes it, renewed before the idle timeout), so the first request after
@@ -61,7 +67,12 @@ uint64_t h1_sent_ms(const struct upstream_xfer *x);
 /* TLS handshakes completed: full ones and resumed ones (/metrics). */
 void h1_tls_counts(const struct h1 *c, uint64_t *full, uint64_t *resumed);
 
-/* Connections open now, idle ones among them (for tests and /status). */
+/* Connections open now, idle ones among them (for tests and /status); an
+ * HTTP/2 connection without a stream counts as idle. */
 void h1_counts(const struct h1 *c, size_t *open, size_t *idle);
+/* HTTP/2 connections open and the streams on them (/metrics). */
+void h1_h2_counts(const struct h1 *c, size_t *conns, size_t *streams);
+/* Whether https ALPN offers h2 (default true); for new connections. */
+void h1_set_http2(struct h1 *c, bool on);
 
 #endif

@@ -770,6 +770,13 @@ void metrics_render(const struct metrics *m, const struct state_snapshot *st,
         sample_u64(&o, "zephyr_upstream_tls_handshakes_total", &r, 1, up->tls_full);
         const struct lbl rt = {"resumed", "true"};
         sample_u64(&o, "zephyr_upstream_tls_handshakes_total", &rt, 1, up->tls_resumed);
+        family(&o, "zephyr_upstream_h2_connections", "gauge",
+               "HTTP/2 connections of the built-in client (counted in "
+               "zephyr_upstream_connections too).");
+        sample_u64(&o, "zephyr_upstream_h2_connections", NULL, 0, up->h2_conns);
+        family(&o, "zephyr_upstream_h2_streams", "gauge",
+               "Requests in flight as streams of the built-in client's HTTP/2 connections.");
+        sample_u64(&o, "zephyr_upstream_h2_streams", NULL, 0, up->h2_streams);
         family(&o, "zephyr_log_lines_dropped_total", "counter",
                "Log and request-log lines dropped because their output could not keep up.");
         sample_u64(&o, "zephyr_log_lines_dropped_total", NULL, 0, up->log_lines_dropped);

@@ -100,6 +100,7 @@ struct metrics_upstream {
     size_t open;                    /* connections of the built-in HTTP/1.1 client */
     size_t idle;                    /* of which idle in its keep-alive pools */
     uint64_t tls_full, tls_resumed; /* its TLS handshakes: full, resumed */
+    size_t h2_conns, h2_streams;    /* its HTTP/2 connections and the streams on them */
     uint64_t log_lines_dropped;     /* not the upstream's: log lines dropped (log.h) */
 };
 void metrics_render(const struct metrics *m, const struct state_snapshot *st,

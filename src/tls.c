@@ -207,7 +207,8 @@ void tls_ctxs_free(struct tls_ctxs *l)
 
 /* ---- connections ----------------------------------------------------------- */
 
-SSL *tls_ssl_new(SSL_CTX *ctx, const char *host, struct tls_io *io, SSL_SESSION **sess_slot)
+SSL *tls_ssl_new(SSL_CTX *ctx, const char *host, struct tls_io *io, SSL_SESSION **sess_slot,
+                 bool h2)
 {
     SSL *ssl = SSL_new(ctx);
     BIO *b = ssl ? BIO_new(bio_method()) : NULL;
@@ -233,6 +234,10 @@ SSL *tls_ssl_new(SSL_CTX *ctx, const char *host, struct tls_io *io, SSL_SESSION 
         SSL_free(ssl);
         ERR_clear_error();
         return NULL;
+    }
+    if (h2) {
+        static const unsigned char alpn[] = "\x02h2\x08http/1.1";
+        SSL_set_alpn_protos(ssl, alpn, sizeof alpn - 1);
     }
     if (*sess_slot)
         SSL_set_session(ssl, *sess_slot);

@@ -11,7 +11,8 @@
  * - One SSL_CTX per CA source (the system store or one ca_file), created on
  *   first use and kept by the caller's struct tls_ctxs.  Peers are verified
  *   (SSL_VERIFY_PEER) with the host name or IP address checked; SNI is sent
- *   for names, never for IP literals; ALPN offers http/1.1; TLS 1.2 at least.
+ *   for names, never for IP literals; ALPN offers h2 and http/1.1 (or
+ *   http/1.1 alone, per connection); TLS 1.2 at least.
  * - The system store is the hashed certificate directory (looked up lazily,
  *   certificate by certificate) rather than the whole bundle file, which
  *   would parse ~140 certificates into memory up front; SSL_CERT_FILE /
@@ -46,8 +47,10 @@ SSL_CTX *tls_ctx_get(struct tls_ctxs **l, const char *ca_file, char *err, size_t
 
 /* A client SSL for host (no brackets; an IP literal gets no SNI and an IP
  * check), reading and writing through io.  *sess_slot is offered for
- * resumption and receives each new session; it must outlive the SSL. */
-SSL *tls_ssl_new(SSL_CTX *ctx, const char *host, struct tls_io *io, SSL_SESSION **sess_slot);
+ * resumption and receives each new session; it must outlive the SSL.
+ * h2: ALPN offers "h2" before "http/1.1". */
+SSL *tls_ssl_new(SSL_CTX *ctx, const char *host, struct tls_io *io, SSL_SESSION **sess_slot,
+                 bool h2);
 /* Frees ssl; a connection that ended without a TLS error keeps its session
  * resumable. */
 void tls_ssl_free(SSL *ssl, bool clean);

@@ -396,6 +396,16 @@ void upstream_tls_counts(const struct upstream *u, uint64_t *full, uint64_t *res
     h1_tls_counts(u->h1, full, resumed);
 }
 
+void upstream_h2_counts(const struct upstream *u, size_t *conns, size_t *streams)
+{
+    h1_h2_counts(u->h1, conns, streams);
+}
+
+void upstream_set_http2(struct upstream *u, bool on)
+{
+    h1_set_http2(u->h1, on);
+}
+
 void upstream_free(struct upstream *u)
 {
     if (!u)

@@ -3,7 +3,8 @@
  *
  * Two clients sit behind this interface, both driven by the same libuv
  * loop:
- *   - the built-in HTTP/1.1 client (h1.c) for http:// and https:// URLs
+ *   - the built-in client (h1.c) for http:// and https:// URLs, HTTP/1.1,
+ *     or HTTP/2 (h2.c) with https endpoints that choose it by ALPN,
  *     when no proxy variable for the scheme is set: keep-alive pools per
  *     scheme, host and port, TLS through OpenSSL on the loop (tls.h),
  *     llhttp for the responses, no per-request work beyond writing the
@@ -139,6 +140,11 @@ void upstream_warm(struct upstream *u, const char *url, const char *proxy, const
 void upstream_counts(const struct upstream *u, size_t *open, size_t *idle);
 /* TLS handshakes the built-in client completed: full and resumed. */
 void upstream_tls_counts(const struct upstream *u, uint64_t *full, uint64_t *resumed);
+/* HTTP/2 connections of the built-in client and the streams on them. */
+void upstream_h2_counts(const struct upstream *u, size_t *conns, size_t *streams);
+/* Whether the built-in client offers HTTP/2 to https endpoints (default
+ * on); applies to connections made from now on. */
+void upstream_set_http2(struct upstream *u, bool on);
 
 /* Short name of the result, for logs: "connect failed", "timed out", ... */
 const char *upstream_rc_str(enum upstream_rc rc);

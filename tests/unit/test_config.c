@@ -119,6 +119,7 @@ static void test_defaults_minimal(void **state)
     assert_string_equal(cfg->log_level, "info");
     assert_null(cfg->log_file);
     assert_true(cfg->sticky_sessions);
+    assert_true(cfg->http2);
     assert_int_equal(cfg->session_ttl_s, 3600);
     assert_int_equal(cfg->interval_s, 120);
     assert_int_equal(cfg->min_interval_s, 30);
@@ -172,6 +173,7 @@ static void test_every_key_set(void **state)
                        "log_level = \"DEBUG\"\n"
                        "log_file = \"/tmp/z.log\"\n"
                        "sticky_sessions = false\n"
+                       "http2 = false\n"
                        "session_ttl_s = 60\n"
                        "[[groups]]\n"
                        "name = \"main\"\n"
@@ -217,6 +219,7 @@ static void test_every_key_set(void **state)
     assert_string_equal(cfg->log_level, "debug");
     assert_string_equal(cfg->log_file, "/tmp/z.log");
     assert_false(cfg->sticky_sessions);
+    assert_false(cfg->http2);
     assert_int_equal(cfg->session_ttl_s, 60);
     assert_int_equal(cfg->n_groups, 2);
     assert_string_equal(cfg->groups[0].token, REAL_TOKEN);
@@ -304,6 +307,10 @@ static void test_type_errors(void **state)
     assert_has(e, "cfg.toml:11: health_check.model: expected a string, got an array");
     assert_has(e, "cfg.toml:13: ui.language: expected a string, got boolean true");
     assert_int_equal(count_lines(e), 7);
+    free(e);
+
+    e = load_err("[server]\nhttp2 = \"no\"\n" GROUP_OK);
+    assert_has(e, "cfg.toml:2: server.http2: expected true or false, got string \"no\"");
     free(e);
 
     e = load_err("server = 1\n" GROUP_OK);

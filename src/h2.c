@@ -1,0 +1,688 @@
+/*
+ * h2: HTTP/2 sessions over nghttp2; see h2.h for the contract.
+ *
+ * What it owns:
+ *   struct h2_sess    the nghttp2 session (no I/O of its own: mem_recv and
+ *                     mem_send), the list of our streams, GOAWAY and PING
+ *                     state.
+ *   struct h2_stream  one exchange on the session: the response head being
+ *                     collected ([name NUL value NUL] records, freed once
+ *                     delivered) and the DATA kept while it is paused.
+ *
+ * Streams are found by id in the session's list, never through nghttp2's
+ * stream user data: a cancelled stream is freed at once, and whatever
+ * nghttp2 still says about its id finds nothing and is dropped (its bytes
+ * consumed on the connection window).
+ *
+ * Results: the nghttp2 callbacks only record how a stream ended (closed,
+ * rc, msg, retry); reap() hands them to the close callback once nghttp2 has
+ * returned (busy == 0), so a callback may open, resume or cancel streams,
+ * on this session too.  A paused stream that nghttp2 has closed keeps its
+ * result until h2_stream_resume() has delivered the kept bytes.
+ *
+ * Limits: response heads up to 64 KiB and 200 fields (a stream error
+ * beyond), request heads as the caller gives them (the proxy caps them).
+ */
+#include "h2.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "util.h"
+
+#define H2_MAX_HEAD_BYTES (64 * 1024)
+#define H2_MAX_HEADERS 200
+#define H2_MAX_REQ_HEADERS 256
+
+struct h2_stream {
+    struct h2_sess *s;             /* borrows */
+    struct h2_stream *prev, *next; /* borrow: the session's list */
+    void *ud;                      /* borrows: the exchange */
+    int32_t id;
+    const char *body; /* borrows */
+    size_t body_len, body_off;
+    char *hb; /* owns: the response head, name NUL value NUL */
+    size_t hb_len, hb_size;
+    uint32_t nhdrs;
+    int status;
+    char *pend; /* owns: DATA kept while paused, not yet consumed */
+    size_t pend_len;
+    enum upstream_rc rc;
+    enum h2_retry retry;
+    bool head_done, got_byte, paused, closed;
+    bool in_cb; /* a callback of this stream runs: cancel defers the free */
+    char msg[160];
+};
+
+struct h2_sess {
+    nghttp2_session *ng; /* owns */
+    struct h2_ops ops;
+    void *conn; /* borrows */
+    struct h2_stream *head;
+    size_t n_streams;
+    unsigned busy; /* inside nghttp2 */
+    bool want_flush;
+    bool dead;
+    bool goaway;
+    bool settings_seen; /* the server's first SETTINGS arrived */
+    bool ping_pending;
+    char err[160];
+};
+
+static struct h2_stream *find(const struct h2_sess *s, int32_t id)
+{
+    for (struct h2_stream *st = s->head; st; st = st->next)
+        if (st->id == id)
+            return st;
+    return NULL;
+}
+
+static void unlink_stream(struct h2_stream *st)
+{
+    struct h2_sess *s = st->s;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        s->head = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    st->prev = st->next = NULL;
+    s->n_streams--;
+}
+
+static void stream_free(struct h2_stream *st)
+{
+    free(st->hb);
+    free(st->pend);
+    free(st);
+}
+
+/* Records how the stream ended; the first result counts. */
+static void stream_end(struct h2_stream *st, enum upstream_rc rc, const char *msg,
+                       enum h2_retry retry)
+{
+    if (st->closed)
+        return;
+    st->closed = true;
+    st->rc = rc;
+    st->retry = retry;
+    snprintf(st->msg, sizeof st->msg, "%s", msg);
+}
+
+/* A stream error of ours: the server hears RST_STREAM, the caller rc. */
+static void stream_reset(struct h2_stream *st, uint32_t code, enum upstream_rc rc, const char *msg)
+{
+    stream_end(st, rc, msg, H2_RETRY_NO);
+    nghttp2_submit_rst_stream(st->s->ng, NGHTTP2_FLAG_NONE, st->id, code);
+}
+
+/* Hands out the results of ended streams; see the top of this file. */
+static void reap(struct h2_sess *s)
+{
+    if (s->busy)
+        return;
+    for (;;) {
+        struct h2_stream *st = s->head;
+        while (st && !(st->closed && !st->in_cb && !(st->ud && st->paused && st->pend_len > 0)))
+            st = st->next;
+        if (!st)
+            return;
+        unlink_stream(st);
+        void *ud = st->ud;
+        if (ud) {
+            char msg[sizeof st->msg];
+            memcpy(msg, st->msg, sizeof msg);
+            enum upstream_rc rc = st->rc;
+            enum h2_retry retry = st->retry;
+            stream_free(st);
+            s->ops.close(ud, rc, msg, retry);
+        } else {
+            stream_free(st);
+        }
+    }
+}
+
+/* ---- nghttp2 callbacks ----------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    (void)ng;
+    struct h2_stream *st = find(user, f->hd.stream_id);
+    if (st && !st->head_done) {
+        st->hb_len = 0;
+        st->nhdrs = 0;
+        st->status = 0;
+    }
+    return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    (void)ng;
+    (void)flags;
+    struct h2_stream *st = find(user, f->hd.stream_id);
+    if (!st || st->head_done || st->closed)
+        return 0; /* trailers, or a stream we no longer care about */
+    st->got_byte = true;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        int v = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++)
+            v = v * 10 + (value[i] - '0');
+        st->status = v;
+        return 0;
+    }
+    if (namelen > 0 && name[0] == ':')
+        return 0;
+    size_t need = namelen + valuelen + 2;
+    if (++st->nhdrs > H2_MAX_HEADERS || st->hb_len + need > H2_MAX_HEAD_BYTES) {
+        stream_reset(st, NGHTTP2_INTERNAL_ERROR, UPSTREAM_ERR_PROTOCOL,
+                     "malformed response from upstream: header block too large (over 64 KiB "
+                     "or 200 fields)");
+        return 0;
+    }
+    if (st->hb_len + need > st->hb_size) {
+        size_t size = st->hb_size ? st->hb_size : 1024;
+        while (size < st->hb_len + need)
+            size *= 2;
+        st->hb = xrealloc(st->hb, size);
+        st->hb_size = size;
+    }
+    char *p = st->hb + st->hb_len;
+    memcpy(p, name, namelen);
+    p[namelen] = '\0';
+    memcpy(p + namelen + 1, value, valuelen);
+    p[namelen + 1 + valuelen] = '\0';
+    st->hb_len += need;
+    return 0;
+}
+
+static void deliver_head(struct h2_stream *st)
+{
+    struct h2_sess *s = st->s;
+    if (st->status < 200) {
+        st->hb_len = 0; /* an interim head: the final one follows */
+        st->nhdrs = 0;
+        return;
+    }
+    st->head_done = true;
+    struct upstream_hdr hdrs[H2_MAX_HEADERS];
+    size_t n = 0;
+    for (const char *p = st->hb, *end = st->hb + st->hb_len; p < end && n < H2_MAX_HEADERS;) {
+        struct upstream_hdr *h = &hdrs[n++];
+        h->name = p;
+        h->name_len = strlen(p);
+        p += h->name_len + 1;
+        h->value = p;
+        h->value_len = strlen(p);
+        p += h->value_len + 1;
+    }
+    st->in_cb = true;
+    bool ok = s->ops.head(st->ud, st->status, hdrs, n);
+    st->in_cb = false;
+    free(st->hb); /* the head is delivered: a waiting stream keeps nothing */
+    st->hb = NULL;
+    st->hb_len = st->hb_size = 0;
+    if (!st->ud)
+        return; /* cancelled inside head() */
+    if (!ok)
+        stream_reset(st, NGHTTP2_CANCEL, UPSTREAM_ERR_ABORTED, "stopped by the head callback");
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    (void)ng;
+    struct h2_sess *s = user;
+    switch (f->hd.type) {
+    case NGHTTP2_HEADERS: {
+        struct h2_stream *st = find(s, f->hd.stream_id);
+        if (st && st->ud && !st->head_done && !st->closed)
+            deliver_head(st);
+        break;
+    }
+    case NGHTTP2_GOAWAY: s->goaway = true; break;
+    case NGHTTP2_SETTINGS:
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
+            s->settings_seen = true;
+        break;
+    case NGHTTP2_PING:
+        if (f->hd.flags & NGHTTP2_FLAG_ACK)
+            s->ping_pending = false;
+        break;
+    default: break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    (void)flags;
+    struct h2_sess *s = user;
+    struct h2_stream *st = find(s, id);
+    if (!st || !st->ud || st->closed) {
+        nghttp2_session_consume_connection(ng, len);
+        return 0;
+    }
+    st->got_byte = true;
+    if (st->paused) {
+        /* The server may send up to the window: kept, not consumed. */
+        st->pend = xrealloc(st->pend, st->pend_len + len);
+        memcpy(st->pend + st->pend_len, data, len);
+        st->pend_len += len;
+        return 0;
+    }
+    st->in_cb = true;
+    size_t r = s->ops.body(st->ud, (const char *)data, len);
+    st->in_cb = false;
+    if (!st->ud) {
+        nghttp2_session_consume_connection(ng, len); /* cancelled inside body() */
+        return 0;
+    }
+    if (r == len) {
+        nghttp2_session_consume(ng, id, len);
+    } else if (r == UPSTREAM_PAUSE) {
+        st->paused = true;
+        st->pend = xmalloc(len);
+        memcpy(st->pend, data, len);
+        st->pend_len = len;
+    } else {
+        nghttp2_session_consume_connection(ng, len);
+        stream_reset(st, NGHTTP2_CANCEL, UPSTREAM_ERR_ABORTED, "stopped by the body callback");
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *user)
+{
+    (void)ng;
+    struct h2_stream *st = find(user, id);
+    if (!st || st->closed)
+        return 0;
+    char msg[160];
+    if (code == NGHTTP2_NO_ERROR) {
+        if (st->head_done)
+            stream_end(st, UPSTREAM_OK, "", H2_RETRY_NO);
+        else
+            stream_end(st, UPSTREAM_ERR_PROTOCOL,
+                       "malformed response from upstream: HTTP/2 stream ended without a response",
+                       H2_RETRY_NO);
+    } else if (code == NGHTTP2_REFUSED_STREAM && !st->got_byte) {
+        stream_end(st, UPSTREAM_ERR_RECV, "upstream refused the HTTP/2 stream", H2_RETRY_SAFE);
+    } else if (code == NGHTTP2_PROTOCOL_ERROR) {
+        stream_end(st, UPSTREAM_ERR_PROTOCOL,
+                   "malformed response from upstream: HTTP/2 stream error PROTOCOL_ERROR",
+                   H2_RETRY_NO);
+    } else {
+        snprintf(msg, sizeof msg, "upstream reset the HTTP/2 stream (%s)",
+                 nghttp2_http2_strerror(code));
+        stream_end(st, UPSTREAM_ERR_RECV, msg, H2_RETRY_NO);
+    }
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    (void)ng;
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct h2_stream *st = find(user, f->hd.stream_id);
+        if (st && st->ud)
+            st->s->ops.sent(st->ud);
+    }
+    return 0;
+}
+
+static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *f, int err, void *user)
+{
+    (void)ng;
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct h2_stream *st = find(user, f->hd.stream_id);
+    if (st) {
+        /* Never sent (GOAWAY came first, or the stream bound): safe to send
+         * elsewhere. */
+        char msg[160];
+        snprintf(msg, sizeof msg, "HTTP/2 request not sent: %s", nghttp2_strerror(err));
+        stream_end(st, UPSTREAM_ERR_SEND, msg, H2_RETRY_SAFE);
+    }
+    return 0;
+}
+
+static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+                            uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    (void)ng;
+    (void)src;
+    struct h2_stream *st = find(user, id);
+    if (!st)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = st->body_len - st->body_off;
+    if (n > len)
+        n = len;
+    if (n)
+        memcpy(buf, st->body + st->body_off, n);
+    st->body_off += n;
+    if (st->body_off == st->body_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* ---- sessions ------------------------------------------------------------------ */
+
+struct h2_sess *h2_sess_new(const struct h2_ops *ops, void *conn)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        return NULL;
+    }
+    /* Windows open only as body() takes the bytes (see the top of h2.h). */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_peer_max_concurrent_streams(opt, H2_MAX_STREAMS);
+    nghttp2_option_set_max_send_header_block_length(opt, 256 * 1024);
+    struct h2_sess *s = xcalloc(1, sizeof *s);
+    s->ops = *ops;
+    s->conn = conn;
+    int rc = nghttp2_session_client_new2(&s->ng, cb, s, opt);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_option_del(opt);
+    if (rc != 0) {
+        free(s);
+        return NULL;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEAD_BYTES},
+    };
+    nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+    nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+    return s;
+}
+
+void h2_sess_fail(struct h2_sess *s, enum upstream_rc rc, const char *msg)
+{
+    s->dead = true;
+    for (struct h2_stream *st = s->head; st; st = st->next) {
+        if (st->closed)
+            continue;
+        stream_end(st, rc, msg, st->got_byte ? H2_RETRY_NO : H2_RETRY_LOST);
+        st->paused = false; /* nothing more can come: what is kept is lost */
+    }
+    reap(s);
+}
+
+void h2_sess_free(struct h2_sess *s)
+{
+    if (!s)
+        return;
+    h2_sess_fail(s, UPSTREAM_ERR_RECV, "the HTTP/2 connection closed");
+    while (s->head) {
+        struct h2_stream *st = s->head;
+        unlink_stream(st);
+        stream_free(st);
+    }
+    nghttp2_session_del(s->ng);
+    free(s);
+}
+
+int h2_sess_recv(struct h2_sess *s, const char *data, size_t len)
+{
+    if (s->dead)
+        return -1;
+    s->busy++;
+    ssize_t r = nghttp2_session_mem_recv(s->ng, (const uint8_t *)data, len);
+    s->busy--;
+    if (r < 0) {
+        snprintf(s->err, sizeof s->err, "HTTP/2 connection error: %s", nghttp2_strerror((int)r));
+        s->dead = true;
+    }
+    reap(s);
+    return s->dead ? -1 : 0;
+}
+
+int h2_sess_flush(struct h2_sess *s)
+{
+    if (s->dead)
+        return -1;
+    if (s->busy) {
+        s->want_flush = true;
+        return 0;
+    }
+    do {
+        s->want_flush = false;
+        s->busy++;
+        for (;;) {
+            const uint8_t *d;
+            ssize_t n = nghttp2_session_mem_send(s->ng, &d);
+            if (n < 0) {
+                snprintf(s->err, sizeof s->err, "HTTP/2 connection error: %s",
+                         nghttp2_strerror((int)n));
+                s->dead = true;
+                break;
+            }
+            if (n == 0)
+                break;
+            if (!s->ops.send(s->conn, d, (size_t)n)) {
+                snprintf(s->err, sizeof s->err, "could not send on the HTTP/2 connection");
+                s->dead = true;
+                break;
+            }
+        }
+        s->busy--;
+        reap(s);
+    } while (s->want_flush && !s->dead);
+    return s->dead ? -1 : 0;
+}
+
+const char *h2_sess_error(const struct h2_sess *s)
+{
+    return s->err[0] ? s->err : "HTTP/2 connection error";
+}
+
+bool h2_sess_can_open(const struct h2_sess *s)
+{
+    if (s->dead || s->goaway || !nghttp2_session_check_request_allowed(s->ng))
+        return false;
+    uint32_t max =
+        nghttp2_session_get_remote_settings(s->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    if (max > H2_MAX_STREAMS)
+        max = H2_MAX_STREAMS;
+    if (!s->settings_seen)
+        max = 1; /* its bound is not known yet: one stream, the one that opened it */
+    return s->n_streams < max;
+}
+
+bool h2_sess_ready(const struct h2_sess *s)
+{
+    return s->settings_seen || s->dead || s->goaway;
+}
+
+bool h2_sess_over(const struct h2_sess *s)
+{
+    return s->dead || (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng));
+}
+
+size_t h2_sess_streams(const struct h2_sess *s)
+{
+    return s->n_streams;
+}
+
+void h2_sess_ping(struct h2_sess *s)
+{
+    if (s->dead || s->ping_pending)
+        return;
+    if (nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL) == 0)
+        s->ping_pending = true;
+}
+
+bool h2_sess_ping_pending(const struct h2_sess *s)
+{
+    return s->ping_pending;
+}
+
+/* ---- streams ------------------------------------------------------------------- */
+
+/* Connection-specific fields (RFC 9113 8.2.2) and Host, which :authority
+ * replaces. */
+static bool dropped_header(const char *n, size_t len)
+{
+    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade",    "host"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == len && memcmp(names[i], n, len) == 0)
+            return true;
+    return false;
+}
+
+static nghttp2_nv nv(const char *n, size_t nl, const char *v, size_t vl)
+{
+    nghttp2_nv x = {(uint8_t *)n, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
+    return x;
+}
+
+static char *trim(char *v, char **end)
+{
+    while (v < *end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (*end > v && ((*end)[-1] == ' ' || (*end)[-1] == '\t'))
+        (*end)--;
+    return v;
+}
+
+struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void *ud, char *err,
+                                 size_t errlen)
+{
+    if (!h2_sess_can_open(s)) {
+        snprintf(err, errlen, "HTTP/2 connection takes no more streams");
+        return NULL;
+    }
+    /* A copy of the head: names are lower-cased in place. */
+    char *h = xmalloc(r->head_len + 1);
+    memcpy(h, r->head, r->head_len);
+    h[r->head_len] = '\0';
+    char *end = h + r->head_len;
+    nghttp2_nv nva[H2_MAX_REQ_HEADERS + 4];
+    size_t n = 4;
+    char *sp1 = memchr(h, ' ', r->head_len);
+    char *eol = memchr(h, '\n', r->head_len);
+    char *sp2 = sp1 && eol ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    if (!sp2) {
+        free(h);
+        snprintf(err, errlen, "HTTP/2: malformed request");
+        return NULL;
+    }
+    nva[0] = nv(":method", 7, h, (size_t)(sp1 - h));
+    nva[1] = nv(":scheme", 7, "https", 5);
+    nva[2] = nv(":authority", 10, "", 0);
+    nva[3] = nv(":path", 5, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+    for (char *p = eol + 1; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *le = nl ? nl : end;
+        char *next = nl ? nl + 1 : end;
+        if (le > p && le[-1] == '\r')
+            le--;
+        char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon && colon > p) {
+            size_t nlen = (size_t)(colon - p);
+            for (size_t i = 0; i < nlen; i++)
+                if (p[i] >= 'A' && p[i] <= 'Z')
+                    p[i] = (char)(p[i] - 'A' + 'a');
+            char *ve = le;
+            char *v = trim(colon + 1, &ve);
+            size_t vlen = (size_t)(ve - v);
+            bool te = nlen == 2 && memcmp(p, "te", 2) == 0;
+            if (nlen == 4 && memcmp(p, "host", 4) == 0)
+                nva[2] = nv(":authority", 10, v, vlen);
+            else if (!dropped_header(p, nlen) &&
+                     (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8))) &&
+                     n < H2_MAX_REQ_HEADERS + 4)
+                nva[n++] = nv(p, nlen, v, vlen);
+        }
+        p = next;
+    }
+    struct h2_stream *st = xcalloc(1, sizeof *st);
+    st->s = s;
+    st->ud = ud;
+    st->body = r->body;
+    st->body_len = r->body ? r->body_len : 0;
+    nghttp2_data_provider dp = {.source.ptr = NULL, .read_callback = on_read_body};
+    int32_t id = nghttp2_submit_request(s->ng, NULL, nva, n, st->body_len > 0 ? &dp : NULL, NULL);
+    free(h);
+    if (id < 0) {
+        snprintf(err, errlen, "HTTP/2 request refused: %s", nghttp2_strerror(id));
+        free(st);
+        return NULL;
+    }
+    st->id = id;
+    st->next = s->head;
+    if (s->head)
+        s->head->prev = st;
+    s->head = st;
+    s->n_streams++;
+    return st;
+}
+
+void h2_stream_resume(struct h2_stream *st)
+{
+    struct h2_sess *s = st->s;
+    if (!st->paused || !st->ud)
+        return;
+    st->paused = false;
+    size_t len = st->pend_len;
+    st->in_cb = true;
+    size_t r = s->ops.body(st->ud, st->pend, len);
+    st->in_cb = false;
+    if (!st->ud) {
+        reap(s); /* cancelled inside body(): the cancel gave the window back */
+        return;
+    }
+    if (r == UPSTREAM_PAUSE) {
+        st->paused = true;
+        return;
+    }
+    free(st->pend);
+    st->pend = NULL;
+    st->pend_len = 0;
+    if (st->closed || s->dead)
+        nghttp2_session_consume_connection(s->ng, len);
+    else
+        nghttp2_session_consume(s->ng, st->id, len);
+    if (r != len && !st->closed)
+        stream_reset(st, NGHTTP2_CANCEL, UPSTREAM_ERR_ABORTED, "stopped by the body callback");
+    else if (r != len)
+        stream_end(st, UPSTREAM_ERR_ABORTED, "stopped by the body callback", H2_RETRY_NO);
+    reap(s);
+}
+
+void h2_stream_cancel(struct h2_stream *st)
+{
+    struct h2_sess *s = st->s;
+    st->ud = NULL;
+    if (st->pend_len > 0 && !s->dead)
+        nghttp2_session_consume_connection(s->ng, st->pend_len);
+    st->pend_len = 0;
+    if (!st->closed && !s->dead)
+        nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    st->closed = true;
+    if (st->in_cb || s->busy)
+        return; /* freed by reap() once the callback has returned */
+    unlink_stream(st);
+    stream_free(st);
+}
