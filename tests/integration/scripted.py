@@ -67,7 +67,7 @@ class ScriptedServer:
 
     # Timeout of accepted sockets (sends, and reads a subclass does itself).
     conn_timeout = 10.0
-    poll = 0.2
+    poll = 0.05
 
     def __init__(self, backlog=64, rcvbuf=None, nodelay=False):
         self.stop_ev = threading.Event()
@@ -221,7 +221,10 @@ class ScriptedHTTPServer:
             ctx.load_cert_chain(*tls)
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
             self.url = "https://127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for serve_forever to look at its flag, which it
+        # does every poll_interval (0.5 s by default, in every cleanup).
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
 
     def close(self):
