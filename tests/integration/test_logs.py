@@ -106,7 +106,10 @@ class RequestLine(ZephyrTestCase):
         return u
 
     def proxy(self, url):
-        log = os.path.join(self.tmp, "requests.jsonl")
+        # One file per proxy: with a shared one, json_lines(p2, 1) found the
+        # first proxy's line and, under load, read it as p2's.
+        self.logs = getattr(self, "logs", 0) + 1
+        log = os.path.join(self.tmp, "requests-%d.jsonl" % self.logs)
         p = self.start_proxy([{"name": "main", "endpoints": [("a", url)]}],
                              server={"request_log": log}, health_check=HC)
         p.log = log
