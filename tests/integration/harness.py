@@ -20,6 +20,7 @@ clean exit: status 0 after SIGTERM and no sanitizer report on stderr.
 Only the Python 3 standard library is used.
 """
 
+import fcntl
 import http.client
 import json
 import os
@@ -99,6 +100,20 @@ def free_port():
     return port
 
 
+_refusing = []
+
+
+def refused_port():
+    """A port where every connection is refused for the rest of this
+    process: bound but never listening, so that no other test (nor a
+    parallel shard, see tests/run.sh) can start listening on it, as could
+    happen to a free_port() that nothing holds."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    _refusing.append(s)
+    return s.getsockname()[1]
+
+
 def port_accepts(port, timeout=0.5):
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -129,8 +144,18 @@ def npm_ensure(node_dir, packages, markers):
     key = (node_dir, tuple(packages))
     if key in _npm_errors:
         return _npm_errors[key]
-    what = "npm install " + " ".join(packages)
+    # Parallel shards (tests/run.sh) may need the same node_dir at once: one
+    # installs, the others wait on the lock and then find the markers.
     os.makedirs(node_dir, exist_ok=True)
+    with open(node_dir + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(os.path.exists(m) for m in markers):
+            return None
+        return _npm_install(node_dir, packages, markers, key)
+
+
+def _npm_install(node_dir, packages, markers, key):
+    what = "npm install " + " ".join(packages)
     if not os.path.exists(os.path.join(node_dir, "package.json")):
         with open(os.path.join(node_dir, "package.json"), "w") as f:
             f.write('{"name": "zephyr-test-%s", "private": true}\n' % os.path.basename(node_dir))

@@ -29,7 +29,7 @@ import uuid
 
 from harness import (PROXY_BIN, SANITIZER_MARKERS, Proxy, ZephyrTestCase, child_env, fake_headers,
                      free_port, http_json, http_request, make_config, messages_body, port_accepts,
-                     scaled, wait_for)
+                     refused_port, scaled, wait_for)
 
 TMUX = shutil.which("tmux")
 LISTEN_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
@@ -370,7 +370,7 @@ class Dashboard(ZephyrTestCase):
         wait_for(lambda: not port_accepts(self.port), STEP, desc="the proxy gone")
 
     def test_fatal_signal_restores_the_terminal(self):
-        port = free_port()
+        port = refused_port()
         cmd = "%s --dashboard --connect http://127.0.0.1:%d" % (shlex.quote(PROXY_BIN), port)
         pane = Pane(self, cmd, after="stty -a | grep -o -e ' -icanon' -e ' icanon' | sed 's/^/MODE/';")
         self.addCleanup(self.stop_leftover, pane)
@@ -480,7 +480,7 @@ class Dashboard(ZephyrTestCase):
         self.assert_quits_cleanly(pane, "q")
 
     def test_connect_language_from_the_environment(self):
-        port = free_port()
+        port = refused_port()
         cmd = "%s --dashboard --connect 127.0.0.1:%d" % (shlex.quote(PROXY_BIN), port)
         pane = Pane(self, cmd, env={"ZEPHYR_UI_LANGUAGE": "zh"})
         self.addCleanup(self.stop_leftover, pane)

@@ -49,6 +49,7 @@ from datetime import datetime, timedelta, timezone
 from harness import (PROXY_BIN, RawConn, Response, ZephyrTestCase, build_request, child_env,
                      chunked, fake_headers, http_request, is_anthropic_error,
                      make_config, messages_body, scaled, stats_header, wait_for)
+from scripted import ScriptedServer
 
 NAMES = ("ep-alpha", "ep-bravo", "ep-charlie")
 HEALTH = {"method": "count_tokens", "interval_seconds": 300, "timeout_seconds": 5}
@@ -78,7 +79,7 @@ def _rfc3339(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class RawUpstream:
+class RawUpstream(ScriptedServer):
     """A tiny HTTP/1.1 server on 127.0.0.1, one thread per connection,
     Connection: close on every answer.
 
@@ -118,18 +119,7 @@ class RawUpstream:
         self.last_body_crc32 = None
         self.last_body_bytes = None
         self.last_headers = []
-        self.stop_ev = threading.Event()
-        self.threads = []
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.port = self.lsock.getsockname()[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self.threads.append(t)
+        super().__init__()
 
     # -- the test's view --
 
@@ -145,61 +135,6 @@ class RawUpstream:
             return {"requests": self.requests, "messages": self.messages, "aborted": self.aborted,
                     "last_body_crc32": self.last_body_crc32, "last_body_bytes": self.last_body_bytes,
                     "last_headers": list(self.last_headers)}
-
-    def close(self):
-        self.stop_ev.set()
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        for t in self.threads:
-            t.join(3)
-
-    # -- serving --
-
-    def _accept_loop(self):
-        while not self.stop_ev.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _read_request(self, s):
-        s.settimeout(10)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            d = s.recv(65536)
-            if not d:
-                return None
-            buf += d
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path = lines[0].split(" ")[:2]
-        headers = []
-        for ln in lines[1:]:
-            k, _, v = ln.partition(":")
-            headers.append((k.strip().lower(), v.strip()))
-        h = dict(headers)
-        body = rest
-        if "content-length" in h:
-            n = int(h["content-length"])
-            while len(body) < n:
-                d = s.recv(65536)
-                if not d:
-                    return None
-                body += d
-        elif "chunked" in h.get("transfer-encoding", "").lower():
-            while not body.endswith(b"0\r\n\r\n"):
-                d = s.recv(65536)
-                if not d:
-                    return None
-                body += d
-        return method, path, headers, body
 
     def _stall(self, s, limit=30.0):
         """Waits without answering until the peer closes (counted in
@@ -224,34 +159,26 @@ class RawUpstream:
             data = data.encode()
         return b"%x\r\n" % len(data) + data + b"\r\n"
 
-    def _serve(self, s):
-        try:
-            req = self._read_request(s)
-            if req is None:
-                return
-            method, path, headers, body = req
-            is_check = path.endswith("/count_tokens")
-            is_msg = method == "POST" and path.split("?")[0].endswith("/v1/messages")
-            with self.lock:
-                self.requests += 1
-                if is_msg:
-                    self.messages += 1
-                self.last_body_crc32 = zlib.crc32(body)
-                self.last_body_bytes = len(body)
-                self.last_headers = headers
-                mode = self.mode
-                if is_check and self.checks_ok:
-                    mode = "ok"
-                delay = self.delay
-            stream = bool(re.search(rb'"stream"\s*:\s*true', body))
-            getattr(self, "_m_" + mode)(s, is_check, stream, headers, delay)
-        except OSError:
-            pass
-        finally:
-            try:
-                s.close()
-            except OSError:
-                pass
+    def handle(self, s):
+        req, _ = self.recv_request(s, idle=self.conn_timeout)
+        if req is None:
+            return
+        method, path, headers, body = req.method, req.path, req.headers, req.body
+        is_check = path.endswith("/count_tokens")
+        is_msg = method == "POST" and path.split("?")[0].endswith("/v1/messages")
+        with self.lock:
+            self.requests += 1
+            if is_msg:
+                self.messages += 1
+            self.last_body_crc32 = zlib.crc32(body)
+            self.last_body_bytes = len(body)
+            self.last_headers = headers
+            mode = self.mode
+            if is_check and self.checks_ok:
+                mode = "ok"
+            delay = self.delay
+        stream = bool(re.search(rb'"stream"\s*:\s*true', body))
+        getattr(self, "_m_" + mode)(s, is_check, stream, headers, delay)
 
     def _send_json(self, s, status, obj, extra=""):
         b = json.dumps(obj).encode()

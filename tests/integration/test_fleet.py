@@ -213,12 +213,16 @@ class SharedOutcomes(FleetCase):
         # A serves the session on b (pinned there); B's own choice is a.
         code, _ = A.admin("pin", {"endpoint": "b"})
         self.assertEqual(code, 200)
-        applied = B.status()["cluster"]["applied"]
+        # B counts the sessions bound to b, remote bindings included.  (It
+        # waited for one more applied message, which under load was not
+        # always the binding: the request's own outcome may come first.)
+        def on_b(p):
+            return [e["sessions"] for e in p.status()["endpoints"] if e["name"] == "b"][0]
+        before = on_b(B)
         sid = {"x-claude-code-session-id": "sess-" + uuid.uuid4().hex}
         r = served(A.port, sid)
         self.assertEqual(r.header("x-zephyr-endpoint"), "b", r)
-        wait_for(lambda: B.status()["cluster"]["applied"] > applied, scaled(2), interval=0.01,
-                 desc="B applied the binding")
+        wait_for(lambda: on_b(B) > before, scaled(2), interval=0.01, desc="B applied the binding")
         r = served(B.port, sid)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.header("x-zephyr-endpoint"), "b", "the session lost its endpoint")

@@ -21,17 +21,17 @@ import random
 import re
 import socket
 import threading
-import time
 import unittest
 
 from harness import ZephyrTestCase, scaled
+from scripted import ScriptedServer
 
 HEALTH = {"method": "count_tokens", "interval_seconds": 300, "timeout_seconds": 5}
 TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 READ_TIMEOUT = scaled(5)
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(ScriptedServer):
     """Answers each request with the scripted bytes for its x-zt-case
     header (a list of pieces sent one by one, then the connection is kept or
     closed as the script says).  Health checks and unknown cases get a
@@ -42,98 +42,32 @@ class ScriptedUpstream:
         self.lock = threading.Lock()
         self.scripts = {}
         self.seen = []
-        self.stop_ev = threading.Event()
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.port = self.lsock.getsockname()[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.threads = []
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self.threads.append(t)
+        super().__init__(nodelay=True)
 
     def script(self, case, pieces, close):
         with self.lock:
             self.scripts[case] = (list(pieces), close)
 
-    def close(self):
-        self.stop_ev.set()
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        for t in self.threads:
-            t.join(3)
-
-    def _accept_loop(self):
-        while not self.stop_ev.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _serve(self, s):
-        s.settimeout(0.2)
+    def handle(self, s):
         buf = b""
-        try:
-            while not self.stop_ev.is_set():
-                while b"\r\n\r\n" not in buf:
-                    try:
-                        d = s.recv(65536)
-                    except socket.timeout:
-                        if self.stop_ev.is_set():
-                            return
-                        continue
-                    if not d:
-                        return
-                    buf += d
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                hdrs = {}
-                for ln in lines[1:]:
-                    k, _, v = ln.partition(":")
-                    hdrs[k.strip().lower()] = v.strip()
-                n = int(hdrs.get("content-length", "0"))
-                deadline = time.monotonic() + 10
-                while len(buf) < n and time.monotonic() < deadline:
-                    try:
-                        d = s.recv(65536)
-                    except socket.timeout:
-                        continue
-                    if not d:
-                        return
-                    buf += d
-                buf = buf[n:]
-                case = hdrs.get("x-zt-case")
-                with self.lock:
-                    self.seen.append(case)
-                    script = self.scripts.get(case)
-                if script is None:
-                    body = b'{"input_tokens":1}'
-                    s.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                              b"content-length: %d\r\n\r\n%s" % (len(body), body))
-                    continue
-                pieces, close = script
-                for p in pieces:
-                    s.sendall(p)
-                if close:
-                    return
-        except OSError:
-            pass
-        finally:
-            try:
-                s.close()
-            except OSError:
-                pass
+        while not self.stop_ev.is_set():
+            req, buf = self.recv_request(s, buf)
+            if req is None:
+                return
+            case = req.h.get("x-zt-case")
+            with self.lock:
+                self.seen.append(case)
+                script = self.scripts.get(case)
+            if script is None:
+                body = b'{"input_tokens":1}'
+                s.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                          b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                continue
+            pieces, close = script
+            for p in pieces:
+                s.sendall(p)
+            if close:
+                return
 
 
 class FramingError(AssertionError):

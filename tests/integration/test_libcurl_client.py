@@ -12,7 +12,7 @@ import unittest
 
 import test_faults
 import test_proxy
-from harness import PROXY_BIN, ZephyrTestCase, child_env, free_port, make_config, scaled
+from harness import PROXY_BIN, ZephyrTestCase, child_env, refused_port, make_config, scaled
 
 
 class CurlCoreForwarding(test_proxy.CoreForwarding):
@@ -67,7 +67,7 @@ class ClientChoice(ZephyrTestCase):
         # With http_proxy set, http:// goes through libcurl, which sends the
         # request to the proxy in absolute form; the fake upstream stands in
         # for the proxy and answers it.
-        origin_port = free_port()
+        origin_port = refused_port()
         fake = self.start_fake()
         p = self.proxy_for(fake, url="http://127.0.0.1:%d" % origin_port,
                            env={"http_proxy": fake.url, "no_proxy": ""}, settle=False)

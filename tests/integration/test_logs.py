@@ -22,10 +22,10 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import (PROXY_BIN, ZephyrTestCase, child_env, make_config, messages_body, scaled,
-                     wait_for)
+from harness import (PROXY_BIN, ZephyrTestCase, child_env, make_config, messages_body, refused_port,
+                     scaled, wait_for)
+from scripted import ScriptedHandler, ScriptedHTTPServer, sse_events
 
 HC = {"method": "count_tokens", "interval_seconds": 300, "timeout_seconds": 5}
 USAGE = {"input_tokens": 21, "output_tokens": 7, "cache_read_input_tokens": 51234,
@@ -33,19 +33,9 @@ USAGE = {"input_tokens": 21, "output_tokens": 7, "cache_read_input_tokens": 5123
 ID_RE = re.compile(r"^r[0-9a-z]{6}$")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _send(self, status, body, ctype="application/json"):
-        self.send_response(status)
-        self.send_header("content-type", ctype)
-        self.send_header("content-length", str(len(body)))
-        self.send_header("request-id", self.server.owner.next_request_id())
-        self.end_headers()
-        self.wfile.write(body)
+class _Handler(ScriptedHandler):
+    def _send(self, status, body):
+        self.answer(status, body, [("request-id", self.owner.next_request_id())])
 
     def do_GET(self):
         if self.path.startswith("/v1/models"):
@@ -54,12 +44,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"type":"error","error":{"type":"not_found_error","message":"no"}}')
 
     def do_POST(self):
-        n = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(n) or b"{}")
+        body = json.loads(self.read_body() or b"{}")
         if "count_tokens" in self.path:
             self._send(200, b'{"input_tokens":5}')
             return
-        status = self.server.owner.status
+        status = self.owner.status
         if status != 200:
             self._send(status, json.dumps({"type": "error", "error": {
                 "type": "invalid_request_error", "message": "scripted"}}).encode())
@@ -71,30 +60,18 @@ class _Handler(BaseHTTPRequestHandler):
                 "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
                 "usage": USAGE}).encode())
             return
-        start_usage = dict(USAGE, output_tokens=1)
-        events = [("message_start", {"type": "message_start", "message": {
-            "id": "msg_zt", "type": "message", "role": "assistant", "model": model,
-            "content": [], "usage": start_usage}}),
-                  ("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}}),
-                  ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                           "delta": {"type": "text_delta", "text": "hi"}}),
-                  ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                  ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                                     "usage": {"output_tokens": USAGE["output_tokens"]}}),
-                  ("message_stop", {"type": "message_stop"})]
+        events = sse_events(model, dict(USAGE, output_tokens=1), USAGE["output_tokens"])
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
-        self.send_header("request-id", self.server.owner.next_request_id())
+        self.send_header("request-id", self.owner.next_request_id())
         self.end_headers()
-        for name, data in events:
-            chunk = ("event: %s\ndata: %s\n\n" % (name, json.dumps(data))).encode()
+        for chunk in events:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
 
 
-class LogUpstream:
+class LogUpstream(ScriptedHTTPServer):
     """Answers the Messages API with cache token counts and a `request-id`
     header (req_zt_1, req_zt_2, ...); status other than 200 answers that
     error instead."""
@@ -103,20 +80,12 @@ class LogUpstream:
         self.status = 200
         self._n = 0
         self._lock = threading.Lock()
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.srv.daemon_threads = True
-        self.srv.owner = self
-        self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        super().__init__(_Handler)
 
     def next_request_id(self):
         with self._lock:
             self._n += 1
             return "req_zt_%d" % self._n
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def request_lines(text):
@@ -137,7 +106,10 @@ class RequestLine(ZephyrTestCase):
         return u
 
     def proxy(self, url):
-        log = os.path.join(self.tmp, "requests.jsonl")
+        # One file per proxy: with a shared one, json_lines(p2, 1) found the
+        # first proxy's line and, under load, read it as p2's.
+        self.logs = getattr(self, "logs", 0) + 1
+        log = os.path.join(self.tmp, "requests-%d.jsonl" % self.logs)
         p = self.start_proxy([{"name": "main", "endpoints": [("a", url)]}],
                              server={"request_log": log}, health_check=HC)
         p.log = log
@@ -212,10 +184,7 @@ class RequestLine(ZephyrTestCase):
         self.assertIn("-> 400", line)
         self.assertRegex(line, r"request-id=req_zt_\d+")
 
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        dead = "http://127.0.0.1:%d" % s.getsockname()[1]
-        s.close()  # nothing listens there now
+        dead = "http://127.0.0.1:%d" % refused_port()  # nothing listens there
         p2 = self.proxy(dead)
         r = self.post_messages(p2.port, body=messages_body(model="claude-zt-nowhere", stream=True))
         self.assertGreaterEqual(r.status, 500, r)

@@ -10,10 +10,8 @@ script returns, so that error bodies can be exactly what the official API
 or a relay sends.
 """
 
-import http.server
 import json
 import os
-import socketserver
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import (ZephyrTestCase, messages_body, scaled, stats_header,  # noqa: E402
                      toml_value, wait_for)
+from scripted import ScriptedHandler, ScriptedHTTPServer  # noqa: E402
 
 
 def ok_message(model):
@@ -37,7 +36,34 @@ def api_error(etype, message):
     return json.dumps({"type": "error", "error": {"type": etype, "message": message}}).encode()
 
 
-class ScriptedUpstream:
+class _ScriptedHandler(ScriptedHandler):
+    def do_GET(self):
+        self._answer(200, {}, b"ok")
+
+    def do_POST(self):
+        body = self.read_body()
+        try:
+            obj = json.loads(body or b"{}")
+        except ValueError:
+            obj = {}
+        req = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+               "body": body, "json": obj}
+        if "claude-zephyr-health" in (self.headers.get("user-agent") or ""):
+            self._answer(200, {}, ok_message(obj.get("model", "?")))
+            return
+        with self.owner.lock:
+            self.owner.requests.append(req)
+        status, hdrs, out = self.owner.script(req)
+        self._answer(status, hdrs, out)
+
+    def _answer(self, status, hdrs, body):
+        # x-scripted not last: at eeb715c the proxy reads content-length with
+        # strtoll past the end of the last header's value (h1 keeps values
+        # unterminated), which the on_head rework fixes.
+        self.answer(status, body, list(hdrs.items()) + [("x-scripted", "1")])
+
+
+class ScriptedUpstream(ScriptedHTTPServer):
     """Records requests; answers POSTs with script(req) -> (status, headers,
     body), health checks (user-agent claude-zephyr-health) always with 200."""
 
@@ -45,70 +71,11 @@ class ScriptedUpstream:
         self.requests = []
         self.lock = threading.Lock()
         self.script = script or (lambda req: (200, {}, ok_message(req["json"].get("model", "?"))))
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):  # quiet
-                pass
-
-            def do_GET(self):
-                self._answer(200, {}, b"ok")
-
-            def do_POST(self):
-                n = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(n) if n else b""
-                try:
-                    obj = json.loads(body or b"{}")
-                except ValueError:
-                    obj = {}
-                req = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                       "body": body, "json": obj}
-                if "claude-zephyr-health" in (self.headers.get("user-agent") or ""):
-                    self._answer(200, {}, ok_message(obj.get("model", "?")))
-                    return
-                with outer.lock:
-                    outer.requests.append(req)
-                status, hdrs, out = outer.script(req)
-                self._answer(status, hdrs, out)
-
-            def _answer(self, status, hdrs, body):
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                for k, v in hdrs.items():
-                    self.send_header(k, v)
-                # Not last: at eeb715c the proxy reads content-length with
-                # strtoll past the end of the last header's value (h1 keeps
-                # values unterminated), which the on_head rework fixes.
-                self.send_header("x-scripted", "1")
-                self.end_headers()
-                self.wfile.write(body)
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        if tls:
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-            self.url = "https://127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(_ScriptedHandler, tls)
 
     def seen(self):
         with self.lock:
             return list(self.requests)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def group_toml(name, endpoints, token_env=None, fallback=None, extra=None):
@@ -142,8 +109,8 @@ class ProvidersCase(ZephyrTestCase):
         return s
 
     def dead_url(self):
-        from harness import free_port
-        return "http://127.0.0.1:%d" % free_port()
+        from harness import refused_port
+        return "http://127.0.0.1:%d" % refused_port()
 
 
 class TestFallbackChain(ProvidersCase):

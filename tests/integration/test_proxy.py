@@ -21,7 +21,7 @@ import unittest
 import zlib
 
 from harness import (SCALE, SseStream, ZephyrTestCase, build_request, chunked, fake_headers,
-                     free_port, http_request, is_anthropic_error, messages_body, rss_kb,
+                     refused_port, http_request, is_anthropic_error, messages_body, rss_kb,
                      scaled, stats_header, wait_for)
 
 TOKEN = "sk-zt-" + secrets.token_hex(12)
@@ -551,8 +551,8 @@ class ProxyErrors(ZephyrTestCase):
         attempt; once three live failures in a row have opened both
         circuits, nothing is usable and the answer is 503 api_error with
         Retry-After, at once."""
-        groups = [{"name": "main", "endpoints": [("dead-1", "http://127.0.0.1:%d" % free_port()),
-                                                 ("dead-2", "http://127.0.0.1:%d" % free_port())]}]
+        groups = [{"name": "main", "endpoints": [("dead-1", "http://127.0.0.1:%d" % refused_port()),
+                                                 ("dead-2", "http://127.0.0.1:%d" % refused_port())]}]
         p = self.start_proxy(groups, settle=False)
         wait_for(lambda: all(e["status"] == "failed" for e in p.status()["endpoints"]), scaled(5),
                  desc="the start-up checks to fail both endpoints")

@@ -18,14 +18,12 @@ NAME"), and the proxy must keep serving traffic whatever its checks say.
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
-import threading
-import time
 import unittest
 
 from harness import (ZephyrTestCase, http_request, messages_body, scaled, wait_for)
+from scripted import ScriptedServer
 
 RETIRED = "claude-3-5-haiku-latest"
 CURRENT = "claude-sonnet-4-6"
@@ -249,43 +247,27 @@ class TestRealWorld(ZephyrTestCase):
             self.assertRegex(err["message"], r"TLS|SSL|certificate")
 
 
-class TlsServer:
+class TlsServer(ScriptedServer):
     """A TLS server on 127.0.0.1 with the given certificate; answers 200 to
     anything that gets through the handshake (nothing should)."""
+
+    conn_timeout = 2
 
     def __init__(self, cert, key):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.done = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
+        super().__init__(backlog=16)
 
-    def run(self):
-        deadline = time.monotonic() + scaled(120)
-        while not self.done and time.monotonic() < deadline:
-            try:
-                c, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            try:
-                c.settimeout(2)
-                with self.ctx.wrap_socket(c, server_side=True) as s:
-                    s.recv(65536)
-                    s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-            except (ssl.SSLError, OSError):
-                pass
-            finally:
-                c.close()
+    def handle(self, c):
+        try:
+            with self.ctx.wrap_socket(c, server_side=True) as s:
+                s.recv(65536)
+                s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        except ssl.SSLError:
+            pass
 
     def stop(self):
-        self.done = True
-        self.thread.join(5)
-        self.sock.close()
+        self.close()
 
 
 if __name__ == "__main__":

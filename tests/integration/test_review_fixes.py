@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import (DEFAULT_TIMEOUT, http_request, messages_body, scaled,  # noqa: E402
                      wait_for)
+from scripted import ScriptedServer  # noqa: E402
 from test_providers import (ProvidersCase, api_error, group_toml, make_private_ca,  # noqa: E402
                             ok_message, server_toml)
 
@@ -148,26 +149,15 @@ class TestClientWordsAreNoUsageCap(ProvidersCase):
                 self._stop_proxy(p)
 
 
-class ConnectProxy:
+class ConnectProxy(ScriptedServer):
     """A minimal HTTP proxy that only tunnels (CONNECT to 127.0.0.1), as
     corporate proxies in front of https endpoints do; counts tunnels."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.tunnels = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+    conn_timeout = DEFAULT_TIMEOUT
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+    def __init__(self):
+        self.tunnels = 0
+        super().__init__(backlog=16)
 
     @staticmethod
     def _pump(a, b):
@@ -185,8 +175,7 @@ class ConnectProxy:
             except OSError:
                 pass
 
-    def _handle(self, c):
-        c.settimeout(DEFAULT_TIMEOUT)
+    def handle(self, c):
         data = b""
         try:
             while b"\r\n\r\n" not in data and len(data) < 65536:
@@ -208,9 +197,6 @@ class ConnectProxy:
         c.settimeout(None)
         threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
         self._pump(u, c)
-
-    def close(self):
-        self.sock.close()
 
 
 class TestConnectTunnel(ProvidersCase):

@@ -11,13 +11,12 @@ import gzip
 import json
 import os
 import re
-import socket
-import threading
 import time
 import zlib
 
 from harness import (DEFAULT_TIMEOUT, ZephyrTestCase, build_request, http_request,
                      is_anthropic_error, messages_body, scaled, wait_for, Response)
+from scripted import ScriptedServer, sse_events
 
 HC = {"method": "count_tokens", "interval_seconds": 300, "timeout_seconds": 5}
 REPLY = {"id": "msg_zt", "type": "message", "role": "assistant", "model": "claude-zt-gz",
@@ -26,21 +25,10 @@ REPLY = {"id": "msg_zt", "type": "message", "role": "assistant", "model": "claud
 
 
 def sse_reply():
-    ev = [("message_start", {"type": "message_start", "message": {
-        "id": "msg_zt", "type": "message", "role": "assistant", "model": "claude-zt-gz",
-        "content": [], "usage": {"input_tokens": 777, "output_tokens": 1}}}),
-          ("content_block_start", {"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "text", "text": ""}}),
-          ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                   "delta": {"type": "text_delta", "text": "hi"}}),
-          ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-          ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                             "usage": {"output_tokens": 88}}),
-          ("message_stop", {"type": "message_stop"})]
-    return [("event: %s\ndata: %s\n\n" % (n, json.dumps(d))).encode() for n, d in ev]
+    return sse_events("claude-zt-gz", {"input_tokens": 777, "output_tokens": 1}, 88)
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(ScriptedServer):
     """One request per connection (Connection: close).  mode decides the
     reply to /v1/messages: "json", "sse", "corrupt" (gzip header, then junk),
     "br" (claims Content-Encoding: br).  Compressed only when the request
@@ -48,68 +36,31 @@ class ScriptedUpstream:
     at about 5 MB/s, the rest at full speed; upload_s records how long the
     body took to arrive."""
 
+    conn_timeout = DEFAULT_TIMEOUT
+
     def __init__(self, mode="json"):
         self.mode = mode
         self.slow_bytes = 0
         self.upload_s = []
         self.sent = []          # the body bytes of every /v1/messages reply
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(rcvbuf=64 * 1024)
 
-    def close(self):
-        self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
+    def handle(self, c):
+        req, body = self.recv_request(c, idle=self.conn_timeout, body=False)
+        if req is None:
+            return
+        need = int(req.h.get("content-length", "0"))
+        t0 = time.monotonic()
+        while len(body) < need:
+            slow = len(body) < self.slow_bytes
+            got = c.recv(256 * 1024 if slow else 4 * 1024 * 1024)
+            if not got:
                 return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        c.settimeout(DEFAULT_TIMEOUT)
-        try:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                got = c.recv(65536)
-                if not got:
-                    return
-                data += got
-            head, rest = data.split(b"\r\n\r\n", 1)
-            lines = head.decode("latin-1").split("\r\n")
-            path = lines[0].split(" ")[1]
-            hdrs = {}
-            for l in lines[1:]:
-                k, v = l.split(":", 1)
-                hdrs[k.strip().lower()] = v.strip()
-            need = int(hdrs.get("content-length", "0"))
-            t0 = time.monotonic()
-            body = rest
-            while len(body) < need:
-                slow = len(body) < self.slow_bytes
-                got = c.recv(256 * 1024 if slow else 4 * 1024 * 1024)
-                if not got:
-                    return
-                body += got
-                if slow:
-                    time.sleep(0.05)    # the slow upload under test
-            self.upload_s.append(time.monotonic() - t0)
-            self._reply(c, path, "gzip" in hdrs.get("accept-encoding", ""))
-        except OSError:
-            pass    # the proxy hung up: not what these tests assert on
-        finally:
-            c.close()
+            body += got
+            if slow:
+                time.sleep(0.05)    # the slow upload under test
+        self.upload_s.append(time.monotonic() - t0)
+        self._reply(c, req.path, "gzip" in req.h.get("accept-encoding", ""))
 
     def _reply(self, c, path, gz):
         if "count_tokens" in path:
