@@ -442,12 +442,22 @@ class FaultCase(ZephyrTestCase):
         srv.update(server or {})
         hc = dict(HEALTH)
         hc.update(health or {})
-        p = self.start_proxy([g], server=srv, health_check=hc, env=env)
-        if settle_order:
-            st = wait_for(lambda: self._ordered(p, len(made)), scaled(5), interval=0.03,
+        # The arranged order is set-up, not the behaviour under test: when
+        # scheduling noise on a loaded machine (parallel shards, a first TLS
+        # handshake) outweighs ORDER_STEP_MS in the one start-up check, start
+        # a fresh proxy and measure again, at most three times.
+        for attempt in range(3):
+            p = self.start_proxy([g], server=srv, health_check=hc, env=env)
+            if not settle_order:
+                break
+            st = wait_for(lambda: self._ordered(p, len(made)), scaled(15), interval=0.03,
                           desc="every endpoint checked healthy, ep-alpha current")
             lat = [self.ep(st, NAMES[i])["smoothed_latency_ms"] for i in range(len(made))]
-            self.assertEqual(lat, sorted(lat), "preference order not as arranged: %r" % lat)
+            if lat == sorted(lat):
+                break
+            if attempt == 2:
+                self.fail("preference order not as arranged in 3 start-ups: %r" % lat)
+            p.stop()
         for u in made:
             if isinstance(u, RawUpstream):
                 u.set(delay=0.0)
