@@ -3,6 +3,7 @@ work): each test scripts an h2front.py origin that misbehaves and checks the
 proxy neither crashes, leaks, grows without bound nor leaves a client
 hanging.  Everything is bounded in bytes and time."""
 import json
+import threading
 import time
 import unittest
 
@@ -11,6 +12,7 @@ from tlsfront import TestPKI
 
 try:
     from h2front import H2Origin
+    from hyperframe.frame import PingFrame
     HAVE_H2 = True
 except ImportError:  # pragma: no cover - run.sh installs python3-h2
     HAVE_H2 = False
@@ -27,6 +29,14 @@ def reply(conn, sid):
     if conn.send_headers(sid, 200, [("content-type", "application/json"),
                                     ("content-length", str(len(body)))]):
         conn.send_data(sid, body, end=True)
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 @need_h2
@@ -99,6 +109,53 @@ class H2Hostile(ZephyrTestCase):
         except EOFError:
             pass  # cut off: the kept bytes are lost with the connection
         self.assertTrue(p.running(), p.stderr_text()[-2000:])
+        self.assertEqual(self.post(p).status, 200)
+
+    def test_ping_flood_from_a_server_that_does_not_read(self):
+        """PINGs, each answered by an ACK, from a server that never reads:
+        the proxy must not queue the answers without bound."""
+        ping = PingFrame(0)
+        ping.opaque_data = b"zephyr!!"
+        # 960 PINGs then 80 KB of frames of an unknown type (ignored): no
+        # read of the proxy (64 KB) holds more than ~1000 PINGs, nghttp2's
+        # own bound on unsent ACKs.
+        unknown = (16384).to_bytes(3, "big") + bytes([0xfa, 0, 0, 0, 0, 0]) + b"\0" * 16384
+        blob = ping.serialize() * 960 + unknown * 5
+        limit = 120 * 1024 * 1024
+        res = {}
+
+        def script(conn, sid, mode):
+            if mode != "flood":
+                return False
+            sent = 0
+            with conn.lock:  # the reader thread stops at the lock: nothing is read
+                try:
+                    while sent < limit:
+                        conn.tls.sendall(blob)
+                        sent += len(blob)
+                except OSError as e:
+                    res["error"] = repr(e)
+            res["sent"] = sent
+            return True
+        o = self.scripted(script)
+        p = self.proxy(o, server={"max_attempts": 1})
+        self.assertEqual(self.post(p).status, 200)
+        before = rss_kb(p.pid)
+        peak = [before]
+        t = threading.Thread(target=lambda: res.setdefault("r", self.post(p, "flood", timeout=scaled(60))),
+                             daemon=True)
+        t.start()
+
+        def done():
+            peak[0] = max(peak[0], rss_kb(p.pid))
+            return "sent" in res
+        wait_for(done, scaled(120), desc="the flood over")
+        peak[0] = max(peak[0], rss_kb(p.pid))
+        self.assertTrue(p.running())
+        self.assertLess(res["sent"], limit, "the proxy read %d bytes of PINGs from a server that "
+                        "reads none of its answers" % res["sent"])
+        self.assertLess(peak[0] - before, 24 * 1024, "RSS grew %d KB" % (peak[0] - before))
+        t.join(scaled(30))
         self.assertEqual(self.post(p).status, 200)
 
 
