@@ -1678,6 +1678,14 @@ static void h2c_refresh(struct h1_conn *conn)
         if (conn->state == CONN_CLOSING)
             return;
     }
+    if (h2_sess_streams(conn->h2) > 0 && h2_sess_over(conn->h2)) {
+        /* nghttp2 ended the session over a connection error of the server
+         * (its GOAWAY is out, nothing more is read): the streams on it
+         * would wait for nothing. */
+        h2c_close(conn, UPSTREAM_ERR_PROTOCOL,
+                  "malformed response from upstream: HTTP/2 connection error");
+        return;
+    }
     if (h2_sess_streams(conn->h2) > 0) {
         uv_ref((uv_handle_t *)&conn->tcp);
         return;

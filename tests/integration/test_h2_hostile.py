@@ -13,6 +13,7 @@ from tlsfront import TestPKI
 try:
     from h2front import H2Origin
     from hyperframe.frame import PingFrame
+    import h2.exceptions
     HAVE_H2 = True
 except ImportError:  # pragma: no cover - run.sh installs python3-h2
     HAVE_H2 = False
@@ -42,13 +43,20 @@ def rss_kb(pid):
 @need_h2
 class H2Hostile(ZephyrTestCase):
 
+    def setUp(self):
+        super().setUp()
+        self.script_errors = []
+
     def scripted(self, script):
         """An origin whose streams go to script(conn, sid, mode) (mode: the
         x-test-mode header); a false result gets a normal answer."""
         def handler(conn, sid, st):
             mode = dict(st["headers"]).get("x-test-mode")
-            if not script(conn, sid, mode):
-                reply(conn, sid)
+            try:
+                if not script(conn, sid, mode):
+                    reply(conn, sid)
+            except (h2.exceptions.ProtocolError, OSError) as e:
+                self.script_errors.append((mode, repr(e)))  # the proxy may have closed it
         o = H2Origin(None, handler=handler)
         self.addCleanup(o.stop)
         return o
@@ -157,6 +165,136 @@ class H2Hostile(ZephyrTestCase):
         self.assertLess(peak[0] - before, 24 * 1024, "RSS grew %d KB" % (peak[0] - before))
         t.join(scaled(30))
         self.assertEqual(self.post(p).status, 200)
+
+
+    # -- malformed or hostile responses: each ends its exchange, bounded --
+
+    def run_modes(self, script, cases, server=None):
+        """cases: mode -> a check of the response (None: cut off)."""
+        o = self.scripted(script)
+        p = self.proxy(o, server=dict({"max_attempts": 1}, **(server or {})))
+        self.assertEqual(self.post(p).status, 200)
+        for mode, check in cases.items():
+            t0 = time.monotonic()
+            r = self.post(p, mode, timeout=scaled(30))
+            self.assertLess(time.monotonic() - t0, scaled(25), mode)
+            check(mode, r)
+            self.assertTrue(p.running(), p.stderr_text()[-2000:])
+            r2 = self.post(p)
+            self.assertEqual(r2.status, 200, (mode, r2.body, p.stderr_text()[-600:], self.script_errors))
+        return o, p
+
+    def not_ok(self, mode, r):
+        self.assertTrue(r is None or r.status >= 500, (mode, r and r.status, r and r.body))
+
+    def test_malformed_response_heads(self):
+        def script(conn, sid, mode):
+            h = conn.h2
+            body = json.dumps(MESSAGE).encode()
+            with conn.lock:
+                if mode == "nostatus":
+                    h.send_headers(sid, [("content-type", "application/json")], end_stream=True)
+                elif mode == "alphastatus":
+                    h.send_headers(sid, [(":status", "2x0")], end_stream=True)
+                elif mode == "twostatus":
+                    h.send_headers(sid, [(":status", "200"), (":status", "500")], end_stream=True)
+                elif mode == "longstatus":
+                    h.send_headers(sid, [(":status", "2000")], end_stream=True)
+                elif mode == "upper":
+                    h.send_headers(sid, [(":status", "200"), ("X-Upper", "1")], end_stream=True)
+                elif mode == "crlf":
+                    h.send_headers(sid, [(":status", "200"), ("x-evil", "a\r\nx-injected: 1")],
+                                   end_stream=True)
+                elif mode == "status101":  # past the state machine, which refuses it
+                    from hyperframe.frame import HeadersFrame
+                    f = HeadersFrame(sid)
+                    f.data = h.encoder.encode([(":status", "101")])
+                    f.flags.add("END_HEADERS")
+                    f.flags.add("END_STREAM")
+                    conn.flush()
+                    conn.tls.sendall(f.serialize())
+                elif mode == "manyheaders":
+                    h.send_headers(sid, [(":status", "200")] +
+                                   [("x-h%d" % i, "v") for i in range(300)], end_stream=True)
+                elif mode == "short":
+                    h.send_headers(sid, [(":status", "200"), ("content-length", "500")])
+                    h.send_data(sid, body, end_stream=True)
+                elif mode == "1xxstorm":
+                    for _ in range(2000):
+                        h.send_headers(sid, [(":status", "103"), ("link", "</x>; rel=preload")])
+                    conn.flush()
+                    h.send_headers(sid, [(":status", "200"), ("content-type", "application/json")])
+                    h.send_data(sid, body)
+                    h.send_headers(sid, [("x-trailer", "t")], end_stream=True)  # trailers
+                elif mode == "rst_after_end":
+                    h.send_headers(sid, [(":status", "200"), ("content-type", "application/json")])
+                    h.send_data(sid, body, end_stream=True)
+                    conn.flush()
+                    from hyperframe.frame import RstStreamFrame
+                    f = RstStreamFrame(sid)
+                    f.error_code = 2
+                    conn.tls.sendall(f.serialize())
+                else:
+                    return False
+                conn.stream_done(sid)
+                conn.flush()
+            return True
+
+        def ok(mode, r):
+            self.assertEqual(r.status, 200, (mode, r.body))
+            self.assertEqual(r.json()["type"], "message", mode)
+        cases = {m: self.not_ok for m in ("nostatus", "alphastatus", "twostatus", "longstatus",
+                                          "upper", "crlf", "status101", "manyheaders", "short")}
+        cases["1xxstorm"] = ok
+        cases["rst_after_end"] = ok
+        self.run_modes(script, cases)
+        self.assertEqual(self.script_errors, [])  # each answer went out as scripted
+
+    def test_connection_errors_and_goaway_loop(self):
+        """Connection errors nghttp2 answers with GOAWAY and then reads no
+        more (PUSH_PROMISE after our ENABLE_PUSH 0, a bad HPACK index, a
+        window past 2^31-1) must end the streams on the connection at once,
+        and a server that answers every stream with GOAWAY(last 0) gets one
+        retry, not a loop."""
+        from hyperframe.frame import PushPromiseFrame, GoAwayFrame
+        seen = {}
+
+        def script(conn, sid, mode):
+            if mode == "push":
+                f = PushPromiseFrame(sid)
+                f.promised_stream_id = 2
+                f.data = conn.h2.encoder.encode([(":method", "GET"), (":path", "/p"),
+                                                 (":scheme", "https"), (":authority", "x")])
+                f.flags.add("END_HEADERS")
+                with conn.lock:
+                    conn.tls.sendall(f.serialize())
+                reply(conn, sid)
+                return True
+            if mode in ("badhpack", "winoverflow"):
+                from hyperframe.frame import HeadersFrame, WindowUpdateFrame
+                if mode == "badhpack":  # an index past both tables: COMPRESSION_ERROR
+                    f = HeadersFrame(sid)
+                    f.data = b"\xff\xff\xff\x7f"
+                    f.flags.add("END_HEADERS")
+                else:  # the connection's send window past 2^31-1: FLOW_CONTROL_ERROR
+                    f = WindowUpdateFrame(0)
+                    f.window_increment = 0x7fffffff
+                with conn.lock:
+                    conn.flush()
+                    conn.tls.sendall(f.serialize())
+                return True
+            if mode == "goaway":
+                seen["goaway"] = seen.get("goaway", 0) + 1
+                g = GoAwayFrame(0)
+                g.last_stream_id = 0
+                with conn.lock:
+                    conn.tls.sendall(g.serialize())
+                return True
+            return False
+        self.run_modes(script, {"push": lambda m, r: None, "badhpack": self.not_ok,
+                                "winoverflow": self.not_ok, "goaway": self.not_ok})
+        # One retry for the refused stream at most, not a loop of connections.
+        self.assertLessEqual(seen["goaway"], 2, seen)
 
 
 if __name__ == "__main__":
