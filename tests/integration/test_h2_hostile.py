@@ -7,7 +7,7 @@ import threading
 import time
 import unittest
 
-from harness import ZephyrTestCase, build_request, messages_body, scaled, wait_for
+from harness import ASAN, ZephyrTestCase, rss_kb, build_request, messages_body, scaled, wait_for
 from tlsfront import TestPKI
 
 try:
@@ -30,14 +30,6 @@ def reply(conn, sid):
     if conn.send_headers(sid, 200, [("content-type", "application/json"),
                                     ("content-length", str(len(body)))]):
         conn.send_data(sid, body, end=True)
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 @need_h2
@@ -162,7 +154,8 @@ class H2Hostile(ZephyrTestCase):
         self.assertTrue(p.running())
         self.assertLess(res["sent"], limit, "the proxy read %d bytes of PINGs from a server that "
                         "reads none of its answers" % res["sent"])
-        self.assertLess(peak[0] - before, 24 * 1024, "RSS grew %d KB" % (peak[0] - before))
+        if not ASAN:  # its quarantine keeps freed blocks resident
+            self.assertLess(peak[0] - before, 24 * 1024, "RSS grew %d KB" % (peak[0] - before))
         t.join(scaled(30))
         self.assertEqual(self.post(p).status, 200)
 
