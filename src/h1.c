@@ -1298,6 +1298,10 @@ static void on_tls_write(uv_write_t *w, int status)
     conn->write_pending = false;
     if (conn->state == CONN_CLOSING)
         return;
+    if (conn->h2 && status >= 0) {
+        h2c_flush(conn); /* what waited in the session (see h2c_flush) */
+        return;
+    }
     int rc = status < 0 ? status : tls_flush(conn);
     if (rc < 0) {
         tls_write_failed(conn, rc, false);
@@ -1646,10 +1650,13 @@ static void h2c_close(struct h1_conn *conn, enum upstream_rc rc, const char *msg
     conn_close(conn);
 }
 
-/* Sends what the session queued. */
+/* Sends what the session queued.  Not while a write is in flight: what
+ * the server's frames ask for (PING and SETTINGS ACKs) then waits in the
+ * session, where nghttp2 bounds it (a server that sends and never reads
+ * is cut off), rather than piling up in io.out; on_tls_write flushes. */
 static void h2c_flush(struct h1_conn *conn)
 {
-    if (conn->state == CONN_CLOSING)
+    if (conn->state == CONN_CLOSING || conn->write_pending)
         return;
     if (h2_sess_flush(conn->h2) < 0) {
         h2c_close(conn, UPSTREAM_ERR_SEND, h2_sess_error(conn->h2));
@@ -1670,6 +1677,14 @@ static void h2c_refresh(struct h1_conn *conn)
         pool_wake(conn->pool);
         if (conn->state == CONN_CLOSING)
             return;
+    }
+    if (h2_sess_streams(conn->h2) > 0 && h2_sess_over(conn->h2)) {
+        /* nghttp2 ended the session over a connection error of the server
+         * (its GOAWAY is out, nothing more is read): the streams on it
+         * would wait for nothing. */
+        h2c_close(conn, UPSTREAM_ERR_PROTOCOL,
+                  "malformed response from upstream: HTTP/2 connection error");
+        return;
     }
     if (h2_sess_streams(conn->h2) > 0) {
         uv_ref((uv_handle_t *)&conn->tcp);

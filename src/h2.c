@@ -420,6 +420,16 @@ void h2_sess_fail(struct h2_sess *s, enum upstream_rc rc, const char *msg)
 {
     s->dead = true;
     for (struct h2_stream *st = s->head; st; st = st->next) {
+        if (st->closed && st->ud && st->paused && st->pend_len > 0) {
+            /* Its end arrived, but what it keeps cannot be delivered once
+             * the session is gone: the exchange ends now, as lost, rather
+             * than with the session (silently, its handle left dangling). */
+            st->rc = rc;
+            st->retry = H2_RETRY_NO;
+            snprintf(st->msg, sizeof st->msg, "%s", msg);
+            st->paused = false;
+            continue;
+        }
         if (st->closed)
             continue;
         stream_end(st, rc, msg, st->got_byte ? H2_RETRY_NO : H2_RETRY_LOST);

@@ -313,6 +313,28 @@ static void test_pause_holds_only_its_stream(void **state)
     nghttp2_session_del(S.ng);
 }
 
+/* A paused stream whose END_STREAM arrived keeps its bytes; when the
+ * connection is then lost it still ends, once, as an error (what it kept
+ * is lost), not silently with the session. */
+static void test_paused_ended_stream_ends_when_connection_lost(void **state)
+{
+    (void)state;
+    srv_start(100);
+    struct h2_sess *s = h2_sess_new(&ops, NULL);
+    struct rec a = {.pause_left = 1000000};
+    open_get(s, &a, GET);
+    pump(s);
+    respond(S.last_id, "kept", 4);
+    pump(s);
+    assert_false(a.closed); /* ended upstream, but paused with its bytes */
+    h2_sess_fail(s, UPSTREAM_ERR_RECV, "the connection closed");
+    assert_true(a.closed);
+    assert_int_equal(a.rc, UPSTREAM_ERR_RECV);
+    assert_int_equal(a.body_total, 0);
+    h2_sess_free(s);
+    nghttp2_session_del(S.ng);
+}
+
 static void test_rst_stream_ends_one_stream(void **state)
 {
     (void)state;
@@ -417,6 +439,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_and_response),
         cmocka_unit_test(test_pause_holds_only_its_stream),
+        cmocka_unit_test(test_paused_ended_stream_ends_when_connection_lost),
         cmocka_unit_test(test_rst_stream_ends_one_stream),
         cmocka_unit_test(test_goaway_refuses_later_streams),
         cmocka_unit_test(test_stream_bound),
