@@ -711,8 +711,8 @@ static void dash_quit(void *ud)
 
 /*
  * Gives the heap's free pages back once the proxy is quiet: 1 s after the
- * last request ended (or after start), then at most once a minute while
- * nothing is in flight (pooled connections closing free memory too).
+ * last request ended (or after start; at most every 10 s), then at most once
+ * a minute while nothing is in flight (pooled connections closing free memory too).
  * glibc returns only the top of the heap by itself; after a burst of
  * streams the free memory between live blocks stayed resident (2.3 MB
  * after 500 TLS streams; 80 KB after the start-up checks).
@@ -728,6 +728,11 @@ static void app_trim_heap(struct app *a)
     if (now - a->busy_ms < 1000)
         return;
     if (a->trim_ms > a->busy_ms && now - a->trim_ms < 60000)
+        return;
+    /* Requests every few seconds end a quiet second each time: trim at
+     * most every 10 s then, so the walk over the heap stays off the loop's
+     * busy path. */
+    if (a->trim_ms && now - a->trim_ms < 10000)
         return;
     malloc_trim(0);
     a->trim_ms = now;

@@ -621,9 +621,16 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
             if (nlen == 4 && memcmp(p, "host", 4) == 0)
                 nva[2] = nv(":authority", 10, v, vlen);
             else if (!dropped_header(p, nlen) &&
-                     (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8))) &&
-                     n < H2_MAX_REQ_HEADERS + 4)
+                     (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8)))) {
+                /* Never drop one silently: the token comes last. */
+                if (n == H2_MAX_REQ_HEADERS + 4) {
+                    free(h);
+                    snprintf(err, errlen, "HTTP/2: more than %d request headers",
+                             H2_MAX_REQ_HEADERS);
+                    return NULL;
+                }
                 nva[n++] = nv(p, nlen, v, vlen);
+            }
         }
         p = next;
     }

@@ -275,6 +275,36 @@ static void test_request_and_response(void **state)
     nghttp2_session_del(S.ng);
 }
 
+/* More request headers than a stream takes is an error, never a header
+ * silently left out (the token is the last one the proxy adds). */
+static void test_too_many_request_headers(void **state)
+{
+    (void)state;
+    srv_start(100);
+    struct h2_sess *s = h2_sess_new(&ops, NULL);
+    size_t cap = 64 * 300 + 200;
+    char *head = malloc(cap);
+    size_t len = (size_t)snprintf(head, cap, "GET / HTTP/1.1\r\nHost: h\r\n");
+    for (int i = 0; i < 256; i++)
+        len += (size_t)snprintf(head + len, cap - len, "X-H%d: v\r\n", i);
+    size_t at_cap = len;
+    len += (size_t)snprintf(head + len, cap - len, "Authorization: Bearer t\r\n\r\n");
+    char err[100] = "";
+    struct rec r = {0};
+    struct h2_req q = {.head = head, .head_len = len};
+    assert_null(h2_stream_open(s, &q, &r, err, sizeof err));
+    assert_string_equal(err, "HTTP/2: more than 256 request headers");
+    /* 256 headers exactly still go. */
+    memcpy(head + at_cap, "\r\n", 2);
+    q.head_len = at_cap + 2;
+    assert_non_null(h2_stream_open(s, &q, &r, err, sizeof err));
+    pump(s);
+    assert_int_equal(S.n_requests, 1);
+    free(head);
+    h2_sess_free(s);
+    nghttp2_session_del(S.ng);
+}
+
 /* A paused stream keeps its window shut; another stream still flows. */
 static void test_pause_holds_only_its_stream(void **state)
 {
@@ -438,6 +468,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_and_response),
+        cmocka_unit_test(test_too_many_request_headers),
         cmocka_unit_test(test_pause_holds_only_its_stream),
         cmocka_unit_test(test_paused_ended_stream_ends_when_connection_lost),
         cmocka_unit_test(test_rst_stream_ends_one_stream),
