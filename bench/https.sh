@@ -40,6 +40,8 @@ NSTREAMS=${BENCH_HTTPS_STREAMS:-1000}
 RAMP_MS=${BENCH_HTTPS_RAMP_MS:-1000}
 # The origin front and nginx hold a descriptor per stream on each side.
 MAXC=$((NSTREAMS + 1000 > 4000 ? NSTREAMS + 1000 : 4000))
+NOFILE=$(ulimit -Hn); [ "$NOFILE" = unlimited ] && NOFILE=1048576
+[ $((2 * MAXC + 100)) -le "$NOFILE" ] || MAXC=$(((NOFILE - 100) / 2)) # HAProxy wants 2 x maxconn descriptors
 ZCOLS="zephyr"
 [ "${BENCH_ZEPHYR_H1:-1}" = 1 ] && ZCOLS="zephyr zephyr-h1"
 export PATH="$PATH:/usr/sbin:/sbin"
