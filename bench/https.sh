@@ -272,9 +272,9 @@ IDLE_S=${BENCH_IDLE_S:-65}
 if [ "${BENCH_SKIP_IDLE:-0}" != 1 ]; then
     say "idle for ${IDLE_S}s before the first-request-after-idle row"
     sleep "$IDLE_S" # the pause being measured, not a synchronisation
-    for col in $PCOLS; do
-        a=$("$ZLOAD" short --port "${PORT[$col]}" --conns 1 --requests 1 || echo "lat_p50_us=0")
-        b=$("$ZLOAD" short --port "${PORT[$col]}" --conns 1 --requests 1 || echo "lat_p50_us=0")
+    for col in direct $PCOLS; do # direct: the plain origin, no TLS
+        a=$("$ZLOAD" short --port "${PORT[$col]:-$OPORT}" --conns 1 --requests 1 || echo "lat_p50_us=0")
+        b=$("$ZLOAD" short --port "${PORT[$col]:-$OPORT}" --conns 1 --requests 1 || echo "lat_p50_us=0")
         printf 'idle\t%s\t%s\t1\tfirst_us=%s next_us=%s\n' "$IDLE_S" "$col" "$(field lat_p50_us "$a")" "$(field lat_p50_us "$b")" >>"$RES"
     done
 fi
@@ -409,6 +409,9 @@ for x in rows:
         print("%-28s %s: %d" % ("TLS handshakes, run", x[2], val(x[4], "n")))
 r = {x[2]: x for x in rows if x[0] == "idle"}
 if r:
+    if "direct" in r:
+        print("%-28s %12s   (plain origin, then the next)" % ("direct after the same idle", "%.2f/%.2f ms" % (
+              (val(r["direct"][4], "first_us") or 0) / 1000.0, (val(r["direct"][4], "next_us") or 0) / 1000.0)))
     print(W % ("first request after %ss idle" % list(r.values())[0][1],
           *["%.2f ms" % ((val(r[c][4], "first_us") or 0) / 1000.0) if c in r else "-" for c in cols]))
     print(W % ("  the request after it",
