@@ -170,9 +170,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
         return 0; /* trailers, or a stream we no longer care about */
     st->got_byte = true;
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-        int v = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            v = v * 10 + (value[i] - '0');
+        /* Three digits, 100-999; anything else is refused in deliver_head
+         * (nghttp2 lets "003" through, which would pass as interim). */
+        int v = valuelen == 3 ? 0 : -1;
+        for (size_t i = 0; v >= 0 && i < 3; i++)
+            v = value[i] >= '0' && value[i] <= '9' ? v * 10 + (value[i] - '0') : -1;
         st->status = v;
         return 0;
     }
@@ -204,6 +206,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 static void deliver_head(struct h2_stream *st)
 {
     struct h2_sess *s = st->s;
+    if (st->status < 100) {
+        stream_reset(st, NGHTTP2_PROTOCOL_ERROR, UPSTREAM_ERR_PROTOCOL,
+                     "malformed response from upstream: bad :status");
+        return;
+    }
     if (st->status < 200) {
         st->hb_len = 0; /* an interim head: the final one follows */
         st->nhdrs = 0;
@@ -212,7 +219,8 @@ static void deliver_head(struct h2_stream *st)
     st->head_done = true;
     struct upstream_hdr hdrs[H2_MAX_HEADERS];
     size_t n = 0;
-    for (const char *p = st->hb, *end = st->hb + st->hb_len; p < end && n < H2_MAX_HEADERS;) {
+    /* hb is NULL for a head of :status alone. */
+    for (const char *p = st->hb, *end = p ? p + st->hb_len : p; p < end && n < H2_MAX_HEADERS;) {
         struct upstream_hdr *h = &hdrs[n++];
         h->name = p;
         h->name_len = strlen(p);

@@ -343,6 +343,35 @@ static void test_pause_holds_only_its_stream(void **state)
     nghttp2_session_del(S.ng);
 }
 
+/* A :status that is not three digits from 100 up ("003" passes nghttp2's
+ * own check) ends the stream as a protocol error: never read as an interim
+ * head with the DATA that follows going out before any head (fuzz_h2). */
+static void test_bad_status_is_a_protocol_error(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"003", "099", "2x0"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        srv_start(100);
+        struct h2_sess *s = h2_sess_new(&ops, NULL);
+        struct rec r = {0};
+        open_get(s, &r, GET);
+        pump(s);
+        nghttp2_nv nva[] = {{(uint8_t *)":status", (uint8_t *)bad[i], 7, 3, 0}};
+        struct src *b = &srcs[n_srcs++ % 8];
+        b->p = "data";
+        b->left = 4;
+        nghttp2_data_provider dp = {.source.ptr = b, .read_callback = srv_read};
+        assert_int_equal(nghttp2_submit_response(S.ng, S.last_id, nva, 1, &dp), 0);
+        pump(s);
+        assert_true(r.closed);
+        assert_int_equal(r.rc, UPSTREAM_ERR_PROTOCOL);
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.body_total, 0);
+        h2_sess_free(s);
+        nghttp2_session_del(S.ng);
+    }
+}
+
 /* A paused stream whose END_STREAM arrived keeps its bytes; when the
  * connection is then lost it still ends, once, as an error (what it kept
  * is lost), not silently with the session. */
@@ -468,6 +497,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_and_response),
+        cmocka_unit_test(test_bad_status_is_a_protocol_error),
         cmocka_unit_test(test_too_many_request_headers),
         cmocka_unit_test(test_pause_holds_only_its_stream),
         cmocka_unit_test(test_paused_ended_stream_ends_when_connection_lost),
