@@ -18,6 +18,7 @@ threads are daemons stopped by stop().
 """
 
 import http.client
+import select
 import socket
 import ssl
 import sys
@@ -76,15 +77,25 @@ class H2Conn:
             self.h2.initiate_connection()
             self.flush()
         while not self.closed and not o.stopping:
-            try:
-                data = self.tls.recv(65536)
-            except socket.timeout:
-                continue
-            except (OSError, ssl.SSLError):
-                break
-            if not data:
-                break
+            # One SSL object must never be read and written at once (OpenSSL
+            # does not allow it; the handler threads write under the lock):
+            # wait for bytes outside the lock, read them under it.
+            if not self.tls.pending():
+                try:
+                    ready, _, _ = select.select([self.tls], [], [], 0.2)
+                except (OSError, ValueError):
+                    break
+                if not ready:
+                    continue
             with self.lock:
+                try:
+                    data = self.tls.recv(65536)
+                except socket.timeout:
+                    continue
+                except (OSError, ssl.SSLError):
+                    break
+                if not data:
+                    break
                 try:
                     events = self.h2.receive_data(data)
                 except h2.exceptions.ProtocolError:
