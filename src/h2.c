@@ -36,6 +36,8 @@
 #define H2_MAX_HEAD_BYTES (64 * 1024)
 #define H2_MAX_HEADERS 200
 #define H2_MAX_REQ_HEADERS 256
+#define H2_HEAD_STACK 4096            /* a request head copied on the stack, not the heap */
+#define H2_FLUSH_COALESCE (16 * 1024) /* a full TLS record (see h2_sess_flush) */
 
 struct h2_stream {
     struct h2_sess *s;             /* borrows */
@@ -475,6 +477,15 @@ int h2_sess_recv(struct h2_sess *s, const char *data, size_t len)
     return s->dead ? -1 : 0;
 }
 
+static bool send_out(struct h2_sess *s, const uint8_t *d, size_t len)
+{
+    if (s->ops.send(s->conn, d, len))
+        return true;
+    snprintf(s->err, sizeof s->err, "could not send on the HTTP/2 connection");
+    s->dead = true;
+    return false;
+}
+
 int h2_sess_flush(struct h2_sess *s)
 {
     if (s->dead)
@@ -483,6 +494,12 @@ int h2_sess_flush(struct h2_sess *s)
         s->want_flush = true;
         return 0;
     }
+    /* nghttp2 hands out one frame per call: they are gathered here and
+     * sent in one piece (one TLS record, not one per frame: a request's
+     * HEADERS and DATA cost one SSL_write).  Frames the buffer does not
+     * hold go out as they come, after what it holds. */
+    uint8_t out[H2_FLUSH_COALESCE];
+    size_t out_len = 0;
     do {
         s->want_flush = false;
         s->busy++;
@@ -495,11 +512,21 @@ int h2_sess_flush(struct h2_sess *s)
                 s->dead = true;
                 break;
             }
-            if (n == 0)
+            size_t len = (size_t)n;
+            if (len > 0 && out_len + len <= sizeof out) {
+                memcpy(out + out_len, d, len); /* d is valid only until the next call */
+                out_len += len;
+                continue;
+            }
+            if (out_len > 0 && !send_out(s, out, out_len))
                 break;
-            if (!s->ops.send(s->conn, d, (size_t)n)) {
-                snprintf(s->err, sizeof s->err, "could not send on the HTTP/2 connection");
-                s->dead = true;
+            out_len = 0;
+            if (len == 0)
+                break;
+            if (len < sizeof out) {
+                memcpy(out, d, len);
+                out_len = len;
+            } else if (!send_out(s, d, len)) {
                 break;
             }
         }
@@ -561,10 +588,14 @@ bool h2_sess_ping_pending(const struct h2_sess *s)
  * replaces. */
 static bool dropped_header(const char *n, size_t len)
 {
-    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade",    "host"};
+    /* Lengths known here, not strlen per name per header. */
+    static const struct {
+        const char *s;
+        size_t len;
+    } names[] = {{"connection", 10},        {"keep-alive", 10}, {"proxy-connection", 16},
+                 {"transfer-encoding", 17}, {"upgrade", 7},     {"host", 4}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i]) == len && memcmp(names[i], n, len) == 0)
+        if (names[i].len == len && memcmp(names[i].s, n, len) == 0)
             return true;
     return false;
 }
@@ -591,8 +622,10 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
         snprintf(err, errlen, "HTTP/2 connection takes no more streams");
         return NULL;
     }
-    /* A copy of the head: names are lower-cased in place. */
-    char *h = xmalloc(r->head_len + 1);
+    /* A copy of the head: names are lower-cased in place.  On the stack
+     * when it is small (most are), else on the heap. */
+    char hbuf[H2_HEAD_STACK];
+    char *h = r->head_len < sizeof hbuf ? hbuf : xmalloc(r->head_len + 1);
     memcpy(h, r->head, r->head_len);
     h[r->head_len] = '\0';
     char *end = h + r->head_len;
@@ -602,7 +635,8 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
     char *eol = memchr(h, '\n', r->head_len);
     char *sp2 = sp1 && eol ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
     if (!sp2) {
-        free(h);
+        if (h != hbuf)
+            free(h);
         snprintf(err, errlen, "HTTP/2: malformed request");
         return NULL;
     }
@@ -632,7 +666,8 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
                      (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8)))) {
                 /* Never drop one silently: the token comes last. */
                 if (n == H2_MAX_REQ_HEADERS + 4) {
-                    free(h);
+                    if (h != hbuf)
+                        free(h);
                     snprintf(err, errlen, "HTTP/2: more than %d request headers",
                              H2_MAX_REQ_HEADERS);
                     return NULL;
@@ -649,7 +684,8 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
     st->body_len = r->body ? r->body_len : 0;
     nghttp2_data_provider dp = {.source.ptr = NULL, .read_callback = on_read_body};
     int32_t id = nghttp2_submit_request(s->ng, NULL, nva, n, st->body_len > 0 ? &dp : NULL, NULL);
-    free(h);
+    if (h != hbuf)
+        free(h);
     if (id < 0) {
         snprintf(err, errlen, "HTTP/2 request refused: %s", nghttp2_strerror(id));
         free(st);
