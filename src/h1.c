@@ -1771,6 +1771,10 @@ static bool h2c_begin(struct h1_xchg *x, struct h1_conn *conn)
         p->h2_seen = true;
         log_msg(LOG_DEBUG, "upstream %s:%u speaks HTTP/2", p->host, p->port);
     }
+    /* h2c_pump reads every record there is (pauses are per stream, in the
+     * session): one BIO read for all of them rather than two per record
+     * (header, then body).  What is read ahead shows in SSL_has_pending. */
+    SSL_set_read_ahead(conn->tls->ssl, 1);
     conn->state = CONN_ACTIVE;
     conn->x = NULL;
     x->conn = NULL;

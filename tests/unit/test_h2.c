@@ -39,10 +39,12 @@ struct rec {
 
 static char c2s[1 << 20];
 static size_t c2s_len;
+static int n_sends;
 
 static bool on_send(void *conn, const uint8_t *data, size_t len)
 {
     (void)conn;
+    n_sends++;
     assert_true(c2s_len + len <= sizeof c2s);
     memcpy(c2s + c2s_len, data, len);
     c2s_len += len;
@@ -97,8 +99,8 @@ static const struct h2_ops ops = {on_send, on_head, on_body, on_sent, on_close};
 struct srv {
     nghttp2_session *ng;
     int32_t last_id;
-    char req_hdrs[4096]; /* of the last request */
-    char req_body[4096];
+    char req_hdrs[16384]; /* of the last request */
+    char req_body[64 * 1024];
     size_t req_body_len;
     int n_requests;
 };
@@ -493,10 +495,68 @@ static void test_ping(void **state)
     nghttp2_session_del(S.ng);
 }
 
+/* One flush hands a request's HEADERS and DATA to send in one piece (one
+ * TLS record, one SSL_write over a real connection); a body larger than
+ * the gathering buffer and a head larger than its stack copy still go out
+ * whole and in order. */
+static void test_flush_sends_frames_together(void **state)
+{
+    (void)state;
+    srv_start(100);
+    struct h2_sess *s = h2_sess_new(&ops, NULL);
+    struct rec r = {0};
+    open_get(s, &r, GET);
+    pump(s);
+    respond(S.last_id, "", 0);
+    pump(s);
+    assert_true(r.closed);
+
+    static const char post[] = "POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n";
+    struct rec r2 = {0};
+    char err[100];
+    struct h2_req q = {.head = post, .head_len = strlen(post), .body = "abcd", .body_len = 4};
+    assert_non_null(h2_stream_open(s, &q, &r2, err, sizeof err));
+    n_sends = 0;
+    assert_int_equal(h2_sess_flush(s), 0);
+    assert_int_equal(n_sends, 1);
+    pump(s);
+    assert_int_equal(S.req_body_len, 4);
+    assert_memory_equal(S.req_body, "abcd", 4);
+
+    /* 40 KB of body and a 6 KB header value. */
+    size_t blen = 40 * 1024, vlen = 6 * 1024;
+    char *body = malloc(blen);
+    for (size_t i = 0; i < blen; i++)
+        body[i] = (char)('a' + i % 26);
+    char *head = malloc(vlen + 200);
+    int hl = snprintf(head, vlen + 200, "POST /big HTTP/1.1\r\nHost: h\r\nX-Big: ");
+    memset(head + hl, 'v', vlen);
+    hl += (int)vlen;
+    hl += snprintf(head + hl, 200, "\r\nContent-Length: %zu\r\n\r\n", blen);
+    struct rec r3 = {0};
+    struct h2_req q3 = {.head = head, .head_len = (size_t)hl, .body = body, .body_len = blen};
+    assert_non_null(h2_stream_open(s, &q3, &r3, err, sizeof err));
+    S.req_body_len = 0;
+    pump(s);
+    assert_int_equal(S.req_body_len, blen);
+    assert_memory_equal(S.req_body, body, blen);
+    assert_non_null(strstr(S.req_hdrs, ":path: /big\n"));
+    assert_int_equal(strspn(strstr(S.req_hdrs, "x-big: ") + 7, "v"), vlen);
+    respond(S.last_id, "ok", 2);
+    pump(s);
+    assert_true(r3.closed);
+    assert_int_equal(r3.rc, UPSTREAM_OK);
+    free(head);
+    free(body);
+    h2_sess_free(s);
+    nghttp2_session_del(S.ng);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_and_response),
+        cmocka_unit_test(test_flush_sends_frames_together),
         cmocka_unit_test(test_bad_status_is_a_protocol_error),
         cmocka_unit_test(test_too_many_request_headers),
         cmocka_unit_test(test_pause_holds_only_its_stream),
