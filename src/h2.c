@@ -36,20 +36,7 @@
 #define H2_MAX_HEAD_BYTES (64 * 1024)
 #define H2_MAX_HEADERS 200
 #define H2_MAX_REQ_HEADERS 256
-#define H2_HEAD_STACK 4096 /* a request head copied on the stack, not the heap */
-#define H2_MEM_CLASSES 6   /* nghttp2's blocks of 32 .. 1024 bytes are kept for reuse */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define H2_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(H2_ASAN)
-#define H2_MEM_KEEP 0 /* every block through malloc: ASan sees nghttp2's use of them */
-#else
-#define H2_MEM_KEEP 8 /* per class: at most 16 KiB kept per session */
-#endif
-#define H2_MEM_HDR 16                 /* before each block: its class (and the free list's link) */
-#define H2_MEM_BIG 0xff               /* a class byte: a block of the C library's, not kept */
+#define H2_HEAD_STACK 4096            /* a request head copied on the stack, not the heap */
 #define H2_FLUSH_COALESCE (16 * 1024) /* a full TLS record (see h2_sess_flush) */
 
 struct h2_stream {
@@ -72,10 +59,6 @@ struct h2_stream {
     char msg[160];
 };
 
-struct h2_mem_link {
-    struct h2_mem_link *next; /* a kept block's header (see mem_alloc) */
-};
-
 struct h2_sess {
     nghttp2_session *ng; /* owns */
     struct h2_ops ops;
@@ -89,8 +72,6 @@ struct h2_sess {
     bool settings_seen; /* the server's first SETTINGS arrived */
     bool ping_pending;
     char err[160];
-    struct h2_mem_link *mem_free[H2_MEM_CLASSES]; /* owns: blocks nghttp2 gave back (mem_alloc) */
-    unsigned mem_n[H2_MEM_CLASSES];
 };
 
 static struct h2_stream *find(const struct h2_sess *s, int32_t id)
@@ -403,106 +384,6 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 
 /* ---- sessions ------------------------------------------------------------------ */
 
-/* nghttp2's allocator: each request makes it allocate and free a dozen
- * small blocks (frames, streams, header buffers); a few of each size are
- * kept in the session and handed out again rather than going through
- * malloc and free every time.  Bounded (H2_MEM_KEEP per class), released
- * with the session.  A block is H2_MEM_HDR bytes of header (byte 8: its
- * class; bytes 0-7: the free list's link while kept) and then the caller's
- * bytes, aligned as malloc's are. */
-static const unsigned mem_keep = H2_MEM_KEEP; /* a variable: 0 is no warning */
-
-static unsigned mem_class(size_t size)
-{
-    unsigned c = 0;
-    while (c < H2_MEM_CLASSES && ((size_t)32 << c) - H2_MEM_HDR < size)
-        c++;
-    return c < H2_MEM_CLASSES ? c : H2_MEM_BIG;
-}
-
-static void *mem_alloc(size_t size, void *ud)
-{
-    struct h2_sess *s = ud;
-    unsigned c = mem_class(size);
-    unsigned char *b;
-    if (c != H2_MEM_BIG && s->mem_free[c]) {
-        b = (unsigned char *)s->mem_free[c];
-        s->mem_free[c] = s->mem_free[c]->next;
-        s->mem_n[c]--;
-    } else {
-        if (size > SIZE_MAX - H2_MEM_HDR)
-            return NULL;
-        b = malloc(c != H2_MEM_BIG ? (size_t)32 << c : size + H2_MEM_HDR);
-        if (!b)
-            return NULL;
-    }
-    b[8] = (unsigned char)c;
-    return b + H2_MEM_HDR;
-}
-
-static void mem_release(void *ptr, void *ud)
-{
-    if (!ptr)
-        return;
-    struct h2_sess *s = ud;
-    unsigned char *b = (unsigned char *)ptr - H2_MEM_HDR;
-    unsigned c = b[8];
-    if (c == H2_MEM_BIG || s->mem_n[c] >= mem_keep) {
-        free(b);
-        return;
-    }
-    struct h2_mem_link *l = (struct h2_mem_link *)(void *)b;
-    l->next = s->mem_free[c];
-    s->mem_free[c] = l;
-    s->mem_n[c]++;
-}
-
-static void *mem_calloc(size_t n, size_t size, void *ud)
-{
-    if (size != 0 && n > SIZE_MAX / size)
-        return NULL;
-    void *p = mem_alloc(n * size, ud);
-    if (p)
-        memset(p, 0, n * size);
-    return p;
-}
-
-static void *mem_realloc(void *ptr, size_t size, void *ud)
-{
-    if (!ptr)
-        return mem_alloc(size, ud);
-    unsigned char *b = (unsigned char *)ptr - H2_MEM_HDR;
-    unsigned c = b[8];
-    if (c == H2_MEM_BIG) {
-        if (size > SIZE_MAX - H2_MEM_HDR)
-            return NULL;
-        unsigned char *nb = realloc(b, size + H2_MEM_HDR);
-        if (!nb)
-            return NULL;
-        return nb + H2_MEM_HDR;
-    }
-    size_t have = ((size_t)32 << c) - H2_MEM_HDR;
-    if (size <= have)
-        return ptr;
-    void *q = mem_alloc(size, ud);
-    if (!q)
-        return NULL;
-    memcpy(q, ptr, have);
-    mem_release(ptr, ud);
-    return q;
-}
-
-/* Once nghttp2 is done with the session: the kept blocks go back. */
-static void mem_drain(struct h2_sess *s)
-{
-    for (unsigned c = 0; c < H2_MEM_CLASSES; c++)
-        while (s->mem_free[c]) {
-            struct h2_mem_link *l = s->mem_free[c];
-            s->mem_free[c] = l->next;
-            free(l);
-        }
-}
-
 struct h2_sess *h2_sess_new(const struct h2_ops *ops, void *conn)
 {
     nghttp2_session_callbacks *cb;
@@ -527,12 +408,10 @@ struct h2_sess *h2_sess_new(const struct h2_ops *ops, void *conn)
     struct h2_sess *s = xcalloc(1, sizeof *s);
     s->ops = *ops;
     s->conn = conn;
-    nghttp2_mem mem = {s, mem_alloc, mem_release, mem_calloc, mem_realloc};
-    int rc = nghttp2_session_client_new3(&s->ng, cb, s, opt, &mem);
+    int rc = nghttp2_session_client_new2(&s->ng, cb, s, opt);
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rc != 0) {
-        mem_drain(s); /* what nghttp2 freed on its way out */
         free(s);
         return NULL;
     }
@@ -580,7 +459,6 @@ void h2_sess_free(struct h2_sess *s)
         stream_free(st);
     }
     nghttp2_session_del(s->ng);
-    mem_drain(s);
     free(s);
 }
 
