@@ -55,7 +55,7 @@ async function currentShown(page) {
 async function waitCurrent(page, name, ms) {
   const t0 = Date.now();
   await page.waitForFunction(
-    (n) => document.getElementById("current-endpoint").textContent.trim() === n,
+    (n) => document.getElementById("current-endpoint")?.textContent.trim() === n,
     name, { timeout: ms, polling: 50 });
   return Date.now() - t0;
 }
@@ -91,7 +91,7 @@ async function pollsLater(n) {
   await waitFor(() => answered >= want, 15000, n + " more /status answers");
 }
 
-const isLive = () => document.getElementById("conn").classList.contains("live");
+const isLive = () => document.getElementById("conn")?.classList.contains("live");
 
 // What the page shows for the proxy's life: live data with hover tooltips,
 // failure marks in the endpoint's colour and a legend with samples at
@@ -170,7 +170,7 @@ async function lifecycle(page) {
       body: JSON.stringify({ type: "error", error: { type: "invalid_request_error", message: "zt stale notice" } }),
     }));
     await page.click("#btn-check");
-    await page.waitForFunction(() => document.getElementById("notice").textContent.includes("zt stale notice"), null, { timeout: 3000 });
+    await page.waitForFunction(() => document.getElementById("notice")?.textContent.includes("zt stale notice"), null, { timeout: 3000 });
     await page.unroute("**/admin/check");
     injecting = false;
     result.notice_before = (await page.textContent("#notice")).trim();
@@ -267,7 +267,7 @@ async function lifecycle(page) {
       await route.fulfill({ response: r, json: st });
     });
     try {
-      await page.waitForFunction(() => document.getElementById("c-group-s").textContent.includes("relay-b"), null, { timeout: 5000 });
+      await page.waitForFunction(() => document.getElementById("c-group-s")?.textContent.includes("relay-b"), null, { timeout: 5000 });
       result.fallback = await page.evaluate(() => document.getElementById("c-group-s").textContent);
     } finally {
       await page.unroute("**/status");
@@ -346,7 +346,7 @@ async function main() {
     result.signin_text = (await page.textContent("body")).trim();
     await page.fill("#key", "wrong-" + env.ACCESS_KEY.slice(0, 4));
     await page.click("#open");
-    await page.waitForFunction(() => document.getElementById("err").textContent.includes("wrong"),
+    await page.waitForFunction(() => document.getElementById("err")?.textContent.includes("wrong"),
       null, { timeout: 5000 });
     result.signin_error = (await page.textContent("#err")).trim();
     await page.fill("#key", env.ACCESS_KEY);
@@ -366,7 +366,7 @@ async function main() {
     if (!shown.includes(n) || !tableText.includes(n)) throw new Error(`endpoint ${n} not shown (rows: ${shown})`);
   }
   result.shown = shown;
-  await page.waitForFunction(() => document.getElementById("conn").classList.contains("live"),
+  await page.waitForFunction(() => document.getElementById("conn")?.classList.contains("live"),
     null, { timeout: 10000 });
   result.initial_current = await currentShown(page);
   step("endpoints shown", { current: result.initial_current });
@@ -375,7 +375,7 @@ async function main() {
     // The key is kept for the tab: a reload opens the dashboard without asking.
     const again = await page.reload({ waitUntil: "load" });
     result.reload_status = again ? again.status() : null;
-    await page.waitForFunction(() => document.getElementById("conn").classList.contains("live"),
+    await page.waitForFunction(() => document.getElementById("conn")?.classList.contains("live"),
       null, { timeout: 10000 });
     result.reload_asked = !!(await page.$("#key"));
     step("reloaded");
