@@ -14,6 +14,7 @@ import threading
 import time
 import unittest
 
+import test_clients
 import test_faults
 import test_proxy
 from harness import ZephyrTestCase, http_request, scaled, wait_for
@@ -72,6 +73,26 @@ class H2FailoverBeforeFirstByte(H2Mixin, test_faults.FailoverBeforeFirstByte):
 @need_h2
 class H2AfterFirstByte(H2Mixin, test_faults.AfterFirstByte):
     pass
+
+
+@need_h2
+class H2RealClients(H2Mixin, test_clients.RealClients):
+    """Claude Code and the SDK (retries off) through the proxy to an https
+    endpoint that speaks HTTP/2, with the group's own key, as they meet the
+    real API; the origin must have seen the requests over h2."""
+
+    def start_fake(self, name="fake", **knobs):
+        f = super().start_fake(name, **knobs)
+        self.last_origin = f.relay
+        return f
+
+    def run_claude_code(self, access_key):
+        super().run_claude_code(access_key)
+        self.assertGreaterEqual(self.last_origin.counts()["h2"], 1, self.last_origin.counts())
+
+    def run_sdk(self, access_key):
+        super().run_sdk(access_key)
+        self.assertGreaterEqual(self.last_origin.counts()["h2"], 1, self.last_origin.counts())
 
 
 @need_h2
