@@ -1796,11 +1796,10 @@ static bool h2c_begin(struct h1_xchg *x, struct h1_conn *conn)
 }
 
 /* The exchange becomes a stream on conn. */
-static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer)
+/* An exchange that has its connection: the timer keeps the overall
+ * deadline (timeout_ms from the start), or none. */
+static void x_arm_timeout(struct h1_xchg *x)
 {
-    x->state = X_ACTIVE;
-    x->conn = NULL;
-    x->h2c = conn;
     if (x->timeout_ms > 0) {
         uint64_t used = uv_now(x->c->loop) - x->start_ms;
         uint64_t t = (uint64_t)x->timeout_ms;
@@ -1808,6 +1807,14 @@ static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer)
     } else {
         uv_timer_stop(&x->timer);
     }
+}
+
+static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer)
+{
+    x->state = X_ACTIVE;
+    x->conn = NULL;
+    x->h2c = conn;
+    x_arm_timeout(x);
     struct h2_req r = {
         .head = x->head, .head_len = x->head_len, .body = x->body, .body_len = x->body_len};
     x->h2s = h2_stream_open(conn->h2, &r, x, x->msgbuf, sizeof x->msgbuf);
@@ -1837,11 +1844,7 @@ static void x_dispatch(struct h1_xchg *x, bool defer)
         uv_ref((uv_handle_t *)&conn->tcp);
         x_attach(x, conn);
         x->reused = true;
-        if (x->timeout_ms > 0) {
-            uint64_t used = uv_now(x->c->loop) - x->start_ms;
-            uint64_t t = (uint64_t)x->timeout_ms;
-            uv_timer_start(&x->timer, on_x_timeout, used < t ? t - used : 0, 0);
-        }
+        x_arm_timeout(x);
         x_send(x, defer);
         return;
     }
@@ -1937,13 +1940,7 @@ static void x_connected(struct h1_xchg *x, struct h1_conn *conn)
         return;
     }
     x_attach(x, conn);
-    if (x->timeout_ms > 0) {
-        uint64_t used = uv_now(x->c->loop) - x->start_ms;
-        uint64_t t = (uint64_t)x->timeout_ms;
-        uv_timer_start(&x->timer, on_x_timeout, used < t ? t - used : 0, 0);
-    } else {
-        uv_timer_stop(&x->timer);
-    }
+    x_arm_timeout(x);
     x_send(x, false);
 }
 
