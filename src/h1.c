@@ -147,8 +147,12 @@ struct h1_pool {
     bool standby;               /* h1_warm(): warm while the client is in use */
     struct h1_conn *h2_head;    /* borrows: its HTTP/2 connections (see h2c_*) */
     bool h2_seen;               /* a connection chose h2: logged once */
+    bool h1_only;               /* the last handshake that offered h2 got HTTP/1.1:
+                                 * new connections are not waited for */
     struct h1_conn *h2_pending; /* borrows: the connection being set up that new
                                  * exchanges wait for (see pool_wake) */
+    struct h1_xchg *h2_leader;  /* borrows: the exchange whose connection will be
+                                 * h2_pending, while it resolves the host */
     struct h1_xchg *wait_head;  /* borrows: the exchanges waiting for it */
     size_t n_wait;
     unsigned port;
@@ -797,6 +801,11 @@ static void x_close_conn(struct h1_xchg *x)
 {
     if (x->waiting)
         pool_wait_unlink(x);
+    if (x->pool->h2_leader == x) {
+        /* It ends before it had a connection: the waiters go on alone. */
+        x->pool->h2_leader = NULL;
+        pool_wake(x->pool);
+    }
     if (x->h2s) {
         /* One stream of a shared connection: only it ends. */
         struct h1_conn *hc = x->h2c;
@@ -1767,6 +1776,7 @@ static bool h2c_begin(struct h1_xchg *x, struct h1_conn *conn)
         x_finish(x, UPSTREAM_ERR_CONNECT, x->msgbuf, false);
         return true;
     }
+    p->h1_only = false;
     if (!p->h2_seen) {
         p->h2_seen = true;
         log_msg(LOG_DEBUG, "upstream %s:%u speaks HTTP/2", p->host, p->port);
@@ -1848,9 +1858,9 @@ static void x_dispatch(struct h1_xchg *x, bool defer)
         x_send(x, defer);
         return;
     }
-    if (pool->h2_pending && pool->n_wait < H2_MAX_STREAMS) {
-        /* An HTTP/2 connection is being set up: a stream on it, rather
-         * than a handshake of its own. */
+    if ((pool->h2_pending || pool->h2_leader) && pool->n_wait < H2_MAX_STREAMS) {
+        /* A connection that is or may be HTTP/2 is being set up: a stream
+         * on it, rather than a handshake of its own (see x_connect_start). */
         x->state = X_CONNECTING;
         x->waiting = true;
         x->wait_next = pool->wait_head;
@@ -1923,6 +1933,8 @@ static void x_connected(struct h1_xchg *x, struct h1_conn *conn)
 {
     if (conn->tls && h2c_begin(x, conn))
         return;
+    if (conn->tls && !x->c->h2_off)
+        conn->pool->h1_only = true; /* remembered: later bursts do not wait */
     if (conn == conn->pool->h2_pending)
         pool_wake(conn->pool); /* HTTP/1.1 after all: the waiters connect */
     if (x->warm_only) {
@@ -1980,6 +1992,13 @@ static void on_connect(uv_connect_t *req, int status)
     x_connected(x, conn);
 }
 
+/* Whether a new connection of the pool may turn out HTTP/2, so that others
+ * wait for it rather than open their own (see x_connect_start). */
+static bool pool_may_h2(const struct h1_pool *p)
+{
+    return p->tls && !p->c->h2_off && !p->h1_only;
+}
+
 /* Tries the pool's addresses from x->addr_idx on; the last failure is in
  * x->msgbuf when none is left. */
 static void x_connect(struct h1_xchg *x, bool defer)
@@ -1996,8 +2015,10 @@ static void x_connect(struct h1_xchg *x, bool defer)
         if (rc == 0) {
             conn->x = x;
             x->conn = conn;
-            if (pool->tls && pool->h2_seen && !c->h2_off && !pool->h2_pending)
+            if (pool->h2_leader == x || (pool_may_h2(pool) && !pool->h2_pending)) {
+                pool->h2_leader = NULL;
                 pool->h2_pending = conn; /* others wait for it: see x_dispatch */
+            }
             return;
         }
         char a[80];
@@ -2083,12 +2104,20 @@ static void x_resolve(struct h1_xchg *x, bool defer)
 }
 
 /* A new connection: the connect timeout runs from here (capped by what is
- * left of the whole-exchange timeout), through the lookup if one is needed. */
+ * left of the whole-exchange timeout), through the lookup if one is needed.
+ * While the pool's protocol may be h2 (an https: pool that has not answered
+ * HTTP/1.1 to an offer of h2: on first contact, or once it chose h2) the
+ * first exchange to connect leads: the exchanges after it wait (x_dispatch)
+ * for its connection's ALPN answer, then share it or connect on their own
+ * (pool_wake).  The lookup is inside that wait, so a host name's first
+ * burst also costs one handshake. */
 static void x_connect_start(struct h1_xchg *x, bool defer)
 {
     struct h1 *c = x->c;
     struct h1_pool *pool = x->pool;
     uint64_t now = uv_now(c->loop);
+    if (pool_may_h2(pool) && !pool->h2_pending && !pool->h2_leader)
+        pool->h2_leader = x;
     uint64_t t =
         x->connect_timeout_ms > 0 ? (uint64_t)x->connect_timeout_ms : H1_CONNECT_TIMEOUT_MS;
     if (x->timeout_ms > 0) {
