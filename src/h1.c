@@ -590,21 +590,27 @@ static void on_sweep(uv_timer_t *t)
             while (p->idle_tail && now - p->idle_tail->idle_since >= H1_IDLE_TIMEOUT_MS)
                 conn_close(p->idle_tail);
             bool pw = pool_warm(c, p, now);
+            /* A warm pool keeps one idle h2 connection (the newest: the list
+             * is newest first); the others a burst left close after the
+             * idle timeout like HTTP/1.1 ones (9,000 streams left 91). */
+            bool kept = false;
             for (struct h1_conn *hc = p->h2_head, *next; hc; hc = next) {
                 next = hc->h2_next;
                 if (h2_sess_streams(hc->h2) > 0)
                     continue;
                 if (h2_sess_ping_pending(hc->h2) && now - hc->ping_at >= H2_PING_TIMEOUT_MS)
                     h2c_close(hc, UPSTREAM_ERR_RECV, "HTTP/2 PING unanswered");
-                else if (!pw && now - hc->idle_since >= H1_IDLE_TIMEOUT_MS)
+                else if ((!pw || kept) && now - hc->idle_since >= H1_IDLE_TIMEOUT_MS)
                     h2c_close(hc, UPSTREAM_ERR_RECV, "idle HTTP/2 connection closed");
-                else if (pw &&
-                         now - (hc->ping_at > hc->idle_since ? hc->ping_at : hc->idle_since) >=
-                             H2_PING_MS) {
-                    /* Warm: the connection stays, proven alive by PING. */
-                    h2_sess_ping(hc->h2);
-                    hc->ping_at = now;
-                    h2c_flush(hc);
+                else if (pw && !kept) {
+                    kept = true;
+                    if (now - (hc->ping_at > hc->idle_since ? hc->ping_at : hc->idle_since) >=
+                        H2_PING_MS) {
+                        /* Warm: the connection stays, proven alive by PING. */
+                        h2_sess_ping(hc->h2);
+                        hc->ping_at = now;
+                        h2c_flush(hc);
+                    }
                 }
             }
             if (!pw)
