@@ -216,6 +216,9 @@ struct h1_xchg {
     size_t body_len;
     char *head; /* owns: the request head */
     size_t head_len, head_size;
+    /* Where x_build_head put the pieces an HTTP/2 stream is built from
+     * (offsets in head): no HTTP/1.1 head is parsed back for h2. */
+    size_t m_len, path_off, path_len, auth_off, auth_len, lines_off, lines_len, cl_off, cl_len;
     char *hb; /* owns: the response head, [u32 len][bytes] records */
     size_t hb_len, hb_size;
     size_t hdr_bytes; /* status lines, names and values seen so far */
@@ -1815,8 +1818,19 @@ static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer)
     x->conn = NULL;
     x->h2c = conn;
     x_arm_timeout(x);
-    struct h2_req r = {
-        .head = x->head, .head_len = x->head_len, .body = x->body, .body_len = x->body_len};
+    const char *h = x->head;
+    struct h2_req r = {.method = h,
+                       .method_len = x->m_len,
+                       .path = h + x->path_off,
+                       .path_len = x->path_len,
+                       .authority = h + x->auth_off,
+                       .authority_len = x->auth_len,
+                       .headers = h + x->lines_off,
+                       .headers_len = x->lines_len,
+                       .content_length = x->cl_len ? h + x->cl_off : NULL,
+                       .content_length_len = x->cl_len,
+                       .body = x->body,
+                       .body_len = x->body_len};
     x->h2s = h2_stream_open(conn->h2, &r, x, x->msgbuf, sizeof x->msgbuf);
     if (!x->h2s) {
         x->h2c = NULL;
@@ -2170,16 +2184,26 @@ static void x_build_head(struct h1_xchg *x, const struct upstream_request *req,
     char *p = x->head;
     p = put(p, req->method, mlen);
     *p++ = ' ';
+    x->m_len = mlen;
+    x->path_off = (size_t)(p - x->head);
     if (slash)
         *p++ = '/';
     p = put(p, u->path, u->path_len);
+    x->path_len = (size_t)(p - x->head) - x->path_off;
     p = put(p, " HTTP/1.1\r\nHost: ", 17);
+    x->auth_off = (size_t)(p - x->head);
+    x->auth_len = u->auth_len;
     p = put(p, u->auth, u->auth_len);
     p = put(p, "\r\n", 2);
+    x->lines_off = (size_t)(p - x->head);
+    x->lines_len = hlen;
     if (hlen)
         p = put(p, req->headers, hlen);
+    x->cl_off = x->cl_len = 0;
     if (req->send_length) {
         p = put(p, "Content-Length: ", 16);
+        x->cl_off = (size_t)(p - x->head);
+        x->cl_len = nlen;
         p = put(p, num, nlen);
         p = put(p, "\r\n", 2);
     }
