@@ -1711,27 +1711,44 @@ static void h2c_pump(struct h1_conn *conn)
         buf = own = xmalloc(H1_TLS_PLAIN);
     else
         c->pbuf_busy = true;
-    while (conn->state != CONN_CLOSING && (t->io.in_len > 0 || SSL_has_pending(t->ssl))) {
-        int r = SSL_read(t->ssl, buf, H1_TLS_PLAIN);
-        if (r > 0) {
-            if (h2_sess_recv(conn->h2, buf, (size_t)r) < 0)
-                h2c_close(conn, UPSTREAM_ERR_PROTOCOL, h2_sess_error(conn->h2));
-            continue;
-        }
-        int e = SSL_get_error(t->ssl, r);
-        if (e == SSL_ERROR_WANT_READ)
+    while (conn->state != CONN_CLOSING) {
+        /* The records read back to back go to the session in one piece (a
+         * response's HEADERS and DATA often come as two): one pass through
+         * nghttp2 for both.  A failure is judged (and its message taken
+         * from OpenSSL's queue) at once, and acted on after what came
+         * before it was fed. */
+        size_t fill = 0;
+        int e = SSL_ERROR_NONE;
+        char msg[192] = "";
+        while (fill < H1_TLS_PLAIN && (t->io.in_len > 0 || SSL_has_pending(t->ssl))) {
+            int r = SSL_read(t->ssl, buf + fill, (int)(H1_TLS_PLAIN - fill));
+            if (r > 0) {
+                fill += (size_t)r;
+                continue;
+            }
+            e = SSL_get_error(t->ssl, r);
+            if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+                ERR_clear_error();
+                e = SSL_ERROR_ZERO_RETURN;
+            } else if (e != SSL_ERROR_WANT_READ) {
+                char peer[300];
+                tls_peer(conn->pool, peer, sizeof peer);
+                t->failed = true;
+                tls_error_msg(t->ssl, e, peer, msg, sizeof msg);
+            }
             break;
-        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-            ERR_clear_error();
+        }
+        if (fill > 0 && h2_sess_recv(conn->h2, buf, fill) < 0) {
+            h2c_close(conn, UPSTREAM_ERR_PROTOCOL, h2_sess_error(conn->h2));
+            break;
+        }
+        if (e == SSL_ERROR_NONE && fill > 0)
+            continue; /* the buffer was full, or the input is used up: the test above tells */
+        if (e == SSL_ERROR_ZERO_RETURN)
             h2c_close(conn, UPSTREAM_ERR_RECV,
                       "upstream closed the connection before the response ended");
-            break;
-        }
-        char peer[300], msg[192];
-        tls_peer(conn->pool, peer, sizeof peer);
-        t->failed = true;
-        tls_error_msg(t->ssl, e, peer, msg, sizeof msg);
-        h2c_close(conn, UPSTREAM_ERR_RECV, msg);
+        else if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ)
+            h2c_close(conn, UPSTREAM_ERR_RECV, msg);
         break;
     }
     if (own)

@@ -69,11 +69,7 @@ struct h2_stream {
 #endif
 #endif
 #define H2_MEM_CLASSES 6 /* 64 .. 2048 bytes */
-#ifdef H2_MEM_NO_CACHE
-#define H2_MEM_KEEP 0
-#else
 #define H2_MEM_KEEP 16 /* per class: at most 64 KiB per session */
-#endif
 
 struct h2_blk {
     union {
@@ -96,6 +92,7 @@ struct h2_sess {
     void *conn; /* borrows */
     struct h2_stream *head;
     size_t n_streams;
+    size_t n_closed; /* of them, closed: reap() has something to look at */
     /* The response head being received, name NUL value NUL: one header
      * block at a time on a connection (CONTINUATION frames follow their
      * HEADERS at once), so one buffer for the session, kept between
@@ -141,6 +138,8 @@ static void unlink_stream(struct h2_stream *st)
         st->next->prev = st->prev;
     st->prev = st->next = NULL;
     s->n_streams--;
+    if (st->closed)
+        s->n_closed--;
 }
 
 static void stream_free(struct h2_stream *st)
@@ -158,6 +157,7 @@ static void stream_end(struct h2_stream *st, enum upstream_rc rc, const char *ms
     if (st->closed)
         return;
     st->closed = true;
+    st->s->n_closed++;
     st->rc = rc;
     st->retry = retry;
     snprintf(st->msg, sizeof st->msg, "%s", msg);
@@ -173,8 +173,8 @@ static void stream_reset(struct h2_stream *st, uint32_t code, enum upstream_rc r
 /* Hands out the results of ended streams; see the top of this file. */
 static void reap(struct h2_sess *s)
 {
-    if (s->busy)
-        return;
+    if (s->busy || s->n_closed == 0)
+        return; /* no walk of the list after every read for nothing */
     for (;;) {
         struct h2_stream *st = s->head;
         while (st && !(st->closed && !st->in_cb && !(st->ud && st->paused && st->pend_len > 0)))
@@ -479,14 +479,18 @@ static void mem_free(void *p, void *user)
 {
     if (!p)
         return;
-    struct h2_mem *m = &((struct h2_sess *)user)->mem;
     struct h2_blk *b = (struct h2_blk *)p - 1;
+#ifndef H2_MEM_NO_CACHE
+    struct h2_mem *m = &((struct h2_sess *)user)->mem;
     if (b->cls < H2_MEM_CLASSES && m->n_free[b->cls] < H2_MEM_KEEP) {
         b->u.next = m->free[b->cls];
         m->free[b->cls] = b;
         m->n_free[b->cls]++;
         return;
     }
+#else
+    (void)user;
+#endif
     free(b);
 }
 
@@ -901,6 +905,8 @@ void h2_stream_cancel(struct h2_stream *st)
     st->pend_len = 0;
     if (!st->closed && !s->dead)
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    if (!st->closed)
+        s->n_closed++;
     st->closed = true;
     if (st->in_cb || s->busy)
         return; /* freed by reap() once the callback has returned */
