@@ -16,7 +16,7 @@
 # around each measured run (callgrind_control -z, then -d).
 #
 # Knobs: H2PROF_REQUESTS (1000), H2PROF_STREAMS (100), H2PROF_EVENTS1 (10),
-# H2PROF_EVENTS2 (60), H2PROF_GAP_MS (20), H2PROF_BUILD (build),
+# H2PROF_EVENTS2 (110), H2PROF_GAP_MS (20), H2PROF_BUILD (build),
 # H2PROF_KEEP=1 (keep the callgrind files; the directory is printed), and
 # H2PROF_ONLY (h2 or h1).  Every process started here is stopped on exit.
 set -euo pipefail
@@ -26,7 +26,7 @@ B=${H2PROF_BUILD:-$ROOT/build}
 NREQ=${H2PROF_REQUESTS:-1000}
 NS=${H2PROF_STREAMS:-100}
 E1=${H2PROF_EVENTS1:-10}
-E2=${H2PROF_EVENTS2:-60}
+E2=${H2PROF_EVENTS2:-110}
 GAP=${H2PROF_GAP_MS:-20}
 export PATH="$PATH:/usr/sbin:/sbin"
 say() { printf '[h2prof %4ss] %s\n' "$SECONDS" "$*" >&2; }

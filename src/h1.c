@@ -1628,8 +1628,12 @@ static void h2x_close(void *ud, enum upstream_rc rc, const char *msg, enum h2_re
         x->sent_ms = 0;
         x_dispatch(x, defer);
     } else {
-        snprintf(x->msgbuf, sizeof x->msgbuf, "%s", msg);
-        x_finish(x, rc, x->msgbuf, defer);
+        if (rc == UPSTREAM_OK) {
+            x_finish(x, rc, "", defer);
+        } else {
+            snprintf(x->msgbuf, sizeof x->msgbuf, "%s", msg);
+            x_finish(x, rc, x->msgbuf, defer);
+        }
     }
     if (conn)
         h2c_refresh(conn);

@@ -3,14 +3,16 @@
  *
  * What it owns:
  *   struct h2_sess    the nghttp2 session (no I/O of its own: mem_recv and
- *                     mem_send), the list of our streams, GOAWAY and PING
- *                     state.
- *   struct h2_stream  one exchange on the session: the response head being
- *                     collected ([name NUL value NUL] records, freed once
- *                     delivered) and the DATA kept while it is paused.
+ *                     mem_send), the list of our streams, the response head
+ *                     being collected ([name NUL value NUL] records: one
+ *                     header block at a time per connection), GOAWAY and
+ *                     PING state, and the cache of nghttp2's small blocks.
+ *   struct h2_stream  one exchange on the session: its status and the DATA
+ *                     kept while it is paused.
  *
- * Streams are found by id in the session's list, never through nghttp2's
- * stream user data: a cancelled stream is freed at once, and whatever
+ * Streams are found by id (find()): through nghttp2's stream user data
+ * once their HEADERS went out, which stream_free() clears, else in the
+ * session's list.  A cancelled stream is freed at once, and whatever
  * nghttp2 still says about its id finds nothing and is dropped (its bytes
  * consumed on the connection window).
  *
@@ -60,16 +62,25 @@ struct h2_stream {
 /* nghttp2's memory (see mem_*): blocks of 64 << class bytes, a few of
  * each kept for the next stream, so the dozen small allocations nghttp2
  * makes per request (stream, frames, header copies) do not each go to
- * malloc.  Not under AddressSanitizer, which must see every free. */
+ * malloc.  Under AddressSanitizer a kept block is poisoned, so a use
+ * after nghttp2 freed it is still reported. */
 #if defined(__SANITIZE_ADDRESS__)
-#define H2_MEM_NO_CACHE 1
+#define H2_MEM_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define H2_MEM_NO_CACHE 1
+#define H2_MEM_ASAN 1
 #endif
+#endif
+#ifdef H2_MEM_ASAN
+#include <sanitizer/asan_interface.h>
+#define H2_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define H2_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define H2_POISON(p, n) ((void)(p), (void)(n))
+#define H2_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 #define H2_MEM_CLASSES 6 /* 64 .. 2048 bytes */
-#define H2_MEM_KEEP 16 /* per class: at most 64 KiB per session */
+#define H2_MEM_KEEP 16   /* per class: at most 64 KiB per session */
 
 struct h2_blk {
     union {
@@ -150,6 +161,14 @@ static void stream_free(struct h2_stream *st)
     free(st);
 }
 
+/* msg into st->msg, cut to fit: no snprintf per request for "". */
+static void set_msg(struct h2_stream *st, const char *msg)
+{
+    size_t n = strnlen(msg, sizeof st->msg - 1);
+    memcpy(st->msg, msg, n);
+    st->msg[n] = '\0';
+}
+
 /* Records how the stream ended; the first result counts. */
 static void stream_end(struct h2_stream *st, enum upstream_rc rc, const char *msg,
                        enum h2_retry retry)
@@ -160,7 +179,7 @@ static void stream_end(struct h2_stream *st, enum upstream_rc rc, const char *ms
     st->s->n_closed++;
     st->rc = rc;
     st->retry = retry;
-    snprintf(st->msg, sizeof st->msg, "%s", msg);
+    set_msg(st, msg);
 }
 
 /* A stream error of ours: the server hears RST_STREAM, the caller rc. */
@@ -462,6 +481,7 @@ static void *mem_malloc(size_t size, void *user)
         b = m->free[cls];
         m->free[cls] = b->u.next;
         m->n_free[cls]--;
+        H2_UNPOISON(b + 1, ((size_t)64 << cls) - sizeof *b);
     } else if (cls < H2_MEM_CLASSES) {
         b = malloc((size_t)64 << cls);
     } else {
@@ -480,17 +500,14 @@ static void mem_free(void *p, void *user)
     if (!p)
         return;
     struct h2_blk *b = (struct h2_blk *)p - 1;
-#ifndef H2_MEM_NO_CACHE
     struct h2_mem *m = &((struct h2_sess *)user)->mem;
     if (b->cls < H2_MEM_CLASSES && m->n_free[b->cls] < H2_MEM_KEEP) {
         b->u.next = m->free[b->cls];
         m->free[b->cls] = b;
         m->n_free[b->cls]++;
+        H2_POISON(b + 1, ((size_t)64 << b->cls) - sizeof *b);
         return;
     }
-#else
-    (void)user;
-#endif
     free(b);
 }
 
@@ -530,6 +547,7 @@ static void mem_release(struct h2_mem *m)
         while (m->free[i]) {
             struct h2_blk *b = m->free[i];
             m->free[i] = b->u.next;
+            H2_UNPOISON(b + 1, ((size_t)64 << i) - sizeof *b);
             free(b);
         }
         m->n_free[i] = 0;
@@ -596,7 +614,7 @@ void h2_sess_fail(struct h2_sess *s, enum upstream_rc rc, const char *msg)
              * than with the session (silently, its handle left dangling). */
             st->rc = rc;
             st->retry = H2_RETRY_NO;
-            snprintf(st->msg, sizeof st->msg, "%s", msg);
+            set_msg(st, msg);
             st->paused = false;
             continue;
         }
