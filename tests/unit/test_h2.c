@@ -633,8 +633,12 @@ static void test_headers_from_pieces(void **state)
     assert_int_equal(r.rc, UPSTREAM_OK);
 
     /* No lines, no length: the pseudo-headers alone. */
-    struct h2_req g = {.method = "GET", .method_len = 3, .path = "/", .path_len = 1,
-                       .authority = "h", .authority_len = 1};
+    struct h2_req g = {.method = "GET",
+                       .method_len = 3,
+                       .path = "/",
+                       .path_len = 1,
+                       .authority = "h",
+                       .authority_len = 1};
     struct rec r2 = {0};
     assert_non_null(h2_stream_open(s, &g, &r2, err, sizeof err));
     pump(s);
