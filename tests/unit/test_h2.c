@@ -650,6 +650,53 @@ static void test_headers_from_pieces(void **state)
     nghttp2_session_del(S.ng);
 }
 
+/* A stream cancelled after its HEADERS went out, while the server's answer
+ * is already on the way (it arrives before our RST_STREAM leaves): its
+ * frames find nothing (the stream's nghttp2 user data was cleared when it
+ * was freed; ASan would see a use after free otherwise), its DATA is given
+ * back on the connection window, and the other stream is untouched. */
+static void test_cancelled_stream_answer_dropped(void **state)
+{
+    (void)state;
+    srv_start(100);
+    struct h2_sess *s = h2_sess_new(&ops, NULL);
+    struct rec a = {0}, b = {0};
+    struct h2_stream *sa = open_get(s, &a, GET);
+    pump(s);
+    int32_t ida = S.last_id;
+    open_get(s, &b, GET);
+    pump(s);
+    int32_t idb = S.last_id;
+    assert_int_equal(S.n_requests, 2);
+    respond(ida, "for a", 5);
+    respond(idb, "for b", 5);
+    const uint8_t *d;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(S.ng, &d)) > 0) {
+        memcpy(s2c + s2c_len, d, (size_t)n);
+        s2c_len += (size_t)n;
+    }
+    h2_stream_cancel(sa); /* freed now: nothing of nghttp2's runs */
+    assert_int_equal(h2_sess_streams(s), 1);
+    size_t len = s2c_len;
+    s2c_len = 0;
+    char *copy = xmalloc(len);
+    memcpy(copy, s2c, len);
+    assert_int_equal(h2_sess_recv(s, copy, len), 0); /* before the RST is flushed */
+    free(copy);
+    pump(s);
+    assert_false(a.closed);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(a.body_len, 0);
+    assert_true(b.closed);
+    assert_int_equal(b.rc, UPSTREAM_OK);
+    assert_int_equal(b.body_len, 5);
+    assert_memory_equal(b.body, "for b", 5);
+    assert_int_equal(h2_sess_streams(s), 0);
+    h2_sess_free(s);
+    nghttp2_session_del(S.ng);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -658,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_bad_status_is_a_protocol_error),
         cmocka_unit_test(test_too_many_request_headers),
         cmocka_unit_test(test_headers_from_pieces),
+        cmocka_unit_test(test_cancelled_stream_answer_dropped),
         cmocka_unit_test(test_pause_holds_only_its_stream),
         cmocka_unit_test(test_paused_ended_stream_ends_when_connection_lost),
         cmocka_unit_test(test_rst_stream_ends_one_stream),
