@@ -220,6 +220,9 @@ struct h1_xchg {
     size_t body_len;
     char *head; /* owns: the request head */
     size_t head_len, head_size;
+    /* Where x_build_head put the pieces an HTTP/2 stream is built from
+     * (offsets in head): no HTTP/1.1 head is parsed back for h2. */
+    size_t m_len, path_off, path_len, auth_off, auth_len, lines_off, lines_len, cl_off, cl_len;
     char *hb; /* owns: the response head, [u32 len][bytes] records */
     size_t hb_len, hb_size;
     size_t hdr_bytes; /* status lines, names and values seen so far */
@@ -1640,8 +1643,12 @@ static void h2x_close(void *ud, enum upstream_rc rc, const char *msg, enum h2_re
         x->sent_ms = 0;
         x_dispatch(x, defer);
     } else {
-        snprintf(x->msgbuf, sizeof x->msgbuf, "%s", msg);
-        x_finish(x, rc, x->msgbuf, defer);
+        if (rc == UPSTREAM_OK) {
+            x_finish(x, rc, "", defer);
+        } else {
+            snprintf(x->msgbuf, sizeof x->msgbuf, "%s", msg);
+            x_finish(x, rc, x->msgbuf, defer);
+        }
     }
     if (conn)
         h2c_refresh(conn);
@@ -1723,27 +1730,44 @@ static void h2c_pump(struct h1_conn *conn)
         buf = own = xmalloc(H1_TLS_PLAIN);
     else
         c->pbuf_busy = true;
-    while (conn->state != CONN_CLOSING && (t->io.in_len > 0 || SSL_has_pending(t->ssl))) {
-        int r = SSL_read(t->ssl, buf, H1_TLS_PLAIN);
-        if (r > 0) {
-            if (h2_sess_recv(conn->h2, buf, (size_t)r) < 0)
-                h2c_close(conn, UPSTREAM_ERR_PROTOCOL, h2_sess_error(conn->h2));
-            continue;
-        }
-        int e = SSL_get_error(t->ssl, r);
-        if (e == SSL_ERROR_WANT_READ)
+    while (conn->state != CONN_CLOSING) {
+        /* The records read back to back go to the session in one piece (a
+         * response's HEADERS and DATA often come as two): one pass through
+         * nghttp2 for both.  A failure is judged (and its message taken
+         * from OpenSSL's queue) at once, and acted on after what came
+         * before it was fed. */
+        size_t fill = 0;
+        int e = SSL_ERROR_NONE;
+        char msg[192] = "";
+        while (fill < H1_TLS_PLAIN && (t->io.in_len > 0 || SSL_has_pending(t->ssl))) {
+            int r = SSL_read(t->ssl, buf + fill, (int)(H1_TLS_PLAIN - fill));
+            if (r > 0) {
+                fill += (size_t)r;
+                continue;
+            }
+            e = SSL_get_error(t->ssl, r);
+            if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+                ERR_clear_error();
+                e = SSL_ERROR_ZERO_RETURN;
+            } else if (e != SSL_ERROR_WANT_READ) {
+                char peer[300];
+                tls_peer(conn->pool, peer, sizeof peer);
+                t->failed = true;
+                tls_error_msg(t->ssl, e, peer, msg, sizeof msg);
+            }
             break;
-        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-            ERR_clear_error();
+        }
+        if (fill > 0 && h2_sess_recv(conn->h2, buf, fill) < 0) {
+            h2c_close(conn, UPSTREAM_ERR_PROTOCOL, h2_sess_error(conn->h2));
+            break;
+        }
+        if (e == SSL_ERROR_NONE && fill > 0)
+            continue; /* the buffer was full, or the input is used up: the test above tells */
+        if (e == SSL_ERROR_ZERO_RETURN)
             h2c_close(conn, UPSTREAM_ERR_RECV,
                       "upstream closed the connection before the response ended");
-            break;
-        }
-        char peer[300], msg[192];
-        tls_peer(conn->pool, peer, sizeof peer);
-        t->failed = true;
-        tls_error_msg(t->ssl, e, peer, msg, sizeof msg);
-        h2c_close(conn, UPSTREAM_ERR_RECV, msg);
+        else if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ)
+            h2c_close(conn, UPSTREAM_ERR_RECV, msg);
         break;
     }
     if (own)
@@ -1831,8 +1855,19 @@ static void x_h2_attach(struct h1_xchg *x, struct h1_conn *conn, bool defer)
     x->conn = NULL;
     x->h2c = conn;
     x_arm_timeout(x);
-    struct h2_req r = {
-        .head = x->head, .head_len = x->head_len, .body = x->body, .body_len = x->body_len};
+    const char *h = x->head;
+    struct h2_req r = {.method = h,
+                       .method_len = x->m_len,
+                       .path = h + x->path_off,
+                       .path_len = x->path_len,
+                       .authority = h + x->auth_off,
+                       .authority_len = x->auth_len,
+                       .headers = h + x->lines_off,
+                       .headers_len = x->lines_len,
+                       .content_length = x->cl_len ? h + x->cl_off : NULL,
+                       .content_length_len = x->cl_len,
+                       .body = x->body,
+                       .body_len = x->body_len};
     x->h2s = h2_stream_open(conn->h2, &r, x, x->msgbuf, sizeof x->msgbuf);
     if (!x->h2s) {
         x->h2c = NULL;
@@ -2205,16 +2240,26 @@ static void x_build_head(struct h1_xchg *x, const struct upstream_request *req,
     char *p = x->head;
     p = put(p, req->method, mlen);
     *p++ = ' ';
+    x->m_len = mlen;
+    x->path_off = (size_t)(p - x->head);
     if (slash)
         *p++ = '/';
     p = put(p, u->path, u->path_len);
+    x->path_len = (size_t)(p - x->head) - x->path_off;
     p = put(p, " HTTP/1.1\r\nHost: ", 17);
+    x->auth_off = (size_t)(p - x->head);
+    x->auth_len = u->auth_len;
     p = put(p, u->auth, u->auth_len);
     p = put(p, "\r\n", 2);
+    x->lines_off = (size_t)(p - x->head);
+    x->lines_len = hlen;
     if (hlen)
         p = put(p, req->headers, hlen);
+    x->cl_off = x->cl_len = 0;
     if (req->send_length) {
         p = put(p, "Content-Length: ", 16);
+        x->cl_off = (size_t)(p - x->head);
+        x->cl_len = nlen;
         p = put(p, num, nlen);
         p = put(p, "\r\n", 2);
     }

@@ -3,14 +3,16 @@
  *
  * What it owns:
  *   struct h2_sess    the nghttp2 session (no I/O of its own: mem_recv and
- *                     mem_send), the list of our streams, GOAWAY and PING
- *                     state.
- *   struct h2_stream  one exchange on the session: the response head being
- *                     collected ([name NUL value NUL] records, freed once
- *                     delivered) and the DATA kept while it is paused.
+ *                     mem_send), the list of our streams, the response head
+ *                     being collected ([name NUL value NUL] records: one
+ *                     header block at a time per connection), GOAWAY and
+ *                     PING state, and the cache of nghttp2's small blocks.
+ *   struct h2_stream  one exchange on the session: its status and the DATA
+ *                     kept while it is paused.
  *
- * Streams are found by id in the session's list, never through nghttp2's
- * stream user data: a cancelled stream is freed at once, and whatever
+ * Streams are found by id (find()): through nghttp2's stream user data
+ * once their HEADERS went out, which stream_free() clears, else in the
+ * session's list.  A cancelled stream is freed at once, and whatever
  * nghttp2 still says about its id finds nothing and is dropped (its bytes
  * consumed on the connection window).
  *
@@ -36,7 +38,7 @@
 #define H2_MAX_HEAD_BYTES (64 * 1024)
 #define H2_MAX_HEADERS 200
 #define H2_MAX_REQ_HEADERS 256
-#define H2_HEAD_STACK 4096            /* a request head copied on the stack, not the heap */
+#define H2_HEAD_STACK 4096            /* lower-cased request names on the stack, not the heap */
 #define H2_FLUSH_COALESCE (16 * 1024) /* a full TLS record (see h2_sess_flush) */
 
 struct h2_stream {
@@ -46,8 +48,6 @@ struct h2_stream {
     int32_t id;
     const char *body; /* borrows */
     size_t body_len, body_off;
-    char *hb; /* owns: the response head, name NUL value NUL */
-    size_t hb_len, hb_size;
     uint32_t nhdrs;
     int status;
     char *pend; /* owns: DATA kept while paused, not yet consumed */
@@ -59,12 +59,57 @@ struct h2_stream {
     char msg[160];
 };
 
+/* nghttp2's memory (see mem_*): blocks of 64 << class bytes, a few of
+ * each kept for the next stream, so the dozen small allocations nghttp2
+ * makes per request (stream, frames, header copies) do not each go to
+ * malloc.  Under AddressSanitizer a kept block is poisoned, so a use
+ * after nghttp2 freed it is still reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define H2_MEM_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define H2_MEM_ASAN 1
+#endif
+#endif
+#ifdef H2_MEM_ASAN
+#include <sanitizer/asan_interface.h>
+#define H2_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define H2_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define H2_POISON(p, n) ((void)(p), (void)(n))
+#define H2_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+#define H2_MEM_CLASSES 6 /* 64 .. 2048 bytes */
+#define H2_MEM_KEEP 16   /* per class: at most 64 KiB per session */
+
+struct h2_blk {
+    union {
+        struct h2_blk *next; /* on a free list */
+        size_t size;         /* in use: what a block of no class holds */
+    } u;
+    uint32_t cls; /* H2_MEM_CLASSES: malloc'd to size */
+    uint32_t pad;
+};
+
+struct h2_mem {
+    struct h2_blk *free[H2_MEM_CLASSES];
+    unsigned n_free[H2_MEM_CLASSES];
+};
+
 struct h2_sess {
     nghttp2_session *ng; /* owns */
+    struct h2_mem mem;   /* owns: nghttp2's cached blocks */
     struct h2_ops ops;
     void *conn; /* borrows */
     struct h2_stream *head;
     size_t n_streams;
+    size_t n_closed; /* of them, closed: reap() has something to look at */
+    /* The response head being received, name NUL value NUL: one header
+     * block at a time on a connection (CONTINUATION frames follow their
+     * HEADERS at once), so one buffer for the session, kept between
+     * streams. */
+    char *hb; /* owns */
+    size_t hb_len, hb_size;
     unsigned busy; /* inside nghttp2 */
     bool want_flush;
     bool dead;
@@ -74,12 +119,23 @@ struct h2_sess {
     char err[160];
 };
 
-static struct h2_stream *find(const struct h2_sess *s, int32_t id)
+static struct h2_stream *find_slow(const struct h2_sess *s, int32_t id)
 {
     for (struct h2_stream *st = s->head; st; st = st->next)
         if (st->id == id)
             return st;
     return NULL;
+}
+
+/* A stream of ours by id: through nghttp2's stream user data, set once
+ * its HEADERS went out (on_frame_send) and cleared when the stream is
+ * freed, so a lookup per DATA frame costs no walk of a list of up to
+ * H2_MAX_STREAMS; the list for streams not yet sent, or closed in
+ * nghttp2 (whose user data it no longer gives out). */
+static struct h2_stream *find(const struct h2_sess *s, int32_t id)
+{
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(s->ng, id);
+    return st ? st : find_slow(s, id);
 }
 
 static void unlink_stream(struct h2_stream *st)
@@ -93,13 +149,24 @@ static void unlink_stream(struct h2_stream *st)
         st->next->prev = st->prev;
     st->prev = st->next = NULL;
     s->n_streams--;
+    if (st->closed)
+        s->n_closed--;
 }
 
 static void stream_free(struct h2_stream *st)
 {
-    free(st->hb);
+    if (st->id > 0)
+        nghttp2_session_set_stream_user_data(st->s->ng, st->id, NULL); /* fails once closed */
     free(st->pend);
     free(st);
+}
+
+/* msg into st->msg, cut to fit: no snprintf per request for "". */
+static void set_msg(struct h2_stream *st, const char *msg)
+{
+    size_t n = strnlen(msg, sizeof st->msg - 1);
+    memcpy(st->msg, msg, n);
+    st->msg[n] = '\0';
 }
 
 /* Records how the stream ended; the first result counts. */
@@ -109,9 +176,10 @@ static void stream_end(struct h2_stream *st, enum upstream_rc rc, const char *ms
     if (st->closed)
         return;
     st->closed = true;
+    st->s->n_closed++;
     st->rc = rc;
     st->retry = retry;
-    snprintf(st->msg, sizeof st->msg, "%s", msg);
+    set_msg(st, msg);
 }
 
 /* A stream error of ours: the server hears RST_STREAM, the caller rc. */
@@ -124,8 +192,8 @@ static void stream_reset(struct h2_stream *st, uint32_t code, enum upstream_rc r
 /* Hands out the results of ended streams; see the top of this file. */
 static void reap(struct h2_sess *s)
 {
-    if (s->busy)
-        return;
+    if (s->busy || s->n_closed == 0)
+        return; /* no walk of the list after every read for nothing */
     for (;;) {
         struct h2_stream *st = s->head;
         while (st && !(st->closed && !st->in_cb && !(st->ud && st->paused && st->pend_len > 0)))
@@ -152,9 +220,10 @@ static void reap(struct h2_sess *s)
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
     (void)ng;
-    struct h2_stream *st = find(user, f->hd.stream_id);
+    struct h2_sess *s = user;
+    struct h2_stream *st = find(s, f->hd.stream_id);
     if (st && !st->head_done) {
-        st->hb_len = 0;
+        s->hb_len = 0;
         st->nhdrs = 0;
         st->status = 0;
     }
@@ -167,7 +236,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 {
     (void)ng;
     (void)flags;
-    struct h2_stream *st = find(user, f->hd.stream_id);
+    struct h2_sess *s = user;
+    struct h2_stream *st = find(s, f->hd.stream_id);
     if (!st || st->head_done || st->closed)
         return 0; /* trailers, or a stream we no longer care about */
     st->got_byte = true;
@@ -183,25 +253,25 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (namelen > 0 && name[0] == ':')
         return 0;
     size_t need = namelen + valuelen + 2;
-    if (++st->nhdrs > H2_MAX_HEADERS || st->hb_len + need > H2_MAX_HEAD_BYTES) {
+    if (++st->nhdrs > H2_MAX_HEADERS || s->hb_len + need > H2_MAX_HEAD_BYTES) {
         stream_reset(st, NGHTTP2_INTERNAL_ERROR, UPSTREAM_ERR_PROTOCOL,
                      "malformed response from upstream: header block too large (over 64 KiB "
                      "or 200 fields)");
         return 0;
     }
-    if (st->hb_len + need > st->hb_size) {
-        size_t size = st->hb_size ? st->hb_size : 1024;
-        while (size < st->hb_len + need)
+    if (s->hb_len + need > s->hb_size) {
+        size_t size = s->hb_size ? s->hb_size : 1024;
+        while (size < s->hb_len + need)
             size *= 2;
-        st->hb = xrealloc(st->hb, size);
-        st->hb_size = size;
+        s->hb = xrealloc(s->hb, size);
+        s->hb_size = size;
     }
-    char *p = st->hb + st->hb_len;
+    char *p = s->hb + s->hb_len;
     memcpy(p, name, namelen);
     p[namelen] = '\0';
     memcpy(p + namelen + 1, value, valuelen);
     p[namelen + 1 + valuelen] = '\0';
-    st->hb_len += need;
+    s->hb_len += need;
     return 0;
 }
 
@@ -214,7 +284,7 @@ static void deliver_head(struct h2_stream *st)
         return;
     }
     if (st->status < 200) {
-        st->hb_len = 0; /* an interim head: the final one follows */
+        s->hb_len = 0; /* an interim head: the final one follows */
         st->nhdrs = 0;
         return;
     }
@@ -222,7 +292,7 @@ static void deliver_head(struct h2_stream *st)
     struct upstream_hdr hdrs[H2_MAX_HEADERS];
     size_t n = 0;
     /* hb is NULL for a head of :status alone. */
-    for (const char *p = st->hb, *end = p ? p + st->hb_len : p; p < end && n < H2_MAX_HEADERS;) {
+    for (const char *p = s->hb, *end = p ? p + s->hb_len : p; p < end && n < H2_MAX_HEADERS;) {
         struct upstream_hdr *h = &hdrs[n++];
         h->name = p;
         h->name_len = strlen(p);
@@ -234,9 +304,12 @@ static void deliver_head(struct h2_stream *st)
     st->in_cb = true;
     bool ok = s->ops.head(st->ud, st->status, hdrs, n);
     st->in_cb = false;
-    free(st->hb); /* the head is delivered: a waiting stream keeps nothing */
-    st->hb = NULL;
-    st->hb_len = st->hb_size = 0;
+    s->hb_len = 0;
+    if (s->hb_size > 4096) { /* kept for the next head, unless a big one grew it */
+        free(s->hb);
+        s->hb = NULL;
+        s->hb_size = 0;
+    }
     if (!st->ud)
         return; /* cancelled inside head() */
     if (!ok)
@@ -337,10 +410,18 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
 
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
-    (void)ng;
+    struct h2_stream *st = NULL;
+    if (f->hd.type == NGHTTP2_HEADERS) {
+        /* The stream is open in nghttp2 now: find() takes the short way
+         * from here on (stream_free clears it). */
+        st = find_slow(user, f->hd.stream_id);
+        if (st)
+            nghttp2_session_set_stream_user_data(ng, st->id, st);
+    }
     if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
         (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        struct h2_stream *st = find(user, f->hd.stream_id);
+        if (!st)
+            st = find(user, f->hd.stream_id);
         if (st && st->ud)
             st->s->ops.sent(st->ud);
     }
@@ -382,6 +463,97 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     return (ssize_t)n;
 }
 
+/* ---- nghttp2's memory (struct h2_mem) ---------------------------------------- */
+
+static size_t blk_usable(const struct h2_blk *b)
+{
+    return b->cls < H2_MEM_CLASSES ? ((size_t)64 << b->cls) - sizeof *b : b->u.size;
+}
+
+static void *mem_malloc(size_t size, void *user)
+{
+    struct h2_mem *m = &((struct h2_sess *)user)->mem;
+    uint32_t cls = 0;
+    while (cls < H2_MEM_CLASSES && ((size_t)64 << cls) - sizeof(struct h2_blk) < size)
+        cls++;
+    struct h2_blk *b;
+    if (cls < H2_MEM_CLASSES && m->free[cls]) {
+        b = m->free[cls];
+        m->free[cls] = b->u.next;
+        m->n_free[cls]--;
+        H2_UNPOISON(b + 1, ((size_t)64 << cls) - sizeof *b);
+    } else if (cls < H2_MEM_CLASSES) {
+        b = malloc((size_t)64 << cls);
+    } else {
+        b = size <= SIZE_MAX - sizeof *b ? malloc(sizeof *b + size) : NULL;
+        if (b)
+            b->u.size = size;
+    }
+    if (!b)
+        return NULL; /* nghttp2 answers NGHTTP2_ERR_NOMEM */
+    b->cls = cls;
+    return b + 1;
+}
+
+static void mem_free(void *p, void *user)
+{
+    if (!p)
+        return;
+    struct h2_blk *b = (struct h2_blk *)p - 1;
+    struct h2_mem *m = &((struct h2_sess *)user)->mem;
+    if (b->cls < H2_MEM_CLASSES && m->n_free[b->cls] < H2_MEM_KEEP) {
+        b->u.next = m->free[b->cls];
+        m->free[b->cls] = b;
+        m->n_free[b->cls]++;
+        H2_POISON(b + 1, ((size_t)64 << b->cls) - sizeof *b);
+        return;
+    }
+    free(b);
+}
+
+static void *mem_calloc(size_t n, size_t size, void *user)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = mem_malloc(n * size, user);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *mem_realloc(void *p, size_t size, void *user)
+{
+    if (!p)
+        return mem_malloc(size, user);
+    if (size == 0) {
+        mem_free(p, user);
+        return NULL;
+    }
+    struct h2_blk *b = (struct h2_blk *)p - 1;
+    size_t have = blk_usable(b);
+    if (b->cls < H2_MEM_CLASSES && size <= have)
+        return p;
+    void *q = mem_malloc(size, user);
+    if (!q)
+        return NULL;
+    memcpy(q, p, have < size ? have : size);
+    mem_free(p, user);
+    return q;
+}
+
+static void mem_release(struct h2_mem *m)
+{
+    for (int i = 0; i < H2_MEM_CLASSES; i++) {
+        while (m->free[i]) {
+            struct h2_blk *b = m->free[i];
+            m->free[i] = b->u.next;
+            H2_UNPOISON(b + 1, ((size_t)64 << i) - sizeof *b);
+            free(b);
+        }
+        m->n_free[i] = 0;
+    }
+}
+
 /* ---- sessions ------------------------------------------------------------------ */
 
 struct h2_sess *h2_sess_new(const struct h2_ops *ops, void *conn)
@@ -408,10 +580,16 @@ struct h2_sess *h2_sess_new(const struct h2_ops *ops, void *conn)
     struct h2_sess *s = xcalloc(1, sizeof *s);
     s->ops = *ops;
     s->conn = conn;
-    int rc = nghttp2_session_client_new2(&s->ng, cb, s, opt);
+    nghttp2_mem mem = {.mem_user_data = s,
+                       .malloc = mem_malloc,
+                       .free = mem_free,
+                       .calloc = mem_calloc,
+                       .realloc = mem_realloc};
+    int rc = nghttp2_session_client_new3(&s->ng, cb, s, opt, &mem);
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rc != 0) {
+        mem_release(&s->mem);
         free(s);
         return NULL;
     }
@@ -436,7 +614,7 @@ void h2_sess_fail(struct h2_sess *s, enum upstream_rc rc, const char *msg)
              * than with the session (silently, its handle left dangling). */
             st->rc = rc;
             st->retry = H2_RETRY_NO;
-            snprintf(st->msg, sizeof st->msg, "%s", msg);
+            set_msg(st, msg);
             st->paused = false;
             continue;
         }
@@ -459,6 +637,8 @@ void h2_sess_free(struct h2_sess *s)
         stream_free(st);
     }
     nghttp2_session_del(s->ng);
+    mem_release(&s->mem);
+    free(s->hb);
     free(s);
 }
 
@@ -606,13 +786,21 @@ static nghttp2_nv nv(const char *n, size_t nl, const char *v, size_t vl)
     return x;
 }
 
-static char *trim(char *v, char **end)
+/* Lower-cases name into *lo (advanced past it) when it has an upper-case
+ * letter; else name itself, as most are. */
+static const char *lower_name(const char *name, size_t len, char **lo)
 {
-    while (v < *end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (*end > v && ((*end)[-1] == ' ' || (*end)[-1] == '\t'))
-        (*end)--;
-    return v;
+    size_t i = 0;
+    while (i < len && (unsigned char)(name[i] - 'A') >= 26u)
+        i++;
+    if (i == len)
+        return name;
+    char *out = *lo;
+    memcpy(out, name, i);
+    for (; i < len; i++)
+        out[i] = (unsigned char)(name[i] - 'A') < 26u ? (char)(name[i] + ('a' - 'A')) : name[i];
+    *lo += len;
+    return out;
 }
 
 struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void *ud, char *err,
@@ -622,61 +810,55 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
         snprintf(err, errlen, "HTTP/2 connection takes no more streams");
         return NULL;
     }
-    /* A copy of the head: names are lower-cased in place.  On the stack
-     * when it is small (most are), else on the heap. */
-    char hbuf[H2_HEAD_STACK];
-    char *h = r->head_len < sizeof hbuf ? hbuf : xmalloc(r->head_len + 1);
-    memcpy(h, r->head, r->head_len);
-    h[r->head_len] = '\0';
-    char *end = h + r->head_len;
-    nghttp2_nv nva[H2_MAX_REQ_HEADERS + 4];
+    /* Names with upper-case letters are lower-cased into this (nghttp2
+     * copies the fields before h2_stream_open returns); on the stack when
+     * the lines are small (most are), else on the heap. */
+    char lbuf[H2_HEAD_STACK];
+    char *low = r->headers_len <= sizeof lbuf ? lbuf : xmalloc(r->headers_len);
+    char *lo = low;
+    nghttp2_nv nva[H2_MAX_REQ_HEADERS + 5];
     size_t n = 4;
-    char *sp1 = memchr(h, ' ', r->head_len);
-    char *eol = memchr(h, '\n', r->head_len);
-    char *sp2 = sp1 && eol ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
-    if (!sp2) {
-        if (h != hbuf)
-            free(h);
-        snprintf(err, errlen, "HTTP/2: malformed request");
-        return NULL;
-    }
-    nva[0] = nv(":method", 7, h, (size_t)(sp1 - h));
+    nva[0] = nv(":method", 7, r->method, r->method_len);
     nva[1] = nv(":scheme", 7, "https", 5);
-    nva[2] = nv(":authority", 10, "", 0);
-    nva[3] = nv(":path", 5, sp1 + 1, (size_t)(sp2 - sp1 - 1));
-    for (char *p = eol + 1; p < end;) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
-        char *next = nl ? nl + 1 : end;
+    nva[2] = nv(":authority", 10, r->authority ? r->authority : "", r->authority_len);
+    nva[3] = nv(":path", 5, r->path, r->path_len);
+    const char *end = r->headers ? r->headers + r->headers_len : NULL;
+    for (const char *p = r->headers; p && p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        const char *next = nl ? nl + 1 : end;
         if (le > p && le[-1] == '\r')
             le--;
-        char *colon = memchr(p, ':', (size_t)(le - p));
+        const char *colon = memchr(p, ':', (size_t)(le - p));
         if (colon && colon > p) {
             size_t nlen = (size_t)(colon - p);
-            for (size_t i = 0; i < nlen; i++)
-                if (p[i] >= 'A' && p[i] <= 'Z')
-                    p[i] = (char)(p[i] - 'A' + 'a');
-            char *ve = le;
-            char *v = trim(colon + 1, &ve);
+            const char *name = lower_name(p, nlen, &lo);
+            const char *v = colon + 1, *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
             size_t vlen = (size_t)(ve - v);
-            bool te = nlen == 2 && memcmp(p, "te", 2) == 0;
-            if (nlen == 4 && memcmp(p, "host", 4) == 0)
+            bool te = nlen == 2 && memcmp(name, "te", 2) == 0;
+            if (nlen == 4 && memcmp(name, "host", 4) == 0) {
                 nva[2] = nv(":authority", 10, v, vlen);
-            else if (!dropped_header(p, nlen) &&
-                     (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8)))) {
+            } else if (!dropped_header(name, nlen) &&
+                       (!te || (vlen == 8 && !strncasecmp(v, "trailers", 8)))) {
                 /* Never drop one silently: the token comes last. */
                 if (n == H2_MAX_REQ_HEADERS + 4) {
-                    if (h != hbuf)
-                        free(h);
+                    if (low != lbuf)
+                        free(low);
                     snprintf(err, errlen, "HTTP/2: more than %d request headers",
                              H2_MAX_REQ_HEADERS);
                     return NULL;
                 }
-                nva[n++] = nv(p, nlen, v, vlen);
+                nva[n++] = nv(name, nlen, v, vlen);
             }
         }
         p = next;
     }
+    if (r->content_length)
+        nva[n++] = nv("content-length", 14, r->content_length, r->content_length_len);
     struct h2_stream *st = xcalloc(1, sizeof *st);
     st->s = s;
     st->ud = ud;
@@ -684,8 +866,8 @@ struct h2_stream *h2_stream_open(struct h2_sess *s, const struct h2_req *r, void
     st->body_len = r->body ? r->body_len : 0;
     nghttp2_data_provider dp = {.source.ptr = NULL, .read_callback = on_read_body};
     int32_t id = nghttp2_submit_request(s->ng, NULL, nva, n, st->body_len > 0 ? &dp : NULL, NULL);
-    if (h != hbuf)
-        free(h);
+    if (low != lbuf)
+        free(low);
     if (id < 0) {
         snprintf(err, errlen, "HTTP/2 request refused: %s", nghttp2_strerror(id));
         free(st);
@@ -741,6 +923,8 @@ void h2_stream_cancel(struct h2_stream *st)
     st->pend_len = 0;
     if (!st->closed && !s->dead)
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    if (!st->closed)
+        s->n_closed++;
     st->closed = true;
     if (st->in_cb || s->busy)
         return; /* freed by reap() once the callback has returned */

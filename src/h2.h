@@ -9,7 +9,8 @@
  *
  * - Streams: HEADERS (:method, :scheme https, :authority, :path, the
  *   caller's headers lower-cased without connection-specific ones,
- *   content-length), the body through a data provider.  The response head
+ *   content-length), built from the request's pieces (struct h2_req), the
+ *   body through a data provider.  The response head
  *   (1xx skipped, trailers ignored) and the DATA go to the stream callbacks.
  * - Flow control is the application's: received DATA is consumed (its
  *   window returned to the server) only once body() took it.  A paused
@@ -63,12 +64,20 @@ struct h2_ops {
 };
 
 struct h2_req {
-    /* The HTTP/1.1 request head h1.c built ("METHOD target HTTP/1.1", Host,
-     * the caller's lines, Content-Length when sent, the blank line): the
-     * caller's strings need not outlive h2_stream_open(), which reads it
-     * into HEADERS (Host becomes :authority). */
-    const char *head;
-    size_t head_len;
+    /* The request in the pieces h1.c keeps (none need outlive
+     * h2_stream_open(), which copies them into HEADERS): no HTTP/1.1 head
+     * is parsed on the way. */
+    const char *method; /* :method */
+    size_t method_len;
+    const char *path; /* :path, origin form */
+    size_t path_len;
+    const char *authority; /* :authority; a "host" line in headers replaces it */
+    size_t authority_len;
+    const char *headers; /* "Name: value\r\n" lines as upstream_request's: names
+                          * lower-cased, connection-specific ones dropped */
+    size_t headers_len;
+    const char *content_length; /* its digits, or NULL: none sent */
+    size_t content_length_len;
     const char *body; /* borrowed until the stream ends */
     size_t body_len;
 };

@@ -102,9 +102,7 @@ static void on_close(void *ud, enum upstream_rc rc, const char *msg, enum h2_ret
 static const struct h2_ops ops = {
     .send = on_send, .head = on_head, .body = on_body, .sent = on_sent, .close = on_close};
 
-static const char POST[] = "POST /v1/messages HTTP/1.1\r\nHost: api.example\r\n"
-                           "X-Api-Key: k\r\nContent-Length: 5\r\n\r\n";
-static const char GET[] = "GET /v1/models HTTP/1.1\r\nHost: api.example\r\n\r\n";
+static const char POST_LINES[] = "X-Api-Key: k\r\n";
 
 static void open_some(struct h2_sess *s, int n)
 {
@@ -112,8 +110,16 @@ static void open_some(struct h2_sess *s, int n)
         struct rec *r = &recs[n_recs];
         memset(r, 0, sizeof *r);
         bool post = n_recs == 0;
-        struct h2_req q = {.head = post ? POST : GET,
-                           .head_len = post ? sizeof POST - 1 : sizeof GET - 1,
+        struct h2_req q = {.method = post ? "POST" : "GET",
+                           .method_len = post ? 4 : 3,
+                           .path = post ? "/v1/messages" : "/v1/models",
+                           .path_len = post ? 12 : 10,
+                           .authority = "api.example",
+                           .authority_len = 11,
+                           .headers = post ? POST_LINES : NULL,
+                           .headers_len = post ? sizeof POST_LINES - 1 : 0,
+                           .content_length = post ? "5" : NULL,
+                           .content_length_len = post ? 1 : 0,
                            .body = post ? "hello" : NULL,
                            .body_len = post ? 5 : 0};
         char err[128];

@@ -223,10 +223,27 @@ static struct src *respond(int32_t id, const char *body, size_t len)
     return b;
 }
 
+/* The pieces of an HTTP/1.1-style head, as h1.c hands them over: the
+ * method and target of the request line, its other lines as the caller's
+ * header lines (a Host line among them becomes :authority). */
+static struct h2_req req_of(const char *head, size_t len)
+{
+    const char *sp1 = memchr(head, ' ', len);
+    const char *sp2 = memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - head));
+    const char *eol = strstr(head, "\r\n");
+    struct h2_req q = {.method = head,
+                       .method_len = (size_t)(sp1 - head),
+                       .path = sp1 + 1,
+                       .path_len = (size_t)(sp2 - sp1 - 1),
+                       .headers = eol + 2,
+                       .headers_len = len - (size_t)(eol + 2 - head)};
+    return q;
+}
+
 static struct h2_stream *open_get(struct h2_sess *s, struct rec *r, const char *head)
 {
     char err[100];
-    struct h2_req q = {.head = head, .head_len = strlen(head)};
+    struct h2_req q = req_of(head, strlen(head));
     struct h2_stream *st = h2_stream_open(s, &q, r, err, sizeof err);
     assert_non_null(st);
     return st;
@@ -263,7 +280,9 @@ static void test_request_and_response(void **state)
     static const char post[] = "POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n";
     struct rec r2 = {0};
     char err[100];
-    struct h2_req q = {.head = post, .head_len = strlen(post), .body = "abcd", .body_len = 4};
+    struct h2_req q = req_of(post, strlen(post));
+    q.body = "abcd";
+    q.body_len = 4;
     assert_non_null(h2_stream_open(s, &q, &r2, err, sizeof err));
     pump(s);
     assert_int_equal(S.req_body_len, 4);
@@ -293,12 +312,12 @@ static void test_too_many_request_headers(void **state)
     len += (size_t)snprintf(head + len, cap - len, "Authorization: Bearer t\r\n\r\n");
     char err[100] = "";
     struct rec r = {0};
-    struct h2_req q = {.head = head, .head_len = len};
+    struct h2_req q = req_of(head, len);
     assert_null(h2_stream_open(s, &q, &r, err, sizeof err));
     assert_string_equal(err, "HTTP/2: more than 256 request headers");
     /* 256 headers exactly still go. */
     memcpy(head + at_cap, "\r\n", 2);
-    q.head_len = at_cap + 2;
+    q = req_of(head, at_cap + 2);
     assert_non_null(h2_stream_open(s, &q, &r, err, sizeof err));
     pump(s);
     assert_int_equal(S.n_requests, 1);
@@ -465,7 +484,7 @@ static void test_stream_bound(void **state)
     open_get(s, &r[1], GET);
     assert_false(h2_sess_can_open(s));
     char err[100];
-    struct h2_req q = {.head = GET, .head_len = strlen(GET)};
+    struct h2_req q = req_of(GET, strlen(GET));
     assert_null(h2_stream_open(s, &q, &r[2], err, sizeof err));
     h2_sess_fail(s, UPSTREAM_ERR_RECV, "gone");
     assert_true(r[0].closed && r[1].closed);
@@ -514,7 +533,9 @@ static void test_flush_sends_frames_together(void **state)
     static const char post[] = "POST /v1/messages HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n";
     struct rec r2 = {0};
     char err[100];
-    struct h2_req q = {.head = post, .head_len = strlen(post), .body = "abcd", .body_len = 4};
+    struct h2_req q = req_of(post, strlen(post));
+    q.body = "abcd";
+    q.body_len = 4;
     assert_non_null(h2_stream_open(s, &q, &r2, err, sizeof err));
     n_sends = 0;
     assert_int_equal(h2_sess_flush(s), 0);
@@ -534,7 +555,9 @@ static void test_flush_sends_frames_together(void **state)
     hl += (int)vlen;
     hl += snprintf(head + hl, 200, "\r\nContent-Length: %zu\r\n\r\n", blen);
     struct rec r3 = {0};
-    struct h2_req q3 = {.head = head, .head_len = (size_t)hl, .body = body, .body_len = blen};
+    struct h2_req q3 = req_of(head, (size_t)hl);
+    q3.body = body;
+    q3.body_len = blen;
     assert_non_null(h2_stream_open(s, &q3, &r3, err, sizeof err));
     S.req_body_len = 0;
     pump(s);
@@ -552,6 +575,128 @@ static void test_flush_sends_frames_together(void **state)
     nghttp2_session_del(S.ng);
 }
 
+/* HEADERS straight from the request's pieces (no HTTP/1.1 head parsed
+ * back): names lower-cased whatever their case, values trimmed, repeated
+ * fields (cookies too) kept apart and in order, connection-specific ones
+ * and a TE other than "trailers" dropped, a Host line replacing the
+ * authority, content-length last, after the caller's lines (the token is
+ * the last of those). */
+static void test_headers_from_pieces(void **state)
+{
+    (void)state;
+    srv_start(100);
+    struct h2_sess *s = h2_sess_new(&ops, NULL);
+    static const char lines[] = "Content-Type: application/json\r\n"
+                                "ANTHROPIC-Version:2023-06-01 \t\r\n"
+                                "X-Odd_Name.1:  a  b\r\n"
+                                "Cookie: a=1\r\n"
+                                "cookie: b=2\r\n"
+                                "Accept: x\r\n"
+                                "accept: y\r\n"
+                                "Connection: close\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\n"
+                                "Upgrade: h2c\r\nTransfer-Encoding: chunked\r\nTE: gzip\r\n"
+                                "X-LF: 1\n"
+                                "no colon here\r\n"
+                                "HoSt: other.example:444\r\n"
+                                "x-api-key: secret\r\n";
+    struct h2_req q = {.method = "POSTX",
+                       .method_len = 4,
+                       .path = "/v1/messages?beta=true",
+                       .path_len = 22,
+                       .authority = "api.example",
+                       .authority_len = 11,
+                       .headers = lines,
+                       .headers_len = sizeof lines - 1,
+                       .content_length = "12",
+                       .content_length_len = 2,
+                       .body = "{\"a\":\"bcd\"} ",
+                       .body_len = 12};
+    struct rec r = {0};
+    char err[100];
+    assert_non_null(h2_stream_open(s, &q, &r, err, sizeof err));
+    pump(s);
+    assert_int_equal(S.n_requests, 1);
+    assert_string_equal(S.req_hdrs, ":method: POST\n:scheme: https\n:authority: other.example:444\n"
+                                    ":path: /v1/messages?beta=true\n"
+                                    "content-type: application/json\n"
+                                    "anthropic-version: 2023-06-01\n"
+                                    "x-odd_name.1: a  b\n"
+                                    "cookie: a=1\ncookie: b=2\n"
+                                    "accept: x\naccept: y\n"
+                                    "x-lf: 1\n"
+                                    "x-api-key: secret\n"
+                                    "content-length: 12\n");
+    assert_int_equal(S.req_body_len, 12);
+    respond(S.last_id, "ok", 2);
+    pump(s);
+    assert_true(r.closed);
+    assert_int_equal(r.rc, UPSTREAM_OK);
+
+    /* No lines, no length: the pseudo-headers alone. */
+    struct h2_req g = {.method = "GET",
+                       .method_len = 3,
+                       .path = "/",
+                       .path_len = 1,
+                       .authority = "h",
+                       .authority_len = 1};
+    struct rec r2 = {0};
+    assert_non_null(h2_stream_open(s, &g, &r2, err, sizeof err));
+    pump(s);
+    assert_string_equal(S.req_hdrs, ":method: GET\n:scheme: https\n:authority: h\n:path: /\n");
+    respond(S.last_id, "", 0);
+    pump(s);
+    assert_true(r2.closed);
+    h2_sess_free(s);
+    nghttp2_session_del(S.ng);
+}
+
+/* A stream cancelled after its HEADERS went out, while the server's answer
+ * is already on the way (it arrives before our RST_STREAM leaves): its
+ * frames find nothing (the stream's nghttp2 user data was cleared when it
+ * was freed; ASan would see a use after free otherwise), its DATA is given
+ * back on the connection window, and the other stream is untouched. */
+static void test_cancelled_stream_answer_dropped(void **state)
+{
+    (void)state;
+    srv_start(100);
+    struct h2_sess *s = h2_sess_new(&ops, NULL);
+    struct rec a = {0}, b = {0};
+    struct h2_stream *sa = open_get(s, &a, GET);
+    pump(s);
+    int32_t ida = S.last_id;
+    open_get(s, &b, GET);
+    pump(s);
+    int32_t idb = S.last_id;
+    assert_int_equal(S.n_requests, 2);
+    respond(ida, "for a", 5);
+    respond(idb, "for b", 5);
+    const uint8_t *d;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(S.ng, &d)) > 0) {
+        memcpy(s2c + s2c_len, d, (size_t)n);
+        s2c_len += (size_t)n;
+    }
+    h2_stream_cancel(sa); /* freed now: nothing of nghttp2's runs */
+    assert_int_equal(h2_sess_streams(s), 1);
+    size_t len = s2c_len;
+    s2c_len = 0;
+    char *copy = xmalloc(len);
+    memcpy(copy, s2c, len);
+    assert_int_equal(h2_sess_recv(s, copy, len), 0); /* before the RST is flushed */
+    free(copy);
+    pump(s);
+    assert_false(a.closed);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(a.body_len, 0);
+    assert_true(b.closed);
+    assert_int_equal(b.rc, UPSTREAM_OK);
+    assert_int_equal(b.body_len, 5);
+    assert_memory_equal(b.body, "for b", 5);
+    assert_int_equal(h2_sess_streams(s), 0);
+    h2_sess_free(s);
+    nghttp2_session_del(S.ng);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -559,6 +704,8 @@ int main(void)
         cmocka_unit_test(test_flush_sends_frames_together),
         cmocka_unit_test(test_bad_status_is_a_protocol_error),
         cmocka_unit_test(test_too_many_request_headers),
+        cmocka_unit_test(test_headers_from_pieces),
+        cmocka_unit_test(test_cancelled_stream_answer_dropped),
         cmocka_unit_test(test_pause_holds_only_its_stream),
         cmocka_unit_test(test_paused_ended_stream_ends_when_connection_lost),
         cmocka_unit_test(test_rst_stream_ends_one_stream),
