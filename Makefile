@@ -34,10 +34,11 @@ PKGS := libuv libcurl libcjson ncursesw zlib openssl libnghttp2
 # included as <hiredis/...>, so its -D_XOPEN_SOURCE cflag stays out.
 LINK_PKGS := libuv libcjson ncursesw zlib openssl libnghttp2 hiredis
 # OPENSSL_STATIC=1 links libssl.a and libcrypto.a in, with section GC:
-# idle RSS with an https endpoint 8.6 -> 7.6 MB, http:// only 5.1 -> 4.7 MB
-# (no loader pages for libcrypto's 5,500 exported symbols, less of its code
-# mapped), but every OpenSSL security update then needs a rebuild.  Off by
-# default; docs/DESIGN.md ("Idle memory") has the figures.
+# before src/mem.c gave the loader's pages back, idle RSS with an https
+# endpoint 8.6 -> 7.6 MB, http:// only 5.1 -> 4.7 MB (no loader pages for
+# libcrypto's 5,500 exported symbols, less of its code mapped); the default
+# build now idles at 7.4 / 3.9 MB.  Every OpenSSL security update would need
+# a rebuild: off by default; docs/DESIGN.md ("Idle memory") has the figures.
 OPENSSL_STATIC ?= 0
 ifeq ($(OPENSSL_STATIC),1)
 LINK_PKGS := $(filter-out openssl,$(LINK_PKGS))
@@ -69,7 +70,9 @@ CXXFLAGS += -std=c++17 $(OPT) $(WARN) -MMD -MP
 # toml++ is the only C++: its runtime linked in costs ~0.8 MB less resident
 # memory than mapping libstdc++.so.  Not under sanitizers: libubsan maps
 # libstdc++.so anyway, and two copies of the runtime would be worse.
-LDFLAGS  += $(OPT) -Wl,--as-needed
+# -z now: every symbol bound at start, so this program's loader tables are
+# never read again and src/mem.c can give their pages back.
+LDFLAGS  += $(OPT) -Wl,--as-needed -Wl,-z,now
 ifeq ($(SAN),0)
 LDFLAGS  += -static-libstdc++ -static-libgcc
 endif
@@ -121,8 +124,10 @@ $(B)/libzephyr.a: $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/claude-zephyr: $(B)/obj/main.o $(FAKE_OBJ) $(B)/libzephyr.a
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# scripts/offpath-text.ld groups toml++, the C++ runtime and ncurses after
+# .text, so their pages can be given back after a parse (src/mem.c).
+$(B)/claude-zephyr: $(B)/obj/main.o $(FAKE_OBJ) $(B)/libzephyr.a scripts/offpath-text.ld
+	$(CXX) $(LDFLAGS) -Wl,-T,scripts/offpath-text.ld -o $@ $(filter-out %.ld,$^) $(LDLIBS)
 
 $(B)/obj/tests/%.o: tests/%.c | $(LLHTTP_DIR)/llhttp.h
 	@mkdir -p $(dir $@)

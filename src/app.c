@@ -43,6 +43,7 @@
 #include "guard.h"
 #include "health.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "proxy.h"
 #include "state.h"
@@ -72,6 +73,7 @@ struct app {
     uv_timer_t policy_timer; /* fires pending graceful switches, keeps the next endpoint warm */
     uint64_t busy_ms;        /* loop time a request was last seen in flight or ending */
     uint64_t trim_ms;        /* loop time of the last app_trim_heap */
+    bool parsed;             /* a configuration was parsed since the last trim */
     char listen[80];
     int shutting_down; /* 0, 1 graceful, 2 closing */
     int exit_code;
@@ -303,6 +305,7 @@ static void on_reload_done(uv_work_t *req, int status)
     int rc = -1;
 
     a->reload = NULL;
+    a->parsed = true;
     if (status != 0 || a->shutting_down)
         errors = xstrdup("the proxy is shutting down\n");
     else
@@ -736,6 +739,16 @@ static void app_trim_heap(struct app *a)
         return;
     malloc_trim(0);
     a->trim_ms = now;
+    /* The loader's tables: once after start, again after a dlopen; the
+     * code only a parse runs: after each parse (src/mem.h). */
+    size_t loader = mem_release_loader_pages();
+    size_t code = 0;
+    if (a->parsed)
+        code = mem_release_offpath_code();
+    a->parsed = false;
+    if (loader || code)
+        log_debug("gave back %zu KB of loader tables, %zu KB of parser code", loader / 1024,
+                  code / 1024);
 #else
     (void)a;
 #endif
@@ -858,6 +871,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
 {
     struct app *a = xcalloc(1, sizeof *a);
     a->opts = *opts;
+    a->parsed = true; /* main.c parsed the configuration this app starts with */
     uv_loop_init(&a->loop);
     signal(SIGPIPE, SIG_IGN);
 
